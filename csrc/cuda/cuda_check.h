@@ -1,0 +1,33 @@
+// CUDA-side helpers shared by every .cu file; compiled by nvcc (real GPU) and by the host compiler
+// against csrc/simt/simt.h (emulated GPU). Kernels never spell <<<>>>: CONVNET_LAUNCH checks the
+// launch and, under emulation, reports the launch site.
+#pragma once
+#include "check.h"
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+#endif
+
+#define CONVNET_CUDA_CHECK(expr)                                                             \
+  do {                                                                                       \
+    cudaError_t convnet_err_ = (expr);                                                       \
+    if (convnet_err_ != cudaSuccess)                                                         \
+      ::convnet::detail::fail<::convnet::Error>(__FILE__, __LINE__, "",                      \
+          std::string(#expr) + ": " + cudaGetErrorString(convnet_err_));                     \
+  } while (0)
+
+// CONVNET_LAUNCH(kernel, grid, block, shared_bytes, stream, args...)
+// `kernel` may be a template instance in parentheses or a pointer to a __global__ function.
+#if defined(__CUDACC__)
+#define CONVNET_LAUNCH(kernel, grid, block, smem, stream, ...)                               \
+  do {                                                                                       \
+    kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);                              \
+    CONVNET_CUDA_CHECK(cudaGetLastError());                                                  \
+  } while (0)
+// Dynamic shared memory of the current block: CONVNET_DYNAMIC_SHARED(float, smem);
+#define CONVNET_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#else
+#define CONVNET_LAUNCH(kernel, grid, block, smem, stream, ...)                               \
+  ::simt::launch(__FILE__, __LINE__, #kernel, kernel, (grid), (block), (smem), (stream),    \
+                 __VA_ARGS__)
+#define CONVNET_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::simt::dynamic_shared())
+#endif
