@@ -1,6 +1,8 @@
 """Elementwise helpers (csrc/*/elementwise.*): in-place fill, copy, scale, accumulate."""
 from ._dispatch import backend_of
 
+__all__ = ["add_", "copy_", "fill_", "scale_"]
+
 
 def fill_(y, value):
     """y[:] = value."""
