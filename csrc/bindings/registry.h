@@ -4,6 +4,8 @@
 #pragma once
 #include <pybind11/pybind11.h>
 
+namespace py = pybind11;
+
 namespace convnet {
 using BindFn = void (*)(pybind11::module_&);
 int add_binding(const char* family, BindFn fn);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 #include <cstdint>
+#include <cstring>
 
 namespace convnet {
 
@@ -32,11 +33,11 @@ inline std::string shape_str(const std::vector<int64_t>& s) {
 
 namespace detail {
 template <class E>
-[[noreturn]] inline void fail(const char* file, int line, const char* cond, const std::string& msg) {
+[[noreturn]] inline void fail(const char* file, int line, const std::string& msg) {
+  // Paths from the source root (csrc/...), whatever directory the build ran in.
+  const char* rel = std::strstr(file, "csrc/");
   std::ostringstream o;
-  o << msg;
-  if (cond && *cond) o << " [check " << cond << " failed]";
-  o << " (" << file << ":" << line << ")";
+  o << msg << " (" << (rel ? rel : file) << ":" << line << ")";
   throw E(o.str());
 }
 }  // namespace detail
@@ -49,7 +50,7 @@ template <class E>
     if (!(cond)) {                                                                         \
       std::ostringstream convnet_check_os_;                                                \
       convnet_check_os_ << msg;                                                            \
-      ::convnet::detail::fail<E>(__FILE__, __LINE__, #cond, convnet_check_os_.str());      \
+      ::convnet::detail::fail<E>(__FILE__, __LINE__, convnet_check_os_.str());    \
     }                                                                                      \
   } while (0)
 #define CONVNET_CHECK(cond, msg) CONVNET_CHECK_AS(::convnet::ArgError, cond, msg)

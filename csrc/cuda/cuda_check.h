@@ -11,7 +11,7 @@
   do {                                                                                       \
     cudaError_t convnet_err_ = (expr);                                                       \
     if (convnet_err_ != cudaSuccess)                                                         \
-      ::convnet::detail::fail<::convnet::Error>(__FILE__, __LINE__, "",                      \
+      ::convnet::detail::fail<::convnet::Error>(__FILE__, __LINE__,                    \
           std::string(#expr) + ": " + cudaGetErrorString(convnet_err_));                     \
   } while (0)
 
@@ -31,3 +31,17 @@
                  __VA_ARGS__)
 #define CONVNET_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::simt::dynamic_shared())
 #endif
+
+#include "device.h"
+
+namespace convnet {
+// The stream of the current device: every launch goes there.
+inline cudaStream_t current_stream() {
+  return static_cast<cudaStream_t>(device_stream(current_device()));
+}
+// Blocks for a grid-stride loop over n items.
+inline unsigned grid_for(int64_t n, int threads, unsigned max_blocks = 4096) {
+  int64_t b = (n + threads - 1) / threads;
+  return unsigned(b < 1 ? 1 : (b > max_blocks ? max_blocks : b));
+}
+}  // namespace convnet

@@ -1,0 +1,103 @@
+"""Devices and the backend modules behind them.
+
+A device string names a backend and an index:
+  ``cpu``      the CPU backend (convnet._cpu): SIMD + threads, the fast path on a laptop;
+  ``cuda:N``   GPU N (convnet._cuda, built when nvcc was found at install time);
+  ``emu:N``    emulated GPU N (convnet._emu): the CUDA kernel sources compiled for the CPU against
+               convnet's SIMT emulation. Slow; for checking and stepping through kernel code.
+"""
+import importlib
+
+_KINDS = {"cpu": 0, "cuda": 1, "emu": 2}
+_MODULES = {"cpu": "convnet._cpu", "cuda": "convnet._cuda", "emu": "convnet._emu"}
+_loaded = {}
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that this installation or machine cannot provide."""
+
+
+class Device:
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec="cpu"):
+        if isinstance(spec, Device):
+            self.type, self.index = spec.type, spec.index
+            return
+        if not isinstance(spec, str):
+            raise TypeError(f"device must be a string like 'cpu', 'cuda:0', 'emu:1', got {spec!r}")
+        kind, _, idx = spec.strip().partition(":")
+        if kind not in _KINDS:
+            raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cuda:N' or 'emu:N'")
+        if kind == "cpu":
+            if idx not in ("", "0"):
+                raise ValueError(f"unknown device {spec!r}: there is one CPU device, 'cpu'")
+            self.type, self.index = "cpu", 0
+            return
+        try:
+            self.index = int(idx) if idx else 0
+        except ValueError:
+            raise ValueError(f"bad device index in {spec!r}") from None
+        if self.index < 0:
+            raise ValueError(f"bad device index in {spec!r}")
+        self.type = kind
+
+    @property
+    def kind(self):
+        return _KINDS[self.type]
+
+    def __str__(self):
+        return "cpu" if self.type == "cpu" else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        return f"device('{self}')"
+
+    def __eq__(self, other):
+        try:
+            other = Device(other)
+        except (TypeError, ValueError):
+            return NotImplemented
+        return self.type == other.type and self.index == other.index
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+
+def module_for(kind):
+    """The extension module of a backend, or DeviceError saying why it is missing."""
+    if kind in _loaded:
+        return _loaded[kind]
+    try:
+        mod = importlib.import_module(_MODULES[kind])
+    except ImportError as e:
+        hint = (" (convnet was built without CUDA: install with nvcc on PATH, or CONVNET_CUDA=ON)"
+                if kind == "cuda" else "")
+        raise DeviceError(f"the {kind} backend is not available{hint}: {e}") from None
+    _loaded[kind] = mod
+    return mod
+
+
+def backend(device):
+    """Checks that `device` exists and returns its backend module."""
+    dev = Device(device)
+    mod = module_for(dev.type)
+    if dev.type != "cpu":
+        count, reason = mod.device_count()
+        if count == 0:
+            raise DeviceError(f"{dev} is not available: {reason}")
+        if dev.index >= count:
+            raise DeviceError(f"{dev} does not exist: {count} {dev.type} device(s), "
+                              f"{dev.type}:0..{dev.type}:{count - 1}")
+    return mod
+
+
+def backends():
+    """Names of the backends this installation has: 'cpu', 'emu', and 'cuda' when built."""
+    out = []
+    for kind in ("cpu", "emu", "cuda"):
+        try:
+            module_for(kind)
+            out.append(kind)
+        except DeviceError:
+            pass
+    return out

@@ -1,0 +1,86 @@
+// Device memory for the CUDA and emulated backends: Buffer (owning, returned to the caching
+// allocator when the last Tensor using it goes away), host<->device and peer copies.
+#if !defined(CONVNET_BACKEND_CPU)
+#include <pybind11/numpy.h>
+
+#include "device.h"
+#include "registry.h"
+#include "tensor_arg.h"
+
+namespace py = pybind11;
+
+namespace convnet {
+namespace {
+
+struct Buffer {
+  void* ptr = nullptr;
+  size_t nbytes = 0;
+  int device = 0;
+  Buffer(size_t n, int dev) : ptr(device_alloc(n, dev)), nbytes(n), device(dev) {}
+  ~Buffer() {
+    try {
+      device_free(ptr, device);
+    } catch (...) {
+      // A destructor must not throw; the block is then simply not cached.
+    }
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+};
+
+void check_range(const char* op, const Buffer& b, size_t offset, size_t bytes) {
+  CONVNET_CHECK(offset + bytes <= b.nbytes, op << ": " << bytes << " bytes at offset " << offset
+                                               << " exceed the buffer of " << b.nbytes << " bytes");
+}
+
+}  // namespace
+}  // namespace convnet
+
+CONVNET_BINDINGS(device) {
+  using namespace convnet;
+  py::class_<Buffer>(m, "Buffer", py::module_local())
+      .def(py::init<size_t, int>(), py::arg("nbytes"), py::arg("device"))
+      .def_property_readonly("ptr", [](const Buffer& b) { return uintptr_t(b.ptr); })
+      .def_readonly("nbytes", &Buffer::nbytes)
+      .def_readonly("device", &Buffer::device);
+  m.def("device_count", [] {
+    std::string reason;
+    int n = device_count(&reason);
+    return py::make_tuple(n, reason);
+  }, "(count, reason): reason says why count is 0");
+  m.def("synchronize", &synchronize, py::arg("device"));
+  m.def("empty_cache", &empty_cache);
+  m.def("memory_stats", [](int dev) {
+    MemoryStats s = memory_stats(dev);
+    py::dict d;
+    d["in_use"] = s.in_use;
+    d["cached"] = s.cached;
+    d["peak"] = s.peak;
+    d["allocs"] = s.allocs;
+    d["cache_hits"] = s.cache_hits;
+    return d;
+  }, py::arg("device"));
+  // Host array -> device buffer at a byte offset.
+  m.def("copy_from_host", [](Buffer& dst, size_t offset, py::array src) {
+    CONVNET_CHECK(src.flags() & py::array::c_style, "copy_from_host: host array not C-contiguous");
+    size_t n = size_t(src.nbytes());
+    check_range("copy_from_host", dst, offset, n);
+    copy_h2d(static_cast<char*>(dst.ptr) + offset, src.data(), n, dst.device);
+  });
+  m.def("copy_to_host", [](py::array dst, const Buffer& src, size_t offset) {
+    CONVNET_CHECK(dst.flags() & py::array::c_style, "copy_to_host: host array not C-contiguous");
+    CONVNET_CHECK(dst.writeable(), "copy_to_host: host array is read-only");
+    size_t n = size_t(dst.nbytes());
+    check_range("copy_to_host", src, offset, n);
+    copy_d2h(dst.mutable_data(), static_cast<const char*>(src.ptr) + offset, n, src.device);
+  });
+  // Device -> device, on one device or between two (explicit peer-to-peer copy).
+  m.def("copy_device", [](Buffer& dst, size_t dst_off, const Buffer& src, size_t src_off,
+                          size_t n) {
+    check_range("copy_device", dst, dst_off, n);
+    check_range("copy_device", src, src_off, n);
+    copy_peer(static_cast<char*>(dst.ptr) + dst_off, dst.device,
+              static_cast<const char*>(src.ptr) + src_off, src.device, n);
+  });
+}
+#endif

@@ -1,0 +1,38 @@
+// Device memory and streams for the CUDA backend; the same code, compiled against the SIMT
+// emulation, serves the emulated devices (emu:N). Implemented in csrc/cuda/device.cu.
+// Host code outside csrc/cuda sees only these plain-C++ declarations (no CUDA types).
+#pragma once
+#include <cstddef>
+#include <string>
+
+namespace convnet {
+
+// Number of usable devices; when 0, `reason` says why (no driver / no device / ...).
+int device_count(std::string* reason);
+void set_device(int dev);  // checks the index, names the valid range when wrong
+int current_device();
+void synchronize(int dev);
+
+// Caching allocator: freed blocks are kept per device and size class and reused, so a training
+// step allocates nothing. Under emulation a reused block is re-poisoned with NaN.
+void* device_alloc(size_t bytes, int dev);
+void device_free(void* p, int dev);
+void empty_cache();
+struct MemoryStats {
+  size_t in_use = 0, cached = 0, peak = 0;
+  size_t allocs = 0, cache_hits = 0;
+};
+MemoryStats memory_stats(int dev);
+
+void copy_h2d(void* dst, const void* src, size_t bytes, int dev);
+void copy_d2h(void* dst, const void* src, size_t bytes, int dev);
+void copy_d2d(void* dst, const void* src, size_t bytes, int dev);
+// Explicit peer-to-peer copy between two devices (peer access is enabled on first use when the
+// devices support it; otherwise the runtime stages through the host).
+void copy_peer(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes);
+
+// The stream every op of this device is issued on (one per device; ops of different devices may
+// overlap, ops of one device are ordered). Opaque here: a cudaStream_t.
+void* device_stream(int dev);
+
+}  // namespace convnet

@@ -1,0 +1,20 @@
+// SGEMM, the building block of convolution and fully-connected layers.
+//   C = alpha * op(A) * op(B) + beta * C
+// Row-major: op(A) is (m, k), op(B) is (k, n), C is (m, n); lda/ldb/ldc are row strides of A, B, C
+// as stored (A stored (m, k) or, if trans_a, (k, m)). beta == 0 never reads C.
+#pragma once
+#include "op.h"
+
+namespace convnet {
+
+struct GemmParams {
+  int64_t m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  float alpha = 1.f, beta = 0.f;
+  int variant = 0;  // 0 = the default kernel; others select numbered variants (tests, benchmarks)
+};
+
+CONVNET_OP(void, sgemm, (const GemmParams& p, const float* a, const float* b, float* c))
+
+}  // namespace convnet
