@@ -335,13 +335,76 @@ std::vector<double> run_bench() {
           double(simt::num_workers())};
 }
 
+// Several emulated devices, peer copies, and the checks on pointers given to the runtime API.
+// Returns [device count, 16 values copied 0 -> 1, then error codes of: peer copy naming the
+// wrong device, peer copy past the end, cudaFree of device 0's block while device 1 is current,
+// cudaFree of a host pointer, cudaFree of an interior pointer, cudaSetDevice(count), H2D copy to
+// a host pointer; then 1 if the device name says emulator, event time >= 0].
+std::vector<double> run_devices() {
+  std::vector<double> r;
+  int n = 0;
+  CONVNET_CUDA_CHECK(cudaGetDeviceCount(&n));
+  r.push_back(n);
+  int prev;
+  CONVNET_CUDA_CHECK(cudaGetDevice(&prev));
+  float *a = nullptr, *b = nullptr;
+  std::vector<float> h(16), back(16);
+  for (int i = 0; i < 16; ++i) h[i] = float(i) * 1.5f;
+  CONVNET_CUDA_CHECK(cudaSetDevice(0));
+  CONVNET_CUDA_CHECK(cudaMalloc(&a, 16 * sizeof(float)));
+  CONVNET_CUDA_CHECK(cudaMemcpy(a, h.data(), 16 * sizeof(float), cudaMemcpyHostToDevice));
+  CONVNET_CUDA_CHECK(cudaSetDevice(1));
+  CONVNET_CUDA_CHECK(cudaMalloc(&b, 16 * sizeof(float)));
+  cudaStream_t s;
+  CONVNET_CUDA_CHECK(cudaStreamCreate(&s));
+  CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(b, 1, a, 0, 16 * sizeof(float), s));
+  CONVNET_CUDA_CHECK(cudaStreamSynchronize(s));
+  CONVNET_CUDA_CHECK(cudaStreamDestroy(s));
+  CONVNET_CUDA_CHECK(cudaMemcpy(back.data(), b, 16 * sizeof(float), cudaMemcpyDeviceToHost));
+  for (float v : back) r.push_back(v);
+  r.push_back(cudaMemcpyPeer(b, 0, a, 0, 16 * sizeof(float)));
+  r.push_back(cudaMemcpyPeer(b, 1, a, 0, 32 * sizeof(float)));
+  r.push_back(cudaFree(a));
+  r.push_back(cudaFree(h.data()));
+  r.push_back(cudaFree(b + 1));
+  r.push_back(cudaSetDevice(n));
+  r.push_back(cudaMemcpy(back.data(), h.data(), 4, cudaMemcpyHostToDevice));
+  cudaGetLastError();
+  CONVNET_CUDA_CHECK(cudaFree(b));
+  CONVNET_CUDA_CHECK(cudaSetDevice(0));
+  CONVNET_CUDA_CHECK(cudaFree(a));
+  cudaDeviceProp prop;
+  CONVNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, 1));
+  r.push_back(std::string(prop.name).find("SIMT emulator") != std::string::npos);
+  cudaEvent_t e0, e1;
+  CONVNET_CUDA_CHECK(cudaEventCreate(&e0));
+  CONVNET_CUDA_CHECK(cudaEventCreate(&e1));
+  CONVNET_CUDA_CHECK(cudaEventRecord(e0));
+  CONVNET_CUDA_CHECK(cudaEventRecord(e1));
+  CONVNET_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = -1;
+  CONVNET_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  CONVNET_CUDA_CHECK(cudaEventDestroy(e0));
+  CONVNET_CUDA_CHECK(cudaEventDestroy(e1));
+  r.push_back(ms >= 0);
+  CONVNET_CUDA_CHECK(cudaSetDevice(prev));
+  return r;
+}
+
+// A runtime-API error surfaces through CONVNET_CUDA_CHECK with the details of the pointer.
+std::vector<double> run_bad_copy() {
+  std::vector<float> h(4);
+  CONVNET_CUDA_CHECK(cudaMemcpy(h.data(), h.data() + 2, 8, cudaMemcpyDeviceToHost));
+  return {};
+}
+
 }  // namespace
 
 std::vector<std::string> simt_selftest_names() {
   return {"block_reduce", "race_reduce", "warp_reduce", "transpose", "transpose_edge", "histogram",
           "atomics", "oob_write", "early_return", "shfl_exited", "divergent_barrier", "deadlock",
           "uninit_shared", "uninit_global", "exception", "bad_block", "bad_grid", "bad_smem",
-          "big_smem", "bench"};
+          "big_smem", "devices", "bad_copy", "bench"};
 }
 
 std::vector<double> simt_selftest(const std::string& name) {
@@ -413,6 +476,8 @@ std::vector<double> simt_selftest(const std::string& name) {
     CONVNET_LAUNCH(uninit_shared_kernel, 1, 64, 64 * 1024, 0, out.p);
     return to_double(out.download());
   }
+  if (name == "devices") return run_devices();
+  if (name == "bad_copy") return run_bad_copy();
   if (name == "bench") return run_bench();
   throw convnet::ArgError("simt_selftest: unknown test '" + name + "'");
 }
