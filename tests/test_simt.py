@@ -212,9 +212,10 @@ def test_set_thread_order_api():
 
 def test_throughput(capsys):
     emu.set_thread_order("forward")
-    saxpy_ns, barrier_ns, switches, workers = run("bench")
+    saxpy_ns, barrier_ns, switches, workers, saxpy_cpu, barrier_cpu = run("bench")
     # each wait at a barrier costs one switch into the fiber (and one out, not counted)
     assert 0.99 <= switches <= 1.1
     with capsys.disabled():
-        print(f"\n[simt] {int(workers)} workers: barrier-free kernel {saxpy_ns:.1f} ns/thread; "
-              f"{barrier_ns:.1f} ns per thread per __syncthreads")
+        print(f"\n[simt] {int(workers)} workers: barrier-free kernel {saxpy_ns:.1f} ns/thread "
+              f"({saxpy_cpu:.1f} CPU); {barrier_ns:.1f} ns ({barrier_cpu:.1f} CPU) per thread per "
+              f"__syncthreads")

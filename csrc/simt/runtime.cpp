@@ -743,9 +743,13 @@ void* dynamic_shared() { return detail::tl_cur.dsmem; }
 
 namespace detail {
 
+[[noreturn]] __attribute__((noinline)) void outside_kernel(const char* what, const char* file, int line) {
+  throw Error(std::string("simt: ") + what + " outside a kernel at " + file + ":" + std::to_string(line));
+}
+
 int barrier(const char* file, int line, int op, int pred) {
   Worker* w = tl_worker;
-  if (!w || !w->cur) throw Error(std::string("simt: __syncthreads outside a kernel at ") + file + ":" + std::to_string(line));
+  if (__builtin_expect(!w || !w->cur, 0)) outside_kernel("__syncthreads", file, line);
   Thr* t = w->cur;
   t->st = Thr::WaitBar;
   t->op = op;
@@ -756,17 +760,21 @@ int barrier(const char* file, int line, int op, int pred) {
   return int(t->res);
 }
 
+[[noreturn]] __attribute__((noinline)) void own_lane_missing(Worker* w, Thr* t, const char* file, int line,
+                                                           int op, unsigned mask) {
+  int lane = t->lin & 31;
+  std::ostringstream o;
+  o << warp_op_name(op) << " at " << file << ":" << line << ": thread " << dim_str(t->tid) << " (lane "
+    << lane << ") calls it with mask 0x" << std::hex << mask << ", which does not include its own lane";
+  block_error(w, o.str());
+}
+
 uint64_t warp_op(const char* file, int line, int op, unsigned mask, uint64_t value, int arg, int width) {
   Worker* w = tl_worker;
-  if (!w || !w->cur) throw Error(std::string("simt: warp operation outside a kernel at ") + file + ":" + std::to_string(line));
+  if (__builtin_expect(!w || !w->cur, 0)) outside_kernel("warp operation", file, line);
   Thr* t = w->cur;
   int lane = t->lin & 31;
-  if (!(mask >> lane & 1)) {
-    std::ostringstream o;
-    o << warp_op_name(op) << " at " << file << ":" << line << ": thread " << dim_str(t->tid) << " (lane "
-      << lane << ") calls it with mask 0x" << std::hex << mask << ", which does not include its own lane";
-    block_error(w, o.str());
-  }
+  if (__builtin_expect(!(mask >> lane & 1), 0)) own_lane_missing(w, t, file, line, op, mask);
   t->st = Thr::WaitWarp;
   t->op = op;
   t->file = file;
