@@ -152,6 +152,11 @@ def test_uninitialised_shared_memory_reads_nan():
                 assert np.isnan(out[b, kind, 1::2]).all(), (order, b, kind)
 
 
+def test_static_shared_poisoning_is_active():
+    run("block_reduce")
+    assert emu.simt_stats()["static_shared_poisoned"]
+
+
 def test_unwritten_device_memory_reads_nan():
     assert np.isnan(run("uninit_global")).all()
 
@@ -196,6 +201,9 @@ def test_order_and_workers_from_environment():
     assert order == "random:7"
     (n,) = _subprocess("print(e.simt_selftest('devices')[0])", CONVNET_EMU_DEVICES="3")
     assert float(n) == 3
+    (poisoned,) = _subprocess("e.simt_selftest('block_reduce'); print(e.simt_stats()['static_shared_poisoned'])",
+                              CONVNET_SIMT_POISON_SHARED="0")
+    assert poisoned == "False"
 
 
 def test_set_thread_order_api():

@@ -347,6 +347,7 @@ struct Worker {
 };
 
 thread_local Worker* tl_worker = nullptr;
+std::atomic<bool> g_shared_poisoned{false};  // some worker found its static shared memory
 
 void fiber_main(Fiber* f);
 
@@ -886,8 +887,10 @@ struct Pool {
   std::vector<std::thread> threads;
   int size = 0;
 
+  bool poison_shared = true;
   void start() {
     if (size) return;
+    poison_shared = env_int("CONVNET_SIMT_POISON_SHARED", 1, 0, 1) != 0;
     size = env_int("CONVNET_EMU_THREADS", 2, 1, 256);
     for (int i = 0; i < size; ++i) threads.emplace_back([this] { loop(); });
     for (auto& t : threads) t.detach();
@@ -895,7 +898,8 @@ struct Pool {
   void loop() {
     Worker* w = new Worker;
     tl_worker = w;
-    find_static_shared(w);
+    if (poison_shared) find_static_shared(w);
+    if (w->shared_bytes) g_shared_poisoned = true;
     uint64_t seen = 0;
     for (;;) {
       Launch* job;
@@ -963,7 +967,10 @@ int num_workers() {
   return pool().size;
 }
 
-Stats stats() { return Stats{st_launches.load(), st_blocks.load(), st_threads.load(), st_switches.load()}; }
+Stats stats() {
+  return Stats{st_launches.load(), st_blocks.load(), st_threads.load(), st_switches.load(),
+               g_shared_poisoned.load()};
+}
 
 namespace detail {
 
