@@ -12,6 +12,13 @@
 // its MXCSR / x87 control word, which kernels do not change); ucontext elsewhere.
 #include "simt.h"
 
+// The hand-written switch on x86-64; ucontext elsewhere (or with -DSIMT_UCONTEXT, to test it).
+#if defined(__x86_64__) && !defined(SIMT_UCONTEXT)
+#define SIMT_ASM_SWITCH 1
+#else
+#define SIMT_ASM_SWITCH 0
+#endif
+
 #include <dlfcn.h>
 #include <link.h>
 #include <sys/mman.h>
@@ -24,7 +31,7 @@
 #include <sstream>
 #include <thread>
 
-#if !defined(__x86_64__)
+#if !SIMT_ASM_SWITCH
 #include <ucontext.h>
 #endif
 
@@ -248,7 +255,7 @@ struct Fiber {
   size_t map_bytes = 0;
   Worker* w = nullptr;
   int id = 0;
-#if !defined(__x86_64__)
+#if !SIMT_ASM_SWITCH
   ucontext_t uc;
 #endif
 };
@@ -256,7 +263,7 @@ struct Fiber {
 }  // namespace
 }  // namespace simt
 
-#if defined(__x86_64__)
+#if SIMT_ASM_SWITCH
 // void simt_switch(void** save_sp, void* next_sp): saves the callee-saved state on the current
 // stack, stores the stack pointer in *save_sp and resumes the context whose stack pointer is next_sp.
 extern "C" void simt_switch(void** save_sp, void* next_sp);
@@ -322,7 +329,7 @@ struct Launch;
 
 struct Worker {
   void* sched_sp = nullptr;
-#if !defined(__x86_64__)
+#if !SIMT_ASM_SWITCH
   ucontext_t sched_uc;
 #endif
   std::vector<Fiber*> fibers;
@@ -351,7 +358,7 @@ std::atomic<bool> g_shared_poisoned{false};  // some worker found its static sha
 
 void fiber_main(Fiber* f);
 
-#if !defined(__x86_64__)
+#if !SIMT_ASM_SWITCH
 thread_local Fiber* tl_starting = nullptr;
 void uc_entry() { fiber_main(tl_starting); }
 #endif
@@ -372,7 +379,7 @@ Fiber* new_fiber(Worker* w) {
 
 // Prepares f to start fiber_main(f) at its next resume.
 void fiber_reset(Fiber* f) {
-#if defined(__x86_64__)
+#if SIMT_ASM_SWITCH
   // Stagger the stack tops (page-aligned otherwise): the hot top-of-stack lines of many fibers
   // would all map to the same L1 sets.
   char* top = f->mem + f->map_bytes - (f->id % 32) * 128;
@@ -398,7 +405,7 @@ void fiber_reset(Fiber* f) {
 
 inline void to_fiber(Worker* w, Fiber* f) {
   ++w->switches;
-#if defined(__x86_64__)
+#if SIMT_ASM_SWITCH
   simt_switch(&w->sched_sp, f->sp);
 #else
   tl_starting = f;
@@ -407,7 +414,7 @@ inline void to_fiber(Worker* w, Fiber* f) {
 }
 
 inline void to_scheduler(Worker* w, Fiber* f) {
-#if defined(__x86_64__)
+#if SIMT_ASM_SWITCH
   simt_switch(&f->sp, w->sched_sp);
 #else
   swapcontext(&f->uc, &w->sched_uc);
