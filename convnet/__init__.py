@@ -1,0 +1,1 @@
+"""convnet: a revival of cuda-convnet as a Python package."""
