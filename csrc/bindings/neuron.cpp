@@ -31,8 +31,8 @@ void check_same_size(const char* op, const Arg& a, const Arg& ref) {
 CONVNET_BINDINGS(neuron) {
   using namespace convnet;
   m.def("neuron_kinds", [] {
-    std::vector<std::string> names;
-    for (int k = 0; k < kNumNeuronKinds; ++k) names.push_back(neuron_kind_name(NeuronKind(k)));
+    py::list names;
+    for (int k = 0; k < kNumNeuronKinds; ++k) names.append(neuron_kind_name(NeuronKind(k)));
     return names;
   }, "Neuron kind names in the order of their integer codes.");
   m.def("neuron_bwd_reads", [](int kind) {
