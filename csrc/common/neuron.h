@@ -3,8 +3,8 @@
 //   x, y, dy, dx : any shape, treated as flat arrays of n floats (activations are (C, H, W, N) or
 //                  (features, N); the layout does not matter to an elementwise op).
 //
-// Forward y = f(x) (x may equal y: in place). Backward dx (+)= dy * f'(x), where f' is computed from
-// whichever of x and y is cheaper and exact (neuron_bwd_reads() says which; the other pointer
+// Forward y = f(x) (x may equal y: in place). Backward dx (+)= dy * f'(x), where f' is computed
+// from whichever of x and y is cheaper and exact (neuron_bwd_reads() says which; the other pointer
 // may be null). dx may equal dy.
 //
 //   kind          f(x)                      backward reads   f'
