@@ -69,16 +69,16 @@ CONVNET_BINDINGS(lrn) {
     OP(lrn_fwd)(p, x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>());
   }, py::arg("x"), py::arg("y"), py::arg("denoms"), py::arg("size"), py::arg("alpha"),
      py::arg("pow"), py::arg("min_div"));
+  // The backward reads min_div through denoms: 1 below only satisfies the params check.
   m.def("lrn_bwd", [](TensorArg dy, TensorArg x, TensorArg y, TensorArg denoms, TensorArg dx,
-                      int size, float alpha, float pow, float min_div, bool accumulate) {
+                      int size, float alpha, float pow, bool accumulate) {
     check_device("lrn_bwd", {{"dy", dy}, {"x", x}, {"y", y}, {"denoms", denoms}, {"dx", dx}});
     NormParams p = norm_params("lrn_bwd", {{"dy", dy}, {"x", x}, {"y", y}, {"denoms", denoms}},
-                               {{"dx", dx}}, size, alpha, pow, min_div);
+                               {{"dx", dx}}, size, alpha, pow, 1.f);
     OP(lrn_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>(),
                 dx.ptr<float>(), accumulate);
   }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("denoms"), py::arg("dx"),
-     py::arg("size"), py::arg("alpha"), py::arg("pow"), py::arg("min_div"),
-     py::arg("accumulate"));
+     py::arg("size"), py::arg("alpha"), py::arg("pow"), py::arg("accumulate"));
   m.def("rnorm_fwd", [](TensorArg x, TensorArg y, TensorArg denoms, int size, float alpha,
                         float pow, float min_div) {
     check_device("rnorm_fwd", {{"x", x}, {"y", y}, {"denoms", denoms}});
@@ -88,14 +88,13 @@ CONVNET_BINDINGS(lrn) {
   }, py::arg("x"), py::arg("y"), py::arg("denoms"), py::arg("size"), py::arg("alpha"),
      py::arg("pow"), py::arg("min_div"));
   m.def("rnorm_bwd", [](TensorArg dy, TensorArg x, TensorArg y, TensorArg denoms, TensorArg dx,
-                        int size, float alpha, float pow, float min_div, bool accumulate) {
+                        int size, float alpha, float pow, bool accumulate) {
     check_device("rnorm_bwd", {{"dy", dy}, {"x", x}, {"y", y}, {"denoms", denoms}, {"dx", dx}});
     NormParams p = norm_params("rnorm_bwd",
                                {{"dy", dy}, {"x", x}, {"y", y}, {"denoms", denoms}},
-                               {{"dx", dx}}, size, alpha, pow, min_div);
+                               {{"dx", dx}}, size, alpha, pow, 1.f);
     OP(rnorm_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>(),
                   dx.ptr<float>(), accumulate);
   }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("denoms"), py::arg("dx"),
-     py::arg("size"), py::arg("alpha"), py::arg("pow"), py::arg("min_div"),
-     py::arg("accumulate"));
+     py::arg("size"), py::arg("alpha"), py::arg("pow"), py::arg("accumulate"));
 }
