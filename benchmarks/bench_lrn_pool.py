@@ -6,8 +6,10 @@ read once, every output written once) and as a percentage of the copy bandwidth 
 numpy's copy (one thread) and convnet's own copy (ops.copy_, all threads), counting read + write.
 
     python benchmarks/bench_lrn_pool.py [--device cpu|cuda:0] [--reps 7] [--batch 128]
+                                        [--threads N]
 
-Timings on shared machines are noisy: medians over --reps runs after one warm-up.
+Timings on shared machines are noisy: medians over --reps runs after one warm-up; the copy
+bandwidth is measured before and after the ops and the higher figure is the reference.
 PyTorch (NCHW, same threads): local_response_norm(size, alpha, beta, k) divides alpha by size
 like cuda-convnet, so it is called with alpha = scale; its backward runs through autograd.
 """
@@ -55,12 +57,12 @@ def copy_bandwidth(reps, device, sync):
     return rows
 
 
-def report(name, seconds, nbytes, peak, peer=None):
+def line(name, seconds, nbytes, peak, peer=None):
     gbs = nbytes / seconds / 1e9
-    line = f"{name:<16}{seconds * 1e3:9.2f} ms {gbs:8.1f} GB/s {100 * gbs / peak:6.0f}% of copy"
+    out = f"{name:<16}{seconds * 1e3:9.2f} ms {gbs:8.1f} GB/s {100 * gbs / peak:6.0f}% of copy"
     if peer is not None:
-        line += f"   torch {peer * 1e3:9.2f} ms  x{peer / seconds:5.1f}"
-    print(line)
+        out += f"   torch {peer * 1e3:9.2f} ms  x{peer / seconds:5.1f}"
+    return out
 
 
 def torch_or_none():
@@ -76,8 +78,12 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: all)")
     args = ap.parse_args()
     dev, N, reps = args.device, args.batch, args.reps
+    cpu = convnet.device.module_for("cpu")
+    if args.threads:
+        cpu.set_num_threads(args.threads)
     if dev.startswith("cuda"):
         mod, index = convnet.device.module_for("cuda"), convnet.Device(dev).index
 
@@ -86,19 +92,15 @@ def main():
     else:
         def sync():
             pass
-    cpu = convnet.device.module_for("cpu")
     print(f"device {dev}" + (f", SIMD path {cpu.isa()}, {cpu.num_threads()} threads"
                              if dev == "cpu" else "") + f", batch {N}, median of {reps}")
     rows = copy_bandwidth(reps, dev, sync)
-    for what, gbs in rows:
-        print(f"copy: {what:<26}{gbs:8.1f} GB/s (read + write)")
-    peak = max(g for _, g in rows)
+    results = []  # (name, seconds, bytes, peer seconds): printed once the copy is re-measured
     torch = torch_or_none() if dev == "cpu" else None
     if torch is not None:
         torch.set_num_threads(cpu.num_threads())
         print(f"peer: PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads, NCHW")
     rng = np.random.default_rng(0)
-    print(f"{'op':<16}{'time':>12} {'bandwidth':>13} {'':>12}")
 
     for name, (C, H, W) in LRN_SHAPES:
         x = convnet.tensor(rng.standard_normal((C, H, W, N), dtype=np.float32), dev)
@@ -120,8 +122,8 @@ def main():
                 tx.grad = None
                 lrn(tx, SIZE, SCALE, POW, MIN_DIV).backward(tdy)
             peer_b = median_time(fwd_bwd, reps, sync) - peer_f
-        report(f"{name} fwd", t_f, 12 * elems, peak, peer_f)
-        report(f"{name} bwd", t_b, 20 * elems, peak, peer_b)
+        results.append((f"{name} fwd", t_f, 12 * elems, peer_f))
+        results.append((f"{name} bwd", t_b, 20 * elems, peer_b))
         del x, dy, y, d, dx
 
     for name, (C, H, W) in POOL_SHAPES:
@@ -147,9 +149,18 @@ def main():
                     f(tx, 3, 2, ceil_mode=True).backward(tdy)
                 peer_b = median_time(fwd_bwd, reps, sync) - peer_f
             bwd_bytes = 4 * (2 * n_out + 2 * n_in) if mode == "max" else 4 * (n_out + n_in)
-            report(f"{name} {mode} fwd", t_f, 4 * (n_in + n_out), peak, peer_f)
-            report(f"{name} {mode} bwd", t_b, bwd_bytes, peak, peer_b)
+            results.append((f"{name} {mode} fwd", t_f, 4 * (n_in + n_out), peer_f))
+            results.append((f"{name} {mode} bwd", t_b, bwd_bytes, peer_b))
         del x, y, dx, dy
+
+    rows += copy_bandwidth(reps, dev, sync)
+    for what, gbs in rows:
+        print(f"copy: {what:<26}{gbs:8.1f} GB/s (read + write)")
+    peak = max(g for _, g in rows)
+    print(f"{'op (bytes: inputs read once, outputs written once)':<52}"
+          f"  vs {peak:.1f} GB/s copy")
+    for name, seconds, nbytes, peer in results:
+        print(line(name, seconds, nbytes, peak, peer))
 
 
 if __name__ == "__main__":
