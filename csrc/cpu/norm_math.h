@@ -1,8 +1,8 @@
 // d^(-beta) for the normalisation layers, written so that `#pragma omp simd` loops vectorise it
 // (no libm calls): reciprocal square roots for the common exponents (0.75 is AlexNet's:
 // r = 1/sqrt(d), d^-0.75 = r * r / sqrt(r)), and exp2(-beta * log2(d)) with polynomial
-// log2/exp2 otherwise: relative error below 3e-7 + 0.7 * 2^-23 * |beta * log2(d)| (the float rounding of
-// the exponent dominates; < 1e-6 while beta * log2(d) < 10), for the d >= min_div > 0 here.
+// log2/exp2 otherwise: relative error below 3e-7 + 0.7 * 2^-23 * |beta * log2(d)| (the float
+// rounding of the exponent dominates; < 1e-6 while beta * log2(d) < 10), for d >= min_div > 0.
 // Selects are done on integer bits: GCC will not if-convert (so not vectorise) a float select
 // whose constant arm lets it move a possibly-trapping float operation into a branch.
 // Included by each ISA's translation unit, so everything here is static (no ODR sharing between
