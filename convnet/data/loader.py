@@ -124,9 +124,11 @@ class _Pool:
                 raise WorkerError(self.broken)
 
     def wait(self, key, what):
-        """Wait for the result of (it_id, bno), checking every 0.2 s that all workers live."""
+        """Wait for the result of (it_id, bno), checking on entry and every 0.2 s that all workers
+        live (on entry too: the survivors may have produced every batch the dead one left)."""
         if self.broken:
             raise WorkerError(self.broken)
+        self.check_alive(what)
         while key not in self.pending:
             try:
                 msg = self.result_q.get(timeout=0.2)
