@@ -253,6 +253,25 @@ def test_folder_source_skips_bad_images(folder):
         collect(strict.train_batches(0, 9))
 
 
+def test_folder_windows_are_crops_of_the_full_resize(folder, tmp_path):
+    from convnet.data import images
+    rs = np.random.RandomState(3)
+    _write_images(tmp_path / "big", 1, rs, size=(500, 375))
+    paths = [str(tmp_path / "big" / "img0.JPEG"), str(folder / "train" / "n001" / "img1.JPEG"),
+             str(folder / "train" / "n002" / "img0.png")]
+    for p in paths:
+        full = images.load_resized(p, 256)
+        for y, x, c in [(0, 0, 224), (32, 32, 224), (5, 17, 224), (13, 2, 101), (0, 0, 256)]:
+            assert np.array_equal(images.load_resized(p, 256, (y, x, c)), full[y:y + c, x:x + c])
+    # the pipeline, which loads windows, against the reference on full images
+    ds = open_source(str(folder), workers=0)
+    (x, y), = collect(ds.test_batches(3))
+    for j in range(3):
+        img = images.load_resized(ds.source.key(1, j), 256)
+        ref = augment.reference_column(img, 16, 16, False, 224, ds.source.mean)
+        np.testing.assert_allclose(x[..., j], ref, rtol=0, atol=1e-4)
+
+
 def test_folder_workers_match_and_fail_fast(folder):
     a = collect(open_source(str(folder), workers=0).train_batches(1, 4, seed=2, drop_last=False))
     with open_source(str(folder), workers=2) as ds:

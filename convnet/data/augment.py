@@ -155,11 +155,16 @@ class Assembler:
         labels into `labels_out`.  Returns (N, skipped list of (path, reason))."""
         ys, xs, fl, shifts = self.columns(mode, idx, seed, epoch)
         c = self.crop
+        # A decoding reader resizes only the window a single-view column uses, which then sits at
+        # offset (0, 0) of what it returns.
+        windows = ys.shape[1] == 1 and getattr(reader, "resizes_on_load", False)
         loaded, skipped, keep = [], [], []
         for k, i in enumerate(idx):
             key = keys[k] if keys is not None else None
             try:
-                loaded.append(np.ascontiguousarray(reader.load(split, int(i), key)))
+                img = (reader.load_window(split, int(i), key, int(ys[k, 0]), int(xs[k, 0]), c)
+                       if windows else reader.load(split, int(i), key))
+                loaded.append(np.ascontiguousarray(img))
                 keep.append(k)
             except BadImageError as e:
                 if on_error == "raise":
@@ -170,6 +175,8 @@ class Assembler:
         # column v*B + b is view v of kept image b
         index = np.tile(np.arange(B, dtype=np.int32), V)
         offsets = np.stack([ys[keep].T.ravel(), xs[keep].T.ravel()], axis=1).astype(np.int32)
+        if windows:
+            offsets[:] = 0
         flips = fl[keep].T.ravel()
         shift = shifts[keep] if shifts is not None and B else None
         out = out_flat[:3 * c * c * n].reshape(3, c, c, n)
