@@ -11,7 +11,9 @@ median over --repeats passes of images/s by the wall clock and per CPU-second of
 Rows: Pillow's bare decode (the JPEG peer); decode + resize to 256 (images.load_resized, where
 the JPEG time goes); the JPEG folder source to a (3, 224, 224, N) float32 batch (crop, flip, PCA
 colour noise, mean subtraction) with the C++ assembly and with the numpy assembly it replaced;
-the shard source likewise, plus 2 assembly threads in one process, 2 worker processes, and the
+the shard source likewise (the numpy rows are the previous implementation's assembly; the JPEG
+rows both resize only the crop window), plus 2 assembly threads in one process, 2 worker
+processes, and the
 raw shard read (memmap + crop + flip, uint8). Timings on shared machines vary by 20-40% between
 runs: compare ratios measured in the same run.
 """
@@ -109,7 +111,7 @@ def main():
         r_jpeg = rates(drain(folder, a.batch), n_f, a.repeats)
         row("JPEG -> float32 batch, C++ assembly", r_jpeg, JPEG_TARGET, r_dec)
         folder.assembler.impl = "numpy"
-        row("JPEG -> float32 batch, numpy assembly (before)", rates(drain(folder, a.batch), n_f, a.repeats),
+        row("JPEG -> float32 batch, numpy assembly", rates(drain(folder, a.batch), n_f, a.repeats),
             JPEG_TARGET, r_dec)
 
         many = os.path.join(tmp, "many")
@@ -123,7 +125,7 @@ def main():
         r_shard = rates(drain(shards, a.batch), n_s, a.repeats)
         row("shards -> float32 batch, C++ assembly", r_shard, SHARD_TARGET)
         shards.assembler.impl = "numpy"
-        row("shards -> float32 batch, numpy assembly (before)", rates(drain(shards, a.batch), n_s, a.repeats),
+        row("shards -> float32 batch, numpy assembly", rates(drain(shards, a.batch), n_s, a.repeats),
             SHARD_TARGET, r_shard)
         shards.assembler.impl = "kernel"
         cpu.set_num_threads(2)
