@@ -13,9 +13,8 @@ the JPEG time goes); the JPEG folder source to a (3, 224, 224, N) float32 batch 
 colour noise, mean subtraction) with the C++ assembly and with the numpy assembly it replaced;
 the shard source likewise (the numpy rows are the previous implementation's assembly; the JPEG
 rows both resize only the crop window), plus 2 assembly threads in one process, 2 worker
-processes, and the
-raw shard read (memmap + crop + flip, uint8). Timings on shared machines vary by 20-40% between
-runs: compare ratios measured in the same run.
+processes, and the raw shard read (memmap + crop + flip, uint8). Timings on shared machines vary
+by 20-40% between runs: compare ratios measured in the same run.
 """
 from __future__ import annotations
 
