@@ -8,6 +8,7 @@
 // each step stages in shared memory
 //   As[BK][BM]   A transposed: a thread's TM rows at one k are contiguous (float4 reads)
 //   Bs[BK][BN]
+// (rows padded by 4 floats: a loader writing down a column then hits 2 banks at most, not 16)
 // in two buffers: while the block multiplies step t out of one, the loaders' registers already hold
 // step t+1 from global memory, stored into the other buffer afterwards. One barrier per step.
 //
@@ -18,7 +19,8 @@
 // Loader concept (A: tile As, X = M; B: tile Bs, X = N):
 //   static constexpr int kRegs;                          floats one thread fetches per step
 //   void fetch(int64_t k0, int64_t k_end, float* r)      global -> registers, zeros outside
-//   void stash(const float* r, float* tile)              registers -> shared tile ([BK][BX])
+//   void stash(const float* r, float* tile)              registers -> shared tile
+//                                                        ([BK][pitch(BX)], element (k, x))
 #pragma once
 #include "cuda_check.h"
 
@@ -35,6 +37,7 @@ struct TileShape {
   static_assert(BM % TM == 0 && BN % TN == 0, "tile must divide into thread tiles");
   static_assert((BM * BK) % (4 * kThreads) == 0 && (BN * BK) % (4 * kThreads) == 0,
                 "every thread loads whole quads of both tiles");
+  __device__ __forceinline__ static constexpr int pitch(int bx) { return bx + 4; }
   __device__ __forceinline__ static int row(int tid, int i) { return (tid / kThreadsX) * TM + i; }
   __device__ __forceinline__ static int col(int tid, int q, int j) {
     return q * kQuadStride + (tid % kThreadsX) * 4 + j;
@@ -97,11 +100,11 @@ struct MatrixLoader {
       int xl, kl;
       quad(g, xl, kl);
       if (KMajor) {
-        *reinterpret_cast<float4*>(tile + kl * BX + xl) =
+        *reinterpret_cast<float4*>(tile + kl * S::pitch(BX) + xl) =
             make_float4(r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]);
       } else {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) tile[(kl + j) * BX + xl] = r[4 * g + j];
+        for (int j = 0; j < 4; ++j) tile[(kl + j) * S::pitch(BX) + xl] = r[4 * g + j];
       }
     }
   }
@@ -113,8 +116,9 @@ __device__ __forceinline__ void tile_gemm(const LoadA& la, const LoadB& lb, int6
                                           int64_t k_end, float (&acc)[S::kTM][S::kTN]) {
   constexpr int BM = S::kBM, BN = S::kBN, BK = S::kBK, TM = S::kTM, TN = S::kTN;
   // float4 arrays: 16-byte aligned for the vector reads and writes, under nvcc and emulation.
-  __shared__ float4 as4[2][BK * BM / 4];
-  __shared__ float4 bs4[2][BK * BN / 4];
+  constexpr int PA = S::pitch(BM), PB = S::pitch(BN);
+  __shared__ float4 as4[2][BK * PA / 4];
+  __shared__ float4 bs4[2][BK * PB / 4];
   const int tid = threadIdx.x;
   const int row0 = S::row(tid, 0);
   float ra[LoadA::kRegs], rb[LoadB::kRegs];
@@ -144,7 +148,7 @@ __device__ __forceinline__ void tile_gemm(const LoadA& la, const LoadB& lb, int6
       float a[TM], b[TN];
 #pragma unroll
       for (int i = 0; i < TM; i += 4) {
-        const float4 v = *reinterpret_cast<const float4*>(as + kk * BM + row0 + i);
+        const float4 v = *reinterpret_cast<const float4*>(as + kk * PA + row0 + i);
         a[i] = v.x;
         a[i + 1] = v.y;
         a[i + 2] = v.z;
@@ -152,7 +156,7 @@ __device__ __forceinline__ void tile_gemm(const LoadA& la, const LoadB& lb, int6
       }
 #pragma unroll
       for (int q = 0; q < S::kQuads; ++q) {
-        const float4 v = *reinterpret_cast<const float4*>(bs + kk * BN + S::col(tid, q, 0));
+        const float4 v = *reinterpret_cast<const float4*>(bs + kk * PB + S::col(tid, q, 0));
         b[4 * q] = v.x;
         b[4 * q + 1] = v.y;
         b[4 * q + 2] = v.z;
