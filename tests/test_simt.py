@@ -152,6 +152,11 @@ def test_uninitialised_shared_memory_reads_nan():
                 assert np.isnan(out[b, kind, 1::2]).all(), (order, b, kind)
 
 
+def test_static_shared_poisoning_is_active():
+    run("block_reduce")
+    assert emu.simt_stats()["static_shared_poisoned"]
+
+
 def test_unwritten_device_memory_reads_nan():
     assert np.isnan(run("uninit_global")).all()
 
@@ -196,6 +201,9 @@ def test_order_and_workers_from_environment():
     assert order == "random:7"
     (n,) = _subprocess("print(e.simt_selftest('devices')[0])", CONVNET_EMU_DEVICES="3")
     assert float(n) == 3
+    (poisoned,) = _subprocess("e.simt_selftest('block_reduce'); print(e.simt_stats()['static_shared_poisoned'])",
+                              CONVNET_SIMT_POISON_SHARED="0")
+    assert poisoned == "False"
 
 
 def test_set_thread_order_api():
@@ -212,9 +220,10 @@ def test_set_thread_order_api():
 
 def test_throughput(capsys):
     emu.set_thread_order("forward")
-    saxpy_ns, barrier_ns, switches, workers = run("bench")
+    saxpy_ns, barrier_ns, switches, workers, saxpy_cpu, barrier_cpu = run("bench")
     # each wait at a barrier costs one switch into the fiber (and one out, not counted)
     assert 0.99 <= switches <= 1.1
     with capsys.disabled():
-        print(f"\n[simt] {int(workers)} workers: barrier-free kernel {saxpy_ns:.1f} ns/thread; "
-              f"{barrier_ns:.1f} ns per thread per __syncthreads")
+        print(f"\n[simt] {int(workers)} workers: barrier-free kernel {saxpy_ns:.1f} ns/thread "
+              f"({saxpy_cpu:.1f} CPU); {barrier_ns:.1f} ns ({barrier_cpu:.1f} CPU) per thread per "
+              f"__syncthreads")

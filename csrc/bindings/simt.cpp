@@ -36,6 +36,7 @@ CONVNET_BINDINGS(simt) {
     d["threads"] = s.threads;
     d["switches"] = s.switches;
     d["workers"] = simt::num_workers();
+    d["static_shared_poisoned"] = s.static_shared_poisoned;
     return d;
   }, "Counters of the emulator: launches, blocks, threads, fiber switches, worker threads.");
 }

@@ -12,6 +12,13 @@
 // its MXCSR / x87 control word, which kernels do not change); ucontext elsewhere.
 #include "simt.h"
 
+// The hand-written switch on x86-64; ucontext elsewhere (or with -DSIMT_UCONTEXT, to test it).
+#if defined(__x86_64__) && !defined(SIMT_UCONTEXT)
+#define SIMT_ASM_SWITCH 1
+#else
+#define SIMT_ASM_SWITCH 0
+#endif
+
 #include <dlfcn.h>
 #include <link.h>
 #include <sys/mman.h>
@@ -24,7 +31,7 @@
 #include <sstream>
 #include <thread>
 
-#if !defined(__x86_64__)
+#if !SIMT_ASM_SWITCH
 #include <ucontext.h>
 #endif
 
@@ -248,7 +255,7 @@ struct Fiber {
   size_t map_bytes = 0;
   Worker* w = nullptr;
   int id = 0;
-#if !defined(__x86_64__)
+#if !SIMT_ASM_SWITCH
   ucontext_t uc;
 #endif
 };
@@ -256,7 +263,7 @@ struct Fiber {
 }  // namespace
 }  // namespace simt
 
-#if defined(__x86_64__)
+#if SIMT_ASM_SWITCH
 // void simt_switch(void** save_sp, void* next_sp): saves the callee-saved state on the current
 // stack, stores the stack pointer in *save_sp and resumes the context whose stack pointer is next_sp.
 extern "C" void simt_switch(void** save_sp, void* next_sp);
@@ -322,7 +329,7 @@ struct Launch;
 
 struct Worker {
   void* sched_sp = nullptr;
-#if !defined(__x86_64__)
+#if !SIMT_ASM_SWITCH
   ucontext_t sched_uc;
 #endif
   std::vector<Fiber*> fibers;
@@ -347,10 +354,11 @@ struct Worker {
 };
 
 thread_local Worker* tl_worker = nullptr;
+std::atomic<bool> g_shared_poisoned{false};  // some worker found its static shared memory
 
 void fiber_main(Fiber* f);
 
-#if !defined(__x86_64__)
+#if !SIMT_ASM_SWITCH
 thread_local Fiber* tl_starting = nullptr;
 void uc_entry() { fiber_main(tl_starting); }
 #endif
@@ -371,7 +379,7 @@ Fiber* new_fiber(Worker* w) {
 
 // Prepares f to start fiber_main(f) at its next resume.
 void fiber_reset(Fiber* f) {
-#if defined(__x86_64__)
+#if SIMT_ASM_SWITCH
   // Stagger the stack tops (page-aligned otherwise): the hot top-of-stack lines of many fibers
   // would all map to the same L1 sets.
   char* top = f->mem + f->map_bytes - (f->id % 32) * 128;
@@ -397,7 +405,7 @@ void fiber_reset(Fiber* f) {
 
 inline void to_fiber(Worker* w, Fiber* f) {
   ++w->switches;
-#if defined(__x86_64__)
+#if SIMT_ASM_SWITCH
   simt_switch(&w->sched_sp, f->sp);
 #else
   tl_starting = f;
@@ -406,7 +414,7 @@ inline void to_fiber(Worker* w, Fiber* f) {
 }
 
 inline void to_scheduler(Worker* w, Fiber* f) {
-#if defined(__x86_64__)
+#if SIMT_ASM_SWITCH
   simt_switch(&f->sp, w->sched_sp);
 #else
   swapcontext(&f->uc, &w->sched_uc);
@@ -743,9 +751,13 @@ void* dynamic_shared() { return detail::tl_cur.dsmem; }
 
 namespace detail {
 
+[[noreturn]] __attribute__((noinline)) void outside_kernel(const char* what, const char* file, int line) {
+  throw Error(std::string("simt: ") + what + " outside a kernel at " + file + ":" + std::to_string(line));
+}
+
 int barrier(const char* file, int line, int op, int pred) {
   Worker* w = tl_worker;
-  if (!w || !w->cur) throw Error(std::string("simt: __syncthreads outside a kernel at ") + file + ":" + std::to_string(line));
+  if (__builtin_expect(!w || !w->cur, 0)) outside_kernel("__syncthreads", file, line);
   Thr* t = w->cur;
   t->st = Thr::WaitBar;
   t->op = op;
@@ -756,17 +768,21 @@ int barrier(const char* file, int line, int op, int pred) {
   return int(t->res);
 }
 
+[[noreturn]] __attribute__((noinline)) void own_lane_missing(Worker* w, Thr* t, const char* file, int line,
+                                                           int op, unsigned mask) {
+  int lane = t->lin & 31;
+  std::ostringstream o;
+  o << warp_op_name(op) << " at " << file << ":" << line << ": thread " << dim_str(t->tid) << " (lane "
+    << lane << ") calls it with mask 0x" << std::hex << mask << ", which does not include its own lane";
+  block_error(w, o.str());
+}
+
 uint64_t warp_op(const char* file, int line, int op, unsigned mask, uint64_t value, int arg, int width) {
   Worker* w = tl_worker;
-  if (!w || !w->cur) throw Error(std::string("simt: warp operation outside a kernel at ") + file + ":" + std::to_string(line));
+  if (__builtin_expect(!w || !w->cur, 0)) outside_kernel("warp operation", file, line);
   Thr* t = w->cur;
   int lane = t->lin & 31;
-  if (!(mask >> lane & 1)) {
-    std::ostringstream o;
-    o << warp_op_name(op) << " at " << file << ":" << line << ": thread " << dim_str(t->tid) << " (lane "
-      << lane << ") calls it with mask 0x" << std::hex << mask << ", which does not include its own lane";
-    block_error(w, o.str());
-  }
+  if (__builtin_expect(!(mask >> lane & 1), 0)) own_lane_missing(w, t, file, line, op, mask);
   t->st = Thr::WaitWarp;
   t->op = op;
   t->file = file;
@@ -878,8 +894,10 @@ struct Pool {
   std::vector<std::thread> threads;
   int size = 0;
 
+  bool poison_shared = true;
   void start() {
     if (size) return;
+    poison_shared = env_int("CONVNET_SIMT_POISON_SHARED", 1, 0, 1) != 0;
     size = env_int("CONVNET_EMU_THREADS", 2, 1, 256);
     for (int i = 0; i < size; ++i) threads.emplace_back([this] { loop(); });
     for (auto& t : threads) t.detach();
@@ -887,7 +905,8 @@ struct Pool {
   void loop() {
     Worker* w = new Worker;
     tl_worker = w;
-    find_static_shared(w);
+    if (poison_shared) find_static_shared(w);
+    if (w->shared_bytes) g_shared_poisoned = true;
     uint64_t seen = 0;
     for (;;) {
       Launch* job;
@@ -955,7 +974,10 @@ int num_workers() {
   return pool().size;
 }
 
-Stats stats() { return Stats{st_launches.load(), st_blocks.load(), st_threads.load(), st_switches.load()}; }
+Stats stats() {
+  return Stats{st_launches.load(), st_blocks.load(), st_threads.load(), st_switches.load(),
+               g_shared_poisoned.load()};
+}
 
 namespace detail {
 

@@ -27,9 +27,35 @@
 // with the 32-bit pattern 0x7FC0DEAD, a quiet NaN as float (and as double: 0x7FC0DEAD7FC0DEAD), a
 // large positive int. Guard zones hold 0x7FF0BAD1 (also a NaN, so reads just past an end show NaN).
 //
-// Not emulated: performance; memory ordering/visibility between blocks (blocks run concurrently on
-// the workers but with the host's strong memory model); __activemask() returns the non-exited lanes;
-// reads out of bounds are not trapped (they see NaN near an allocation, anything further away).
+// Cost (2-core x86-64, measured by simt_selftest("bench") while the machine was busy, so upper
+// bounds): a barrier-free kernel costs ~20-30 ns of CPU per CUDA thread (call through the launch
+// closure, built-ins read from TLS); each thread's wait at __syncthreads or a warp op costs
+// ~80-110 ns of CPU (two fiber switches of 11-17 ns each, the rest is the scheduler and cache
+// misses on 256+ fiber stacks). Plus, per block, a refill of all static __shared__ memory of the
+// module with poison (CONVNET_SIMT_POISON_SHARED=0 turns that off). Size tests accordingly.
+//
+// Environment: CONVNET_EMU_THREADS (worker OS threads, default 2), CONVNET_EMU_DEVICES (emulated
+// devices, default 2), CONVNET_SIMT_ORDER (forward | reverse | random[:seed], read at the first
+// launch), CONVNET_SIMT_POISON_SHARED (1 = default).
+//
+// Not caught: races that give the same result in every order tried (run >= 2 orders; race-free
+// kernels are bit-identical across orders, which tests should assert); races and memory-ordering
+// bugs between blocks (blocks run concurrently, under the host's strong memory model); reads out
+// of bounds (they see NaN close to an allocation, whatever lies there further away); writes out of
+// bounds that skip the 256-byte guard zones or land inside another live allocation; out-of-bounds
+// accesses to shared memory; kernel access to another device's memory without peer access;
+// spin-waits on memory (a thread never yields outside barriers and warp ops: it hangs); a fiber
+// stack overflow (64 KB; hits the guard page: SIGSEGV); everything about performance. Within a
+// warp there is no lockstep: code relying on implicit warp synchronism without __syncwarp gets
+// order-dependent results (which is how such bugs show up). __activemask() returns the lanes that
+// have not exited. Launches are synchronous whatever the stream.
+//
+// Launch: CONVNET_LAUNCH (csrc/cuda/cuda_check.h) calls simt::launch(); kernels must take at least
+// one parameter; dynamic shared memory is CONVNET_DYNAMIC_SHARED(T, name), since `extern __shared__`
+// cannot be expressed as C++ here.
+// Build: -mtls-dialect=gnu2 (many thread_local __shared__ arrays), link -ldl -lpthread; the
+// runtime (runtime.cpp) needs glibc's dl_iterate_phdr with dlpi_tls_data to find the shared
+// memory section of each worker thread.
 #pragma once
 #ifndef CONVNET_SIMT
 #define CONVNET_SIMT 1
@@ -246,6 +272,7 @@ int num_workers();
 
 struct Stats {
   uint64_t launches, blocks, threads, switches;
+  bool static_shared_poisoned;  // the workers found (and poison) the static __shared__ section
 };
 Stats stats();
 
