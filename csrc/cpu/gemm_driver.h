@@ -21,8 +21,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 #include <vector>
 
 #include "gemm_cpu.h"
@@ -31,27 +29,10 @@
 namespace convnet {
 namespace gemm_detail {
 
-// Grow-only 64-byte-aligned scratch, one per thread and purpose; the hot path never allocates
-// once the largest problem has been seen.
-struct Scratch {
-  float* ptr = nullptr;
-  size_t size = 0;
-  float* get(size_t n) {
-    if (n > size) {
-      std::free(ptr);
-      ptr = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
-      if (!ptr) throw std::bad_alloc();
-      size = n;
-    }
-    return ptr;
-  }
-  ~Scratch() { std::free(ptr); }
-};
-
 template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta) {
-  thread_local Scratch abuf, bbuf;
+  thread_local AlignedScratch abuf, bbuf;
   float* pa = abuf.get(size_t(K::MC) * K::KC);
   float* pb = bbuf.get(size_t(K::NC + K::NR) * K::KC);
   for (int64_t jc = n0; jc < n1; jc += K::NC) {
