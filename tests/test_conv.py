@@ -292,3 +292,29 @@ def test_bad_numpy_arguments_cpu():
     if "emu" in convnet.backends():
         with pytest.raises(ValueError, match=r"conv_fwd: w is on emu:0 but this is the cpu"):
             ops.conv_fwd(x, convnet.zeros((6, 3, 3, 4), device="emu:0"))
+
+
+def test_every_cpu_path(rng):
+    # Variant 0 and the packing routines follow the process-wide SIMD path (set_isa /
+    # CONVNET_CPU_ISA): run the three passes and the FC layer on every path this CPU has.
+    cpu = convnet.device.module_for("cpu")
+    order = ["portable", "avx2", "avx512"]
+    previous = cpu.isa()
+    x, w, dy, kw = _problem(rng, (6, 9, 7, 17, 9, 5, 2, 2, 3))
+    fx, fw, fdy = (rng.standard_normal(s) for s in ((37, 17), (37, 20), (20, 17)))
+    try:
+        for isa in order[:order.index(cpu.isa_supported()) + 1]:
+            cpu.set_isa(isa)
+            f32 = lambda a: a.astype(np.float32)  # noqa: E731
+            assert_close(ops.conv_fwd(f32(x), f32(w), **kw).numpy(), ref.conv_fwd(x, w, **kw),
+                         what=isa)
+            assert_close(ops.conv_bwd_data(f32(dy), f32(w), x.shape, **kw).numpy(),
+                         ref.conv_bwd_data(dy, w, x.shape, **kw), what=isa)
+            assert_close(ops.conv_bwd_weights(f32(x), f32(dy), w.shape[1], **kw).numpy(),
+                         ref.conv_bwd_weights(x, dy, w.shape[1], **kw), what=isa)
+            assert_close(ops.fc_bwd_data(f32(fdy), f32(fw)).numpy(), ref.fc_bwd_data(fdy, fw),
+                         what=isa)
+            assert_close(ops.fc_bwd_weights(f32(fx), f32(fdy)).numpy(),
+                         ref.fc_bwd_weights(fx, fdy), what=isa)
+    finally:
+        cpu.set_isa(previous)
