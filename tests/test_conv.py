@@ -10,7 +10,8 @@ from gradcheck import assert_close, assert_grad
 
 # (C, H, W, N, F, fs, padding, stride, groups): odd sizes, batch 1 and 3, non-square images,
 # stride 3 with padding, groups 2 and 3, windows hanging over the far edge (round-up rule),
-# padding >= filter size, a filter as large as the padded image, 1x1 filters and images.
+# padding >= filter size, a filter as large as the padded image, 1x1 filters and images, batches
+# of 32 and 64.
 SHAPES = [
     (5, 7, 9, 1, 3, 3, 0, 1, 1),
     (5, 7, 9, 3, 3, 3, 1, 1, 1),
@@ -21,6 +22,8 @@ SHAPES = [
     (2, 5, 5, 1, 2, 7, 1, 1, 1),
     (3, 1, 1, 3, 5, 1, 0, 1, 1),
     (4, 6, 6, 17, 4, 3, 1, 1, 2),
+    (4, 6, 6, 32, 4, 3, 1, 1, 2),   # batches of whole 32-image panels: read in place on AVX-512
+    (3, 7, 9, 64, 5, 3, 1, 2, 1),
 ]
 IDS = ["x".join(map(str, s)) for s in SHAPES]
 

@@ -60,6 +60,25 @@ struct ImageColumnsOperand final : GemmOperand {
             float* dst) const override {
     pack_image_columns(g, r0, rows, k0, kc, width, dst);
   }
+  // A panel within one output position (the batch a multiple of the panel width, as in training)
+  // is, at every tap, one segment of an image row: the micro-kernel can read it in place.
+  bool row_pointers(int64_t r0, int64_t k0, int64_t kc, int width,
+                    const float** ptrs) const override {
+    if (r0 % g.images + width > g.images) return false;
+    ImageGeometry::Run run{(r0 / g.images) / g.out_w, (r0 / g.images) % g.out_w, r0 % g.images,
+                           width, 0};
+    int64_t taps = int64_t(g.fs) * g.fs, c = k0 / taps;
+    int ky = int(k0 % taps) / g.fs, kx = int(k0 % taps) % g.fs;
+    for (int64_t t = 0; t < kc; ++t) {
+      const float* s = g.source(run, c, ky, kx);
+      ptrs[t] = s ? s : kZeroRow;
+      if (++kx == g.fs) {
+        kx = 0;
+        if (++ky == g.fs) ky = 0, ++c;
+      }
+    }
+    return true;
+  }
 };
 
 // The im2col matrix as an A operand: rows = taps (c, ky, kx), k = columns (oy, ox, n); for the

@@ -4,6 +4,8 @@
 
 namespace convnet {
 
+alignas(64) const float kZeroRow[64] = {};
+
 CONVNET_PACK_CLONES
 void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
                   int64_t rows, int64_t k0, int64_t kc, int width, float* dst) {

@@ -16,8 +16,19 @@ namespace convnet {
 struct GemmOperand {
   virtual void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
                     float* dst) const = 0;
+  // Zero-copy alternative for a full panel of B (rows [r0, r0 + width)): ptrs[t] points at
+  // `width` contiguous floats holding elements (r0 .., k0 + t), or at kZeroRow. Returns false
+  // when the panel's rows are not contiguous in memory (the driver then packs it). Micro-kernels
+  // that can read B through such pointers skip the copy entirely.
+  virtual bool row_pointers(int64_t /*r0*/, int64_t /*k0*/, int64_t /*kc*/, int /*width*/,
+                            const float** /*ptrs*/) const {
+    return false;
+  }
   virtual ~GemmOperand() = default;
 };
+
+// 64 zeros: what row_pointers() points at outside an image.
+extern const float kZeroRow[64];
 
 // Packing loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at load time
 // (they are copies and transposes: worth vectorising, too simple to hand-write per ISA).
