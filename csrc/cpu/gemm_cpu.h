@@ -2,10 +2,29 @@
 // (gemm_pack.h) run by one of the numbered micro-kernel variants.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 
 #include "gemm_pack.h"
 
 namespace convnet {
+
+// Grow-only 64-byte-aligned scratch: one per thread and purpose, so the hot path never allocates
+// once the largest problem has been seen.
+struct AlignedScratch {
+  float* ptr = nullptr;
+  size_t size = 0;
+  float* get(size_t n) {
+    if (n > size) {
+      std::free(ptr);
+      ptr = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+      if (!ptr) throw std::bad_alloc();
+      size = n;
+    }
+    return ptr;
+  }
+  ~AlignedScratch() { std::free(ptr); }
+};
 
 // C (m, n) = alpha * A (m, k) * B (k, n) + beta * C; a is viewed as (m, k), b as (n, k).
 struct GemmProblem {
