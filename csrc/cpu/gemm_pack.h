@@ -1,0 +1,59 @@
+// GEMM operands as packers. The blocked GEMM (gemm_driver.h) never reads A or B directly: it asks
+// an operand to copy a block into the micro-kernels' panel format. Plain matrices, implicit im2col
+// views of images (convolution as an implicit GEMM, conv.cpp) and flipped filters all plug in the
+// same way, so no im2col buffer is ever materialised.
+//
+// An operand is seen as a (rows, k) matrix: for A rows = m, for B rows = n (B is (k, n), so B's
+// "rows" are its columns). pack() writes ceil(rows / width) panels of kc * width floats: panel q,
+// step t holds elements (r0 + q*width + i, k0 + t) for i < width, zero past `rows`.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace convnet {
+
+struct GemmOperand {
+  virtual void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
+                    float* dst) const = 0;
+  // Zero-copy alternative for a full panel of B (rows [r0, r0 + width)): ptrs[t] points at
+  // `width` contiguous floats holding elements (r0 .., k0 + t), or at kZeroRow. Returns false
+  // when the panel's rows are not contiguous in memory (the driver then packs it). Micro-kernels
+  // that can read B through such pointers skip the copy entirely.
+  virtual bool row_pointers(int64_t /*r0*/, int64_t /*k0*/, int64_t /*kc*/, int /*width*/,
+                            const float** /*ptrs*/) const {
+    return false;
+  }
+  virtual ~GemmOperand() = default;
+};
+
+// 64 zeros: what row_pointers() points at outside an image.
+extern const float kZeroRow[64];
+
+// Packing loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at load time
+// (they are copies and transposes: worth vectorising, too simple to hand-write per ISA).
+#define CONVNET_PACK_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+// dst[t * width + i] = rows[i] ? rows[i][t] : 0 for t < len, i < width (<= 64): the transposing
+// step of packing, when k is the contiguous direction of the source rows. AVX-512 in-register
+// transposes when the CPU path allows, element copies otherwise.
+void pack_transpose(const float* const* rows, int width, int64_t len, float* dst);
+void pack_transpose_avx512(const float* const* rows, int width, int64_t len, float* dst);
+
+void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
+                  int64_t rows, int64_t k0, int64_t kc, int width, float* dst);
+
+// element(r, k) = data[r * row_stride + k * k_stride]; one of the strides is 1.
+struct StridedOperand final : GemmOperand {
+  const float* data;
+  int64_t row_stride, k_stride;
+  StridedOperand(const float* d, int64_t rs, int64_t ks) : data(d), row_stride(rs), k_stride(ks) {}
+
+  void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
+            float* dst) const override {
+    pack_strided(data, row_stride, k_stride, r0, rows, k0, kc, width, dst);
+  }
+};
+
+}  // namespace convnet
