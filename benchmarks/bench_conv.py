@@ -102,9 +102,8 @@ def main():
             dy = rng.standard_normal((o, n), dtype=np.float32)
             y, dx, dw = (np.empty(s, np.float32) for s in (dy.shape, x.shape, w.shape))
             flops = 2.0 * i * o * n
-            wt = np.ascontiguousarray(w.T)
             passes = {
-                "fwd": (lambda: ops.fc_fwd(x, w, b, out=y), lambda: np.matmul(wt, x, out=y)),
+                "fwd": (lambda: ops.fc_fwd(x, w, b, out=y), lambda: np.matmul(w.T, x, out=y)),
                 "bwd_data": (lambda: ops.fc_bwd_data(dy, w, out=dx),
                              lambda: np.matmul(w, dy, out=dx)),
                 "bwd_weights": (lambda: ops.fc_bwd_weights(x, dy, out=dw),
