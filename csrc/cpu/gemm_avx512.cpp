@@ -23,7 +23,11 @@ struct Kernel14x32 {
                           float beta, int rows, int cols) {
     __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 14
-    for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    for (int r = 0; r < MR; ++r) {
+      acc0[r] = acc1[r] = _mm512_setzero_ps();
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 31), _MM_HINT_T0);
+    }
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
       const float* bk = Direct ? b_rows[k] : b;
@@ -35,6 +39,7 @@ struct Kernel14x32 {
         acc0[r] = _mm512_fmadd_ps(ar, b0, acc0[r]);
         if (Two) acc1[r] = _mm512_fmadd_ps(ar, b1, acc1[r]);
       }
+      _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);
       a += MR;
       b += NR;
     }
