@@ -4,7 +4,7 @@
 // The B panel can also be read in place through per-k row pointers (implicit-GEMM convolution:
 // 32 images of one pixel are contiguous), which saves the copy that is its im2col.
 // Blocking: the KC x 32 B micro-panel (32 KB) stays in L1, the MC x KC A block (504 x 256,
-// 516 KB) in L2, the KC x NC B block (3 MB) in L3.
+// 516 KB) in L2 with the KC x NC B block (1 MB).
 #include <immintrin.h>
 
 #include "gemm_driver.h"
@@ -13,7 +13,7 @@ namespace convnet {
 namespace {
 
 struct Kernel14x32 {
-  static constexpr int MR = 14, NR = 32, KC = 256, MC = 14 * 36, NC = 3072;
+  static constexpr int MR = 14, NR = 32, KC = 256, MC = 14 * 36, NC = 1024;
   static constexpr bool kDirectB = true;
 
   // B is either a packed panel (k step t at b + t*NR) or, Direct, kc row pointers (b_rows[t]).
