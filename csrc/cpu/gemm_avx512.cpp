@@ -1,6 +1,6 @@
 // SGEMM variant 3: AVX-512 micro-kernel, a 14x32 tile of C in 28 zmm accumulators. Each k step
-// loads two 16-float vectors of the B panel and broadcasts 14 A values (folded into the FMAs as
-// {1to16} memory operands), i.e. 28 FMAs per 16 loads: FMA-bound with two 512-bit FMA pipes.
+// loads two 16-float vectors of the B panel and broadcasts 14 A values from memory: 28 FMAs per
+// 16 loads, FMA-bound with two 512-bit FMA pipes. The C tile and the A stream are prefetched.
 // The B panel can also be read in place through per-k row pointers (implicit-GEMM convolution:
 // 32 images of one pixel are contiguous), which saves the copy that is its im2col.
 // Blocking: the KC x 32 B micro-panel (32 KB) stays in L1, the MC x KC A block (504 x 256,
