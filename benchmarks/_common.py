@@ -17,9 +17,16 @@ def median_time(fn, repeats=5, warmup=1):
     return statistics.median(ts)
 
 
-def fma_peak(threads=None, isa=None):
-    """Measured FP32 FMA peak in GFLOP/s for the CPU backend's SIMD path and thread count."""
+def fma_peak(threads=None, isa=None, iters=20_000_000, repeats=5):
+    """Measured FP32 FMA peak in GFLOP/s for the CPU backend's SIMD path and thread count.
+    Benchmarks measure it again (briefly) next to every result: on a shared machine the share of
+    the cores a process gets drifts during a run."""
     cpu = convnet.device.module_for("cpu")
     isa = isa or ("avx512" if cpu.isa() == "avx512" else "avx2")
     threads = threads or cpu.num_threads()
-    return cpu.measure_fma_peak(isa, threads, 20_000_000, 5)
+    return cpu.measure_fma_peak(isa, threads, iters, repeats)
+
+
+def local_peak():
+    """A short FMA-peak measurement (about 0.1 s) taken right next to a timing."""
+    return fma_peak(iters=5_000_000, repeats=3)

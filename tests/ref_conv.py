@@ -42,8 +42,8 @@ def conv_fwd(x, w, padding=0, stride=1, groups=1):
     cols = _windows(xp, fs, stride, ho, wo)                       # (C, fs, fs, Ho, Wo, N)
     y = np.zeros((f, ho, wo, x.shape[3]))
     for g in range(groups):
-        y[g * fg:(g + 1) * fg] = np.tensordot(w[..., g * fg:(g + 1) * fg], cols[g * cg:(g + 1) * cg],
-                                              axes=([0, 1, 2], [0, 1, 2]))
+        wg, cols_g = w[..., g * fg:(g + 1) * fg], cols[g * cg:(g + 1) * cg]
+        y[g * fg:(g + 1) * fg] = np.tensordot(wg, cols_g, axes=([0, 1, 2], [0, 1, 2]))
     return y
 
 
@@ -71,8 +71,8 @@ def conv_bwd_weights(x, dy, filter_size, padding=0, stride=1, groups=1):
     cols = _windows(xp, fs, stride, ho, wo)
     dw = np.zeros((cg, fs, fs, f))
     for g in range(groups):
-        dw[..., g * fg:(g + 1) * fg] = np.tensordot(cols[g * cg:(g + 1) * cg], dy[g * fg:(g + 1) * fg],
-                                                    axes=([3, 4, 5], [1, 2, 3]))
+        cols_g, dyg = cols[g * cg:(g + 1) * cg], dy[g * fg:(g + 1) * fg]
+        dw[..., g * fg:(g + 1) * fg] = np.tensordot(cols_g, dyg, axes=([3, 4, 5], [1, 2, 3]))
     return dw
 
 

@@ -76,8 +76,9 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
   int64_t positions = int64_t(p.out_h) * p.out_w, out_cols = positions * n_img;
   int64_t in_cols = int64_t(p.height) * p.width * n_img;
   if (!accumulate) std::memset(dx, 0, sizeof(float) * p.channels * in_cols);
-  // About 4 MB of columns per chunk: cache-sized, and allocated once per process.
-  int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 20) / (taps * n_img));
+  // About 8 MB of columns per chunk (a few GEMMs per layer, each worth threading), allocated
+  // once per process.
+  int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 21) / (taps * n_img));
   static AlignedScratch colbuf;
   float* col = colbuf.get(size_t(taps) * std::min(chunk, positions) * n_img);
   for (int g = 0; g < p.groups; ++g) {
@@ -89,23 +90,26 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
       gp.m = taps, gp.n = ncols, gp.k = fg;
       gp.a = &wg, gp.b = &dyg, gp.c = col, gp.ldc = ncols;
       gemm_run(gp, p.variant);
-      // col2im: each channel's plane of dx is owned by one thread.
+      // col2im, threads splitting the images: each owns a slice of every dx row.
       float* dxg = dx + g * cg * in_cols;
-#pragma omp parallel for schedule(static)
-      for (int64_t c = 0; c < cg; ++c) {
-        for (int64_t ky = 0; ky < fs; ++ky)
-          for (int64_t kx = 0; kx < fs; ++kx) {
-            const float* crow = col + ((c * fs + ky) * fs + kx) * ncols;
-            for (int64_t q = 0; q < np; ++q) {
-              int64_t pos = p0 + q, oy = pos / p.out_w, ox = pos % p.out_w;
-              int64_t iy = oy * p.stride - p.padding + ky, ix = ox * p.stride - p.padding + kx;
-              if (iy < 0 || iy >= p.height || ix < 0 || ix >= p.width) continue;
-              float* d = dxg + ((c * p.height + iy) * p.width + ix) * n_img;
-              const float* s = crow + q * n_img;
+#pragma omp parallel if (int64_t(taps) * ncols >= kMinParallelWork)
+      {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int64_t nb = n_img * t / nt, ne = n_img * (t + 1) / nt;
+        for (int64_t c = 0; c < cg; ++c)
+          for (int64_t ky = 0; ky < fs; ++ky)
+            for (int64_t kx = 0; kx < fs; ++kx) {
+              const float* crow = col + ((c * fs + ky) * fs + kx) * ncols;
+              for (int64_t q = 0; q < np; ++q) {
+                int64_t pos = p0 + q, oy = pos / p.out_w, ox = pos % p.out_w;
+                int64_t iy = oy * p.stride - p.padding + ky, ix = ox * p.stride - p.padding + kx;
+                if (iy < 0 || iy >= p.height || ix < 0 || ix >= p.width) continue;
+                float* d = dxg + ((c * p.height + iy) * p.width + ix) * n_img;
+                const float* s = crow + q * n_img;
 #pragma omp simd
-              for (int64_t n = 0; n < n_img; ++n) d[n] += s[n];
+                for (int64_t n = nb; n < ne; ++n) d[n] += s[n];
+              }
             }
-          }
       }
     }
   }

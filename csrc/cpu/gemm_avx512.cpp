@@ -1,10 +1,10 @@
 // SGEMM variant 3: AVX-512 micro-kernel, a 14x32 tile of C in 28 zmm accumulators. Each k step
-// loads two 16-float vectors of the B panel and broadcasts 14 A values (folded into the FMAs as
-// {1to16} memory operands), i.e. 28 FMAs per 16 loads: FMA-bound with two 512-bit FMA pipes.
+// loads two 16-float vectors of the B panel and broadcasts 14 A values from memory: 28 FMAs per
+// 16 loads, FMA-bound with two 512-bit FMA pipes. The C tile and the A stream are prefetched.
 // The B panel can also be read in place through per-k row pointers (implicit-GEMM convolution:
 // 32 images of one pixel are contiguous), which saves the copy that is its im2col.
 // Blocking: the KC x 32 B micro-panel (32 KB) stays in L1, the MC x KC A block (504 x 256,
-// 516 KB) in L2, the KC x NC B block (3 MB) in L3.
+// 516 KB) in L2 with the KC x NC B block (1 MB).
 #include <immintrin.h>
 
 #include "gemm_driver.h"
@@ -13,7 +13,7 @@ namespace convnet {
 namespace {
 
 struct Kernel14x32 {
-  static constexpr int MR = 14, NR = 32, KC = 256, MC = 14 * 36, NC = 3072;
+  static constexpr int MR = 14, NR = 32, KC = 256, MC = 14 * 36, NC = 1024;
   static constexpr bool kDirectB = true;
 
   // B is either a packed panel (k step t at b + t*NR) or, Direct, kc row pointers (b_rows[t]).
@@ -23,7 +23,11 @@ struct Kernel14x32 {
                           float beta, int rows, int cols) {
     __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 14
-    for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    for (int r = 0; r < MR; ++r) {
+      acc0[r] = acc1[r] = _mm512_setzero_ps();
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 31), _MM_HINT_T0);
+    }
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
       const float* bk = Direct ? b_rows[k] : b;
@@ -35,6 +39,7 @@ struct Kernel14x32 {
         acc0[r] = _mm512_fmadd_ps(ar, b0, acc0[r]);
         if (Two) acc1[r] = _mm512_fmadd_ps(ar, b1, acc1[r]);
       }
+      _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);
       a += MR;
       b += NR;
     }

@@ -41,6 +41,8 @@ struct GemmProblem {
 //   1  portable: 4x16 register tile in plain C++, compiled for baseline x86-64
 //   2  AVX2+FMA: 6x16 tile, broadcast-FMA on 256-bit registers
 //   3  AVX-512: 14x32 tile, broadcast-FMA on 512-bit registers (28 accumulators)
+// A variant selects the micro-kernel; the packing copies are vectorised for the CPU at hand
+// whatever the variant (target_clones), the in-register transposes follow cpu_isa().
 constexpr int kGemmVariants = 4;
 // Throws ArgError (naming `op`) for an unknown variant or one this CPU cannot run.
 void check_gemm_variant(const char* op, int variant);

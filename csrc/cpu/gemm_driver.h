@@ -39,7 +39,12 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   thread_local AlignedScratch abuf, bbuf;
   thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if direct
   thread_local std::vector<char> direct;
-  float* pa = abuf.get(size_t(K::MC) * K::KC);
+  // A is packed once for all n blocks when there are several and it is not huge (the filters of
+  // a convolution: packed once per call, not once per 1024 columns of images).
+  int64_t mblocks = (m1 - m0 + K::MC - 1) / K::MC, kblocks = (k1 - k0 + K::KC - 1) / K::KC;
+  size_t ablock = size_t(K::MC) * K::KC;
+  bool keep_a = n1 - n0 > K::NC && size_t(mblocks * kblocks) * ablock <= (size_t(1) << 23);
+  float* pa_all = abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * K::KC);
   if (K::kDirectB) bptrs.resize(size_t(kPanels) * K::KC), direct.resize(kPanels);
   for (int64_t jc = n0; jc < n1; jc += K::NC) {
@@ -57,7 +62,13 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
       }
       for (int64_t ic = m0; ic < m1; ic += K::MC) {
         int64_t mc = std::min<int64_t>(K::MC, m1 - ic);
-        p.a->pack(ic, mc, pc, kc, K::MR, pa);
+        float* pa = pa_all;
+        if (keep_a) {
+          pa += size_t(((pc - k0) / K::KC) * mblocks + (ic - m0) / K::MC) * ablock;
+          if (jc == n0) p.a->pack(ic, mc, pc, kc, K::MR, pa);
+        } else {
+          p.a->pack(ic, mc, pc, kc, K::MR, pa);
+        }
         for (int64_t jr = 0; jr < nc; jr += K::NR) {
           int64_t q = jr / K::NR;
           int cols = int(std::min<int64_t>(K::NR, nc - jr));

@@ -9,23 +9,32 @@ alignas(64) const float kZeroRow[64] = {};
 CONVNET_PACK_CLONES
 void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
                   int64_t rows, int64_t k0, int64_t kc, int width, float* dst) {
-  for (int64_t q = 0; q * width < rows; ++q, dst += kc * width) {
+  int64_t panels = (rows + width - 1) / width;
+  if (row_stride == 1) {
+    // Rows contiguous: each k step of a panel is a straight copy. Blocks of 16 k steps across
+    // all panels, so every source row segment is read once, whole, while it is in L1 (panel by
+    // panel, each k step would touch a new row: a new page for large matrices).
+    for (int64_t tb = 0; tb < kc; tb += 16) {
+      int64_t tn = std::min<int64_t>(16, kc - tb);
+      for (int64_t q = 0; q < panels; ++q) {
+        int w = int(std::min<int64_t>(width, rows - q * width));
+        for (int64_t t = tb; t < tb + tn; ++t) {
+          const float* s = data + r0 + q * width + (k0 + t) * k_stride;
+          float* d = dst + (q * kc + t) * width;
+          for (int i = 0; i < w; ++i) d[i] = s[i];
+          for (int i = w; i < width; ++i) d[i] = 0.f;
+        }
+      }
+    }
+    return;
+  }
+  // k contiguous: a transpose.
+  for (int64_t q = 0; q < panels; ++q, dst += kc * width) {
     int64_t rq = r0 + q * width;
     int w = int(std::min<int64_t>(width, rows - q * width));
-    if (row_stride == 1) {
-      // Rows contiguous: each k step is a straight copy.
-      for (int64_t t = 0; t < kc; ++t) {
-        const float* s = data + rq + (k0 + t) * k_stride;
-        float* d = dst + t * width;
-        for (int i = 0; i < w; ++i) d[i] = s[i];
-        for (int i = w; i < width; ++i) d[i] = 0.f;
-      }
-    } else {
-      // k contiguous: a transpose.
-      const float* src[64];
-      for (int i = 0; i < width; ++i) src[i] = i < w ? data + (rq + i) * row_stride + k0 : nullptr;
-      pack_transpose(src, width, kc, dst);
-    }
+    const float* src[64];
+    for (int i = 0; i < width; ++i) src[i] = i < w ? data + (rq + i) * row_stride + k0 : nullptr;
+    pack_transpose(src, width, kc, dst);
   }
 }
 
