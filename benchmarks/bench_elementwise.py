@@ -85,7 +85,7 @@ def main():
     print(f"device {dev}, {threads} CPU threads, cpu isa "
           f"{convnet.device.module_for('cpu').isa()}")
     print(f"copy bandwidth (convnet copy_, 2 x 256 MB, read + write): {copy_bw:.1f} GB/s")
-    print(f"{"op":38s} {'shape':>18s} {'ms':>8s} {'GB/s':>7s} {'%copy':>6s} "
+    print(f"{'op':38s} {'shape':>18s} {'ms':>8s} {'GB/s':>7s} {'%copy':>6s} "
           f"{'same-size copy GB/s':>20s} {'numpy GB/s':>11s}"
           + (f" {'torch GB/s':>10s}" if torch else ""))
 
