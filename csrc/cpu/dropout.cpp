@@ -1,6 +1,6 @@
 // Dropout on the CPU. Philox costs 10 rounds of two 32x32->64-bit multiplies per 4 units, which
 // bounds the forward pass, so the AVX-512 and AVX2 paths run it by hand across SIMD lanes (one
-// Philox block per 32-bit lane, the four counter words in four registers) fused with the
+// Philox block per 64-bit lane pair on AVX-512, per 32-bit lane on AVX2) fused with the
 // masking: x is read and y and the mask written in one pass. The portable path keeps a loop
 // written for the vectoriser (one block per iteration) and a second pass over x. All paths give
 // the words of rng.h's philox4x32_10 bit for bit.
@@ -58,9 +58,7 @@ CONVNET_ISA_VARIANTS(apply_mask,
                       float scale, bool accumulate),
                      (x, mask, y, lo, hi, scale, accumulate))
 
-// ---- Philox across lanes. Lane i holds block b + i: counter (b + i, carry, step, stream).
-// The 32x32 multiply's low word is vpmulld; its high word comes from two 32x32->64 vpmuludq
-// (even lanes, then odd lanes shifted down) blended together.
+// ---- Philox across SIMD lanes (block b + i in lane i), bit-identical to rng.h's philox4x32_10.
 
 CONVNET_TARGET_AVX2 inline __attribute__((always_inline)) __m256i mulhi_avx2(__m256i a,
                                                                             __m256i m) {
@@ -143,8 +141,10 @@ int64_t dropout_fwd_avx512(const float* x, float* y, uint8_t* mask, int64_t lo, 
   return b;
 }
 
-// The same with 8 lanes: 8 blocks = 32 units per iteration. AVX2 has no unsigned compare: both
-// sides are offset by 2^31 for the signed one.
+// AVX2: one block per 32-bit lane, the four counter words in four registers, 8 blocks = 32 units
+// per iteration. The multiply's low word is vpmulld, its high word two vpmuludq (even lanes,
+// then odd lanes shifted down) blended. AVX2 has no unsigned compare: both sides are offset by
+// 2^31 for the signed one.
 CONVNET_TARGET_AVX2 int64_t dropout_fwd_avx2(const float* x, float* y, uint8_t* mask, int64_t lo,
                                              int64_t hi, uint64_t seed, uint32_t stream,
                                              uint32_t step, uint32_t threshold, float scale) {
