@@ -1,12 +1,14 @@
 """Memory-bound ops at AlexNet's shapes (batch 128): GB/s against the machine's copy bandwidth.
 
-    python benchmarks/bench_elementwise.py [--device cpu] [--repeats 15]
+    python benchmarks/bench_elementwise.py [--device cpu] [--repeats 15] [--threads N]
 
 First measures copy bandwidth with convnet's own copy (y = x, all threads, 2 x 256 MB buffers,
 bytes read + bytes written), then times each op and reports GB/s = (bytes the op must read +
 bytes it must write) / median time, and that as % of the copy bandwidth. The dropout (4096 x 128)
 and softmax (1000 x 128) buffers fit in cache, so for them a copy of the same size is also
-timed ("same-size copy"), the fairer yardstick. numpy (one thread) runs the same maths on host
+timed ("same-size copy"), the fairer yardstick; dropout is also timed at 4096 x 8192, which does
+not fit. The fused softmax + cost op also sums its per-image costs in Python; the "kernel" line
+calls the backend directly with preallocated outputs. numpy (one thread) runs the same maths on host
 arrays as a peer; PyTorch CPU too when it is importable. On a GPU each timed call is followed by
 a device synchronise (wall clock around it).
 Timings on shared machines vary by 20-40% between runs: medians, and ratios taken in one run.
@@ -24,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import convnet  # noqa: E402
 from convnet import ops, rng as crng  # noqa: E402
+from convnet.ops._dispatch import backend_of  # noqa: E402
 
 try:
     import torch  # optional peer, never a dependency
@@ -62,7 +65,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (default: all)")
     args = ap.parse_args()
+    if args.threads:
+        convnet.device.module_for("cpu").set_num_threads(args.threads)
     dev, reps = args.device, args.repeats
     run = timer(dev)
     rs = np.random.default_rng(0)
@@ -79,7 +85,7 @@ def main():
     print(f"device {dev}, {threads} CPU threads, cpu isa "
           f"{convnet.device.module_for('cpu').isa()}")
     print(f"copy bandwidth (convnet copy_, 2 x 256 MB, read + write): {copy_bw:.1f} GB/s")
-    print(f"{'op':34s} {'shape':>18s} {'ms':>8s} {'GB/s':>7s} {'%copy':>6s} "
+    print(f"{'op':38s} {'shape':>18s} {'ms':>8s} {'GB/s':>7s} {'%copy':>6s} "
           f"{'same-size copy GB/s':>20s} {'numpy GB/s':>11s}"
           + (f" {'torch GB/s':>10s}" if torch else ""))
 
@@ -95,7 +101,7 @@ def main():
         tp = ""
         if torch:
             tp = f" {nbytes / run(torch_fn, reps) / 1e9:10.1f}" if torch_fn else f" {'':10s}"
-        print(f"{name:34s} {'x'.join(map(str, shape)):>18s} {s * 1e3:8.3f} {gbs:7.1f} "
+        print(f"{name:38s} {'x'.join(map(str, shape)):>18s} {s * 1e3:8.3f} {gbs:7.1f} "
               f"{100 * gbs / copy_bw:5.0f}% {ss} {peer}{tp}")
 
     # ---- neurons
@@ -110,8 +116,12 @@ def main():
            (lambda: torch.relu(xt, out=yt)) if torch else None)
     report("relu bwd (reads dy, y)", RELU, 12 * n,
            lambda: ops.neuron_bwd(dy, None, y, "relu", out=dx))
-    for kind in ("logistic", "tanh[1.7159,0.6667]"):
+    for kind in ("logistic", "tanh[1.7159,0.6667]", "softrelu", "sqrt"):
         report(f"{kind} fwd", RELU, 8 * n, lambda kind=kind: ops.neuron_fwd(x, kind, out=y))
+    ops.neuron_fwd(x, "abs", out=y)  # y >= 0: a valid softrelu / sqrt output
+    for kind in ("logistic", "tanh[1.7159,0.6667]", "softrelu"):
+        report(f"{kind} bwd (reads dy, y)", RELU, 12 * n,
+               lambda kind=kind: ops.neuron_bwd(dy, None, y, kind, out=dx))
     del x, y, dy, dx, xh, yh, xt, yt
 
     # ---- dropout
@@ -132,6 +142,11 @@ def main():
            (lambda: torch.nn.functional.dropout(xt, 0.5, True)) if torch else None, small=True)
     report("dropout bwd (dy, mask -> dx)", FC, 9 * n,
            lambda: ops.dropout_bwd(x, m, 0.5, out=y), small=True)
+    big_fc = (4096, 8192)
+    n = int(np.prod(big_fc))
+    x, y = t(rs.standard_normal(n)), t(np.zeros(n))
+    m = convnet.tensor(np.zeros(n, np.uint8), dev)
+    report("dropout fwd (out of cache)", big_fc, 9 * n, drop)
     del x, y, m
 
     # ---- softmax + cost
@@ -149,6 +164,10 @@ def main():
            (lambda: torch.softmax(xt, 0)) if torch else None, small=True)
     report("softmax + cost fwd (probs, sums)", CLASSES, 8 * k * b + 12 * b,
            lambda: ops.softmax_xent_fwd(x, lab, out=p), small=True)
+    be = backend_of(x)
+    nll, rank = t(np.zeros(b)), t(np.zeros(b), np.int32)
+    report("softmax + cost fwd (kernel)", CLASSES, 8 * k * b + 12 * b,
+           lambda: be.softmax_xent_fwd(x, lab, p, nll, rank), small=True)
     report("softmax + cost bwd", CLASSES, 8 * k * b + 4 * b,
            lambda: ops.softmax_xent_bwd(p, lab, 1.0 / b, out=g), small=True)
     del x, p, lab, g

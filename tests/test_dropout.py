@@ -5,6 +5,7 @@ import convnet
 from convnet import ops, rng as crng
 
 from gradcheck import assert_close
+from isa_paths import isa  # noqa: F401  (fixture)
 from ref_dropout import dropout_bwd, dropout_fwd, dropout_mask
 
 STREAM = crng.RNG_DROPOUT | 6  # fc6's dropout
@@ -81,6 +82,22 @@ def test_dropped_units_are_zero_even_for_inf(device):
     y, m = ops.dropout_fwd(convnet.tensor(x, device), 0.5, seed=2, stream=STREAM, step=0)
     m = m.numpy().astype(bool)
     assert (~m).any() and (y.numpy()[~m] == 0).all()
+
+
+@pytest.mark.parametrize("n", [4 * 31 + 3, 4 * 32 * 5 + 4 * 13 + 1, 70001])
+@pytest.mark.parametrize("keep", [0.37, 1.0])
+def test_cpu_paths_bit_exact(isa, rng, n, keep):
+    """The hand-vectorised Philox of each SIMD path (32 blocks per iteration, the remainder by
+    the portable loop; 70001 units go to two threads) against convnet.rng bit for bit; y equal
+    to float32 x * (1/keep) where kept (inf and NaN included), exactly 0 where dropped."""
+    x = rng.standard_normal(n).astype(np.float32)
+    x[::37], x[5::41], x[7::43] = np.inf, -np.inf, np.nan
+    for seed, step in ((12345678901, 17), (2**64 - 1, 2**32 - 1)):
+        y, m = ops.dropout_fwd(x, keep, seed=seed, stream=STREAM, step=step)
+        ref = dropout_mask(n, keep, seed, STREAM, step)
+        np.testing.assert_array_equal(m.numpy(), ref)
+        want = np.where(ref == 1, x * (np.float32(1) / np.float32(keep)), np.float32(0))
+        np.testing.assert_array_equal(y.numpy(), want)
 
 
 def test_in_place_and_unaligned(device, rng):

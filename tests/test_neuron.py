@@ -5,6 +5,7 @@ import convnet
 from convnet import ops
 
 from gradcheck import assert_close, assert_grad
+from isa_paths import isa  # noqa: F401  (fixture)
 from ref_neurons import CASES, neuron_fwd, neuron_grad, sample
 
 IDS = [c[0] for c in CASES]
@@ -36,6 +37,21 @@ def test_matches_reference(device, kind, a, b, sampler, n, rng):
     acc = convnet.tensor(prev, device)
     ops.neuron_bwd(tdy, tx, y, kind, a, b, out=acc, accumulate=True)
     assert_close(acc.numpy(), prev + g, rtol=2e-5, atol=2e-6, what="bwd accumulate")
+
+
+@pytest.mark.parametrize("kind,a,b,sampler", CASES, ids=IDS)
+def test_cpu_paths(kind, a, b, sampler, isa, rng):
+    """Each kind's loops on each SIMD path, with a length that leaves a remainder for every
+    vector width and is split over threads."""
+    n = 40000 + 13
+    x = sample(sampler, n, rng).astype(np.float32)
+    dy = rng.standard_normal(n).astype(np.float32)
+    y = ops.neuron_fwd(x, kind, a, b)
+    assert_close(y.numpy(), neuron_fwd(x, kind, a, b), rtol=2e-6, atol=1e-6, what=f"{isa} fwd")
+    reads = convnet.device.module_for("cpu").neuron_bwd_reads(ops.neuron_kinds().index(kind))
+    dx = ops.neuron_bwd(dy, x if reads == "x" else None, y if reads == "y" else None, kind, a, b)
+    g = dy.astype(np.float64) * neuron_grad(x, kind, a, b)
+    assert_close(dx.numpy(), g, rtol=2e-5, atol=2e-6, what=f"{isa} bwd")
 
 
 def test_bracket_spelling_and_in_place(device, rng):
@@ -111,3 +127,60 @@ def test_numpy_and_device_mixing():
     np.testing.assert_array_equal(y.numpy(), x)
     with pytest.raises(ValueError, match="neuron_fwd: x: numpy array .* not C-contiguous"):
         ops.neuron_fwd(np.ones((4, 6), np.float32)[:, ::2], "relu")
+
+
+# ---- Accuracy of the CPU's vectorisable logistic / tanh / softrelu (csrc/cpu/vec_math.h), in
+# float32 ulps of the float64 value at the same float32 input, over every 613th positive float
+# (3.5M inputs from the smallest subnormal to the largest float), their negatives, +-0 and +-inf.
+# Subnormal results are counted in subnormal ulps (2^-149): gradual underflow is kept.
+# The bounds are the measured maxima rounded up; every SIMD path gives them.
+ULP_BOUNDS = {"logistic": 2.5, "tanh[1,1]": 1.5, "softrelu": 2.0, "softrelu grad": 1.5}
+
+
+def _float_sweep():
+    pos = np.arange(0, 0x7F800000, 613, dtype=np.int64).astype(np.uint32).view(np.float32)
+    return np.concatenate([pos, -pos, np.float32([0.0, -0.0, np.inf, -np.inf])])
+
+
+def _ulp_error(got, ref):
+    """|got - ref| in ulps of ref rounded to float32; where ref is +-inf, got must equal it."""
+    finite = np.isfinite(ref)
+    assert np.array_equal(got[~finite], ref[~finite])
+    ulp = np.spacing(np.abs(ref[finite]).astype(np.float32)).astype(np.float64)
+    return np.abs(got[finite].astype(np.float64) - ref[finite]) / ulp
+
+
+@pytest.mark.parametrize("what", list(ULP_BOUNDS))
+def test_cpu_transcendental_ulps(what, isa):
+    x = _float_sweep()
+    with np.errstate(over="ignore"):
+        xd = x.astype(np.float64)
+        if what == "softrelu grad":
+            x = x[x >= 0]  # the gradient reads y = softrelu(x) >= 0
+            got = ops.neuron_bwd(np.ones_like(x), None, x, "softrelu").numpy()
+            ref = -np.expm1(-x.astype(np.float64))
+        else:
+            got = ops.neuron_fwd(x, what).numpy()
+            ref = {"logistic": lambda: 1 / (1 + np.exp(-xd)), "tanh[1,1]": lambda: np.tanh(xd),
+                   "softrelu": lambda: np.logaddexp(0, xd)}[what]()
+    err = _ulp_error(got, ref)
+    worst = int(np.argmax(err))
+    assert err[worst] <= ULP_BOUNDS[what], (
+        f"{what} ({isa}): {err[worst]:.2f} ulp at x = {x[np.isfinite(ref)][worst]!r}")
+
+
+def test_cpu_transcendental_specials(isa):
+    """Saturation without NaN, the sign of zero, NaN in NaN out."""
+    x = np.float32([0.0, -0.0, np.inf, -np.inf, 1e30, -1e30, 200, -200, np.nan])
+    t = ops.neuron_fwd(x, "tanh[1,1]").numpy()
+    np.testing.assert_array_equal(t[:8], [0, -0.0, 1, -1, 1, -1, 1, -1])
+    assert np.signbit(t[1]) and not np.signbit(t[0])
+    s = ops.neuron_fwd(x, "logistic").numpy()
+    np.testing.assert_array_equal(s[:8], [0.5, 0.5, 1, 0, 1, 0, 1, 0])
+    r = ops.neuron_fwd(x, "softrelu").numpy()
+    np.testing.assert_allclose(r[:2], np.log(2), rtol=2.5e-7)
+    np.testing.assert_array_equal(r[2:8], np.float32([np.inf, 0, 1e30, 0, 200, 0]))
+    g = ops.neuron_bwd(np.ones(4, np.float32), None, np.float32([0, np.inf, 200, np.nan]),
+                       "softrelu").numpy()
+    np.testing.assert_array_equal(g[:3], [0, 1, 1])
+    assert np.isnan(t[8]) and np.isnan(s[8]) and np.isnan(r[8]) and np.isnan(g[3])

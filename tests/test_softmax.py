@@ -5,6 +5,7 @@ import convnet
 from convnet import ops
 
 from gradcheck import assert_close, assert_grad
+from isa_paths import isa  # noqa: F401  (fixture)
 import ref_softmax as ref
 
 SHAPES = [(1, 1), (5, 3), (10, 1), (37, 33), (1000, 7)]
@@ -135,3 +136,31 @@ def test_bad_arguments(device):
         ops.softmax(convnet.zeros((0, 4), device=device))
     with pytest.raises(TypeError, match=r"labels: numpy array has dtype int64"):
         ops.softmax_xent_fwd(np.zeros((10, 4), np.float32), np.zeros(4, np.int64))
+
+
+@pytest.mark.parametrize("k,n", [(1000, 64 + 16 + 7), (3, 200), (40, 16)])
+def test_cpu_paths(isa, rng, k, n):
+    """Each SIMD path: the AVX-512 kernel's 64- and 16-image blocks and the loop body's
+    remainder, split over threads (1000 x 87: two threads), with very negative logits (e^x
+    underflowing to subnormals and 0), a NaN logit (its image's probabilities are NaN, the
+    others unaffected) and ties with the label's logit."""
+    x, labels = make(rng, k, n, spread=30.0)
+    x[:, 1] = -1e30
+    x[0, 1] = 0.0
+    x[:, 2] = 5.0  # all tied: rank 0
+    x[k // 2, 3] = np.nan
+    probs, stats = ops.softmax_xent_fwd(x, labels)
+    keep = np.ones(n, bool)
+    keep[3] = False
+    pr = ref.softmax(x[:, keep])
+    assert_close(probs.numpy()[:, keep], pr, rtol=1e-5, atol=1e-7, what=f"{isa} probs")
+    assert np.isnan(probs.numpy()[:, 3]).all()
+    assert_close(ops.softmax(x).numpy()[:, keep], pr, rtol=1e-5, atol=1e-7, what=f"{isa} softmax")
+    nll = ref.nll_from_logits(x[:, keep], labels[keep])
+    r = ref.rank(x[:, keep], labels[keep])
+    want = ref.stats(nll, r)
+    got_nll = stats["logprob"]
+    assert np.isnan(got_nll)  # the NaN image's cost
+    _, stats = ops.softmax_xent_fwd(x[:, keep].copy(), labels[keep])
+    assert abs(stats["logprob"] - want["logprob"]) <= 1e-5 * abs(want["logprob"]) + 1e-4
+    assert (stats["top1"], stats["top5"]) == (want["top1"], want["top5"])

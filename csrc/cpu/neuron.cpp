@@ -1,22 +1,49 @@
-// Neurons on the CPU: one loop per kind (Neuron<K> from neuron.h, inlined), chosen by a switch
-// outside the loop; split over threads in contiguous chunks.
+// Neurons on the CPU: one loop per kind, chosen by a switch outside the loop; split over threads
+// in contiguous chunks, each chunk run by the loop compiled for the SIMD path in use
+// (isa_variants.h). The maths is neuron.h's Neuron<K>, except the kinds whose libm calls
+// (expf, tanhf, log1pf, expm1f) would keep the loop scalar: CpuNeuron swaps in vec_math.h's
+// vectorisable versions (a few ulp, documented there; the CUDA kernels keep libm's).
 #include "neuron.h"
 
 #include <cstring>
 
 #include "check.h"
+#include "isa_variants.h"
 #include "parallel.h"
+#include "vec_math.h"
 
 namespace convnet {
 namespace {
 
 template <NeuronKind K>
-void fwd_loop(const NeuronParams& p, const float* x, float* y, int64_t n) {
-  const float a = p.a, b = p.b;
-  parallel_range(n, [&](int64_t lo, int64_t hi) {
+struct CpuNeuron : Neuron<K> {};
+template <>
+struct CpuNeuron<NeuronKind::logistic> : Neuron<NeuronKind::logistic> {
+  CONVNET_VM static float fwd(float x, float, float) { return vm::vlogistic(x); }
+};
+template <>
+struct CpuNeuron<NeuronKind::tanh> : Neuron<NeuronKind::tanh> {
+  CONVNET_VM static float fwd(float x, float a, float b) { return a * vm::vtanh(b * x); }
+};
+template <>
+struct CpuNeuron<NeuronKind::softrelu> : Neuron<NeuronKind::softrelu> {
+  CONVNET_VM static float fwd(float x, float, float) { return vm::vsoftrelu(x); }
+  CONVNET_VM static float grad(float, float y, float, float) { return -vm::vexpm1(-y); }
+};
+
+template <NeuronKind K>
+CONVNET_BODY void fwd_chunk_body(float a, float b, const float* x, float* y, int64_t lo,
+                                 int64_t hi) {
 #pragma omp simd
-    for (int64_t i = lo; i < hi; ++i) y[i] = Neuron<K>::fwd(x[i], a, b);
-  });
+  for (int64_t i = lo; i < hi; ++i) y[i] = CpuNeuron<K>::fwd(x[i], a, b);
+}
+CONVNET_ISA_VARIANTS_T(NeuronKind K, K, fwd_chunk,
+                       (float a, float b, const float* x, float* y, int64_t lo, int64_t hi),
+                       (a, b, x, y, lo, hi))
+
+template <NeuronKind K>
+void fwd_loop(const NeuronParams& p, const float* x, float* y, int64_t n) {
+  parallel_range(n, [&](int64_t lo, int64_t hi) { fwd_chunk<K>(p.a, p.b, x, y, lo, hi); });
 }
 
 // relu's gradient as an integer mask: dy where y > 0 (y's bits, as an int, are > 0), else +0.
@@ -31,30 +58,40 @@ inline float relu_grad_times(float dy, float y) {
   return dy;
 }
 
+// xs, ys: x and y, or a stand-in (dy) for one the kind does not read; the loads are dead code.
+template <NeuronKind K>
+CONVNET_BODY void bwd_chunk_body(float a, float b, const float* dy, const float* xs,
+                                 const float* ys, float* dx, int64_t lo, int64_t hi,
+                                 bool accumulate) {
+  if constexpr (K == NeuronKind::relu) {
+    if (accumulate) {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) dx[i] += relu_grad_times(dy[i], ys[i]);
+    } else {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) dx[i] = relu_grad_times(dy[i], ys[i]);
+    }
+  } else if (accumulate) {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) dx[i] += dy[i] * CpuNeuron<K>::grad(xs[i], ys[i], a, b);
+  } else {
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) dx[i] = dy[i] * CpuNeuron<K>::grad(xs[i], ys[i], a, b);
+  }
+}
+CONVNET_ISA_VARIANTS_T(NeuronKind K, K, bwd_chunk,
+                       (float a, float b, const float* dy, const float* xs, const float* ys,
+                        float* dx, int64_t lo, int64_t hi, bool accumulate),
+                       (a, b, dy, xs, ys, dx, lo, hi, accumulate))
+
 template <NeuronKind K>
 void bwd_loop(const NeuronParams& p, const float* dy, const float* x, const float* y, float* dx,
               int64_t n, bool accumulate) {
-  const float a = p.a, b = p.b;
-  // A kind that does not read x (or y) gets a null pointer; the compiler drops the dead load, but
-  // the index must not touch the pointer, so substitute dy (always valid) for a missing operand.
+  // A kind that does not read x (or y) gets a null pointer: the index must not touch it.
   const float* xs = x ? x : dy;
   const float* ys = y ? y : dy;
   parallel_range(n, [&](int64_t lo, int64_t hi) {
-    if constexpr (K == NeuronKind::relu) {
-      if (accumulate) {
-#pragma omp simd
-        for (int64_t i = lo; i < hi; ++i) dx[i] += relu_grad_times(dy[i], ys[i]);
-      } else {
-#pragma omp simd
-        for (int64_t i = lo; i < hi; ++i) dx[i] = relu_grad_times(dy[i], ys[i]);
-      }
-    } else if (accumulate) {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) dx[i] += dy[i] * Neuron<K>::grad(xs[i], ys[i], a, b);
-    } else {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) dx[i] = dy[i] * Neuron<K>::grad(xs[i], ys[i], a, b);
-    }
+    bwd_chunk<K>(p.a, p.b, dy, xs, ys, dx, lo, hi, accumulate);
   });
 }
 

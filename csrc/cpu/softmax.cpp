@@ -3,8 +3,12 @@
 // walks its range in tiles of 64 images, streaming the K rows of the tile (64 contiguous floats
 // each) once per pass, with per-image running values in small arrays the inner loops vectorise
 // over. fast_exp keeps the exponentials in the vector loop; the loops are compiled for each SIMD
-// path (isa_variants.h).
+// path (isa_variants.h). The AVX-512 forward is written by hand instead: each lane is one image,
+// 4 x 16 images per tile held in registers through the K classes (max, then exp and sum, then
+// scale), with a shorter e^x for arguments <= 0 (vscalefps applies 2^n, subnormals included).
 #include "softmax.h"
+
+#include <immintrin.h>
 
 #include <cfloat>
 #include <cmath>
@@ -124,6 +128,95 @@ CONVNET_ISA_VARIANTS(logreg_tile,
                       int64_t K, int64_t N, int64_t c0, int w),
                      (p, labels, nll, rank, K, N, c0, w))
 
+// e^d for d <= 0 (or NaN, which stays NaN): fast_exp's reduction and polynomial (as Horner in r),
+// 2^n applied by vscalefps, which rounds subnormal results and gives 0 below -103.9.
+CONVNET_TARGET_AVX512 inline __attribute__((always_inline)) __m512 exp_nonpos_avx512(__m512 d) {
+  d = _mm512_max_ps(_mm512_set1_ps(-104.f), d);  // NaN d is returned as is
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), d);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Softmax (and with labels the cost) of images [c0, c0 + 16 V): V vectors of 16 images each.
+template <int V>
+CONVNET_TARGET_AVX512 void softmax_cols_avx512(const float* x, float* probs, int64_t K, int64_t N,
+                                               int64_t c0, const int32_t* labels, float* nll,
+                                               int32_t* rank) {
+  __m512 m[V], s[V], xl[V];
+  __m512i cnt[V];
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int v = 0; v < V; ++v) {
+    m[v] = _mm512_set1_ps(-INFINITY);
+    s[v] = _mm512_setzero_ps();
+    cnt[v] = _mm512_setzero_si512();
+    if (labels) {
+      alignas(64) float g[16];
+      for (int j = 0; j < 16; ++j) {
+        int64_t n = c0 + 16 * v + j;
+        g[j] = x[int64_t(labels[n]) * N + n];
+      }
+      xl[v] = _mm512_load_ps(g);
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const float* xr = x + k * N + c0;
+    for (int v = 0; v < V; ++v) {
+      __m512 xv = _mm512_loadu_ps(xr + 16 * v);
+      m[v] = _mm512_max_ps(xv, m[v]);  // a NaN x is skipped (max returns m)
+      if (labels)
+        cnt[v] = _mm512_mask_add_epi32(cnt[v], _mm512_cmp_ps_mask(xv, xl[v], _CMP_GT_OQ), cnt[v],
+                                       one);
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const float* xr = x + k * N + c0;
+    float* pr = probs + k * N + c0;
+    for (int v = 0; v < V; ++v) {
+      __m512 e = exp_nonpos_avx512(_mm512_sub_ps(_mm512_loadu_ps(xr + 16 * v), m[v]));
+      _mm512_storeu_ps(pr + 16 * v, e);
+      s[v] = _mm512_add_ps(s[v], e);
+    }
+  }
+  if (labels) {
+    for (int v = 0; v < V; ++v) {
+      alignas(64) float mv[16], sv[16], lv[16];
+      _mm512_store_ps(mv, m[v]);
+      _mm512_store_ps(sv, s[v]);
+      _mm512_store_ps(lv, xl[v]);
+      for (int j = 0; j < 16; ++j) nll[c0 + 16 * v + j] = mv[j] + std::log(sv[j]) - lv[j];
+      _mm512_storeu_si512(rank + c0 + 16 * v, cnt[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) s[v] = _mm512_div_ps(_mm512_set1_ps(1.f), s[v]);
+  for (int64_t k = 0; k < K; ++k) {
+    float* pr = probs + k * N + c0;
+    for (int v = 0; v < V; ++v)
+      _mm512_storeu_ps(pr + 16 * v, _mm512_mul_ps(_mm512_loadu_ps(pr + 16 * v), s[v]));
+  }
+}
+
+// Images [lo, hi) of a thread: 64 at a time, then 16 at a time, the last < 16 by the loop body.
+void softmax_range(const float* x, float* probs, int64_t K, int64_t N, int64_t lo, int64_t hi,
+                   const int32_t* labels, float* nll, int32_t* rank) {
+  int64_t c = lo;
+  if (cpu_isa() == Isa::avx512) {
+    for (; c + 64 <= hi; c += 64) softmax_cols_avx512<4>(x, probs, K, N, c, labels, nll, rank);
+    for (; c + 16 <= hi; c += 16) softmax_cols_avx512<1>(x, probs, K, N, c, labels, nll, rank);
+  }
+  for (; c < hi; c += kTile)
+    softmax_tile(x, probs, K, N, c, int(std::min<int64_t>(kTile, hi - c)), labels, nll, rank);
+}
+
 // f(c0, w) for each tile of images, images split over threads.
 template <class F>
 void for_tiles(const SoftmaxParams& p, F&& f) {
@@ -135,9 +228,9 @@ void for_tiles(const SoftmaxParams& p, F&& f) {
 }  // namespace
 
 void softmax_fwd_cpu(const SoftmaxParams& p, const float* x, float* probs) {
-  for_tiles(p, [&](int64_t c0, int w) {
-    softmax_tile(x, probs, p.classes, p.images, c0, w, nullptr, nullptr, nullptr);
-  });
+  parallel_range(p.images, [&](int64_t lo, int64_t hi) {
+    softmax_range(x, probs, p.classes, p.images, lo, hi, nullptr, nullptr, nullptr);
+  }, min_images(p.classes));
 }
 
 void softmax_bwd_cpu(const SoftmaxParams& p, const float* probs, const float* dprobs, float* dx,
@@ -150,9 +243,9 @@ void softmax_bwd_cpu(const SoftmaxParams& p, const float* probs, const float* dp
 void softmax_xent_fwd_cpu(const SoftmaxParams& p, const float* x, const int32_t* labels,
                           float* probs, float* nll, int32_t* rank) {
   check_labels("softmax_xent_fwd", labels, p.images, p.classes);
-  for_tiles(p, [&](int64_t c0, int w) {
-    softmax_tile(x, probs, p.classes, p.images, c0, w, labels, nll, rank);
-  });
+  parallel_range(p.images, [&](int64_t lo, int64_t hi) {
+    softmax_range(x, probs, p.classes, p.images, lo, hi, labels, nll, rank);
+  }, min_images(p.classes));
 }
 
 void softmax_xent_bwd_cpu(const SoftmaxParams& p, const float* probs, const int32_t* labels,
