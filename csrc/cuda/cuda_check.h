@@ -16,7 +16,11 @@
   } while (0)
 
 // CONVNET_LAUNCH(kernel, grid, block, shared_bytes, stream, args...)
-// `kernel` may be a template instance in parentheses or a pointer to a __global__ function.
+// `kernel` may be a template instance in parentheses, CONVNET_LAUNCH((k<4, 8>), ...), or a
+// pointer to a __global__ function (auto f = k<4, 8>; CONVNET_LAUNCH(f, ...)): both compile with
+// nvcc (`(k<4, 8>)<<<...>>>` is accepted) and under the emulation. The kernel must take at least
+// one argument. Under emulation, errors of the kernel (bad launch configuration, barrier misuse,
+// out-of-bounds writes, ...) are thrown as simt::Error from here, with this file:line.
 #if defined(__CUDACC__)
 #define CONVNET_LAUNCH(kernel, grid, block, smem, stream, ...)                               \
   do {                                                                                       \

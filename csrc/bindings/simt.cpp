@@ -1,0 +1,43 @@
+// The SIMT emulation's own controls and self-tests (convnet._emu only): thread order between
+// barriers, and simt_selftest(name), which runs a kernel of csrc/simt/selftest.cu.
+#if defined(CONVNET_BACKEND_EMU)
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "registry.h"
+#include "simt.h"
+
+std::vector<double> simt_selftest(const std::string& name);
+std::vector<std::string> simt_selftest_names();
+
+namespace py = pybind11;
+
+CONVNET_BINDINGS(simt) {
+  m.def("set_thread_order",
+        [](const std::string& name, uint64_t seed) { simt::set_order(name, seed); },
+        py::arg("name"), py::arg("seed") = 0,
+        "Order in which runnable emulated threads run between barriers: 'forward', 'reverse' or "
+        "'random' (with `seed`, or 'random:SEED'). Default from env CONVNET_SIMT_ORDER.");
+  m.def("thread_order", [] { return simt::order_name(); },
+        "The current order: 'forward', 'reverse' or 'random:SEED'.");
+  m.def("simt_selftest", &simt_selftest, py::arg("name"),
+        py::call_guard<py::gil_scoped_release>(),
+        "Runs the named self-test kernel of the emulator; returns its results or raises.");
+  m.def("simt_selftest_names", &simt_selftest_names);
+  m.def("simt_check_guards", [] { simt::check_guards(); },
+        "Raises if a guard zone of a live device allocation was overwritten.");
+  m.def("simt_stats", [] {
+    simt::Stats s = simt::stats();
+    py::dict d;
+    d["launches"] = s.launches;
+    d["blocks"] = s.blocks;
+    d["threads"] = s.threads;
+    d["switches"] = s.switches;
+    d["workers"] = simt::num_workers();
+    d["static_shared_poisoned"] = s.static_shared_poisoned;
+    return d;
+  }, "Counters of the emulator: launches, blocks, threads, fiber switches, worker threads.");
+}
+#endif
