@@ -22,6 +22,15 @@ struct ConvParams {
   int variant = 0;                                     // 0 = default kernel
 };
 
+// Numbered kernel variants: ConvParams::variant / FcParams::variant select one (0 = the default);
+// valid values are 0 .. conv_variant_count(op) - 1 on each backend, and the tests run them all.
+// A variant the machine cannot run throws ArgError mentioning "not supported by this CPU".
+enum class ConvOp : int {
+  conv_fwd = 0, conv_bwd_data = 1, conv_bwd_weights = 2,
+  fc_fwd = 3, fc_bwd_data = 4, fc_bwd_weights = 5
+};
+CONVNET_OP(int, conv_variant_count, (ConvOp op))
+
 CONVNET_OP(void, conv_fwd, (const ConvParams& p, const float* x, const float* w, float* y,
                             bool accumulate))
 CONVNET_OP(void, conv_bwd_data, (const ConvParams& p, const float* dy, const float* w, float* dx,

@@ -12,9 +12,13 @@ struct GemmParams {
   bool trans_a = false, trans_b = false;
   int64_t lda = 0, ldb = 0, ldc = 0;
   float alpha = 1.f, beta = 0.f;
-  int variant = 0;  // 0 = the default kernel; others select numbered variants (tests, benchmarks)
+  int variant = 0;  // 0 = the default kernel; 1 .. sgemm_variant_count()-1 select numbered variants
 };
 
 CONVNET_OP(void, sgemm, (const GemmParams& p, const float* a, const float* b, float* c))
+// How many numbered variants sgemm has on this backend (valid: 0 .. count-1; tests run them all).
+// A variant the machine cannot run (e.g. an AVX-512 kernel on an AVX2 CPU) throws ArgError
+// mentioning "not supported by this CPU".
+CONVNET_OP(int, sgemm_variant_count, ())
 
 }  // namespace convnet

@@ -1,0 +1,161 @@
+// Convolution on the CPU as implicit GEMMs (conv_operands.h feeds the blocked SGEMM straight
+// from the images), one GEMM per group. With Cg = C/groups, Fg = F/groups, taps = Cg*fs*fs,
+// P = Ho*Wo:
+//   forward        y_g (Fg, P*N)    = w_g^T (Fg, taps)  x  im2col(x_g) (taps, P*N)
+//   data gradient  stride 1: dx_g (Cg, H*W*N) = flip(w_g) (Cg, Fg*fs*fs) x im2col(dy_g) with
+//                  padding fs-1-padding (a convolution of dy with the rotated filters);
+//                  stride > 1: col = w_g (taps, Fg) x dy_g (Fg, P*N) in bounded chunks of
+//                  positions, scatter-added into dx (col2im)
+//   weight grad.   dw_g (taps, Fg)  = im2col(x_g) (taps, P*N) x dy_g^T (P*N, Fg)
+// ConvParams::variant selects the SGEMM micro-kernel (gemm_cpu.h: 0 best, 1 portable, 2 AVX2,
+// 3 AVX-512), so every kernel path is tested through the convolutions too.
+#include "conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "conv_operands.h"
+#include "gemm_cpu.h"
+#include "parallel.h"
+
+namespace convnet {
+
+int conv_variant_count_cpu(ConvOp) { return kGemmVariants; }
+
+static ImageGeometry input_geometry(const ConvParams& p, const float* x, int group) {
+  int64_t cg = p.channels / p.groups;
+  return ImageGeometry{x + group * cg * p.height * p.width * p.images,
+                       p.height, p.width, p.images, p.filter_size, p.padding, p.stride,
+                       p.out_h, p.out_w};
+}
+
+void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
+                  bool accumulate) {
+  check_gemm_variant("conv_fwd", p.variant);
+  int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
+  for (int g = 0; g < p.groups; ++g) {
+    // w (taps, F) read as (rows = f, k = tap) of the group's filters.
+    StridedOperand wt(w + g * fg, 1, p.filters);
+    ImageColumnsOperand xcol(input_geometry(p, x, g));
+    GemmProblem gp;
+    gp.m = fg, gp.n = cols, gp.k = cg * p.filter_size * p.filter_size;
+    gp.a = &wt, gp.b = &xcol, gp.c = y + g * fg * cols, gp.ldc = cols;
+    gp.beta = accumulate ? 1.f : 0.f;
+    gemm_run(gp, p.variant);
+  }
+}
+
+// Stride 1: the data gradient is a convolution of dy (Fg, Ho, Wo, N) with the rotated, transposed
+// filters, padding fs-1-padding, whose output is exactly (Cg, H, W, N).
+static void conv_bwd_data_stride1(const ConvParams& p, const float* dy, const float* w, float* dx,
+                                  bool accumulate) {
+  int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  int64_t in_cols = int64_t(p.height) * p.width * p.images;
+  int64_t out_cols = int64_t(p.out_h) * p.out_w * p.images;
+  for (int g = 0; g < p.groups; ++g) {
+    FlippedFiltersOperand wf(w + g * fg, p.filters, p.filter_size);
+    ImageColumnsOperand dycol(ImageGeometry{dy + g * fg * out_cols, p.out_h, p.out_w, p.images,
+                                            p.filter_size, p.filter_size - 1 - p.padding, 1,
+                                            p.height, p.width});
+    GemmProblem gp;
+    gp.m = cg, gp.n = in_cols, gp.k = fg * p.filter_size * p.filter_size;
+    gp.a = &wf, gp.b = &dycol, gp.c = dx + g * cg * in_cols, gp.ldc = in_cols;
+    gp.beta = accumulate ? 1.f : 0.f;
+    gemm_run(gp, p.variant);
+  }
+}
+
+// Stride > 1: GEMM into a column buffer of a bounded number of output positions, then col2im.
+static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const float* w, float* dx,
+                                  bool accumulate) {
+  int64_t cg = p.channels / p.groups, fg = p.filters / p.groups, n_img = p.images;
+  int64_t fs = p.filter_size, taps = cg * fs * fs;
+  int64_t positions = int64_t(p.out_h) * p.out_w, out_cols = positions * n_img;
+  int64_t in_cols = int64_t(p.height) * p.width * n_img;
+  if (!accumulate) std::memset(dx, 0, sizeof(float) * p.channels * in_cols);
+  // About 4 MB of columns per chunk: cache-sized, and allocated once per process.
+  int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 20) / (taps * n_img));
+  static AlignedScratch colbuf;
+  float* col = colbuf.get(size_t(taps) * std::min(chunk, positions) * n_img);
+  for (int g = 0; g < p.groups; ++g) {
+    StridedOperand wg(w + g * fg, p.filters, 1);  // rows = tap, k = f
+    for (int64_t p0 = 0; p0 < positions; p0 += chunk) {
+      int64_t np = std::min(chunk, positions - p0), ncols = np * n_img;
+      StridedOperand dyg(dy + g * fg * out_cols + p0 * n_img, 1, out_cols);  // rows = column
+      GemmProblem gp;
+      gp.m = taps, gp.n = ncols, gp.k = fg;
+      gp.a = &wg, gp.b = &dyg, gp.c = col, gp.ldc = ncols;
+      gemm_run(gp, p.variant);
+      // col2im: each channel's plane of dx is owned by one thread.
+      float* dxg = dx + g * cg * in_cols;
+#pragma omp parallel for schedule(static)
+      for (int64_t c = 0; c < cg; ++c) {
+        for (int64_t ky = 0; ky < fs; ++ky)
+          for (int64_t kx = 0; kx < fs; ++kx) {
+            const float* crow = col + ((c * fs + ky) * fs + kx) * ncols;
+            for (int64_t q = 0; q < np; ++q) {
+              int64_t pos = p0 + q, oy = pos / p.out_w, ox = pos % p.out_w;
+              int64_t iy = oy * p.stride - p.padding + ky, ix = ox * p.stride - p.padding + kx;
+              if (iy < 0 || iy >= p.height || ix < 0 || ix >= p.width) continue;
+              float* d = dxg + ((c * p.height + iy) * p.width + ix) * n_img;
+              const float* s = crow + q * n_img;
+#pragma omp simd
+              for (int64_t n = 0; n < n_img; ++n) d[n] += s[n];
+            }
+          }
+      }
+    }
+  }
+}
+
+void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, float* dx,
+                       bool accumulate) {
+  check_gemm_variant("conv_bwd_data", p.variant);
+  if (p.stride == 1)
+    conv_bwd_data_stride1(p, dy, w, dx, accumulate);
+  else
+    conv_bwd_data_strided(p, dy, w, dx, accumulate);
+}
+
+void conv_bwd_weights_cpu(const ConvParams& p, const float* x, const float* dy, float* dw,
+                          bool accumulate) {
+  check_gemm_variant("conv_bwd_weights", p.variant);
+  int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
+  for (int g = 0; g < p.groups; ++g) {
+    ImageTapsOperand xcol(input_geometry(p, x, g));
+    StridedOperand dyt(dy + g * fg * cols, cols, 1);  // rows = f, k = column
+    GemmProblem gp;
+    gp.m = cg * p.filter_size * p.filter_size, gp.n = fg, gp.k = cols;
+    gp.a = &xcol, gp.b = &dyt, gp.c = dw + g * fg, gp.ldc = p.filters;
+    gp.beta = accumulate ? 1.f : 0.f;
+    gemm_run(gp, p.variant);
+  }
+}
+
+void bias_fwd_cpu(float* y, const float* b, int64_t filters, int64_t per_filter) {
+#pragma omp parallel for schedule(static) if (filters * per_filter >= kMinParallelWork)
+  for (int64_t f = 0; f < filters; ++f) {
+    float bf = b[f];
+    float* yf = y + f * per_filter;
+#pragma omp simd
+    for (int64_t i = 0; i < per_filter; ++i) yf[i] += bf;
+  }
+}
+
+void bias_bwd_cpu(const float* dy, float* db, int64_t filters, int64_t per_filter,
+                  bool accumulate) {
+#pragma omp parallel for schedule(static) if (filters * per_filter >= kMinParallelWork)
+  for (int64_t f = 0; f < filters; ++f) {
+    const float* d = dy + f * per_filter;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < per_filter; ++i) s += d[i];
+    db[f] = accumulate ? db[f] + s : s;
+  }
+}
+
+}  // namespace convnet

@@ -1,0 +1,52 @@
+// sgemm_cpu: plain strided matrices through the blocked driver, variant chosen per call.
+#include "gemm.h"
+
+#include "check.h"
+#include "gemm_cpu.h"
+#include "isa.h"
+
+namespace convnet {
+
+static const char* variant_isa_name(int v) {
+  return v == 3 ? "avx512" : v == 2 ? "avx2" : "portable";
+}
+
+void check_gemm_variant(const char* op, int variant) {
+  CONVNET_CHECK(variant >= 0 && variant < kGemmVariants,
+                op << ": variant " << variant << " does not exist (the CPU backend has 0.."
+                   << kGemmVariants - 1 << ")");
+  Isa need = variant == 3 ? Isa::avx512 : variant == 2 ? Isa::avx2 : Isa::portable;
+  CONVNET_CHECK(need <= cpu_isa_supported(),
+                op << ": variant " << variant << " (" << variant_isa_name(variant)
+                   << ") is not supported by this CPU (best: "
+                   << isa_name(cpu_isa_supported()) << ")");
+}
+
+void gemm_run(const GemmProblem& p, int variant) {
+  check_gemm_variant("sgemm", variant);
+  if (variant == 0) {
+    Isa isa = cpu_isa();
+    variant = isa == Isa::avx512 ? 3 : isa == Isa::avx2 ? 2 : 1;
+  }
+  switch (variant) {
+    case 3: return gemm_avx512(p);
+    case 2: return gemm_avx2(p);
+    default: return gemm_portable(p);
+  }
+}
+
+// A stored (m, k) (or (k, m) if trans_a) is the operand (rows = m, k); B stored (k, n) (or (n, k))
+// is the operand (rows = n, k).
+void sgemm_cpu(const GemmParams& p, const float* a, const float* b, float* c) {
+  StridedOperand A = p.trans_a ? StridedOperand(a, 1, p.lda) : StridedOperand(a, p.lda, 1);
+  StridedOperand B = p.trans_b ? StridedOperand(b, p.ldb, 1) : StridedOperand(b, 1, p.ldb);
+  GemmProblem g;
+  g.m = p.m, g.n = p.n, g.k = p.k;
+  g.a = &A, g.b = &B, g.c = c, g.ldc = p.ldc;
+  g.alpha = p.alpha, g.beta = p.beta;
+  gemm_run(g, p.variant);
+}
+
+int sgemm_variant_count_cpu() { return kGemmVariants; }
+
+}  // namespace convnet

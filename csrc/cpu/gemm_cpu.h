@@ -1,0 +1,53 @@
+// The CPU SGEMM as the building block of the other CPU ops: a problem over packing operands
+// (gemm_pack.h) run by one of the numbered micro-kernel variants.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#include "gemm_pack.h"
+
+namespace convnet {
+
+// Grow-only 64-byte-aligned scratch: one per thread and purpose, so the hot path never allocates
+// once the largest problem has been seen.
+struct AlignedScratch {
+  float* ptr = nullptr;
+  size_t size = 0;
+  float* get(size_t n) {
+    if (n > size) {
+      std::free(ptr);
+      ptr = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+      if (!ptr) throw std::bad_alloc();
+      size = n;
+    }
+    return ptr;
+  }
+  ~AlignedScratch() { std::free(ptr); }
+};
+
+// C (m, n) = alpha * A (m, k) * B (k, n) + beta * C; a is viewed as (m, k), b as (n, k).
+struct GemmProblem {
+  int64_t m = 0, n = 0, k = 0;
+  const GemmOperand* a = nullptr;
+  const GemmOperand* b = nullptr;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  float alpha = 1.f, beta = 0.f;
+};
+
+// Variants (GemmParams::variant, ConvParams::variant and FcParams::variant on the CPU):
+//   0  the best path this process uses (cpu_isa(): cpuid, lowered by CONVNET_CPU_ISA/set_isa)
+//   1  portable: 4x16 register tile in plain C++, compiled for baseline x86-64
+//   2  AVX2+FMA: 6x16 tile, broadcast-FMA on 256-bit registers
+//   3  AVX-512: 14x32 tile, broadcast-FMA on 512-bit registers (28 accumulators)
+constexpr int kGemmVariants = 4;
+// Throws ArgError (naming `op`) for an unknown variant or one this CPU cannot run.
+void check_gemm_variant(const char* op, int variant);
+void gemm_run(const GemmProblem& p, int variant);
+
+void gemm_portable(const GemmProblem& p);
+void gemm_avx2(const GemmProblem& p);
+void gemm_avx512(const GemmProblem& p);
+
+}  // namespace convnet

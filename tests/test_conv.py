@@ -1,0 +1,294 @@
+"""Convolution, bias and fully-connected ops on every backend against tests/ref_conv.py."""
+import numpy as np
+import pytest
+
+import convnet
+from convnet import ops
+
+import ref_conv as ref
+from gradcheck import assert_close, assert_grad
+
+# (C, H, W, N, F, fs, padding, stride, groups): odd sizes, batch 1 and 3, non-square images,
+# stride 3 with padding, groups 2 and 3, windows hanging over the far edge (round-up rule),
+# padding >= filter size, a filter as large as the padded image, 1x1 filters and images.
+SHAPES = [
+    (5, 7, 9, 1, 3, 3, 0, 1, 1),
+    (5, 7, 9, 3, 3, 3, 1, 1, 1),
+    (4, 7, 9, 3, 6, 3, 1, 3, 2),
+    (6, 9, 7, 2, 9, 5, 2, 2, 3),
+    (3, 11, 10, 2, 4, 4, 0, 3, 1),
+    (2, 4, 5, 3, 3, 2, 2, 1, 1),
+    (2, 5, 5, 1, 2, 7, 1, 1, 1),
+    (3, 1, 1, 3, 5, 1, 0, 1, 1),
+    (4, 6, 6, 17, 4, 3, 1, 1, 2),
+]
+IDS = ["x".join(map(str, s)) for s in SHAPES]
+
+
+def _on(device, a):
+    return convnet.tensor(np.asarray(a, np.float32), device)
+
+
+def _problem(rng, shape):
+    c, h, w, n, f, fs, pad, stride, groups = shape
+    x = rng.standard_normal((c, h, w, n))
+    wt = rng.standard_normal((c // groups, fs, fs, f))
+    ho, wo = ref.out_size(h, fs, pad, stride), ref.out_size(w, fs, pad, stride)
+    dy = rng.standard_normal((f, ho, wo, n))
+    return x, wt, dy, dict(padding=pad, stride=stride, groups=groups)
+
+
+@pytest.fixture(autouse=True)
+def _backend_has_conv(request):
+    # The CUDA kernels of this family are written on another branch; until they are merged the
+    # emulated/CUDA modules of a tree may lack these ops.
+    if "device" not in request.fixturenames:
+        return
+    device = request.getfixturevalue("device")
+    if not hasattr(convnet.device.module_for(device.split(":")[0]), "conv_fwd"):
+        pytest.skip(f"the {device} backend has no convolution ops in this build")
+
+
+def _variants(op, device):
+    return range(ops.conv_variant_count(op, device=device.split("/")[0]))
+
+
+def _run_variant(fn, *args, **kw):
+    try:
+        return fn(*args, **kw)
+    except ValueError as e:
+        if "not supported by this CPU" in str(e):
+            pytest.skip(str(e))
+        raise
+
+
+# ---- the references, checked by finite differences ------------------------------------------
+
+@pytest.mark.parametrize("shape", [(4, 5, 7, 1, 4, 3, 1, 3, 2), (3, 5, 4, 1, 3, 3, 1, 2, 3),
+                                   SHAPES[4], SHAPES[5]])
+def test_reference_gradients(rng, shape):
+    x, w, dy, kw = _problem(rng, (shape[0], shape[1], shape[2], 1) + shape[4:])
+    fs = w.shape[1]
+    assert_grad(lambda x_: ref.conv_fwd(x_, w, **kw), x, dy,
+                ref.conv_bwd_data(dy, w, x.shape, **kw))
+    assert_grad(lambda w_: ref.conv_fwd(x, w_, **kw), w, dy,
+                ref.conv_bwd_weights(x, dy, fs, **kw))
+
+
+def test_reference_round_up():
+    # 224 with 11x11 stride 4: 55 outputs, the last window reads 3 columns past the edge.
+    assert ref.out_size(224, 11, 0, 4) == 55 == ops.conv_out_size(224, 11, 0, 4)
+    x = np.ones((1, 6, 6, 1))
+    y = ref.conv_fwd(x, np.ones((1, 3, 3, 1)), stride=2)  # windows at 0, 2, 4: the last hangs over
+    assert y.shape == (1, 3, 3, 1)
+    assert y[0, 0, 0, 0] == 9 and y[0, 0, 2, 0] == 6 and y[0, 2, 2, 0] == 4
+
+
+def test_reference_fc_and_bias_gradients(rng):
+    x, w, b = rng.standard_normal((5, 3)), rng.standard_normal((5, 4)), rng.standard_normal(4)
+    dy = rng.standard_normal((4, 3))
+    assert_grad(lambda x_: ref.fc_fwd(x_, w, b), x, dy, ref.fc_bwd_data(dy, w))
+    assert_grad(lambda w_: ref.fc_fwd(x, w_, b), w, dy, ref.fc_bwd_weights(x, dy))
+    assert_grad(lambda b_: ref.fc_fwd(x, w, b_), b, dy, ref.bias_bwd(dy))
+
+
+# ---- every backend against the references ----------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_conv_fwd(device, rng, shape):
+    x, w, dy, kw = _problem(rng, shape)
+    want = ref.conv_fwd(x, w, **kw)
+    for v in _variants("conv_fwd", device):
+        y = _run_variant(ops.conv_fwd, _on(device, x), _on(device, w), variant=v, **kw)
+        assert_close(y.numpy(), want, what=f"conv_fwd variant {v}")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_conv_bwd_data(device, rng, shape):
+    x, w, dy, kw = _problem(rng, shape)
+    want = ref.conv_bwd_data(dy, w, x.shape, **kw)
+    for v in _variants("conv_bwd_data", device):
+        dx = _run_variant(ops.conv_bwd_data, _on(device, dy), _on(device, w), x.shape, variant=v,
+                          **kw)
+        assert_close(dx.numpy(), want, what=f"conv_bwd_data variant {v}")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_conv_bwd_weights(device, rng, shape):
+    x, w, dy, kw = _problem(rng, shape)
+    want = ref.conv_bwd_weights(x, dy, w.shape[1], **kw)
+    for v in _variants("conv_bwd_weights", device):
+        dw = _run_variant(ops.conv_bwd_weights, _on(device, x), _on(device, dy), w.shape[1],
+                          variant=v, **kw)
+        assert_close(dw.numpy(), want, what=f"conv_bwd_weights variant {v}")
+
+
+def test_conv_accumulate(device, rng):
+    x, w, dy, kw = _problem(rng, SHAPES[2])
+    prev_y, prev_dx, prev_dw = (rng.standard_normal(a.shape) for a in (dy, x, w))
+    y = ops.conv_fwd(_on(device, x), _on(device, w), out=_on(device, prev_y), accumulate=True,
+                     **kw)
+    assert_close(y.numpy(), prev_y + ref.conv_fwd(x, w, **kw), what="conv_fwd accumulate")
+    dx = ops.conv_bwd_data(_on(device, dy), _on(device, w), x.shape, out=_on(device, prev_dx),
+                           accumulate=True, **kw)
+    assert_close(dx.numpy(), prev_dx + ref.conv_bwd_data(dy, w, x.shape, **kw),
+                 what="conv_bwd_data accumulate")
+    dw = ops.conv_bwd_weights(_on(device, x), _on(device, dy), w.shape[1],
+                              out=_on(device, prev_dw), accumulate=True, **kw)
+    assert_close(dw.numpy(), prev_dw + ref.conv_bwd_weights(x, dy, w.shape[1], **kw),
+                 what="conv_bwd_weights accumulate")
+
+
+def test_conv_ignores_garbage_in_outputs(device, rng):
+    # Without accumulate the outputs are written, never read (emulated memory starts as NaN).
+    x, w, dy, kw = _problem(rng, SHAPES[3])
+    y = convnet.full(dy.shape, np.nan, device=device)
+    dx = convnet.full(x.shape, np.nan, device=device)
+    dw = convnet.full(w.shape, np.nan, device=device)
+    ops.conv_fwd(_on(device, x), _on(device, w), out=y, **kw)
+    ops.conv_bwd_data(_on(device, dy), _on(device, w), x.shape, out=dx, **kw)
+    ops.conv_bwd_weights(_on(device, x), _on(device, dy), w.shape[1], out=dw, **kw)
+    assert_close(y.numpy(), ref.conv_fwd(x, w, **kw))
+    assert_close(dx.numpy(), ref.conv_bwd_data(dy, w, x.shape, **kw))
+    assert_close(dw.numpy(), ref.conv_bwd_weights(x, dy, w.shape[1], **kw))
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 9, 3), (3, 1), (4, 1, 1, 2)])
+def test_bias(device, rng, shape):
+    y, b = rng.standard_normal(shape), rng.standard_normal(shape[0])
+    ty = _on(device, y)
+    ops.bias_fwd(ty, _on(device, b))
+    assert_close(ty.numpy(), ref.bias_fwd(y, b), what="bias_fwd")
+    assert_close(ops.bias_bwd(_on(device, y)).numpy(), ref.bias_bwd(y), what="bias_bwd")
+    prev = rng.standard_normal(shape[0])
+    db = ops.bias_bwd(_on(device, y), out=_on(device, prev), accumulate=True)
+    assert_close(db.numpy(), prev + ref.bias_bwd(y), what="bias_bwd accumulate")
+
+
+@pytest.mark.parametrize("i,o,n", [(1, 1, 1), (5, 3, 1), (7, 9, 3), (37, 20, 17)])
+def test_fc(device, rng, i, o, n):
+    x, w, b = rng.standard_normal((i, n)), rng.standard_normal((i, o)), rng.standard_normal(o)
+    dy = rng.standard_normal((o, n))
+    tx, tw, tb, tdy = (_on(device, a) for a in (x, w, b, dy))
+    for v in _variants("fc_fwd", device):
+        assert_close(_run_variant(ops.fc_fwd, tx, tw, tb, variant=v).numpy(), ref.fc_fwd(x, w, b),
+                     what=f"fc_fwd variant {v}")
+        assert_close(_run_variant(ops.fc_fwd, tx, tw, variant=v).numpy(), ref.fc_fwd(x, w),
+                     what=f"fc_fwd no bias variant {v}")
+    for v in _variants("fc_bwd_data", device):
+        assert_close(_run_variant(ops.fc_bwd_data, tdy, tw, variant=v).numpy(),
+                     ref.fc_bwd_data(dy, w), what=f"fc_bwd_data variant {v}")
+    for v in _variants("fc_bwd_weights", device):
+        assert_close(_run_variant(ops.fc_bwd_weights, tx, tdy, variant=v).numpy(),
+                     ref.fc_bwd_weights(x, dy), what=f"fc_bwd_weights variant {v}")
+    prev_y, prev_dx, prev_dw = (rng.standard_normal(s) for s in ((o, n), (i, n), (i, o)))
+    y = ops.fc_fwd(tx, tw, tb, out=_on(device, prev_y), accumulate=True)
+    assert_close(y.numpy(), prev_y + ref.fc_fwd(x, w, b), what="fc_fwd accumulate")
+    dx = ops.fc_bwd_data(tdy, tw, out=_on(device, prev_dx), accumulate=True)
+    assert_close(dx.numpy(), prev_dx + ref.fc_bwd_data(dy, w), what="fc_bwd_data accumulate")
+    dw = ops.fc_bwd_weights(tx, tdy, out=_on(device, prev_dw), accumulate=True)
+    assert_close(dw.numpy(), prev_dw + ref.fc_bwd_weights(x, dy), what="fc_bwd_weights accumulate")
+
+
+# ---- AlexNet's layers (paper shapes, small batch), CPU only ----------------------------------
+
+# name: (C, H, W, F, fs, padding, stride, groups)
+ALEXNET = {
+    "conv1": (3, 224, 224, 96, 11, 0, 4, 1),
+    "conv2": (96, 27, 27, 256, 5, 2, 1, 2),
+    "conv3": (256, 13, 13, 384, 3, 1, 1, 1),
+    "conv4": (384, 13, 13, 384, 3, 1, 1, 2),
+    "conv5": (384, 13, 13, 256, 3, 1, 1, 2),
+}
+
+
+@pytest.mark.parametrize("layer", list(ALEXNET))
+def test_alexnet_conv_layers_cpu(rng, layer):
+    c, h, w, f, fs, pad, stride, groups = ALEXNET[layer]
+    x, wt, dy, kw = _problem(rng, (c, h, w, 2, f, fs, pad, stride, groups))
+    y = ops.conv_fwd(x.astype(np.float32), wt.astype(np.float32), **kw)
+    assert_close(y.numpy(), ref.conv_fwd(x, wt, **kw), what=f"{layer} fwd")
+    dx = ops.conv_bwd_data(dy.astype(np.float32), wt.astype(np.float32), x.shape, **kw)
+    assert_close(dx.numpy(), ref.conv_bwd_data(dy, wt, x.shape, **kw), what=f"{layer} bwd_data")
+    dw = ops.conv_bwd_weights(x.astype(np.float32), dy.astype(np.float32), fs, **kw)
+    assert_close(dw.numpy(), ref.conv_bwd_weights(x, dy, fs, **kw), what=f"{layer} bwd_weights")
+
+
+@pytest.mark.parametrize("i,o", [pytest.param(9216, 4096, marks=pytest.mark.slow),
+                                 pytest.param(4096, 4096, marks=pytest.mark.slow), (4096, 1000)],
+                         ids=["fc6", "fc7", "fc8"])
+def test_alexnet_fc_layers_cpu(rng, i, o):
+    n = 8
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((i, n), (i, o), (o,)))
+    dy = rng.standard_normal((o, n)).astype(np.float32)
+    assert_close(ops.fc_fwd(x, w, b).numpy(), ref.fc_fwd(x, w, b), what="fc_fwd")
+    assert_close(ops.fc_bwd_data(dy, w).numpy(), ref.fc_bwd_data(dy, w), what="fc_bwd_data")
+    assert_close(ops.fc_bwd_weights(x, dy).numpy(), ref.fc_bwd_weights(x, dy),
+                 what="fc_bwd_weights")
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+def test_bad_arguments(device):
+    x = convnet.zeros((6, 7, 9, 2), device=device)
+    w = convnet.zeros((3, 3, 3, 4), device=device)
+    with pytest.raises(ValueError, match=r"conv_fwd: groups=4 does not divide the 6 channels of "
+                                         r"x \(6, 7, 9, 2\)"):
+        ops.conv_fwd(x, convnet.zeros((1, 3, 3, 4), device=device), groups=4)
+    with pytest.raises(ValueError, match=r"conv_fwd: groups=2 does not divide the 5 filters"):
+        ops.conv_fwd(x, convnet.zeros((3, 3, 3, 5), device=device), groups=2)
+    with pytest.raises(ValueError, match=r"conv_fwd: w \(3, 3, 3, 4\) expects 3 x 1 \(groups\) "
+                                         r"channels but x \(6, 7, 9, 2\) has 6"):
+        ops.conv_fwd(x, w)
+    with pytest.raises(ValueError, match=r"conv_fwd: filter 11x11 does not fit the padded image "
+                                         r"9x11 \(x \(6, 7, 9, 2\), padding 1\)"):
+        ops.conv_fwd(x, convnet.zeros((6, 11, 11, 4), device=device), padding=1)
+    with pytest.raises(ValueError, match=r"conv_fwd: filters must be square"):
+        ops.conv_fwd(x, convnet.zeros((6, 3, 5, 4), device=device))
+    with pytest.raises(ValueError, match=r"conv_fwd: y has shape \(4, 7, 9, 2\), expected "
+                                         r"\(4, 5, 7, 2\)"):
+        ops.conv_fwd(x, convnet.zeros((3, 3, 3, 4), device=device), groups=2,
+                     out=convnet.zeros((4, 7, 9, 2), device=device))
+    with pytest.raises(ValueError, match=r"conv_bwd_data: dy has shape \(4, 7, 9, 2\), expected "
+                                         r"\(4, 5, 7, 2\)"):
+        ops.conv_bwd_data(convnet.zeros((4, 7, 9, 2), device=device), w, (3, 7, 9, 2))
+    with pytest.raises(ValueError, match=r"conv_bwd_weights: stride must be >= 1, got 0"):
+        ops.conv_bwd_weights(x, convnet.zeros((4, 5, 7, 2), device=device), 3, stride=0,
+                             groups=2)
+    with pytest.raises(TypeError, match=r"conv_fwd: w must be float32, got int32"):
+        ops.conv_fwd(x, convnet.zeros((6, 3, 3, 4), np.int32, device=device))
+    with pytest.raises(ValueError, match=r"conv_fwd: x must be \(C, H, W, N\), got shape \(6, 7\)"):
+        ops.conv_fwd(convnet.zeros((6, 7), device=device), w)
+    with pytest.raises(ValueError, match=r"fc_fwd: w \(5, 3\) \(inputs, outputs\) does not match "
+                                         r"x \(4, 2\) \(inputs, images\)"):
+        ops.fc_fwd(convnet.zeros((4, 2), device=device), convnet.zeros((5, 3), device=device))
+    with pytest.raises(ValueError, match=r"fc_fwd: b has shape \(4,\), expected \(3\)"):
+        ops.fc_fwd(convnet.zeros((5, 2), device=device), convnet.zeros((5, 3), device=device),
+                   convnet.zeros(4, device=device))
+    with pytest.raises(ValueError, match=r"fc_bwd_weights: x \(5, 2\) \(inputs, images\) and dy "
+                                         r"\(3, 4\) \(outputs, images\) differ in images"):
+        ops.fc_bwd_weights(convnet.zeros((5, 2), device=device),
+                           convnet.zeros((3, 4), device=device))
+    with pytest.raises(ValueError, match=r"bias_fwd: b has shape \(3,\), expected \(6\)"):
+        ops.bias_fwd(x, convnet.zeros(3, device=device))
+    with pytest.raises(ValueError, match=r"conv_fwd: accumulate=True needs an existing `out`"):
+        ops.conv_fwd(x, convnet.zeros((6, 3, 3, 4), device=device), accumulate=True)
+    with pytest.raises(ValueError, match=r"conv_fwd: variant 99 does not exist"):
+        ops.conv_fwd(x, convnet.zeros((6, 3, 3, 4), device=device), variant=99)
+
+
+def test_bad_numpy_arguments_cpu():
+    x = np.zeros((6, 7, 9, 2), np.float32)
+    with pytest.raises(ValueError, match=r"conv_fwd: x: numpy array of shape \(6, 9, 9, 2\) is "
+                                         r"not C-contiguous"):
+        ops.conv_fwd(np.zeros((6, 9, 18, 2), np.float32)[:, :, ::2], np.zeros((6, 3, 3, 4),
+                                                                               np.float32))
+    with pytest.raises(TypeError, match=r"conv_fwd: w: numpy array has dtype float64"):
+        ops.conv_fwd(x, np.zeros((6, 3, 3, 4)))
+    with pytest.raises(ValueError, match=r"conv_fwd: output y is read-only"):
+        y = np.zeros((4, 5, 7, 2), np.float32)
+        y.flags.writeable = False
+        ops.conv_fwd(x, np.zeros((6, 3, 3, 4), np.float32), out=y)
+    if "emu" in convnet.backends():
+        with pytest.raises(ValueError, match=r"conv_fwd: w is on emu:0 but this is the cpu"):
+            ops.conv_fwd(x, convnet.zeros((6, 3, 3, 4), device="emu:0"))

@@ -1,0 +1,155 @@
+"""SGEMM on every backend and every numbered variant against float64 numpy."""
+import numpy as np
+import pytest
+
+import convnet
+from convnet import ops
+
+from gradcheck import assert_close
+
+SIZES = [(1, 1, 1), (7, 9, 5), (13, 33, 17), (37, 45, 300), (100, 70, 513), (15, 129, 2)]
+
+
+@pytest.fixture(autouse=True)
+def _backend_has_gemm(request):
+    # The CUDA SGEMM is written on another branch; until it is merged the emulated/CUDA modules of
+    # a tree may lack it.
+    if "device" not in request.fixturenames:
+        return
+    device = request.getfixturevalue("device")
+    if not hasattr(convnet.device.module_for(device.split(":")[0]), "sgemm"):
+        pytest.skip(f"the {device} backend has no sgemm in this build")
+
+
+def _variants(device):
+    return range(ops.sgemm_variant_count(device.split("/")[0]))
+
+
+def _sgemm(*args, **kw):
+    try:
+        return ops.sgemm(*args, **kw)
+    except ValueError as e:
+        if "not supported by this CPU" in str(e):
+            pytest.skip(str(e))
+        raise
+
+
+def _emulated(device):
+    return device.startswith("emu")
+
+
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("m,n,k", SIZES)
+def test_sgemm(device, rng, m, n, k, trans_a, trans_b):
+    if _emulated(device) and m * n * k > 20000:
+        pytest.skip("kept small under emulation")
+    a = rng.standard_normal((k, m) if trans_a else (m, k))
+    b = rng.standard_normal((n, k) if trans_b else (k, n))
+    c0 = rng.standard_normal((m, n))
+    want = 0.5 * (a.T if trans_a else a) @ (b.T if trans_b else b) - 2.0 * c0
+    ta, tb = convnet.tensor(a, device), convnet.tensor(b, device)
+    for v in _variants(device):
+        c = convnet.tensor(c0, device)
+        _sgemm(ta, tb, c, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=-2.0, variant=v)
+        assert_close(c.numpy(), want, what=f"variant {v}")
+        plain = _sgemm(ta, tb, trans_a=trans_a, trans_b=trans_b, variant=v)
+        assert_close(plain.numpy(), (a.T if trans_a else a) @ (b.T if trans_b else b),
+                     what=f"variant {v}, c allocated")
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_sgemm_leading_dimensions(device, rng, trans_a, trans_b):
+    # op(a), op(b) and c are top-left blocks of larger arrays: the row lengths are lda/ldb/ldc.
+    m, n, k = 11, 19, 7
+    a = rng.standard_normal((k + 3, m + 5) if trans_a else (m + 3, k + 5))
+    b = rng.standard_normal((n + 2, k + 4) if trans_b else (k + 2, n + 4))
+    c0 = rng.standard_normal((m + 1, n + 6))
+    c = convnet.tensor(c0, device)
+    for v in _variants(device):
+        c.copy_(convnet.tensor(c0, device))
+        _sgemm(convnet.tensor(a, device), convnet.tensor(b, device), c, trans_a=trans_a,
+               trans_b=trans_b, alpha=1.5, beta=1.0, m=m, n=n, k=k, variant=v)
+        opa = (a.T if trans_a else a)[:m, :k]
+        opb = (b.T if trans_b else b)[:k, :n]
+        want = c0.copy()
+        want[:m, :n] += 1.5 * opa @ opb
+        assert_close(c.numpy(), want, what=f"variant {v}")
+
+
+def test_sgemm_beta_zero_never_reads_c(device, rng):
+    a, b = rng.standard_normal((9, 6)), rng.standard_normal((6, 40))
+    for v in _variants(device):
+        c = convnet.full((9, 40), np.nan, device=device)
+        _sgemm(convnet.tensor(a, device), convnet.tensor(b, device), c, variant=v)
+        assert_close(c.numpy(), a @ b, what=f"variant {v}")
+
+
+def test_sgemm_k_zero(device):
+    c = convnet.full((3, 4), 2.0, device=device)
+    a, b = convnet.zeros((3, 0), device=device), convnet.zeros((0, 4), device=device)
+    for v in _variants(device):
+        _sgemm(a, b, c, beta=0.5, variant=v)
+        c2 = convnet.full((3, 4), np.nan, device=device)
+        _sgemm(a, b, c2, variant=v)
+        assert (c2.numpy() == 0).all()
+    assert np.allclose(c.numpy(), 2.0 * 0.5 ** len(_variants(device)))
+
+
+def test_sgemm_large_cpu(rng):
+    # Several cache blocks in every dimension, both threads, the k-split path (k >> m, n).
+    for m, n, k in [(700, 3100, 600), (40, 30, 9000)]:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        want = a.astype(np.float64) @ b
+        for v in _variants("cpu"):
+            assert_close(_sgemm(a, b, variant=v).numpy(), want, what=f"{m}x{n}x{k} variant {v}")
+
+
+def test_sgemm_bad_arguments(device):
+    z = lambda *s, dt=np.float32: convnet.zeros(s, dt, device=device)  # noqa: E731
+    with pytest.raises(ValueError, match=r"sgemm: op\(a\) is \(3, 4\) but op\(b\) is \(5, 6\)"):
+        ops.sgemm(z(3, 4), z(5, 6))
+    with pytest.raises(ValueError, match=r"sgemm: op\(a\) is \(4, 3\) but op\(b\) is \(6, 5\) "
+                                         r"\(trans_a=1, trans_b=1\)"):
+        ops.sgemm(z(3, 4), z(5, 6), trans_a=True, trans_b=True)
+    with pytest.raises(ValueError, match=r"sgemm: c has shape \(2, 6\), too small for the "
+                                         r"\(3, 6\) result"):
+        ops.sgemm(z(3, 4), z(4, 6), z(2, 6))
+    with pytest.raises(ValueError, match=r"sgemm: \(m, n, k\) = \(3, 6, 5\) does not fit a "
+                                         r"\(3, 4\) and b \(5, 6\)"):
+        ops.sgemm(z(3, 4), z(5, 6), k=5)
+    with pytest.raises(TypeError, match=r"sgemm: b must be float32, got int32"):
+        ops.sgemm(z(3, 4), z(4, 6, dt=np.int32))
+    with pytest.raises(ValueError, match=r"sgemm: a must have 2 dimensions, got shape \(3, 4, 1\)"):
+        ops.sgemm(z(3, 4, 1), z(4, 6))
+    with pytest.raises(ValueError, match=r"sgemm: variant 99 does not exist"):
+        ops.sgemm(z(3, 4), z(4, 6), variant=99)
+    with pytest.raises(ValueError, match=r"sgemm: beta != 0 needs an existing c"):
+        ops.sgemm(z(3, 4), z(4, 6), beta=1.0)
+
+
+def test_sgemm_bad_numpy_arguments_cpu():
+    a = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"sgemm: b: numpy array of shape \(4, 3\) is not "
+                                         r"C-contiguous"):
+        ops.sgemm(a, np.zeros((3, 4), np.float32).T)
+    with pytest.raises(ValueError, match=r"sgemm: output c is read-only"):
+        c = np.zeros((3, 3), np.float32)
+        c.flags.writeable = False
+        ops.sgemm(a, np.zeros((4, 3), np.float32), c)
+
+
+def test_variants_cover_every_isa_cpu():
+    # 0 = dispatch, 1 = portable, 2 = AVX2, 3 = AVX-512: each either runs or says why it cannot.
+    assert ops.sgemm_variant_count("cpu") == 4
+    cpu = convnet.device.module_for("cpu")
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 2), np.float32)
+    for v, isa in [(2, "avx2"), (3, "avx512")]:
+        supported = {"portable": 0, "avx2": 1, "avx512": 2}
+        if supported[cpu.isa_supported()] >= supported[isa]:
+            assert (ops.sgemm(a, b, variant=v).numpy() == 3).all()
+        else:
+            with pytest.raises(ValueError, match="not supported by this CPU"):
+                ops.sgemm(a, b, variant=v)
