@@ -1,0 +1,62 @@
+"""Pooling (csrc/*/pool.*): cuda-convnet's ``pool`` layer, max or average over size x size
+windows every `stride` pixels, the first at `start` (0 or negative). x is (C, H, W, N), y is
+(C, Ho, Wo, N).
+
+Output size: ``pool_out_size(H, size, stride, start)`` = 1 + ceil((H - start - size) / stride)
+(cuda-convnet rounds up: 55 -> 27 with the paper's overlapping 3/2 pooling), or cuda-convnet's
+explicit ``outputsX`` via `outputs`. Windows are clipped to the image; each must hold a pixel.
+- max: backward routes dy to the first pixel of the window (rows top to bottom, columns left to
+  right) whose value equals the max, so ties are deterministic and each dy is passed once
+  (cuda-convnet passes it to every tied pixel). y must be pool_fwd's output for the same x.
+- avg: divides by the number of pixels inside the clipped window (cuda-convnet's rule), so edge
+  outputs average only real pixels.
+"""
+from .. import tensor as _tensor
+from ._dispatch import backend_of, device_of
+from .shape import pool_out_size
+
+__all__ = ["pool_bwd", "pool_fwd", "pool_output_shape"]
+
+
+def pool_output_shape(x_shape, size, stride, start=0, outputs=None):
+    """(C, Ho, Wo, N) of pooling an x of shape (C, H, W, N). `outputs`: an int (cuda-convnet's
+    outputsX, both axes) or (Ho, Wo) to override the computed sizes."""
+    c, h, w, n = x_shape
+    if outputs is None:
+        ho, wo = pool_out_size(h, size, stride, start), pool_out_size(w, size, stride, start)
+    elif isinstance(outputs, int):
+        ho = wo = outputs
+    else:
+        ho, wo = outputs
+    return (c, int(ho), int(wo), n)
+
+
+def _check_mode(op, mode):
+    if mode not in ("max", "avg"):
+        raise ValueError(f"{op}: mode must be 'max' or 'avg', got {mode!r}")
+
+
+def pool_fwd(x, mode, size, stride, start=0, outputs=None, out=None):
+    """Pools x (C, H, W, N); returns y (C, Ho, Wo, N), written into `out` when given."""
+    _check_mode("pool_fwd", mode)
+    if len(getattr(x, "shape", ())) != 4:
+        raise ValueError(f"pool_fwd: x must have 4 dimensions (C, H, W, N), got shape "
+                         f"{tuple(getattr(x, 'shape', ()))}")
+    shape = pool_output_shape(x.shape, size, stride, start, outputs)
+    y = _tensor.empty(shape, device=device_of(x)) if out is None else out
+    backend_of(x).pool_fwd(x, y, int(size), int(stride), int(start), shape[1], shape[2], mode)
+    return y
+
+
+def pool_bwd(dy, x, y, mode, size, stride, start=0, out=None, accumulate=False):
+    """Gradient of pool_fwd with respect to x: dx (C, H, W, N), written into `out` (added to it
+    when `accumulate`). The output size is dy's. Average pooling ignores y (None is fine)."""
+    _check_mode("pool_bwd", mode)
+    if y is None:
+        if mode == "max":
+            raise ValueError("pool_bwd: max pooling needs y (pool_fwd's output)")
+        y = dy
+    dx = _tensor.empty(x.shape, device=device_of(x)) if out is None else out
+    backend_of(x).pool_bwd(dy, x, y, dx, int(size), int(stride), int(start), mode,
+                           bool(accumulate))
+    return dx

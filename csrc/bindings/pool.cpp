@@ -1,0 +1,96 @@
+// Pooling bindings. The output size comes from the caller (convnet/ops/pool.py computes
+// pool_out_size, or takes cuda-convnet's explicit outputsX); every window must hold a pixel.
+#include <string>
+
+#include "pool.h"
+#include "registry.h"
+#include "tensor_arg.h"
+
+namespace convnet {
+namespace {
+
+PoolMode pool_mode(const char* op, const std::string& mode) {
+  if (mode == "max") return PoolMode::max;
+  if (mode == "avg") return PoolMode::avg;
+  CONVNET_CHECK(false, op << ": mode must be 'max' or 'avg', got '" << mode << "'");
+}
+
+void check_windows(const char* op, const char* axis, int img, int size, int stride, int start,
+                   int outs) {
+  CONVNET_CHECK(outs >= 1, op << ": " << outs << " outputs along " << axis << " (need >= 1)");
+  const int first = start, last = start + (outs - 1) * stride;
+  CONVNET_CHECK(first + size > 0 && first < img && last < img && last + size > 0,
+                op << ": " << outs << " windows of size " << size << ", stride " << stride
+                   << ", start " << start << " along " << axis << " of " << img
+                   << " pixels: windows " << first << ".." << first + size - 1 << " to " << last
+                   << ".." << last + size - 1 << " must each overlap the image");
+}
+
+void check_disjoint(const char* op, const Arg& out, const Arg& in) {
+  const char *a = out.t.ptr<char>(), *b = in.t.ptr<char>();
+  const int64_t na = out.t.numel() * 4, nb = in.t.numel() * 4;
+  CONVNET_CHECK(na == 0 || nb == 0 || a + na <= b || b + nb <= a,
+                op << ": output " << out.name << " overlaps input " << in.name);
+}
+
+// x (C, H, W, N) and y (C, out_h, out_w, N) against the pooling geometry.
+PoolParams pool_params(const char* op, const Arg& x, const Arg& y, int size, int stride,
+                       int start, int out_h, int out_w, const std::string& mode) {
+  check_dtype(op, x, 'f');
+  check_dtype(op, y, 'f');
+  check_ndim(op, x, 4);
+  CONVNET_CHECK(size >= 1 && stride >= 1,
+                op << ": size and stride must be >= 1, got size " << size << ", stride " << stride);
+  PoolParams p;
+  p.channels = int(x.t.dim(0));
+  p.height = int(x.t.dim(1));
+  p.width = int(x.t.dim(2));
+  p.images = int(x.t.dim(3));
+  p.size = size;
+  p.stride = stride;
+  p.start = start;
+  p.out_h = out_h;
+  p.out_w = out_w;
+  p.mode = pool_mode(op, mode);
+  check_shape(op, y, {x.t.dim(0), out_h, out_w, x.t.dim(3)});
+  check_windows(op, "rows", p.height, size, stride, start, out_h);
+  check_windows(op, "columns", p.width, size, stride, start, out_w);
+  return p;
+}
+
+}  // namespace
+}  // namespace convnet
+
+CONVNET_BINDINGS(pool) {
+  using namespace convnet;
+  m.def("pool_fwd", [](TensorArg x, TensorArg y, int size, int stride, int start, int out_h,
+                       int out_w, const std::string& mode) {
+    check_device("pool_fwd", {{"x", x}, {"y", y}});
+    PoolParams p = pool_params("pool_fwd", {"x", x}, {"y", y}, size, stride, start, out_h, out_w,
+                               mode);
+    check_writable("pool_fwd", {"y", y});
+    check_disjoint("pool_fwd", {"y", y}, {"x", x});
+    OP(pool_fwd)(p, x.ptr<float>(), y.ptr<float>());
+  }, py::arg("x"), py::arg("y"), py::arg("size"), py::arg("stride"), py::arg("start"),
+     py::arg("out_h"), py::arg("out_w"), py::arg("mode"));
+  // y is pool_fwd's output (max: the backward finds the argmax by comparing x with it; avg:
+  // unused, the caller may pass dy).
+  m.def("pool_bwd", [](TensorArg dy, TensorArg x, TensorArg y, TensorArg dx, int size, int stride,
+                       int start, const std::string& mode, bool accumulate) {
+    check_device("pool_bwd", {{"dy", dy}, {"x", x}, {"y", y}, {"dx", dx}});
+    check_ndim("pool_bwd", {"dy", dy}, 4);
+    PoolParams p = pool_params("pool_bwd", {"x", x}, {"dy", dy}, size, stride, start,
+                               int(dy.dim(1)), int(dy.dim(2)), mode);
+    check_dtype("pool_bwd", {"y", y}, 'f');
+    check_dtype("pool_bwd", {"dx", dx}, 'f');
+    check_shape("pool_bwd", {"y", y}, dy.shape);
+    check_shape("pool_bwd", {"dx", dx}, x.shape);
+    check_writable("pool_bwd", {"dx", dx});
+    check_disjoint("pool_bwd", {"dx", dx}, {"dy", dy});
+    check_disjoint("pool_bwd", {"dx", dx}, {"x", x});
+    check_disjoint("pool_bwd", {"dx", dx}, {"y", y});
+    OP(pool_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), dx.ptr<float>(),
+                 accumulate);
+  }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("dx"), py::arg("size"),
+     py::arg("stride"), py::arg("start"), py::arg("mode"), py::arg("accumulate"));
+}

@@ -1,0 +1,247 @@
+// CPU response normalisation, compiled once per SIMD path: lrn.cpp (baseline x86-64) and
+// lrn_avx512.cpp include this file, and lrn.cpp picks one at run time (csrc/cpu/isa.h).
+// Everything is vectorised over the contiguous (H, W, N) plane of a channel; see csrc/common/lrn.h
+// for the maths and the windows.
+//
+// Cross-map, forward (all layouts (C, H, W, N), plane = H*W*N):
+//   Threads split the plane into cache-line-aligned ranges; each walks its range in tiles of
+//   kTile floats and, per tile, goes through the channels in order. The window sum for channel c
+//   reads the `size` rows x[lo..hi) of the tile, which the previous channels brought into L1, so
+//   every x is read from memory once and y, denoms are written once: 12 bytes per element.
+//   Sums are taken in ascending channel order, like the CUDA kernel.
+// Cross-map, backward: per tile, r_c = dy_c * y_c / d_c is computed once per channel into a ring
+//   of `size` rows, and dx_i sums r over the channels whose windows contain i. Reads dy, x, y,
+//   denoms once from memory, writes dx once: 20 bytes per element (24 when accumulating).
+// Same-map: per channel (threads split channels), a separable window sum — each row's sum over
+//   the column window into a plane buffer, then the sum of those over the row window.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "lrn.h"
+#include "norm_math.h"
+#include "parallel.h"
+
+namespace convnet {
+namespace {
+
+constexpr int64_t kTile = 1024;  // floats per tile row: size+1 rows of x stay in L1
+
+inline int64_t norm_plane(const NormParams& p) {
+  return int64_t(p.height) * p.width * p.images;
+}
+
+// The window [lo, hi) of position c along an axis of length n.
+inline void norm_window(int c, int size, int n, int* lo, int* hi) {
+  int first = norm_window_first(c, size);
+  *lo = std::max(0, first);
+  *hi = std::min(n, first + size);
+}
+
+// The positions [lo, hi) whose windows contain i: first(j) <= i < first(j) + size.
+inline void norm_reverse_window(int i, int size, int n, int* lo, int* hi) {
+  *lo = std::max(0, i - (size - 1 - size / 2));
+  *hi = std::min(n, i + size / 2 + 1);
+}
+
+// sum[0..n) = sum over rows j in [lo, hi) of (row j)^2, rows `stride` floats apart, j ascending.
+inline void sum_squares(float* __restrict sum, const float* __restrict x, int64_t stride, int lo,
+                        int hi, int64_t n) {
+  const float* r = x + lo * stride;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) sum[i] = r[i] * r[i];
+  for (int j = lo + 1; j < hi; ++j) {
+    r = x + j * stride;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) sum[i] += r[i] * r[i];
+  }
+}
+
+// sum[0..n) = sum over rows j in [lo, hi) of row j, rows `stride` floats apart, j ascending.
+inline void sum_rows(float* __restrict sum, const float* __restrict x, int64_t stride, int lo,
+                     int hi, int64_t n) {
+  const float* r = x + lo * stride;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) sum[i] = r[i];
+  for (int j = lo + 1; j < hi; ++j) {
+    r = x + j * stride;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) sum[i] += r[i];
+  }
+}
+
+// y = x * d^-beta, d = k + alpha * sum, for n elements.
+template <PowKind K>
+inline void norm_out(float* __restrict y, float* __restrict d, const float* __restrict x,
+                     const float* __restrict sum, int64_t n, float k, float alpha, float beta) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    float dv = k + alpha * sum[i];
+    d[i] = dv;
+    y[i] = x[i] * pow_neg<K>(dv, beta);
+  }
+}
+
+// r = dy * y / d for n elements.
+inline void norm_ratio(float* __restrict r, const float* __restrict dy, const float* __restrict y,
+                       const float* __restrict d, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) r[i] = dy[i] * y[i] / d[i];
+}
+
+// dx (+)= dy * d^-beta - 2 alpha beta x sum, for n elements.
+template <PowKind K>
+inline void norm_grad(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
+                      const float* __restrict d, const float* __restrict sum, int64_t n,
+                      float alpha, float beta, bool accumulate) {
+  const float c = -2.f * alpha * beta;
+  if (accumulate) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i)
+      dx[i] += dy[i] * pow_neg<K>(d[i], beta) + c * x[i] * sum[i];
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * pow_neg<K>(d[i], beta) + c * x[i] * sum[i];
+  }
+}
+
+void lrn_fwd_impl(const NormParams& p, const float* x, float* y, float* denoms) {
+  const int64_t plane = norm_plane(p);
+  const int C = p.channels;
+  with_pow_kind(p.pow, [&](auto kind) {
+    constexpr PowKind K = decltype(kind)::value;
+    parallel_range(plane, [&](int64_t b, int64_t e) {
+      alignas(64) float sum[kTile];
+      for (int64_t t = b; t < e; t += kTile) {
+        const int64_t n = std::min(kTile, e - t);
+        for (int c = 0; c < C; ++c) {
+          int lo, hi;
+          norm_window(c, p.size, C, &lo, &hi);
+          sum_squares(sum, x + t, plane, lo, hi, n);
+          const int64_t o = c * plane + t;
+          norm_out<K>(y + o, denoms + o, x + o, sum, n, p.min_div, p.alpha, p.pow);
+        }
+      }
+    }, std::max<int64_t>(1, kMinParallelWork / C));
+  });
+}
+
+void lrn_bwd_impl(const NormParams& p, const float* dy, const float* x, const float* y,
+                  const float* denoms, float* dx, bool accumulate) {
+  const int64_t plane = norm_plane(p);
+  const int C = p.channels, size = p.size;
+  with_pow_kind(p.pow, [&](auto kind) {
+    constexpr PowKind K = decltype(kind)::value;
+    parallel_range(plane, [&](int64_t b, int64_t e) {
+      std::vector<float> ring(size_t(size) * kTile);  // r_c in row c % size
+      alignas(64) float sum[kTile];
+      for (int64_t t = b; t < e; t += kTile) {
+        const int64_t n = std::min(kTile, e - t);
+        int next = 0;  // first channel whose r is not in the ring yet
+        for (int i = 0; i < C; ++i) {
+          int lo, hi;
+          norm_reverse_window(i, size, C, &lo, &hi);
+          for (; next < hi; ++next) {
+            const int64_t o = next * plane + t;
+            norm_ratio(&ring[size_t(next % size) * kTile], dy + o, y + o, denoms + o, n);
+          }
+          float* s = sum;
+          const float* r = &ring[size_t(lo % size) * kTile];
+#pragma omp simd
+          for (int64_t k = 0; k < n; ++k) s[k] = r[k];
+          for (int c = lo + 1; c < hi; ++c) {
+            r = &ring[size_t(c % size) * kTile];
+#pragma omp simd
+            for (int64_t k = 0; k < n; ++k) s[k] += r[k];
+          }
+          const int64_t o = i * plane + t;
+          norm_grad<K>(dx + o, dy + o, x + o, denoms + o, sum, n, p.alpha, p.pow, accumulate);
+        }
+      }
+    }, std::max<int64_t>(1, kMinParallelWork / C));
+  });
+}
+
+// Same-map: one channel at a time per thread, with a per-thread buffer of two planes and a row.
+// rowsum (H, W, N) = for each pixel, the sum of src (squared when `square`) over the pixel's
+// column window (`reverse`: the columns whose windows contain it); the callers then sum rowsum
+// over the row window, so sums run rows outer, columns inner (like the CUDA kernel).
+template <bool square>
+void rnorm_row_sums(const NormParams& p, bool reverse, const float* src, float* rowsum) {
+  const int64_t N = p.images, row = int64_t(p.width) * N;
+  for (int h = 0; h < p.height; ++h)
+    for (int w = 0; w < p.width; ++w) {
+      int lo, hi;
+      if (reverse) norm_reverse_window(w, p.size, p.width, &lo, &hi);
+      else norm_window(w, p.size, p.width, &lo, &hi);
+      if (square) sum_squares(rowsum + h * row + w * N, src + h * row, N, lo, hi, N);
+      else sum_rows(rowsum + h * row + w * N, src + h * row, N, lo, hi, N);
+    }
+}
+
+template <class F>
+void for_each_channel(const NormParams& p, F&& f) {
+  const int64_t plane = norm_plane(p), row = int64_t(p.width) * p.images;
+  const int64_t work = p.channels * plane;
+  const int threads = work < kMinParallelWork ? 1 : std::min(omp_get_max_threads(), p.channels);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> buf(size_t(2 * plane + row));
+#pragma omp for schedule(static)
+    for (int c = 0; c < p.channels; ++c) f(c, buf.data(), buf.data() + plane,
+                                          buf.data() + 2 * plane);
+  }
+}
+
+void rnorm_fwd_impl(const NormParams& p, const float* x, float* y, float* denoms) {
+  const int64_t plane = norm_plane(p), row = int64_t(p.width) * p.images;
+  with_pow_kind(p.pow, [&](auto kind) {
+    constexpr PowKind K = decltype(kind)::value;
+    for_each_channel(p, [&](int c, float* rowsum, float*, float* sum) {
+      const int64_t o = c * plane;
+      rnorm_row_sums<true>(p, false, x + o, rowsum);
+      for (int h = 0; h < p.height; ++h) {
+        int lo, hi;
+        norm_window(h, p.size, p.height, &lo, &hi);
+        sum_rows(sum, rowsum, row, lo, hi, row);
+        const int64_t oh = o + h * row;
+        norm_out<K>(y + oh, denoms + oh, x + oh, sum, row, p.min_div, p.alpha, p.pow);
+      }
+    });
+  });
+}
+
+void rnorm_bwd_impl(const NormParams& p, const float* dy, const float* x, const float* y,
+                    const float* denoms, float* dx, bool accumulate) {
+  const int64_t plane = norm_plane(p), row = int64_t(p.width) * p.images;
+  with_pow_kind(p.pow, [&](auto kind) {
+    constexpr PowKind K = decltype(kind)::value;
+    for_each_channel(p, [&](int c, float* ratio, float* rowsum, float* sum) {
+      const int64_t o = c * plane;
+      norm_ratio(ratio, dy + o, y + o, denoms + o, plane);
+      rnorm_row_sums<false>(p, true, ratio, rowsum);
+      for (int h = 0; h < p.height; ++h) {
+        int lo, hi;
+        norm_reverse_window(h, p.size, p.height, &lo, &hi);
+        sum_rows(sum, rowsum, row, lo, hi, row);
+        const int64_t oh = o + h * row;
+        norm_grad<K>(dx + oh, dy + oh, x + oh, denoms + oh, sum, row, p.alpha, p.pow,
+                     accumulate);
+      }
+    });
+  });
+}
+
+}  // namespace
+
+namespace avx512 {
+void lrn_fwd(const NormParams& p, const float* x, float* y, float* denoms);
+void lrn_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
+             const float* denoms, float* dx, bool accumulate);
+void rnorm_fwd(const NormParams& p, const float* x, float* y, float* denoms);
+void rnorm_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
+               const float* denoms, float* dx, bool accumulate);
+}  // namespace avx512
+
+}  // namespace convnet

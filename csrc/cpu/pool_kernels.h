@@ -1,0 +1,136 @@
+// CPU pooling, compiled once per SIMD path: pool.cpp (baseline x86-64) and pool_avx512.cpp
+// include this file, and pool.cpp picks one at run time (csrc/cpu/isa.h). Every inner loop runs
+// over the N contiguous images of one pixel. See csrc/common/pool.h for windows and tie rules.
+//
+// Forward: threads split the (channel, output row) pairs; each output pixel reduces its window's
+//   rows of N images (read from cache after the first touch: overlapping windows re-read x from
+//   L1/L2, never from memory). Bytes from memory: x once, y once.
+// Backward: threads split channels, so each dx plane has one writer; within a channel the outputs
+//   are visited in row-major order and scatter into dx. Input rows are zeroed just before the
+//   first output row that touches them, so the plane is written while in cache. Max: per image, dy
+//   goes to the first window pixel (row-major) whose x equals y — the tie rule — tracked by an
+//   integer mask (integer selects keep the loop vectorised). Avg: dy / (pixels in the window).
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "parallel.h"
+#include "pool.h"
+
+namespace convnet {
+namespace {
+
+void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
+  const int64_t N = p.images, plane = int64_t(p.height) * p.width * N;
+  const int64_t rows = int64_t(p.channels) * p.out_h;
+  const int64_t work = rows * p.out_w * N * p.size * p.size;
+#pragma omp parallel for schedule(static) if (work >= kMinParallelWork && omp_get_max_threads() > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int c = int(r / p.out_h), oy = int(r % p.out_h);
+    int ylo, yhi;
+    pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
+    const float* xc = x + c * plane;
+    float* yr = y + r * p.out_w * N;
+    for (int ox = 0; ox < p.out_w; ++ox) {
+      int xlo, xhi;
+      pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
+      float* __restrict out = yr + ox * N;
+      const float* first = xc + (int64_t(ylo) * p.width + xlo) * N;
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) out[n] = first[n];
+      for (int iy = ylo; iy < yhi; ++iy)
+        for (int ix = (iy == ylo ? xlo + 1 : xlo); ix < xhi; ++ix) {
+          const float* __restrict in = xc + (int64_t(iy) * p.width + ix) * N;
+          if (p.mode == PoolMode::max) {
+#pragma omp simd
+            for (int64_t n = 0; n < N; ++n) out[n] = in[n] > out[n] ? in[n] : out[n];
+          } else {
+#pragma omp simd
+            for (int64_t n = 0; n < N; ++n) out[n] += in[n];
+          }
+        }
+      if (p.mode == PoolMode::avg) {
+        const float inv = 1.f / float((yhi - ylo) * (xhi - xlo));
+#pragma omp simd
+        for (int64_t n = 0; n < N; ++n) out[n] *= inv;
+      }
+    }
+  }
+}
+
+void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const float* y,
+                   float* dx, bool accumulate) {
+  const int64_t N = p.images, row = int64_t(p.width) * N, plane = p.height * row;
+  const int64_t oplane = int64_t(p.out_h) * p.out_w * N;
+  const int64_t work = int64_t(p.channels) * (plane + oplane * p.size * p.size);
+  const int threads = work < kMinParallelWork ? 1 : std::min(omp_get_max_threads(), p.channels);
+#pragma omp parallel num_threads(threads)
+  {
+    // max: all bits set once image n's dy is routed; avg: dy / pixels in the window.
+    std::vector<int32_t> done(static_cast<size_t>(N));
+    std::vector<float> grad(static_cast<size_t>(N));
+#pragma omp for schedule(static)
+    for (int c = 0; c < p.channels; ++c) {
+      const float* xc = x ? x + c * plane : nullptr;
+      float* dxc = dx + c * plane;
+      int zeroed = 0;  // rows of dxc below this are zero (or hold the accumulated gradient)
+      for (int oy = 0; oy < p.out_h; ++oy) {
+        int ylo, yhi;
+        pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
+        if (!accumulate && yhi > zeroed) {
+          std::fill(dxc + zeroed * row, dxc + yhi * row, 0.f);
+          zeroed = yhi;
+        }
+        for (int ox = 0; ox < p.out_w; ++ox) {
+          int xlo, xhi;
+          pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
+          const int64_t o = c * oplane + (int64_t(oy) * p.out_w + ox) * N;
+          const float* __restrict g = dy + o;
+          if (p.mode == PoolMode::max) {
+            const float* __restrict yo = y + o;
+            int32_t* __restrict dn = done.data();
+            std::fill(dn, dn + N, 0);
+            for (int iy = ylo; iy < yhi; ++iy)
+              for (int ix = xlo; ix < xhi; ++ix) {
+                const int64_t i = int64_t(iy) * row + int64_t(ix) * N;
+                const float* __restrict in = xc + i;
+                float* __restrict d = dxc + i;
+#pragma omp simd
+                for (int64_t n = 0; n < N; ++n) {
+                  int32_t hit = -int32_t(in[n] == yo[n]) & ~dn[n];
+                  dn[n] |= hit;
+                  d[n] += __builtin_bit_cast(float, __builtin_bit_cast(int32_t, g[n]) & hit);
+                }
+              }
+          } else {
+            const float inv = 1.f / float((yhi - ylo) * (xhi - xlo));
+            float* __restrict gs = grad.data();
+#pragma omp simd
+            for (int64_t n = 0; n < N; ++n) gs[n] = g[n] * inv;
+            for (int iy = ylo; iy < yhi; ++iy)
+              for (int ix = xlo; ix < xhi; ++ix) {
+                float* __restrict d = dxc + int64_t(iy) * row + int64_t(ix) * N;
+#pragma omp simd
+                for (int64_t n = 0; n < N; ++n) d[n] += gs[n];
+              }
+          }
+        }
+      }
+      // Rows no window reaches (when stride > size) get no gradient.
+      if (!accumulate) std::fill(dxc + zeroed * row, dxc + plane, 0.f);
+    }
+  }
+}
+
+}  // namespace
+
+namespace avx512 {
+void pool_fwd(const PoolParams& p, const float* x, float* y);
+void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y, float* dx,
+              bool accumulate);
+}  // namespace avx512
+
+}  // namespace convnet

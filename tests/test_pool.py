@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+
+import convnet
+from convnet import ops
+
+import ref_norm_pool as ref
+from gradcheck import assert_close, assert_grad
+
+# (C, H, W, N, size, stride, start, outputs)
+CASES = [
+    (2, 7, 9, 3, 3, 2, 0, None),    # overlapping 3/2, non-square, last window overhangs
+    (3, 13, 13, 2, 3, 2, 0, None),  # pool5-like: 13 -> 6
+    (2, 27, 27, 1, 3, 2, 0, None),  # pool2-like: 27 -> 13, batch 1
+    (2, 8, 6, 1, 3, 3, 0, None),    # non-overlapping, overhang: 8 -> 3
+    (2, 7, 7, 2, 3, 2, -1, None),   # start < 0: first window hangs before the image
+    (1, 5, 5, 4, 2, 3, 0, None),    # stride > size: a row and column no window reaches
+    (2, 6, 7, 3, 4, 1, 0, None),    # stride 1, even window
+    (1, 1, 1, 3, 1, 1, 0, None),    # 1x1
+    (2, 9, 9, 2, 3, 2, 0, 5),       # cuda-convnet's explicit outputsX beyond the computed 4
+    (3, 4, 5, 2, 5, 2, -2, None),   # window larger than the image
+]
+
+
+def _ids(case):
+    c, h, w, n, size, stride, start, outs = case
+    return f"{c}x{h}x{w}x{n}-s{size}/{stride}@{start}" + (f"-o{outs}" if outs else "")
+
+
+def _distinct(rng, shape):
+    """Values far apart (no ties, finite differences cannot swap the argmax)."""
+    v = rng.permutation(int(np.prod(shape))).astype(np.float64) * 0.01
+    return v.reshape(shape)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 3, 4, 5, 6, 9)], ids=_ids)
+def test_reference_gradient(rng, mode, case):
+    c, h, w, n, size, stride, start, outs = case
+    x = _distinct(rng, (c, h, w, n))
+    y = ref.pool_fwd(x, mode, size, stride, start, outs)
+    dy = rng.standard_normal(y.shape)
+    assert_grad(lambda v: ref.pool_fwd(v, mode, size, stride, start, outs), x, dy,
+                ref.pool_bwd(dy, x, mode, size, stride, start), eps=1e-4)
+
+
+def test_output_sizes():
+    assert ops.pool_output_shape((96, 55, 55, 128), 3, 2) == (96, 27, 27, 128)
+    assert ops.pool_output_shape((256, 27, 27, 128), 3, 2) == (256, 13, 13, 128)
+    assert ops.pool_output_shape((256, 13, 13, 128), 3, 2) == (256, 6, 6, 128)
+    assert ops.pool_output_shape((3, 32, 32, 8), 3, 2) == (3, 16, 16, 8)  # rounds up
+    assert ops.pool_output_shape((3, 9, 7, 1), 3, 2, 0, (5, 4)) == (3, 5, 4, 1)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_matches_reference(device, rng, mode, case):
+    c, h, w, n, size, stride, start, outs = case
+    x = rng.standard_normal((c, h, w, n)).astype(np.float32)
+    ry = ref.pool_fwd(x, mode, size, stride, start, outs)
+    dy = rng.standard_normal(ry.shape).astype(np.float32)
+    rdx = ref.pool_bwd(dy, x, mode, size, stride, start)
+    tx, tdy = convnet.tensor(x, device), convnet.tensor(dy, device)
+    y = ops.pool_fwd(tx, mode, size, stride, start, outputs=outs)
+    assert_close(y.numpy(), ry, rtol=1e-6, what=f"{mode} y")
+    if mode == "max":
+        np.testing.assert_array_equal(y.numpy(), ry.astype(np.float32))
+    dx = ops.pool_bwd(tdy, tx, y, mode, size, stride, start)
+    assert_close(dx.numpy(), rdx, rtol=1e-6, what=f"{mode} dx")
+    acc = rng.standard_normal(x.shape).astype(np.float32)
+    out = convnet.tensor(acc, device)
+    ops.pool_bwd(tdy, tx, y if mode == "max" else None, mode, size, stride, start, out=out,
+                 accumulate=True)
+    assert_close(out.numpy(), rdx + acc, rtol=1e-6, what=f"{mode} dx accumulated")
+
+
+@pytest.mark.parametrize("case", [(2, 7, 9, 3, 3, 2, 0), (1, 6, 6, 5, 4, 1, -1)])
+def test_max_ties_go_to_first_pixel(device, rng, case):
+    """Integer inputs with many ties: dy goes to the first tied pixel (row-major), each once."""
+    c, h, w, n, size, stride, start = case
+    x = rng.integers(0, 3, (c, h, w, n)).astype(np.float32)
+    x[0] = 1.0  # a whole channel of ties
+    y = ops.pool_fwd(convnet.tensor(x, device), "max", size, stride, start)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = ops.pool_bwd(convnet.tensor(dy, device), convnet.tensor(x, device), y, "max", size,
+                      stride, start).numpy()
+    assert_close(dx, ref.pool_bwd(dy, x, "max", size, stride, start), rtol=1e-6, what="ties")
+    np.testing.assert_allclose(dx.sum(axis=(1, 2)), dy.sum(axis=(1, 2)), rtol=1e-5, atol=1e-5)
+    again = ops.pool_bwd(convnet.tensor(dy, device), convnet.tensor(x, device), y, "max", size,
+                         stride, start).numpy()
+    np.testing.assert_array_equal(dx, again)
+
+
+def test_cpu_simd_paths_agree(rng):
+    cpu = convnet.device.module_for("cpu")
+    x = rng.standard_normal((16, 27, 27, 24)).astype(np.float32)
+    paths = ["portable", "avx2", "avx512"]
+    paths = paths[:paths.index(cpu.isa_supported()) + 1]
+    previous = cpu.isa()
+    try:
+        results = []
+        for path in paths:
+            cpu.set_isa(path)
+            for mode in ("max", "avg"):
+                y = ops.pool_fwd(x, mode, 3, 2)
+                dx = ops.pool_bwd(np.ones(y.shape, np.float32), x, y, mode, 3, 2)
+                results.append((path, mode, y.numpy().copy(), dx.numpy().copy()))
+    finally:
+        cpu.set_isa(previous)
+    for path, mode, y, dx in results:
+        assert_close(y, ref.pool_fwd(x, mode, 3, 2), rtol=1e-6, what=f"{path} {mode} y")
+        assert_close(dx, ref.pool_bwd(np.ones(y.shape), x, mode, 3, 2), rtol=1e-6,
+                     what=f"{path} {mode} dx")
+
+
+def test_bad_arguments(device):
+    x = convnet.zeros((2, 7, 7, 3), device=device)
+    with pytest.raises(ValueError, match="pool_fwd: mode must be 'max' or 'avg', got 'min'"):
+        ops.pool_fwd(x, "min", 3, 2)
+    with pytest.raises(ValueError, match=r"pool_fwd: y has shape \(2, 2, 2, 3\), expected "
+                                         r"\(2, 3, 3, 3\)"):
+        ops.pool_fwd(x, "max", 3, 2, out=convnet.zeros((2, 2, 2, 3), device=device))
+    with pytest.raises(ValueError, match="pool_fwd: size and stride must be >= 1"):
+        ops.pool_fwd(x, "max", 3, 0, outputs=3)
+    with pytest.raises(ValueError, match="pool_fwd: 5 windows of size 3, stride 2, start 0 along "
+                                         "rows of 7 pixels"):
+        ops.pool_fwd(x, "max", 3, 2, outputs=5)
+    with pytest.raises(ValueError, match="pool_fwd: .* start -3 along rows"):
+        ops.pool_fwd(x, "avg", 3, 2, start=-3)
+    with pytest.raises(TypeError, match="pool_fwd: x must be float32"):
+        ops.pool_fwd(convnet.zeros((2, 7, 7, 3), np.int32, device=device), "max", 3, 2)
+    with pytest.raises(ValueError, match="pool_fwd: x must have 4 dimensions"):
+        ops.pool_fwd(convnet.zeros((2, 7, 7), device=device), "max", 3, 2)
+    y = ops.pool_fwd(x, "max", 3, 2)
+    with pytest.raises(ValueError, match=r"pool_bwd: dx has shape \(2, 7, 7, 2\), expected "
+                                         r"\(2, 7, 7, 3\)"):
+        ops.pool_bwd(y, x, y, "max", 3, 2, out=convnet.zeros((2, 7, 7, 2), device=device))
+    with pytest.raises(ValueError, match=r"pool_bwd: y has shape \(2, 7, 7, 3\), expected"):
+        ops.pool_bwd(y, x, x, "max", 3, 2)
+    with pytest.raises(ValueError, match="pool_bwd: max pooling needs y"):
+        ops.pool_bwd(y, x, None, "max", 3, 2)
+    with pytest.raises(ValueError, match="pool_bwd: output dx overlaps input x"):
+        ops.pool_bwd(y, x, y, "max", 3, 2, out=x)
