@@ -1,0 +1,97 @@
+"""Softmax over classes and the multinomial logistic cost (cuda-convnet's softmax layer and
+cost.logreg), fused or separate.
+
+Layout: logits and probabilities are (K, N), classes x images, image index innermost (FC layout).
+Labels are an int32 tensor of shape (N,) with values in [0, K); any other value raises ValueError
+naming the image and the label, on every backend.
+
+The forward ops return the probabilities and a dict of SUMS over the batch (so a trainer can add
+batches up and divide by the number of images):
+  "logprob": sum over images of -log p[label]  (cuda-convnet's logprob is this divided by N)
+  "top1":    number of images whose label is not the highest-scoring class
+  "top5":    number of images whose label is not among the 5 highest-scoring classes
+An image's rank is the number of classes scored STRICTLY above its label, so ties count in the
+label's favour (a label tied for first place is a top-1 hit). The fused op ranks and computes
+-log p[label] from the logits (finite however small p[label] is); logreg_cost from the given
+probabilities, with p clamped at FLT_MIN (-log p <= 87.34).
+
+Gradients take `scale` from the caller: for the batch-mean cost times a layer coefficient,
+scale = coeff / N. softmax_xent_bwd gives d(scale * sum -log p[label])/dx = scale * (p - onehot).
+"""
+import numpy as np
+
+from ..tensor import empty
+from ._dispatch import backend_of, device_of
+
+__all__ = ["logreg_bwd", "logreg_cost", "softmax", "softmax_bwd", "softmax_xent_bwd",
+           "softmax_xent_fwd"]
+
+
+def _new(like, out=None, dtype=np.float32, shape=None):
+    if out is not None:
+        return out
+    return empty(like.shape if shape is None else shape, dtype, device_of(like))
+
+
+def _need_out(op, out, accumulate):
+    if accumulate and out is None:
+        raise ValueError(f"{op}: accumulate=True needs out (the gradient to add to)")
+
+
+def _stats(nll, rank):
+    rank = np.asarray(rank.numpy() if hasattr(rank, "numpy") else rank)
+    nll = np.asarray(nll.numpy() if hasattr(nll, "numpy") else nll)
+    return {"logprob": float(np.sum(nll, dtype=np.float64)),
+            "top1": int(np.count_nonzero(rank >= 1)),
+            "top5": int(np.count_nonzero(rank >= 5))}
+
+
+def _per_image(x):
+    n = x.shape[1] if len(x.shape) == 2 else 0
+    return _new(x, shape=(n,)), _new(x, dtype=np.int32, shape=(n,))
+
+
+def softmax(x, out=None):
+    """probs = softmax(x) over the class dimension of x (K, N); numerically stable."""
+    probs = _new(x, out)
+    backend_of(x).softmax_fwd(x, probs)
+    return probs
+
+
+def softmax_bwd(dprobs, probs, out=None, accumulate=False):
+    """Backward of a standalone softmax: dx = p * (dprobs - sum_k p * dprobs)."""
+    _need_out("softmax_bwd", out, accumulate)
+    dx = _new(probs, out)
+    backend_of(probs).softmax_bwd(probs, dprobs, dx, bool(accumulate))
+    return dx
+
+
+def softmax_xent_fwd(x, labels, out=None):
+    """Fused softmax + cost: (probs, {"logprob", "top1", "top5"}) with batch sums."""
+    probs = _new(x, out)
+    nll, rank = _per_image(x)
+    backend_of(x).softmax_xent_fwd(x, labels, probs, nll, rank)
+    return probs, _stats(nll, rank)
+
+
+def softmax_xent_bwd(probs, labels, scale, out=None, accumulate=False):
+    """dx = scale * (probs - onehot(labels)); with accumulate, out += that."""
+    _need_out("softmax_xent_bwd", out, accumulate)
+    dx = _new(probs, out)
+    backend_of(probs).softmax_xent_bwd(probs, labels, dx, float(scale), bool(accumulate))
+    return dx
+
+
+def logreg_cost(probs, labels):
+    """Cost of given probabilities (K, N): {"logprob", "top1", "top5"} batch sums."""
+    nll, rank = _per_image(probs)
+    backend_of(probs).logreg_fwd(probs, labels, nll, rank)
+    return _stats(nll, rank)
+
+
+def logreg_bwd(probs, labels, scale, out=None, accumulate=False):
+    """d(scale * sum -log p[label])/dprobs: -scale / p[label] at each image's label, 0 elsewhere."""
+    _need_out("logreg_bwd", out, accumulate)
+    dp = _new(probs, out)
+    backend_of(probs).logreg_bwd(probs, labels, dp, float(scale), bool(accumulate))
+    return dp

@@ -1,0 +1,258 @@
+// Softmax and logistic-regression cost on the GPU (declared in csrc/common/softmax.h).
+//
+// Column kernels (softmax forward/backward, the fused cost, logreg forward): x (K, N) with image n
+// the column x[k * N + n]. A block is 32 images x 16 class slices: threadIdx.x = image (32
+// consecutive floats per row load: coalesced), threadIdx.y = slice, which walks classes
+// k = y, y + 16, ... keeping running per-image values (max and rescaled sum of exponentials, count
+// above the label). Slice 0 combines the 16 partial results in a fixed order through shared
+// memory (deterministic), then every thread writes its classes.
+// Row kernels (the two cost gradients): 256 consecutive images per block in x, classes over
+// blockIdx.y (grid-stride), so each thread reads its image's label once.
+// Labels outside [0, K) are recorded in a device flag (atomicMin of the image index, so the
+// lowest bad image is reported whatever the schedule); the launcher reads it back and throws.
+#include <cfloat>
+#include <climits>
+
+#include "cuda_check.h"
+#include "softmax.h"
+
+namespace convnet {
+namespace {
+
+constexpr int kImages = 32, kSlices = 16;
+
+__device__ __forceinline__ bool bad_label(int32_t label, int64_t K) {
+  return label < 0 || label >= K;
+}
+
+// Softmax of a column (+ with labels: nll, rank). nll/rank/labels/flag are null without labels.
+template <bool kLabels>
+__global__ void __launch_bounds__(kImages * kSlices)
+softmax_fwd_kernel(const float* x, const int32_t* labels, float* probs, float* nll,
+                   int32_t* rank, int64_t K, int64_t N, int* flag) {
+  __shared__ float sm_m[kSlices][kImages], sm_s[kSlices][kImages];
+  __shared__ int32_t sm_c[kSlices][kImages];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t n = blockIdx.x * int64_t(kImages) + tx;
+  const bool valid = n < N;
+  bool bad = false;
+  float xl = 0.f;
+  if (kLabels && valid) {
+    const int32_t lab = labels[n];
+    bad = bad_label(lab, K);
+    if (bad && ty == 0) atomicMin(flag, int(n));
+    xl = bad ? 0.f : x[int64_t(lab) * N + n];
+  }
+  // Online: s = sum over the slice of e^(x - m), rescaled whenever the maximum m grows.
+  float m = -INFINITY, s = 0.f;
+  int32_t c = 0;
+  if (valid) {
+    for (int64_t k = ty; k < K; k += kSlices) {
+      const float v = x[k * N + n];
+      if (v > m) {
+        s = (m == -INFINITY ? 0.f : s * expf(m - v)) + 1.f;
+        m = v;
+      } else {
+        s += expf(v - m);
+      }
+      if (kLabels) c += v > xl;
+    }
+  }
+  sm_m[ty][tx] = m;
+  sm_s[ty][tx] = s;
+  sm_c[ty][tx] = c;
+  __syncthreads();
+  if (ty == 0) {
+    float M = -INFINITY;
+    for (int j = 0; j < kSlices; ++j) M = fmaxf(M, sm_m[j][tx]);
+    float S = 0.f;
+    int32_t C = 0;
+    for (int j = 0; j < kSlices; ++j) {
+      if (sm_m[j][tx] != -INFINITY) S += sm_s[j][tx] * expf(sm_m[j][tx] - M);
+      C += sm_c[j][tx];
+    }
+    sm_m[0][tx] = M;
+    sm_s[0][tx] = S;
+    if (kLabels && valid) {
+      nll[n] = bad ? 0.f : M + logf(S) - xl;
+      rank[n] = C;
+    }
+  }
+  __syncthreads();
+  if (valid) {
+    const float M = sm_m[0][tx], inv = 1.f / sm_s[0][tx];
+    for (int64_t k = ty; k < K; k += kSlices) probs[k * N + n] = expf(x[k * N + n] - M) * inv;
+  }
+}
+
+__global__ void __launch_bounds__(kImages * kSlices)
+softmax_bwd_kernel(const float* p, const float* dp, float* dx, int64_t K, int64_t N,
+                   bool accumulate) {
+  __shared__ float sm_d[kSlices][kImages];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t n = blockIdx.x * int64_t(kImages) + tx;
+  const bool valid = n < N;
+  float d = 0.f;
+  if (valid)
+    for (int64_t k = ty; k < K; k += kSlices) d += p[k * N + n] * dp[k * N + n];
+  sm_d[ty][tx] = d;
+  __syncthreads();
+  if (ty == 0) {
+    float D = 0.f;
+    for (int j = 0; j < kSlices; ++j) D += sm_d[j][tx];
+    sm_d[0][tx] = D;
+  }
+  __syncthreads();
+  if (valid) {
+    const float D = sm_d[0][tx];
+    for (int64_t k = ty; k < K; k += kSlices) {
+      const int64_t i = k * N + n;
+      const float g = p[i] * (dp[i] - D);
+      dx[i] = accumulate ? dx[i] + g : g;
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kImages * kSlices)
+logreg_fwd_kernel(const float* p, const int32_t* labels, float* nll, int32_t* rank, int64_t K,
+                  int64_t N, int* flag) {
+  __shared__ int32_t sm_c[kSlices][kImages];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t n = blockIdx.x * int64_t(kImages) + tx;
+  const bool valid = n < N;
+  bool bad = false;
+  float pl = 0.f;
+  if (valid) {
+    const int32_t lab = labels[n];
+    bad = bad_label(lab, K);
+    if (bad && ty == 0) atomicMin(flag, int(n));
+    pl = bad ? 0.f : p[int64_t(lab) * N + n];
+  }
+  int32_t c = 0;
+  if (valid)
+    for (int64_t k = ty; k < K; k += kSlices) c += p[k * N + n] > pl;
+  sm_c[ty][tx] = c;
+  __syncthreads();
+  if (ty == 0 && valid) {
+    int32_t C = 0;
+    for (int j = 0; j < kSlices; ++j) C += sm_c[j][tx];
+    nll[n] = bad ? 0.f : -logf(fmaxf(pl, FLT_MIN));
+    rank[n] = C;
+  }
+}
+
+// kLogreg = false: dx = scale * (p - onehot)   (fused softmax + cost)
+// kLogreg = true:  dp = -scale / max(p, FLT_MIN) at the label, 0 elsewhere
+template <bool kLogreg>
+__global__ void cost_bwd_kernel(const float* p, const int32_t* labels, float scale, float* dx,
+                                int64_t K, int64_t N, bool accumulate, int* flag) {
+  const int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (n >= N) return;
+  const int32_t lab = labels[n];
+  if (bad_label(lab, K) && blockIdx.y == 0) atomicMin(flag, int(n));
+  for (int64_t k = blockIdx.y; k < K; k += gridDim.y) {
+    const int64_t i = k * N + n;
+    float g;
+    if (kLogreg)
+      g = k == lab ? -scale / fmaxf(p[i], FLT_MIN) : 0.f;
+    else
+      g = scale * (p[i] - (k == lab ? 1.f : 0.f));
+    dx[i] = accumulate ? dx[i] + g : g;
+  }
+}
+
+__global__ void set_flag_kernel(int* flag) { *flag = INT_MAX; }
+
+// The bad-label flag of one launch: a device int, INT_MAX when every label is good.
+class LabelFlag {
+ public:
+  LabelFlag() : dev_(current_device()) {
+    ptr_ = static_cast<int*>(device_alloc(sizeof(int), dev_));
+    CONVNET_LAUNCH(set_flag_kernel, 1, 1, 0, current_stream(), ptr_);
+  }
+  ~LabelFlag() {
+    try {
+      device_free(ptr_, dev_);
+    } catch (...) {
+      // Not cached then; a destructor must not throw.
+    }
+  }
+  LabelFlag(const LabelFlag&) = delete;
+  LabelFlag& operator=(const LabelFlag&) = delete;
+  int* get() { return ptr_; }
+  // Waits for the launches before it (the copy is ordered on the device's stream).
+  void check(const char* op, const int32_t* labels, int64_t K) {
+    int bad = INT_MAX;
+    copy_d2h(&bad, ptr_, sizeof(int), dev_);
+    if (bad == INT_MAX) return;
+    int32_t label = 0;
+    copy_d2h(&label, labels + bad, sizeof(int32_t), dev_);
+    throw_bad_label(op, bad, label, K);
+  }
+
+ private:
+  int dev_;
+  int* ptr_;
+};
+
+unsigned column_blocks(int64_t N) { return unsigned((N + kImages - 1) / kImages); }
+const dim3 kColumnBlock(kImages, kSlices);
+
+template <bool kLogreg>
+void cost_bwd(const char* op, const SoftmaxParams& p, const float* probs, const int32_t* labels,
+              float scale, float* dx, bool accumulate) {
+  if (p.images == 0) return;
+  LabelFlag flag;
+  const int threads = 256;
+  dim3 grid(unsigned((p.images + threads - 1) / threads),
+            unsigned(p.classes < 1024 ? p.classes : 1024));
+  CONVNET_LAUNCH((cost_bwd_kernel<kLogreg>), grid, threads, 0, current_stream(), probs, labels,
+                 scale, dx, p.classes, p.images, accumulate, flag.get());
+  flag.check(op, labels, p.classes);
+}
+
+}  // namespace
+
+void softmax_fwd_cuda(const SoftmaxParams& p, const float* x, float* probs) {
+  if (p.images == 0) return;
+  CONVNET_LAUNCH((softmax_fwd_kernel<false>), column_blocks(p.images), kColumnBlock, 0,
+                 current_stream(), x, nullptr, probs, nullptr, nullptr, p.classes, p.images,
+                 nullptr);
+}
+
+void softmax_bwd_cuda(const SoftmaxParams& p, const float* probs, const float* dprobs, float* dx,
+                      bool accumulate) {
+  if (p.images == 0) return;
+  CONVNET_LAUNCH(softmax_bwd_kernel, column_blocks(p.images), kColumnBlock, 0, current_stream(),
+                 probs, dprobs, dx, p.classes, p.images, accumulate);
+}
+
+void softmax_xent_fwd_cuda(const SoftmaxParams& p, const float* x, const int32_t* labels,
+                           float* probs, float* nll, int32_t* rank) {
+  if (p.images == 0) return;
+  LabelFlag flag;
+  CONVNET_LAUNCH((softmax_fwd_kernel<true>), column_blocks(p.images), kColumnBlock, 0,
+                 current_stream(), x, labels, probs, nll, rank, p.classes, p.images, flag.get());
+  flag.check("softmax_xent_fwd", labels, p.classes);
+}
+
+void softmax_xent_bwd_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels,
+                           float scale, float* dx, bool accumulate) {
+  cost_bwd<false>("softmax_xent_bwd", p, probs, labels, scale, dx, accumulate);
+}
+
+void logreg_fwd_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels, float* nll,
+                     int32_t* rank) {
+  if (p.images == 0) return;
+  LabelFlag flag;
+  CONVNET_LAUNCH(logreg_fwd_kernel, column_blocks(p.images), kColumnBlock, 0, current_stream(),
+                 probs, labels, nll, rank, p.classes, p.images, flag.get());
+  flag.check("logreg_fwd", labels, p.classes);
+}
+
+void logreg_bwd_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels,
+                     float scale, float* dprobs, bool accumulate) {
+  cost_bwd<true>("logreg_bwd", p, probs, labels, scale, dprobs, accumulate);
+}
+
+}  // namespace convnet
