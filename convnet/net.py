@@ -13,11 +13,12 @@ consumer (in backward order) writes the producer's gradient buffer, the others a
 (``accumulate=True`` in the backward ops), so no buffer is ever zeroed.
 """
 import math
+import time
 
 import numpy as np
 
 from . import ops
-from .config import ConfigError, NEURON_ARGS
+from .config import ConfigError
 from .device import Device, backend
 from .layers import BatchBuffer, make_layer
 from .tensor import from_numpy
@@ -61,10 +62,11 @@ class Net:
         self._plan_backward()
         self._allocate()
         self.init_params(self.seed)
+        self.timings = None  # {(layer, "fwd" | "bwd" | "update"): seconds} when profiling
 
     @staticmethod
     def _neurons():
-        return set(NEURON_ARGS)
+        return set(ops.neuron_kinds())
 
     # -- building ---------------------------------------------------------------------------
     def _link(self):
@@ -129,6 +131,8 @@ class Net:
             if L.out_shape and min(L.out_shape) < 1:
                 raise L.shape_error(f"output shape {L.out_shape} is empty")
         self.params = [p for L in self.order for p in L.params]
+        self.total_params = sum(math.prod(p.shape) for p in self.params)
+        self.total_flops = sum(L.flops() for L in self.order if not L.is_data)
 
     def _plan_backward(self):
         requires = {}
@@ -172,6 +176,7 @@ class Net:
                 written[P.name] = written.get(P.name, 0) + 1
             self.edges[L.name] = edges
         self.has_dy = {name for name, k in written.items() if k}
+        self.trained = [p for p in self.params if self.active[p.layer.name]]
         for L in self.order:
             if self.active[L.name] and not L.is_cost and L.name not in self.has_dy:
                 raise AssertionError(f"layer {L.name} is trained but receives no gradient")
@@ -226,6 +231,7 @@ class Net:
                              f"{self.batch_size}")
         ctx = Context(train, step, self.seed)
         for L in self.order:
+            t0 = time.perf_counter() if self.timings is not None else 0.0
             if L.is_data:
                 src = labels if L.is_labels else images
                 self.y[L.name].view(n).copy_(from_numpy(np.ascontiguousarray(src)))
@@ -237,6 +243,8 @@ class Net:
             for (name, dev), buf in self.remote.items():
                 if name == L.name:
                     buf.view(n).copy_(self.y[name].view(n))
+            if self.timings is not None:
+                self._time(L.name, "fwd", t0)
         self._n, self._ctx = n, ctx
         return {C.name: C.stats for C in self.costs}
 
@@ -247,6 +255,7 @@ class Net:
             edges = self.edges.get(L.name)
             if edges is None:
                 continue
+            t0 = time.perf_counter() if self.timings is not None else 0.0
             dxs = [self._grad_target(e, n) for e in edges]
             accs = [e is not None and e.accumulate and e.stage is None for e in edges]
             if L.is_cost:
@@ -264,6 +273,13 @@ class Net:
                         ops.add_(dst, e.gsum.view(n))
                     else:
                         dst.copy_(e.stage.view(n))
+            if self.timings is not None:
+                self._time(L.name, "bwd", t0)
+
+    def _time(self, name, phase, t0):
+        # Host-side wall time: exact for the synchronous CPU backend only.
+        key = (name, phase)
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
     def _grad_target(self, e, n):
         if e is None:
@@ -275,9 +291,12 @@ class Net:
     def update(self, epoch, progress):
         """One SGD step on every parameter (the paper's rule, fused in one kernel):
         v = mom*v - wc*eps*w - eps*grad;  w += v."""
-        for p in self.params:
+        for p in self.trained:
+            t0 = time.perf_counter() if self.timings is not None else 0.0
             ops.sgd_update(p.value, p.inc, p.grad, p.eps.value(epoch, progress), p.momentum,
                            p.decay)
+            if self.timings is not None:
+                self._time(p.layer.name, "update", t0)
 
     def train_step(self, images, labels, *, step, epoch, progress):
         stats = self.forward(images, labels, train=True, step=step)
@@ -344,5 +363,4 @@ class Net:
             lines.append("  ".join(cells).rstrip())
             if k == 0 or k == len(rows) - 2:
                 lines.append("-" * len(lines[0]))
-        self.total_params, self.total_flops = tot_p, tot_f
         return "\n".join(lines)

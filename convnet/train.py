@@ -296,12 +296,12 @@ class Trainer:
             st = next(iter(stats.values()))
             self.step += 1
             self.batch_in_epoch += 1
-            sums += (n, st["logprob"], st["top1"], st["topk"])
+            sums += (n, st["logprob"], st["top1"], st["top5"])
             rate = bar.update(self.batch_in_epoch, n,
                               f"logprob {sums[1] / sums[0]:.3f} top1 {sums[2] / sums[0]:.3f} "
                               f"top5 {sums[3] / sums[0]:.3f} {self._lr_text()}")
             self.record("batch", epoch=self._fepoch(), n=n, logprob=st["logprob"] / n,
-                        top1=st["top1"] / n, top5=st["topk"] / n, images_per_s=round(rate, 1))
+                        top1=st["top1"] / n, top5=st["top5"] / n, images_per_s=round(rate, 1))
             if not math.isfinite(st["logprob"]):
                 bar.close()
                 raise UserError(f"step {self.step}: the cost is {st['logprob']} (diverged); "
