@@ -48,5 +48,5 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", build], check=True)
 
 
-modules = ["convnet._cpu"] + (["convnet._emu"] if os.path.exists("csrc/simt/simt.h") else []) + (["convnet._cuda"] if cuda_wanted() else [])
+modules = ["convnet._cpu", "convnet._emu"] + (["convnet._cuda"] if cuda_wanted() else [])
 setup(ext_modules=[CMakeExtension(m) for m in modules], cmdclass={"build_ext": CMakeBuild})

@@ -14,7 +14,8 @@ int current_device();
 void synchronize(int dev);
 
 // Caching allocator: freed blocks are kept per device and size class and reused, so a training
-// step allocates nothing. Under emulation a reused block is re-poisoned with NaN.
+// step allocates nothing. Under emulation nothing is cached: each block is a fresh NaN-poisoned
+// allocation with guard zones at its exact ends.
 void* device_alloc(size_t bytes, int dev);
 void device_free(void* p, int dev);
 void empty_cache();

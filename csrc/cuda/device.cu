@@ -28,12 +28,20 @@ std::vector<cudaStream_t>& streams() {
   return s;
 }
 
-// Blocks are rounded so that slightly different requests share cached blocks.
+// Blocks are rounded so that slightly different requests share cached blocks. Under emulation
+// nothing is rounded or cached: every tensor is its own allocation with guard zones at its exact
+// ends, so an out-of-bounds write by even one float is caught.
+#if defined(CONVNET_SIMT)
+constexpr bool kCache = false;
+size_t round_size(size_t bytes) { return bytes; }
+#else
+constexpr bool kCache = true;
 size_t round_size(size_t bytes) {
   const size_t small = 512, big = size_t(1) << 20;
   if (bytes < big) return (bytes + small - 1) / small * small;
   return (bytes + big - 1) / big * big;
 }
+#endif
 
 void check_index(int dev) {
   std::string reason;
@@ -103,9 +111,6 @@ void* device_alloc(size_t bytes, int dev) {
     pool.stats.cache_hits++;
     pool.stats.allocs++;
     if (pool.stats.in_use > pool.stats.peak) pool.stats.peak = pool.stats.in_use;
-#if defined(CONVNET_SIMT)
-    simt::poison(p, got);
-#endif
     return p;
   }
   void* p = nullptr;
@@ -140,6 +145,13 @@ void device_free(void* p, int dev) {
   Pool& pool = pools().at(size_t(dev));
   auto it = pool.sizes.find(p);
   CONVNET_CHECK(it != pool.sizes.end(), "device_free: pointer not allocated on device " << dev);
+  if (!kCache) {
+    set_device(dev);
+    pool.stats.in_use -= it->second;
+    pool.sizes.erase(it);
+    CONVNET_CUDA_CHECK(cudaFree(p));
+    return;
+  }
   pool.free_blocks.emplace(it->second, p);
   pool.stats.in_use -= it->second;
   pool.stats.cached += it->second;
