@@ -1,0 +1,136 @@
+"""CUDA convolution variants on AlexNet's five conv layers (cuda-convnet layout, batch 128),
+timed with CUDA events: forward, backward-data, backward-weights; peers in the same run are
+cuDNN through PyTorch when importable, and convnet's CPU backend (one run each, wall clock).
+
+    python benchmarks/bench_conv_cuda.py [--batch 128] [--repeats 5] [--layers conv1 conv2]
+
+Prints median ms, GFLOP/s, % of the GPU's FMA peak measured at the start, and ratios to the
+peers (> 1: convnet faster). Without a GPU it says so and times nothing."""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+from _cuda_common import cuda_or_none, event_median_ms, torch_cuda  # noqa: E402
+
+import convnet  # noqa: E402
+from convnet import ops  # noqa: E402
+
+# name: (C, H=W, F, fs, padding, stride, groups) of the one-GPU AlexNet (cuda-convnet sizes:
+# 224 input, 55x55 after conv1 thanks to the round-up rule).
+LAYERS = {
+    "conv1": (3, 224, 96, 11, 0, 4, 1),
+    "conv2": (96, 27, 256, 5, 2, 1, 2),
+    "conv3": (256, 13, 384, 3, 1, 1, 1),
+    "conv4": (384, 13, 384, 3, 1, 1, 2),
+    "conv5": (384, 13, 256, 3, 1, 1, 2),
+}
+
+
+def torch_ms(torch, op, x, w, dy, pad, stride, groups, repeats):
+    """cuDNN on the same problem in NCHW; the far edge is zero-padded so that the output size
+    follows cuda-convnet's round-up rule."""
+    import torch.nn.functional as F
+    c, h, wd, n = x.shape
+    f, ho, wo = dy.shape[0], dy.shape[1], dy.shape[2]
+    fs = w.shape[1]
+    extra_h = (ho - 1) * stride + fs - (h + 2 * pad)
+    extra_w = (wo - 1) * stride + fs - (wd + 2 * pad)
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2))).cuda()
+    tx = F.pad(tx, (pad, pad + max(0, extra_w), pad, pad + max(0, extra_h))).requires_grad_(True)
+    tw = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 0, 1, 2))).cuda().requires_grad_(True)
+    tdy = torch.from_numpy(np.ascontiguousarray(dy.transpose(3, 0, 1, 2))).cuda()
+    g = torch.backends.cudnn
+    g.benchmark = True
+    if op == "fwd":
+        fn = lambda: F.conv2d(tx, tw, stride=stride, groups=groups)  # noqa: E731
+    elif op == "bwd_data":
+        fn = lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tdy, stride=stride, groups=groups)  # noqa: E731,E501
+    else:
+        fn = lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tdy, stride=stride, groups=groups)  # noqa: E731,E501
+    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for r in range(repeats + 2):
+        ev0.record()
+        fn()
+        ev1.record()
+        ev1.synchronize()
+        if r >= 2:
+            ts.append(ev0.elapsed_time(ev1))
+    return float(np.median(ts))
+
+
+def pct(gflops, peak):
+    return f"{100 * gflops / peak:>5.0f}%" if peak else f"{'-':>6}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--layers", nargs="+", default=list(LAYERS))
+    ap.add_argument("--no-cpu-peer", action="store_true", help="skip the CPU backend runs")
+    ap.add_argument("--device", default="cuda:0",
+                    help="cuda:N, or emu:N to dry-run the script on the emulator (tiny sizes!)")
+    args = ap.parse_args()
+    mod = cuda_or_none(args.device)
+    if mod is None:
+        return
+    dev_index = int(args.device.split(":")[1])
+    on_gpu = args.device.startswith("cuda")
+    # The emulator's "peak" would take minutes and mean nothing: no % of peak there.
+    peak = mod.measure_fma_peak(dev_index, 5) if on_gpu else None
+    torch = torch_cuda() if on_gpu else None
+    print(f"GPU FMA peak (measured now): {f'{peak:.0f} GFLOP/s' if peak else 'n/a'}; medians of {args.repeats} "
+          f"event-timed runs; batch {args.batch}")
+    print(f"{'layer':>6} {'op':>12} {'var':>3} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6} "
+          f"{'vs cuDNN':>9} {'vs CPU':>8}")
+    rng = np.random.default_rng(0)
+    n = args.batch
+    for name in args.layers:
+        c, hw, f, fs, pad, stride, groups = LAYERS[name]
+        x = rng.standard_normal((c, hw, hw, n), dtype=np.float32)
+        w = (0.01 * rng.standard_normal((c // groups, fs, fs, f))).astype(np.float32)
+        ho = convnet.ops.conv_out_size(hw, fs, pad, stride)
+        dy = rng.standard_normal((f, ho, ho, n), dtype=np.float32)
+        flops = 2.0 * f * ho * ho * n * (c // groups) * fs * fs
+        kw = dict(padding=pad, stride=stride, groups=groups)
+        dx_, dw_, dy_ = (convnet.tensor(a, device=args.device) for a in (x, w, dy))
+        calls = {
+            "fwd": lambda v, o: ops.conv_fwd(dx_, dw_, out=o, variant=v, **kw),
+            "bwd_data": lambda v, o: ops.conv_bwd_data(dy_, dw_, x.shape, out=o, variant=v, **kw),
+            "bwd_weights": lambda v, o: ops.conv_bwd_weights(dx_, dy_, fs, out=o, variant=v,
+                                                             **kw),
+        }
+        cpu_calls = {
+            "fwd": lambda: ops.conv_fwd(x, w, **kw),
+            "bwd_data": lambda: ops.conv_bwd_data(dy, w, x.shape, **kw),
+            "bwd_weights": lambda: ops.conv_bwd_weights(x, dy, fs, **kw),
+        }
+        outs = {"fwd": dy.shape, "bwd_data": x.shape, "bwd_weights": w.shape}
+        for op in calls:
+            out = convnet.empty(outs[op], device=args.device)
+            t_torch = (torch_ms(torch, op, x, w, dy, pad, stride, groups, args.repeats)
+                       if torch is not None else None)
+            t_cpu = None
+            if not args.no_cpu_peer:
+                t = time.perf_counter()
+                cpu_calls[op]()
+                t_cpu = 1e3 * (time.perf_counter() - t)
+            kind = args.device.split(":")[0]
+            for v in range(ops.conv_variant_count("conv_" + op, device=kind)):
+                ms = event_median_ms(mod, lambda: calls[op](v, out), args.repeats, warmup=1,
+                                     device=dev_index)
+                g = flops / (ms * 1e-3) * 1e-9
+                vs_t = f"{t_torch / ms:>9.2f}" if t_torch is not None else f"{'-':>9}"
+                vs_c = f"{t_cpu / ms:>8.1f}" if t_cpu is not None else f"{'-':>8}"
+                print(f"{name:>6} {op:>12} {v:>3} {ms:>9.3f} {g:>8.0f} {pct(g, peak)} "
+                      f"{vs_t} {vs_c}")
+
+
+if __name__ == "__main__":
+    main()
