@@ -16,7 +16,7 @@ import numpy as np
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
-from .device import DeviceError
+from .device import Device, DeviceError
 
 __all__ = ["main", "Trainer", "parse_args"]
 
@@ -87,9 +87,9 @@ def _default_save_dir(config):
 class Progress:
     """One status line per epoch: a bar, images/s, ETA and the running batch statistics."""
 
-    def __init__(self, total, label, stream=sys.stderr):
-        self.total, self.label, self.stream = total, label, stream
-        self.tty = stream.isatty()
+    def __init__(self, total, label, stream=None):
+        self.total, self.label, self.stream = total, label, stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.t0 = time.perf_counter()
         self.images = 0
         self.last_print = 0.0
@@ -122,10 +122,10 @@ class Progress:
 class Trainer:
     """Runs one training job: data, net, schedules, tests, checkpoints and the JSON-lines log."""
 
-    def __init__(self, args, out=sys.stdout):
+    def __init__(self, args, out=None):
         from . import data as data_mod
         from .net import Net
-        self.args, self.out = args, out
+        self.args, self.out = args, out or sys.stdout
         self.resumed = None
         if args.resume:
             self.resumed, arrays = checkpoint.load(args.resume)
@@ -413,6 +413,10 @@ def main(argv=None):
     args = parse_args(argv)
     from .data import DataError
     try:
+        try:
+            Device(args.device)
+        except ValueError as e:
+            raise UserError(f"--device: {e}") from None
         if args.check_grads:
             from .gradcheck import check_net_grads
             ok = check_net_grads(args)
