@@ -20,8 +20,8 @@ from .device import Device, DeviceError
 
 __all__ = ["main", "Trainer", "parse_args"]
 
-# The built-in dataset of the default command: 64x64 images (AlexNet needs at least 36x36 to
-# keep a 1x1 map after pool3), 8000 training and 1000 validation images.
+# The built-in dataset of the default command: 64x64 images (the smallest AlexNet accepts: its
+# 3x3 pool3 window needs a 3x3 conv5 map), 8000 training and 1000 validation images.
 DEFAULT_DATA = "synthetic:size=64,train=8000,test=1000"
 DEFAULT_DATA_EPOCHS = 6
 PAPER_EPOCHS = 90
@@ -31,8 +31,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m convnet.train",
         description="Train a convnet described by a cuda-convnet layer config. With no --data, "
-                    "train on the built-in generated dataset (no download).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "train on the built-in generated dataset (no download).")
     p.add_argument("config", help="layer definition file (cuda-convnet INI format); learning "
                                   "keys may be in it (one section per layer) or in --layer-params")
     p.add_argument("--layer-params", metavar="FILE",
@@ -47,11 +46,12 @@ def parse_args(argv=None):
                    help=f"epochs to train (default: {DEFAULT_DATA_EPOCHS} on the generated "
                         f"dataset, {PAPER_EPOCHS} otherwise, as in the paper)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N",
-                   help="minibatch size (images per SGD step)")
+                   help="minibatch size: images per SGD step (default: 128)")
     p.add_argument("--test-freq", type=int, default=0, metavar="STEPS",
-                   help="test and checkpoint every STEPS training batches (0: every epoch)")
+                   help="test and checkpoint every STEPS training batches (default 0: at the end of "
+                        "every epoch)")
     p.add_argument("--device", default="cpu",
-                   help="cpu, cuda:N or emu:N (layers with gpu=K run on device N+K)")
+                   help="cpu (default), cuda:N or emu:N; a layer with gpu=K runs on device N+K")
     p.add_argument("--resume", metavar="PATH",
                    help="continue the run saved in PATH (a save directory: its latest "
                         "checkpoint; or a ckpt-*.json file)")
@@ -61,12 +61,13 @@ def parse_args(argv=None):
                    help="test on 10 views per image (4 corners + centre, each flipped), "
                         "averaging the softmax outputs")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed of every random draw: weights, data order, augmentation, dropout")
+                   help="seed of every random draw: weights, data order, augmentation, dropout "
+                        "(default: 0)")
     p.add_argument("--write-features", metavar="LAYER",
                    help="write LAYER's outputs on the validation set to --feature-path and exit")
     p.add_argument("--feature-path", metavar="FILE",
                    help="npz file for --write-features (default: SAVE_DIR/features-LAYER.npz)")
-    p.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep")
+    p.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep (default: 3)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="data loading processes (default: chosen by the data source)")
     p.add_argument("--check-grads", action="store_true",

@@ -243,3 +243,14 @@ def test_schedules(tmp_path):
     assert pl2.value(0, 0) == pl.value(0, 0)
     with pytest.raises(ConfigError, match="unknown schedule 'cosine'"):
         sched("cosine[base=0.1]")
+
+
+def test_project_configs_build():
+    cifar = Net(load_config(os.path.join(LAYERS, "cifar18.cfg")), image_shape=(3, 32, 32),
+                batch_size=2)
+    s = shapes(cifar)
+    assert s["conv1"] == (32, 32, 32) and s["pool3"] == (64, 4, 4) and s["fc10"] == (10,)
+    towers = Net(load_config(os.path.join(LAYERS, "tiny-towers.cfg")), image_shape=(3, 12, 12),
+                 batch_size=2)
+    assert towers.by_name["cat3"].out_shape == (18, 3, 3)
+    assert towers.by_name["conv2a"].w.shape == (4, 3, 3, 6)
