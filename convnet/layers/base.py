@@ -16,6 +16,7 @@ from ..tensor import empty
 __all__ = ["BatchBuffer", "Layer", "Param", "REGISTRY", "register"]
 
 REGISTRY = {}
+NEURONS_READING_X = ("abs", "square")  # derivative needs the input (csrc/common/neuron.h)
 
 
 def register(cls):
@@ -93,6 +94,7 @@ class Layer:
     PARAM_KEYS = frozenset()
     INPUTS = (1, 1)
     NEURON = True          # accepts neuron= (applied to the output, as in cuda-convnet)
+    BWD_READS_Y = True     # bwd() reads the layer's output (before the neuron)
     is_data = is_cost = False
 
     def __init__(self, spec, neurons):
@@ -162,25 +164,43 @@ class Layer:
         return ConfigError(message, self.spec.values.get(key, (None, self.spec.file))[1],
                            self.name, key)
 
+    @property
+    def neuron_in_place(self):
+        """The neuron can overwrite the layer's output (and its gradient) when the layer's own
+        backward pass does not read its output (conv, fc) and the neuron's derivative is a
+        function of its output (all kinds but abs and square, which need the input): saves two
+        buffers and two passes over memory per step."""
+        return (self.neuron is not None and not self.BWD_READS_Y
+                and self.neuron[0] not in NEURONS_READING_X)
+
     def build(self, batch, device):
         self.device = device
         self.allocate(batch, device)
-        if self.neuron:
+        if self.neuron and not self.neuron_in_place:
             self.pre = BatchBuffer(self.out_shape, batch, device)
             self.dpre = BatchBuffer(self.out_shape, batch, device)
 
     def forward(self, xs, y, n, ctx):
         if not self.neuron:
             return self.fwd(xs, y, n, ctx)
+        kind, a, b = self.neuron
+        if self.neuron_in_place:
+            self.fwd(xs, y, n, ctx)
+            ops.neuron_fwd(y, kind, a, b, out=y)
+            return
         pre = self.pre.view(n)
         self.fwd(xs, pre, n, ctx)
-        kind, a, b = self.neuron
         ops.neuron_fwd(pre, kind, a, b, out=y)
 
     def backward(self, dy, xs, y, dxs, accs, n, ctx):
         if not self.neuron:
             return self.bwd(dy, xs, y, dxs, accs, n, ctx)
         kind, a, b = self.neuron
+        if self.neuron_in_place:
+            # x is not read for these kinds: y stands in for it. dy is this layer's own
+            # gradient buffer, free to be overwritten.
+            ops.neuron_bwd(dy, y, y, kind, a, b, out=dy)
+            return self.bwd(dy, xs, None, dxs, accs, n, ctx)
         pre, dpre = self.pre.view(n), self.dpre.view(n)
         ops.neuron_bwd(dy, pre, y, kind, a, b, out=dpre)
         self.bwd(dpre, xs, pre, dxs, accs, n, ctx)

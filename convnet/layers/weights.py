@@ -50,6 +50,7 @@ LEARNING_KEYS = {
 
 class WeightLayer(Layer):
     PARAM_KEYS = frozenset(LEARNING_KEYS)
+    BWD_READS_Y = False
 
     def _make_params(self, w_shape, b_shape):
         self.w = Param(self, "w", w_shape, "epsW", "momW", "wc")
