@@ -252,7 +252,8 @@ class Trainer:
         else:
             self.record("start", config=a.config, params=self.config.params_path,
                         data=self.data_spec, device=a.device, batch_size=self.batch_size,
-                        epochs=self.epochs, seed=self.seed, layers=self.net.total_params)
+                        epochs=self.epochs, seed=self.seed, parameters=self.net.total_params,
+                        gflop_per_image=self.net.total_flops / 1e9)
         self.say(f"saving to {self.save_dir}")
         t0 = time.time()
         result = None
@@ -262,11 +263,14 @@ class Trainer:
         self.log.close()
         return result
 
-    def _lr_text(self):
+    def _lr(self):
+        """The learning rate of the first weight tensor (the one the progress line shows)."""
         p = self.net.params[0] if self.net.params else None
-        if p is None:
-            return ""
-        return f"lr {p.eps.value(self._fepoch(), self._progress()):.2g}"
+        return None if p is None else p.eps.value(self._fepoch(), self._progress())
+
+    def _lr_text(self):
+        lr = self._lr()
+        return "" if lr is None else f"lr {lr:.2g}"
 
     def _fepoch(self, nb=None):
         nb = nb or self._nb
@@ -302,7 +306,8 @@ class Trainer:
                               f"logprob {sums[1] / sums[0]:.3f} top1 {sums[2] / sums[0]:.3f} "
                               f"top5 {sums[3] / sums[0]:.3f} {self._lr_text()}")
             self.record("batch", epoch=self._fepoch(), n=n, logprob=st["logprob"] / n,
-                        top1=st["top1"] / n, top5=st["top5"] / n, images_per_s=round(rate, 1))
+                        top1=st["top1"] / n, top5=st["top5"] / n, images_per_s=round(rate, 1),
+                        lr=self._lr())
             if not math.isfinite(st["logprob"]):
                 bar.close()
                 raise UserError(f"step {self.step}: the cost is {st['logprob']} (diverged); "
