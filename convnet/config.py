@@ -232,7 +232,8 @@ class Schedule:
 
     ``kind``: const | linear | exp | dexp (cuda-convnet2, driven by progress = epochs done /
     epochs planned) | step (÷factor at given epochs) | plateau (the paper's rule: ÷factor when
-    the validation error stopped improving, at most maxDrops times; state in ``drops``/``bad``)."""
+    the validation error has had no new best for ``patience`` tests, at most maxDrops times,
+    and never before it first improved; state in ``drops``/``bad``/``best``/``first``)."""
 
     def __init__(self, kind, base, **kw):
         self.kind, self.base = kind, base
@@ -242,7 +243,7 @@ class Schedule:
         self.factor = kw.get("factor", 0.1)
         self.patience = int(kw.get("patience", 1))
         self.max_drops = int(kw.get("maxDrops", 3))
-        self.drops, self.bad, self.best = 0, 0, None  # plateau state
+        self.drops, self.bad, self.best, self.first = 0, 0, None, None  # plateau state
 
     def value(self, epoch, progress):
         """Rate at fractional `epoch` (0-based, e.g. 2.5) and `progress` in [0, 1]."""
@@ -267,8 +268,14 @@ class Schedule:
         when the rate was just divided."""
         if self.kind != "plateau":
             return False
+        if self.first is None:
+            self.first = val_error
         if self.best is None or val_error < self.best - 1e-9:
             self.best, self.bad = val_error, 0
+            return False
+        if self.best >= self.first:
+            # Still on the initial plateau (never improved yet): the error has not *stopped*
+            # improving, it has not started; dividing the rate now would only delay the start.
             return False
         self.bad += 1
         if self.bad >= self.patience and self.drops < self.max_drops:
@@ -278,10 +285,11 @@ class Schedule:
         return False
 
     def state(self):
-        return {"drops": self.drops, "bad": self.bad, "best": self.best}
+        return {"drops": self.drops, "bad": self.bad, "best": self.best, "first": self.first}
 
     def load_state(self, st):
         self.drops, self.bad, self.best = int(st["drops"]), int(st["bad"]), st["best"]
+        self.first = st.get("first")
 
     def __str__(self):
         if self.kind == "const":
