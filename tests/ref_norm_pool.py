@@ -96,7 +96,8 @@ def pool_bwd(dy, x, mode, size, stride, start=0):
         for ox in range(wo):
             xlo, xhi = pool_window(ox, size, stride, start, W)
             if mode == "avg":
-                dx[:, ylo:yhi, xlo:xhi] += dy[:, oy, ox][:, None, None] / ((yhi - ylo) * (xhi - xlo))
+                count = (yhi - ylo) * (xhi - xlo)
+                dx[:, ylo:yhi, xlo:xhi] += dy[:, oy, ox][:, None, None] / count
                 continue
             win = x[:, ylo:yhi, xlo:xhi].reshape(C, -1, N)
             first = np.argmax(win, axis=1)  # numpy: first occurrence of the max, row-major

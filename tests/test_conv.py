@@ -10,7 +10,8 @@ from gradcheck import assert_close, assert_grad
 
 # (C, H, W, N, F, fs, padding, stride, groups): odd sizes, batch 1 and 3, non-square images,
 # stride 3 with padding, groups 2 and 3, windows hanging over the far edge (round-up rule),
-# padding >= filter size, a filter as large as the padded image, 1x1 filters and images.
+# padding >= filter size, a filter as large as the padded image, 1x1 filters and images, batches
+# of 32 and 64.
 SHAPES = [
     (5, 7, 9, 1, 3, 3, 0, 1, 1),
     (5, 7, 9, 3, 3, 3, 1, 1, 1),
@@ -21,6 +22,8 @@ SHAPES = [
     (2, 5, 5, 1, 2, 7, 1, 1, 1),
     (3, 1, 1, 3, 5, 1, 0, 1, 1),
     (4, 6, 6, 17, 4, 3, 1, 1, 2),
+    (4, 6, 6, 32, 4, 3, 1, 1, 2),   # batches of whole 32-image panels: read in place on AVX-512
+    (3, 7, 9, 64, 5, 3, 1, 2, 1),
 ]
 IDS = ["x".join(map(str, s)) for s in SHAPES]
 
@@ -292,3 +295,29 @@ def test_bad_numpy_arguments_cpu():
     if "emu" in convnet.backends():
         with pytest.raises(ValueError, match=r"conv_fwd: w is on emu:0 but this is the cpu"):
             ops.conv_fwd(x, convnet.zeros((6, 3, 3, 4), device="emu:0"))
+
+
+def test_every_cpu_path(rng):
+    # Variant 0 and the packing routines follow the process-wide SIMD path (set_isa /
+    # CONVNET_CPU_ISA): run the three passes and the FC layer on every path this CPU has.
+    cpu = convnet.device.module_for("cpu")
+    order = ["portable", "avx2", "avx512"]
+    previous = cpu.isa()
+    x, w, dy, kw = _problem(rng, (6, 9, 7, 17, 9, 5, 2, 2, 3))
+    fx, fw, fdy = (rng.standard_normal(s) for s in ((37, 17), (37, 20), (20, 17)))
+    try:
+        for isa in order[:order.index(cpu.isa_supported()) + 1]:
+            cpu.set_isa(isa)
+            f32 = lambda a: a.astype(np.float32)  # noqa: E731
+            assert_close(ops.conv_fwd(f32(x), f32(w), **kw).numpy(), ref.conv_fwd(x, w, **kw),
+                         what=isa)
+            assert_close(ops.conv_bwd_data(f32(dy), f32(w), x.shape, **kw).numpy(),
+                         ref.conv_bwd_data(dy, w, x.shape, **kw), what=isa)
+            assert_close(ops.conv_bwd_weights(f32(x), f32(dy), w.shape[1], **kw).numpy(),
+                         ref.conv_bwd_weights(x, dy, w.shape[1], **kw), what=isa)
+            assert_close(ops.fc_bwd_data(f32(fdy), f32(fw)).numpy(), ref.fc_bwd_data(fdy, fw),
+                         what=isa)
+            assert_close(ops.fc_bwd_weights(f32(fx), f32(fdy)).numpy(),
+                         ref.fc_bwd_weights(fx, fdy), what=isa)
+    finally:
+        cpu.set_isa(previous)

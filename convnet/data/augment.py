@@ -59,38 +59,93 @@ def view_offsets(size, crop):
     return [(y, x, False) for y, x in corners] + [(y, x, True) for y, x in corners]
 
 
+def assemble_batch(images, index, offsets, flips, shift, mean, out, variant=0):
+    """The C++ batch assembly (csrc/common/augment.h): column j of `out` (3, crop, crop, N) float32
+    is images[index[j]]'s crop x crop window at offsets[j] = (row, col), mirrored when flips[j],
+    minus `mean` (3, crop, crop), plus shift[j] (N, 3) when shift is not None; evaluated as
+    (float(pixel) - mean) + shift in float32, exactly as the numpy path.  `images` is a list of
+    uint8 (H, W, 3) arrays or one (M, H, W, 3) array.  variant 0 picks the best the CPU runs."""
+    _cpu().assemble_batch(images, np.ascontiguousarray(index, np.int32),
+                          np.ascontiguousarray(offsets, np.int32),
+                          np.ascontiguousarray(flips, np.bool_).view(np.uint8),
+                          None if shift is None else np.ascontiguousarray(shift, np.float32),
+                          mean, out, int(variant))
+
+
+def assemble_batch_variants() -> int:
+    """assemble_batch variants this CPU runs: 1 portable, 2-3 AVX2, 4-5 AVX-512 (cached, streaming)."""
+    return _cpu().assemble_batch_variants()
+
+
+def assemble_batch_numpy(images, index, offsets, flips, shift, mean, out, scratch=None):
+    """The same as assemble_batch in numpy (the pipeline's first implementation; the benchmark's
+    peer).  `scratch` is a pair of uint8 buffers of at least N*crop*crop*3 bytes, or None."""
+    c, n = mean.shape[1], len(index)
+    if scratch is None or scratch[0].size < n * c * c * 3:
+        scratch = (np.empty(n * c * c * 3, np.uint8), np.empty(n * c * c * 3, np.uint8))
+    u = scratch[0][:n * c * c * 3].reshape(n, c, c, 3)
+    for j in range(n):
+        y, x = offsets[j]
+        win = images[index[j]][y:y + c, x:x + c]
+        u[j] = win[:, ::-1] if flips[j] else win
+    # (n, c*c*3) -> (c*c*3, n) in blocks of 32 columns: cheap uint8 transposes
+    mid = scratch[1][:n * c * c * 3].reshape(c * c * 3, n)
+    u2 = u.reshape(n, c * c * 3)
+    for g in range(0, n, 32):
+        mid[:, g:g + 32] = u2[g:g + 32].T
+    np.subtract(mid.reshape(c, c, 3, n).transpose(2, 0, 1, 3), mean[..., None], out=out)
+    if shift is not None and n:
+        for ch in range(3):
+            out[ch] += shift[:, ch]
+
+
+def _cpu():
+    from ..device import module_for
+    return module_for("cpu")
+
+
+IMPLS = ("kernel", "numpy")
+
+
 class Assembler:
     """Builds one batch in (3, crop, crop, N) float32 from stored uint8 images.
 
-    Scratch buffers are allocated once and reused; the result is written straight into the
-    caller's buffer (a shared-memory slot in worker processes)."""
+    The result is written straight into the caller's buffer (a shared-memory slot in worker
+    processes).  impl="kernel" (default) assembles with the C++ kernel (`variant` as in
+    assemble_batch), impl="numpy" with the numpy path; both give identical bits."""
 
-    def __init__(self, size, crop, mean, eigvals, eigvecs, flip=True, color_noise=0.1):
+    def __init__(self, size, crop, mean, eigvals, eigvecs, flip=True, color_noise=0.1,
+                 impl="kernel", variant=0):
         self.size, self.crop = tuple(size), int(crop)
         if not (1 <= crop <= min(size)):
             raise ValueError(f"crop {crop} does not fit images of {size[0]}x{size[1]}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         y0, x0 = (size[0] - crop) // 2, (size[1] - crop) // 2
-        # (3, crop, crop, 1): the centre crop of the mean image, channel-major
+        # (3, crop, crop): the centre crop of the mean image, channel-major
         self.mean_crop = np.ascontiguousarray(
-            mean[y0:y0 + crop, x0:x0 + crop].transpose(2, 0, 1), dtype=np.float32)[..., None]
+            mean[y0:y0 + crop, x0:x0 + crop].transpose(2, 0, 1), dtype=np.float32)
         self.eigvals = np.asarray(eigvals, np.float32)
         self.eigvecs = np.asarray(eigvecs, np.float32)
         self.flip, self.color_noise = bool(flip), float(color_noise)
-        self._u8 = np.empty(0, np.uint8)
-        self._mid = np.empty(0, np.uint8)
+        self.impl, self.variant = impl, int(variant)
+        self._scratch = None
 
     def columns(self, mode, idx, seed=0, epoch=0):
-        """Column plan for images `idx`: list per image of (y, x, flip) and shifts per column."""
+        """Column plan for images `idx`: row offsets, column offsets, flips, each (len(idx), V)
+        for V views per image, and the RGB shifts (len(idx), 3) float32 or None."""
+        m = len(idx)
         if mode == "train":
             ys, xs, fl, sh = train_params(idx, seed, epoch, self.size, self.crop, self.flip,
                                           self.color_noise, self.eigvals, self.eigvecs)
-            return [[(int(ys[k]), int(xs[k]), bool(fl[k]))] for k in range(len(idx))], sh
+            return ys[:, None], xs[:, None], fl[:, None], (sh if self.color_noise else None)
         if mode == "test":
             y0, x0 = (self.size[0] - self.crop) // 2, (self.size[1] - self.crop) // 2
-            return [[(y0, x0, False)] for _ in idx], None
+            return np.full((m, 1), y0), np.full((m, 1), x0), np.zeros((m, 1), bool), None
         if mode == "multiview":
-            views = view_offsets(self.size, self.crop)
-            return [views for _ in idx], None
+            vy, vx, vf = (np.array(a) for a in zip(*view_offsets(self.size, self.crop)))
+            return (np.broadcast_to(vy, (m, 10)), np.broadcast_to(vx, (m, 10)),
+                    np.broadcast_to(vf, (m, 10)), None)
         raise ValueError(f"unknown mode {mode!r}")
 
     def build(self, reader, split, mode, idx, keys, labels_all, out_flat, labels_out,
@@ -98,41 +153,39 @@ class Assembler:
         """Load images idx (keys: paths or None), augment, and write the batch into `out_flat`
         (a float32 buffer of at least 3*crop*crop*N elements) viewed as (3, crop, crop, N), and
         labels into `labels_out`.  Returns (N, skipped list of (path, reason))."""
-        plan, shifts = self.columns(mode, idx, seed, epoch)
+        ys, xs, fl, shifts = self.columns(mode, idx, seed, epoch)
         c = self.crop
+        # A decoding reader resizes only the window a single-view column uses, which then sits at
+        # offset (0, 0) of what it returns.
+        windows = ys.shape[1] == 1 and getattr(reader, "resizes_on_load", False)
         loaded, skipped, keep = [], [], []
         for k, i in enumerate(idx):
             key = keys[k] if keys is not None else None
             try:
-                loaded.append(reader.load(split, int(i), key))
+                img = (reader.load_window(split, int(i), key, int(ys[k, 0]), int(xs[k, 0]), c)
+                       if windows else reader.load(split, int(i), key))
+                loaded.append(np.ascontiguousarray(img))
                 keep.append(k)
             except BadImageError as e:
                 if on_error == "raise":
                     raise
                 skipped.append((e.path, e.reason))
-        B = len(keep)
-        V = len(plan[0]) if plan else 1
+        B, V = len(keep), ys.shape[1]
         n = B * V
-        if self._u8.size < n * c * c * 3:
-            self._u8 = np.empty(n * c * c * 3, np.uint8)
-            self._mid = np.empty(n * c * c * 3, np.uint8)
-        u = self._u8[:n * c * c * 3].reshape(n, c, c, 3)
-        for b, k in enumerate(keep):
-            img = loaded[b]
-            for v, (y, x, f) in enumerate(plan[k]):
-                win = img[y:y + c, x:x + c]
-                u[v * B + b] = win[:, ::-1] if f else win
-        # (n, c*c*3) -> (c*c*3, n) in blocks of 32 columns: cheap uint8 transposes
-        mid = self._mid[:n * c * c * 3].reshape(c * c * 3, n)
-        u2 = u.reshape(n, c * c * 3)
-        for g in range(0, n, 32):
-            mid[:, g:g + 32] = u2[g:g + 32].T
+        # column v*B + b is view v of kept image b
+        index = np.tile(np.arange(B, dtype=np.int32), V)
+        offsets = np.stack([ys[keep].T.ravel(), xs[keep].T.ravel()], axis=1).astype(np.int32)
+        if windows:
+            offsets[:] = 0
+        flips = fl[keep].T.ravel()
+        shift = shifts[keep] if shifts is not None and B else None
         out = out_flat[:3 * c * c * n].reshape(3, c, c, n)
-        np.subtract(mid.reshape(c, c, 3, n).transpose(2, 0, 1, 3), self.mean_crop, out=out)
-        if shifts is not None and self.color_noise and B:
-            sh = shifts[keep]  # (B, 3)
-            for ch in range(3):
-                out[ch] += sh[:, ch]
+        if self.impl == "kernel":
+            assemble_batch(loaded, index, offsets, flips, shift, self.mean_crop, out, self.variant)
+        else:
+            if self._scratch is None or self._scratch[0].size < n * c * c * 3:
+                self._scratch = (np.empty(n * c * c * 3, np.uint8), np.empty(n * c * c * 3, np.uint8))
+            assemble_batch_numpy(loaded, index, offsets, flips, shift, self.mean_crop, out, self._scratch)
         lab = labels_all[np.asarray(idx, np.int64)[keep]] if B else np.zeros(0, np.int32)
         labels_out[:n] = np.tile(lab, V)
         return n, skipped

@@ -17,6 +17,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from ..device import module_for
 from . import augment, sources
 from .errors import BadImageError, DataError, WorkerError
 
@@ -57,6 +58,8 @@ def _worker_main(wid, reader_config, asm_args, task_q, result_q, parent_pid):
     try:
         reader = sources.make_reader(reader_config)
         asm = augment.Assembler(**asm_args)
+        # One assembly thread per worker: the workers already use the cores the trainer leaves.
+        module_for("cpu").set_num_threads(1)
     except BaseException as e:
         result_q.put(("fatal", wid, f"worker {wid} could not open the source: {type(e).__name__}: {e}"))
         return
@@ -121,9 +124,11 @@ class _Pool:
                 raise WorkerError(self.broken)
 
     def wait(self, key, what):
-        """Wait for the result of (it_id, bno), checking every 0.2 s that all workers live."""
+        """Wait for the result of (it_id, bno), checking on entry and every 0.2 s that all workers
+        live (on entry too: the survivors may have produced every batch the dead one left)."""
         if self.broken:
             raise WorkerError(self.broken)
+        self.check_alive(what)
         while key not in self.pending:
             try:
                 msg = self.result_q.get(timeout=0.2)
@@ -186,7 +191,7 @@ class BatchIterator:
         self._held = None
         self._in_flight = {}
         if ds.workers == 0:
-            self._buf = np.empty(self._img_elems, np.float32)
+            self._buf = _aligned_floats(self._img_elems)
             self._lab = np.empty(self._cap, np.int32)
         else:
             self._pool = ds._get_pool()
@@ -282,6 +287,14 @@ class BatchIterator:
             self._finalizer()
 
 
+def _aligned_floats(n):
+    """float32 (n,) starting on a 64-byte boundary, as shared-memory slots do: the assembly
+    kernel streams its stores only to whole, aligned cache lines."""
+    raw = np.empty(n + 16, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + n]
+
+
 def _release_slots(slots):
     """Unlink the blocks (their memory is freed once the last mapping, ours or a worker's, goes)."""
     for s in slots:
@@ -343,7 +356,7 @@ class Dataset:
     @property
     def mean(self) -> np.ndarray:
         """The (3, crop, crop) mean subtracted from every batch (centre crop of the mean image)."""
-        return self.assembler.mean_crop[..., 0]
+        return self.assembler.mean_crop
 
     def labels_of(self, split):
         return self.source.labels(split)

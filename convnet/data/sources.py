@@ -50,6 +50,8 @@ class Source:
     eigvals: np.ndarray    # float32 (3,)
     eigvecs: np.ndarray    # float32 (3, 3), columns
     default_crop: int
+    # load_window() computes only the window (decoding sources); else the caller crops load().
+    resizes_on_load = False
 
     def count(self, split: int) -> int:
         return len(self.labels(split))
@@ -277,19 +279,30 @@ class FolderSource(Source):
     def key(self, split, i):
         return self._paths[split][i]
 
+    resizes_on_load = True
+
     def load(self, split, i, key=None):
         return images.load_resized(key if key is not None else self._paths[split][i], self.size[0])
+
+    def load_window(self, split, i, key, y, x, crop):
+        return images.load_resized(key if key is not None else self._paths[split][i], self.size[0],
+                                   (y, x, crop))
 
     def reader_config(self):
         return {"kind": "folder", "size": self.size[0]}
 
 
 class _PathReader:
+    resizes_on_load = True
+
     def __init__(self, size):
         self.size = size
 
     def load(self, split, i, key=None):
         return images.load_resized(key, self.size)
+
+    def load_window(self, split, i, key, y, x, crop):
+        return images.load_resized(key, self.size, (y, x, crop))
 
 
 # ---------------------------------------------------------------- packed shards

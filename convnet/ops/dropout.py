@@ -2,7 +2,7 @@
 draw bit-identical masks for the same (seed, stream, step).
 
 Unit i is kept iff word i of Philox4x32-10 stream (seed, stream, step) is below
-floor(keep * 2^32) (keep == 1 keeps all): see csrc/common/rng.h. Use stream = DROPOUT_STREAM | layer
+floor(keep * 2^32) (keep == 1 keeps all): see csrc/common/rng.h. Use stream = convnet.rng.RNG_DROPOUT | layer
 index and step = the training step, so each layer draws a new, reproducible mask every step.
 
 Variants (cuda-convnet's layer types):
@@ -15,9 +15,7 @@ import numpy as np
 from ..tensor import empty
 from ._dispatch import backend_of, device_of
 
-__all__ = ["DROPOUT_STREAM", "dropout_bwd", "dropout_fwd"]
-
-DROPOUT_STREAM = 2 << 24  # kRngDropout in csrc/common/rng.h
+__all__ = ["dropout_bwd", "dropout_fwd"]
 
 
 def _check_keep(op, keep):

@@ -1,17 +1,16 @@
 """Reproducible initial weights: Gaussian draws from the shared Philox RNG, made on the host and
 copied to the requested device, so a net starts from the same bits on every backend.
 
-Element i of (seed, stream) comes from Philox block i // 4 (step 0) by Box-Muller; the exact
-formula is in csrc/common/weight_init.h. Use stream = INIT_STREAM | layer index.
+Element i is float32(std * convnet.rng.normal(seed, stream, 0, i)) (Box-Muller on Philox words 2i
+and 2i+1 in double precision; csrc/common/weight_init.h has the formula). Use
+stream = convnet.rng.RNG_INIT | layer index.
 """
 import numpy as np
 
 from ..device import module_for
 from ..tensor import empty
 
-__all__ = ["INIT_STREAM", "gaussian_init"]
-
-INIT_STREAM = 1 << 24  # kRngInit in csrc/common/rng.h
+__all__ = ["gaussian_init"]
 
 
 def gaussian_init(shape, std, seed, stream, device="cpu"):

@@ -3,8 +3,8 @@
 //   x, y, dy, dx : any shape, treated as flat arrays of n floats (activations are (C, H, W, N) or
 //                  (features, N); the layout does not matter to an elementwise op).
 //
-// Forward y = f(x) (x may equal y: in place). Backward dx (+)= dy * f'(x), where f' is computed from
-// whichever of x and y is cheaper and exact (neuron_bwd_reads() says which; the other pointer
+// Forward y = f(x) (x may equal y: in place). Backward dx (+)= dy * f'(x), where f' is computed
+// from whichever of x and y is cheaper and exact (neuron_bwd_reads() says which; the other pointer
 // may be null). dx may equal dy.
 //
 //   kind          f(x)                      backward reads   f'
@@ -65,7 +65,8 @@ template <> struct Neuron<NeuronKind::ident> {
 };
 template <> struct Neuron<NeuronKind::relu> {
   static CONVNET_HD float fwd(float x, float, float) { return x > 0.f ? x : 0.f; }
-  static CONVNET_HD float grad(float, float y, float, float) { return y > 0.f ? 1.f : 0.f; }
+  // float(bool), not a branch: the CPU loops must stay branch-free to vectorise.
+  static CONVNET_HD float grad(float, float y, float, float) { return float(y > 0.f); }
 };
 template <> struct Neuron<NeuronKind::logistic> {
   static CONVNET_HD float fwd(float x, float, float) { return 1.f / (1.f + expf(-x)); }
@@ -81,7 +82,7 @@ template <> struct Neuron<NeuronKind::tanh> {
 template <> struct Neuron<NeuronKind::brelu> {
   static CONVNET_HD float fwd(float x, float a, float) { return x > 0.f ? (x < a ? x : a) : 0.f; }
   static CONVNET_HD float grad(float, float y, float a, float) {
-    return (y > 0.f && y < a) ? 1.f : 0.f;
+    return float(y > 0.f) * float(y < a);
   }
 };
 template <> struct Neuron<NeuronKind::softrelu> {
@@ -95,7 +96,7 @@ template <> struct Neuron<NeuronKind::softrelu> {
 template <> struct Neuron<NeuronKind::abs> {
   static CONVNET_HD float fwd(float x, float, float) { return fabsf(x); }
   static CONVNET_HD float grad(float x, float, float, float) {
-    return x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f);
+    return float(x > 0.f) - float(x < 0.f);
   }
 };
 template <> struct Neuron<NeuronKind::square> {

@@ -2,12 +2,12 @@
 // `cost.logreg`), fused or separate.
 //
 //   x, probs, dx, dprobs : (K, N)  classes x images, image index innermost: image n is the strided
-//                                  column x[k * N + n]; kernels map threads to images for coalescing
+//                                  column x[k * N + n] (kernels map threads to images)
 //   labels               : (N,)    int32 class of each image, must be in [0, K)
 //   nll                  : (N,)    per image: -log p[label]  (the cost; cuda-convnet's "logprob")
 //   rank                 : (N,)    per image: the number of classes scored strictly above the label
-//                                  (top-1 error iff rank >= 1, top-5 error iff rank >= 5; ties count
-//                                  in the label's favour)
+//                                  (top-1 error iff rank >= 1, top-5 error iff rank >= 5;
+//                                  ties count in the label's favour)
 //
 // Every op that reads labels checks them; a label outside [0, K) raises ValueError naming the
 // image and the label (the CUDA kernels set a flag that the launcher reads back).
@@ -37,8 +37,8 @@ CONVNET_OP(void, softmax_fwd, (const SoftmaxParams& p, const float* x, float* pr
 CONVNET_OP(void, softmax_bwd, (const SoftmaxParams& p, const float* probs, const float* dprobs,
                                float* dx, bool accumulate))
 
-// Fused softmax + cost forward. nll is computed from the logits, -log p[label] = m + log s - x[label],
-// so it stays finite however small p[label] is; rank compares the logits.
+// Fused softmax + cost forward. nll is computed from the logits,
+// -log p[label] = m + log s - x[label], so it stays finite however small p[label] is; rank compares the logits.
 CONVNET_OP(void, softmax_xent_fwd, (const SoftmaxParams& p, const float* x, const int32_t* labels,
                                     float* probs, float* nll, int32_t* rank))
 // Gradient of scale * sum_n nll[n] w.r.t. x: dx (+)= scale * (probs - onehot(labels)).

@@ -43,6 +43,13 @@ struct ImageGeometry {
   }
 };
 
+void pack_image_columns(const ImageGeometry& g, int64_t r0, int64_t rows, int64_t k0,
+                        int64_t kc, int width, float* dst);
+void pack_image_taps(const ImageGeometry& g, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                     int width, float* dst);
+void pack_flipped_filters(const float* w, int64_t filters_total, int fs, int64_t r0,
+                          int64_t rows, int64_t k0, int64_t kc, int width, float* dst);
+
 // The im2col matrix as a B operand: rows = columns (oy, ox, n), k = taps (c, ky, kx).
 // Each k step of a panel copies contiguous image rows.
 struct ImageColumnsOperand final : GemmOperand {
@@ -51,29 +58,26 @@ struct ImageColumnsOperand final : GemmOperand {
 
   void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
             float* dst) const override {
-    ImageGeometry::Run runs[64];  // a panel is at most 64 columns wide
-    for (int64_t q = 0; q * width < rows; ++q, dst += kc * width) {
-      int w = int(std::min<int64_t>(width, rows - q * width)), nruns = 0;
-      g.for_each_run(r0 + q * width, w, [&](const ImageGeometry::Run& r) { runs[nruns++] = r; });
-      int64_t taps = int64_t(g.fs) * g.fs, c = k0 / taps;
-      int ky = int(k0 % taps) / g.fs, kx = int(k0 % taps) % g.fs;
-      for (int64_t t = 0; t < kc; ++t) {
-        float* d = dst + t * width;
-        for (int u = 0; u < nruns; ++u) {
-          const ImageGeometry::Run& r = runs[u];
-          const float* s = g.source(r, c, ky, kx);
-          if (s)
-            for (int64_t i = 0; i < r.len; ++i) d[r.offset + i] = s[i];
-          else
-            for (int64_t i = 0; i < r.len; ++i) d[r.offset + i] = 0.f;
-        }
-        for (int i = w; i < width; ++i) d[i] = 0.f;
-        if (++kx == g.fs) {
-          kx = 0;
-          if (++ky == g.fs) ky = 0, ++c;
-        }
+    pack_image_columns(g, r0, rows, k0, kc, width, dst);
+  }
+  // A panel within one output position (the batch a multiple of the panel width, as in training)
+  // is, at every tap, one segment of an image row: the micro-kernel can read it in place.
+  bool row_pointers(int64_t r0, int64_t k0, int64_t kc, int width,
+                    const float** ptrs) const override {
+    if (r0 % g.images + width > g.images) return false;
+    ImageGeometry::Run run{(r0 / g.images) / g.out_w, (r0 / g.images) % g.out_w, r0 % g.images,
+                           width, 0};
+    int64_t taps = int64_t(g.fs) * g.fs, c = k0 / taps;
+    int ky = int(k0 % taps) / g.fs, kx = int(k0 % taps) % g.fs;
+    for (int64_t t = 0; t < kc; ++t) {
+      const float* s = g.source(run, c, ky, kx);
+      ptrs[t] = s ? s : kZeroRow;
+      if (++kx == g.fs) {
+        kx = 0;
+        if (++ky == g.fs) ky = 0, ++c;
       }
     }
+    return true;
   }
 };
 
@@ -85,26 +89,7 @@ struct ImageTapsOperand final : GemmOperand {
 
   void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
             float* dst) const override {
-    int64_t taps = int64_t(g.fs) * g.fs;
-    for (int64_t q = 0; q * width < rows; ++q, dst += kc * width) {
-      int w = int(std::min<int64_t>(width, rows - q * width));
-      for (int i = 0; i < width; ++i) {
-        if (i >= w) {
-          for (int64_t t = 0; t < kc; ++t) dst[t * width + i] = 0.f;
-          continue;
-        }
-        int64_t r = r0 + q * width + i, c = r / taps;
-        int ky = int(r % taps) / g.fs, kx = int(r % taps) % g.fs;
-        g.for_each_run(k0, kc, [&](const ImageGeometry::Run& run) {
-          float* d = dst + run.offset * width + i;
-          const float* s = g.source(run, c, ky, kx);
-          if (s)
-            for (int64_t u = 0; u < run.len; ++u) d[u * width] = s[u];
-          else
-            for (int64_t u = 0; u < run.len; ++u) d[u * width] = 0.f;
-        });
-      }
-    }
+    pack_image_taps(g, r0, rows, k0, kc, width, dst);
   }
 };
 
@@ -120,20 +105,7 @@ struct FlippedFiltersOperand final : GemmOperand {
 
   void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
             float* dst) const override {
-    int64_t taps = int64_t(fs) * fs;
-    for (int64_t q = 0; q * width < rows; ++q, dst += kc * width) {
-      int w_ = int(std::min<int64_t>(width, rows - q * width));
-      for (int64_t t = 0; t < kc; ++t) {
-        int64_t kk = k0 + t, f = kk / taps, ky = fs - 1 - (kk % taps) / fs,
-                kx = fs - 1 - (kk % taps) % fs;
-        float* d = dst + t * width;
-        for (int i = 0; i < w_; ++i) {
-          int64_t c = r0 + q * width + i;
-          d[i] = w[((c * fs + ky) * fs + kx) * filters_total + f];
-        }
-        for (int i = w_; i < width; ++i) d[i] = 0.f;
-      }
-    }
+    pack_flipped_filters(w, filters_total, fs, r0, rows, k0, kc, width, dst);
   }
 };
 

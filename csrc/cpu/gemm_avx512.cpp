@@ -1,6 +1,8 @@
 // SGEMM variant 3: AVX-512 micro-kernel, a 14x32 tile of C in 28 zmm accumulators. Each k step
 // loads two 16-float vectors of the B panel and broadcasts 14 A values (folded into the FMAs as
 // {1to16} memory operands), i.e. 28 FMAs per 16 loads: FMA-bound with two 512-bit FMA pipes.
+// The B panel can also be read in place through per-k row pointers (implicit-GEMM convolution:
+// 32 images of one pixel are contiguous), which saves the copy that is its im2col.
 // Blocking: the KC x 32 B micro-panel (32 KB) stays in L1, the MC x KC A block (504 x 256,
 // 516 KB) in L2, the KC x NC B block (3 MB) in L3.
 #include <immintrin.h>
@@ -12,17 +14,21 @@ namespace {
 
 struct Kernel14x32 {
   static constexpr int MR = 14, NR = 32, KC = 256, MC = 14 * 36, NC = 3072;
+  static constexpr bool kDirectB = true;
 
-  template <bool Two>
-  static inline void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                          float alpha, float beta, int rows, int cols) {
+  // B is either a packed panel (k step t at b + t*NR) or, Direct, kc row pointers (b_rows[t]).
+  template <bool Two, bool Direct>
+  static inline void tile(int64_t kc, const float* a, const float* b,
+                          const float* const* b_rows, float* c, int64_t ldc, float alpha,
+                          float beta, int rows, int cols) {
     __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 14
     for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
-      __m512 b0 = _mm512_load_ps(b);
-      __m512 b1 = Two ? _mm512_load_ps(b + 16) : b0;
+      const float* bk = Direct ? b_rows[k] : b;
+      __m512 b0 = Direct ? _mm512_loadu_ps(bk) : _mm512_load_ps(bk);
+      __m512 b1 = !Two ? b0 : Direct ? _mm512_loadu_ps(bk + 16) : _mm512_load_ps(bk + 16);
 #pragma GCC unroll 14
       for (int r = 0; r < MR; ++r) {
         __m512 ar = _mm512_set1_ps(a[r]);
@@ -55,9 +61,14 @@ struct Kernel14x32 {
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                   float beta, int rows, int cols) {
     if (cols > 16)
-      tile<true>(kc, a, b, c, ldc, alpha, beta, rows, cols);
+      tile<true, false>(kc, a, b, nullptr, c, ldc, alpha, beta, rows, cols);
     else
-      tile<false>(kc, a, b, c, ldc, alpha, beta, rows, cols);
+      tile<false, false>(kc, a, b, nullptr, c, ldc, alpha, beta, rows, cols);
+  }
+
+  static void run_direct(int64_t kc, const float* a, const float* const* b_rows, float* c,
+                         int64_t ldc, float alpha, float beta, int rows) {
+    tile<true, true>(kc, a, nullptr, b_rows, c, ldc, alpha, beta, rows, NR);
   }
 };
 

@@ -15,7 +15,10 @@
 //
 // Kernel provides MR, NR, MC, KC, NC and
 //   run(kc, a_panel, b_panel, c, ldc, alpha, beta, rows, cols): C[rows x cols] tile of
-//   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C).
+//   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C);
+//   kDirectB: whether it also has run_direct(kc, a_panel, b_rows, c, ldc, alpha, beta, rows),
+//   the same for a full-width tile whose B panel is read in place through kc row pointers
+//   (GemmOperand::row_pointers: implicit-GEMM convolutions read the images directly).
 #pragma once
 #include <omp.h>
 
@@ -32,25 +35,45 @@ namespace gemm_detail {
 template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta) {
+  constexpr int64_t kPanels = (K::NC + K::NR - 1) / K::NR;
   thread_local AlignedScratch abuf, bbuf;
+  thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if direct
+  thread_local std::vector<char> direct;
   float* pa = abuf.get(size_t(K::MC) * K::KC);
-  float* pb = bbuf.get(size_t(K::NC + K::NR) * K::KC);
+  float* pb = bbuf.get(size_t(kPanels) * K::NR * K::KC);
+  if (K::kDirectB) bptrs.resize(size_t(kPanels) * K::KC), direct.resize(kPanels);
   for (int64_t jc = n0; jc < n1; jc += K::NC) {
     int64_t nc = std::min<int64_t>(K::NC, n1 - jc);
     for (int64_t pc = k0; pc < k1; pc += K::KC) {
       int64_t kc = std::min<int64_t>(K::KC, k1 - pc);
       float beta_k = pc == k0 ? beta : 1.f;
-      p.b->pack(jc, nc, pc, kc, K::NR, pb);
+      // B: each full panel read in place when the operand allows it, packed otherwise.
+      for (int64_t jr = 0; jr < nc; jr += K::NR) {
+        int64_t q = jr / K::NR, cols = std::min<int64_t>(K::NR, nc - jr);
+        bool d = K::kDirectB && cols == K::NR &&
+                 p.b->row_pointers(jc + jr, pc, kc, K::NR, bptrs.data() + q * K::KC);
+        if (K::kDirectB) direct[q] = d;
+        if (!d) p.b->pack(jc + jr, cols, pc, kc, K::NR, pb + q * kc * K::NR);
+      }
       for (int64_t ic = m0; ic < m1; ic += K::MC) {
         int64_t mc = std::min<int64_t>(K::MC, m1 - ic);
         p.a->pack(ic, mc, pc, kc, K::MR, pa);
         for (int64_t jr = 0; jr < nc; jr += K::NR) {
+          int64_t q = jr / K::NR;
           int cols = int(std::min<int64_t>(K::NR, nc - jr));
-          const float* bp = pb + (jr / K::NR) * kc * K::NR;
+          const float* bp = pb + q * kc * K::NR;
+          bool d = K::kDirectB && direct[q];
           for (int64_t ir = 0; ir < mc; ir += K::MR) {
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
-            K::run(kc, pa + (ir / K::MR) * kc * K::MR, bp, c + (ic + ir) * ldc + (jc + jr), ldc,
-                   p.alpha, beta_k, rows, cols);
+            const float* ap = pa + (ir / K::MR) * kc * K::MR;
+            float* ct = c + (ic + ir) * ldc + (jc + jr);
+            if constexpr (K::kDirectB) {
+              if (d) {
+                K::run_direct(kc, ap, bptrs.data() + q * K::KC, ct, ldc, p.alpha, beta_k, rows);
+                continue;
+              }
+            }
+            K::run(kc, ap, bp, ct, ldc, p.alpha, beta_k, rows, cols);
           }
         }
       }

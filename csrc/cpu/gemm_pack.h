@@ -16,8 +16,33 @@ namespace convnet {
 struct GemmOperand {
   virtual void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
                     float* dst) const = 0;
+  // Zero-copy alternative for a full panel of B (rows [r0, r0 + width)): ptrs[t] points at
+  // `width` contiguous floats holding elements (r0 .., k0 + t), or at kZeroRow. Returns false
+  // when the panel's rows are not contiguous in memory (the driver then packs it). Micro-kernels
+  // that can read B through such pointers skip the copy entirely.
+  virtual bool row_pointers(int64_t /*r0*/, int64_t /*k0*/, int64_t /*kc*/, int /*width*/,
+                            const float** /*ptrs*/) const {
+    return false;
+  }
   virtual ~GemmOperand() = default;
 };
+
+// 64 zeros: what row_pointers() points at outside an image.
+extern const float kZeroRow[64];
+
+// Packing loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at load time
+// (they are copies and transposes: worth vectorising, too simple to hand-write per ISA).
+#define CONVNET_PACK_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+// dst[t * width + i] = rows[i] ? rows[i][t] : 0 for t < len, i < width (<= 64): the transposing
+// step of packing, when k is the contiguous direction of the source rows. AVX-512 in-register
+// transposes when the CPU path allows, element copies otherwise.
+void pack_transpose(const float* const* rows, int width, int64_t len, float* dst);
+void pack_transpose_avx512(const float* const* rows, int width, int64_t len, float* dst);
+
+void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
+                  int64_t rows, int64_t k0, int64_t kc, int width, float* dst);
 
 // element(r, k) = data[r * row_stride + k * k_stride]; one of the strides is 1.
 struct StridedOperand final : GemmOperand {
@@ -27,31 +52,7 @@ struct StridedOperand final : GemmOperand {
 
   void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
             float* dst) const override {
-    for (int64_t q = 0; q * width < rows; ++q, dst += kc * width) {
-      int64_t rq = r0 + q * width;
-      int w = int(std::min<int64_t>(width, rows - q * width));
-      if (row_stride == 1) {
-        // Rows contiguous: each k step is a straight copy.
-        for (int64_t t = 0; t < kc; ++t) {
-          const float* s = data + rq + (k0 + t) * k_stride;
-          float* d = dst + t * width;
-          for (int i = 0; i < w; ++i) d[i] = s[i];
-          for (int i = w; i < width; ++i) d[i] = 0.f;
-        }
-      } else {
-        // k contiguous: a transpose, done in blocks of 8 k steps so reads stay sequential and
-        // the writes of a block land in a few cache lines.
-        for (int64_t tb = 0; tb < kc; tb += 8) {
-          int tn = int(std::min<int64_t>(8, kc - tb));
-          for (int i = 0; i < w; ++i) {
-            const float* s = data + (rq + i) * row_stride + (k0 + tb) * k_stride;
-            for (int t = 0; t < tn; ++t) dst[(tb + t) * width + i] = s[t * k_stride];
-          }
-          for (int i = w; i < width; ++i)
-            for (int t = 0; t < tn; ++t) dst[(tb + t) * width + i] = 0.f;
-        }
-      }
-    }
+    pack_strided(data, row_stride, k_stride, r0, rows, k0, kc, width, dst);
   }
 };
 

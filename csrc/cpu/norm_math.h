@@ -1,8 +1,8 @@
 // d^(-beta) for the normalisation layers, written so that `#pragma omp simd` loops vectorise it
-// (no libm calls): exact-rounding sqrt/div for the common exponents (0.75 is AlexNet's,
-// d^-0.75 = 1 / (sqrt(d) * sqrt(sqrt(d)))), and exp2(-beta * log2(d)) with polynomial log2/exp2
-// otherwise: relative error below 3e-7 + 0.7 * 2^-23 * |beta * log2(d)| (the float rounding of
-// the exponent dominates; < 1e-6 while beta * log2(d) < 10), for the d >= min_div > 0 here.
+// (no libm calls): reciprocal square roots for the common exponents (0.75 is AlexNet's:
+// r = 1/sqrt(d), d^-0.75 = r * r / sqrt(r)), and exp2(-beta * log2(d)) with polynomial
+// log2/exp2 otherwise: relative error below 3e-7 + 0.7 * 2^-23 * |beta * log2(d)| (the float
+// rounding of the exponent dominates; < 1e-6 while beta * log2(d) < 10), for d >= min_div > 0.
 // Selects are done on integer bits: GCC will not if-convert (so not vectorise) a float select
 // whose constant arm lets it move a possibly-trapping float operation into a branch.
 // Included by each ISA's translation unit, so everything here is static (no ODR sharing between
@@ -23,6 +23,15 @@ inline PowKind pow_kind(float beta) {
   return PowKind::general;
 }
 
+// The element loops that call pow_neg are compiled with fast-math (NORM_FAST_MATH_BEGIN/END):
+// GCC then computes 1/sqrt(x) and 1/x with the approximate reciprocal instructions plus a
+// Newton step (~1 ulp) instead of the divider, which otherwise bounds these loops (two square
+// roots and a division per element ran at ~10 cycles per element, far below memory speed).
+// Inputs are finite here (min_div > 0, alpha >= 0 checked by the bindings).
+#define NORM_FAST_MATH_BEGIN _Pragma("GCC push_options") _Pragma("GCC optimize(\"fast-math\")")
+#define NORM_FAST_MATH_END _Pragma("GCC pop_options")
+
+NORM_FAST_MATH_BEGIN
 // log2(d) for normal d > 0: exponent + ln(m)/ln(2) with m in [sqrt(1/2), sqrt(2)), ln(m) by the
 // atanh series in t = (m-1)/(m+1), |t| < 0.172, truncated after t^9 (error < 1e-9).
 inline float log2_positive(float d) {
@@ -49,14 +58,15 @@ inline float exp2_clamped(float z) {
   float p = 1.f + u * (1.f + u * (0.5f + u * (1.66666667e-1f + u * (4.16666667e-2f +
             u * (8.33333333e-3f + u * (1.38888889e-3f + u * (1.98412698e-4f +
             u * (2.48015873e-5f + u * 2.75573192e-6f))))))));
-  return __builtin_bit_cast(float, __builtin_bit_cast(int32_t, p) + k * (1 << 23));
+  uint32_t scaled = __builtin_bit_cast(uint32_t, p) + (uint32_t(k) << 23);
+  return __builtin_bit_cast(float, scaled);
 }
 
 template <PowKind K>
 inline float pow_neg(float d, float beta) {
   if constexpr (K == PowKind::three_quarters) {
-    float s = __builtin_sqrtf(d);
-    return 1.f / (s * __builtin_sqrtf(s));
+    float r = 1.f / __builtin_sqrtf(d);
+    return r * r * (1.f / __builtin_sqrtf(r));
   } else if constexpr (K == PowKind::half) {
     return 1.f / __builtin_sqrtf(d);
   } else if constexpr (K == PowKind::one) {
@@ -65,6 +75,7 @@ inline float pow_neg(float d, float beta) {
     return exp2_clamped(-beta * log2_positive(d));
   }
 }
+NORM_FAST_MATH_END
 
 template <PowKind K>
 using PowConst = std::integral_constant<PowKind, K>;

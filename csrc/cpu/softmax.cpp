@@ -2,17 +2,16 @@
 // x (K, N): image n is the column x[k * N + n]. Threads take contiguous ranges of images; each
 // walks its range in tiles of 64 images, streaming the K rows of the tile (64 contiguous floats
 // each) once per pass, with per-image running values in small arrays the inner loops vectorise
-// over. fast_exp keeps the exponentials in the vector loop; the loops are cloned for AVX-512 and
-// AVX2, picked at run time.
+// over. fast_exp keeps the exponentials in the vector loop; the loops are compiled for each SIMD
+// path (isa_variants.h).
 #include "softmax.h"
 
 #include <cfloat>
 #include <cmath>
 
 #include "fast_exp.h"
+#include "isa_variants.h"
 #include "parallel.h"
-
-#define CONVNET_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 namespace convnet {
 namespace {
@@ -29,9 +28,9 @@ void check_labels(const char* op, const int32_t* labels, int64_t images, int64_t
 
 // Softmax of images [c0, c0 + w) into probs. With labels: also nll and rank (label logits first
 // gathered, then counted against in the max pass).
-CONVNET_SIMD_CLONES
-void softmax_tile(const float* x, float* probs, int64_t K, int64_t N, int64_t c0, int w,
-                  const int32_t* labels, float* nll, int32_t* rank) {
+CONVNET_BODY void softmax_tile_body(const float* x, float* probs, int64_t K, int64_t N,
+                                    int64_t c0, int w, const int32_t* labels, float* nll,
+                                    int32_t* rank) {
   float m[kTile], s[kTile], xl[kTile];
   int32_t cnt[kTile];
   for (int j = 0; j < w; ++j) {
@@ -71,10 +70,13 @@ void softmax_tile(const float* x, float* probs, int64_t K, int64_t N, int64_t c0
     for (int j = 0; j < w; ++j) pr[j] *= s[j];
   }
 }
+CONVNET_ISA_VARIANTS(softmax_tile,
+                     (const float* x, float* probs, int64_t K, int64_t N, int64_t c0, int w,
+                      const int32_t* labels, float* nll, int32_t* rank),
+                     (x, probs, K, N, c0, w, labels, nll, rank))
 
-CONVNET_SIMD_CLONES
-void softmax_bwd_tile(const float* p, const float* dp, float* dx, int64_t K, int64_t N,
-                      int64_t c0, int w, bool accumulate) {
+CONVNET_BODY void softmax_bwd_tile_body(const float* p, const float* dp, float* dx, int64_t K,
+                                        int64_t N, int64_t c0, int w, bool accumulate) {
   float d[kTile];
   for (int j = 0; j < w; ++j) d[j] = 0.f;
   for (int64_t k = 0; k < K; ++k) {
@@ -94,10 +96,13 @@ void softmax_bwd_tile(const float* p, const float* dp, float* dx, int64_t K, int
     }
   }
 }
+CONVNET_ISA_VARIANTS(softmax_bwd_tile,
+                     (const float* p, const float* dp, float* dx, int64_t K, int64_t N,
+                      int64_t c0, int w, bool accumulate),
+                     (p, dp, dx, K, N, c0, w, accumulate))
 
-CONVNET_SIMD_CLONES
-void logreg_tile(const float* p, const int32_t* labels, float* nll, int32_t* rank, int64_t K,
-                 int64_t N, int64_t c0, int w) {
+CONVNET_BODY void logreg_tile_body(const float* p, const int32_t* labels, float* nll,
+                                   int32_t* rank, int64_t K, int64_t N, int64_t c0, int w) {
   float pl[kTile];
   int32_t cnt[kTile];
   for (int j = 0; j < w; ++j) {
@@ -114,6 +119,10 @@ void logreg_tile(const float* p, const int32_t* labels, float* nll, int32_t* ran
     rank[c0 + j] = cnt[j];
   }
 }
+CONVNET_ISA_VARIANTS(logreg_tile,
+                     (const float* p, const int32_t* labels, float* nll, int32_t* rank,
+                      int64_t K, int64_t N, int64_t c0, int w),
+                     (p, labels, nll, rank, K, N, c0, w))
 
 // f(c0, w) for each tile of images, images split over threads.
 template <class F>

@@ -4,7 +4,7 @@
 // as zero. Names below: Cg = C/groups and Fg = F/groups per group, P = Ho*Wo, K = Cg*fs*fs, and
 // k = (c*fs + ky)*fs + kx numbers a filter tap (a row of w).
 //
-// Variants (ConvParams::variant; 0 = 2):
+// Variants (ConvParams::variant; 0 picks 2 or 3 by shape):
 //   1  direct: one thread per output element, summing straight from global memory. Readable,
 //      no reuse; the reference the tiled kernels are checked against on the GPU.
 //   2  implicit GEMM on the 64x64 register-blocked, double-buffered tile of tile_gemm.cuh (4x4
@@ -17,12 +17,15 @@
 //      batch of 1 still fills the tiles. bwd_weights reduces over P*N: it is split into chunks
 //      (cuda-convnet's partial sums) computed by separate blocks into a scratch buffer, then summed
 //      in a fixed order, so results are deterministic without atomics.
+//   3  the kernels of 2 on the 128x128 tile (8x8 outputs per thread, K step 8): twice the
+//      arithmetic per shared-memory read, for layers with >= 128 filters (channels, taps).
 #include <algorithm>
 #include <cstdint>
 
 #include "conv.h"
 #include "cuda_check.h"
 #include "device.h"
+#include "gemm.h"
 #include "tile_gemm.cuh"
 
 namespace convnet {
@@ -135,7 +138,8 @@ __global__ void conv_bwd_weights_direct_kernel(ConvDims d, const float* __restri
 
 // ======================= variant 2: implicit GEMM =================================================
 
-using ConvTile = TileShape<64, 64, 16, 4, 4>;
+using Tile64 = TileShape<64, 64, 16, 4, 4>;
+using Tile128 = TileShape<128, 128, 8, 8, 8>;
 
 // fwd, operand B: patches (K, P*N), element (k, col = p*N + n) = x[c, oy*s - pad + ky, ...].
 // A thread always loads the same column (tid % BN) at rows tid / BN + e * (threads / BN), so the
@@ -180,11 +184,11 @@ struct PatchColumnsLoader {
   }
 };
 
-// Block (bx, by, g): filters [by*64, +64) x columns [bx*64, +64) of group g.
-__global__ void __launch_bounds__(ConvTile::kThreads)
+// Block (bx, by, g): filters [by*BM, +BM) x columns [bx*BN, +BN) of group g.
+template <class S>
+__global__ void __launch_bounds__(S::kThreads)
     conv_fwd_tile_kernel(ConvDims d, const float* __restrict__ x, const float* __restrict__ w,
                          float* __restrict__ y, bool accumulate, bool vec_w, bool vec_y) {
-  using S = ConvTile;
   const int g = blockIdx.z;
   const int64_t m0 = int64_t(blockIdx.y) * S::kBM, n0 = int64_t(blockIdx.x) * S::kBN;
   // w_g^T: element (f, k) at w[k*F + g*Fg + f], contiguous along f.
@@ -266,12 +270,12 @@ struct DyTapsLoader {
   }
 };
 
-// Block (bx, by, g): channels [by*64, +64) x (pixel, image) columns [bx*64, +64) of group g.
-__global__ void __launch_bounds__(ConvTile::kThreads)
+// Block (bx, by, g): channels [by*BM, +BM) x (pixel, image) columns [bx*BN, +BN) of group g.
+template <class S>
+__global__ void __launch_bounds__(S::kThreads)
     conv_bwd_data_tile_kernel(ConvDims d, const float* __restrict__ dy,
                               const float* __restrict__ w, float* __restrict__ dx,
                               bool accumulate, bool vec_dx) {
-  using S = ConvTile;
   const int g = blockIdx.z;
   const int64_t m0 = int64_t(blockIdx.y) * S::kBM, n0 = int64_t(blockIdx.x) * S::kBN;
   const WeightTapsLoader<S> la{d, w + int64_t(g) * d.Fg, m0};
@@ -325,15 +329,15 @@ struct PatchRowsLoader {
   }
 };
 
-// Block (bx, by, z = g*splits + s): taps [by*64, +64) x filters [bx*64, +64) of group g, summed
+// Block (bx, by, z = g*splits + s): taps [by*BM, +BM) x filters [bx*BN, +BN) of group g, summed
 // over the reduction chunk s: [s*chunk, min((s+1)*chunk, P*N)). Writes dw directly when there is
 // one chunk, else its partial sum (K, F) into out + s*K*F.
-__global__ void __launch_bounds__(ConvTile::kThreads)
+template <class S>
+__global__ void __launch_bounds__(S::kThreads)
     conv_bwd_weights_tile_kernel(ConvDims d, const float* __restrict__ x,
                                  const float* __restrict__ dy, float* __restrict__ out,
                                  int splits, int64_t chunk, float beta, bool vec_dy,
                                  bool vec_out) {
-  using S = ConvTile;
   const int g = blockIdx.z / splits, s = blockIdx.z % splits;
   const int64_t m0 = int64_t(blockIdx.y) * S::kBM, n0 = int64_t(blockIdx.x) * S::kBN;
   const PatchRowsLoader<S> la(d, x + int64_t(g) * d.Cg * d.HWN, m0);
@@ -395,82 +399,59 @@ __global__ void __launch_bounds__(kBiasThreads)
 
 // ======================= launchers ================================================================
 
-int resolve_variant(const ConvParams& p, const char* op) {
-  CONVNET_CHECK(p.variant >= 0 && p.variant <= 2,
-                op << ": variant " << p.variant << " does not exist (0..2)");
-  return p.variant == 0 ? 2 : p.variant;
+// The variant to run: 1, 2 or 3. For 0, the 128x128 tile when the GEMM's rows (per group) fill
+// most of it and there are enough tiles to occupy a GPU, else the 64x64 one. (A shape rule, not a
+// table tuned on hardware: none was available.)
+int resolve_variant(const ConvParams& p, const char* op, int64_t rows, bool enough_tiles) {
+  CONVNET_CHECK(p.variant >= 0 && p.variant <= 3,
+                op << ": variant " << p.variant << " does not exist (0..3)");
+  if (p.variant != 0) return p.variant;
+  return rows >= 96 && enough_tiles ? 3 : 2;
 }
 
+// At least 64 tiles of 128x128 in a (rows, cols) GEMM per group.
+bool enough_tiles128(int64_t rows, int64_t cols, int groups) {
+  return ((rows + 127) / 128) * ((cols + 127) / 128) * groups >= 64;
+}
+
+template <class S>
 dim3 tile_grid(int64_t cols, int64_t rows, int64_t z, const char* op) {
-  const int64_t gx = (cols + ConvTile::kBN - 1) / ConvTile::kBN;
-  const int64_t gy = (rows + ConvTile::kBM - 1) / ConvTile::kBM;
+  const int64_t gx = (cols + S::kBN - 1) / S::kBN, gy = (rows + S::kBM - 1) / S::kBM;
   CONVNET_CHECK(gx <= 0x7fffffff && gy <= 65535 && z <= 65535,
                 op << ": grid of " << gx << " x " << gy << " x " << z << " tiles is too large");
   return dim3{unsigned(gx), unsigned(gy), unsigned(z)};
 }
 
-}  // namespace
-
-int conv_variant_count_cuda(ConvOp op) {
-  switch (op) {
-    case ConvOp::conv_fwd:
-    case ConvOp::conv_bwd_data:
-    case ConvOp::conv_bwd_weights:
-      return 3;
-    default:
-      return 5;  // FC ops: the sgemm variants (csrc/cuda/fc.cu)
-  }
+// May every group's slice p + g*group_stride of a matrix with row stride ld take float4 access?
+bool groups_aligned(const float* p, int64_t group_stride, int64_t ld, int groups) {
+  for (int g = 0; g < groups; ++g)
+    if (!quad_aligned(p + g * group_stride, ld)) return false;
+  return true;
 }
 
-void conv_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* y,
-                   bool accumulate) {
-  const ConvDims d = dims_of(p);
-  if (d.F == 0 || d.PN == 0) return;
-  cudaStream_t s = current_stream();
-  if (resolve_variant(p, "conv_fwd") == 1) {
-    CONVNET_LAUNCH(conv_fwd_direct_kernel, grid_for(int64_t(d.F) * d.PN, 256), 256, 0, s, d, x, w,
-                   y, accumulate);
-    return;
-  }
-  bool vec_w = true;  // every group's slice of w must be quad aligned
-  for (int g = 0; g < d.groups && vec_w; ++g) vec_w = quad_aligned(w + int64_t(g) * d.Fg, d.F);
-  bool vec_y = true;
-  for (int g = 0; g < d.groups && vec_y; ++g) vec_y = quad_aligned(y + g * d.Fg * d.PN, d.PN);
-  CONVNET_LAUNCH(conv_fwd_tile_kernel, tile_grid(d.PN, d.Fg, d.groups, "conv_fwd"),
-                 ConvTile::kThreads, 0, s, d, x, w, y, accumulate, vec_w, vec_y);
+template <class S>
+void conv_fwd_tiled(const ConvDims& d, const float* x, const float* w, float* y, bool accumulate) {
+  const bool vec_w = groups_aligned(w, d.Fg, d.F, d.groups);
+  const bool vec_y = groups_aligned(y, int64_t(d.Fg) * d.PN, d.PN, d.groups);
+  CONVNET_LAUNCH(conv_fwd_tile_kernel<S>, tile_grid<S>(d.PN, d.Fg, d.groups, "conv_fwd"),
+                 S::kThreads, 0, current_stream(), d, x, w, y, accumulate, vec_w, vec_y);
 }
 
-void conv_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, float* dx,
-                        bool accumulate) {
-  const ConvDims d = dims_of(p);
-  if (d.C == 0 || d.HWN == 0) return;
-  cudaStream_t s = current_stream();
-  if (resolve_variant(p, "conv_bwd_data") == 1) {
-    CONVNET_LAUNCH(conv_bwd_data_direct_kernel, grid_for(int64_t(d.C) * d.HWN, 256), 256, 0, s, d,
-                   dy, w, dx, accumulate);
-    return;
-  }
-  bool vec_dx = true;
-  for (int g = 0; g < d.groups && vec_dx; ++g)
-    vec_dx = quad_aligned(dx + g * d.Cg * d.HWN, d.HWN);
-  CONVNET_LAUNCH(conv_bwd_data_tile_kernel, tile_grid(d.HWN, d.Cg, d.groups, "conv_bwd_data"),
-                 ConvTile::kThreads, 0, s, d, dy, w, dx, accumulate, vec_dx);
+template <class S>
+void conv_bwd_data_tiled(const ConvDims& d, const float* dy, const float* w, float* dx,
+                         bool accumulate) {
+  const bool vec_dx = groups_aligned(dx, int64_t(d.Cg) * d.HWN, d.HWN, d.groups);
+  CONVNET_LAUNCH(conv_bwd_data_tile_kernel<S>,
+                 tile_grid<S>(d.HWN, d.Cg, d.groups, "conv_bwd_data"), S::kThreads, 0,
+                 current_stream(), d, dy, w, dx, accumulate, vec_dx);
 }
 
-void conv_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy, float* dw,
-                           bool accumulate) {
-  const ConvDims d = dims_of(p);
-  const int64_t count = int64_t(d.K) * d.F;
-  if (count == 0) return;
-  cudaStream_t s = current_stream();
-  if (resolve_variant(p, "conv_bwd_weights") == 1) {
-    CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0, s, d, x, dy, dw,
-                   accumulate);
-    return;
-  }
-  // Split the P*N reduction until there are ~256 blocks, keeping >= 128 columns per chunk. The
+template <class S>
+void conv_bwd_weights_tiled(const ConvDims& d, const float* x, const float* dy, float* dw,
+                            bool accumulate) {
+  // Split the P*N reduction until there are ~256 blocks, keeping >= 8 K steps per chunk. The
   // split depends on the shapes only, so a given problem always sums in the same order.
-  using S = ConvTile;
+  const int64_t count = int64_t(d.K) * d.F;
   const int64_t tiles = ((d.K + S::kBM - 1) / S::kBM) * ((d.Fg + S::kBN - 1) / S::kBN) * d.groups;
   const int64_t min_chunk = 8 * S::kBK;
   int64_t splits = std::max<int64_t>(1, std::min((256 + tiles - 1) / tiles,
@@ -480,27 +461,89 @@ void conv_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy,
   chunk = std::max<int64_t>(S::kBK, (chunk + S::kBK - 1) / S::kBK * S::kBK);
   splits = std::max<int64_t>(1, (d.PN + chunk - 1) / chunk);
 
-  bool vec_dy = true;
-  for (int g = 0; g < d.groups && vec_dy; ++g)
-    vec_dy = quad_aligned(dy + g * d.Fg * d.PN, d.PN);
-  const dim3 grid = tile_grid(d.Fg, d.K, d.groups * splits, "conv_bwd_weights");
+  cudaStream_t s = current_stream();
+  const bool vec_dy = groups_aligned(dy, int64_t(d.Fg) * d.PN, d.PN, d.groups);
+  const dim3 grid = tile_grid<S>(d.Fg, d.K, d.groups * splits, "conv_bwd_weights");
   if (splits == 1) {
-    bool vec_dw = true;
-    for (int g = 0; g < d.groups && vec_dw; ++g) vec_dw = quad_aligned(dw + g * d.Fg, d.F);
-    CONVNET_LAUNCH(conv_bwd_weights_tile_kernel, grid, S::kThreads, 0, s, d, x, dy, dw, 1,
-                   chunk, accumulate ? 1.f : 0.f, vec_dy, vec_dw);
+    CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, d, x, dy, dw, 1,
+                   chunk, accumulate ? 1.f : 0.f, vec_dy, groups_aligned(dw, d.Fg, d.F, d.groups));
     return;
   }
   const int dev = current_device();
   float* part = static_cast<float*>(device_alloc(size_t(splits * count) * sizeof(float), dev));
-  bool vec_part = true;
-  for (int g = 0; g < d.groups && vec_part; ++g) vec_part = quad_aligned(part + g * d.Fg, d.F);
-  CONVNET_LAUNCH(conv_bwd_weights_tile_kernel, grid, S::kThreads, 0, s, d, x, dy, part,
-                 int(splits), chunk, 0.f, vec_dy, vec_part);
+  CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, d, x, dy, part,
+                 int(splits), chunk, 0.f, vec_dy, groups_aligned(part, d.Fg, d.F, d.groups));
   CONVNET_LAUNCH(sum_partials_kernel, grid_for(count, 256), 256, 0, s, part, dw, count,
                  int(splits), accumulate);
   // Freed blocks are only reused by later work on this device's one stream: safe while queued.
   device_free(part, dev);
+}
+
+}  // namespace
+
+int conv_variant_count_cuda(ConvOp op) {
+  switch (op) {
+    case ConvOp::conv_fwd:
+    case ConvOp::conv_bwd_data:
+    case ConvOp::conv_bwd_weights:
+      return 4;
+    default:
+      return sgemm_variant_count_cuda();  // FC ops run sgemm's variants (csrc/cuda/fc.cu)
+  }
+}
+
+void conv_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* y,
+                   bool accumulate) {
+  const ConvDims d = dims_of(p);
+  if (d.F == 0 || d.PN == 0) return;
+  switch (resolve_variant(p, "conv_fwd", d.Fg, enough_tiles128(d.Fg, d.PN, d.groups))) {
+    case 1:
+      CONVNET_LAUNCH(conv_fwd_direct_kernel, grid_for(int64_t(d.F) * d.PN, 256), 256, 0,
+                     current_stream(), d, x, w, y, accumulate);
+      break;
+    case 2:
+      conv_fwd_tiled<Tile64>(d, x, w, y, accumulate);
+      break;
+    default:
+      conv_fwd_tiled<Tile128>(d, x, w, y, accumulate);
+  }
+}
+
+void conv_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, float* dx,
+                        bool accumulate) {
+  const ConvDims d = dims_of(p);
+  if (d.C == 0 || d.HWN == 0) return;
+  switch (resolve_variant(p, "conv_bwd_data", d.Cg,
+                          enough_tiles128(d.Cg, d.HWN, d.groups))) {
+    case 1:
+      CONVNET_LAUNCH(conv_bwd_data_direct_kernel, grid_for(int64_t(d.C) * d.HWN, 256), 256, 0,
+                     current_stream(), d, dy, w, dx, accumulate);
+      break;
+    case 2:
+      conv_bwd_data_tiled<Tile64>(d, dy, w, dx, accumulate);
+      break;
+    default:
+      conv_bwd_data_tiled<Tile128>(d, dy, w, dx, accumulate);
+  }
+}
+
+void conv_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy, float* dw,
+                           bool accumulate) {
+  const ConvDims d = dims_of(p);
+  const int64_t count = int64_t(d.K) * d.F;
+  if (count == 0) return;
+  // Rows = filter taps; splitting the reduction makes up for few tiles.
+  switch (resolve_variant(p, "conv_bwd_weights", d.K, true)) {
+    case 1:
+      CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0,
+                     current_stream(), d, x, dy, dw, accumulate);
+      break;
+    case 2:
+      conv_bwd_weights_tiled<Tile64>(d, x, dy, dw, accumulate);
+      break;
+    default:
+      conv_bwd_weights_tiled<Tile128>(d, x, dy, dw, accumulate);
+  }
 }
 
 void bias_fwd_cuda(float* y, const float* b, int64_t filters, int64_t per_filter) {

@@ -1,7 +1,7 @@
 // Launch shape shared by the memory-bound activation kernels (pooling, normalisation): one thread
-// per (pixel, image) of a (..., pixels, N) activation. blockIdx.x is the pixel; the N images of
-// that pixel — contiguous in memory — spread over threadIdx.x and blockIdx.y, so a warp reads 32
-// consecutive floats and no thread needs a 64-bit division to find its coordinates.
+// per (pixel, image) of a (..., pixels, N) activation. blockIdx.x is the pixel; the N images
+// of that pixel (contiguous in memory) spread over threadIdx.x and blockIdx.y, so a warp reads
+// 32 consecutive floats and no thread needs a 64-bit division to find its coordinates.
 #pragma once
 #include <cstdint>
 

@@ -1,0 +1,121 @@
+"""AlexNet's convolution and fully-connected layers (paper shapes, groups=2 where the paper splits
+across GPUs) on the CPU backend: forward, data gradient and weight gradient.
+
+    python benchmarks/bench_conv.py [--batch 128] [--repeats 5] [--layers conv1 conv2 ...]
+
+Prints ms (median), GFLOP/s, % of the FMA peak measured in the same run, and the ratio to a peer
+measured in the same run (> 1: convnet faster): PyTorch CPU's layer when torch is importable,
+numpy.matmul for the FC layers (unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for numpy's best)."""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
+from _common import fma_peak, median_time  # noqa: E402
+
+import convnet  # noqa: E402
+from convnet import ops  # noqa: E402
+
+try:
+    import torch  # optional peer, never a dependency
+except ImportError:
+    torch = None
+
+# name: (C, H, W, F, fs, padding, stride, groups); inputs follow the pooling layers (55 -> 27 -> 13)
+CONV = {
+    "conv1": (3, 224, 224, 96, 11, 0, 4, 1),
+    "conv2": (96, 27, 27, 256, 5, 2, 1, 2),
+    "conv3": (256, 13, 13, 384, 3, 1, 1, 1),
+    "conv4": (384, 13, 13, 384, 3, 1, 1, 2),
+    "conv5": (384, 13, 13, 256, 3, 1, 1, 2),
+}
+FC = {"fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
+
+
+def torch_conv_peers(x, w, dy, pad, stride, groups):
+    """PyTorch's NCHW layer on the same problem (PyTorch rounds output sizes down, so the input is
+    zero-extended to give the same output size)."""
+    c, h, wd, n = x.shape
+    fs, f = w.shape[1], w.shape[3]
+    ho, wo = dy.shape[1], dy.shape[2]
+    eh, ew = (ho - 1) * stride + fs - h - 2 * pad, (wo - 1) * stride + fs - wd - 2 * pad
+    tx = torch.zeros(n, c, h + max(eh, 0), wd + max(ew, 0))
+    tx[:, :, :h, :wd] = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)))
+    tw = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 0, 1, 2)))
+    tdy = torch.from_numpy(np.ascontiguousarray(dy.transpose(3, 0, 1, 2)))
+    g = torch.ops.aten.convolution_backward
+    fwd = lambda: torch.nn.functional.conv2d(tx, tw, None, stride, pad, 1, groups)  # noqa: E731
+    common = (tdy, tx, tw, None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], groups)
+    bwd_data = lambda: g(*common, [True, False, False])  # noqa: E731
+    bwd_weights = lambda: g(*common, [False, True, False])  # noqa: E731
+    return {"fwd": fwd, "bwd_data": bwd_data, "bwd_weights": bwd_weights}
+
+
+def report(name, pass_, flops, t, peak, t_peer, peer):
+    g = flops / t * 1e-9
+    ratio = f"{t_peer / t:6.2f} vs {peer}" if t_peer else "     -"
+    print(f"{name:>6} {pass_:>12} {t * 1e3:9.2f} {g:8.0f} {100 * g / peak:5.0f}%   {ratio}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--layers", nargs="+", default=list(CONV) + list(FC))
+    args = ap.parse_args()
+    if torch is not None:
+        torch.set_num_threads(convnet.device.module_for("cpu").num_threads())
+    peak = fma_peak()
+    print(f"FMA peak (measured now): {peak:.0f} GFLOP/s; batch {args.batch}; medians of "
+          f"{args.repeats}")
+    print(f"{'layer':>6} {'pass':>12} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6}   ratio")
+    rng = np.random.default_rng(0)
+    n = args.batch
+    for name in args.layers:
+        if name in CONV:
+            c, h, wd, f, fs, pad, stride, groups = CONV[name]
+            ho, wo = ops.conv_out_size(h, fs, pad, stride), ops.conv_out_size(wd, fs, pad, stride)
+            x = rng.standard_normal((c, h, wd, n), dtype=np.float32)
+            w = rng.standard_normal((c // groups, fs, fs, f), dtype=np.float32)
+            dy = rng.standard_normal((f, ho, wo, n), dtype=np.float32)
+            y, dx, dw = (np.empty(s, np.float32) for s in (dy.shape, x.shape, w.shape))
+            kw = dict(padding=pad, stride=stride, groups=groups)
+            flops = 2.0 * f * ho * wo * n * (c // groups) * fs * fs
+            ours = {
+                "fwd": lambda: ops.conv_fwd(x, w, out=y, **kw),
+                "bwd_data": lambda: ops.conv_bwd_data(dy, w, x.shape, out=dx, **kw),
+                "bwd_weights": lambda: ops.conv_bwd_weights(x, dy, fs, out=dw, **kw),
+            }
+            peers = torch_conv_peers(x, w, dy, pad, stride, groups) if torch else {}
+            for p, fn in ours.items():
+                t = median_time(fn, args.repeats)
+                tp = median_time(peers[p], args.repeats) if p in peers else None
+                report(name, p, flops, t, peak, tp, "torch")
+        elif name in FC:
+            i, o = FC[name]
+            x = rng.standard_normal((i, n), dtype=np.float32)
+            w = rng.standard_normal((i, o), dtype=np.float32)
+            b = rng.standard_normal(o, dtype=np.float32)
+            dy = rng.standard_normal((o, n), dtype=np.float32)
+            y, dx, dw = (np.empty(s, np.float32) for s in (dy.shape, x.shape, w.shape))
+            flops = 2.0 * i * o * n
+            wt = np.ascontiguousarray(w.T)
+            passes = {
+                "fwd": (lambda: ops.fc_fwd(x, w, b, out=y), lambda: np.matmul(wt, x, out=y)),
+                "bwd_data": (lambda: ops.fc_bwd_data(dy, w, out=dx),
+                             lambda: np.matmul(w, dy, out=dx)),
+                "bwd_weights": (lambda: ops.fc_bwd_weights(x, dy, out=dw),
+                                lambda: np.matmul(x, dy.T, out=dw)),
+            }
+            for p, (fn, peer) in passes.items():
+                t = median_time(fn, args.repeats)
+                report(name, p, flops, t, peak, median_time(peer, args.repeats), "numpy")
+        else:
+            sys.exit(f"unknown layer {name!r}: {', '.join(list(CONV) + list(FC))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+// The transposing pack of the GEMM operands on AVX-512: 16 rows x 16 k steps per block, loaded
+// as 16 vectors, transposed in registers (unpack -> shuffle -> 128-bit lane shuffles), stored as
+// 16 k steps of the panel. Several times faster than element-wise copies.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "gemm_pack.h"
+
+namespace convnet {
+
+static inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: t[2i] = a0 b0 a1 b1, t[2i+1] = a2 b2 a3 b3
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // lane L of r[4i+j]: rows 4i..4i+3 at column 4L+j
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {  // 4x4 transpose of 128-bit lanes among r[j], r[4+j], ...
+    __m512 ab_lo = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44);
+    __m512 ab_hi = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+    __m512 cd_lo = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+    __m512 cd_hi = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+    t[j] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0xDD);
+    t[8 + j] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+void pack_transpose_avx512(const float* const* rows, int width, int64_t len, float* dst) {
+  for (int g = 0; g < width; g += 16) {
+    int gw = std::min(16, width - g);
+    __mmask16 store = gw == 16 ? __mmask16(0xFFFF) : __mmask16((1u << gw) - 1);
+    for (int64_t t0 = 0; t0 < len; t0 += 16) {
+      int tn = int(std::min<int64_t>(16, len - t0));
+      __mmask16 load = tn == 16 ? __mmask16(0xFFFF) : __mmask16((1u << tn) - 1);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < gw && rows[g + i] ? _mm512_maskz_loadu_ps(load, rows[g + i] + t0)
+                                     : _mm512_setzero_ps();
+      transpose16x16(r);
+      for (int t = 0; t < tn; ++t) _mm512_mask_storeu_ps(dst + (t0 + t) * width + g, store, r[t]);
+    }
+  }
+}
+
+}  // namespace convnet

@@ -1,0 +1,106 @@
+"""The CUDA convolution kernels (csrc/cuda/conv.cu) on shapes aimed at their tiling: filters,
+channels and filter taps crossing the 64-wide tiles, group slices that break float4 alignment, and
+weight-gradient reductions long enough to be split into several partial sums. Every variant, on
+the emulated device in both thread orders (and a real GPU when present), against tests/ref_conv.py;
+then the two thread orders must give identical bits (no races, no order-dependent reductions)."""
+import numpy as np
+import pytest
+
+import convnet
+from convnet import ops
+
+import ref_conv as ref
+from gradcheck import assert_close
+
+# (C, H, W, N, F, fs, padding, stride, groups)
+SHAPES = [
+    (3, 6, 5, 2, 67, 3, 1, 1, 1),   # F = 67: two filter tiles, the second with 3 rows
+    (66, 4, 3, 1, 2, 2, 0, 1, 1),   # Cg = 66: two channel tiles in bwd_data; K = 264 taps
+    (10, 9, 7, 3, 10, 3, 1, 2, 2),  # Fg = 5, Cg = 5: group slices of w / dw not 16-byte aligned
+    (8, 13, 11, 5, 4, 3, 2, 1, 1),  # P*N = 15*13*5 = 975: the weight gradient in 8 partial sums
+    (2, 12, 12, 4, 8, 5, 0, 4, 1),  # stride 4 > 1 with round-up overhang (Ho = Wo = 3)
+]
+IDS = ["x".join(map(str, s)) for s in SHAPES]
+
+
+def _gpu_device(device):
+    if device == "cpu":
+        pytest.skip("CUDA kernels only (the CPU backend has its own tests)")
+    return device
+
+
+def _problem(rng, shape):
+    c, h, w, n, f, fs, pad, stride, groups = shape
+    x = rng.standard_normal((c, h, w, n))
+    wt = rng.standard_normal((c // groups, fs, fs, f))
+    ho, wo = ref.out_size(h, fs, pad, stride), ref.out_size(w, fs, pad, stride)
+    dy = rng.standard_normal((f, ho, wo, n))
+    return x, wt, dy, dict(padding=pad, stride=stride, groups=groups)
+
+
+def _on(device, a):
+    return convnet.tensor(np.asarray(a, np.float32), device)
+
+
+def _run_all(device, x, w, dy, kw, variant, accumulate=False, prev=None):
+    """conv_fwd, conv_bwd_data, conv_bwd_weights of one variant, as numpy arrays. With
+    `accumulate`, each adds to the matching array of `prev`."""
+    outs = {}
+    y0, dx0, dw0 = prev if prev is not None else (None, None, None)
+    outs["y"] = ops.conv_fwd(_on(device, x), _on(device, w), variant=variant,
+                             out=None if y0 is None else _on(device, y0),
+                             accumulate=accumulate, **kw).numpy()
+    outs["dx"] = ops.conv_bwd_data(_on(device, dy), _on(device, w), x.shape, variant=variant,
+                                   out=None if dx0 is None else _on(device, dx0),
+                                   accumulate=accumulate, **kw).numpy()
+    outs["dw"] = ops.conv_bwd_weights(_on(device, x), _on(device, dy), w.shape[1],
+                                      variant=variant,
+                                      out=None if dw0 is None else _on(device, dw0),
+                                      accumulate=accumulate, **kw).numpy()
+    return outs
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_conv_cuda_variants(device, rng, shape):
+    dev = _gpu_device(device)
+    x, w, dy, kw = _problem(rng, shape)
+    want = {"y": ref.conv_fwd(x, w, **kw), "dx": ref.conv_bwd_data(dy, w, x.shape, **kw),
+            "dw": ref.conv_bwd_weights(x, dy, w.shape[1], **kw)}
+    for v in range(ops.conv_variant_count("conv_fwd", device=dev.split("/")[0])):
+        got = _run_all(dev, x, w, dy, kw, v)
+        for name in want:
+            assert_close(got[name], want[name], what=f"{name} variant {v} {shape}")
+
+
+def test_conv_cuda_variants_accumulate(device, rng):
+    dev = _gpu_device(device)
+    x, w, dy, kw = _problem(rng, SHAPES[3])
+    prev = [rng.standard_normal(a.shape) for a in (dy, x, w)]
+    want = {"y": prev[0] + ref.conv_fwd(x, w, **kw),
+            "dx": prev[1] + ref.conv_bwd_data(dy, w, x.shape, **kw),
+            "dw": prev[2] + ref.conv_bwd_weights(x, dy, w.shape[1], **kw)}
+    for v in range(ops.conv_variant_count("conv_fwd", device=dev.split("/")[0])):
+        got = _run_all(dev, x, w, dy, kw, v, accumulate=True, prev=prev)
+        for name in want:
+            assert_close(got[name], want[name], what=f"{name} accumulate variant {v}")
+
+
+def test_conv_cuda_thread_orders_bit_identical(rng):
+    if "emu" not in convnet.backends():
+        pytest.skip("convnet was built without the emulated backend")
+    emu = convnet.device.module_for("emu")
+    previous = emu.thread_order()
+    try:
+        for shape in (SHAPES[2], SHAPES[3]):
+            x, w, dy, kw = _problem(rng, shape)
+            for v in range(ops.conv_variant_count("conv_fwd", device="emu")):
+                runs = []
+                for order in ("forward", "reverse"):
+                    emu.set_thread_order(order)
+                    runs.append(_run_all("emu:0", x, w, dy, kw, v))
+                    runs[-1]["db"] = ops.bias_bwd(_on("emu:0", dy)).numpy()
+                for name in runs[0]:
+                    assert np.array_equal(runs[0][name], runs[1][name]), \
+                        f"{name} variant {v} {shape}: thread orders differ"
+    finally:
+        emu.set_thread_order(previous)
