@@ -66,7 +66,7 @@ class WeightLayer(Layer):
         # so a seed gives the same net on every backend and any device placement.
         std = self.cfg["initW"]
         host = ops.gaussian_init(self.w.shape, std, seed, rng.RNG_INIT | self.index)
-        self.w.value.copy_(host if host.device.type == "cpu" else host.to("cpu"))
+        self.w.value.copy_(host)
         ops.fill_(self.b.value, self.cfg["initB"])
 
 
