@@ -23,7 +23,7 @@ __all__ = ["main", "Trainer", "parse_args"]
 # The built-in dataset of the default command: 64x64 images (the smallest AlexNet accepts: its
 # 3x3 pool3 window needs a 3x3 conv5 map), 8000 training and 1000 validation images.
 DEFAULT_DATA = "synthetic:size=64,train=8000,test=1000"
-DEFAULT_DATA_EPOCHS = 20
+DEFAULT_DATA_EPOCHS = 10
 PAPER_EPOCHS = 90
 
 
