@@ -1,0 +1,215 @@
+"""What every layer type shares: key parsing, batch buffers, parameters, the fused neuron.
+
+A layer sees per-image shapes: (C, H, W) for images, (F,) for FC activations, () for labels.
+Its buffers hold the batch index innermost, as the kernels want: (C, H, W, N), (F, N), (N,).
+They are allocated once for the largest batch N; a smaller batch of n images (the last test
+batch, a multiview batch) uses the contiguous prefix of the same memory viewed as (..., n).
+"""
+import math
+
+import numpy as np
+
+from .. import ops
+from ..config import REQUIRED, TUNING_KEYS, ConfigError, as_int, as_names, parse_neuron
+from ..tensor import empty
+
+__all__ = ["BatchBuffer", "Layer", "Param", "REGISTRY", "register"]
+
+REGISTRY = {}
+NEURONS_READING_X = ("abs", "square")  # derivative needs the input (csrc/common/neuron.h)
+
+
+def register(cls):
+    REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+class BatchBuffer:
+    """A (*shape, N) tensor allocated once; ``view(n)`` is its (*shape, n) prefix (no copy)."""
+
+    def __init__(self, shape, batch, device, dtype=np.float32):
+        self.shape, self.batch, self.device = tuple(shape), batch, device
+        self.per_image = math.prod(self.shape)
+        self.flat = empty((self.per_image * batch,), dtype, device)
+        self._views = {}
+
+    def view(self, n):
+        v = self._views.get(n)
+        if v is None:
+            if not 0 < n <= self.batch:
+                raise ValueError(f"batch of {n} images does not fit buffers built for {self.batch}")
+            v = self.flat.narrow(0, self.per_image * n).reshape(self.shape + (n,))
+            self._views[n] = v
+        return v
+
+
+class Param:
+    """A weight tensor with its gradient, momentum and learning hyperparameters.
+    ``eps`` is a config.Schedule; ``mom`` the momentum; ``wc`` the weight decay (L2, as in the
+    paper's update rule)."""
+
+    def __init__(self, layer, name, shape, eps_key, mom_key, wc_key):
+        self.layer, self.name, self.shape = layer, name, tuple(shape)
+        self.eps_key, self.mom_key, self.wc_key = eps_key, mom_key, wc_key
+        self.value = self.grad = self.inc = None
+
+    @property
+    def full_name(self):
+        return f"{self.layer.name}.{self.name}"
+
+    def allocate(self, device):
+        self.value = empty(self.shape, device=device)
+        self.grad = empty(self.shape, device=device)
+        self.inc = empty(self.shape, device=device)
+        ops.fill_(self.inc, 0.0)
+
+    @property
+    def eps(self):
+        return self.layer.cfg[self.eps_key]
+
+    @property
+    def momentum(self):
+        return self.layer.cfg[self.mom_key]
+
+    @property
+    def decay(self):
+        return self.layer.cfg[self.wc_key] if self.wc_key else 0.0
+
+
+def _gpu_index(spec, key):
+    text = spec.text(key)
+    if "," in text:
+        raise spec.error(key, "a list of devices (data-parallel replicas) is not supported yet; "
+                              "give one device index")
+    return as_int(spec, key, lo=0)
+
+
+class Layer:
+    """Base of the layer types. Subclasses set TYPE, KEYS (key -> (parser, default); default
+    REQUIRED for mandatory keys), PARAM_KEYS (keys of the params file, re-read on resume),
+    INPUTS (min, max number of inputs) and implement infer / fwd / bwd."""
+
+    TYPE = None
+    KEYS = {}
+    PARAM_KEYS = frozenset()
+    INPUTS = (1, 1)
+    NEURON = True          # accepts neuron= (applied to the output, as in cuda-convnet)
+    BWD_READS_Y = True     # bwd() reads the layer's output (before the neuron)
+    is_data = is_cost = False
+
+    def __init__(self, spec, neurons):
+        self.name, self.index, self.spec = spec.name, spec.index, spec
+        common = {"type": (None, REQUIRED), "gpu": (_gpu_index, 0)}
+        if self.INPUTS[1] > 0:
+            common["inputs"] = (as_names, REQUIRED)
+        if self.NEURON:
+            common["neuron"] = (lambda s, k: parse_neuron(s, k, neurons), None)
+        known = {**common, **self.KEYS}
+        for key in spec.values:
+            if key not in known and key not in TUNING_KEYS:
+                raise spec.error(key, f"unknown key for a {self.TYPE} layer (a typo?); known "
+                                      f"keys: {', '.join(sorted(known))}")
+        self.cfg = {}
+        for key, (parse, default) in known.items():
+            if key == "type":
+                continue
+            if spec.has(key):
+                self.cfg[key] = parse(spec, key)
+            elif default is REQUIRED:
+                raise spec.error(key, f"a {self.TYPE} layer needs this key")
+            else:
+                self.cfg[key] = default
+        self.input_names = self.cfg.get("inputs", [])
+        lo, hi = self.INPUTS
+        if not lo <= len(self.input_names) <= hi:
+            want = str(lo) if lo == hi else f"{lo} to {hi}"
+            raise spec.error("inputs", f"a {self.TYPE} layer takes {want} input(s), got "
+                                       f"{len(self.input_names)}")
+        self.neuron = self.cfg.get("neuron")
+        self.inputs = []         # producer layers, set by the net
+        self.in_shapes = []
+        self.out_shape = None
+        self.device = None
+        self.params = []
+        self.pre = self.dpre = None
+
+    # -- what a layer type implements --------------------------------------------------------
+    def infer(self, in_shapes):
+        """Checks the input shapes and returns the per-image output shape."""
+        raise NotImplementedError
+
+    def flops(self):
+        """Forward floating-point operations per image (a multiply-add counts 2)."""
+        return 0
+
+    def allocate(self, batch, device):
+        """Allocates parameters and internal buffers (called once, after infer)."""
+
+    def fwd(self, xs, y, n, ctx):
+        raise NotImplementedError
+
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
+        """Writes (or adds, when accs[i]) the input gradients into dxs[i] (None: not needed)
+        and the parameter gradients into Param.grad."""
+        raise NotImplementedError
+
+    def init_params(self, seed):
+        """Fills the parameters (reproducible from the seed, the same on every backend)."""
+
+    # -- shared machinery ---------------------------------------------------------------------
+    def shape_error(self, message, input_index=None):
+        key = "inputs"
+        if input_index is not None:
+            message = f"input {self.input_names[input_index]!r}: {message}"
+        return ConfigError(message, self.spec.values.get(key, (None, self.spec.file))[1],
+                           self.name, key)
+
+    @property
+    def neuron_in_place(self):
+        """The neuron can overwrite the layer's output (and its gradient) when the layer's own
+        backward pass does not read its output (conv, fc) and the neuron's derivative is a
+        function of its output (all kinds but abs and square, which need the input): saves two
+        buffers and two passes over memory per step."""
+        return (self.neuron is not None and not self.BWD_READS_Y
+                and self.neuron[0] not in NEURONS_READING_X)
+
+    def build(self, batch, device):
+        self.device = device
+        self.allocate(batch, device)
+        if self.neuron and not self.neuron_in_place:
+            self.pre = BatchBuffer(self.out_shape, batch, device)
+            self.dpre = BatchBuffer(self.out_shape, batch, device)
+
+    def forward(self, xs, y, n, ctx):
+        if not self.neuron:
+            return self.fwd(xs, y, n, ctx)
+        kind, a, b = self.neuron
+        if self.neuron_in_place:
+            self.fwd(xs, y, n, ctx)
+            ops.neuron_fwd(y, kind, a, b, out=y)
+            return
+        pre = self.pre.view(n)
+        self.fwd(xs, pre, n, ctx)
+        ops.neuron_fwd(pre, kind, a, b, out=y)
+
+    def backward(self, dy, xs, y, dxs, accs, n, ctx):
+        if not self.neuron:
+            return self.bwd(dy, xs, y, dxs, accs, n, ctx)
+        kind, a, b = self.neuron
+        if self.neuron_in_place:
+            # x is not read for these kinds: y stands in for it. dy is this layer's own
+            # gradient buffer, free to be overwritten.
+            ops.neuron_bwd(dy, y, y, kind, a, b, out=dy)
+            return self.bwd(dy, xs, None, dxs, accs, n, ctx)
+        pre, dpre = self.pre.view(n), self.dpre.view(n)
+        ops.neuron_bwd(dy, pre, y, kind, a, b, out=dpre)
+        self.bwd(dpre, xs, pre, dxs, accs, n, ctx)
+
+    def structure(self):
+        """The definition keys (not the params-file ones), to check a resumed config."""
+        return {k: v[0] for k, v in self.spec.values.items()
+                if k not in self.PARAM_KEYS and k not in TUNING_KEYS}
+
+    def describe(self):
+        """A short text of the layer's settings for the layer table."""
+        return ""

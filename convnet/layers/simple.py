@@ -1,0 +1,202 @@
+"""Weightless layers on one input: pool, cmrnorm (the paper's LRN), rnorm, neuron, dropout.
+
+Buffers: x (C, H, W, N), y (C, Ho, Wo, N) for pool, (C, H, W, N) for the rest; LRN keeps its
+denominators (C, H, W, N) from the forward pass for the backward pass; dropout its mask.
+"""
+import math
+
+import numpy as np
+
+from .. import ops, rng
+from ..config import REQUIRED, as_bool, as_choice, as_float, as_int, parse_neuron
+from .base import BatchBuffer, Layer, register
+
+
+def _int(lo):
+    return lambda s, k: as_int(s, k, lo=lo)
+
+
+def _images(layer, shape):
+    if len(shape) != 3:
+        raise layer.shape_error(f"a {layer.TYPE} layer needs images (channels, rows, cols), "
+                                f"got shape {shape}", 0)
+    return shape
+
+
+def _check_channels(layer, c):
+    if layer.cfg.get("channels") is not None and layer.cfg["channels"] != c:
+        raise layer.shape_error(f"has {c} channels but {layer.name} says channels="
+                                f"{layer.cfg['channels']}", 0)
+
+
+@register
+class PoolLayer(Layer):
+    TYPE = "pool"
+    KEYS = {"pool": (lambda s, k: as_choice(s, k, ("max", "avg")), REQUIRED),
+            "sizeX": (_int(1), REQUIRED), "stride": (_int(1), REQUIRED), "start": (_int(0), 0),
+            "outputsX": (_int(0), 0), "channels": (_int(1), None)}
+
+    def infer(self, in_shapes):
+        c, h, w = _images(self, in_shapes[0])
+        _check_channels(self, c)
+        cfg = self.cfg
+        if cfg["sizeX"] > h - cfg["start"] or cfg["sizeX"] > w - cfg["start"]:
+            raise self.shape_error(f"image {h}x{w} is smaller than the {cfg['sizeX']}x"
+                                   f"{cfg['sizeX']} pooling window (start {cfg['start']})", 0)
+        ho = ops.pool_out_size(h, cfg["sizeX"], cfg["stride"], cfg["start"])
+        wo = ops.pool_out_size(w, cfg["sizeX"], cfg["stride"], cfg["start"])
+        if cfg["outputsX"] and cfg["outputsX"] != wo:
+            raise self.spec.error("outputsX", f"the input gives {wo} outputs, not "
+                                              f"{cfg['outputsX']} (use 0 to compute it)")
+        return (c, ho, wo)
+
+    def flops(self):
+        return math.prod(self.out_shape) * self.cfg["sizeX"] ** 2
+
+    def _geo(self):
+        c = self.cfg
+        return dict(size=c["sizeX"], stride=c["stride"], start=c["start"])
+
+    def fwd(self, xs, y, n, ctx):
+        ops.pool_fwd(xs[0], self.cfg["pool"], out=y, **self._geo())
+
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
+        ops.pool_bwd(dy, xs[0], y, self.cfg["pool"], out=dxs[0], accumulate=accs[0],
+                     **self._geo())
+
+    def describe(self):
+        c = self.cfg
+        return f"{c['pool']} {c['sizeX']}x{c['sizeX']}/{c['stride']}"
+
+
+class _Norm(Layer):
+    """Response normalisation: y = x / (minDiv + scale' * sum of x^2 over a neighbourhood)^pow,
+    with cuda-convnet's convention scale' = scale / size for cmrnorm, scale / size^2 for rnorm."""
+    KEYS = {"size": (_int(1), REQUIRED), "channels": (_int(1), None),
+            "scale": (lambda s, k: as_float(s, k, lo=0.0), REQUIRED),
+            "pow": (lambda s, k: as_float(s, k), REQUIRED),
+            "minDiv": (lambda s, k: as_float(s, k, lo=0.0, lo_open=True), 1.0)}
+    PARAM_KEYS = frozenset({"scale", "pow", "minDiv"})
+    FWD = BWD = None
+
+    def infer(self, in_shapes):
+        c, h, w = _images(self, in_shapes[0])
+        _check_channels(self, c)
+        return (c, h, w)
+
+    def allocate(self, batch, device):
+        self.denoms = BatchBuffer(self.out_shape, batch, device)
+
+    def _args(self):
+        c = self.cfg
+        return dict(size=c["size"], scale=c["scale"], pow=c["pow"], min_div=c["minDiv"])
+
+    def fwd(self, xs, y, n, ctx):
+        getattr(ops, self.FWD)(xs[0], out=y, denoms=self.denoms.view(n), **self._args())
+
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
+        getattr(ops, self.BWD)(dy, xs[0], y, self.denoms.view(n), out=dxs[0],
+                               accumulate=accs[0], **self._args())
+
+    def describe(self):
+        c = self.cfg
+        return f"size {c['size']} scale {c['scale']:g} pow {c['pow']:g} k {c['minDiv']:g}"
+
+
+@register
+class CrossMapNormLayer(_Norm):
+    TYPE = "cmrnorm"
+    FWD, BWD = "lrn_fwd", "lrn_bwd"
+
+    def flops(self):
+        return math.prod(self.out_shape) * (2 * self.cfg["size"] + 4)
+
+
+@register
+class SameMapNormLayer(_Norm):
+    TYPE = "rnorm"
+    FWD, BWD = "rnorm_fwd", "rnorm_bwd"
+
+    def flops(self):
+        return math.prod(self.out_shape) * (2 * self.cfg["size"] ** 2 + 4)
+
+
+@register
+class NeuronLayer(Layer):
+    """A standalone activation: y = f(x)."""
+    TYPE = "neuron"
+    NEURON = False
+
+    def __init__(self, spec, neurons):
+        self.KEYS = {"neuron": (lambda s, k: parse_neuron(s, k, neurons), REQUIRED)}
+        super().__init__(spec, neurons)
+        self.kind = self.cfg["neuron"]
+
+    def infer(self, in_shapes):
+        return in_shapes[0]
+
+    def flops(self):
+        return math.prod(self.out_shape)
+
+    def fwd(self, xs, y, n, ctx):
+        kind, a, b = self.kind
+        ops.neuron_fwd(xs[0], kind, a, b, out=y)
+
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
+        kind, a, b = self.kind
+        ops.neuron_bwd(dy, xs[0], y, kind, a, b, out=dxs[0], accumulate=accs[0])
+
+    def describe(self):
+        return self.kind[0]
+
+
+class _Dropout(Layer):
+    """Drops each unit with probability 1-keep during training. The mask is a pure function of
+    (seed, layer, step), so a resumed run draws the same masks as an uninterrupted one."""
+    KEYS = {"keep": (lambda s, k: as_float(s, k, lo=0.0, hi=1.0, lo_open=True), 0.5),
+            "enable": (as_bool, True)}
+    PARAM_KEYS = frozenset({"keep", "enable"})
+    INVERTED = None
+
+    def infer(self, in_shapes):
+        return in_shapes[0]
+
+    def allocate(self, batch, device):
+        self.mask = BatchBuffer(self.out_shape, batch, device, np.uint8)
+
+    def fwd(self, xs, y, n, ctx):
+        ops.dropout_fwd(xs[0], self.cfg["keep"], seed=ctx.seed,
+                        stream=rng.RNG_DROPOUT | self.index, step=ctx.step,
+                        inverted=self.INVERTED, train=ctx.train and self.cfg["enable"], out=y,
+                        mask=self.mask.view(n))
+
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
+        if not self.cfg["enable"]:
+            # Identity in the forward pass: the gradient passes through.
+            if accs[0]:
+                ops.add_(dxs[0], dy)
+            else:
+                ops.copy_(dxs[0], dy)
+            return
+        ops.dropout_bwd(dy, self.mask.view(n), self.cfg["keep"], self.INVERTED, out=dxs[0],
+                        accumulate=accs[0])
+
+    def flops(self):
+        return math.prod(self.out_shape)
+
+    def describe(self):
+        return f"keep {self.cfg['keep']:g}" + ("" if self.cfg["enable"] else " (disabled)")
+
+
+@register
+class DropoutLayer(_Dropout):
+    """Inverted dropout: kept units are scaled by 1/keep in training; identity at test time."""
+    TYPE = "dropout"
+    INVERTED = True
+
+
+@register
+class PaperDropoutLayer(_Dropout):
+    """The paper's dropout: a 0/1 mask in training; outputs multiplied by keep at test time."""
+    TYPE = "dropout2"
+    INVERTED = False

@@ -1,0 +1,443 @@
+"""Train, test and resume convnets: ``python -m convnet.train CONFIG [options]``.
+
+With no ``--data`` the net trains on convnet's built-in generated dataset (ten classes of
+shapes, made on the fly, no download), sized so that ``python -m convnet.train
+layers/alexnet.cfg`` finishes in a few minutes on a laptop CPU and shows the net learning.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import checkpoint
+from .checkpoint import CheckpointError
+from .config import ConfigError, load_config
+from .device import Device, DeviceError
+
+__all__ = ["main", "Trainer", "parse_args"]
+
+# The built-in dataset of the default command: 64x64 images (the smallest AlexNet accepts: its
+# 3x3 pool3 window needs a 3x3 conv5 map), 8000 training and 1000 validation images.
+DEFAULT_DATA = "synthetic:size=64,train=8000,test=1000"
+DEFAULT_DATA_EPOCHS = 10
+PAPER_EPOCHS = 90
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m convnet.train",
+        description="Train a convnet described by a cuda-convnet layer config. With no --data, "
+                    "train on the built-in generated dataset (no download).")
+    p.add_argument("config", help="layer definition file (cuda-convnet INI format); learning "
+                                  "keys may be in it (one section per layer) or in --layer-params")
+    p.add_argument("--layer-params", metavar="FILE",
+                   help="layer params file (epsW, momW, wc, LRN constants...); read again on "
+                        "--resume, so rates can be changed mid-run")
+    p.add_argument("--data", metavar="SPEC",
+                   help="data source: cifar:DIR, folder:DIR, shards:DIR, a bare DIR, or "
+                        f"synthetic[:opts]. Default: the generated dataset ({DEFAULT_DATA})")
+    p.add_argument("--save-dir", metavar="DIR",
+                   help="where checkpoints and log.jsonl go (default: runs/<config>-<time>)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help=f"epochs to train (default: {DEFAULT_DATA_EPOCHS} on the generated "
+                        f"dataset, {PAPER_EPOCHS} otherwise, as in the paper)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N",
+                   help="minibatch size: images per SGD step (default: 128)")
+    p.add_argument("--test-freq", type=int, default=0, metavar="STEPS",
+                   help="test and checkpoint every STEPS training batches (default 0: at the end of "
+                        "every epoch)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda:N or emu:N; a layer with gpu=K runs on device N+K")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue the run saved in PATH (a save directory: its latest "
+                        "checkpoint; or a ckpt-*.json file)")
+    p.add_argument("--test-only", action="store_true",
+                   help="only test the (resumed or freshly initialised) net on the validation set")
+    p.add_argument("--multiview-test", action="store_true",
+                   help="test on 10 views per image (4 corners + centre, each flipped), "
+                        "averaging the softmax outputs")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every random draw: weights, data order, augmentation, dropout "
+                        "(default: 0)")
+    p.add_argument("--write-features", metavar="LAYER",
+                   help="write LAYER's outputs on the validation set to --feature-path and exit")
+    p.add_argument("--feature-path", metavar="FILE",
+                   help="npz file for --write-features (default: SAVE_DIR/features-LAYER.npz)")
+    p.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep (default: 3)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="data loading processes (default: chosen by the data source)")
+    p.add_argument("--check-grads", action="store_true",
+                   help="check the whole net's gradients against finite differences on one "
+                        "small batch (use a tiny config) and exit")
+    return p.parse_args(argv)
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed without a traceback."""
+
+
+def _default_save_dir(config):
+    stem = os.path.splitext(os.path.basename(config))[0]
+    return os.path.join("runs", f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+class Progress:
+    """One status line per epoch: a bar, images/s, ETA and the running batch statistics."""
+
+    def __init__(self, total, label, stream=None):
+        self.total, self.label, self.stream = total, label, stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.images = 0
+        self.last_print = 0.0
+
+    def update(self, done, images, text):
+        self.images += images
+        now = time.perf_counter()
+        el = max(now - self.t0, 1e-9)
+        rate = self.images / el
+        eta = (self.total - done) * el / max(done, 1)
+        width = 24
+        fill = int(width * done / max(self.total, 1))
+        line = (f"{self.label} [{'=' * fill}{'>' if fill < width else ''}"
+                f"{' ' * (width - fill - 1)}] {done}/{self.total} {rate:6.0f} img/s "
+                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}  {text}")
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(120))
+            self.stream.flush()
+        elif done == self.total or now - self.last_print > 10:
+            self.stream.write(line + "\n")
+            self.last_print = now
+        return rate
+
+    def close(self):
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Trainer:
+    """Runs one training job: data, net, schedules, tests, checkpoints and the JSON-lines log."""
+
+    def __init__(self, args, out=None):
+        from . import data as data_mod
+        from .net import Net
+        self.args, self.out = args, out or sys.stdout
+        self.resumed = None
+        if args.resume:
+            self.resumed, arrays = checkpoint.load(args.resume)
+        meta = self.resumed or {}
+        opts = meta.get("options", {})
+        # A resumed run keeps its data source, seed, batch size and device kind unless given.
+        self.data_spec = args.data if args.data is not None else opts.get("data", DEFAULT_DATA)
+        self.seed = args.seed if not self.resumed else opts.get("seed", args.seed)
+        self.batch_size = args.batch_size if not self.resumed else opts.get("batch_size")
+        if self.batch_size < 1:
+            raise UserError("--batch-size must be >= 1")
+        synthetic = self.data_spec is None or self.data_spec.startswith("synthetic")
+        self.epochs = args.epochs or opts.get("epochs") or (
+            DEFAULT_DATA_EPOCHS if synthetic else PAPER_EPOCHS)
+        self.save_dir = args.save_dir or (os.path.dirname(meta["path"]) if self.resumed
+                                          else _default_save_dir(args.config))
+        self.config = self._load_config()
+        for w in self.config.warnings:
+            self.say(f"warning: {w}")
+        try:
+            self.data = data_mod.open_source(self.data_spec, workers=args.workers)
+        except data_mod.DataError as e:
+            raise UserError(f"data source {self.data_spec!r}: {e}") from None
+        self.net = Net(self.config, image_shape=self.data.image_shape, device=args.device,
+                       batch_size=self.batch_size, seed=self.seed)
+        self._check_classes()
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best = None
+        if self.resumed:
+            self._restore(arrays)
+
+    # -- setup ------------------------------------------------------------------------------
+    def say(self, text=""):
+        print(text, file=self.out, flush=True)
+
+    def _load_config(self):
+        a, meta = self.args, self.resumed
+        params = a.layer_params if a.layer_params else (meta or {}).get("params_path")
+        if meta and not os.path.exists(a.config):
+            raise UserError(f"{a.config}: no such config file (the run was made with "
+                            f"{meta['def_path']})")
+        if params and not os.path.exists(params):
+            raise UserError(f"{params}: no such layer params file")
+        cfg = load_config(a.config, params)
+        if meta:
+            # The definition must be the checkpoint's; the params may have changed.
+            stored = load_config(meta["def_path"], meta.get("params_path"),
+                                 def_text=meta["def_text"], params_text=meta.get("params_text"))
+            self._stored_config = stored
+        return cfg
+
+    def _check_classes(self):
+        for cost in self.net.costs:
+            if cost.classes < self.data.num_classes:
+                raise ConfigError(f"{cost.inputs[1].name!r} has {cost.classes} outputs but the "
+                                  f"data source has {self.data.num_classes} classes",
+                                  self.config.def_path, cost.name, "inputs")
+
+    def _restore(self, arrays):
+        from .layers import make_layer
+        meta = self.resumed
+        old = {s.name: make_layer(s, self.net._neurons()).structure()
+               for s in self._stored_config.layers}
+        for L in self.net.layers:
+            if L.name not in old:
+                raise ConfigError("layer is not in the checkpointed net (the definition of a "
+                                  "resumed run cannot change)", L.spec.file, L.name)
+            now = L.structure()
+            for key in sorted(set(now) | set(old[L.name])):
+                if now.get(key) != old[L.name].get(key):
+                    raise ConfigError(f"changed since the checkpoint ({old[L.name].get(key)!r} -> "
+                                      f"{now.get(key)!r}); only params-file keys may change on "
+                                      "resume", L.spec.file, L.name, key)
+        self.net.load_state_arrays(arrays, meta["path"])
+        self.step, self.epoch = meta["step"], meta["epoch"]
+        self.batch_in_epoch, self.best = meta["batch_in_epoch"], meta.get("best")
+        schedules = self.net.schedules()
+        for key, st in meta.get("schedules", {}).items():
+            if key in schedules and schedules[key].kind == st["kind"]:
+                schedules[key].load_state(st)
+
+    # -- logging ----------------------------------------------------------------------------
+    def _open_log(self):
+        os.makedirs(self.save_dir, exist_ok=True)
+        path = os.path.join(self.save_dir, "log.jsonl")
+        if self.resumed and os.path.exists(path):
+            # Drop what a killed run logged after its last checkpoint: the log then reads as one
+            # uninterrupted run.
+            with open(path, encoding="utf-8") as f:
+                keep = [ln for ln in f if json.loads(ln).get("step", 0) <= self.step]
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(keep)
+            os.replace(tmp, path)
+        self.log = open(path, "a", encoding="utf-8")
+
+    def record(self, kind, **fields):
+        fields = {"kind": kind, "step": self.step, "time": round(time.time(), 3), **fields}
+        self.log.write(json.dumps(fields) + "\n")
+        self.log.flush()
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self):
+        a = self.args
+        self.say(f"net {a.config}" + (f" + {self.config.params_path}"
+                                      if self.config.params_path else "")
+                 + f" on {a.device}, batch {self.batch_size}, seed {self.seed}")
+        self.say(f"data {self.data}")
+        self.say(self.net.table())
+        self.say(f"forward {self.net.total_flops / 1e9:.3f} GFLOP per image, "
+                 f"{self.net.total_params:,} parameters")
+        if a.write_features:
+            return self.write_features(a.write_features)
+        if a.test_only:
+            res = self.test()
+            self.say(self._test_text(res))
+            return res
+        self._open_log()
+        if self.resumed:
+            self.say(f"resumed from {self.resumed['path']} at step {self.step} "
+                     f"(epoch {self.epoch + 1}, batch {self.batch_in_epoch})")
+            self.record("resume", checkpoint=self.resumed["path"])
+        else:
+            self.record("start", config=a.config, params=self.config.params_path,
+                        data=self.data_spec, device=a.device, batch_size=self.batch_size,
+                        epochs=self.epochs, seed=self.seed, parameters=self.net.total_params,
+                        gflop_per_image=self.net.total_flops / 1e9)
+        self.say(f"saving to {self.save_dir}")
+        t0 = time.time()
+        result = None
+        while self.epoch < self.epochs:
+            result = self.train_epoch() or result
+        self.say(f"done: {self.step} steps in {time.time() - t0:.0f} s")
+        self.log.close()
+        return result
+
+    def _lr(self):
+        """The learning rate of the first weight tensor (the one the progress line shows)."""
+        p = self.net.params[0] if self.net.params else None
+        return None if p is None else p.eps.value(self._fepoch(), self._progress())
+
+    def _lr_text(self):
+        lr = self._lr()
+        return "" if lr is None else f"lr {lr:.2g}"
+
+    def _fepoch(self, nb=None):
+        nb = nb or self._nb
+        return self.epoch + self.batch_in_epoch / max(nb, 1)
+
+    def _progress(self):
+        return min(1.0, self._fepoch() / self.epochs)
+
+    def train_epoch(self):
+        it = self.data.train_batches(self.epoch, self.batch_size, seed=self.seed)
+        self._nb = len(it)
+        if self._nb == 0:
+            raise UserError(f"the data source has {self.data.num_train} training images, fewer "
+                            f"than one batch of {self.batch_size}")
+        if self.batch_in_epoch:
+            # Resuming mid-epoch: the epoch's order is a function of (seed, epoch); skip the
+            # batches already trained on.
+            it._batches = it._batches[self.batch_in_epoch:]
+        freq = self.args.test_freq or self._nb
+        bar = Progress(self._nb, f"epoch {self.epoch + 1}/{self.epochs}")
+        bar.update(self.batch_in_epoch, 0, "")
+        sums = np.zeros(4)
+        result = None
+        for images, labels in it:
+            n = images.shape[-1]
+            stats = self.net.train_step(images, labels, step=self.step, epoch=self._fepoch(),
+                                        progress=self._progress())
+            st = next(iter(stats.values()))
+            self.step += 1
+            self.batch_in_epoch += 1
+            sums += (n, st["logprob"], st["top1"], st["top5"])
+            rate = bar.update(self.batch_in_epoch, n,
+                              f"logprob {sums[1] / sums[0]:.3f} top1 {sums[2] / sums[0]:.3f} "
+                              f"top5 {sums[3] / sums[0]:.3f} {self._lr_text()}")
+            self.record("batch", epoch=self._fepoch(), n=n, logprob=st["logprob"] / n,
+                        top1=st["top1"] / n, top5=st["top5"] / n, images_per_s=round(rate, 1),
+                        lr=self._lr())
+            if not math.isfinite(st["logprob"]):
+                bar.close()
+                raise UserError(f"step {self.step}: the cost is {st['logprob']} (diverged); "
+                                "lower the learning rates in the params file and --resume")
+            end = self.batch_in_epoch == self._nb
+            if self.step % freq == 0 or end:
+                if end:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                bar.close()
+                result = self.test_and_save()
+                if not end:
+                    bar = Progress(self._nb, f"epoch {self.epoch + 1}/{self.epochs}")
+        return result
+
+    def test_and_save(self):
+        res = self.test()
+        layer_stats = self.weight_stats()
+        self.say(self._test_text(res))
+        for name, s in layer_stats.items():
+            self.say(f"    {name:>12}  |w| {s['w']:.3e}  |dw| {s['dw']:.3e}  "
+                     f"ratio {s['ratio']:.2e}")
+        err = res["top1"]
+        dropped = [k for k, s in self.net.schedules().items() if s.observe(err)]
+        if dropped:
+            self.say(f"validation error stopped improving: learning rate divided "
+                     f"({', '.join(dropped)})")
+        self.best = err if self.best is None else min(self.best, err)
+        self.record("test", epoch=self.epoch + self.batch_in_epoch / max(self._nb, 1),
+                    **res, layers=layer_stats, lr_dropped=dropped)
+        self.save()
+        return res
+
+    def _test_text(self, res):
+        views = " (10 views)" if res.get("views", 1) == 10 else ""
+        return (f"test{views} @ step {self.step}: logprob {res['logprob']:.4f}  "
+                f"top-1 error {res['top1']:.4f}  top-5 error {res['top5']:.4f}  "
+                f"({res['images']} images)")
+
+    def weight_stats(self):
+        out = {}
+        for p in self.net.params:
+            w, inc = np.abs(p.value.numpy()), np.abs(p.inc.numpy())
+            mw, mdw = float(w.mean()), float(inc.mean())
+            out[p.full_name] = {"w": mw, "dw": mdw, "ratio": mdw / mw if mw else 0.0}
+        return out
+
+    def test(self):
+        """Validation errors (fractions) over the whole test set, single or 10-view."""
+        multiview = self.args.multiview_test
+        bs = self.batch_size // 10 if multiview else self.batch_size
+        if bs < 1:
+            raise UserError("--multiview-test needs --batch-size >= 10")
+        cost = self.net.costs[0]
+        probs_name = self.net.fused[cost.name].name
+        tot = np.zeros(4)
+        for images, labels in self.data.test_batches(bs, multiview=multiview):
+            stats = self.net.forward(images, labels, train=False, step=self.step)
+            if multiview:
+                b = images.shape[-1] // 10
+                probs = self.net.output(probs_name).reshape(-1, 10, b).mean(axis=1)
+                lab = labels[:b]
+                p_lab = probs[lab, np.arange(b)]
+                rank = (probs > p_lab[None, :]).sum(axis=0)
+                tot += (b, float(np.log(np.maximum(p_lab, 1e-38)).sum()),
+                        float((rank >= 1).sum()), float((rank >= 5).sum()))
+            else:
+                st = stats[cost.name]
+                tot += (images.shape[-1], st["logprob"], st["top1"], st["top5"])
+        n = max(tot[0], 1)
+        return {"images": int(tot[0]), "logprob": tot[1] / n, "top1": tot[2] / n,
+                "top5": tot[3] / n, "views": 10 if multiview else 1}
+
+    def save(self):
+        cfg = self.config if not self.resumed else self._stored_config
+        meta = {
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "seed": self.seed,
+            "best": self.best,
+            "schedules": {k: {"kind": s.kind, **s.state()}
+                          for k, s in self.net.schedules().items()},
+            "def_path": cfg.def_path, "def_text": cfg.def_text,
+            "params_path": self.config.params_path, "params_text": self.config.params_text,
+            "options": {"data": self.data_spec, "seed": self.seed,
+                        "batch_size": self.batch_size, "epochs": self.epochs,
+                        "device": self.args.device},
+        }
+        path = checkpoint.save(self.save_dir, self.step, self.net.state_arrays(), meta,
+                               keep=self.args.keep)
+        self.say(f"saved {path}")
+
+    def write_features(self, name):
+        if name not in self.net.y:
+            raise UserError(f"--write-features: no layer named {name!r} with an output; layers: "
+                            + ", ".join(L.name for L in self.net.order if L.name in self.net.y))
+        feats, labs = [], []
+        for images, labels in self.data.test_batches(self.batch_size):
+            self.net.forward(images, labels, train=False, step=self.step)
+            y = self.net.output(name)
+            feats.append(np.moveaxis(y, -1, 0).copy())
+            labs.append(labels.copy())
+        path = self.args.feature_path or os.path.join(self.save_dir, f"features-{name}.npz")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        np.savez(path, features=np.concatenate(feats), labels=np.concatenate(labs))
+        self.say(f"wrote {sum(len(f) for f in feats)} feature vectors of layer {name} "
+                 f"(shape {feats[0].shape[1:]}) to {path}")
+        return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from .data import DataError
+    try:
+        try:
+            Device(args.device)
+        except ValueError as e:
+            raise UserError(f"--device: {e}") from None
+        if args.check_grads:
+            from .gradcheck import check_net_grads
+            ok = check_net_grads(args)
+            return 0 if ok else 1
+        trainer = Trainer(args)
+        trainer.run()
+        return 0
+    except (ConfigError, DeviceError, DataError, CheckpointError, UserError) as e:
+        print(f"convnet.train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nconvnet.train: interrupted (the last checkpoint is intact; --resume to "
+              "continue)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
