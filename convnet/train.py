@@ -294,10 +294,18 @@ class Trainer:
         bar.update(self.batch_in_epoch, 0, "")
         sums = np.zeros(4)
         result = None
+        # Input wait: time the trainer spends blocked on the data pipeline, against the whole step.
+        waited = busy = 0.0
+        t_ready = time.perf_counter()
         for images, labels in it:
+            t_got = time.perf_counter()
+            wait = t_got - t_ready
+            waited += wait
             n = images.shape[-1]
             stats = self.net.train_step(images, labels, step=self.step, epoch=self._fepoch(),
                                         progress=self._progress())
+            t_ready = time.perf_counter()
+            busy += t_ready - t_got
             st = next(iter(stats.values()))
             self.step += 1
             self.batch_in_epoch += 1
@@ -307,20 +315,29 @@ class Trainer:
                               f"top5 {sums[3] / sums[0]:.3f} {self._lr_text()}")
             self.record("batch", epoch=self._fepoch(), n=n, logprob=st["logprob"] / n,
                         top1=st["top1"] / n, top5=st["top5"] / n, images_per_s=round(rate, 1),
-                        lr=self._lr())
+                        lr=self._lr(), input_wait_ms=round(wait * 1e3, 3))
             if not math.isfinite(st["logprob"]):
                 bar.close()
                 raise UserError(f"step {self.step}: the cost is {st['logprob']} (diverged); "
                                 "lower the learning rates in the params file and --resume")
             end = self.batch_in_epoch == self._nb
             if self.step % freq == 0 or end:
-                if end:
-                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 bar.close()
+                if end:
+                    self._epoch_summary(it, waited, busy)
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 result = self.test_and_save()
                 if not end:
                     bar = Progress(self._nb, f"epoch {self.epoch + 1}/{self.epochs}")
         return result
+
+    def _epoch_summary(self, it, waited, busy):
+        share = waited / (waited + busy) if waited + busy > 0 else 0.0
+        self.say(f"epoch {self.epoch + 1}: input wait {100 * share:.1f}% of step time "
+                 f"({waited:.1f} s of {waited + busy:.1f} s); {it.summary()}")
+        self.record("epoch", epoch=self.epoch + 1, input_wait_s=round(waited, 3),
+                    step_time_s=round(waited + busy, 3), input_wait_share=round(share, 4),
+                    skipped=[p for p, _ in it.skipped])
 
     def test_and_save(self):
         res = self.test()
