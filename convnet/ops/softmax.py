@@ -10,6 +10,8 @@ batches up and divide by the number of images):
   "logprob": sum over images of -log p[label]  (cuda-convnet's logprob is this divided by N)
   "top1":    number of images whose label is not the highest-scoring class
   "top5":    number of images whose label is not among the 5 highest-scoring classes
+The sums are taken in the op (in image order, in double precision: deterministic on every
+backend), so no per-image arrays are allocated or read back.
 An image's rank is the number of classes scored STRICTLY above its label, so ties count in the
 label's favour (a label tied for first place is a top-1 hit). The fused op ranks and computes
 -log p[label] from the logits (finite however small p[label] is); logreg_cost from the given
@@ -38,19 +40,6 @@ def _need_out(op, out, accumulate):
         raise ValueError(f"{op}: accumulate=True needs out (the gradient to add to)")
 
 
-def _stats(nll, rank):
-    rank = np.asarray(rank.numpy() if hasattr(rank, "numpy") else rank)
-    nll = np.asarray(nll.numpy() if hasattr(nll, "numpy") else nll)
-    return {"logprob": float(np.sum(nll, dtype=np.float64)),
-            "top1": int(np.count_nonzero(rank >= 1)),
-            "top5": int(np.count_nonzero(rank >= 5))}
-
-
-def _per_image(x):
-    n = x.shape[1] if len(x.shape) == 2 else 0
-    return _new(x, shape=(n,)), _new(x, dtype=np.int32, shape=(n,))
-
-
 def softmax(x, out=None):
     """probs = softmax(x) over the class dimension of x (K, N); numerically stable."""
     probs = _new(x, out)
@@ -69,9 +58,7 @@ def softmax_bwd(dprobs, probs, out=None, accumulate=False):
 def softmax_xent_fwd(x, labels, out=None):
     """Fused softmax + cost: (probs, {"logprob", "top1", "top5"}) with batch sums."""
     probs = _new(x, out)
-    nll, rank = _per_image(x)
-    backend_of(x).softmax_xent_fwd(x, labels, probs, nll, rank)
-    return probs, _stats(nll, rank)
+    return probs, backend_of(x).softmax_xent_fwd(x, labels, probs)
 
 
 def softmax_xent_bwd(probs, labels, scale, out=None, accumulate=False):
@@ -84,9 +71,7 @@ def softmax_xent_bwd(probs, labels, scale, out=None, accumulate=False):
 
 def logreg_cost(probs, labels):
     """Cost of given probabilities (K, N): {"logprob", "top1", "top5"} batch sums."""
-    nll, rank = _per_image(probs)
-    backend_of(probs).logreg_fwd(probs, labels, nll, rank)
-    return _stats(nll, rank)
+    return backend_of(probs).logreg_fwd(probs, labels)
 
 
 def logreg_bwd(probs, labels, scale, out=None, accumulate=False):

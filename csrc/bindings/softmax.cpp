@@ -29,10 +29,13 @@ void check_labels_arg(const char* op, const Arg& labels, const SoftmaxParams& p)
   check_shape(op, labels, {p.images});
 }
 
-void check_per_image(const char* op, const Arg& a, char dtype, const SoftmaxParams& p) {
-  check_dtype(op, a, dtype);
-  check_shape(op, a, {p.images});
-  check_writable(op, a);
+// The batch sums as the Python ops return them.
+py::dict cost_dict(const SoftmaxCost& c) {
+  py::dict d;
+  d["logprob"] = c.logprob;
+  d["top1"] = c.top1;
+  d["top5"] = c.top5;
+  return d;
 }
 
 }  // namespace
@@ -55,19 +58,15 @@ CONVNET_BINDINGS(softmax) {
     check_like(op, {"dx", dx}, p, true);
     OP(softmax_bwd)(p, probs.ptr<float>(), dprobs.ptr<float>(), dx.ptr<float>(), accumulate);
   }, py::arg("probs"), py::arg("dprobs"), py::arg("dx"), py::arg("accumulate"));
-  m.def("softmax_xent_fwd", [](TensorArg x, TensorArg labels, TensorArg probs, TensorArg nll,
-                               TensorArg rank) {
+  m.def("softmax_xent_fwd", [](TensorArg x, TensorArg labels, TensorArg probs) {
     const char* op = "softmax_xent_fwd";
-    check_device(op, {{"x", x}, {"labels", labels}, {"probs", probs}, {"nll", nll},
-                      {"rank", rank}});
+    check_device(op, {{"x", x}, {"labels", labels}, {"probs", probs}});
     SoftmaxParams p = softmax_params(op, {"x", x});
     check_labels_arg(op, {"labels", labels}, p);
     check_like(op, {"probs", probs}, p, true);
-    check_per_image(op, {"nll", nll}, 'f', p);
-    check_per_image(op, {"rank", rank}, 'i', p);
-    OP(softmax_xent_fwd)(p, x.ptr<float>(), labels.ptr<int32_t>(), probs.ptr<float>(),
-                         nll.ptr<float>(), rank.ptr<int32_t>());
-  }, py::arg("x"), py::arg("labels"), py::arg("probs"), py::arg("nll"), py::arg("rank"));
+    return cost_dict(OP(softmax_xent_fwd)(p, x.ptr<float>(), labels.ptr<int32_t>(),
+                                          probs.ptr<float>()));
+  }, py::arg("x"), py::arg("labels"), py::arg("probs"));
   m.def("softmax_xent_bwd", [](TensorArg probs, TensorArg labels, TensorArg dx, float scale,
                                bool accumulate) {
     const char* op = "softmax_xent_bwd";
@@ -79,16 +78,13 @@ CONVNET_BINDINGS(softmax) {
                          accumulate);
   }, py::arg("probs"), py::arg("labels"), py::arg("dx"), py::arg("scale"),
      py::arg("accumulate"));
-  m.def("logreg_fwd", [](TensorArg probs, TensorArg labels, TensorArg nll, TensorArg rank) {
+  m.def("logreg_fwd", [](TensorArg probs, TensorArg labels) {
     const char* op = "logreg_fwd";
-    check_device(op, {{"probs", probs}, {"labels", labels}, {"nll", nll}, {"rank", rank}});
+    check_device(op, {{"probs", probs}, {"labels", labels}});
     SoftmaxParams p = softmax_params(op, {"probs", probs});
     check_labels_arg(op, {"labels", labels}, p);
-    check_per_image(op, {"nll", nll}, 'f', p);
-    check_per_image(op, {"rank", rank}, 'i', p);
-    OP(logreg_fwd)(p, probs.ptr<float>(), labels.ptr<int32_t>(), nll.ptr<float>(),
-                   rank.ptr<int32_t>());
-  }, py::arg("probs"), py::arg("labels"), py::arg("nll"), py::arg("rank"));
+    return cost_dict(OP(logreg_fwd)(p, probs.ptr<float>(), labels.ptr<int32_t>()));
+  }, py::arg("probs"), py::arg("labels"));
   m.def("logreg_bwd", [](TensorArg probs, TensorArg labels, TensorArg dprobs, float scale,
                          bool accumulate) {
     const char* op = "logreg_bwd";

@@ -12,6 +12,7 @@
 
 #include <cfloat>
 #include <cmath>
+#include <vector>
 
 #include "fast_exp.h"
 #include "isa_variants.h"
@@ -240,12 +241,15 @@ void softmax_bwd_cpu(const SoftmaxParams& p, const float* probs, const float* dp
   });
 }
 
-void softmax_xent_fwd_cpu(const SoftmaxParams& p, const float* x, const int32_t* labels,
-                          float* probs, float* nll, int32_t* rank) {
+SoftmaxCost softmax_xent_fwd_cpu(const SoftmaxParams& p, const float* x, const int32_t* labels,
+                                 float* probs) {
   check_labels("softmax_xent_fwd", labels, p.images, p.classes);
+  std::vector<float> nll(p.images);
+  std::vector<int32_t> rank(p.images);
   parallel_range(p.images, [&](int64_t lo, int64_t hi) {
-    softmax_range(x, probs, p.classes, p.images, lo, hi, labels, nll, rank);
+    softmax_range(x, probs, p.classes, p.images, lo, hi, labels, nll.data(), rank.data());
   }, min_images(p.classes));
+  return sum_cost(nll.data(), rank.data(), p.images);
 }
 
 void softmax_xent_bwd_cpu(const SoftmaxParams& p, const float* probs, const int32_t* labels,
@@ -269,12 +273,14 @@ void softmax_xent_bwd_cpu(const SoftmaxParams& p, const float* probs, const int3
   }, (kMinParallelWork + N - 1) / std::max<int64_t>(N, 1));
 }
 
-void logreg_fwd_cpu(const SoftmaxParams& p, const float* probs, const int32_t* labels, float* nll,
-                    int32_t* rank) {
+SoftmaxCost logreg_fwd_cpu(const SoftmaxParams& p, const float* probs, const int32_t* labels) {
   check_labels("logreg_fwd", labels, p.images, p.classes);
+  std::vector<float> nll(p.images);
+  std::vector<int32_t> rank(p.images);
   for_tiles(p, [&](int64_t c0, int w) {
-    logreg_tile(probs, labels, nll, rank, p.classes, p.images, c0, w);
+    logreg_tile(probs, labels, nll.data(), rank.data(), p.classes, p.images, c0, w);
   });
+  return sum_cost(nll.data(), rank.data(), p.images);
 }
 
 void logreg_bwd_cpu(const SoftmaxParams& p, const float* probs, const int32_t* labels,

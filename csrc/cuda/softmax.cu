@@ -12,6 +12,8 @@
 // lowest bad image is reported whatever the schedule); the launcher reads it back and throws.
 #include <cfloat>
 #include <climits>
+#include <cstring>
+#include <vector>
 
 #include "cuda_check.h"
 #include "softmax.h"
@@ -197,6 +199,41 @@ class LabelFlag {
   int* ptr_;
 };
 
+// Per-image nll (N floats) then rank (N int32) of one cost launch in one device allocation,
+// copied back in one transfer and summed on the host in image order (deterministic).
+class CostScratch {
+ public:
+  explicit CostScratch(int64_t images)
+      : dev_(current_device()), n_(images),
+        ptr_(static_cast<char*>(device_alloc(size_t(images) * 8, dev_))) {}
+  ~CostScratch() {
+    try {
+      device_free(ptr_, dev_);
+    } catch (...) {
+      // Not cached then; a destructor must not throw.
+    }
+  }
+  CostScratch(const CostScratch&) = delete;
+  CostScratch& operator=(const CostScratch&) = delete;
+  float* nll() { return reinterpret_cast<float*>(ptr_); }
+  int32_t* rank() { return reinterpret_cast<int32_t*>(ptr_ + size_t(n_) * 4); }
+  // Waits for the launches before it (the copy is ordered on the device's stream).
+  SoftmaxCost sums() {
+    std::vector<char> host(size_t(n_) * 8);
+    copy_d2h(host.data(), ptr_, host.size(), dev_);
+    std::vector<float> host_nll(static_cast<size_t>(n_));
+    std::vector<int32_t> host_rank(static_cast<size_t>(n_));
+    std::memcpy(host_nll.data(), host.data(), size_t(n_) * 4);
+    std::memcpy(host_rank.data(), host.data() + size_t(n_) * 4, size_t(n_) * 4);
+    return sum_cost(host_nll.data(), host_rank.data(), n_);
+  }
+
+ private:
+  int dev_;
+  int64_t n_;
+  char* ptr_;
+};
+
 unsigned column_blocks(int64_t N) { return unsigned((N + kImages - 1) / kImages); }
 const dim3 kColumnBlock(kImages, kSlices);
 
@@ -229,13 +266,16 @@ void softmax_bwd_cuda(const SoftmaxParams& p, const float* probs, const float* d
                  probs, dprobs, dx, p.classes, p.images, accumulate);
 }
 
-void softmax_xent_fwd_cuda(const SoftmaxParams& p, const float* x, const int32_t* labels,
-                           float* probs, float* nll, int32_t* rank) {
-  if (p.images == 0) return;
+SoftmaxCost softmax_xent_fwd_cuda(const SoftmaxParams& p, const float* x, const int32_t* labels,
+                                  float* probs) {
+  if (p.images == 0) return {};
   LabelFlag flag;
+  CostScratch cost(p.images);
   CONVNET_LAUNCH((softmax_fwd_kernel<true>), column_blocks(p.images), kColumnBlock, 0,
-                 current_stream(), x, labels, probs, nll, rank, p.classes, p.images, flag.get());
+                 current_stream(), x, labels, probs, cost.nll(), cost.rank(), p.classes,
+                 p.images, flag.get());
   flag.check("softmax_xent_fwd", labels, p.classes);
+  return cost.sums();
 }
 
 void softmax_xent_bwd_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels,
@@ -243,13 +283,14 @@ void softmax_xent_bwd_cuda(const SoftmaxParams& p, const float* probs, const int
   cost_bwd<false>("softmax_xent_bwd", p, probs, labels, scale, dx, accumulate);
 }
 
-void logreg_fwd_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels, float* nll,
-                     int32_t* rank) {
-  if (p.images == 0) return;
+SoftmaxCost logreg_fwd_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels) {
+  if (p.images == 0) return {};
   LabelFlag flag;
+  CostScratch cost(p.images);
   CONVNET_LAUNCH(logreg_fwd_kernel, column_blocks(p.images), kColumnBlock, 0, current_stream(),
-                 probs, labels, nll, rank, p.classes, p.images, flag.get());
+                 probs, labels, cost.nll(), cost.rank(), p.classes, p.images, flag.get());
   flag.check("logreg_fwd", labels, p.classes);
+  return cost.sums();
 }
 
 void logreg_bwd_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels,
