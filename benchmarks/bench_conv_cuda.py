@@ -15,7 +15,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
-from _cuda_common import cuda_or_none, event_median_ms, torch_cuda  # noqa: E402
+from _cuda_common import add_device_arg, event_median_ms, open_device  # noqa: E402
 
 import convnet  # noqa: E402
 from convnet import ops  # noqa: E402
@@ -74,17 +74,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--layers", nargs="+", default=list(LAYERS))
     ap.add_argument("--no-cpu-peer", action="store_true", help="skip the CPU backend runs")
-    ap.add_argument("--device", default="cuda:0",
-                    help="cuda:N, or emu:N to dry-run the script on the emulator (tiny sizes!)")
+    add_device_arg(ap)
     args = ap.parse_args()
-    mod = cuda_or_none(args.device)
-    if mod is None:
+    opened = open_device(args.device)
+    if opened is None:
         return
-    dev_index = int(args.device.split(":")[1])
-    on_gpu = args.device.startswith("cuda")
-    # The emulator's "peak" would take minutes and mean nothing: no % of peak there.
-    peak = mod.measure_fma_peak(dev_index, 5) if on_gpu else None
-    torch = torch_cuda() if on_gpu else None
+    mod, dev_index, on_gpu, peak, torch = opened
     print(f"GPU FMA peak (measured now): {f'{peak:.0f} GFLOP/s' if peak else 'n/a'}; medians of {args.repeats} "
           f"event-timed runs; batch {args.batch}")
     print(f"{'layer':>6} {'op':>12} {'var':>3} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6} "
