@@ -54,23 +54,13 @@ static void block16(const AssembleJob& b, int64_t row, int64_t j) {
   }
 }
 
-// Streaming stores need 64-byte aligned addresses; with n a multiple of 16 a block's every
-// store is aligned when its first one is.
-static bool line_aligned(const float* o) { return reinterpret_cast<uintptr_t>(o) % 64 == 0; }
-
 void assemble_row_avx512(const AssembleJob& b, int64_t row, int64_t j0, int64_t j1, bool stream) {
-  stream = stream && b.p.n % 16 == 0;
-  int64_t j = j0;
-  for (; j + 16 <= j1; j += 16) {
-    if (assemble_reads_last_pixel(b, row, j, j + 16))
-      assemble_row_portable(b, row, j, j + 16);
-    else if (stream && line_aligned(b.out + row * b.p.crop * b.p.n + j))
+  assemble_row_blocked(b, row, j0, j1, stream, [&](int64_t j, bool stream_block) {
+    if (stream_block)
       b.shift ? block16<true, true>(b, row, j) : block16<false, true>(b, row, j);
     else
       b.shift ? block16<true, false>(b, row, j) : block16<false, false>(b, row, j);
-  }
-  if (j < j1) assemble_row_portable(b, row, j, j1);
-  if (stream) _mm_sfence();  // the streamed rows are visible before the batch is handed over
+  });
 }
 
 }  // namespace convnet

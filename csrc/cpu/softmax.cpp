@@ -2,7 +2,7 @@
 // x (K, N): image n is the column x[k * N + n]. Threads take contiguous ranges of images; each
 // walks its range in tiles of 64 images, streaming the K rows of the tile (64 contiguous floats
 // each) once per pass, with per-image running values in small arrays the inner loops vectorise
-// over. fast_exp keeps the exponentials in the vector loop; the loops are compiled for each SIMD
+// over. vm::vexp (vec_math.h) keeps the exponentials in the vector loop; the loops are compiled for each SIMD
 // path (isa_variants.h). The AVX-512 forward is written by hand instead: each lane is one image,
 // 4 x 16 images per tile held in registers through the K classes (max, then exp and sum, then
 // scale), with a shorter e^x for arguments <= 0 (vscalefps applies 2^n, subnormals included).
@@ -14,9 +14,9 @@
 #include <cmath>
 #include <vector>
 
-#include "fast_exp.h"
 #include "isa_variants.h"
 #include "parallel.h"
+#include "vec_math.h"
 
 namespace convnet {
 namespace {
@@ -57,7 +57,7 @@ CONVNET_BODY void softmax_tile_body(const float* x, float* probs, int64_t K, int
     float* pr = probs + k * N + c0;
 #pragma omp simd
     for (int j = 0; j < w; ++j) {
-      float e = fast_exp(xr[j] - m[j]);
+      float e = vm::vexp(xr[j] - m[j]);
       pr[j] = e;
       s[j] += e;
     }
@@ -129,7 +129,7 @@ CONVNET_ISA_VARIANTS(logreg_tile,
                       int64_t K, int64_t N, int64_t c0, int w),
                      (p, labels, nll, rank, K, N, c0, w))
 
-// e^d for d <= 0 (or NaN, which stays NaN): fast_exp's reduction and polynomial (as Horner in r),
+// e^d for d <= 0 (or NaN, which stays NaN): vm::vexp's reduction and polynomial (as Horner in r),
 // 2^n applied by vscalefps, which rounds subnormal results and gives 0 below -103.9.
 CONVNET_TARGET_AVX512 inline __attribute__((always_inline)) __m512 exp_nonpos_avx512(__m512 d) {
   d = _mm512_max_ps(_mm512_set1_ps(-104.f), d);  // NaN d is returned as is

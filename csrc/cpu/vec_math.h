@@ -2,9 +2,9 @@
 // simd` loops vectorise them (libm's are calls the vectoriser cannot see into): no branches (both
 // sides of a range split are computed and one is selected), no tables, integer tricks through
 // memcpy. Accuracy (max error in float32 ulps of the true value, measured by tests/test_neuron.py
-// over a dense sweep of float32 inputs on every SIMD path): see each function. Unlike fast_exp.h
-// (softmax's, which flushes below 1e-38), these keep gradual underflow: results that are
-// subnormal floats are rounded once, correctly scaled.
+// over a dense sweep of float32 inputs on every SIMD path): see each function. They keep gradual
+// underflow: results that are subnormal floats are rounded once, correctly scaled. Used by the
+// neurons and by softmax's portable and AVX2 loops.
 #pragma once
 #include <cstdint>
 #include <cstring>
