@@ -8,8 +8,9 @@ repeated) with make_data, so that a shard pass has enough batches to amortise th
 iterator (shared-memory slots are new per iterator; workers fault their pages in), and reports the
 median over --repeats passes of images/s by the wall clock and per CPU-second of this process
 (the fairer "per core" figure on a shared machine; rows with worker processes have no CPU column).
-Rows: Pillow's bare decode (the JPEG peer); decode + resize to 256 (images.load_resized, where
-the JPEG time goes); the JPEG folder source to a (3, 224, 224, N) float32 batch (crop, flip, PCA
+Rows: Pillow's bare decode (the JPEG peer); libjpeg-turbo's bare decode through simplejpeg (what the
+pipeline decodes with: the floor of its cost); decode + resize to 256 (images.load_resized); the
+JPEG folder source to a (3, 224, 224, N) float32 batch (crop, flip, PCA
 colour noise, mean subtraction) with the C++ assembly and with the numpy assembly it replaced;
 the shard source likewise (the numpy rows are the previous implementation's assembly; the JPEG
 rows both resize only the crop window), plus 2 assembly threads in one process, 2 worker
@@ -26,6 +27,7 @@ import tempfile
 import time
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -97,6 +99,15 @@ def main():
                 with Image.open(p) as im:
                     im.load()
 
+        blobs = []
+        for p in paths:
+            with open(p, "rb") as f:
+                blobs.append(f.read())
+
+        def turbo_decode():
+            for b in blobs:
+                simplejpeg.decode_jpeg(b, "RGB")
+
         def decode_resize():
             for p in paths:
                 images.load_resized(p, 256)
@@ -104,6 +115,8 @@ def main():
         cpu.set_num_threads(1)
         r_dec = rates(bare_decode, len(paths), a.repeats)
         row("peer: Pillow decode only", r_dec)
+        row("libjpeg-turbo decode only (simplejpeg)", rates(turbo_decode, len(paths), a.repeats),
+            peer=r_dec)
         row("JPEG decode + resize 256 (load_resized)", rates(decode_resize, len(paths), a.repeats),
             peer=r_dec)
         folder = open_source(src, workers=0, stats_samples=64)

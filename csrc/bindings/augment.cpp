@@ -1,7 +1,11 @@
-// assemble_batch: the data pipeline's batch assembly (csrc/common/augment.h). CPU backend only.
+// assemble_batch and resize_bilinear: the data pipeline's batch assembly and resampling
+// (csrc/common/augment.h). CPU backend only.
 #if defined(CONVNET_BACKEND_CPU)
+#include <array>
 #include <string>
 #include <vector>
+
+#include <pybind11/stl.h>
 
 #include "augment.h"
 #include "registry.h"
@@ -105,6 +109,24 @@ CONVNET_BINDINGS(augment) {
      py::arg("mean"), py::arg("out"), py::arg("variant") = 0,
      "Crop, mirror, subtract the mean, add the colour shift and transpose images into the "
      "(3, crop, crop, N) float32 batch `out` (see csrc/common/augment.h).");
+  m.def("resize_bilinear", [](TensorArg src, TensorArg out, std::array<double, 4> box,
+                              int variant) {
+    const char* op = "resize_bilinear";
+    check_device(op, {{"src", src}, {"out", out}});
+    check_dtype(op, {"src", src}, 'B');
+    check_dtype(op, {"out", out}, 'B');
+    check_writable(op, {"out", out});
+    check_shape(op, {"src", src}, {-1, -1, -1});
+    check_shape(op, {"out", out}, {-1, -1, src.dim(2)});
+    ResizeParams p{src.dim(0), src.dim(1), out.dim(0), out.dim(1), src.dim(2),
+                   {box[0], box[1], box[2], box[3]}, variant};
+    py::gil_scoped_release nogil;
+    resize_bilinear_cpu(src.ptr<uint8_t>(), out.ptr<uint8_t>(), p);
+  }, py::arg("src"), py::arg("out"), py::arg("box"), py::arg("variant") = 0,
+     "Resample the box (x0, y0, x1, y1) of uint8 src (H, W, C) onto all of uint8 out "
+     "(h, w, C) with Pillow's BILINEAR filter, rounding once (see csrc/common/augment.h).");
+  m.def("resize_bilinear_variants", &resize_bilinear_variants,
+        "Variants of resize_bilinear this CPU runs: 1..this number.");
   m.def("assemble_batch_variants", &assemble_batch_variants,
         "Variants of assemble_batch this CPU runs: 1..this number.");
 }

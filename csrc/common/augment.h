@@ -33,4 +33,26 @@ void assemble_batch_cpu(const uint8_t* const* src, const int32_t* ys, const int3
 // Variants this CPU can run: 1..assemble_batch_variants().
 int assemble_batch_variants();
 
+// Resampling of a decoded image onto the grid the pipeline stores (the shorter side to 256, or
+// just a training crop's window of that): Pillow's BILINEAR filter, i.e. a triangle whose support
+// widens with the reduction factor (antialiased when shrinking), taps clipped to the image and
+// renormalised. The source rectangle box = (x0, y0, x1, y1), in pixel edges, is mapped onto the
+// whole output; output pixel (i, j) is centred on source (y0 + (i + 0.5) * (y1 - y0) / out_h,
+// x0 + (j + 0.5) * (x1 - x0) / out_w) and may draw on pixels just outside the box.
+struct ResizeParams {
+  int64_t src_h, src_w;  // src: uint8 (src_h, src_w, channels), rows contiguous
+  int64_t out_h, out_w;  // out: uint8 (out_h, out_w, channels)
+  int64_t channels;      // 1..4
+  double box[4];         // x0, y0, x1, y1 with 0 <= x0 < x1 <= src_w, 0 <= y0 < y1 <= src_h
+  int variant = 0;       // 0 best; 1 SSE, a pixel per vector; 2 AVX-512 gathers (resize.cpp)
+};
+
+// Separable, vertical pass first (over the source columns the output needs) into float rows,
+// then horizontal, rounded to nearest once at the end; one thread (the loader's workers each
+// resize their own images).
+void resize_bilinear_cpu(const uint8_t* src, uint8_t* out, const ResizeParams& p);
+
+// Variants this CPU can run: 1..resize_bilinear_variants().
+int resize_bilinear_variants();
+
 }  // namespace convnet
