@@ -280,15 +280,13 @@ class Trainer:
         return min(1.0, self._fepoch() / self.epochs)
 
     def train_epoch(self):
-        it = self.data.train_batches(self.epoch, self.batch_size, seed=self.seed)
-        self._nb = len(it)
+        self._nb = self.data.num_train // self.batch_size
         if self._nb == 0:
             raise UserError(f"the data source has {self.data.num_train} training images, fewer "
                             f"than one batch of {self.batch_size}")
-        if self.batch_in_epoch:
-            # Resuming mid-epoch: the epoch's order is a function of (seed, epoch); skip the
-            # batches already trained on.
-            it._batches = it._batches[self.batch_in_epoch:]
+        # Resuming mid-epoch skips the batches already trained on.
+        it = self.data.train_batches(self.epoch, self.batch_size, seed=self.seed,
+                                     start=self.batch_in_epoch)
         freq = self.args.test_freq or self._nb
         bar = Progress(self._nb, f"epoch {self.epoch + 1}/{self.epochs}")
         bar.update(self.batch_in_epoch, 0, "")

@@ -84,6 +84,17 @@ def test_train_batches_match_reference():
     assert abs(alpha.std() - 0.1) < 0.01
 
 
+def test_train_batches_start_mid_epoch():
+    ds = open_source(SMALL, crop=16, workers=0)
+    full = collect(ds.train_batches(1, 64, seed=5))
+    tail = collect(ds.train_batches(1, 64, seed=5, start=2))
+    assert len(full) == 4 and len(tail) == 2
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(full[2:], tail))
+    assert collect(ds.train_batches(1, 64, seed=5, start=4)) == []
+    with pytest.raises(ValueError, match="start batch 5 is outside the epoch's 4 batches"):
+        ds.train_batches(1, 64, seed=5, start=5)
+
+
 def test_no_augmentation_options():
     ds = open_source(SMALL, crop=20, workers=0, flip=False, color_noise=0)
     x, _ = next(iter(ds.train_batches(0, 8)))

@@ -373,10 +373,16 @@ class Dataset:
         n = len(order) - (len(order) % batch_size if drop_last else 0)
         return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
-    def train_batches(self, epoch: int, batch_size: int, seed: int = 0, drop_last: bool = True):
+    def train_batches(self, epoch: int, batch_size: int, seed: int = 0, drop_last: bool = True,
+                      start: int = 0):
+        """The epoch's batches from batch `start` on (resuming mid-epoch: the order and every
+        augmentation are functions of (seed, epoch, image), so batch k is the same either way)."""
         order = augment.epoch_order(self.num_train, seed, epoch)
-        return BatchIterator(self, sources.TRAIN, "train", self._split_batches(order, batch_size, drop_last),
-                             seed, epoch, f"train epoch {epoch}")
+        batches = self._split_batches(order, batch_size, drop_last)
+        if not 0 <= start <= len(batches):
+            raise ValueError(f"start batch {start} is outside the epoch's {len(batches)} batches")
+        return BatchIterator(self, sources.TRAIN, "train", batches[start:], seed, epoch,
+                             f"train epoch {epoch}")
 
     def test_batches(self, batch_size: int, multiview: bool = False, drop_last: bool = False):
         if self.num_test == 0:
