@@ -176,6 +176,15 @@ def test_unreadable_images(tmp_path):
         images.decode(str(tmp_path / "missing.jpg"))
 
 
+def test_decompression_bomb_refused(tmp_path, monkeypatch):
+    p = _jpeg(tmp_path, _photo(40, 50))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 900)
+    for jpeg_lib in (images.simplejpeg, None):
+        monkeypatch.setattr(images, "simplejpeg", jpeg_lib)
+        with pytest.raises(BadImageError, match="DecompressionBombError"):
+            images.decode(p)
+
+
 def test_default_variant_on_every_simd_path(isa):
     shape, out_hw, box = CASES[0]
     src = np.random.RandomState(6).randint(0, 256, shape).astype(np.uint8)

@@ -46,11 +46,12 @@ def _decode_jpeg(data: bytes, min_side: int):
     h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     if colorspace in _PILLOW_JPEG_COLORSPACES:
         return None
+    if Image.MAX_IMAGE_PIXELS and h * w > 2 * Image.MAX_IMAGE_PIXELS:  # Pillow's own limit
+        raise Image.DecompressionBombError(f"{w}x{h} pixels: a decompression bomb?")
     f = _jpeg_scale(h, w, min_side)
     # min_height/min_width select the reduction: the smallest of libjpeg-turbo's scalings that
     # keeps both, which is exactly 1/f.
-    return simplejpeg.decode_jpeg(data, "RGB",
-                                  min_height=-(-h // f), min_width=-(-w // f))
+    return simplejpeg.decode_jpeg(data, "RGB", min_height=-(-h // f), min_width=-(-w // f))
 
 
 def _decode_pillow(path: str, min_side: int) -> np.ndarray:
