@@ -140,7 +140,7 @@ GatherTable gather_table(const AxisTaps& tx, int64_t col0, int64_t out_w, int64_
   const int64_t chunks = (g.outputs + 15) / 16, T = tx.max_taps;
   g.taps.assign(size_t(chunks), 0);
   g.base.assign(size_t(chunks), 0);
-  g.near.assign(size_t(chunks), 0);
+  g.span.assign(size_t(chunks), 0);
   g.idx.assign(size_t(chunks * T * 16), 0);
   g.w.assign(size_t(chunks * T * 16), 0.f);
   for (int64_t q = 0; q < chunks; ++q) {
@@ -160,7 +160,7 @@ GatherTable gather_table(const AxisTaps& tx, int64_t col0, int64_t out_w, int64_
       }
     }
     g.base[size_t(q)] = int32_t(base);
-    g.near[size_t(q)] = span < 32;
+    g.span[size_t(q)] = int32_t(span + 1);
   }
   return g;
 }
@@ -193,15 +193,17 @@ void resize_bilinear_cpu(const uint8_t* src, uint8_t* out, const ResizeParams& p
   const int64_t col1 = tx.first.back() + tx.count.back();
   const int64_t len = (col1 - col0) * C;
   // Zeroed slack: the SSE pass reads up to (max_taps + 1) * C floats past a pixel, the AVX-512
-  // pass 32 past a chunk's first.
-  std::vector<float> row(static_cast<size_t>(len + std::max<int64_t>((tx.max_taps + 1) * C, 32)), 0.f);
+  // pass 48 past a chunk's first.
+  const int64_t slack = std::max<int64_t>((tx.max_taps + 1) * C, 48);
+  std::vector<float> row(static_cast<size_t>(len + slack), 0.f);
   std::vector<const uint8_t*> rows(size_t(ty.max_taps));
   GatherTable gather;
   if (variant == 2 || (variant == 0 && cpu_isa() == Isa::avx512))
     gather = gather_table(tx, col0, p.out_w, C);
   if (variant == 0) {
     // Gathers lose to the SSE pass on 3-4 channels; permutes win everywhere (measured).
-    const bool permutes = std::all_of(gather.near.begin(), gather.near.end(), [](char n) { return n; });
+    const bool permutes = std::all_of(gather.span.begin(), gather.span.end(),
+                                      [](int32_t s) { return s <= 48; });
     variant = cpu_isa() == Isa::avx512 && (permutes || C < 3) ? 2 : 1;
   }
   for (int64_t i = 0; i < p.out_h; ++i) {

@@ -8,13 +8,12 @@ namespace convnet {
 
 // Output floats (out_w * channels, interleaved) in chunks of 16; chunk q sums taps[q] terms,
 // term k of lane l being w[(q * max_taps + k) * 16 + l] * row[base[q] + idx[same]]. Terms past a
-// lane's own taps have weight 0 and a valid index. When every idx of a chunk is < 32
-// (near[q] != 0: downscaling by less than ~2), its terms come from two vectors loaded at
-// row + base[q] by permutes instead of gathers; the row has 32 floats of slack past its end.
+// lane's own taps have weight 0 and a valid index. span[q] = 1 + the chunk's largest idx: up to
+// 32 (48) the terms come from two (three) vectors loaded at row + base[q] by permutes, beyond by
+// gathers; the row has 48 floats of slack past its end. Reductions under 2 stay within 48.
 struct GatherTable {
   int64_t outputs = 0, max_taps = 0;
-  std::vector<int32_t> taps, base, idx;
-  std::vector<char> near;
+  std::vector<int32_t> taps, base, span, idx;
   std::vector<float> w;
 };
 
