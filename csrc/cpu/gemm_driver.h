@@ -15,10 +15,12 @@
 //
 // Kernel provides MR, NR, MC, KC, NC and
 //   run(kc, a_panel, b_panel, c, ldc, alpha, beta, rows, cols): C[rows x cols] tile of
-//   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C);
-//   kDirectB: whether it also has run_direct(kc, a_panel, b_rows, c, ldc, alpha, beta, rows),
-//   the same for a full-width tile whose B panel is read in place through kc row pointers
-//   (GemmOperand::row_pointers: implicit-GEMM convolutions read the images directly).
+//   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C).
+//
+// B panels whose k steps are contiguous rows somewhere (GemmOperand::row_pointers: the images of
+// an implicit-GEMM convolution) are packed by plain row copies rather than read in place: rows
+// of images lie 512 bytes apart (128 images), so in place they fall into a quarter of the L1
+// sets and the panel spills to L2 at every tile; packed, it stays in L1.
 #pragma once
 #include <omp.h>
 
@@ -37,8 +39,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta) {
   constexpr int64_t kPanels = (K::NC + K::NR - 1) / K::NR;
   thread_local AlignedScratch abuf, bbuf;
-  thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if direct
-  thread_local std::vector<char> direct;
+  thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
+  thread_local std::vector<char> gathered;
   // A is packed once for all n blocks when there are several and it is not huge (the filters of
   // a convolution: packed once per call, not once per 1024 columns of images).
   int64_t mblocks = (m1 - m0 + K::MC - 1) / K::MC, kblocks = (k1 - k0 + K::KC - 1) / K::KC;
@@ -46,20 +48,32 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   bool keep_a = n1 - n0 > K::NC && size_t(mblocks * kblocks) * ablock <= (size_t(1) << 23);
   float* pa_all = abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * K::KC);
-  if (K::kDirectB) bptrs.resize(size_t(kPanels) * K::KC), direct.resize(kPanels);
+  bptrs.resize(size_t(kPanels) * K::KC), gathered.resize(kPanels);
   for (int64_t jc = n0; jc < n1; jc += K::NC) {
     int64_t nc = std::min<int64_t>(K::NC, n1 - jc);
     for (int64_t pc = k0; pc < k1; pc += K::KC) {
       int64_t kc = std::min<int64_t>(K::KC, k1 - pc);
       float beta_k = pc == k0 ? beta : 1.f;
-      // B: each full panel read in place when the operand allows it, packed otherwise.
-      for (int64_t jr = 0; jr < nc; jr += K::NR) {
-        int64_t q = jr / K::NR, cols = std::min<int64_t>(K::NR, nc - jr);
-        bool d = K::kDirectB && cols == K::NR &&
-                 p.b->row_pointers(jc + jr, pc, kc, K::NR, bptrs.data() + q * K::KC);
-        if (K::kDirectB) direct[q] = d;
-        if (!d) p.b->pack(jc + jr, cols, pc, kc, K::NR, pb + q * kc * K::NR);
+      // B: full panels gathered from row pointers when the operand has them, packed otherwise.
+      int64_t npanels = (nc + K::NR - 1) / K::NR;
+      bool any_gathered = false;
+      for (int64_t q = 0; q < npanels; ++q) {
+        int64_t cols = std::min<int64_t>(K::NR, nc - q * K::NR);
+        gathered[q] = cols == K::NR &&
+                      p.b->row_pointers(jc + q * K::NR, pc, kc, K::NR, bptrs.data() + q * K::KC);
+        any_gathered |= bool(gathered[q]);
+        if (!gathered[q]) p.b->pack(jc + q * K::NR, cols, pc, kc, K::NR, pb + q * kc * K::NR);
       }
+      // k step by k step across the panels: for one filter tap, consecutive panels read
+      // consecutive pixels, a stream the hardware prefetchers follow.
+      if (any_gathered)
+        for (int64_t t = 0; t < kc; ++t)
+          for (int64_t q = 0; q < npanels; ++q)
+            if (gathered[q]) {
+              const float* src = bptrs[q * K::KC + t];
+              float* dst = pb + (q * kc + t) * K::NR;
+              for (int i = 0; i < K::NR; ++i) dst[i] = src[i];
+            }
       for (int64_t ic = m0; ic < m1; ic += K::MC) {
         int64_t mc = std::min<int64_t>(K::MC, m1 - ic);
         float* pa = pa_all;
@@ -73,17 +87,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
           int64_t q = jr / K::NR;
           int cols = int(std::min<int64_t>(K::NR, nc - jr));
           const float* bp = pb + q * kc * K::NR;
-          bool d = K::kDirectB && direct[q];
           for (int64_t ir = 0; ir < mc; ir += K::MR) {
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
             const float* ap = pa + (ir / K::MR) * kc * K::MR;
             float* ct = c + (ic + ir) * ldc + (jc + jr);
-            if constexpr (K::kDirectB) {
-              if (d) {
-                K::run_direct(kc, ap, bptrs.data() + q * K::KC, ct, ldc, p.alpha, beta_k, rows);
-                continue;
-              }
-            }
             K::run(kc, ap, bp, ct, ldc, p.alpha, beta_k, rows, cols);
           }
         }
