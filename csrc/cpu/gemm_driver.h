@@ -8,10 +8,12 @@
 // -> m in MC blocks (pack A: MC x KC, lives in L2) -> NR columns (one B micro-panel, KC x NR,
 // stays in L1 while...) -> MR rows: the micro-kernel, an MR x NR tile of C in registers.
 //
-// Threads: each thread takes a contiguous share of one dimension and runs the serial loops on it
-// with its own packing buffers. n is split when m <= n (A, the smaller side, is packed by every
-// thread), m otherwise; k is split when it dwarfs m and n (convolution weight gradients: the
-// reduction runs over every image and position), each thread summing into its own buffer.
+// Threads run the serial loops with their own packing buffers. When m <= n they take blocks of
+// columns from a shared counter (A, the smaller side, is packed by every thread): on a shared
+// machine a core slowed by another job then simply takes fewer blocks, where fixed halves would
+// leave the other core waiting. Otherwise each takes a contiguous share of m; k is split when it
+// dwarfs m and n (convolution weight gradients: the reduction runs over every image and
+// position), each thread summing into its own buffer.
 //
 // Kernel provides MR, NR, MC, KC, NC and
 //   run(kc, a_panel, b_panel, c, ldc, alpha, beta, rows, cols): C[rows x cols] tile of
@@ -25,6 +27,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -34,9 +37,12 @@
 namespace convnet {
 namespace gemm_detail {
 
+// Columns [n0, n1) in blocks of NC, or, with `shared_n`, in blocks of `chunk` columns taken from
+// that counter (starting at n0) until it passes n1.
 template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
-                 int64_t k0, int64_t k1, float* c, int64_t ldc, float beta) {
+                 int64_t k0, int64_t k1, float* c, int64_t ldc, float beta,
+                 std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = K::NC) {
   constexpr int64_t kPanels = (K::NC + K::NR - 1) / K::NR;
   thread_local AlignedScratch abuf, bbuf;
   thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
@@ -45,12 +51,15 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   // a convolution: packed once per call, not once per 1024 columns of images).
   int64_t mblocks = (m1 - m0 + K::MC - 1) / K::MC, kblocks = (k1 - k0 + K::KC - 1) / K::KC;
   size_t ablock = size_t(K::MC) * K::KC;
-  bool keep_a = n1 - n0 > K::NC && size_t(mblocks * kblocks) * ablock <= (size_t(1) << 23);
+  bool keep_a = (shared_n || n1 - n0 > K::NC) &&
+                size_t(mblocks * kblocks) * ablock <= (size_t(1) << 23);
   float* pa_all = abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * K::KC);
   bptrs.resize(size_t(kPanels) * K::KC), gathered.resize(kPanels);
-  for (int64_t jc = n0; jc < n1; jc += K::NC) {
-    int64_t nc = std::min<int64_t>(K::NC, n1 - jc);
+  auto next = [&](int64_t jc) { return shared_n ? shared_n->fetch_add(chunk) : jc + K::NC; };
+  bool first = true;
+  for (int64_t jc = shared_n ? next(0) : n0; jc < n1; jc = next(jc), first = false) {
+    int64_t nc = std::min<int64_t>(shared_n ? chunk : K::NC, n1 - jc);
     for (int64_t pc = k0; pc < k1; pc += K::KC) {
       int64_t kc = std::min<int64_t>(K::KC, k1 - pc);
       float beta_k = pc == k0 ? beta : 1.f;
@@ -79,7 +88,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         float* pa = pa_all;
         if (keep_a) {
           pa += size_t(((pc - k0) / K::KC) * mblocks + (ic - m0) / K::MC) * ablock;
-          if (jc == n0) p.a->pack(ic, mc, pc, kc, K::MR, pa);
+          if (first) p.a->pack(ic, mc, pc, kc, K::MR, pa);
         } else {
           p.a->pack(ic, mc, pc, kc, K::MR, pa);
         }
@@ -146,21 +155,25 @@ void gemm_blocked(const GemmProblem& p) {
     return;
   }
 
-  bool split_n = p.n >= p.m;
-  int64_t extent = split_n ? p.n : p.m, unit = split_n ? K::NR : K::MR;
-  int64_t units = (extent + unit - 1) / unit;
+  if (p.n >= p.m) {
+    // Blocks of NC columns, or fewer columns when that leaves each thread fewer than two
+    // blocks; whole panels either way.
+    int64_t panels = (p.n + K::NR - 1) / K::NR;
+    int64_t chunk = std::min<int64_t>(K::NC, (panels + 2 * threads - 1) / (2 * threads) * K::NR);
+    if (panels < threads) threads = int(panels);
+    std::atomic<int64_t> next_col{0};
+#pragma omp parallel num_threads(threads)
+    gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta, &next_col, chunk);
+    return;
+  }
+  int64_t units = (p.m + K::MR - 1) / K::MR;
   if (units < threads) threads = int(units);
 #pragma omp parallel num_threads(threads)
   {
     int t = omp_get_thread_num(), nt = omp_get_num_threads();
     int64_t per = (units + nt - 1) / nt;
-    int64_t b = std::min(extent, t * per * unit), e = std::min(extent, (t + 1) * per * unit);
-    if (b < e) {
-      if (split_n)
-        gemm_serial<K>(p, 0, p.m, b, e, 0, p.k, p.c, p.ldc, p.beta);
-      else
-        gemm_serial<K>(p, b, e, 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
-    }
+    int64_t b = std::min(p.m, t * per * K::MR), e = std::min(p.m, (t + 1) * per * K::MR);
+    if (b < e) gemm_serial<K>(p, b, e, 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
   }
 }
 
