@@ -127,21 +127,31 @@ void gemm_blocked(const GemmProblem& p) {
 
   bool split_k = p.k >= 8 * std::max(p.m, p.n) && p.k >= int64_t(threads) * K::KC;
   if (split_k) {
-    // Threads 1.. reduce into private (m, n) buffers, added to C once all are done.
+    // Threads take k blocks from a shared counter (as the column blocks below), thread 0
+    // reducing into C and the others into private (m, n) buffers, added to C once all are done.
+    // Blocks of several KC, at least 8 per thread.
     static std::vector<float> partial;  // grow-only; GEMMs are issued from one host thread
     size_t mn = size_t(p.m) * size_t(p.n);
     if (partial.size() < mn * (threads - 1)) partial.resize(mn * (threads - 1));
-    int64_t kchunk = (p.k + threads - 1) / threads;
+    int64_t kchunk = std::max<int64_t>(
+        K::KC, std::min<int64_t>(8 * K::KC, p.k / (8 * threads) / K::KC * K::KC));
+    std::atomic<int64_t> next_k{0};
 #pragma omp parallel num_threads(threads)
     {
       int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      int64_t kb = std::min(p.k, t * kchunk), ke = std::min(p.k, kb + kchunk);
-      if (t == 0)
-        gemm_serial<K>(p, 0, p.m, 0, p.n, kb, ke, p.c, p.ldc, p.beta);
-      else if (kb < ke)
-        gemm_serial<K>(p, 0, p.m, 0, p.n, kb, ke, partial.data() + mn * (t - 1), p.n, 0.f);
-      else
-        std::fill_n(partial.data() + mn * (t - 1), mn, 0.f);
+      float* dst = t == 0 ? p.c : partial.data() + mn * (t - 1);
+      int64_t ld = t == 0 ? p.ldc : p.n;
+      float beta = t == 0 ? p.beta : 0.f;
+      for (int64_t kb = next_k.fetch_add(kchunk); kb < p.k; kb = next_k.fetch_add(kchunk)) {
+        gemm_serial<K>(p, 0, p.m, 0, p.n, kb, std::min(p.k, kb + kchunk), dst, ld, beta);
+        beta = 1.f;
+      }
+      if (beta != 1.f) {  // this thread got no block: its share is zero
+        if (t == 0)
+          scale_c(p);
+        else
+          std::fill_n(dst, mn, 0.f);
+      }
 #pragma omp barrier
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < p.m; ++i) {
