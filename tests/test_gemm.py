@@ -99,8 +99,8 @@ def test_sgemm_k_zero(device):
 
 def test_sgemm_large_cpu(rng):
     # Several cache blocks in every dimension, both threads, the k-split path (k >> m, n); variant
-    # 0 takes the 14x32 AVX-512 tile for the first two and the 6x64 one for the third.
-    for m, n, k in [(700, 3100, 600), (40, 30, 9000), (130, 2100, 300)]:
+    # 0 takes the 14x32 AVX-512 tile for the first two and the 6x64 one for the last two.
+    for m, n, k in [(700, 3100, 600), (40, 30, 9000), (130, 2100, 300), (600, 700, 100)]:
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         want = a.astype(np.float64) @ b
