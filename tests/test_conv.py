@@ -22,8 +22,9 @@ SHAPES = [
     (2, 5, 5, 1, 2, 7, 1, 1, 1),
     (3, 1, 1, 3, 5, 1, 0, 1, 1),
     (4, 6, 6, 17, 4, 3, 1, 1, 2),
-    (4, 6, 6, 32, 4, 3, 1, 1, 2),   # batches of whole 32-image panels: read in place on AVX-512
-    (3, 7, 9, 64, 5, 3, 1, 2, 1),
+    (4, 6, 6, 32, 4, 3, 1, 1, 2),   # whole 32-image panels (14x32 tile): gathered by row copies
+    (3, 7, 9, 64, 5, 3, 1, 2, 1),   # whole 64-image panels (6x64 tile)
+    (5, 6, 5, 128, 7, 3, 1, 1, 1),  # a training batch, stride 1: both tiles gather every panel
 ]
 IDS = ["x".join(map(str, s)) for s in SHAPES]
 

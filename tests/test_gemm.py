@@ -98,8 +98,9 @@ def test_sgemm_k_zero(device):
 
 
 def test_sgemm_large_cpu(rng):
-    # Several cache blocks in every dimension, both threads, the k-split path (k >> m, n).
-    for m, n, k in [(700, 3100, 600), (40, 30, 9000)]:
+    # Several cache blocks in every dimension, both threads, the k-split path (k >> m, n); variant
+    # 0 takes the 14x32 AVX-512 tile for the first two and the 6x64 one for the last two.
+    for m, n, k in [(700, 3100, 600), (40, 30, 9000), (130, 2100, 300), (600, 700, 100)]:
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         want = a.astype(np.float64) @ b
@@ -142,11 +143,12 @@ def test_sgemm_bad_numpy_arguments_cpu():
 
 
 def test_variants_cover_every_isa_cpu():
-    # 0 = dispatch, 1 = portable, 2 = AVX2, 3 = AVX-512: each either runs or says why it cannot.
-    assert ops.sgemm_variant_count("cpu") == 4
+    # 0 = dispatch, 1 = portable, 2 = AVX2, 3 and 4 = AVX-512 (14x32 and 6x64 tiles): each either
+    # runs or says why it cannot.
+    assert ops.sgemm_variant_count("cpu") == 5
     cpu = convnet.device.module_for("cpu")
     a, b = np.ones((2, 3), np.float32), np.ones((3, 2), np.float32)
-    for v, isa in [(2, "avx2"), (3, "avx512")]:
+    for v, isa in [(2, "avx2"), (3, "avx512"), (4, "avx512")]:
         supported = {"portable": 0, "avx2": 1, "avx512": 2}
         if supported[cpu.isa_supported()] >= supported[isa]:
             assert (ops.sgemm(a, b, variant=v).numpy() == 3).all()

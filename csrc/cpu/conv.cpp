@@ -8,7 +8,7 @@
 //                  positions, scatter-added into dx (col2im)
 //   weight grad.   dw_g (taps, Fg)  = im2col(x_g) (taps, P*N) x dy_g^T (P*N, Fg)
 // ConvParams::variant selects the SGEMM micro-kernel (gemm_cpu.h: 0 best, 1 portable, 2 AVX2,
-// 3 AVX-512), so every kernel path is tested through the convolutions too.
+// 3 and 4 AVX-512 14x32 and 6x64), so every kernel path is tested through the convolutions too.
 #include "conv.h"
 
 #include <omp.h>

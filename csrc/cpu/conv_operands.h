@@ -61,7 +61,7 @@ struct ImageColumnsOperand final : GemmOperand {
     pack_image_columns(g, r0, rows, k0, kc, width, dst);
   }
   // A panel within one output position (the batch a multiple of the panel width, as in training)
-  // is, at every tap, one segment of an image row: the micro-kernel can read it in place.
+  // is, at every tap, one segment of an image row: packed by copying that segment.
   bool row_pointers(int64_t r0, int64_t k0, int64_t kc, int width,
                     const float** ptrs) const override {
     if (r0 % g.images + width > g.images) return false;

@@ -10,7 +10,6 @@ namespace {
 
 struct Kernel6x16 {
   static constexpr int MR = 6, NR = 16, KC = 256, MC = 6 * 80, NC = 3072;
-  static constexpr bool kDirectB = false;
 
   static inline __m256i lane_mask(int n) {  // the first n (clamped to 0..8) lanes
     n = n < 0 ? 0 : n > 8 ? 8 : n;

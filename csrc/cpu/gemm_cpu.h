@@ -41,15 +41,20 @@ struct GemmProblem {
 //   1  portable: 4x16 register tile in plain C++, compiled for baseline x86-64
 //   2  AVX2+FMA: 6x16 tile, broadcast-FMA on 256-bit registers
 //   3  AVX-512: 14x32 tile, broadcast-FMA on 512-bit registers (28 accumulators)
-// A variant selects the micro-kernel; the packing copies are vectorised for the CPU at hand
-// whatever the variant (target_clones), the in-register transposes follow cpu_isa().
-constexpr int kGemmVariants = 4;
+//   4  AVX-512: 6x64 tile (24 accumulators, fewer loads per FMA)
+// On AVX-512, variant 0 picks 3 or 4 per problem (gemm_avx512_shape_for). A variant selects the
+// micro-kernel; the packing copies are vectorised for the CPU at hand whatever the variant
+// (target_clones), the in-register transposes follow cpu_isa().
+constexpr int kGemmVariants = 5;
 // Throws ArgError (naming `op`) for an unknown variant or one this CPU cannot run.
 void check_gemm_variant(const char* op, int variant);
 void gemm_run(const GemmProblem& p, int variant);
 
 void gemm_portable(const GemmProblem& p);
 void gemm_avx2(const GemmProblem& p);
-void gemm_avx512(const GemmProblem& p);
+void gemm_avx512_14x32(const GemmProblem& p);
+void gemm_avx512_6x64(const GemmProblem& p);
+// The AVX-512 variant (3 or 4) that variant 0 runs for this problem.
+int gemm_avx512_shape_for(const GemmProblem& p);
 
 }  // namespace convnet

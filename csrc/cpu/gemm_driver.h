@@ -8,21 +8,26 @@
 // -> m in MC blocks (pack A: MC x KC, lives in L2) -> NR columns (one B micro-panel, KC x NR,
 // stays in L1 while...) -> MR rows: the micro-kernel, an MR x NR tile of C in registers.
 //
-// Threads: each thread takes a contiguous share of one dimension and runs the serial loops on it
-// with its own packing buffers. n is split when m <= n (A, the smaller side, is packed by every
-// thread), m otherwise; k is split when it dwarfs m and n (convolution weight gradients: the
-// reduction runs over every image and position), each thread summing into its own buffer.
+// Threads run the serial loops with their own packing buffers. When m <= n they take blocks of
+// columns from a shared counter (A, the smaller side, is packed by every thread): on a shared
+// machine a core slowed by another job then simply takes fewer blocks, where fixed halves would
+// leave the other core waiting. Otherwise each takes a contiguous share of m; k is split when it
+// dwarfs m and n (convolution weight gradients: the reduction runs over every image and
+// position), each thread summing into its own buffer.
 //
 // Kernel provides MR, NR, MC, KC, NC and
 //   run(kc, a_panel, b_panel, c, ldc, alpha, beta, rows, cols): C[rows x cols] tile of
-//   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C);
-//   kDirectB: whether it also has run_direct(kc, a_panel, b_rows, c, ldc, alpha, beta, rows),
-//   the same for a full-width tile whose B panel is read in place through kc row pointers
-//   (GemmOperand::row_pointers: implicit-GEMM convolutions read the images directly).
+//   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C).
+//
+// B panels whose k steps are contiguous rows somewhere (GemmOperand::row_pointers: the images of
+// an implicit-GEMM convolution) are packed by plain row copies rather than read in place: rows
+// of images lie 512 bytes apart (128 images), so in place they fall into a quarter of the L1
+// sets and the panel spills to L2 at every tile; packed, it stays in L1.
 #pragma once
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -32,40 +37,58 @@
 namespace convnet {
 namespace gemm_detail {
 
+// Columns [n0, n1) in blocks of NC, or, with `shared_n`, in blocks of `chunk` columns taken from
+// that counter (starting at n0) until it passes n1.
 template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
-                 int64_t k0, int64_t k1, float* c, int64_t ldc, float beta) {
+                 int64_t k0, int64_t k1, float* c, int64_t ldc, float beta,
+                 std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = K::NC) {
   constexpr int64_t kPanels = (K::NC + K::NR - 1) / K::NR;
   thread_local AlignedScratch abuf, bbuf;
-  thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if direct
-  thread_local std::vector<char> direct;
+  thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
+  thread_local std::vector<char> gathered;
   // A is packed once for all n blocks when there are several and it is not huge (the filters of
   // a convolution: packed once per call, not once per 1024 columns of images).
   int64_t mblocks = (m1 - m0 + K::MC - 1) / K::MC, kblocks = (k1 - k0 + K::KC - 1) / K::KC;
   size_t ablock = size_t(K::MC) * K::KC;
-  bool keep_a = n1 - n0 > K::NC && size_t(mblocks * kblocks) * ablock <= (size_t(1) << 23);
+  bool keep_a = (shared_n || n1 - n0 > K::NC) &&
+                size_t(mblocks * kblocks) * ablock <= (size_t(1) << 23);
   float* pa_all = abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * K::KC);
-  if (K::kDirectB) bptrs.resize(size_t(kPanels) * K::KC), direct.resize(kPanels);
-  for (int64_t jc = n0; jc < n1; jc += K::NC) {
-    int64_t nc = std::min<int64_t>(K::NC, n1 - jc);
+  bptrs.resize(size_t(kPanels) * K::KC), gathered.resize(kPanels);
+  auto next = [&](int64_t jc) { return shared_n ? shared_n->fetch_add(chunk) : jc + K::NC; };
+  bool first = true;
+  for (int64_t jc = shared_n ? next(0) : n0; jc < n1; jc = next(jc), first = false) {
+    int64_t nc = std::min<int64_t>(shared_n ? chunk : K::NC, n1 - jc);
     for (int64_t pc = k0; pc < k1; pc += K::KC) {
       int64_t kc = std::min<int64_t>(K::KC, k1 - pc);
       float beta_k = pc == k0 ? beta : 1.f;
-      // B: each full panel read in place when the operand allows it, packed otherwise.
-      for (int64_t jr = 0; jr < nc; jr += K::NR) {
-        int64_t q = jr / K::NR, cols = std::min<int64_t>(K::NR, nc - jr);
-        bool d = K::kDirectB && cols == K::NR &&
-                 p.b->row_pointers(jc + jr, pc, kc, K::NR, bptrs.data() + q * K::KC);
-        if (K::kDirectB) direct[q] = d;
-        if (!d) p.b->pack(jc + jr, cols, pc, kc, K::NR, pb + q * kc * K::NR);
+      // B: full panels gathered from row pointers when the operand has them, packed otherwise.
+      int64_t npanels = (nc + K::NR - 1) / K::NR;
+      bool any_gathered = false;
+      for (int64_t q = 0; q < npanels; ++q) {
+        int64_t cols = std::min<int64_t>(K::NR, nc - q * K::NR);
+        gathered[q] = cols == K::NR &&
+                      p.b->row_pointers(jc + q * K::NR, pc, kc, K::NR, bptrs.data() + q * K::KC);
+        any_gathered |= bool(gathered[q]);
+        if (!gathered[q]) p.b->pack(jc + q * K::NR, cols, pc, kc, K::NR, pb + q * kc * K::NR);
       }
+      // k step by k step across the panels: for one filter tap, consecutive panels read
+      // consecutive pixels, a stream the hardware prefetchers follow.
+      if (any_gathered)
+        for (int64_t t = 0; t < kc; ++t)
+          for (int64_t q = 0; q < npanels; ++q)
+            if (gathered[q]) {
+              const float* src = bptrs[q * K::KC + t];
+              float* dst = pb + (q * kc + t) * K::NR;
+              for (int i = 0; i < K::NR; ++i) dst[i] = src[i];
+            }
       for (int64_t ic = m0; ic < m1; ic += K::MC) {
         int64_t mc = std::min<int64_t>(K::MC, m1 - ic);
         float* pa = pa_all;
         if (keep_a) {
           pa += size_t(((pc - k0) / K::KC) * mblocks + (ic - m0) / K::MC) * ablock;
-          if (jc == n0) p.a->pack(ic, mc, pc, kc, K::MR, pa);
+          if (first) p.a->pack(ic, mc, pc, kc, K::MR, pa);
         } else {
           p.a->pack(ic, mc, pc, kc, K::MR, pa);
         }
@@ -73,17 +96,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
           int64_t q = jr / K::NR;
           int cols = int(std::min<int64_t>(K::NR, nc - jr));
           const float* bp = pb + q * kc * K::NR;
-          bool d = K::kDirectB && direct[q];
           for (int64_t ir = 0; ir < mc; ir += K::MR) {
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
             const float* ap = pa + (ir / K::MR) * kc * K::MR;
             float* ct = c + (ic + ir) * ldc + (jc + jr);
-            if constexpr (K::kDirectB) {
-              if (d) {
-                K::run_direct(kc, ap, bptrs.data() + q * K::KC, ct, ldc, p.alpha, beta_k, rows);
-                continue;
-              }
-            }
             K::run(kc, ap, bp, ct, ldc, p.alpha, beta_k, rows, cols);
           }
         }
@@ -111,21 +127,31 @@ void gemm_blocked(const GemmProblem& p) {
 
   bool split_k = p.k >= 8 * std::max(p.m, p.n) && p.k >= int64_t(threads) * K::KC;
   if (split_k) {
-    // Threads 1.. reduce into private (m, n) buffers, added to C once all are done.
+    // Threads take k blocks from a shared counter (as the column blocks below), thread 0
+    // reducing into C and the others into private (m, n) buffers, added to C once all are done.
+    // Blocks of several KC, at least 8 per thread.
     static std::vector<float> partial;  // grow-only; GEMMs are issued from one host thread
     size_t mn = size_t(p.m) * size_t(p.n);
     if (partial.size() < mn * (threads - 1)) partial.resize(mn * (threads - 1));
-    int64_t kchunk = (p.k + threads - 1) / threads;
+    int64_t kchunk = std::max<int64_t>(
+        K::KC, std::min<int64_t>(8 * K::KC, p.k / (8 * threads) / K::KC * K::KC));
+    std::atomic<int64_t> next_k{0};
 #pragma omp parallel num_threads(threads)
     {
       int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      int64_t kb = std::min(p.k, t * kchunk), ke = std::min(p.k, kb + kchunk);
-      if (t == 0)
-        gemm_serial<K>(p, 0, p.m, 0, p.n, kb, ke, p.c, p.ldc, p.beta);
-      else if (kb < ke)
-        gemm_serial<K>(p, 0, p.m, 0, p.n, kb, ke, partial.data() + mn * (t - 1), p.n, 0.f);
-      else
-        std::fill_n(partial.data() + mn * (t - 1), mn, 0.f);
+      float* dst = t == 0 ? p.c : partial.data() + mn * (t - 1);
+      int64_t ld = t == 0 ? p.ldc : p.n;
+      float beta = t == 0 ? p.beta : 0.f;
+      for (int64_t kb = next_k.fetch_add(kchunk); kb < p.k; kb = next_k.fetch_add(kchunk)) {
+        gemm_serial<K>(p, 0, p.m, 0, p.n, kb, std::min(p.k, kb + kchunk), dst, ld, beta);
+        beta = 1.f;
+      }
+      if (beta != 1.f) {  // this thread got no block: its share is zero
+        if (t == 0)
+          scale_c(p);
+        else
+          std::fill_n(dst, mn, 0.f);
+      }
 #pragma omp barrier
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < p.m; ++i) {
@@ -139,21 +165,25 @@ void gemm_blocked(const GemmProblem& p) {
     return;
   }
 
-  bool split_n = p.n >= p.m;
-  int64_t extent = split_n ? p.n : p.m, unit = split_n ? K::NR : K::MR;
-  int64_t units = (extent + unit - 1) / unit;
+  if (p.n >= p.m) {
+    // Blocks of NC columns, or fewer columns when that leaves each thread fewer than two
+    // blocks; whole panels either way.
+    int64_t panels = (p.n + K::NR - 1) / K::NR;
+    int64_t chunk = std::min<int64_t>(K::NC, (panels + 2 * threads - 1) / (2 * threads) * K::NR);
+    if (panels < threads) threads = int(panels);
+    std::atomic<int64_t> next_col{0};
+#pragma omp parallel num_threads(threads)
+    gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta, &next_col, chunk);
+    return;
+  }
+  int64_t units = (p.m + K::MR - 1) / K::MR;
   if (units < threads) threads = int(units);
 #pragma omp parallel num_threads(threads)
   {
     int t = omp_get_thread_num(), nt = omp_get_num_threads();
     int64_t per = (units + nt - 1) / nt;
-    int64_t b = std::min(extent, t * per * unit), e = std::min(extent, (t + 1) * per * unit);
-    if (b < e) {
-      if (split_n)
-        gemm_serial<K>(p, 0, p.m, b, e, 0, p.k, p.c, p.ldc, p.beta);
-      else
-        gemm_serial<K>(p, b, e, 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
-    }
+    int64_t b = std::min(p.m, t * per * K::MR), e = std::min(p.m, (t + 1) * per * K::MR);
+    if (b < e) gemm_serial<K>(p, b, e, 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
   }
 }
 

@@ -16,10 +16,10 @@ namespace convnet {
 struct GemmOperand {
   virtual void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
                     float* dst) const = 0;
-  // Zero-copy alternative for a full panel of B (rows [r0, r0 + width)): ptrs[t] points at
-  // `width` contiguous floats holding elements (r0 .., k0 + t), or at kZeroRow. Returns false
-  // when the panel's rows are not contiguous in memory (the driver then packs it). Micro-kernels
-  // that can read B through such pointers skip the copy entirely.
+  // Fast path for a full panel of B (rows [r0, r0 + width)): ptrs[t] points at `width`
+  // contiguous floats holding elements (r0 .., k0 + t), or at kZeroRow. Returns false when the
+  // panel's rows are not contiguous in memory (the driver then calls pack()). The driver packs
+  // such panels itself with straight row copies, no per-element index arithmetic.
   virtual bool row_pointers(int64_t /*r0*/, int64_t /*k0*/, int64_t /*kc*/, int /*width*/,
                             const float** /*ptrs*/) const {
     return false;

@@ -8,7 +8,6 @@ namespace {
 
 struct Kernel4x16 {
   static constexpr int MR = 4, NR = 16, KC = 256, MC = 4 * 64, NC = 2048;
-  static constexpr bool kDirectB = false;
 
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                   float beta, int rows, int cols) {
