@@ -35,18 +35,28 @@ struct KernelAvx512 {
     run_rows(kc, a, b, c, ldc, alpha, beta, rows, cols, std::make_integer_sequence<int, MR>());
   }
 
+  // The first tile of a B panel whose k steps are image rows (GemmOperand::row_pointers) reads
+  // them in place and writes the packed panel for the other tiles as it goes: the loads of the
+  // rows, which come from L3 or memory, overlap the FMAs instead of a separate copy pass.
+  static void run_gather(int64_t kc, const float* a, const float* const* rows_b, float* packed_b,
+                         float* c, int64_t ldc, float alpha, float beta, int cols) {
+    tile<MR, true>(kc, a, nullptr, c, ldc, alpha, beta, cols, rows_b, packed_b);
+  }
+
   template <int... R>
   static void run_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                        float alpha, float beta, int rows, int cols,
                        std::integer_sequence<int, R...>) {
-    using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int);
+    using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int,
+                        const float* const*, float*);
     static constexpr Fn table[] = {&tile<R + 1>...};
-    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols);
+    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr);
   }
 
-  template <int ROWS>
+  template <int ROWS, bool GATHER = false>
   static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
-                   float beta, int cols) {
+                   float beta, int cols, const float* const* rows_b = nullptr,
+                   float* packed_b = nullptr) {
     __m512 acc[ROWS][NV];
 #pragma GCC unroll 16
     for (int r = 0; r < ROWS; ++r) {
@@ -60,7 +70,14 @@ struct KernelAvx512 {
     for (int64_t k = 0; k < kc; ++k) {
       __m512 bv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+      for (int v = 0; v < NV; ++v) {
+        if (GATHER) {
+          bv[v] = _mm512_loadu_ps(rows_b[k] + 16 * v);
+          _mm512_store_ps(packed_b + 16 * v, bv[v]);
+        } else {
+          bv[v] = _mm512_load_ps(b + 16 * v);
+        }
+      }
 #pragma GCC unroll 16
       for (int r = 0; r < ROWS; ++r) {
         __m512 ar = _mm512_set1_ps(a[r]);
@@ -69,7 +86,10 @@ struct KernelAvx512 {
       }
       _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);
       a += MR;
-      b += NR;
+      if (GATHER)
+        packed_b += NR;
+      else
+        b += NR;
     }
     __mmask16 mask[NV];
 #pragma GCC unroll 4
