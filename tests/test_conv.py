@@ -25,6 +25,7 @@ SHAPES = [
     (4, 6, 6, 32, 4, 3, 1, 1, 2),   # whole 32-image panels (14x32 tile): gathered by row copies
     (3, 7, 9, 64, 5, 3, 1, 2, 1),   # whole 64-image panels (6x64 tile)
     (5, 6, 5, 128, 7, 3, 1, 1, 1),  # a training batch, stride 1: both tiles gather every panel
+    (13, 6, 5, 64, 14, 5, 2, 1, 1),  # full 6-row tiles packing the panels they read, 3 k blocks
 ]
 IDS = ["x".join(map(str, s)) for s in SHAPES]
 

@@ -58,6 +58,19 @@ def test_sgemm(device, rng, m, n, k, trans_a, trans_b):
                      what=f"variant {v}, c allocated")
 
 
+def test_sgemm_partial_row_tiles(device, rng):
+    # m from 1 to 28 leaves every possible partial tile of the 6- and 14-row micro-kernels.
+    n, k = 33, 9
+    b = rng.standard_normal((k, n))
+    tb = convnet.tensor(b, device)
+    for m in range(1, 29):
+        a = rng.standard_normal((m, k))
+        ta = convnet.tensor(a, device)
+        for v in _variants(device):
+            c = _sgemm(ta, tb, variant=v)
+            assert_close(c.numpy(), a @ b, what=f"m {m}, variant {v}")
+
+
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
                                              (True, True)])
 def test_sgemm_leading_dimensions(device, rng, trans_a, trans_b):

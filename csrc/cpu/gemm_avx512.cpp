@@ -1,7 +1,10 @@
 // The AVX-512 SGEMM micro-kernels: an MR x (16*NV) tile of C in MR*NV zmm accumulators. Each k
 // step loads NV 16-float vectors of the packed B panel and broadcasts MR values of the packed A
 // panel from memory: MR*NV FMAs per NV + MR loads, FMA-bound with two 512-bit FMA pipes. The C
-// tile and the A stream are prefetched. One template, two shapes (numbered variants):
+// tile (every cache line of it: the epilogue reads C from L2 otherwise) and the A stream are
+// prefetched. A partial tile (the last rows of m) runs a kernel of just those rows rather than
+// MR rows of padding: m = 128 filters per group took 132 rows of FMAs with 6-row tiles.
+// One template, two shapes (numbered variants):
 //
 // SGEMM variant 3: 14x32 (28 accumulators; 16 loads per 28 FMAs). KC = 256: the KC x 32 B
 // micro-panel (32 KB) stays in L1, the MC x KC A block (504 x 256, 516 KB) in L2 with the
@@ -16,6 +19,8 @@
 // the 256 KB B block (C is updated K/128 times: 18 for 3x3 convolutions of 256 channels).
 #include <immintrin.h>
 
+#include <utility>
+
 #include "gemm_driver.h"
 
 namespace convnet {
@@ -27,28 +32,64 @@ struct KernelAvx512 {
 
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                   float beta, int rows, int cols) {
-    __m512 acc[MR][NV];
+    run_rows(kc, a, b, c, ldc, alpha, beta, rows, cols, std::make_integer_sequence<int, MR>());
+  }
+
+  // The first tile of a B panel whose k steps are image rows (GemmOperand::row_pointers) reads
+  // them in place and writes the packed panel for the other tiles as it goes: the loads of the
+  // rows, which come from L3 or memory, overlap the FMAs instead of a separate copy pass.
+  static void run_gather(int64_t kc, const float* a, const float* const* rows_b, float* packed_b,
+                         float* c, int64_t ldc, float alpha, float beta, int cols) {
+    tile<MR, true>(kc, a, nullptr, c, ldc, alpha, beta, cols, rows_b, packed_b);
+  }
+
+  template <int... R>
+  static void run_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                       float alpha, float beta, int rows, int cols,
+                       std::integer_sequence<int, R...>) {
+    using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int,
+                        const float* const*, float*);
+    static constexpr Fn table[] = {&tile<R + 1>...};
+    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr);
+  }
+
+  template <int ROWS, bool GATHER = false>
+  static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                   float beta, int cols, const float* const* rows_b = nullptr,
+                   float* packed_b = nullptr) {
+    __m512 acc[ROWS][NV];
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
+    for (int r = 0; r < ROWS; ++r) {
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), _MM_HINT_T0);
     }
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
       __m512 bv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+      for (int v = 0; v < NV; ++v) {
+        if (GATHER) {
+          bv[v] = _mm512_loadu_ps(rows_b[k] + 16 * v);
+          _mm512_store_ps(packed_b + 16 * v, bv[v]);
+        } else {
+          bv[v] = _mm512_load_ps(b + 16 * v);
+        }
+      }
 #pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r) {
+      for (int r = 0; r < ROWS; ++r) {
         __m512 ar = _mm512_set1_ps(a[r]);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
       }
       _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);
       a += MR;
-      b += NR;
+      if (GATHER)
+        packed_b += NR;
+      else
+        b += NR;
     }
     __mmask16 mask[NV];
 #pragma GCC unroll 4
@@ -59,15 +100,13 @@ struct KernelAvx512 {
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      if (r < rows) {
-        float* cr = c + r * ldc;
+    for (int r = 0; r < ROWS; ++r) {
+      float* cr = c + r * ldc;
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) {
-          __m512 x = _mm512_mul_ps(acc[r][v], va);
-          if (beta != 0.f) x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], cr + 16 * v), vb, x);
-          _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
-        }
+      for (int v = 0; v < NV; ++v) {
+        __m512 x = _mm512_mul_ps(acc[r][v], va);
+        if (beta != 0.f) x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], cr + 16 * v), vb, x);
+        _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
       }
     }
   }
