@@ -13,7 +13,8 @@
 // machine a core slowed by another job then simply takes fewer blocks, where fixed halves would
 // leave the other core waiting. Otherwise each takes a contiguous share of m; k is split when it
 // dwarfs m and n (convolution weight gradients: the reduction runs over every image and
-// position), each thread summing into its own buffer.
+// position), each thread summing a fixed share into its own buffer, so the bits never depend
+// on timing.
 //
 // Kernel provides MR, NR, MC, KC, NC and
 //   run(kc, a_panel, b_panel, c, ldc, alpha, beta, rows, cols): C[rows x cols] tile of
@@ -145,31 +146,25 @@ void gemm_blocked(const GemmProblem& p) {
 
   bool split_k = p.k >= 8 * std::max(p.m, p.n) && p.k >= int64_t(threads) * K::KC;
   if (split_k) {
-    // Threads take k blocks from a shared counter (as the column blocks below), thread 0
-    // reducing into C and the others into private (m, n) buffers, added to C once all are done.
-    // Blocks of several KC, at least 8 per thread.
+    // Each thread reduces a fixed contiguous share of k, thread 0 into C and the others into
+    // private (m, n) buffers, added to C in thread order once all are done. Fixed shares, not
+    // k blocks from a shared counter as for the columns below: which sums group together must
+    // not depend on timing, or the same inputs would give different bits from run to run.
     static std::vector<float> partial;  // grow-only; GEMMs are issued from one host thread
     size_t mn = size_t(p.m) * size_t(p.n);
     if (partial.size() < mn * (threads - 1)) partial.resize(mn * (threads - 1));
-    int64_t kchunk = std::max<int64_t>(
-        K::KC, std::min<int64_t>(8 * K::KC, p.k / (8 * threads) / K::KC * K::KC));
-    std::atomic<int64_t> next_k{0};
+    int64_t kchunk = (p.k + threads - 1) / threads;
 #pragma omp parallel num_threads(threads)
     {
       int t = omp_get_thread_num(), nt = omp_get_num_threads();
       float* dst = t == 0 ? p.c : partial.data() + mn * (t - 1);
-      int64_t ld = t == 0 ? p.ldc : p.n;
-      float beta = t == 0 ? p.beta : 0.f;
-      for (int64_t kb = next_k.fetch_add(kchunk); kb < p.k; kb = next_k.fetch_add(kchunk)) {
-        gemm_serial<K>(p, 0, p.m, 0, p.n, kb, std::min(p.k, kb + kchunk), dst, ld, beta);
-        beta = 1.f;
-      }
-      if (beta != 1.f) {  // this thread got no block: its share is zero
-        if (t == 0)
-          scale_c(p);
-        else
-          std::fill_n(dst, mn, 0.f);
-      }
+      int64_t kb = std::min(p.k, t * kchunk), ke = std::min(p.k, kb + kchunk);
+      if (kb < ke)
+        gemm_serial<K>(p, 0, p.m, 0, p.n, kb, ke, dst, t == 0 ? p.ldc : p.n, t == 0 ? p.beta : 0.f);
+      else if (t == 0)
+        scale_c(p);
+      else
+        std::fill_n(dst, mn, 0.f);
 #pragma omp barrier
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < p.m; ++i) {
