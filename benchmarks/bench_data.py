@@ -10,6 +10,7 @@ median over --repeats passes of images/s by the wall clock and per CPU-second of
 (the fairer "per core" figure on a shared machine; rows with worker processes have no CPU column).
 Rows: Pillow's bare decode (the JPEG peer); libjpeg-turbo's bare decode through simplejpeg (what the
 pipeline decodes with: the floor of its cost); decode + resize to 256 (images.load_resized); the
+resize of a training window alone, C++ against Pillow; the
 JPEG folder source to a (3, 224, 224, N) float32 batch (crop, flip, PCA
 colour noise, mean subtraction) with the C++ assembly and with the numpy assembly it replaced;
 the shard source likewise (the numpy rows are the previous implementation's assembly; the JPEG
@@ -119,6 +120,30 @@ def main():
             peer=r_dec)
         row("JPEG decode + resize 256 (load_resized)", rates(decode_resize, len(paths), a.repeats),
             peer=r_dec)
+        # The resize alone: a training window (224 of 256) of each decoded image, C++ vs Pillow.
+        decoded = [images.decode(p, 256) for p in paths[:32]]
+        boxes = []
+        for img in decoded:
+            h, w = img.shape[:2]
+            s, k = min(h, w), min(h, w) / 256
+            x0, y0 = (w - s) / 2 + 13 * k, (h - s) / 2 + 17 * k
+            boxes.append((x0, y0, x0 + 224 * k, y0 + 224 * k))
+        win = np.empty((224, 224, 3), np.uint8)
+
+        def resize_cpp():
+            for img, box in zip(decoded, boxes):
+                images.resize_bilinear(img, win, box)
+
+        pil = [Image.fromarray(img) for img in decoded]
+
+        def resize_pillow():
+            for im, box in zip(pil, boxes):
+                im.resize((224, 224), Image.BILINEAR, box=box)
+
+        r_pil = rates(resize_pillow, len(decoded), a.repeats)
+        row("peer: Pillow resize of a 224 training window", r_pil)
+        row("C++ resize_bilinear of the same window", rates(resize_cpp, len(decoded), a.repeats),
+            peer=r_pil)
         folder = open_source(src, workers=0, stats_samples=64)
         r_jpeg = rates(drain(folder, a.batch), n_f, a.repeats)
         row("JPEG -> float32 batch, C++ assembly", r_jpeg, JPEG_TARGET, r_dec)
@@ -168,7 +193,8 @@ def main():
         p = f"{wall / peer[0]:8.2f}" if peer else ""
         print(f"{name:48s} {wall:7.0f} {c} {t} {p}")
     print("cpu/tgt: images per CPU-second (wall clock for the 2-worker row) over the target; "
-          "vs peer: wall-clock rate over the first row of its group (Pillow decode; C++ shards).")
+          "vs peer: wall-clock rate over the first row of its group (Pillow decode; Pillow resize; C++ "
+          "shards).")
 
 
 if __name__ == "__main__":
