@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import rng
+from ..device import module_for
 from .errors import BadImageError
 
 MODES = ("train", "test", "multiview")
@@ -65,7 +66,7 @@ def assemble_batch(images, index, offsets, flips, shift, mean, out, variant=0):
     minus `mean` (3, crop, crop), plus shift[j] (N, 3) when shift is not None; evaluated as
     (float(pixel) - mean) + shift in float32, exactly as the numpy path.  `images` is a list of
     uint8 (H, W, 3) arrays or one (M, H, W, 3) array.  variant 0 picks the best the CPU runs."""
-    _cpu().assemble_batch(images, np.ascontiguousarray(index, np.int32),
+    module_for("cpu").assemble_batch(images, np.ascontiguousarray(index, np.int32),
                           np.ascontiguousarray(offsets, np.int32),
                           np.ascontiguousarray(flips, np.bool_).view(np.uint8),
                           None if shift is None else np.ascontiguousarray(shift, np.float32),
@@ -74,7 +75,7 @@ def assemble_batch(images, index, offsets, flips, shift, mean, out, variant=0):
 
 def assemble_batch_variants() -> int:
     """assemble_batch variants this CPU runs: 1 portable, 2-3 AVX2, 4-5 AVX-512 (cached, streaming)."""
-    return _cpu().assemble_batch_variants()
+    return module_for("cpu").assemble_batch_variants()
 
 
 def assemble_batch_numpy(images, index, offsets, flips, shift, mean, out, scratch=None):
@@ -97,11 +98,6 @@ def assemble_batch_numpy(images, index, offsets, flips, shift, mean, out, scratc
     if shift is not None and n:
         for ch in range(3):
             out[ch] += shift[:, ch]
-
-
-def _cpu():
-    from ..device import module_for
-    return module_for("cpu")
 
 
 IMPLS = ("kernel", "numpy")

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from ..device import module_for
 from .errors import BadImageError
 
 try:
@@ -84,23 +85,18 @@ def decode(path: str, min_side: int = 0) -> np.ndarray:
     return arr
 
 
-def _cpu():
-    from ..device import module_for
-    return module_for("cpu")
-
-
 def resize_bilinear(src: np.ndarray, out: np.ndarray, box, variant: int = 0) -> np.ndarray:
     """Resample the rectangle box = (x0, y0, x1, y1) (pixel edges) of uint8 src (H, W, C) onto all
     of uint8 out (h, w, C), C <= 4, with Pillow's BILINEAR filter (a triangle widened by the
     reduction factor: antialiased), in float, rounded once.  variant 0 picks the fastest; 1 SSE,
     2 AVX-512 (csrc/cpu/resize.cpp).  Returns out."""
-    _cpu().resize_bilinear(src, out, tuple(float(b) for b in box), int(variant))
+    module_for("cpu").resize_bilinear(src, out, tuple(float(b) for b in box), int(variant))
     return out
 
 
 def resize_bilinear_variants() -> int:
     """resize_bilinear variants this CPU runs: 1..this number."""
-    return _cpu().resize_bilinear_variants()
+    return module_for("cpu").resize_bilinear_variants()
 
 
 def resize_window(img: np.ndarray, size: int, window=None) -> np.ndarray:
@@ -117,7 +113,7 @@ def resize_window(img: np.ndarray, size: int, window=None) -> np.ndarray:
         k = s / size
         box = (left + x * k, top + y * k, min(left + (x + out_size) * k, w),
                min(top + (y + out_size) * k, h))
-    return resize_bilinear(np.ascontiguousarray(img), np.empty((out_size, out_size, 3), np.uint8), box)
+    return resize_bilinear(img, np.empty((out_size, out_size, 3), np.uint8), box)
 
 
 def load_resized(path: str, size: int = 256, window=None) -> np.ndarray:
