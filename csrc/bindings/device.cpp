@@ -12,21 +12,8 @@ namespace py = pybind11;
 namespace convnet {
 namespace {
 
-struct Buffer {
-  void* ptr = nullptr;
-  size_t nbytes = 0;
-  int device = 0;
-  Buffer(size_t n, int dev) : ptr(device_alloc(n, dev)), nbytes(n), device(dev) {}
-  ~Buffer() {
-    try {
-      device_free(ptr, device);
-    } catch (...) {
-      // A destructor must not throw; the block is then simply not cached.
-    }
-  }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-};
+// Buffer (the Python type): an owning DeviceBuffer; a Tensor keeps it alive.
+using Buffer = DeviceBuffer;
 
 void check_range(const char* op, const Buffer& b, size_t offset, size_t bytes) {
   CONVNET_CHECK(offset + bytes <= b.nbytes, op << ": " << bytes << " bytes at offset " << offset

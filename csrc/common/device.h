@@ -19,6 +19,28 @@ void synchronize(int dev);
 void* device_alloc(size_t bytes, int dev);
 void device_free(void* p, int dev);
 void empty_cache();
+
+// Owning device memory from the caching allocator, given back when it goes out of scope (also
+// when a launch after the allocation throws). The destructor never throws: a block that cannot
+// be given back is simply not cached.
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t nbytes = 0;
+  int device = 0;
+  DeviceBuffer(size_t n, int dev) : ptr(device_alloc(n, dev)), nbytes(n), device(dev) {}
+  ~DeviceBuffer() {
+    try {
+      device_free(ptr, device);
+    } catch (...) {
+    }
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr);
+  }
+};
 struct MemoryStats {
   size_t in_use = 0, cached = 0, peak = 0;
   size_t allocs = 0, cache_hits = 0;

@@ -61,18 +61,11 @@ std::vector<float> time_with_events(int dev, int repeats, const std::function<vo
 
 double measure_fma_peak_cuda(int dev, int repeats) {
   set_device(dev);
-  float* out = static_cast<float*>(device_alloc(sizeof(float), dev));
-  std::vector<float> ms;
-  try {
-    ms = time_with_events(dev, std::max(1, repeats) + 1, [&] {
-      CONVNET_LAUNCH(fma_peak_kernel, kPeakBlocks, kPeakThreads, 0, current_stream(), out,
-                     kPeakIters);
-    });
-  } catch (...) {
-    device_free(out, dev);
-    throw;
-  }
-  device_free(out, dev);
+  DeviceBuffer out(sizeof(float), dev);
+  std::vector<float> ms = time_with_events(dev, std::max(1, repeats) + 1, [&] {
+    CONVNET_LAUNCH(fma_peak_kernel, kPeakBlocks, kPeakThreads, 0, current_stream(),
+                   out.as<float>(), kPeakIters);
+  });
   const float best = *std::min_element(ms.begin() + 1, ms.end());  // the first run warms up
   const double flops = 2.0 * kChains * kPeakIters * double(kPeakThreads) * kPeakBlocks;
   return flops / (best * 1e-3) * 1e-9;

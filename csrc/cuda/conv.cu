@@ -469,14 +469,13 @@ void conv_bwd_weights_tiled(const ConvDims& d, const float* x, const float* dy, 
                    chunk, accumulate ? 1.f : 0.f, vec_dy, groups_aligned(dw, d.Fg, d.F, d.groups));
     return;
   }
-  const int dev = current_device();
-  float* part = static_cast<float*>(device_alloc(size_t(splits * count) * sizeof(float), dev));
+  // Freed blocks are only reused by later work on this device's one stream: safe while queued.
+  DeviceBuffer partials(size_t(splits * count) * sizeof(float), current_device());
+  float* part = partials.as<float>();
   CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, d, x, dy, part,
                  int(splits), chunk, 0.f, vec_dy, groups_aligned(part, d.Fg, d.F, d.groups));
   CONVNET_LAUNCH(sum_partials_kernel, grid_for(count, 256), 256, 0, s, part, dw, count,
                  int(splits), accumulate);
-  // Freed blocks are only reused by later work on this device's one stream: safe while queued.
-  device_free(part, dev);
 }
 
 }  // namespace

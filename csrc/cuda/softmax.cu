@@ -168,35 +168,25 @@ __global__ void cost_bwd_kernel(const float* p, const int32_t* labels, float sca
 __global__ void set_flag_kernel(int* flag) { *flag = INT_MAX; }
 
 // The bad-label flag of one launch: a device int, INT_MAX when every label is good.
+// The bad-label flag of one launch: a device int, INT_MAX when every label is good.
 class LabelFlag {
  public:
-  LabelFlag() : dev_(current_device()) {
-    ptr_ = static_cast<int*>(device_alloc(sizeof(int), dev_));
-    CONVNET_LAUNCH(set_flag_kernel, 1, 1, 0, current_stream(), ptr_);
+  LabelFlag() : buf_(sizeof(int), current_device()) {
+    CONVNET_LAUNCH(set_flag_kernel, 1, 1, 0, current_stream(), get());
   }
-  ~LabelFlag() {
-    try {
-      device_free(ptr_, dev_);
-    } catch (...) {
-      // Not cached then; a destructor must not throw.
-    }
-  }
-  LabelFlag(const LabelFlag&) = delete;
-  LabelFlag& operator=(const LabelFlag&) = delete;
-  int* get() { return ptr_; }
+  int* get() { return buf_.as<int>(); }
   // Waits for the launches before it (the copy is ordered on the device's stream).
   void check(const char* op, const int32_t* labels, int64_t K) {
     int bad = INT_MAX;
-    copy_d2h(&bad, ptr_, sizeof(int), dev_);
+    copy_d2h(&bad, buf_.ptr, sizeof(int), buf_.device);
     if (bad == INT_MAX) return;
     int32_t label = 0;
-    copy_d2h(&label, labels + bad, sizeof(int32_t), dev_);
+    copy_d2h(&label, labels + bad, sizeof(int32_t), buf_.device);
     throw_bad_label(op, bad, label, K);
   }
 
  private:
-  int dev_;
-  int* ptr_;
+  DeviceBuffer buf_;
 };
 
 // Per-image nll (N floats) then rank (N int32) of one cost launch in one device allocation,
@@ -204,23 +194,13 @@ class LabelFlag {
 class CostScratch {
  public:
   explicit CostScratch(int64_t images)
-      : dev_(current_device()), n_(images),
-        ptr_(static_cast<char*>(device_alloc(size_t(images) * 8, dev_))) {}
-  ~CostScratch() {
-    try {
-      device_free(ptr_, dev_);
-    } catch (...) {
-      // Not cached then; a destructor must not throw.
-    }
-  }
-  CostScratch(const CostScratch&) = delete;
-  CostScratch& operator=(const CostScratch&) = delete;
-  float* nll() { return reinterpret_cast<float*>(ptr_); }
-  int32_t* rank() { return reinterpret_cast<int32_t*>(ptr_ + size_t(n_) * 4); }
+      : n_(images), buf_(size_t(images) * 8, current_device()) {}
+  float* nll() { return buf_.as<float>(); }
+  int32_t* rank() { return reinterpret_cast<int32_t*>(buf_.as<char>() + size_t(n_) * 4); }
   // Waits for the launches before it (the copy is ordered on the device's stream).
   SoftmaxCost sums() {
-    std::vector<char> host(size_t(n_) * 8);
-    copy_d2h(host.data(), ptr_, host.size(), dev_);
+    std::vector<char> host(buf_.nbytes);
+    copy_d2h(host.data(), buf_.ptr, host.size(), buf_.device);
     std::vector<float> host_nll(static_cast<size_t>(n_));
     std::vector<int32_t> host_rank(static_cast<size_t>(n_));
     std::memcpy(host_nll.data(), host.data(), size_t(n_) * 4);
@@ -229,9 +209,8 @@ class CostScratch {
   }
 
  private:
-  int dev_;
   int64_t n_;
-  char* ptr_;
+  DeviceBuffer buf_;
 };
 
 unsigned column_blocks(int64_t N) { return unsigned((N + kImages - 1) / kImages); }
