@@ -280,10 +280,14 @@ class Trainer:
         return min(1.0, self._fepoch() / self.epochs)
 
     def train_epoch(self):
-        self._nb = self.data.num_train // self.batch_size
+        self._nb = self.data.num_train_batches(self.batch_size)
         if self._nb == 0:
             raise UserError(f"the data source has {self.data.num_train} training images, fewer "
                             f"than one batch of {self.batch_size}")
+        if self.batch_in_epoch > self._nb:
+            raise UserError(f"the checkpoint stopped at batch {self.batch_in_epoch} of an epoch, "
+                            f"but this data source has {self._nb} batches of {self.batch_size} "
+                            "per epoch: resume with the data and batch size it was trained with")
         # Resuming mid-epoch skips the batches already trained on.
         it = self.data.train_batches(self.epoch, self.batch_size, seed=self.seed,
                                      start=self.batch_in_epoch)

@@ -66,11 +66,11 @@ def assemble_batch(images, index, offsets, flips, shift, mean, out, variant=0):
     minus `mean` (3, crop, crop), plus shift[j] (N, 3) when shift is not None; evaluated as
     (float(pixel) - mean) + shift in float32, exactly as the numpy path.  `images` is a list of
     uint8 (H, W, 3) arrays or one (M, H, W, 3) array.  variant 0 picks the best the CPU runs."""
-    module_for("cpu").assemble_batch(images, np.ascontiguousarray(index, np.int32),
-                          np.ascontiguousarray(offsets, np.int32),
-                          np.ascontiguousarray(flips, np.bool_).view(np.uint8),
-                          None if shift is None else np.ascontiguousarray(shift, np.float32),
-                          mean, out, int(variant))
+    module_for("cpu").assemble_batch(
+        images, np.ascontiguousarray(index, np.int32), np.ascontiguousarray(offsets, np.int32),
+        np.ascontiguousarray(flips, np.bool_).view(np.uint8),
+        None if shift is None else np.ascontiguousarray(shift, np.float32), mean, out,
+        int(variant))
 
 
 def assemble_batch_variants() -> int:

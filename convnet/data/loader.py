@@ -373,6 +373,10 @@ class Dataset:
         n = len(order) - (len(order) % batch_size if drop_last else 0)
         return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
+    def num_train_batches(self, batch_size: int, drop_last: bool = True) -> int:
+        """How many batches train_batches(..., batch_size, drop_last=drop_last) has in an epoch."""
+        return len(self._split_batches(range(self.num_train), batch_size, drop_last))
+
     def train_batches(self, epoch: int, batch_size: int, seed: int = 0, drop_last: bool = True,
                       start: int = 0):
         """The epoch's batches from batch `start` on (resuming mid-epoch: the order and every
