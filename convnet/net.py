@@ -1,9 +1,10 @@
 """The layer graph: a DAG built from a config, with shapes inferred and checked, every buffer
 allocated once, and forward / backward / update over the kernels.
 
-Devices. Each layer runs on one device: config key ``gpu`` (an index, default 0) mapped onto the
-run's device kind (``--device emu`` with gpu=1 -> emu:1; every layer is on the one CPU device when
-the run is on ``cpu``). An activation read by a layer on another device is copied explicitly
+Devices. Each layer runs on one device: config key ``gpu`` (an index; by default the device of
+the layer's first input, 0 for data layers, as in cuda-convnet2) mapped onto the run's device
+kind (``--device emu`` with gpu=1 -> emu:1; every layer is on the one CPU device when the run is
+on ``cpu``). An activation read by a layer on another device is copied explicitly
 (``Tensor.copy_``, peer to peer) into a buffer on the consumer's device allocated at build time;
 the gradient goes back the same way, into a staging buffer on the producer's device, and is
 summed there with the gradients of the producer's other consumers.
@@ -19,7 +20,7 @@ import numpy as np
 
 from . import ops
 from .config import ConfigError
-from .device import Device, backend
+from .device import Device, DeviceError, backend
 from .layers import BatchBuffer, make_layer
 from .tensor import from_numpy
 
@@ -108,15 +109,20 @@ class Net:
 
     def _place(self):
         kind = self.run_device
-        for L in self.layers:
+        backend(kind)  # DeviceError naming the device if it does not exist
+        for L in self.order:
+            if L.cfg["gpu"] is None:  # where its first input runs, as in cuda-convnet2
+                L.cfg["gpu"] = L.inputs[0].cfg["gpu"] if L.inputs else 0
             gpu = L.cfg["gpu"]
             if kind.type == "cpu":
                 L.device = Device("cpu")
-            else:
-                L.device = Device(f"{kind.type}:{kind.index + gpu}")
+                continue
+            L.device = Device(f"{kind.type}:{kind.index + gpu}")
+            try:
+                backend(L.device)
+            except DeviceError as e:
+                raise L.spec.error("gpu", f"gpu={gpu} with the run on {kind}: {e}") from None
         self.devices = sorted({L.device for L in self.layers}, key=str)
-        for d in self.devices:
-            backend(d)  # DeviceError naming the device if it does not exist
 
     def _infer_shapes(self):
         for L in self.order:
