@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 import convnet
-from convnet import checkpoint, ops
+from convnet import checkpoint, data, ops
 from convnet.config import ConfigError, load_config
+from convnet.gradcheck import net_grad_errors
 from convnet.layers import make_layer
 from convnet.net import Net
+from convnet.train import main
 
 import ref_conv as ref
 import ref_norm_pool as ref_norm
@@ -426,6 +428,28 @@ def test_checkpoint_moves_between_placements(tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-5)
 
 
+@needs_emu
+@pytest.mark.parametrize("first, then", [("emu:0", "cpu"), ("cpu", "emu:0")])
+def test_training_resumes_on_another_placement(tmp_path, capsys, first, then):
+    # One epoch with the towers on emu:0/emu:1 (or on the one CPU device), then the second epoch
+    # resumed from its checkpoint on the other placement: the same run as two epochs on the CPU,
+    # up to the float32 rounding of the emulated kernels (measured: 6e-7 of each tensor's
+    # largest entry; allowed: 1e-5).
+    data = ["--data", "synthetic:size=24,train=64,test=16,classes=10", "--batch-size", "16"]
+    assert main([TINY_ALEXNET_2GPU, *data, "--epochs", "2", "--save-dir", str(tmp_path / "cpu")]) \
+        == 0
+    split = str(tmp_path / "split")
+    assert main([TINY_ALEXNET_2GPU, *data, "--epochs", "1", "--device", first, "--save-dir",
+                 split]) == 0
+    assert main([TINY_ALEXNET_2GPU, "--resume", split, "--epochs", "2", "--device", then]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    m1, a1 = checkpoint.load(str(tmp_path / "cpu"))
+    m2, a2 = checkpoint.load(split)
+    assert m1["step"] == m2["step"] == 8 and a1.keys() == a2.keys()
+    for k in a1:
+        assert_matches(a2[k], a1[k], 1e-5, k)
+
+
 # -- misconfiguration ---------------------------------------------------------------------------
 
 HEAD = "[data]\ntype=data\ndataIdx=0\n\n[labels]\ntype=data\ndataIdx=1\n\n"
@@ -468,6 +492,22 @@ def test_rand_sparse_zero_and_lists_are_accepted(tmp_path):
     mix = net.by_name["mix"]
     assert mix.cfg["initW"] == (0.1, 0.2) and mix.cfg["randSparse"] == (False, False)
     assert [p.full_name for p in net.params if p.layer is mix] == ["mix.w0", "mix.w1", "mix.b"]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("emu:0", marks=needs_emu)])
+def test_net_with_a_two_input_layer_gradients(tmp_path, device):
+    # c1 (gpu 0) and c2 (gpu 1) both read the image; mix reads both: every parameter against
+    # finite differences of the cost, as `--check-grads` does.
+    net = build(tmp_path, MIX.replace("filterSize=3", "filterSize=3,5").replace(
+        "padding=1", "padding=1,2") + "neuron=tanh\n", device)
+    ds = data.open_source("synthetic:size=8,train=16,test=16,classes=3", workers=0,
+                          color_noise=0.0, flip=False)
+    images, labels = (a[..., :2].copy() for a in next(iter(ds.test_batches(16))))
+    errors = net_grad_errors(net, images, labels, samples=6, steps=(1e-3, 1e-4))
+    assert sorted(errors) == sorted(p.full_name for p in net.params)
+    assert {"mix.w0", "mix.w1", "mix.b"} <= set(errors)
+    bad = {k: v for k, v in errors.items() if v[0] > 0.05}
+    assert not bad, bad
 
 
 @needs_emu
