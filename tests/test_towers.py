@@ -517,3 +517,15 @@ def test_device_index_that_does_not_exist(tmp_path):
         build(tmp_path, MIX, device="emu:1")  # gpu=1 -> emu:2 does not
     assert (e.value.section, e.value.key) == ("c2", "gpu")
     assert "emu:2 does not exist" in str(e.value) and e.value.file.endswith("towers.cfg")
+
+
+@needs_emu
+def test_training_cli_reports_a_missing_device_in_one_line(tmp_path, capsys):
+    # tiny-alexnet-2gpu.cfg on emu:1: its gpu=1 layers would need emu:2.
+    code = main([TINY_ALEXNET_2GPU, "--device", "emu:1", "--data",
+                 "synthetic:size=24,train=64,test=16,classes=10", "--save-dir",
+                 str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{TINY_ALEXNET_2GPU} [conv1b] gpu: gpu=1 with the run on emu:1: emu:2 does not " \
+           "exist" in err, err

@@ -10,9 +10,10 @@ filters=128 and groups=2 has 256 filters in all; group g reads input channels
 Several inputs (cuda-convnet2): ``inputs=a,b`` gives the layer one weight tensor per input and
 one bias; the output is the sum of what each input's weights make of it, plus the bias. This is
 how the paper's conv3 and FC layers read both towers. The per-input keys (those parsed with
-config.per_input below) take a comma list, one value per input, or one value for all inputs. The weights of a layer with one
-input are named ``w`` (as they always were); with several inputs ``w0``, ``w1``, ... in the order
-of ``inputs=``, and their learning rates ``epsW.0``, ``epsW.1``, ...; the bias is ``b``.
+config.per_input below) take a comma list, one value per input, or one value for all inputs.
+The weights of a layer with one input are named ``w`` (as they always were); with several inputs
+``w0``, ``w1``, ... in the order of ``inputs=``, and their learning rates ``epsW.0``,
+``epsW.1``, ...; the bias is ``b``.
 """
 import math
 
