@@ -111,6 +111,29 @@ def test_multi_input_conv_matches_reference(device, rng, n):
     assert_close(L.b.grad.numpy(), dy.sum(axis=(1, 2, 3)), what="db")
 
 
+@needs_emu
+def test_multi_input_conv_bits_do_not_depend_on_thread_order(rng):
+    xs = [rng.standard_normal(s + (3,)) for s in CONV2_IN]
+    dy = rng.standard_normal((4, 7, 9, 3))
+    emu = convnet.device.module_for("emu")
+    previous, results = emu.thread_order(), []
+    try:
+        for order in ("forward", "reverse"):
+            emu.set_thread_order(order)
+            L = standalone(CONV2, CONV2_IN, "emu:0", 3)
+            set_params(L, np.random.default_rng(7))
+            y = convnet.empty((4, 7, 9, 3), device="emu:0")
+            L.forward([on("emu:0", x) for x in xs], y, 3, None)
+            dxs = [convnet.empty(x.shape, device="emu:0") for x in xs]
+            L.backward(on("emu:0", dy), [on("emu:0", x) for x in xs], y, dxs, [False] * 2, 3,
+                       None)
+            results.append([t.numpy() for t in [y, *dxs] + [p.grad for p in L.params]])
+    finally:
+        emu.set_thread_order(previous)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_multi_input_conv_reference_gradients(rng):
     # The float64 reference of the summed layer against central differences, for every input
     # and every weight tensor.
