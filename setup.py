@@ -3,10 +3,10 @@
 Environment knobs: CONVNET_CUDA=AUTO|ON|OFF (default AUTO: build convnet._cuda when nvcc is found),
 CMAKE_BUILD_PARALLEL_LEVEL (jobs), CONVNET_BUILD_DIR (reuse a build tree between installs).
 
-The build tree (build/cmake by default) outlives pip's temporary build environments, whose cmake
-and ninja its CMake cache would name: a cache whose generator, ninja or source directory is not
-the current one, or whose cmake is gone, is dropped before configuring (object files are kept, so the
-rebuild stays incremental).
+The build tree (build/cmake by default) outlives pip's temporary build environments: every build
+configures it again with the current cmake and ninja (its cache may name deleted ones), pybind11 is
+copied into it (so compile commands do not change between environments and rebuilds stay
+incremental), and a tree made by another generator or for another source tree is started afresh.
 """
 import glob
 import os
@@ -58,30 +58,43 @@ def read_cache(build):
     return entries
 
 
-def stale_cache_reason(cache, ninja):
-    """Why an existing CMake cache cannot be reused with this cmake and ninja (None: it can)."""
+def cache_mismatch(cache):
+    """Why an existing build tree must be configured afresh (None: it is reused)."""
     if not cache:
         return None
-    same = lambda a, b: bool(a) and os.path.realpath(a) == os.path.realpath(b)  # noqa: E731
     if cache.get("CMAKE_GENERATOR") != GENERATOR:
         return f"it was made by the {cache.get('CMAKE_GENERATOR')!r} generator"
-    if not same(cache.get("CMAKE_HOME_DIRECTORY"), SRC):
-        return f"it belongs to the source tree {cache.get('CMAKE_HOME_DIRECTORY')}"
-    if not same(cache.get("CMAKE_MAKE_PROGRAM"), ninja):
-        return f"it names the ninja {cache.get('CMAKE_MAKE_PROGRAM')}, not {ninja}"
-    # pip's cmake is a wrapper around its own binary, which the cache names: compare existence.
-    if not os.path.exists(cache.get("CMAKE_COMMAND", "")):
-        return f"it names the cmake {cache.get('CMAKE_COMMAND')}, which is gone"
+    home = cache.get("CMAKE_HOME_DIRECTORY")
+    if not home or os.path.realpath(home) != os.path.realpath(SRC):
+        return f"it belongs to the source tree {home}"
     return None
 
 
 def drop_cache(build):
-    """Forget the configuration (cache and CMakeFiles/); keep object files for ninja."""
-    for name in ("CMakeCache.txt", "build.ninja", "cmake_install.cmake"):
+    """Forget the configuration and the objects (CMake keeps them under CMakeFiles/)."""
+    for name in ("CMakeCache.txt", "build.ninja", "cmake_install.cmake", ".ninja_log",
+                 ".ninja_deps"):
         path = os.path.join(build, name)
         if os.path.exists(path):
             os.remove(path)
     shutil.rmtree(os.path.join(build, "CMakeFiles"), ignore_errors=True)
+
+
+def stable_pybind11(build):
+    """pybind11's headers and CMake files copied into the build tree, one copy per version: the
+    compile commands then name the same include directory in every build environment, so ninja
+    rebuilds only what changed."""
+    import pybind11
+
+    dst = os.path.join(build, f"pybind11-{pybind11.__version__}")
+    if not os.path.isdir(dst):
+        src = os.path.dirname(os.path.dirname(os.path.dirname(pybind11.get_cmake_dir())))
+        tmp = dst + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(os.path.join(src, "include"), os.path.join(tmp, "include"))
+        shutil.copytree(os.path.join(src, "share"), os.path.join(tmp, "share"))
+        os.replace(tmp, dst)
+    return os.path.join(dst, "share", "cmake", "pybind11")
 
 
 def build_tools():
@@ -99,8 +112,6 @@ class CMakeBuild(build_ext):
     """One CMake build makes every module; the first extension runs it, the rest are its outputs."""
 
     def build_extension(self, ext):
-        import pybind11
-
         check_platform()
         if getattr(self, "_cmake_done", False):
             return
@@ -110,14 +121,16 @@ class CMakeBuild(build_ext):
         build = os.environ.get("CONVNET_BUILD_DIR") or os.path.join(SRC, "build", "cmake")
         os.makedirs(build, exist_ok=True)
         cmake, ninja = build_tools()
-        reason = stale_cache_reason(read_cache(build), ninja)
+        reason = cache_mismatch(read_cache(build))
         if reason:
-            print(f"convnet: reconfiguring {build}: its CMake cache is stale ({reason})")
+            print(f"convnet: starting {build} afresh: {reason}")
             drop_cache(build)
+        # The cache may name the ninja and cmake of an earlier, deleted build environment: the
+        # ninja is passed again, and configuring records the current cmake.
         cfg = [
             f"-DCONVNET_OUT={outdir}",
             f"-DPython_EXECUTABLE={sys.executable}",
-            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-Dpybind11_DIR={stable_pybind11(build)}",
             f"-DCONVNET_CUDA={os.environ.get('CONVNET_CUDA', 'AUTO')}",
             f"-DCMAKE_MAKE_PROGRAM={ninja}",
             "-DCMAKE_BUILD_TYPE=Release",

@@ -28,7 +28,7 @@ def shipped_configs():
         for f in sorted(os.listdir(d)):
             if f.endswith(".cfg"):
                 out.setdefault(f[:-len(".cfg")], os.path.join(d, f))
-    return out
+    return dict(sorted(out.items()))
 
 
 def resolve_config(arg):

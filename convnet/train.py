@@ -115,8 +115,9 @@ def _hms(seconds):
 
 
 class Progress:
-    """One epoch's progress on stderr. On a terminal: one tqdm line updated in place and trimmed
-    to the terminal's width (the statistics at the end are cut first). Otherwise (a log file, a
+    """One epoch's progress on stderr. On a terminal: one tqdm line updated in place, with a bar
+    of fixed width, trimmed at the end to the terminal's width (on 80 columns the statistics are
+    cut, never the epoch, bar, batches, images/s or ETA). Otherwise (a log file, a
     pipe): one plain line every `every` batches and at the end of the epoch, no carriage returns.
     Each line has the epoch (numbered from 1), batches done, images/s, the whole run's ETA and
     the running statistics."""
@@ -132,7 +133,7 @@ class Progress:
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=done, desc=self.label, file=self.stream,
                             dynamic_ncols=True, leave=True, unit="batch",
-                            bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                            bar_format="{desc} {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt}"
                                        "{postfix}")
 
     def update(self, done, images, run_eta, text):
@@ -190,10 +191,11 @@ class Trainer:
             self.data = data_mod.open_source(self.data_spec, workers=args.workers)
         except data_mod.DataError as e:
             raise UserError(f"data source {self.data_spec!r}: {e}") from None
-        self._check_data()
+        self.say(f"data: {_describe_data(self.data_spec, self.data)}")
         self.net = Net(self.config, image_shape=self.data.image_shape, device=args.device,
                        batch_size=self.batch_size, seed=self.seed)
         self._check_net_fits_data()
+        self._check_data()
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best = None
         if self.resumed:
@@ -253,7 +255,6 @@ class Trainer:
 
     def _check_data(self):
         d, bs = self.data, self.batch_size
-        self.say(f"data: {_describe_data(self.data_spec, d)}")
         if d.num_test == 0:
             raise UserError(f"data source {self.data_spec!r} has no validation images (the "
                             "trainer tests on them after every epoch): add a val/ split")
@@ -551,8 +552,8 @@ def main(argv=None):
         check_environment()
         path = resolve_config(args.config)
         if path is None:
-            raise UserError(f"{args.config}: no such config file, and no shipped config of that "
-                            f"name (shipped: {', '.join(shipped_configs())})")
+            raise UserError(f"{args.config}: no such file, and no shipped config of that name "
+                            f"(shipped: {', '.join(shipped_configs())})")
         args.config = path
         try:
             backend(args.device)  # exists and is available: before any data is read

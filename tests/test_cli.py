@@ -2,11 +2,16 @@
 code 2, reported before any side effect (no save directory made, no data read for long, no epoch
 trained); --save-dir never mixes two runs; configs found by name; --version; progress output that
 fits a terminal and stays line-per-update in a log file."""
+import fcntl
 import io
 import json
 import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 
@@ -143,8 +148,10 @@ def test_configs_by_name_and_path(tmp_path, capsys):
     assert resolve_config("no/such/file.cfg") is None
     assert main(["tiny", "--data", DATA, "--batch-size", "32", "--epochs", "1",
                  "--save-dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
     one_line_error(capsys, main(["nonet", "--data", DATA]),
-                   "nonet: no such config file, and no shipped config of that name (shipped: ")
+                   "nonet: no such file, and no shipped config of that name (shipped: "
+                   "alexnet, cifar18, tiny, tiny-towers)")
 
 
 def test_version(capsys):
@@ -168,22 +175,39 @@ def test_notes_and_data_sentence(tmp_path, capsys):
             "10 classes, 64x64 crops, no loader processes") in out
 
 
-class Tty(io.StringIO):
-    def isatty(self):
-        return True
+def read_pty(fd):
+    out = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out.decode()
 
 
-def test_progress_on_a_terminal_fits_80_columns(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "80")
-    stream = Tty()
-    bar = Progress(3, 90, 0, 500, every=50, stream=stream)
-    for done in range(1, 41):
-        bar.update(done, 128, 3725.0, "logprob 6.876 top1 0.998 top5 0.991 lr 0.01")
-    bar.close()
-    text = stream.getvalue()
-    lines = text.replace("\r", "\n").split("\n")
-    assert max(len(ln) for ln in lines) <= 80, max(lines, key=len)
-    assert "epoch 3/90" in text and "ETA 1:02:05" in text
+def test_progress_on_an_80_column_terminal_is_one_line_in_place():
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    stream = os.fdopen(slave, "w", encoding="utf-8")
+    try:
+        bar = Progress(3, 90, 0, 500, every=50, stream=stream)
+        text = ""
+        for done in range(1, 41):
+            bar.update(done, 128, 3725.0, "logprob 6.876 top1 0.998 top5 0.991 lr 0.01")
+            text += read_pty(master) if done % 10 == 0 else ""
+        bar.close()
+        stream.flush()
+        text += read_pty(master)
+    finally:
+        stream.close()
+        os.close(master)
+    lines = [ln for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
+    assert lines and max(len(ln) for ln in lines) <= 80, max(lines, key=len)
+    assert lines[-1].startswith("epoch 3/90   8%|") and "40/500, " in lines[-1]
+    assert "ETA 1:02:05" in lines[-1]
     assert text.count("\n") == 1  # one line, updated in place; the newline at close
 
 

@@ -1,5 +1,6 @@
-"""Packaging: the build tree survives pip's temporary build environments (a stale CMake cache is
-dropped, object files kept), and the shipped configs are the source tree's layers/*.cfg. The
+"""Packaging: the build tree survives pip's temporary build environments (reconfigured with the
+current tools, pybind11 copied in so rebuilds stay incremental), and the shipped configs are the
+source tree's layers/*.cfg. The
 slow tests run the real thing: a second `pip install .` in one checkout, and an sdist that builds
 and installs into a fresh venv, used from another directory (CUDA off, to keep it short)."""
 import glob
@@ -29,39 +30,37 @@ def write_cache(build, **entries):
             f.write(f"{k}:INTERNAL={v}\n")
 
 
-def test_stale_cmake_cache_is_detected_and_dropped(tmp_path):
+def test_build_tree_reuse_rules(tmp_path):
     s = load_setup()
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    ninja, cmake = tools / "ninja", tools / "cmake"
-    ninja.write_text("")
-    cmake.write_text("")
-    good = dict(CMAKE_GENERATOR="Ninja", CMAKE_HOME_DIRECTORY=s.SRC, CMAKE_MAKE_PROGRAM=str(ninja),
-                CMAKE_COMMAND=str(cmake))
     build = str(tmp_path / "build")
-    assert s.read_cache(build) == {}
-    assert s.stale_cache_reason({}, str(ninja)) is None
-    write_cache(build, **good)
-    assert s.read_cache(build) == good
-    assert s.stale_cache_reason(s.read_cache(build), str(ninja)) is None
-    # pip's deleted build environment: the cached ninja and cmake are gone.
-    gone = dict(good, CMAKE_MAKE_PROGRAM="/tmp/pip-build-env-x/bin/ninja")
-    assert "names the ninja /tmp/pip-build-env-x/bin/ninja" in s.stale_cache_reason(gone, str(ninja))
-    gone = dict(good, CMAKE_COMMAND="/tmp/pip-build-env-x/cmake")
-    assert "which is gone" in s.stale_cache_reason(gone, str(ninja))
-    other = dict(good, CMAKE_GENERATOR="Unix Makefiles")
-    assert "'Unix Makefiles' generator" in s.stale_cache_reason(other, str(ninja))
-    moved = dict(good, CMAKE_HOME_DIRECTORY=str(tmp_path))
-    assert "belongs to the source tree" in s.stale_cache_reason(moved, str(ninja))
-    # Dropping the configuration keeps the compiled objects (the rebuild stays incremental).
-    obj = os.path.join(build, "CMakeFiles", "_cpu.dir")
-    os.makedirs(obj)
-    keep = os.path.join(build, "emu", "x.o")
-    os.makedirs(os.path.dirname(keep))
-    open(keep, "w").close()
+    assert s.read_cache(build) == {} and s.cache_mismatch({}) is None
+    # The cache of pip's earlier, deleted build environment: its ninja and cmake are gone, which
+    # the next configure overrides (the tree is reused).
+    cache = dict(CMAKE_GENERATOR="Ninja", CMAKE_HOME_DIRECTORY=s.SRC,
+                 CMAKE_MAKE_PROGRAM="/tmp/pip-build-env-x/overlay/bin/ninja",
+                 CMAKE_COMMAND="/tmp/pip-build-env-x/overlay/cmake/bin/cmake")
+    write_cache(build, **cache)
+    assert s.read_cache(build) == cache
+    assert s.cache_mismatch(s.read_cache(build)) is None
+    # Another generator or another source tree: started afresh.
+    other = dict(cache, CMAKE_GENERATOR="Unix Makefiles")
+    assert "'Unix Makefiles' generator" in s.cache_mismatch(other)
+    moved = dict(cache, CMAKE_HOME_DIRECTORY=str(tmp_path))
+    assert f"belongs to the source tree {tmp_path}" in s.cache_mismatch(moved)
+    os.makedirs(os.path.join(build, "CMakeFiles", "_cpu.dir"))
     s.drop_cache(build)
-    assert not os.path.exists(os.path.join(build, "CMakeCache.txt"))
-    assert not os.path.exists(os.path.join(build, "CMakeFiles")) and os.path.exists(keep)
+    assert os.listdir(build) == []
+
+
+def test_pybind11_is_copied_once_per_version(tmp_path):
+    pybind11 = pytest.importorskip("pybind11")
+    s = load_setup()
+    d = s.stable_pybind11(str(tmp_path))
+    assert d == str(tmp_path / f"pybind11-{pybind11.__version__}" / "share" / "cmake" / "pybind11")
+    assert os.path.isfile(os.path.join(d, "pybind11Config.cmake"))
+    assert os.path.isfile(str(tmp_path / f"pybind11-{pybind11.__version__}" / "include" /
+                              "pybind11" / "pybind11.h"))
+    assert s.stable_pybind11(str(tmp_path)) == d
 
 
 def test_shipped_configs_are_the_layers_folder():
