@@ -130,11 +130,15 @@ def make_data(src, dst, shard_size=1024, workers=None, size=256, strict=False, v
     n_train_images = sum(sh["count"] for sh in state["shards"]["train"])
 
     total = sum(len(splits[s][0]) for s in SPLIT_NAMES)
-    already = sum(min(state["done"][s] * shard_size, len(splits[s][0])) for s in SPLIT_NAMES)
-    bar = None
-    if progress:
+
+    def images_done():
+        return sum(min(state["done"][s] * shard_size, len(splits[s][0])) for s in SPLIT_NAMES)
+
+    # Progress: a tqdm line on a terminal; in a log file one line per shard.
+    bar, shard_lines = None, progress and not sys.stderr.isatty()
+    if progress and not shard_lines:
         from tqdm import tqdm
-        bar = tqdm(total=total, initial=already, unit="img", desc="make_data", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=images_done(), unit="img", desc="make_data", dynamic_ncols=True)
     nworkers = max(1, (os.cpu_count() or 2)) if workers is None else int(workers)
     pool = mp.get_context("spawn").Pool(nworkers) if nworkers > 0 else None
     written_now = 0
@@ -188,6 +192,9 @@ def make_data(src, dst, shard_size=1024, workers=None, size=256, strict=False, v
                 else:
                     _atomic_json(prog_path, state)
                 written_now += 1
+                if shard_lines:
+                    print(f"make_data: {name} written ({n} images, {len(skipped)} skipped); "
+                          f"{images_done()}/{total} images done", file=sys.stderr, flush=True)
                 if stop_after_shards is not None and written_now >= stop_after_shards:
                     raise _Interrupted()
     finally:

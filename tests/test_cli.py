@@ -13,7 +13,9 @@ import subprocess
 import sys
 import termios
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from convnet import __version__, checkpoint
 from convnet.make_data import main as make_data_main
@@ -254,3 +256,22 @@ def test_make_data_paths_checked_first(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_make_data_progress_in_a_log_is_one_line_per_shard(tmp_path, capsys):
+    rs = np.random.RandomState(0)
+    for split, n in (("train", 5), ("val", 2)):
+        for c in ("a", "b"):
+            d = tmp_path / "src" / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rs.randint(0, 255, (10, 14, 3), np.uint8)).save(d / f"{i}.png")
+    assert make_data_main([str(tmp_path / "src"), str(tmp_path / "out"), "--size", "8",
+                           "--shard-size", "4", "--workers", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines() == [
+        "make_data: train-00000 written (4 images, 0 skipped); 4/14 images done",
+        "make_data: train-00001 written (4 images, 0 skipped); 8/14 images done",
+        "make_data: train-00002 written (2 images, 0 skipped); 10/14 images done",
+        "make_data: test-00000 written (4 images, 0 skipped); 14/14 images done"]
