@@ -34,8 +34,8 @@ from .data.sources import (SHARD_FORMAT, SHARD_VERSION, SPLIT_NAMES, fingerprint
                            rgb_stats, scan_folder)
 
 
-# The smallest stored side: the trainer's crops are at most this size, and a net's first conv
-# and pool need a few pixels.
+# The smallest --size accepted: a guard against typos (0, a negative size); 8x8 is already far
+# below the smallest shipped net's 12x12.
 MIN_SIZE = 8
 
 
