@@ -7,6 +7,7 @@ A device string names a backend and an index:
                convnet's SIMT emulation. Slow; for checking and stepping through kernel code.
 """
 import importlib
+import os
 
 _KINDS = {"cpu": 0, "cuda": 1, "emu": 2}
 _MODULES = {"cpu": "convnet._cpu", "cuda": "convnet._cuda", "emu": "convnet._emu"}
@@ -63,6 +64,16 @@ class Device:
         return hash((self.type, self.index))
 
 
+def _source_tree_hint():
+    """Why a backend may be missing when `import convnet` found an unbuilt source tree (run from
+    the checkout after a regular install, the source package shadows the installed one)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.exists(os.path.join(os.path.dirname(here), "pyproject.toml")):
+        return ""
+    return (f" (convnet was imported from the source tree {here}, which is not built: run "
+            "`pip install -e .` there, or use the installed package from another directory)")
+
+
 def module_for(kind):
     """The extension module of a backend, or DeviceError saying why it is missing."""
     if kind in _loaded:
@@ -71,7 +82,7 @@ def module_for(kind):
         mod = importlib.import_module(_MODULES[kind])
     except ImportError as e:
         hint = (" (convnet was built without CUDA: install with nvcc on PATH, or CONVNET_CUDA=ON)"
-                if kind == "cuda" else "")
+                if kind == "cuda" else _source_tree_hint())
         raise DeviceError(f"the {kind} backend is not available{hint}: {e}") from None
     _loaded[kind] = mod
     return mod

@@ -27,10 +27,16 @@ import sys
 
 import numpy as np
 
+from .cli import Parser, error_prefix, int_at_least, prog_name
 from .data import images
 from .data.errors import BadImageError, DataError
 from .data.sources import (SHARD_FORMAT, SHARD_VERSION, SPLIT_NAMES, fingerprint, pca_from_stats,
                            rgb_stats, scan_folder)
+
+
+# The smallest --size accepted: a guard against typos (0, a negative size); 8x8 is already far
+# below the smallest shipped net's 12x12.
+MIN_SIZE = 8
 
 
 def _atomic_write(path, data: bytes):
@@ -85,6 +91,8 @@ def make_data(src, dst, shard_size=1024, workers=None, size=256, strict=False, v
     """Build (or resume building) the shard directory `dst` from the folder `src`."""
     if shard_size < 1:
         raise DataError("--shard-size must be >= 1")
+    if size < MIN_SIZE:
+        raise DataError(f"--size must be >= {MIN_SIZE}")
     d = scan_folder(src, val_labels)
     splits = {"train": d["train"], "test": d["test"]}
     job = {"src": os.path.abspath(src), "size": size, "shard_size": shard_size,
@@ -122,11 +130,15 @@ def make_data(src, dst, shard_size=1024, workers=None, size=256, strict=False, v
     n_train_images = sum(sh["count"] for sh in state["shards"]["train"])
 
     total = sum(len(splits[s][0]) for s in SPLIT_NAMES)
-    already = sum(min(state["done"][s] * shard_size, len(splits[s][0])) for s in SPLIT_NAMES)
-    bar = None
-    if progress:
+
+    def images_done():
+        return sum(min(state["done"][s] * shard_size, len(splits[s][0])) for s in SPLIT_NAMES)
+
+    # Progress: a tqdm line on a terminal; in a log file one line per shard.
+    bar, shard_lines = None, progress and not sys.stderr.isatty()
+    if progress and not shard_lines:
         from tqdm import tqdm
-        bar = tqdm(total=total, initial=already, unit="img", desc="make_data", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=images_done(), unit="img", desc="make_data", dynamic_ncols=True)
     nworkers = max(1, (os.cpu_count() or 2)) if workers is None else int(workers)
     pool = mp.get_context("spawn").Pool(nworkers) if nworkers > 0 else None
     written_now = 0
@@ -180,6 +192,9 @@ def make_data(src, dst, shard_size=1024, workers=None, size=256, strict=False, v
                 else:
                     _atomic_json(prog_path, state)
                 written_now += 1
+                if shard_lines:
+                    print(f"make_data: {name} written ({n} images, {len(skipped)} skipped); "
+                          f"{images_done()}/{total} images done", file=sys.stderr, flush=True)
                 if stop_after_shards is not None and written_now >= stop_after_shards:
                     raise _Interrupted()
     finally:
@@ -211,23 +226,36 @@ def make_data(src, dst, shard_size=1024, workers=None, size=256, strict=False, v
     return meta
 
 
+def _check_paths(src, dst, val_labels):
+    """The paths, checked before the (possibly long) scan of SRC and before DST is made."""
+    if not os.path.isdir(src):
+        raise DataError(f"{src}: " + ("not a directory" if os.path.exists(src)
+                                      else "no such directory"))
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise DataError(f"{dst}: exists and is not a directory")
+    if val_labels is not None and not os.path.isfile(val_labels):
+        raise DataError(f"--val-labels {val_labels}: no such file")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(
-        prog="python -m convnet.make_data",
+    ap = Parser(
+        prog=prog_name("convnet.make_data", "convnet-make-data"),
         description="Pack an ImageNet-layout folder (SRC/train/<class>/*, SRC/val/...) into "
                     "memory-mappable shards of size x size uint8 images with labels, the mean image "
                     "and the RGB PCA.  Interrupted runs resume when started again.")
     ap.add_argument("src", help="source folder (train/<class>/*; val/<class>/* or val/* + val_labels.txt)")
     ap.add_argument("dst", help="output directory")
-    ap.add_argument("--shard-size", type=int, default=1024, help="images per shard (default 1024)")
-    ap.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores; 0 = in-process)")
-    ap.add_argument("--size", type=int, default=256, help="stored image side (default 256)")
+    ap.add_argument("--shard-size", type=int_at_least(1), default=1024, help="images per shard (default 1024)")
+    ap.add_argument("--workers", type=int_at_least(0), default=None, help="decoding processes (default: all cores; 0 = in-process)")
+    ap.add_argument("--size", type=int_at_least(MIN_SIZE), default=256,
+                    help=f"stored image side (default 256, at least {MIN_SIZE})")
     ap.add_argument("--val-labels", default=None, help="labels file for a flat validation folder")
     ap.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("--stop-after-shards", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--stop-after-shards", type=int_at_least(1), default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     try:
+        _check_paths(a.src, a.dst, a.val_labels)
         meta = make_data(a.src, a.dst, a.shard_size, a.workers, a.size, a.strict, a.val_labels,
                          progress=not a.quiet, stop_after_shards=a.stop_after_shards)
     except _Interrupted:
@@ -237,9 +265,12 @@ def main(argv=None):
         print("make_data: interrupted; run the same command again to finish", file=sys.stderr)
         return 130
     except (DataError, OSError) as e:
-        print(f"make_data: error: {e}", file=sys.stderr)
+        print(f"{error_prefix(ap.prog)} {e}", file=sys.stderr)
         return 2
     sk = meta["skipped"]
+    if meta["splits"]["test"]["count"] == 0:
+        print(f"make_data: note: {a.src} has no validation split (val/), which the trainer "
+              "tests on: add one and run again into a new directory", file=sys.stderr)
     print(f"make_data: {meta['splits']['train']['count']} train and {meta['splits']['test']['count']} "
           f"test images in {a.dst}; {len(sk)} unreadable image(s) skipped" + "".join(f"\n  {p}: {r}" for p, r in sk))
     return 0

@@ -4,7 +4,6 @@ With no ``--data`` the net trains on convnet's built-in generated dataset (ten c
 shapes, made on the fly, no download), sized so that ``python -m convnet.train
 layers/alexnet.cfg`` finishes in a few minutes on a laptop CPU and shows the net learning.
 """
-import argparse
 import json
 import math
 import os
@@ -15,8 +14,11 @@ import numpy as np
 
 from . import checkpoint
 from .checkpoint import CheckpointError
+from .cli import (Parser, UserError, check_environment, error_prefix, int_at_least,
+                  prog_name)
 from .config import ConfigError, load_config
-from .device import Device, DeviceError
+from .device import DeviceError, backend
+from .shipped import DESIGN_SIZE, resolve_config, shipped_configs
 
 __all__ = ["main", "Trainer", "parse_args"]
 
@@ -28,12 +30,14 @@ PAPER_EPOCHS = 90
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m convnet.train",
+    p = Parser(
+        prog=prog_name("convnet.train", "convnet-train"),
         description="Train a convnet described by a cuda-convnet layer config. With no --data, "
                     "train on the built-in generated dataset (no download).")
-    p.add_argument("config", help="layer definition file (cuda-convnet INI format); learning "
-                                  "keys may be in it (one section per layer) or in --layer-params")
+    p.add_argument("config", help="layer definition file (cuda-convnet INI format), or the name "
+                                  "of a shipped config (alexnet, cifar18, tiny, tiny-towers); "
+                                  "learning keys may be in it (one section per layer) or in "
+                                  "--layer-params")
     p.add_argument("--layer-params", metavar="FILE",
                    help="layer params file (epsW, momW, wc, LRN constants...); read again on "
                         "--resume, so rates can be changed mid-run")
@@ -41,13 +45,18 @@ def parse_args(argv=None):
                    help="data source: cifar:DIR, folder:DIR, shards:DIR, a bare DIR, or "
                         f"synthetic[:opts]. Default: the generated dataset ({DEFAULT_DATA})")
     p.add_argument("--save-dir", metavar="DIR",
-                   help="where checkpoints and log.jsonl go (default: runs/<config>-<time>)")
-    p.add_argument("--epochs", type=int, metavar="N",
+                   help="where checkpoints and log.jsonl go (default: runs/<config>-<time>); "
+                        "a directory that already holds files is refused unless --resume "
+                        "continues the run in it or --force replaces it")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run in a --save-dir that holds an old one: its checkpoints "
+                        "and log.jsonl are deleted (other files are left alone)")
+    p.add_argument("--epochs", type=int_at_least(1), metavar="N",
                    help=f"epochs to train (default: {DEFAULT_DATA_EPOCHS} on the generated "
                         f"dataset, {PAPER_EPOCHS} otherwise, as in the paper)")
-    p.add_argument("--batch-size", type=int, default=128, metavar="N",
+    p.add_argument("--batch-size", type=int_at_least(1), default=128, metavar="N",
                    help="minibatch size: images per SGD step (default: 128)")
-    p.add_argument("--test-freq", type=int, default=0, metavar="STEPS",
+    p.add_argument("--test-freq", type=int_at_least(0), default=0, metavar="STEPS",
                    help="test and checkpoint every STEPS training batches (default 0: at the end of "
                         "every epoch)")
     p.add_argument("--device", default="cpu",
@@ -60,24 +69,26 @@ def parse_args(argv=None):
     p.add_argument("--multiview-test", action="store_true",
                    help="test on 10 views per image (4 corners + centre, each flipped), "
                         "averaging the softmax outputs")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int_at_least(0), default=0,
                    help="seed of every random draw: weights, data order, augmentation, dropout "
                         "(default: 0)")
     p.add_argument("--write-features", metavar="LAYER",
                    help="write LAYER's outputs on the validation set to --feature-path and exit")
     p.add_argument("--feature-path", metavar="FILE",
                    help="npz file for --write-features (default: SAVE_DIR/features-LAYER.npz)")
-    p.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep (default: 3)")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="data loading processes (default: chosen by the data source)")
+    p.add_argument("--keep", type=int_at_least(1), default=3, metavar="K",
+                   help="checkpoints to keep (default: 3)")
+    p.add_argument("--workers", type=int_at_least(0), metavar="N",
+                   help="data loading processes (0: in the trainer's process; default: chosen by "
+                        "the data source)")
+    p.add_argument("--print-every", type=int_at_least(1), default=50, metavar="N",
+                   help="when stderr is not a terminal (a log file), one progress line every N "
+                        "batches and at the end of each epoch (default: 50); a terminal gets one "
+                        "line updated in place")
     p.add_argument("--check-grads", action="store_true",
                    help="check the whole net's gradients against finite differences on one "
                         "small batch (use a tiny config) and exit")
     return p.parse_args(argv)
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed without a traceback."""
 
 
 def _default_save_dir(config):
@@ -85,39 +96,62 @@ def _default_save_dir(config):
     return os.path.join("runs", f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-class Progress:
-    """One status line per epoch: a bar, images/s, ETA and the running batch statistics."""
+def _run_files(directory):
+    """The files a run writes in its save directory: checkpoints, the log, temporaries."""
+    return sorted(f for f in os.listdir(directory)
+                  if f == "log.jsonl" or f.startswith(("ckpt-", ".ckpt-", "log.jsonl.")))
 
-    def __init__(self, total, label, stream=None):
-        self.total, self.label, self.stream = total, label, stream or sys.stderr
-        self.tty = self.stream.isatty()
+
+def _describe_data(spec, d):
+    h, w = d.image_shape[1:]
+    return (f"{spec}: {d.num_train:,} training and {d.num_test:,} validation images in "
+            f"{d.num_classes} classes, {h}x{w} crops, {d.workers or 'no'} loader process"
+            f"{'' if d.workers == 1 else 'es'}")
+
+
+def _hms(seconds):
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """One epoch's progress on stderr. On a terminal: one tqdm line updated in place, with a bar
+    of fixed width, trimmed at the end to the terminal's width (on 80 columns the statistics are
+    cut, never the epoch, bar, batches, images/s or ETA). Otherwise (a log file, a
+    pipe): one plain line every `every` batches and at the end of the epoch, no carriage returns.
+    Each line has the epoch (numbered from 1), batches done, images/s, the whole run's ETA and
+    the running statistics."""
+
+    def __init__(self, epoch, epochs, done, total, every, stream=None):
+        self.label = f"epoch {epoch}/{epochs}"
+        self.total, self.every = total, every
+        self.stream = stream or sys.stderr
         self.t0 = time.perf_counter()
         self.images = 0
-        self.last_print = 0.0
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=done, desc=self.label, file=self.stream,
+                            dynamic_ncols=True, leave=True, unit="batch",
+                            bar_format="{desc} {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt}"
+                                       "{postfix}")
 
-    def update(self, done, images, text):
+    def update(self, done, images, run_eta, text):
+        """Batch `done` of the epoch finished with `images` images; returns images/s."""
         self.images += images
-        now = time.perf_counter()
-        el = max(now - self.t0, 1e-9)
-        rate = self.images / el
-        eta = (self.total - done) * el / max(done, 1)
-        width = 24
-        fill = int(width * done / max(self.total, 1))
-        line = (f"{self.label} [{'=' * fill}{'>' if fill < width else ''}"
-                f"{' ' * (width - fill - 1)}] {done}/{self.total} {rate:6.0f} img/s "
-                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}  {text}")
-        if self.tty:
-            self.stream.write("\r" + line[:160].ljust(120))
+        rate = self.images / max(time.perf_counter() - self.t0, 1e-9)
+        status = f"{rate:.0f} img/s, ETA {_hms(run_eta)}, {text}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(status, refresh=False)
+            self.bar.update(done - self.bar.n)
+        elif done % self.every == 0 or done == self.total:
+            self.stream.write(f"{self.label} batch {done}/{self.total}: {status}\n")
             self.stream.flush()
-        elif done == self.total or now - self.last_print > 10:
-            self.stream.write(line + "\n")
-            self.last_print = now
         return rate
 
     def close(self):
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class Trainer:
@@ -127,6 +161,9 @@ class Trainer:
         from . import data as data_mod
         from .net import Net
         self.args, self.out = args, out or sys.stdout
+        # --test-only and --write-features read a net; only training writes a run.
+        self.training = not (args.test_only or args.write_features)
+        self.clear_old_run = False
         self.resumed = None
         if args.resume:
             self.resumed, arrays = checkpoint.load(args.resume)
@@ -136,27 +173,35 @@ class Trainer:
         self.data_spec = args.data if args.data is not None else opts.get("data", DEFAULT_DATA)
         self.seed = args.seed if not self.resumed else opts.get("seed", args.seed)
         self.batch_size = args.batch_size if not self.resumed else opts.get("batch_size")
-        if self.batch_size < 1:
-            raise UserError("--batch-size must be >= 1")
+        if args.multiview_test and self.batch_size < 10:
+            raise UserError(f"--multiview-test needs a batch size >= 10 (10 views per image), "
+                            f"got {self.batch_size}")
         synthetic = self.data_spec is None or self.data_spec.startswith("synthetic")
-        self.epochs = args.epochs or opts.get("epochs") or (
-            DEFAULT_DATA_EPOCHS if synthetic else PAPER_EPOCHS)
-        self.save_dir = args.save_dir or (os.path.dirname(meta["path"]) if self.resumed
+        self.epochs = args.epochs if args.epochs is not None else (
+            opts.get("epochs") or (DEFAULT_DATA_EPOCHS if synthetic else PAPER_EPOCHS))
+        self.save_dir = args.save_dir or ((os.path.dirname(meta["path"]) or ".") if self.resumed
                                           else _default_save_dir(args.config))
+        if self.training:
+            self._check_save_dir()
         self.config = self._load_config()
+        self._check_costs()
         for w in self.config.warnings:
             self.say(f"warning: {w}")
         try:
             self.data = data_mod.open_source(self.data_spec, workers=args.workers)
         except data_mod.DataError as e:
             raise UserError(f"data source {self.data_spec!r}: {e}") from None
+        self.say(f"data: {_describe_data(self.data_spec, self.data)}")
         self.net = Net(self.config, image_shape=self.data.image_shape, device=args.device,
                        batch_size=self.batch_size, seed=self.seed)
-        self._check_classes()
+        self._check_net_fits_data()
+        self._check_data()
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best = None
         if self.resumed:
             self._restore(arrays)
+            if self.training:
+                self._check_resume_point()
 
     # -- setup ------------------------------------------------------------------------------
     def say(self, text=""):
@@ -178,12 +223,72 @@ class Trainer:
             self._stored_config = stored
         return cfg
 
-    def _check_classes(self):
+    def _check_save_dir(self):
+        """A new run gets a directory of its own: one that holds files is refused unless the run
+        continues in it (--resume of the run saved there) or --force clears the old run."""
+        d, a = self.save_dir, self.args
+        if os.path.exists(d) and not os.path.isdir(d):
+            raise UserError(f"--save-dir {d}: exists and is not a directory")
+        continuing = bool(self.resumed) and os.path.isdir(d) and os.path.samefile(
+            os.path.dirname(os.path.abspath(self.resumed["path"])), d)
+        old = os.listdir(d) if os.path.isdir(d) else []
+        if old and not continuing:
+            if not a.force:
+                what = (f"the run of {len(checkpoint.list_checkpoints(d))} checkpoint(s)"
+                        if _run_files(d) else f"{len(old)} file(s)")
+                raise UserError(f"--save-dir {d} already holds {what}: --resume {d} continues "
+                                "that run, --force starts over (deleting its checkpoints and "
+                                "log), or choose another --save-dir")
+            self.clear_old_run = True
+        parent = os.path.dirname(os.path.abspath(d))
+        while not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        if not os.access(d if os.path.isdir(d) else parent, os.W_OK):
+            raise UserError(f"--save-dir {d}: not writable")
+
+    def _check_costs(self):
+        costs = [L.name for L in self.config.layers
+                 if L.has("type") and L.text("type").startswith("cost.")]
+        if not costs:
+            raise ConfigError("the net has no cost layer (type=cost.logreg): nothing to train "
+                              "or test", self.config.def_path)
+
+    def _check_data(self):
+        d, bs = self.data, self.batch_size
+        if d.num_test == 0:
+            raise UserError(f"data source {self.data_spec!r} has no validation images (the "
+                            "trainer tests on them after every epoch): add a val/ split")
+        if self.training and d.num_train_batches(bs) == 0:
+            raise UserError(f"--batch-size {bs}: the data source has only {d.num_train} training "
+                            "images, fewer than one batch")
+
+    def _check_resume_point(self):
+        if self.epoch >= self.epochs:
+            raise UserError(f"the resumed run has already trained {self.epoch} of {self.epochs} "
+                            f"epochs: give --epochs N with N > {self.epoch} to train on")
+        nb = self.data.num_train_batches(self.batch_size)
+        if self.batch_in_epoch > nb:
+            raise UserError(f"the checkpoint stopped at batch {self.batch_in_epoch} of an epoch, "
+                            f"but this data source has {nb} batches of {self.batch_size} "
+                            "per epoch: resume with the data and batch size it was trained with")
+
+    def _check_net_fits_data(self):
         for cost in self.net.costs:
             if cost.classes < self.data.num_classes:
                 raise ConfigError(f"{cost.inputs[1].name!r} has {cost.classes} outputs but the "
                                   f"data source has {self.data.num_classes} classes",
                                   self.config.def_path, cost.name, "inputs")
+            if cost.classes > self.data.num_classes:
+                self.say(f"note: the net has {cost.classes} outputs and the data "
+                         f"{self.data.num_classes} classes: outputs {self.data.num_classes}.."
+                         f"{cost.classes - 1} are never a label (fine for a first run; set "
+                         f"outputs={self.data.num_classes} in the config for a real one)")
+        shipped = {os.path.abspath(path): name for name, path in shipped_configs().items()}
+        name = shipped.get(os.path.abspath(self.config.def_path))
+        design, side = DESIGN_SIZE.get(name), self.data.image_shape[1]
+        if design and side < design:
+            self.say(f"note: {name} was designed for {design}x{design} inputs; these are "
+                     f"{side}x{side}, so its deeper maps are smaller than in the paper")
 
     def _restore(self, arrays):
         from .layers import make_layer
@@ -211,6 +316,11 @@ class Trainer:
     # -- logging ----------------------------------------------------------------------------
     def _open_log(self):
         os.makedirs(self.save_dir, exist_ok=True)
+        if self.clear_old_run:
+            old = _run_files(self.save_dir)
+            for f in old:
+                os.remove(os.path.join(self.save_dir, f))
+            self.say(f"--force: deleted the old run in {self.save_dir} ({len(old)} files)")
         path = os.path.join(self.save_dir, "log.jsonl")
         if self.resumed and os.path.exists(path):
             # Drop what a killed run logged after its last checkpoint: the log then reads as one
@@ -234,7 +344,6 @@ class Trainer:
         self.say(f"net {a.config}" + (f" + {self.config.params_path}"
                                       if self.config.params_path else "")
                  + f" on {a.device}, batch {self.batch_size}, seed {self.seed}")
-        self.say(f"data {self.data}")
         self.say(self.net.table())
         self.say(f"forward {self.net.total_flops / 1e9:.3f} GFLOP per image, "
                  f"{self.net.total_params:,} parameters")
@@ -256,6 +365,7 @@ class Trainer:
                         gflop_per_image=self.net.total_flops / 1e9)
         self.say(f"saving to {self.save_dir}")
         t0 = time.time()
+        self.run_clock = (time.perf_counter(), self.step)
         result = None
         while self.epoch < self.epochs:
             result = self.train_epoch() or result
@@ -279,21 +389,23 @@ class Trainer:
     def _progress(self):
         return min(1.0, self._fepoch() / self.epochs)
 
+    def _run_eta(self):
+        """Seconds left in the whole run at the pace of this process so far (tests included)."""
+        t0, step0 = self.run_clock
+        left = self.epochs * self._nb - self.epoch * self._nb - self.batch_in_epoch
+        return left * (time.perf_counter() - t0) / max(self.step - step0, 1)
+
+    def _progress_bar(self):
+        return Progress(self.epoch + 1, self.epochs, self.batch_in_epoch, self._nb,
+                        self.args.print_every)
+
     def train_epoch(self):
         self._nb = self.data.num_train_batches(self.batch_size)
-        if self._nb == 0:
-            raise UserError(f"the data source has {self.data.num_train} training images, fewer "
-                            f"than one batch of {self.batch_size}")
-        if self.batch_in_epoch > self._nb:
-            raise UserError(f"the checkpoint stopped at batch {self.batch_in_epoch} of an epoch, "
-                            f"but this data source has {self._nb} batches of {self.batch_size} "
-                            "per epoch: resume with the data and batch size it was trained with")
         # Resuming mid-epoch skips the batches already trained on.
         it = self.data.train_batches(self.epoch, self.batch_size, seed=self.seed,
                                      start=self.batch_in_epoch)
         freq = self.args.test_freq or self._nb
-        bar = Progress(self._nb, f"epoch {self.epoch + 1}/{self.epochs}")
-        bar.update(self.batch_in_epoch, 0, "")
+        bar = self._progress_bar()
         sums = np.zeros(4)
         result = None
         # Input wait: time the trainer spends blocked on the data pipeline, against the whole step.
@@ -312,7 +424,7 @@ class Trainer:
             self.step += 1
             self.batch_in_epoch += 1
             sums += (n, st["logprob"], st["top1"], st["top5"])
-            rate = bar.update(self.batch_in_epoch, n,
+            rate = bar.update(self.batch_in_epoch, n, self._run_eta(),
                               f"logprob {sums[1] / sums[0]:.3f} top1 {sums[2] / sums[0]:.3f} "
                               f"top5 {sums[3] / sums[0]:.3f} {self._lr_text()}")
             self.record("batch", epoch=self._fepoch(), n=n, logprob=st["logprob"] / n,
@@ -330,7 +442,7 @@ class Trainer:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 result = self.test_and_save()
                 if not end:
-                    bar = Progress(self._nb, f"epoch {self.epoch + 1}/{self.epochs}")
+                    bar = self._progress_bar()
         return result
 
     def _epoch_summary(self, it, waited, busy):
@@ -377,8 +489,6 @@ class Trainer:
         """Validation errors (fractions) over the whole test set, single or 10-view."""
         multiview = self.args.multiview_test
         bs = self.batch_size // 10 if multiview else self.batch_size
-        if bs < 1:
-            raise UserError("--multiview-test needs --batch-size >= 10")
         cost = self.net.costs[0]
         probs_name = self.net.fused[cost.name].name
         tot = np.zeros(4)
@@ -435,13 +545,24 @@ class Trainer:
 
 
 def main(argv=None):
+    """The command line; returns the exit code (2: a user mistake, reported as one line)."""
     args = parse_args(argv)
     from .data import DataError
     try:
+        check_environment()
+        path = resolve_config(args.config)
+        if path is None:
+            raise UserError(f"{args.config}: no such file, and no shipped config of that name "
+                            f"(shipped: {', '.join(shipped_configs())})")
+        args.config = path
         try:
-            Device(args.device)
+            backend(args.device)  # exists and is available: before any data is read
         except ValueError as e:
             raise UserError(f"--device: {e}") from None
+        if args.feature_path and not args.write_features:
+            raise UserError("--feature-path is the output of --write-features, which is not given")
+        if args.force and args.resume:
+            raise UserError("--force starts a new run and --resume continues one: give one")
         if args.check_grads:
             from .gradcheck import check_net_grads
             ok = check_net_grads(args)
@@ -450,7 +571,7 @@ def main(argv=None):
         trainer.run()
         return 0
     except (ConfigError, DeviceError, DataError, CheckpointError, UserError) as e:
-        print(f"convnet.train: error: {e}", file=sys.stderr)
+        print(f"{error_prefix(prog_name('convnet.train', 'convnet-train'))} {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nconvnet.train: interrupted (the last checkpoint is intact; --resume to "

@@ -373,6 +373,6 @@ def test_make_data_resume_and_shards(folder, tmp_path):
 
 def test_make_data_cli_errors(tmp_path):
     r = _run_make_data(str(tmp_path / "nope"), str(tmp_path / "out"))
-    assert r.returncode == 2 and r.stderr.startswith("make_data: error:") and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith("convnet.make_data: error:") and "Traceback" not in r.stderr
     r = _run_make_data("--help")
     assert r.returncode == 0 and "--shard-size" in r.stdout
