@@ -1,7 +1,9 @@
 """Builds the extension modules by running CMake (CMakeLists.txt is the one build description).
 
 Environment knobs: CONVNET_CUDA=AUTO|ON|OFF (default AUTO: build convnet._cuda when nvcc is found),
-CMAKE_BUILD_PARALLEL_LEVEL (jobs), CONVNET_BUILD_DIR (reuse a build tree between installs).
+CONVNET_CUDA_ARCHS (SASS archs of convnet._cuda, e.g. "90" or "80;90"; default every supported one),
+CONVNET_EMU=ON|OFF (default ON: build convnet._emu), CMAKE_BUILD_PARALLEL_LEVEL (jobs),
+CONVNET_BUILD_DIR (reuse a build tree between installs).
 """
 import os
 import shutil
@@ -15,6 +17,10 @@ from setuptools.command.build_ext import build_ext
 class CMakeExtension(Extension):
     def __init__(self, name):
         super().__init__(name, sources=[])
+
+
+def emu_wanted():
+    return os.environ.get("CONVNET_EMU", "ON").upper() != "OFF"
 
 
 def cuda_wanted():
@@ -41,6 +47,7 @@ class CMakeBuild(build_ext):
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DCONVNET_CUDA={os.environ.get('CONVNET_CUDA', 'AUTO')}",
+            f"-DCONVNET_EMU={'ON' if emu_wanted() else 'OFF'}",
             "-DCMAKE_BUILD_TYPE=Release",
             "-G", "Ninja",
         ]
@@ -48,5 +55,6 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", build], check=True)
 
 
-modules = ["convnet._cpu", "convnet._emu"] + (["convnet._cuda"] if cuda_wanted() else [])
+modules = (["convnet._cpu"] + (["convnet._emu"] if emu_wanted() else [])
+           + (["convnet._cuda"] if cuda_wanted() else []))
 setup(ext_modules=[CMakeExtension(m) for m in modules], cmdclass={"build_ext": CMakeBuild})
