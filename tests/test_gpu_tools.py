@@ -189,7 +189,7 @@ def test_write_report_labels_fake_figures(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "Every test, sanitizer and benchmark figure below is FAKE" in md
     assert "## FAKE Tests" in md and "## FAKE Benchmark: fake gemm" in md
-    assert "| 10.0 |" in md  # 100 GFLOP/s of a 1000 GFLOP/s peak
+    assert "| 33.3 | 3.3 |" in md  # variant 3's 33.3 GFLOP/s of a 1000 GFLOP/s peak
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["fake_results"] and data["verdict"]["ok"]
     assert "FAKE" in summary[0] and any("report.md" in s for s in summary)
@@ -198,7 +198,7 @@ def test_write_report_labels_fake_figures(tmp_path):
 def test_dry_run_end_to_end(tmp_path, monkeypatch):
     """main() without a GPU: a (stubbed) build, the import step, benchmarks' no-GPU path skipped
     here (stubbed to none), and a report from the fake set; exit status 0."""
-    def fake_build(outdir, arch, build_dir, quick):
+    def fake_build(outdir, arch, build_dir, timeout):
         assert arch is None  # no GPU: _cpu only
         return {"name": "build", "cmd": ["true"], "rc": 0, "seconds": 0.0, "timed_out": False,
                 "log": "build.log"}
@@ -210,3 +210,18 @@ def test_dry_run_end_to_end(tmp_path, monkeypatch):
     assert [s["name"] for s in data["steps"]] == ["build", "import"]
     assert data["steps"][1]["rc"] == 0
     assert "backends" in (tmp_path / "import.log").read_text()
+
+
+def test_budget_cuts_and_skips_steps(tmp_path, monkeypatch):
+    """Steps never run past the whole run's budget: with 2 s left, the import step (60 s timeout)
+    is skipped and reported so."""
+    monkeypatch.setattr(gpu_check, "BUDGET", (2, 2))
+    monkeypatch.setattr(gpu_check, "build", lambda outdir, arch, build_dir, timeout: {
+        "name": "build", "cmd": [], "rc": 0, "seconds": 0.0, "timed_out": False, "log": "",
+        "timeout_given": timeout})
+    monkeypatch.setattr(gpu_check, "bench_steps", lambda *a: [])
+    assert gpu_check.main([str(tmp_path), "--dry"]) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["steps"][0]["timeout_given"] <= 2
+    assert "budget" in data["steps"][1]["skipped"]
+    assert "skipped" in (tmp_path / "report.md").read_text()

@@ -31,8 +31,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import gpu_info  # noqa: E402
 
-# Seconds per step, (full, quick). Sum of the full column stays under 8 min with margin for
-# start-up; the sanitizer timeout is per tool.
+# Seconds per step, (full, quick); the sanitizer's is per tool. A step also never runs past the
+# run's whole budget (BUDGET): its timeout is cut to what is left, and a step with under
+# MIN_STEP seconds left is skipped and reported as such.
 STEP_TIMEOUTS = {
     "build": (240, 150),
     "import": (60, 60),
@@ -44,6 +45,25 @@ STEP_TIMEOUTS = {
     "bench_alexnet": (60, 25),
     "bench_towers": (40, 15),
 }
+
+BUDGET = (470, 175)  # seconds, (full, quick): the issue's 8 and 3 minutes, less the report
+MIN_STEP = 5
+
+
+class Budget:
+    """The run's deadline: timeout(t) = min(t, seconds left)."""
+
+    def __init__(self, seconds):
+        self.deadline = time.monotonic() + seconds
+
+    def timeout(self, t):
+        return min(t, self.deadline - time.monotonic())
+
+
+def skipped_step(name, why):
+    return {"name": name, "cmd": [], "rc": 0, "seconds": 0.0, "timed_out": False, "log": "",
+            "skipped": why}
+
 
 # compute-sanitizer's fixed set: small kernel tests on cuda:0 (file, -k expression).
 SANITIZER_TESTS = [
@@ -218,7 +238,8 @@ def write_report(report, outdir):
            f"DRAM peak: {_fmt((dev.get('peaks') or {}).get('dram_peak_gbs', '-'))} GB/s",
            f"- verdict: {'PASS' if ok else 'FAIL'}" + ("" if ok else ": " + "; ".join(reasons)),
            "", "## Steps", ""]
-    md += table([{k: s[k] for k in ("name", "rc", "seconds", "timed_out", "log")}
+    md += table([dict({k: s[k] for k in ("name", "rc", "seconds", "timed_out", "log")},
+                      note=s.get("skipped") or s.get("fallback") or "")
                  for s in report["steps"]])
     t = report.get("tests")
     if t:
@@ -238,8 +259,10 @@ def write_report(report, outdir):
     summary = [f"== convnet GPU check: {'PASS' if ok else 'FAIL'}"
                + (" (DRY RUN, FAKE figures)" if fake else ""),
                f"   device {dev.get('name', 'none')} sm_{dev.get('arch', '-')}",
-               *(f"   {s['name']:<14} rc {s['rc']:>3} {s['seconds']:>6.1f} s"
-                 + (" TIMEOUT" if s["timed_out"] else "") for s in report["steps"])]
+               *(f"   {s['name']:<20} rc {s['rc']:>3} {s['seconds']:>6.1f} s"
+                 + (" TIMEOUT" if s["timed_out"] else "")
+                 + (f" skipped: {s['skipped']}" if s.get("skipped") else "")
+                 for s in report["steps"])]
     if t:
         summary.append(f"   {mark}tests: {t['passed']} passed ({t['cuda_passed']} cuda), "
                        f"{t['failed']} failed, {t['errors']} errors, {t['skipped']} skipped")
@@ -273,7 +296,7 @@ def find_sanitizer():
     return None
 
 
-def build(outdir, arch, build_dir, quick):
+def build(outdir, arch, build_dir, timeout):
     """_cpu (+ _cuda for `arch` only), no _emu, all cores, nothing from the network: `pip install
     --no-build-isolation --no-index -e .`; where pip cannot (no setuptools in this Python, say),
     the same CMake build driven directly, the modules written into the source tree."""
@@ -281,7 +304,6 @@ def build(outdir, arch, build_dir, quick):
                CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2), CONVNET_BUILD_DIR=build_dir)
     if arch:
         env["CONVNET_CUDA_ARCHS"] = arch
-    timeout = STEP_TIMEOUTS["build"][quick]
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-index",
            "--no-deps", "-e", ROOT]
@@ -356,10 +378,19 @@ def main(argv=None):
         print(f"no GPU ({why}): dry run — build (_cpu), arch detection, benchmarks' no-GPU path, "
               "report from FAKE figures; exit 0 unless the build fails")
 
-    step = build(outdir, info["arch"] if info else None, args.build_dir, quick)
+    budget = Budget(BUDGET[quick])
+
+    def step_or_skip(name, cmd, timeout, log):
+        left = budget.timeout(timeout)
+        if left < MIN_STEP:
+            return skipped_step(name, f"out of the run's {BUDGET[quick]} s budget")
+        return run_step(name, cmd, left, log)
+
+    step = build(outdir, info["arch"] if info else None, args.build_dir,
+                 budget.timeout(STEP_TIMEOUTS["build"][quick]))
     report["steps"].append(step)
     if step["rc"] == 0:
-        report["steps"].append(run_step(
+        report["steps"].append(step_or_skip(
             "import", [sys.executable, "-c", "import convnet, json; "
                        "print(json.dumps({'backends': convnet.backends(), "
                        "'cuda': convnet.cuda.is_available(), "
@@ -369,7 +400,7 @@ def main(argv=None):
     built = step["rc"] == 0
     if info and built:
         junit = os.path.join(outdir, "junit.xml")
-        report["steps"].append(run_step(
+        report["steps"].append(step_or_skip(
             "tests", [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
                       "-m", "gpu and not slow", "--junitxml", junit],
             STEP_TIMEOUTS["tests"][quick], os.path.join(outdir, "tests.log")))
@@ -382,12 +413,14 @@ def main(argv=None):
             files = SANITIZER_TESTS[:2] if quick else SANITIZER_TESTS
             expr = " or ".join(f"({k})" for _, k in files)
             log = os.path.join(outdir, f"sanitizer-{tool}.log")
-            s = run_step(f"sanitizer-{tool}",
+            s = step_or_skip(f"sanitizer-{tool}",
                          [sanitizer, "--tool", tool, "--error-exitcode", "3", "--print-limit", "20",
                           sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                           "-m", "gpu and not slow", "-k", expr, *[f for f, _ in files]],
                          STEP_TIMEOUTS["sanitizer"][quick], log)
             report["steps"].append(s)
+            if s.get("skipped"):
+                continue
             with open(log) as f:
                 report["sanitizer"].append({"tool": tool, "rc": s["rc"], "seconds": s["seconds"],
                                             "errors": sanitizer_errors(f.read())})
@@ -398,7 +431,8 @@ def main(argv=None):
                 report["benchmarks"][name] = {
                     "note": f"benchmarks/{os.path.basename(path)} is not in this tree: skipped"}
                 continue
-            s = run_step(name, cmd, STEP_TIMEOUTS[name][quick], os.path.join(outdir, name + ".log"))
+            s = step_or_skip(name, cmd, STEP_TIMEOUTS[name][quick],
+                             os.path.join(outdir, name + ".log"))
             report["steps"].append(s)
             if os.path.exists(js):
                 with open(js) as f:

@@ -60,7 +60,9 @@ def occupancy(regs, smem, arch, threads=THREADS):
         "threads": lim["threads"] // threads,
         "blocks": lim["blocks"],
     }
-    limit = min(by, key=lambda k: (by[k], k))
+    # Ties name the fixed limits first: the kernel's resources are not what binds then.
+    order = ["threads", "blocks", "smem", "regs"]
+    limit = min(by, key=lambda k: (by[k], order.index(k)))
     return by[limit], limit
 
 
