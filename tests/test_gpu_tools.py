@@ -189,6 +189,7 @@ def test_write_report_labels_fake_figures(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "Every test, sanitizer and benchmark figure below is FAKE" in md
     assert "## FAKE Tests" in md and "## FAKE Benchmark: fake gemm" in md
+    assert "## Benchmark: gemm" not in md
     assert "| 33.3 | 3.3 |" in md  # variant 3's 33.3 GFLOP/s of a 1000 GFLOP/s peak
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["fake_results"] and data["verdict"]["ok"]
@@ -210,6 +211,8 @@ def test_dry_run_end_to_end(tmp_path, monkeypatch):
     assert [s["name"] for s in data["steps"]] == ["build", "import"]
     assert data["steps"][1]["rc"] == 0
     assert "backends" in (tmp_path / "import.log").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "## FAKE Benchmark: fake alexnet" in md and "## FAKE Tests (cuda:0)" in md
 
 
 def test_budget_cuts_and_skips_steps(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 over a fixed set of kernel tests, benchmark every kernel family and the AlexNet step against
 PyTorch (cuBLAS/cuDNN, TF32 off and on), write OUTDIR/report.md + report.json + raw logs.
 
-  tools/gpu_check.sh OUTDIR [--quick] [--dry] [--build-dir DIR]
+  tools/gpu_check.sh OUTDIR [--quick] [--dry] [--build-dir DIR] [--no-build]
 
 Budgets on one H200-class GPU with 16 cores: full <= 8 min, --quick <= 3 min; every step has its
 own timeout (STEP_TIMEOUTS), so a hang costs that step only. Exit status: 1 if the build failed, a
@@ -250,9 +250,10 @@ def write_report(report, outdir):
     if report.get("sanitizer"):
         md += ["", f"## {mark}compute-sanitizer", ""] + table(report["sanitizer"])
     for name, bench in report.get("benchmarks", {}).items():
-        md += ["", f"## {mark}Benchmark: {name}", ""]
-        if bench.get("note"):
-            md += [bench["note"], ""]
+        md += ["", f"## {'FAKE ' if name.startswith('fake ') else ''}Benchmark: {name}", ""]
+        note = bench.get("note") or (f"skipped: {bench['skipped']}" if bench.get("skipped") else "")
+        if note:
+            md += [note, ""]
         md += table(bench.get("rows", []), peak)
     with open(os.path.join(outdir, "report.md"), "w") as f:
         f.write("\n".join(md) + "\n")
@@ -271,7 +272,7 @@ def write_report(report, outdir):
         if best:
             b = max(best, key=lambda r: r["gflops"])
             pct = f", {100 * b['gflops'] / peak:.0f}% of FP32 peak" if peak else ""
-            summary.append(f"   {mark}{name}: best {b['gflops']:.0f} GFLOP/s{pct}")
+            summary.append(f"   {name}: best {b['gflops']:.0f} GFLOP/s{pct}")
     summary += [f"   ! {r}" for r in reasons]
     summary.append(f"   report: {os.path.join(outdir, 'report.md')}")
     return summary
@@ -360,6 +361,9 @@ def main(argv=None):
     ap.add_argument("--dry", action="store_true", help="act as if there were no GPU")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build", "gpu-check"),
                     help="CMake build tree (default build/gpu-check)")
+    ap.add_argument("--no-build", action="store_true",
+                    help="use the modules already built in this tree (CI's dry run, right after "
+                         "its own install)")
     args = ap.parse_args(argv)
     os.makedirs(args.outdir, exist_ok=True)
     outdir = os.path.abspath(args.outdir)
@@ -386,8 +390,11 @@ def main(argv=None):
             return skipped_step(name, f"out of the run's {BUDGET[quick]} s budget")
         return run_step(name, cmd, left, log)
 
-    step = build(outdir, info["arch"] if info else None, args.build_dir,
-                 budget.timeout(STEP_TIMEOUTS["build"][quick]))
+    if args.no_build:
+        step = skipped_step("build", "--no-build: the modules already built in this tree")
+    else:
+        step = build(outdir, info["arch"] if info else None, args.build_dir,
+                     budget.timeout(STEP_TIMEOUTS["build"][quick]))
     report["steps"].append(step)
     if step["rc"] == 0:
         report["steps"].append(step_or_skip(
