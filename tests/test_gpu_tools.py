@@ -4,6 +4,7 @@ SASS main-loop mix, step timeouts, JUnit and sanitizer parsing, the verdict and 
 and a whole dry run with the build stubbed out."""
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -228,3 +229,17 @@ def test_budget_cuts_and_skips_steps(tmp_path, monkeypatch):
     assert data["steps"][0]["timeout_given"] <= 2
     assert "budget" in data["steps"][1]["skipped"]
     assert "skipped" in (tmp_path / "report.md").read_text()
+
+
+def test_sanitizer_set_selects_cuda_tests():
+    """Every node of the sanitizer's fixed set exists and has cuda:0 cases (-m gpu), so on a GPU
+    the sanitizer runs kernels rather than nothing."""
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+                          "no:cacheprovider", "-m", "gpu and not slow",
+                          *gpu_check.SANITIZER_TESTS], cwd=gpu_check.ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    for node in gpu_check.SANITIZER_TESTS:
+        picked = [i for i in ids if i.startswith(node + "[")]
+        assert picked and all("cuda" in i for i in picked), node

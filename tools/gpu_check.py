@@ -65,13 +65,14 @@ def skipped_step(name, why):
             "skipped": why}
 
 
-# compute-sanitizer's fixed set: small kernel tests on cuda:0 (file, -k expression).
+# compute-sanitizer's fixed set: small kernel tests, run on cuda:0 only (-m gpu). The first two
+# are the --quick set.
 SANITIZER_TESTS = [
-    ("tests/test_gemm_cuda_variants.py", "leading_dims_alpha_beta or k_zero"),
-    ("tests/test_conv_cuda_variants.py", "accumulate"),
-    ("tests/test_lrn.py", "deterministic"),
-    ("tests/test_pool.py", "max_ties"),
-    ("tests/test_softmax.py", "not slow"),
+    "tests/test_gemm_cuda_variants.py::test_sgemm_variants_leading_dims_alpha_beta",
+    "tests/test_conv_cuda_variants.py::test_conv_cuda_variants_accumulate",
+    "tests/test_lrn.py::test_deterministic",
+    "tests/test_pool.py::test_max_ties_go_to_first_pixel",
+    "tests/test_softmax.py::test_softmax_xent",
 ]
 SANITIZER_TOOLS = ["memcheck", "racecheck", "synccheck", "initcheck"]
 
@@ -417,14 +418,13 @@ def main(argv=None):
         if sanitizer is None:
             report["sanitizer_note"] = "compute-sanitizer not found: not run"
         for tool in SANITIZER_TOOLS if sanitizer else []:
-            files = SANITIZER_TESTS[:2] if quick else SANITIZER_TESTS
-            expr = " or ".join(f"({k})" for _, k in files)
+            tests = SANITIZER_TESTS[:2] if quick else SANITIZER_TESTS
             log = os.path.join(outdir, f"sanitizer-{tool}.log")
             s = step_or_skip(f"sanitizer-{tool}",
-                         [sanitizer, "--tool", tool, "--error-exitcode", "3", "--print-limit", "20",
-                          sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                          "-m", "gpu and not slow", "-k", expr, *[f for f, _ in files]],
-                         STEP_TIMEOUTS["sanitizer"][quick], log)
+                             [sanitizer, "--tool", tool, "--error-exitcode", "3", "--print-limit",
+                              "20", sys.executable, "-m", "pytest", "-q", "-x", "-p",
+                              "no:cacheprovider", "-m", "gpu and not slow", *tests],
+                             STEP_TIMEOUTS["sanitizer"][quick], log)
             report["steps"].append(s)
             if s.get("skipped"):
                 continue
