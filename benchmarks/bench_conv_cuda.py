@@ -119,8 +119,7 @@ def main():
                 cpu_calls[op]()
                 t_cpu = 1e3 * (time.perf_counter() - t)
             kind = args.device.split(":")[0]
-            plan = (mod.conv_plan("conv_" + op, c, hw, hw, n, f, fs, pad, stride, groups, dev_index)
-                    if on_gpu else "")
+            plan = mod.conv_plan("conv_" + op, c, hw, hw, n, f, fs, pad, stride, groups, dev_index)
             for v in range(ops.conv_variant_count("conv_" + op, device=kind)):
                 ms = event_median_ms(mod, lambda: calls[op](v, out), args.repeats, warmup=1,
                                      device=dev_index)

@@ -74,7 +74,7 @@ def main():
                 t_torch[tf32] = torch_event_ms(torch, lambda: torch.matmul(ta, tb, out=tc),
                                                args.repeats)
             set_tf32(torch, False)
-        plan = mod.sgemm_plan(s, s, s, dev_index) if on_gpu else ""
+        plan = mod.sgemm_plan(s, s, s, dev_index)
         for v in range(ops.sgemm_variant_count(args.device.split(":")[0])):
             if v == 1 and s > 2048:
                 continue  # the naive kernel: minutes at this size, and nothing to learn

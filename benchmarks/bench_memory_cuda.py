@@ -35,13 +35,13 @@ def cases(dev, n, rng):
     e_pool = pooled.numpy().size
     dpool = convnet.empty(x1.shape, device=dev)
     y_relu = convnet.empty(x1.shape, device=dev)
-    big = t((4096, 8192 if n >= 128 else 64))
+    big = t((4096, 8192 if n >= 128 else 64))  # 4096 features x 8192 columns: out of every cache
     y_big = convnet.empty(big.shape, device=dev)
     mask = convnet.tensor(np.zeros(big.shape, np.uint8), device=dev)
     scores = t((1000, n))
     probs = convnet.empty(scores.shape, device=dev)
-    w, v, g = t((9216 if n >= 128 else 64, 4096)), t((9216 if n >= 128 else 64, 4096), 0.0), \
-        t((9216 if n >= 128 else 64, 4096))
+    rows = 9216 if n >= 128 else 64  # fc6's weights at full size
+    w, v, g = t((rows, 4096)), t((rows, 4096), 0.0), t((rows, 4096))
     ops.lrn_fwd(x1, 5, 0.0005, 0.75, 2.0, out=y_lrn, denoms=d_lrn)
 
     def torch_lrn(torch):
@@ -80,11 +80,11 @@ def cases(dev, n, rng):
          lambda: ops.pool_bwd(pooled, x1, pooled, "max", 3, 2, out=dpool), None),
         ("relu fwd", 2 * e1 * F32, lambda: ops.neuron_fwd(x1, "relu", out=y_relu), torch_relu),
         ("relu bwd", 3 * e1 * F32, lambda: ops.neuron_bwd(x1, x1, y_relu, "relu", out=dx), None),
-        ("dropout fwd 4096x8192", (2 * F32 + 1) * big.numpy().size,
+        (f"dropout fwd {big.shape[0]}x{big.shape[1]}", (2 * F32 + 1) * big.numpy().size,
          lambda: ops.dropout_fwd(big, 0.5, seed=1, stream=0, step=0, out=y_big, mask=mask), None),
         ("softmax 1000xN", 2 * scores.numpy().size * F32, lambda: ops.softmax(scores, out=probs),
          torch_softmax),
-        ("sgd update fc6", 5 * w.numpy().size * F32,
+        (f"sgd update {w.shape[0]}x{w.shape[1]}", 5 * w.numpy().size * F32,
          lambda: ops.sgd_update(w, v, g, 0.01, 0.9, 0.0005), torch_sgd),
     ]
 
