@@ -248,8 +248,10 @@ def write_report(report, outdir):
                f"{t['passed']} passed ({t['cuda_passed']} of them on cuda:0), {t['failed']} "
                f"failed, {t['errors']} errors, {t['skipped']} skipped, of {t['total']}"]
         md += [f"- FAILED {n}" for n in t["failed_names"][:50]]
-    if report.get("sanitizer"):
-        md += ["", f"## {mark}compute-sanitizer", ""] + table(report["sanitizer"])
+    if report.get("sanitizer") or report.get("sanitizer_note"):
+        md += ["", f"## {mark}compute-sanitizer", ""]
+        md += [report["sanitizer_note"]] if report.get("sanitizer_note") else []
+        md += table(report["sanitizer"]) if report.get("sanitizer") else []
     for name, bench in report.get("benchmarks", {}).items():
         md += ["", f"## {'FAKE ' if name.startswith('fake ') else ''}Benchmark: {name}", ""]
         note = bench.get("note") or (f"skipped: {bench['skipped']}" if bench.get("skipped") else "")
