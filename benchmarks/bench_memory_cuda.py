@@ -46,7 +46,7 @@ def cases(dev, n, rng):
 
     def torch_lrn(torch):
         tx = torch.randn(n, 96, 55, 55, device="cuda")
-        m = torch.nn.LocalResponseNorm(5, 0.0005 * 5, 0.75, 2.0)
+        m = torch.nn.LocalResponseNorm(5, 0.0005, 0.75, 2.0)  # alpha/n = scale/size, as ours
         return lambda: m(tx)
 
     def torch_pool(torch):
