@@ -1,7 +1,9 @@
 """Builds the extension modules by running CMake (CMakeLists.txt is the one build description).
 
 Environment knobs: CONVNET_CUDA=AUTO|ON|OFF (default AUTO: build convnet._cuda when nvcc is found),
-CMAKE_BUILD_PARALLEL_LEVEL (jobs), CONVNET_BUILD_DIR (reuse a build tree between installs).
+CONVNET_CUDA_ARCHS (SASS archs of convnet._cuda, e.g. "90" or "80;90"; default every supported one),
+CONVNET_EMU=ON|OFF (default ON: build convnet._emu), CMAKE_BUILD_PARALLEL_LEVEL (jobs),
+CONVNET_BUILD_DIR (reuse a build tree between installs).
 
 The build tree (build/cmake by default) outlives pip's temporary build environments: every build
 configures it again with the current cmake and ninja (its cache may name deleted ones), pybind11 is
@@ -35,6 +37,10 @@ def check_platform():
 class CMakeExtension(Extension):
     def __init__(self, name):
         super().__init__(name, sources=[])
+
+
+def emu_wanted():
+    return os.environ.get("CONVNET_EMU", "ON").upper() != "OFF"
 
 
 def cuda_wanted():
@@ -133,6 +139,7 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={stable_pybind11(build)}",
             f"-DCONVNET_CUDA={os.environ.get('CONVNET_CUDA', 'AUTO')}",
             f"-DCMAKE_MAKE_PROGRAM={ninja}",
+            f"-DCONVNET_EMU={'ON' if emu_wanted() else 'OFF'}",
             "-DCMAKE_BUILD_TYPE=Release",
             "-G", GENERATOR,
         ]
@@ -155,6 +162,7 @@ class BuildPy(build_py):
 
 
 if __name__ == "__main__":  # as pip's build backend runs it; tests import the helpers above
-    modules = ["convnet._cpu", "convnet._emu"] + (["convnet._cuda"] if cuda_wanted() else [])
+    modules = (["convnet._cpu"] + (["convnet._emu"] if emu_wanted() else [])
+               + (["convnet._cuda"] if cuda_wanted() else []))
     setup(ext_modules=[CMakeExtension(m) for m in modules],
           cmdclass={"build_ext": CMakeBuild, "build_py": BuildPy})

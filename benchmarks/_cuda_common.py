@@ -1,7 +1,14 @@
-"""Shared helpers for the CUDA benchmarks: the CUDA module, event timing, the measured peak."""
+"""Shared helpers for the CUDA benchmarks: the CUDA module, event timing, the measured and the
+computed peaks, PyTorch as a peer (TF32 off and on), and the JSON the GPU check collects."""
+import json
+import os
 import statistics
+import sys
 
 import convnet
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools import gpu_info  # noqa: E402
 
 
 def cuda_or_none(device):
@@ -19,6 +26,41 @@ def cuda_or_none(device):
 def add_device_arg(ap):
     ap.add_argument("--device", default="cuda:0",
                     help="cuda:N, or emu:N to dry-run the script on the emulator (tiny sizes!)")
+    ap.add_argument("--json", help="also write the rows here (tools/gpu_check.py reads them)")
+
+
+def write_json(path, rows, **extra):
+    """{'rows': [...], **extra} to `path` when given (rows: one dict per printed line)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(dict(extra, rows=rows), f, indent=1)
+
+
+def computed_peaks():
+    """FP32 peak (SMs x lanes x 2 x clock) and DRAM bandwidth from the driver, {} without one."""
+    info, _ = gpu_info.describe()
+    return dict(info["peaks"], name=info["name"], arch=info["arch"]) if info else {}
+
+
+def torch_event_ms(torch, fn, repeats, warmup=2):
+    """Median ms of fn() between two CUDA events on PyTorch's current stream."""
+    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        ev0.record()
+        fn()
+        ev1.record()
+        ev1.synchronize()
+        ts.append(ev0.elapsed_time(ev1))
+    return statistics.median(ts)
+
+
+def set_tf32(torch, on):
+    """TF32 tensor-core math in cuBLAS and cuDNN: off for a like-for-like FP32 comparison."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
 
 
 def open_device(device):

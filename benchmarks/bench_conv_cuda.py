@@ -1,11 +1,13 @@
 """CUDA convolution variants on AlexNet's five conv layers (cuda-convnet layout, batch 128),
 timed with CUDA events: forward, backward-data, backward-weights; peers in the same run are
-cuDNN through PyTorch when importable, and convnet's CPU backend (one run each, wall clock).
+cuDNN through PyTorch when importable (TF32 off: the like-for-like FP32 peer; and on), and
+convnet's CPU backend (one run each, wall clock).
 
-    python benchmarks/bench_conv_cuda.py [--batch 128] [--repeats 5] [--layers conv1 conv2]
+    python benchmarks/bench_conv_cuda.py [--batch 128] [--repeats 5] [--layers conv1 conv2] [--json F]
 
-Prints median ms, GFLOP/s, % of the GPU's FMA peak measured at the start, and ratios to the
-peers (> 1: convnet faster). Without a GPU it says so and times nothing."""
+Prints median ms, GFLOP/s, % of the GPU's FMA peak measured at the start and of the FP32 peak
+computed from SM count and clock, ratios to the peers (> 1: convnet faster), and the tile and
+split-k count variant 0 chose. Without a GPU it says so and times nothing."""
 import argparse
 import os
 import sys
@@ -15,7 +17,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
-from _cuda_common import add_device_arg, event_median_ms, open_device  # noqa: E402
+from _cuda_common import (add_device_arg, computed_peaks, event_median_ms, open_device,  # noqa: E402
+                          set_tf32, torch_event_ms, write_json)
 
 import convnet  # noqa: E402
 from convnet import ops  # noqa: E402
@@ -52,16 +55,7 @@ def torch_ms(torch, op, x, w, dy, pad, stride, groups, repeats):
         fn = lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tdy, stride=stride, groups=groups)  # noqa: E731,E501
     else:
         fn = lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tdy, stride=stride, groups=groups)  # noqa: E731,E501
-    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for r in range(repeats + 2):
-        ev0.record()
-        fn()
-        ev1.record()
-        ev1.synchronize()
-        if r >= 2:
-            ts.append(ev0.elapsed_time(ev1))
-    return float(np.median(ts))
+    return torch_event_ms(torch, fn, repeats)
 
 
 def pct(gflops, peak):
@@ -78,12 +72,16 @@ def main():
     args = ap.parse_args()
     opened = open_device(args.device)
     if opened is None:
+        write_json(args.json, [], skipped="no GPU")
         return
     mod, dev_index, on_gpu, peak, torch = opened
-    print(f"GPU FMA peak (measured now): {f'{peak:.0f} GFLOP/s' if peak else 'n/a'}; medians of {args.repeats} "
+    computed = computed_peaks().get("fp32_peak_gflops") if on_gpu else None
+    print(f"GPU FMA peak (measured now): {f'{peak:.0f} GFLOP/s' if peak else 'n/a'}; computed FP32 "
+          f"peak: {f'{computed:.0f} GFLOP/s' if computed else 'n/a'}; medians of {args.repeats} "
           f"event-timed runs; batch {args.batch}")
-    print(f"{'layer':>6} {'op':>12} {'var':>3} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6} "
-          f"{'vs cuDNN':>9} {'vs CPU':>8}")
+    print(f"{'layer':>6} {'op':>12} {'var':>3} {'ms':>9} {'GFLOP/s':>8} {'%meas':>6} {'%comp':>6} "
+          f"{'vs fp32':>8} {'vs tf32':>8} {'vs CPU':>8}  plan")
+    rows = []
     rng = np.random.default_rng(0)
     n = args.batch
     for name in args.layers:
@@ -109,22 +107,35 @@ def main():
         outs = {"fwd": dy.shape, "bwd_data": x.shape, "bwd_weights": w.shape}
         for op in calls:
             out = convnet.empty(outs[op], device=args.device)
-            t_torch = (torch_ms(torch, op, x, w, dy, pad, stride, groups, args.repeats)
-                       if torch is not None else None)
+            t_torch = {}
+            if torch is not None:
+                for tf32 in (False, True):
+                    set_tf32(torch, tf32)
+                    t_torch[tf32] = torch_ms(torch, op, x, w, dy, pad, stride, groups, args.repeats)
+                set_tf32(torch, False)
             t_cpu = None
             if not args.no_cpu_peer:
                 t = time.perf_counter()
                 cpu_calls[op]()
                 t_cpu = 1e3 * (time.perf_counter() - t)
             kind = args.device.split(":")[0]
+            plan = mod.conv_plan("conv_" + op, c, hw, hw, n, f, fs, pad, stride, groups, dev_index)
             for v in range(ops.conv_variant_count("conv_" + op, device=kind)):
                 ms = event_median_ms(mod, lambda: calls[op](v, out), args.repeats, warmup=1,
                                      device=dev_index)
                 g = flops / (ms * 1e-3) * 1e-9
-                vs_t = f"{t_torch / ms:>9.2f}" if t_torch is not None else f"{'-':>9}"
-                vs_c = f"{t_cpu / ms:>8.1f}" if t_cpu is not None else f"{'-':>8}"
+                row = {"layer": name, "op": op, "variant": v, "ms": ms, "gflops": g,
+                       "vs_torch_fp32": t_torch[False] / ms if t_torch else None,
+                       "vs_torch_tf32": t_torch[True] / ms if t_torch else None,
+                       "vs_cpu": t_cpu / ms if t_cpu is not None else None,
+                       "plan": plan if v == 0 else ""}
+                rows.append(row)
+                ratio = lambda r: f"{r:>8.2f}" if r is not None else f"{'-':>8}"  # noqa: E731
                 print(f"{name:>6} {op:>12} {v:>3} {ms:>9.3f} {g:>8.0f} {pct(g, peak)} "
-                      f"{vs_t} {vs_c}")
+                      f"{pct(g, computed)} {ratio(row['vs_torch_fp32'])} "
+                      f"{ratio(row['vs_torch_tf32'])} {ratio(row['vs_cpu'])}  {row['plan']}")
+    write_json(args.json, rows, measured_fma_peak_gflops=peak, computed_fp32_peak_gflops=computed,
+               batch=n)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,18 @@ def _device_params():
     return params
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: runs on cuda:0 (tools/gpu_check.py selects -m gpu)")
+
+
+def pytest_collection_modifyitems(items):
+    """Marks every test parametrised on cuda:0 `gpu`, so a GPU run can select exactly them."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and str(spec.params.get("device", "")).startswith("cuda"):
+            item.add_marker(pytest.mark.gpu)
+
+
 @pytest.fixture(params=_device_params())
 def device(request):
     spec = request.param

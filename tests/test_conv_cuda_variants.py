@@ -17,7 +17,7 @@ SHAPES = [
     (3, 6, 5, 2, 67, 3, 1, 1, 1),   # F = 67: two filter tiles, the second with 3 rows
     (66, 4, 3, 1, 2, 2, 0, 1, 1),   # Cg = 66: two channel tiles in bwd_data; K = 264 taps
     (10, 9, 7, 3, 10, 3, 1, 2, 2),  # Fg = 5, Cg = 5: group slices of w / dw not 16-byte aligned
-    (8, 13, 11, 5, 4, 3, 2, 1, 1),  # P*N = 15*13*5 = 975: the weight gradient in 8 partial sums
+    (8, 13, 11, 5, 4, 3, 2, 1, 1),  # P*N = 15*13*5 = 975: the weight gradient in partial sums
     (2, 12, 12, 4, 8, 5, 0, 4, 1),  # stride 4 > 1 with round-up overhang (Ho = Wo = 3)
 ]
 IDS = ["x".join(map(str, s)) for s in SHAPES]
@@ -104,3 +104,63 @@ def test_conv_cuda_thread_orders_bit_identical(rng):
                         f"{name} variant {v} {shape}: thread orders differ"
     finally:
         emu.set_thread_order(previous)
+
+
+def test_fast_div_formula():
+    """csrc/cuda/fast_div.cuh's n / d = (umulhi(n, mul) + n) >> s, mul = 2^32 (2^s - d) / d + 1,
+    s = ceil(log2 d): exact against integer division over every divisor up to 3000, a few large
+    ones, and the edge dividends of each (0, d - 1, d, d + 1, 2^31 - 1) plus random ones."""
+    rng = np.random.default_rng(7)
+    divisors = list(range(1, 3001)) + [65535, 65536, 387200, 2 ** 20 + 1, 2 ** 31 - 1]
+    for d in divisors:
+        s = max(0, (d - 1).bit_length())
+        mul = (2 ** 32 * (2 ** s - d)) // d + 1
+        assert mul < 2 ** 32
+        n = np.concatenate([[0, 1, d - 1, d, d + 1, 2 * d - 1, 2 ** 31 - 2, 2 ** 31 - 1],
+                            rng.integers(0, 2 ** 31, 64)]).astype(np.uint64)
+        n = n[n < 2 ** 31]
+        got = (((n * np.uint64(mul)) >> np.uint64(32)) + n) >> np.uint64(s)
+        assert np.array_equal(got, n // np.uint64(d)), f"divisor {d}"
+
+
+def _plan_numbers(plan):
+    """(variant, tile, blocks, splits, waves, wave, sms) from a plan string of conv_plan or
+    sgemm_plan: 'variant 3: 128x128 tile, 4 tiles x 2 k-splits of 64 = 8 blocks, 2 wave(s) of
+    4 (2 SMs x 2)'."""
+    import re
+    m = re.match(r"variant (\d): (\d+)x\d+ tile, (\d+) tiles(?: x (\d+) k-splits of \d+)? = "
+                 r"(\d+) blocks, (\d+) wave\(s\) of (\d+) \((\d+) SMs x 2\)$", plan)
+    assert m, plan
+    v, tile, tiles, splits, blocks, waves, wave, sms = m.groups()
+    return (int(v), int(tile), int(tiles), int(splits or 1), int(blocks), int(waves), int(wave),
+            int(sms))
+
+
+def _tiles(rows, cols, groups, tile):
+    return -(-rows // tile) * -(-cols // tile) * groups
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(96, 27, 27, 128, 256, 5, 2, 1, 2)], ids=IDS + ["conv2"])
+def test_conv_plans_fill_whole_waves(shape):
+    """Variant 0's launch plan (conv_plan): blocks = tiles x splits, waves = ceil(blocks / (SMs x
+    2)), and the tile is the cheaper in whole waves x per-thread FMAs (ties: 128x128)."""
+    if "emu" not in convnet.backends():
+        pytest.skip("convnet was built without the emulated backend")
+    emu = convnet.device.module_for("emu")
+    c, h, w, n, f, fs, pad, stride, groups = shape
+    ho, wo = ref.out_size(h, fs, pad, stride), ref.out_size(w, fs, pad, stride)
+    for op, rows, cols in (("conv_fwd", f // groups, ho * wo * n),
+                           ("conv_bwd_data", c // groups, h * w * n)):
+        v, tile, tiles, splits, blocks, waves, wave, sms = _plan_numbers(
+            emu.conv_plan(op, c, h, w, n, f, fs, pad, stride, groups, 0))
+        assert wave == 2 * sms and splits == 1 and blocks == tiles
+        assert tiles == _tiles(rows, cols, groups, tile) and waves == -(-blocks // wave)
+        cost = {t: -(-_tiles(rows, cols, groups, t) // wave) * (t * t // 256) for t in (128, 64)}
+        assert tile == (128 if cost[128] <= cost[64] else 64) and v == (3 if tile == 128 else 2)
+    v, tile, tiles, splits, blocks, waves, wave, sms = _plan_numbers(
+        emu.conv_plan("conv_bwd_weights", c, h, w, n, f, fs, pad, stride, groups, 0))
+    assert tiles == _tiles(c // groups * fs * fs, f // groups, groups, tile)
+    assert blocks == tiles * splits and waves == -(-blocks // wave)
+    assert splits == 1 or ho * wo * n // splits >= 8 * (8 if tile == 128 else 16)
+    with pytest.raises(ValueError, match="unknown op"):
+        emu.conv_plan("conv_sideways", c, h, w, n, f, fs, pad, stride, groups, 0)

@@ -19,12 +19,19 @@
 //      in a fixed order, so results are deterministic without atomics.
 //   3  the kernels of 2 on the 128x128 tile (8x8 outputs per thread, K step 8): twice the
 //      arithmetic per shared-memory read, for layers with >= 128 filters (channels, taps).
+// Variant 0 picks 2 or 3, and bwd_weights' reduction split, by whole waves on the device
+// (tile_gemm.cuh's plans; conv_plan_cuda says what it chose); 1 when a tensor spans 2^31
+// elements or more. The tiled loaders index in 32 bits and divide by the launch's shape
+// constants (batch, filter size, taps, ...) through FastDiv: no `/` or `%` by a run-time value
+// and no 64-bit index arithmetic in a main loop.
 #include <algorithm>
 #include <cstdint>
 
 #include "conv.h"
 #include "cuda_check.h"
+#include "bench_support.h"
 #include "device.h"
+#include "fast_div.cuh"
 #include "gemm.h"
 #include "tile_gemm.cuh"
 
@@ -141,6 +148,30 @@ __global__ void conv_bwd_weights_direct_kernel(ConvDims d, const float* __restri
 using Tile64 = TileShape<64, 64, 16, 4, 4>;
 using Tile128 = TileShape<128, 128, 8, 8, 8>;
 
+// The shapes in 32 bits with their divisors, for the tiled kernels (the launchers check that
+// every tensor spans < 2^31 elements).
+struct TileDims {
+  int H, W, N, F, fs, pad, stride, Ho, Wo, Cg, Fg, taps, K, PN, HWN;
+  FastDiv by_N, by_W, by_Wo, by_fs, by_taps, by_Fg, by_stride;
+};
+
+TileDims tile_dims(const ConvDims& d) {
+  TileDims t;
+  t.H = d.H, t.W = d.W, t.N = d.N, t.F = d.F, t.fs = d.fs, t.pad = d.pad, t.stride = d.stride;
+  t.Ho = d.Ho, t.Wo = d.Wo, t.Cg = d.Cg, t.Fg = d.Fg, t.taps = d.taps, t.K = d.K;
+  t.PN = int(d.PN), t.HWN = int(d.HWN);
+  t.by_N = FastDiv(d.N), t.by_W = FastDiv(d.W), t.by_Wo = FastDiv(d.Wo), t.by_fs = FastDiv(d.fs);
+  t.by_taps = FastDiv(d.taps), t.by_Fg = FastDiv(d.Fg), t.by_stride = FastDiv(d.stride);
+  return t;
+}
+
+// Do 32-bit indices reach every element of x, w, y and bwd_weights' partial sums?
+bool fits_tiles(const ConvDims& d, int64_t splits = 1) {
+  return fits_int32(int64_t(d.C) * d.HWN) && fits_int32(int64_t(d.F) * d.PN) &&
+         fits_int32(int64_t(d.K) * d.F * splits) && d.N > 0 && d.W > 0 && d.Wo > 0 &&
+         d.H + d.pad < 32767 && d.W + d.pad < 32767 && d.fs < 32767;
+}
+
 // fwd, operand B: patches (K, P*N), element (k, col = p*N + n) = x[c, oy*s - pad + ky, ...].
 // A thread always loads the same column (tid % BN) at rows tid / BN + e * (threads / BN), so the
 // column's position is decoded once. Consecutive threads take consecutive images: coalesced.
@@ -149,30 +180,32 @@ struct PatchColumnsLoader {
   static constexpr int BN = S::kBN, kStep = S::kThreads / BN;
   static constexpr int kRegs = S::kBK * BN / S::kThreads;
   static_assert(S::kThreads % BN == 0, "whole rows per pass");
-  const ConvDims& d;
+  const TileDims& d;
   const float* x;  // first channel of the group, this thread's image
   int iy0, ix0;    // top-left corner of the column's window (may be negative)
   bool valid;
 
-  __device__ __forceinline__ PatchColumnsLoader(const ConvDims& dd, const float* xg, int64_t col0)
+  __device__ __forceinline__ PatchColumnsLoader(const TileDims& dd, const float* xg, int col0)
       : d(dd) {
-    const int64_t col = col0 + int(threadIdx.x) % BN;
+    const int col = col0 + int(threadIdx.x) % BN;
     valid = col < d.PN;
-    const int64_t p = valid ? col / d.N : 0;
-    x = xg + (valid ? col % d.N : 0);
-    iy0 = int(p / d.Wo) * d.stride - d.pad;
-    ix0 = int(p % d.Wo) * d.stride - d.pad;
+    const int p = valid ? d.by_N.div(col) : 0;
+    x = xg + (valid ? col - p * d.N : 0);
+    const int oy = d.by_Wo.div(p);
+    iy0 = oy * d.stride - d.pad;
+    ix0 = (p - oy * d.Wo) * d.stride - d.pad;
   }
-  __device__ __forceinline__ void fetch(int64_t k0, int64_t k_end, float* r) const {
+  __device__ __forceinline__ void fetch(int k0, int k_end, float* r) const {
 #pragma unroll
     for (int e = 0; e < kRegs; ++e) {
-      const int k = int(k0) + int(threadIdx.x) / BN + e * kStep;
+      const int k = k0 + int(threadIdx.x) / BN + e * kStep;
       float v = 0.f;
       if (valid && k < k_end) {
-        const int c = k / d.taps, t = k % d.taps;
-        const int iy = iy0 + t / d.fs, ix = ix0 + t % d.fs;
-        if (iy >= 0 && iy < d.H && ix >= 0 && ix < d.W)
-          v = x[(int64_t(c * d.H + iy) * d.W + ix) * d.N];
+        const int c = d.by_taps.div(k), t = k - c * d.taps;
+        const int ky = d.by_fs.div(t), kx = t - ky * d.fs;
+        const int iy = iy0 + ky, ix = ix0 + kx;
+        if (unsigned(iy) < unsigned(d.H) && unsigned(ix) < unsigned(d.W))
+          v = x[((c * d.H + iy) * d.W + ix) * d.N];
       }
       r[e] = v;
     }
@@ -186,17 +219,17 @@ struct PatchColumnsLoader {
 
 // Block (bx, by, g): filters [by*BM, +BM) x columns [bx*BN, +BN) of group g.
 template <class S>
-__global__ void __launch_bounds__(S::kThreads)
-    conv_fwd_tile_kernel(ConvDims d, const float* __restrict__ x, const float* __restrict__ w,
+__global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
+    conv_fwd_tile_kernel(TileDims d, const float* __restrict__ x, const float* __restrict__ w,
                          float* __restrict__ y, bool accumulate, bool vec_w, bool vec_y) {
   const int g = blockIdx.z;
-  const int64_t m0 = int64_t(blockIdx.y) * S::kBM, n0 = int64_t(blockIdx.x) * S::kBN;
+  const int m0 = int(blockIdx.y) * S::kBM, n0 = int(blockIdx.x) * S::kBN;
   // w_g^T: element (f, k) at w[k*F + g*Fg + f], contiguous along f.
-  const MatrixLoader<S, S::kBM, true> la{w + int64_t(g) * d.Fg, d.F, d.Fg, m0, vec_w};
-  const PatchColumnsLoader<S> lb(d, x + int64_t(g) * d.Cg * d.HWN, n0);
+  const MatrixLoader<S, S::kBM, true> la{w + g * d.Fg, d.F, d.Fg, m0, vec_w};
+  const PatchColumnsLoader<S> lb(d, x + g * d.Cg * d.H * d.W * d.N, n0);
   float acc[S::kTM][S::kTN];
   tile_gemm<S>(la, lb, 0, d.K, acc);
-  tile_store<S>(acc, y + int64_t(g) * d.Fg * d.PN, d.PN, d.Fg, d.PN, m0, n0, 1.f,
+  tile_store<S>(acc, y + g * d.Fg * d.PN, d.PN, d.Fg, d.PN, m0, n0, 1.f,
                 accumulate ? 1.f : 0.f, vec_y);
 }
 
@@ -207,17 +240,21 @@ template <class S>
 struct WeightTapsLoader {
   static constexpr int BK = S::kBK, BM = S::kBM, kStep = S::kThreads / BK;
   static constexpr int kRegs = BK * BM / S::kThreads;
-  const ConvDims& d;
-  const float* w;  // w + g*Fg
-  int64_t c0;
-  __device__ __forceinline__ void fetch(int64_t k0, int64_t k_end, float* r) const {
-    const int64_t rr = k0 + int(threadIdx.x) % BK;
-    const int t = int(rr / d.Fg), f = int(rr % d.Fg);
+  const TileDims& d;
+  const float* w;  // w + g*Fg + (first channel of this thread)*taps*F
+  int rows;        // channels left from this thread's first one: row e exists if e*kStep < rows
+  __device__ __forceinline__ WeightTapsLoader(const TileDims& dd, const float* wg, int c0) : d(dd) {
+    const int c = c0 + int(threadIdx.x) / BK;
+    w = wg + c * d.taps * d.F;
+    rows = d.Cg - c;
+  }
+  __device__ __forceinline__ void fetch(int k0, int k_end, float* r) const {
+    const int rr = k0 + int(threadIdx.x) % BK;
+    const int t = d.by_Fg.div(rr), f = rr - t * d.Fg;
+    const float* wt = w + t * d.F + f;
 #pragma unroll
-    for (int e = 0; e < kRegs; ++e) {
-      const int64_t c = c0 + int(threadIdx.x) / BK + e * kStep;
-      r[e] = (rr < k_end && c < d.Cg) ? w[(c * d.taps + t) * d.F + f] : 0.f;
-    }
+    for (int e = 0; e < kRegs; ++e)
+      r[e] = (rr < k_end && e * kStep < rows) ? wt[e * kStep * d.taps * d.F] : 0.f;
   }
   __device__ __forceinline__ void stash(const float* r, float* tile) const {
 #pragma unroll
@@ -233,31 +270,34 @@ template <class S>
 struct DyTapsLoader {
   static constexpr int BN = S::kBN, kStep = S::kThreads / BN;
   static constexpr int kRegs = S::kBK * BN / S::kThreads;
-  const ConvDims& d;
+  const TileDims& d;
   const float* dy;  // first filter of the group, this thread's image
   int iyp, ixp;     // pixel + padding: = oy*stride + ky for every output that reads it
   bool valid;
 
-  __device__ __forceinline__ DyTapsLoader(const ConvDims& dd, const float* dyg, int64_t col0)
+  __device__ __forceinline__ DyTapsLoader(const TileDims& dd, const float* dyg, int col0)
       : d(dd) {
-    const int64_t col = col0 + int(threadIdx.x) % BN;
+    const int col = col0 + int(threadIdx.x) % BN;
     valid = col < d.HWN;
-    const int64_t pix = valid ? col / d.N : 0;
-    dy = dyg + (valid ? col % d.N : 0);
-    iyp = int(pix / d.W) + d.pad;
-    ixp = int(pix % d.W) + d.pad;
+    const int pix = valid ? d.by_N.div(col) : 0;
+    dy = dyg + (valid ? col - pix * d.N : 0);
+    const int iy = d.by_W.div(pix);
+    iyp = iy + d.pad;
+    ixp = pix - iy * d.W + d.pad;
   }
-  __device__ __forceinline__ void fetch(int64_t k0, int64_t k_end, float* r) const {
+  __device__ __forceinline__ void fetch(int k0, int k_end, float* r) const {
 #pragma unroll
     for (int e = 0; e < kRegs; ++e) {
-      const int64_t rr = k0 + int(threadIdx.x) / BN + e * kStep;
+      const int rr = k0 + int(threadIdx.x) / BN + e * kStep;
       float v = 0.f;
       if (valid && rr < k_end) {
-        const int t = int(rr / d.Fg), f = int(rr % d.Fg);
-        const int ty = iyp - t / d.fs, tx = ixp - t % d.fs;
-        if (ty >= 0 && tx >= 0 && ty % d.stride == 0 && tx % d.stride == 0) {
-          const int oy = ty / d.stride, ox = tx / d.stride;
-          if (oy < d.Ho && ox < d.Wo) v = dy[f * d.PN + (int64_t(oy) * d.Wo + ox) * d.N];
+        const int t = d.by_Fg.div(rr), f = rr - t * d.Fg;
+        const int ky = d.by_fs.div(t), kx = t - ky * d.fs;
+        const int ty = iyp - ky, tx = ixp - kx;
+        if (ty >= 0 && tx >= 0) {
+          const int oy = d.by_stride.div(ty), ox = d.by_stride.div(tx);
+          if (oy * d.stride == ty && ox * d.stride == tx && oy < d.Ho && ox < d.Wo)
+            v = dy[f * d.PN + (oy * d.Wo + ox) * d.N];
         }
       }
       r[e] = v;
@@ -272,54 +312,63 @@ struct DyTapsLoader {
 
 // Block (bx, by, g): channels [by*BM, +BM) x (pixel, image) columns [bx*BN, +BN) of group g.
 template <class S>
-__global__ void __launch_bounds__(S::kThreads)
-    conv_bwd_data_tile_kernel(ConvDims d, const float* __restrict__ dy,
+__global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
+    conv_bwd_data_tile_kernel(TileDims d, const float* __restrict__ dy,
                               const float* __restrict__ w, float* __restrict__ dx,
                               bool accumulate, bool vec_dx) {
   const int g = blockIdx.z;
-  const int64_t m0 = int64_t(blockIdx.y) * S::kBM, n0 = int64_t(blockIdx.x) * S::kBN;
-  const WeightTapsLoader<S> la{d, w + int64_t(g) * d.Fg, m0};
-  const DyTapsLoader<S> lb(d, dy + int64_t(g) * d.Fg * d.PN, n0);
+  const int m0 = int(blockIdx.y) * S::kBM, n0 = int(blockIdx.x) * S::kBN;
+  const WeightTapsLoader<S> la(d, w + g * d.Fg, m0);
+  const DyTapsLoader<S> lb(d, dy + g * d.Fg * d.PN, n0);
   float acc[S::kTM][S::kTN];
-  tile_gemm<S>(la, lb, 0, int64_t(d.taps) * d.Fg, acc);
-  tile_store<S>(acc, dx + int64_t(g) * d.Cg * d.HWN, d.HWN, d.Cg, d.HWN, m0, n0, 1.f,
+  tile_gemm<S>(la, lb, 0, d.taps * d.Fg, acc);
+  tile_store<S>(acc, dx + g * d.Cg * d.HWN, d.HWN, d.Cg, d.HWN, m0, n0, 1.f,
                 accumulate ? 1.f : 0.f, vec_dx);
 }
 
 // bwd_weights, operand A: patches (K, P*N), element (k, r = p*N + n). A thread reads reduction
-// index tid % BK (consecutive images: coalesced) for the fixed taps tid / BK + e * (threads / BK),
-// whose (channel, ky, kx) are decoded once.
+// index tid % BK (consecutive images: coalesced) for the fixed taps tid / BK + e * (threads / BK).
+// The block's BM taps are decoded once into a shared table (registers are the scarce resource at
+// two blocks per SM): {offset of the tap's pixel from the window's corner, (c*H*W + ky*W + kx)*N;
+// ky | kx << 16 for the bounds}, a tap past the last having ky = 0x7fff, never inside an image
+// (the launcher keeps H + pad < 32767).
 template <class S>
 struct PatchRowsLoader {
   static constexpr int BK = S::kBK, BM = S::kBM, kStep = S::kThreads / BK;
   static constexpr int kRegs = BK * BM / S::kThreads;
-  const ConvDims& d;
-  const float* x;          // first channel of the group
-  int coff[kRegs];         // channel * H * W, or -1 past the last tap
-  int ky[kRegs], kx[kRegs];
+  static_assert(S::kThreads >= BM, "one thread per tap fills the table");
+  const TileDims& d;
+  const float* x;  // first channel of the group
+  const int2* taps;
 
-  __device__ __forceinline__ PatchRowsLoader(const ConvDims& dd, const float* xg, int64_t k0)
+  __device__ __forceinline__ PatchRowsLoader(const TileDims& dd, const float* xg, int k0)
       : d(dd), x(xg) {
-#pragma unroll
-    for (int e = 0; e < kRegs; ++e) {
-      const int k = int(k0) + int(threadIdx.x) / BK + e * kStep;
-      coff[e] = k < d.K ? (k / d.taps) * d.H * d.W : -1;
-      ky[e] = k % d.taps / d.fs;
-      kx[e] = k % d.fs;
+    __shared__ int2 table[BM];
+    const int tid = threadIdx.x;
+    if (tid < BM) {
+      const int k = k0 + tid;
+      const int c = d.by_taps.div(k), t = k - c * d.taps;
+      const int ky = d.by_fs.div(t), kx = t - ky * d.fs;
+      table[tid] = k < d.K ? make_int2(((c * d.H + ky) * d.W + kx) * d.N, ky | kx << 16)
+                           : make_int2(0, 0x7fff);
     }
+    __syncthreads();
+    taps = table;
   }
-  __device__ __forceinline__ void fetch(int64_t r0, int64_t r_end, float* r) const {
-    const int64_t rr = r0 + int(threadIdx.x) % BK;
+  __device__ __forceinline__ void fetch(int r0, int r_end, float* r) const {
+    const int rr = r0 + int(threadIdx.x) % BK;
     const bool in = rr < r_end;
-    const int n = in ? int(rr % d.N) : 0;
-    const int64_t p = in ? rr / d.N : 0;
-    const int iy0 = int(p / d.Wo) * d.stride - d.pad, ix0 = int(p % d.Wo) * d.stride - d.pad;
+    const int p = in ? d.by_N.div(rr) : 0;
+    const int n = in ? rr - p * d.N : 0;
+    const int oy = d.by_Wo.div(p);
+    const int iy0 = oy * d.stride - d.pad, ix0 = (p - oy * d.Wo) * d.stride - d.pad;
+    const float* corner = x + (iy0 * d.W + ix0) * d.N + n;
 #pragma unroll
     for (int e = 0; e < kRegs; ++e) {
-      const int iy = iy0 + ky[e], ix = ix0 + kx[e];
-      r[e] = (in && coff[e] >= 0 && iy >= 0 && iy < d.H && ix >= 0 && ix < d.W)
-                 ? x[(int64_t(coff[e]) + iy * d.W + ix) * d.N + n]
-                 : 0.f;
+      const int2 t = taps[int(threadIdx.x) / BK + e * kStep];
+      const int iy = iy0 + (t.y & 0xffff), ix = ix0 + (t.y >> 16);
+      r[e] = (in && unsigned(iy) < unsigned(d.H) && unsigned(ix) < unsigned(d.W)) ? corner[t.x]
+                                                                                   : 0.f;
     }
   }
   __device__ __forceinline__ void stash(const float* r, float* tile) const {
@@ -333,21 +382,19 @@ struct PatchRowsLoader {
 // over the reduction chunk s: [s*chunk, min((s+1)*chunk, P*N)). Writes dw directly when there is
 // one chunk, else its partial sum (K, F) into out + s*K*F.
 template <class S>
-__global__ void __launch_bounds__(S::kThreads)
-    conv_bwd_weights_tile_kernel(ConvDims d, const float* __restrict__ x,
+__global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
+    conv_bwd_weights_tile_kernel(TileDims d, const float* __restrict__ x,
                                  const float* __restrict__ dy, float* __restrict__ out,
-                                 int splits, int64_t chunk, float beta, bool vec_dy,
-                                 bool vec_out) {
-  const int g = blockIdx.z / splits, s = blockIdx.z % splits;
-  const int64_t m0 = int64_t(blockIdx.y) * S::kBM, n0 = int64_t(blockIdx.x) * S::kBN;
-  const PatchRowsLoader<S> la(d, x + int64_t(g) * d.Cg * d.HWN, m0);
+                                 int splits, int chunk, float beta, bool vec_dy, bool vec_out) {
+  const int g = int(blockIdx.z) / splits, s = int(blockIdx.z) % splits;
+  const int m0 = int(blockIdx.y) * S::kBM, n0 = int(blockIdx.x) * S::kBN;
+  const PatchRowsLoader<S> la(d, x + g * d.Cg * d.H * d.W * d.N, m0);
   // dy_g^T: element (r, f) at dy[(g*Fg + f)*P*N + r], contiguous along r.
-  const MatrixLoader<S, S::kBN, false> lb{dy + int64_t(g) * d.Fg * d.PN, d.PN, d.Fg, n0, vec_dy};
-  const int64_t r0 = s * chunk, r1 = r0 + chunk < d.PN ? r0 + chunk : d.PN;
+  const MatrixLoader<S, S::kBN, false> lb{dy + g * d.Fg * d.PN, d.PN, d.Fg, n0, vec_dy};
+  const int r0 = s * chunk, r1 = chunk < d.PN - r0 ? r0 + chunk : d.PN;
   float acc[S::kTM][S::kTN];
   tile_gemm<S>(la, lb, r0, r1, acc);
-  tile_store<S>(acc, out + s * int64_t(d.K) * d.F + int64_t(g) * d.Fg, d.F, d.K, d.Fg, m0, n0,
-                1.f, beta, vec_out);
+  tile_store<S>(acc, out + s * d.K * d.F + g * d.Fg, d.F, d.K, d.Fg, m0, n0, 1.f, beta, vec_out);
 }
 
 // dw[i] (+)= sum over s of part[s*count + i], s in increasing order: the same bits every run.
@@ -399,19 +446,56 @@ __global__ void __launch_bounds__(kBiasThreads)
 
 // ======================= launchers ================================================================
 
-// The variant to run: 1, 2 or 3. For 0, the 128x128 tile when the GEMM's rows (per group) fill
-// most of it and there are enough tiles to occupy a GPU, else the 64x64 one. (A shape rule, not a
-// table tuned on hardware: none was available.)
-int resolve_variant(const ConvParams& p, const char* op, int64_t rows, bool enough_tiles) {
+// The variant asked for, checked.
+void check_variant(const ConvParams& p, const char* op) {
   CONVNET_CHECK(p.variant >= 0 && p.variant <= 3,
                 op << ": variant " << p.variant << " does not exist (0..3)");
-  if (p.variant != 0) return p.variant;
-  return rows >= 96 && enough_tiles ? 3 : 2;
 }
 
-// At least 64 tiles of 128x128 in a (rows, cols) GEMM per group.
-bool enough_tiles128(int64_t rows, int64_t cols, int groups) {
-  return ((rows + 127) / 128) * ((cols + 127) / 128) * groups >= 64;
+// Variant 0's choice for fwd (rows = Fg filters, cols = P*N) and bwd_data (rows = Cg channels,
+// cols = H*W*N): the tile by whole waves, or the direct kernel past 32-bit indices.
+TilePlan plan_gemm_like(const ConvDims& d, int64_t rows, int64_t cols, int dev) {
+  if (!fits_tiles(d)) {
+    TilePlan direct;
+    direct.variant = 1;
+    return direct;
+  }
+  return plan_tile(rows, cols, d.groups, dev, 3, 2);
+}
+
+// bwd_weights: (taps K x filters Fg) tiles per group, the P*N reduction split into chunks summed
+// by separate blocks. For each tile, the split with the fewest whole waves per unit of
+// reduction (the smallest such, fewer partials to add), each chunk >= 8 K steps; then the
+// cheaper tile (plan_cost). The choice depends on the shapes and the SM count only, so a problem
+// sums in the same order every run on a given device.
+TilePlan plan_bwd_weights(const ConvDims& d, int dev, int force_variant) {
+  TilePlan best;
+  if (d.PN == 0 || (force_variant == 0 && !fits_tiles(d))) {
+    best.variant = 1;
+    return best;
+  }
+  const int sms = sm_count(dev);
+  double best_cost = 0;
+  for (int tile : {128, 64}) {
+    const int variant = tile == 128 ? 3 : 2, bk = tile == 128 ? 8 : 16;
+    if (force_variant != 0 && force_variant != variant) continue;
+    TilePlan p;
+    p.variant = variant, p.tile = tile, p.sms = sms, p.wave = 2 * sms;
+    const int64_t tiles = ((d.K + tile - 1) / tile) * ((d.Fg + tile - 1) / tile) * d.groups;
+    const int64_t most = std::max<int64_t>(
+        1, std::min<int64_t>({d.PN / (8 * bk), 65535 / d.groups, 4 * p.wave}));
+    double cost = 0;
+    for (int64_t s = 1; s <= most; ++s) {
+      const int64_t chunk = ((d.PN + s - 1) / s + bk - 1) / bk * bk;
+      const int64_t splits = (d.PN + chunk - 1) / chunk;
+      if (splits != s || !fits_tiles(d, splits)) continue;
+      const double c = plan_cost(tiles * splits, p.wave, tile * tile / 256, chunk);
+      if (s == 1 || c < cost) cost = c, p.splits = splits, p.chunk = chunk;
+    }
+    p.blocks = tiles * p.splits;
+    if (best.variant == 0 || cost < best_cost) best = p, best_cost = cost;
+  }
+  return best;
 }
 
 template <class S>
@@ -429,53 +513,68 @@ bool groups_aligned(const float* p, int64_t group_stride, int64_t ld, int groups
   return true;
 }
 
+void check_fits(const ConvDims& d, const char* op, int64_t splits = 1) {
+  CONVNET_CHECK(fits_tiles(d, splits),
+                op << ": x " << d.C << "x" << d.H << "x" << d.W << "x" << d.N << ", " << d.F
+                   << " filters: a tensor spans >= 2^31 elements, beyond the 32-bit indices of "
+                      "the tiled variants (variant 1 or 0 handles it)");
+}
+
 template <class S>
 void conv_fwd_tiled(const ConvDims& d, const float* x, const float* w, float* y, bool accumulate) {
+  check_fits(d, "conv_fwd");
   const bool vec_w = groups_aligned(w, d.Fg, d.F, d.groups);
   const bool vec_y = groups_aligned(y, int64_t(d.Fg) * d.PN, d.PN, d.groups);
   CONVNET_LAUNCH(conv_fwd_tile_kernel<S>, tile_grid<S>(d.PN, d.Fg, d.groups, "conv_fwd"),
-                 S::kThreads, 0, current_stream(), d, x, w, y, accumulate, vec_w, vec_y);
+                 S::kThreads, 0, current_stream(), tile_dims(d), x, w, y, accumulate, vec_w,
+                 vec_y);
 }
 
 template <class S>
 void conv_bwd_data_tiled(const ConvDims& d, const float* dy, const float* w, float* dx,
                          bool accumulate) {
+  check_fits(d, "conv_bwd_data");
   const bool vec_dx = groups_aligned(dx, int64_t(d.Cg) * d.HWN, d.HWN, d.groups);
   CONVNET_LAUNCH(conv_bwd_data_tile_kernel<S>,
                  tile_grid<S>(d.HWN, d.Cg, d.groups, "conv_bwd_data"), S::kThreads, 0,
-                 current_stream(), d, dy, w, dx, accumulate, vec_dx);
+                 current_stream(), tile_dims(d), dy, w, dx, accumulate, vec_dx);
 }
 
 template <class S>
-void conv_bwd_weights_tiled(const ConvDims& d, const float* x, const float* dy, float* dw,
-                            bool accumulate) {
-  // Split the P*N reduction until there are ~256 blocks, keeping >= 8 K steps per chunk. The
-  // split depends on the shapes only, so a given problem always sums in the same order.
+void conv_bwd_weights_tiled(const ConvDims& d, const TilePlan& plan, const float* x,
+                            const float* dy, float* dw, bool accumulate) {
+  check_fits(d, "conv_bwd_weights", plan.splits);
   const int64_t count = int64_t(d.K) * d.F;
-  const int64_t tiles = ((d.K + S::kBM - 1) / S::kBM) * ((d.Fg + S::kBN - 1) / S::kBN) * d.groups;
-  const int64_t min_chunk = 8 * S::kBK;
-  int64_t splits = std::max<int64_t>(1, std::min((256 + tiles - 1) / tiles,
-                                                 (d.PN + min_chunk - 1) / min_chunk));
-  splits = std::min<int64_t>(splits, 65535 / d.groups);
-  int64_t chunk = (d.PN + splits - 1) / splits;
-  chunk = std::max<int64_t>(S::kBK, (chunk + S::kBK - 1) / S::kBK * S::kBK);
-  splits = std::max<int64_t>(1, (d.PN + chunk - 1) / chunk);
-
   cudaStream_t s = current_stream();
   const bool vec_dy = groups_aligned(dy, int64_t(d.Fg) * d.PN, d.PN, d.groups);
-  const dim3 grid = tile_grid<S>(d.Fg, d.K, d.groups * splits, "conv_bwd_weights");
-  if (splits == 1) {
-    CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, d, x, dy, dw, 1,
-                   chunk, accumulate ? 1.f : 0.f, vec_dy, groups_aligned(dw, d.Fg, d.F, d.groups));
+  const dim3 grid = tile_grid<S>(d.Fg, d.K, d.groups * plan.splits, "conv_bwd_weights");
+  const TileDims td = tile_dims(d);
+  if (plan.splits == 1) {
+    CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, dw, 1,
+                   int(plan.chunk), accumulate ? 1.f : 0.f, vec_dy,
+                   groups_aligned(dw, d.Fg, d.F, d.groups));
     return;
   }
   // Freed blocks are only reused by later work on this device's one stream: safe while queued.
-  DeviceBuffer partials(size_t(splits * count) * sizeof(float), current_device());
+  DeviceBuffer partials(size_t(plan.splits * count) * sizeof(float), current_device());
   float* part = partials.as<float>();
-  CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, d, x, dy, part,
-                 int(splits), chunk, 0.f, vec_dy, groups_aligned(part, d.Fg, d.F, d.groups));
+  CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, part,
+                 int(plan.splits), int(plan.chunk), 0.f, vec_dy,
+                 groups_aligned(part, d.Fg, d.F, d.groups));
   CONVNET_LAUNCH(sum_partials_kernel, grid_for(count, 256), 256, 0, s, part, dw, count,
-                 int(splits), accumulate);
+                 int(plan.splits), accumulate);
+}
+
+// What variant 0 runs for `op` on device `dev`.
+TilePlan plan_conv(ConvOp op, const ConvDims& d, int dev) {
+  switch (op) {
+    case ConvOp::conv_fwd:
+      return plan_gemm_like(d, d.Fg, d.PN, dev);
+    case ConvOp::conv_bwd_data:
+      return plan_gemm_like(d, d.Cg, d.HWN, dev);
+    default:
+      return plan_bwd_weights(d, dev, 0);
+  }
 }
 
 }  // namespace
@@ -491,11 +590,18 @@ int conv_variant_count_cuda(ConvOp op) {
   }
 }
 
+std::string conv_plan_cuda(ConvOp op, const ConvParams& p, int dev) {
+  const TilePlan plan = plan_conv(op, dims_of(p), dev);
+  return plan.variant == 1 ? "variant 1 (tensors beyond 32-bit indices)"
+                           : "variant " + std::to_string(plan.variant) + ": " + plan.describe();
+}
+
 void conv_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* y,
                    bool accumulate) {
   const ConvDims d = dims_of(p);
   if (d.F == 0 || d.PN == 0) return;
-  switch (resolve_variant(p, "conv_fwd", d.Fg, enough_tiles128(d.Fg, d.PN, d.groups))) {
+  check_variant(p, "conv_fwd");
+  switch (p.variant ? p.variant : plan_conv(ConvOp::conv_fwd, d, current_device()).variant) {
     case 1:
       CONVNET_LAUNCH(conv_fwd_direct_kernel, grid_for(int64_t(d.F) * d.PN, 256), 256, 0,
                      current_stream(), d, x, w, y, accumulate);
@@ -512,8 +618,9 @@ void conv_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, fl
                         bool accumulate) {
   const ConvDims d = dims_of(p);
   if (d.C == 0 || d.HWN == 0) return;
-  switch (resolve_variant(p, "conv_bwd_data", d.Cg,
-                          enough_tiles128(d.Cg, d.HWN, d.groups))) {
+  check_variant(p, "conv_bwd_data");
+  switch (p.variant ? p.variant
+                    : plan_conv(ConvOp::conv_bwd_data, d, current_device()).variant) {
     case 1:
       CONVNET_LAUNCH(conv_bwd_data_direct_kernel, grid_for(int64_t(d.C) * d.HWN, 256), 256, 0,
                      current_stream(), d, dy, w, dx, accumulate);
@@ -531,17 +638,23 @@ void conv_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy,
   const ConvDims d = dims_of(p);
   const int64_t count = int64_t(d.K) * d.F;
   if (count == 0) return;
-  // Rows = filter taps; splitting the reduction makes up for few tiles.
-  switch (resolve_variant(p, "conv_bwd_weights", d.K, true)) {
+  check_variant(p, "conv_bwd_weights");
+  if (p.variant == 1 || d.PN == 0) {
+    CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0,
+                   current_stream(), d, x, dy, dw, accumulate);
+    return;
+  }
+  const TilePlan plan = plan_bwd_weights(d, current_device(), p.variant);
+  switch (plan.variant) {
     case 1:
       CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0,
                      current_stream(), d, x, dy, dw, accumulate);
       break;
     case 2:
-      conv_bwd_weights_tiled<Tile64>(d, x, dy, dw, accumulate);
+      conv_bwd_weights_tiled<Tile64>(d, plan, x, dy, dw, accumulate);
       break;
     default:
-      conv_bwd_weights_tiled<Tile128>(d, x, dy, dw, accumulate);
+      conv_bwd_weights_tiled<Tile128>(d, plan, x, dy, dw, accumulate);
   }
 }
 

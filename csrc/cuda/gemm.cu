@@ -13,8 +13,12 @@
 //      where aligned, double-buffered shared memory (tile_gemm.cuh).
 //   4  the same kernel with a 64x64 tile, 4x4 outputs per thread, K step 16: four times as many
 //      blocks as variant 3 for the same C, so small and thin products still fill the GPU.
+// Variant 0 picks 3 or 4 by whole waves on the device (tile_gemm.cuh's plan_tile; sgemm_plan_cuda
+// says what it chose), and 1 when an operand spans 2^31 elements or more (the tiles index in
+// 32 bits).
 #include <cstdint>
 
+#include "bench_support.h"
 #include "cuda_check.h"
 #include "gemm.h"
 #include "tile_gemm.cuh"
@@ -78,12 +82,18 @@ __global__ void __launch_bounds__(kT2* kT2)
 }
 
 // ---- variants 3 and 4: register-blocked tiles (tile_gemm.cuh). Block (bx, by) computes the
-// BM x BN tile of C at (by*BM, bx*BN); blockDim.x = S::kThreads.
+// BM x BN tile of C at (by*BM, bx*BN); blockDim.x = S::kThreads. Sizes in 32 bits (checked by
+// the launcher).
+struct TileGemmDims {
+  int m, n, k, lda, ldb, ldc;
+  float alpha, beta;
+};
+
 template <class S, bool TA, bool TB>
-__global__ void __launch_bounds__(S::kThreads)
-    sgemm_tile_kernel(GemmParams p, const float* __restrict__ a, const float* __restrict__ b,
+__global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
+    sgemm_tile_kernel(TileGemmDims p, const float* __restrict__ a, const float* __restrict__ b,
                       float* __restrict__ c, bool vec_a, bool vec_b, bool vec_c) {
-  const int64_t m0 = int64_t(blockIdx.y) * S::kBM, n0 = int64_t(blockIdx.x) * S::kBN;
+  const int m0 = int(blockIdx.y) * S::kBM, n0 = int(blockIdx.x) * S::kBN;
   // A as the GEMM sees it is (m, k): stored (m, k) is contiguous along k, stored (k, m) along m.
   const MatrixLoader<S, S::kBM, TA> la{a, p.lda, p.m, m0, vec_a};
   // B is (k, n): stored (k, n) is contiguous along n, stored (n, k) along k.
@@ -93,40 +103,64 @@ __global__ void __launch_bounds__(S::kThreads)
   tile_store<S>(acc, c, p.ldc, p.m, p.n, m0, n0, p.alpha, p.beta, vec_c);
 }
 
+// Do 32-bit indices reach every element of A, B and C?
+bool fits_tiles(const GemmParams& p) {
+  return fits_int32(p.m) && fits_int32(p.n) && fits_int32(p.k) &&
+         fits_int32(p.trans_a ? span(p.k, p.m, p.lda) : span(p.m, p.k, p.lda)) &&
+         fits_int32(p.trans_b ? span(p.n, p.k, p.ldb) : span(p.k, p.n, p.ldb)) &&
+         fits_int32(span(p.m, p.n, p.ldc));
+}
+
 template <class S>
 void launch_tile(const GemmParams& p, const float* a, const float* b, float* c) {
+  CONVNET_CHECK(fits_tiles(p), "sgemm: m, n, k = " << p.m << ", " << p.n << ", " << p.k
+                                   << ": an operand spans >= 2^31 elements, beyond the 32-bit "
+                                      "indices of the tiled variants (variant 1 or 0 handles it)");
   const int64_t gx = (p.n + S::kBN - 1) / S::kBN, gy = (p.m + S::kBM - 1) / S::kBM;
   CONVNET_CHECK(gy <= 65535, "sgemm: m = " << p.m << " needs " << gy << " row tiles (max 65535)");
   const dim3 grid{unsigned(gx), unsigned(gy)};
   const bool va = quad_aligned(a, p.lda), vb = quad_aligned(b, p.ldb), vc = quad_aligned(c, p.ldc);
+  const TileGemmDims d{int(p.m), int(p.n), int(p.k), int(p.lda), int(p.ldb), int(p.ldc),
+                       p.alpha, p.beta};
   cudaStream_t s = current_stream();
   if (!p.trans_a && !p.trans_b)
-    CONVNET_LAUNCH((sgemm_tile_kernel<S, false, false>), grid, S::kThreads, 0, s, p, a, b, c, va, vb, vc);
+    CONVNET_LAUNCH((sgemm_tile_kernel<S, false, false>), grid, S::kThreads, 0, s, d, a, b, c, va, vb, vc);
   else if (!p.trans_a && p.trans_b)
-    CONVNET_LAUNCH((sgemm_tile_kernel<S, false, true>), grid, S::kThreads, 0, s, p, a, b, c, va, vb, vc);
+    CONVNET_LAUNCH((sgemm_tile_kernel<S, false, true>), grid, S::kThreads, 0, s, d, a, b, c, va, vb, vc);
   else if (p.trans_a && !p.trans_b)
-    CONVNET_LAUNCH((sgemm_tile_kernel<S, true, false>), grid, S::kThreads, 0, s, p, a, b, c, va, vb, vc);
+    CONVNET_LAUNCH((sgemm_tile_kernel<S, true, false>), grid, S::kThreads, 0, s, d, a, b, c, va, vb, vc);
   else
-    CONVNET_LAUNCH((sgemm_tile_kernel<S, true, true>), grid, S::kThreads, 0, s, p, a, b, c, va, vb, vc);
+    CONVNET_LAUNCH((sgemm_tile_kernel<S, true, true>), grid, S::kThreads, 0, s, d, a, b, c, va, vb, vc);
 }
 
 using Tile128 = TileShape<128, 128, 8, 8, 8>;
 using Tile64 = TileShape<64, 64, 16, 4, 4>;
 
+// Variant 0's choice on device `dev`: the tile by whole waves, or the naive kernel past 32 bits.
+TilePlan plan_sgemm(const GemmParams& p, int dev) {
+  if (!fits_tiles(p)) {
+    TilePlan naive;
+    naive.variant = 1;
+    return naive;
+  }
+  return plan_tile(p.m, p.n, 1, dev, 3, 4);
+}
+
 }  // namespace
+
+std::string sgemm_plan_cuda(int64_t m, int64_t n, int64_t k, int dev) {
+  GemmParams p;
+  p.m = m, p.n = n, p.k = k, p.lda = k, p.ldb = n, p.ldc = n;
+  const TilePlan plan = plan_sgemm(p, dev);
+  return plan.variant == 1 ? "variant 1 (operands beyond 32-bit indices)"
+                           : "variant " + std::to_string(plan.variant) + ": " + plan.describe();
+}
 
 int sgemm_variant_count_cuda() { return 5; }
 
 void sgemm_cuda(const GemmParams& p, const float* a, const float* b, float* c) {
   if (p.m == 0 || p.n == 0) return;
-  int variant = p.variant;
-  if (variant == 0) {
-    // The 128x128 tile does twice the arithmetic per shared-memory read of the 64x64 one, but
-    // needs enough tiles to occupy the GPU; below ~64 of them the 64x64 tile is preferred.
-    // (A shape rule, not a tuned table: it was not measured on hardware.)
-    const int64_t tiles128 = ((p.m + 127) / 128) * ((p.n + 127) / 128);
-    variant = tiles128 >= 64 ? 3 : 4;
-  }
+  const int variant = p.variant == 0 ? plan_sgemm(p, current_device()).variant : p.variant;
   cudaStream_t s = current_stream();
   switch (variant) {
     case 1: {

@@ -12,23 +12,37 @@
 // in two buffers: while the block multiplies step t out of one, the loaders' registers already hold
 // step t+1 from global memory, stored into the other buffer afterwards. One barrier per step.
 //
+// Occupancy: every tile kernel is declared __launch_bounds__(kThreads, kMinBlocks), so ptxas keeps
+// it within 65536 / (kThreads * kMinBlocks) = 128 registers and two blocks share an SM (one's
+// barrier wait hides behind the other's FMAs); tools/kernel_report.py --check holds that, and
+// the launch plans below count waves of SMs x kMinBlocks blocks.
+//
+// Indices are 32-bit: the launchers check that every operand spans < 2^31 elements (variant 0
+// falls back to the direct kernels beyond that).
+//
 // Output mapping: thread tid = ty * (BN/TN) + tx owns rows ty*TM + i (i < TM) and columns
 // q*(BN/(TN/4)) + tx*4 + j (q < TN/4, j < 4). Column quads are spread so that the float4 reads of
 // Bs by neighbouring tx land in distinct banks.
 //
 // Loader concept (A: tile As, X = M; B: tile Bs, X = N):
 //   static constexpr int kRegs;                          floats one thread fetches per step
-//   void fetch(int64_t k0, int64_t k_end, float* r)      global -> registers, zeros outside
+//   void fetch(int k0, int k_end, float* r)              global -> registers, zeros outside
 //   void stash(const float* r, float* tile)              registers -> shared tile
 //                                                        ([BK][pitch(BX)], element (k, x))
 #pragma once
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+
 #include "cuda_check.h"
 
 namespace convnet {
 
 template <int BM, int BN, int BK, int TM, int TN>
 struct TileShape {
-  static constexpr int kBM = BM, kBN = BN, kBK = BK, kTM = TM, kTN = TN;
+  static constexpr int kBM = BM, kBN = BN, kBK = BK, kTM = TM, kTN = TN, kMinBlocks = 2;
   static constexpr int kThreadsX = BN / TN;
   static constexpr int kThreads = (BM / TM) * (BN / TN);
   static constexpr int kQuads = TN / 4;           // column quads per thread
@@ -55,7 +69,7 @@ struct MatrixLoader {
   static constexpr int kQuads = BX * BK / (4 * S::kThreads);
   static constexpr int kRegs = 4 * kQuads;
   const float* p;
-  int64_t ld, X, x0;
+  int ld, X, x0;
   bool vec;
 
   // Quad g of this thread: its (x, k) offsets inside the tile.
@@ -70,15 +84,15 @@ struct MatrixLoader {
     }
   }
 
-  __device__ __forceinline__ void fetch(int64_t k0, int64_t k_end, float* r) const {
+  __device__ __forceinline__ void fetch(int k0, int k_end, float* r) const {
 #pragma unroll
     for (int g = 0; g < kQuads; ++g) {
       int xl, kl;
       quad(g, xl, kl);
-      const int64_t x = x0 + xl, k = k0 + kl;
+      const int x = x0 + xl, k = k0 + kl;
       // The quad runs along k (KMajor == false) or along x (KMajor == true).
-      const int64_t outer = KMajor ? k : x, inner = KMajor ? x : k;
-      const int64_t outer_n = KMajor ? k_end : X, inner_n = KMajor ? X : k_end;
+      const int outer = KMajor ? k : x, inner = KMajor ? x : k;
+      const int outer_n = KMajor ? k_end : X, inner_n = KMajor ? X : k_end;
       const float* q = p + outer * ld + inner;
       if (outer < outer_n && vec && inner + 3 < inner_n) {
         const float4 v = *reinterpret_cast<const float4*>(q);
@@ -112,8 +126,8 @@ struct MatrixLoader {
 
 // acc (+)= A[m0.., k_begin..k_end) * B[k_begin..k_end), ..n0] for this thread's outputs.
 template <class S, class LoadA, class LoadB>
-__device__ __forceinline__ void tile_gemm(const LoadA& la, const LoadB& lb, int64_t k_begin,
-                                          int64_t k_end, float (&acc)[S::kTM][S::kTN]) {
+__device__ __forceinline__ void tile_gemm(const LoadA& la, const LoadB& lb, int k_begin,
+                                          int k_end, float (&acc)[S::kTM][S::kTN]) {
   constexpr int BM = S::kBM, BN = S::kBN, BK = S::kBK, TM = S::kTM, TN = S::kTN;
   // float4 arrays: 16-byte aligned for the vector reads and writes, under nvcc and emulation.
   constexpr int PA = S::pitch(BM), PB = S::pitch(BN);
@@ -135,7 +149,7 @@ __device__ __forceinline__ void tile_gemm(const LoadA& la, const LoadB& lb, int6
   __syncthreads();
 
   int buf = 0;
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += BK) {
+  for (int k0 = k_begin; k0 < k_end; k0 += BK) {
     const bool more = k0 + BK < k_end;
     if (more) {
       la.fetch(k0 + BK, k_end, ra);
@@ -181,17 +195,17 @@ __device__ __forceinline__ void tile_gemm(const LoadA& la, const LoadB& lb, int6
 // aligned and ldc % 4 == 0, so whole quads are written as float4.
 template <class S>
 __device__ __forceinline__ void tile_store(const float (&acc)[S::kTM][S::kTN], float* c,
-                                           int64_t ldc, int64_t M, int64_t N, int64_t m0,
-                                           int64_t n0, float alpha, float beta, bool vec) {
+                                           int ldc, int M, int N, int m0, int n0, float alpha,
+                                           float beta, bool vec) {
   const int tid = threadIdx.x;
 #pragma unroll
   for (int i = 0; i < S::kTM; ++i) {
-    const int64_t m = m0 + S::row(tid, i);
+    const int m = m0 + S::row(tid, i);
     if (m >= M) continue;
     float* crow = c + m * ldc;
 #pragma unroll
     for (int q = 0; q < S::kQuads; ++q) {
-      const int64_t n = n0 + S::col(tid, q, 0);
+      const int n = n0 + S::col(tid, q, 0);
       if (vec && n + 3 < N) {
         float4 v = make_float4(alpha * acc[i][4 * q], alpha * acc[i][4 * q + 1],
                                alpha * acc[i][4 * q + 2], alpha * acc[i][4 * q + 3]);
@@ -218,6 +232,73 @@ __device__ __forceinline__ void tile_store(const float (&acc)[S::kTM][S::kTN], f
 // Host side: may a float4 touch p + k*ld (k any)? Base aligned and every row start aligned.
 inline bool quad_aligned(const void* p, int64_t ld) {
   return (reinterpret_cast<uintptr_t>(p) % 16 == 0) && ld % 4 == 0;
+}
+
+// Host side: do 32-bit indices reach every element of an operand of `elements` floats?
+inline bool fits_int32(int64_t elements) {
+  return elements <= int64_t(std::numeric_limits<int>::max());
+}
+// Elements a row-major (rows x cols) matrix with row stride ld spans.
+inline int64_t span(int64_t rows, int64_t cols, int64_t ld) {
+  return rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
+}
+
+// ---- Launch plans from the device's SM count (host side).
+
+// SMs of device `dev` (cudaGetDeviceProperties once per device; under emulation, its workers).
+inline int sm_count(int dev) {
+  static std::atomic<int> cache[64];
+  if (dev < 0 || dev >= 64) return 1;
+  int n = cache[dev].load(std::memory_order_relaxed);
+  if (n == 0) {
+    cudaDeviceProp prop;
+    CONVNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    n = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    cache[dev].store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+// A tile kernel's launch: which tile (the variant number), how many blocks, the reduction split
+// (bwd weights only) and the waves that makes on the device.
+struct TilePlan {
+  int variant = 0;            // 3: 128x128 tile, 2 or 4: 64x64 (the op's own numbering)
+  int tile = 0;               // 128 or 64
+  int64_t blocks = 0;         // tiles x splits
+  int64_t splits = 1, chunk = 0;
+  int sms = 0, wave = 0;      // wave = sms x kMinBlocks resident blocks
+  int64_t waves() const { return (blocks + wave - 1) / wave; }
+  std::string describe() const {
+    std::ostringstream o;
+    o << tile << "x" << tile << " tile, " << blocks / splits << " tiles";
+    if (splits > 1) o << " x " << splits << " k-splits of " << chunk;
+    o << " = " << blocks << " blocks, " << waves() << " wave(s) of " << wave << " (" << sms
+      << " SMs x " << wave / sms << ")";
+    return o.str();
+  }
+};
+
+// Estimated time of a launch in arbitrary units: its whole waves times one thread's FMAs per
+// wave (TM x TN per k, `k_per_block` k: both tiles run 256 threads). A partly filled last wave
+// costs a whole one; so do the idle SMs of a small grid.
+inline double plan_cost(int64_t blocks, int wave, int fmas_per_k, int64_t k_per_block) {
+  return double((blocks + wave - 1) / wave) * fmas_per_k * double(k_per_block);
+}
+
+// Tile of a GEMM-shaped launch (rows x cols per group, `groups` of them), between the 128x128
+// tile (8x8 per thread) and the 64x64 one (4x4): the cheaper in whole waves; ties go to 128x128,
+// which reads shared memory half as often per FMA.
+inline TilePlan plan_tile(int64_t rows, int64_t cols, int64_t groups, int dev, int variant128,
+                          int variant64) {
+  TilePlan p;
+  p.sms = sm_count(dev), p.wave = p.sms * 2;
+  const int64_t b128 = ((rows + 127) / 128) * ((cols + 127) / 128) * groups;
+  const int64_t b64 = ((rows + 63) / 64) * ((cols + 63) / 64) * groups;
+  const bool big = plan_cost(b128, p.wave, 64, 1) <= plan_cost(b64, p.wave, 16, 1);
+  p.variant = big ? variant128 : variant64;
+  p.tile = big ? 128 : 64;
+  p.blocks = big ? b128 : b64;
+  return p;
 }
 
 }  // namespace convnet

@@ -1,0 +1,299 @@
+"""Static measures of the built CUDA kernels, per kernel and arch, no GPU needed:
+
+- occupancy: blocks per SM at 256 threads per block (every tile kernel's size; BLOCK_THREADS
+  lists the kernels launched otherwise) from registers
+  (allocated per warp in units of 256, 64K per SM), shared memory (static + 1 KB the runtime
+  reserves per block; 164 KB per SM on sm_80, 228 KB on sm_90, 100 KB on sm_86/89/120) and
+  threads (2048 per SM on sm_80/90, 1536 on sm_86/89/120, 1024 on sm_75), at most 32 blocks;
+- instruction mix of each kernel's main loop, from `cuobjdump -sass` of the built module: the
+  backward branch enclosing the most FFMA, its FFMA share of all instructions (NOPs excluded),
+  shared loads (LDS), global loads (LDG), integer ops (IMAD, IADD3, LEA, SHF, LOP3, ISETP, ...)
+  and whether 64-bit integer arithmetic (IMAD.WIDE*, IADD3.X, LEA.HI.X) occurs in it.
+
+  python tools/kernel_report.py PTXAS_REPORT MODULE [--archs 80 90] [--json F]
+  python tools/kernel_report.py --check PTXAS_REPORT MODULE      # against tools/kernel_targets.json
+
+PTXAS_REPORT is build/cmake/ptxas-report.txt (tools/ptxas_report.py), MODULE the built
+convnet/_cuda*.so. cuobjdump comes with the CUDA toolkit or as the pip wheel nvidia-cuda-cuobjdump
+(found on PATH or in that wheel's folder)."""
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TARGETS = os.path.join(HERE, "kernel_targets.json")
+
+# Per-SM limits by arch (CUDA programming guide, compute capabilities table).
+LIMITS = {
+    "sm_75": {"regs": 65536, "smem": 64 * 1024, "threads": 1024, "blocks": 16},
+    "sm_80": {"regs": 65536, "smem": 164 * 1024, "threads": 2048, "blocks": 32},
+    "sm_86": {"regs": 65536, "smem": 100 * 1024, "threads": 1536, "blocks": 16},
+    "sm_89": {"regs": 65536, "smem": 100 * 1024, "threads": 1536, "blocks": 24},
+    "sm_90": {"regs": 65536, "smem": 228 * 1024, "threads": 2048, "blocks": 32},
+    "sm_100": {"regs": 65536, "smem": 228 * 1024, "threads": 2048, "blocks": 32},
+    "sm_120": {"regs": 65536, "smem": 100 * 1024, "threads": 1536, "blocks": 32},
+}
+RESERVED_SMEM = 1024  # per block, sm_80 and later
+THREADS = 256
+BLOCK_THREADS = {"sgemm_tiled32_kernel": 1024}  # the kernels launched with other than 256
+
+INT_OPS = ("IMAD", "IADD3", "IADD", "LEA", "SHF", "LOP3", "ISETP", "IABS", "IMNMX", "SEL",
+           "SGXT", "PRMT", "BMSK", "POPC", "FLO", "BREV", "IMUL", "ISCADD", "I2F", "F2I")
+WIDE_OPS = ("IMAD.WIDE", "IADD3.X", "LEA.HI.X", "IMAD.X")
+
+
+def occupancy(regs, smem, arch, threads=THREADS):
+    """(blocks per SM, limiting factor) for a block of `threads` threads."""
+    lim = LIMITS.get(arch)
+    if lim is None:
+        return None, "unknown arch"
+    warps = (threads + 31) // 32
+    regs_per_warp = ((max(regs, 1) * 32 + 255) // 256) * 256
+    by = {
+        "regs": (lim["regs"] // regs_per_warp) // warps,
+        "smem": lim["smem"] // (((smem + RESERVED_SMEM) + 127) // 128 * 128),
+        "threads": lim["threads"] // threads,
+        "blocks": lim["blocks"],
+    }
+    # Ties name the fixed limits first: the kernel's resources are not what binds then.
+    order = ["threads", "blocks", "smem", "regs"]
+    limit = min(by, key=lambda k: (by[k], order.index(k)))
+    return by[limit], limit
+
+
+def read_ptxas(report):
+    """Rows of tools/ptxas_report.py's report: kernel (demangled), arch, regs, spills, smem."""
+    rows = []
+    with open(report) as f:
+        for line in f:
+            parts = line.rstrip("\n").rsplit(None, 6)
+            if line.startswith(("#", "kernel")) or len(parts) < 7:
+                continue
+            name, arch, regs, sst, sld, smem, stack = parts
+            rows.append({"kernel": name.strip(), "arch": arch, "regs": int(regs),
+                         "spill_st": int(sst), "spill_ld": int(sld), "smem": int(smem),
+                         "stack": int(stack)})
+    return rows
+
+
+def find_cuobjdump():
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    try:
+        import nvidia
+        for root in nvidia.__path__:
+            for p in glob.glob(os.path.join(root, "*", "bin", "cuobjdump")):
+                return p
+    except ImportError:
+        pass
+    return None
+
+
+def demangle(names):
+    if not shutil.which("c++filt") or not names:
+        return names
+    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True)
+    res = out.stdout.splitlines()
+    return res if len(res) == len(names) else names
+
+
+FUNC = re.compile(r"^\s*Function : (\S+)")
+INSN = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+LABEL = re.compile(r"^\s*(\.L_x_\d+):")
+TARGET = re.compile(r"`\((\.L_x_\d+)\)")     # nvdisasm: BRA `(.L_x_3)
+TARGET_ADDR = re.compile(r"BRA\S*\s.*?(0x[0-9a-f]+)\s*$")  # cuobjdump: BRA 0x2c0, BRA P3, 0x2c0
+
+
+def parse_sass(text):
+    """{mangled kernel: [(address, instruction text), ...], labels {name: address}}."""
+    funcs, cur, pending = {}, None, []
+    for line in text.splitlines():
+        m = FUNC.match(line)
+        if m:
+            cur = {"insns": [], "labels": {}}
+            funcs[m.group(1)] = cur
+            pending = []
+            continue
+        if cur is None:
+            continue
+        m = LABEL.match(line)
+        if m:
+            pending.append(m.group(1))
+            continue
+        m = INSN.match(line)
+        if m:
+            addr = int(m.group(1), 16)
+            for lab in pending:
+                cur["labels"][lab] = addr
+            pending = []
+            cur["insns"].append((addr, m.group(2)))
+    return funcs
+
+
+def opcode(insn):
+    """'@!P0 FFMA R1, ...' -> 'FFMA'; keeps modifiers ('IMAD.WIDE.U32')."""
+    parts = insn.split()
+    if parts and parts[0].startswith("@"):
+        parts = parts[1:]
+    return parts[0] if parts else ""
+
+
+def main_loop_mix(func):
+    """Instruction mix of the loop (backward branch range) holding the most FFMA; None when no
+    loop holds an FFMA."""
+    insns, labels = func["insns"], func["labels"]
+    best = None
+    for i, (addr, text) in enumerate(insns):
+        op = opcode(text)
+        if not op.startswith("BRA"):
+            continue
+        m, ma = TARGET.search(text), TARGET_ADDR.search(text)
+        target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
+        if target is None or target > addr:
+            continue
+        body = [opcode(t) for a, t in insns if target <= a <= addr]
+        ffma = sum(o.startswith("FFMA") for o in body)
+        key = (ffma, -len(body))
+        if ffma and (best is None or key > best[0]):
+            best = (key, body)
+    if best is None:
+        return None
+    body = [o for o in best[1] if not o.startswith("NOP")]
+    n = len(body)
+    count = lambda pred: sum(1 for o in body if pred(o))  # noqa: E731
+    ffma = count(lambda o: o.startswith("FFMA"))
+    ints = count(lambda o: o.split(".")[0] in INT_OPS)
+    return {"loop_insns": n, "ffma": ffma, "ffma_pct": round(100.0 * ffma / n, 1),
+            "lds": count(lambda o: o.startswith("LDS")), "ldg": count(lambda o: o.startswith("LDG")),
+            "sts": count(lambda o: o.startswith("STS")), "int": ints,
+            "int_pct": round(100.0 * ints / n, 1),
+            "wide_int": count(lambda o: o.startswith(WIDE_OPS))}
+
+
+def sass_mix(module, archs):
+    """{(demangled kernel, 'sm_XX'): mix} for every kernel with an FFMA loop."""
+    tool = find_cuobjdump()
+    if tool is None:
+        raise RuntimeError("cuobjdump not found (pip install nvidia-cuda-cuobjdump "
+                           "nvidia-cuda-nvdisasm, or put the CUDA toolkit's bin on PATH)")
+    out = {}
+    for arch in archs:
+        res = subprocess.run([tool, "-sass", "-arch", f"sm_{arch}", module], capture_output=True,
+                             text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"cuobjdump -sass -arch sm_{arch} {module}: {res.stderr.strip()}")
+        funcs = parse_sass(res.stdout)
+        names = list(funcs)
+        for mangled, name in zip(names, demangle(names)):
+            mix = main_loop_mix(funcs[mangled])
+            if mix:
+                out[(name, f"sm_{arch}")] = mix
+    return out
+
+
+def short(name):
+    """A readable kernel name: namespace and argument list dropped, template arguments kept
+    short ('conv_fwd_tile_kernel<TileShape<128,128,8,8,8>>' -> 'conv_fwd_tile_kernel<128x128>')."""
+    name = re.sub(r"\(.*\)$", "", name.replace("convnet::", "").replace("(anonymous namespace)::",
+                                                                          ""))
+    name = re.sub(r"^void ", "", name)
+    m = re.search(r"TileShape<(\d+), (\d+), \d+, \d+, \d+>", name)
+    tile = f"<{m.group(1)}x{m.group(2)}" if m else ""
+    flags = re.findall(r"\b(true|false)\b", name)
+    base = re.sub(r"<.*", "", name)
+    if tile:
+        return base + tile + ("," + ",".join("T" if f == "true" else "N" for f in flags)
+                              if flags else "") + ">"
+    return name
+
+
+def build_rows(ptxas_report, module, archs):
+    rows = []
+    mix = sass_mix(module, archs) if module else {}
+    for r in read_ptxas(ptxas_report):
+        if r["arch"].replace("sm_", "") not in archs:
+            continue
+        name = short(r["kernel"])
+        threads = BLOCK_THREADS.get(name, THREADS)
+        blocks, limit = occupancy(r["regs"], r["smem"], r["arch"], threads)
+        row = dict(r, name=name, threads=threads, blocks_per_sm=blocks, limited_by=limit)
+        row.update(mix.get((r["kernel"], r["arch"]), {}))
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["name"], r["arch"]))
+
+
+def format_rows(rows, hot_only=False):
+    head = (f"{'kernel':<44} {'arch':<6} {'regs':>4} {'spill':>5} {'smem':>6} {'blk/SM':>6} "
+            f"{'limit':<7} {'loop':>4} {'FFMA%':>5} {'LDS':>3} {'LDG':>3} {'int%':>5} {'wide':>4}")
+    out = [head]
+    for r in rows:
+        if hot_only and "ffma_pct" not in r:
+            continue
+        loop = (f"{r['loop_insns']:>4} {r['ffma_pct']:>5.1f} {r['lds']:>3} {r['ldg']:>3} "
+                f"{r['int_pct']:>5.1f} {r['wide_int']:>4}" if "ffma_pct" in r else "")
+        out.append(f"{r['name'][:44]:<44} {r['arch']:<6} {r['regs']:>4} "
+                   f"{r['spill_st'] + r['spill_ld']:>5} {r['smem']:>6} {r['blocks_per_sm']:>6} "
+                   f"{r['limited_by']:<7} {loop}")
+    return out
+
+
+def check(rows, targets):
+    """Failures against the targets: no spills anywhere; for each targeted kernel (name prefix)
+    and arch: blocks/SM >= min_blocks, FFMA share >= min_ffma_pct, no 64-bit integer ops in the
+    main loop when wide_int is 0."""
+    bad = []
+    for r in rows:
+        if r["spill_st"] or r["spill_ld"]:
+            bad.append(f"{r['name']} {r['arch']}: spills {r['spill_st']}/{r['spill_ld']} bytes")
+    for t in targets["kernels"]:
+        hit = [r for r in rows if r["name"].startswith(t["name"]) and r["arch"] in t["archs"]]
+        if not hit:
+            bad.append(f"{t['name']}: no such kernel in the report")
+        for r in hit:
+            if r["blocks_per_sm"] < t["min_blocks"]:
+                bad.append(f"{r['name']} {r['arch']}: {r['blocks_per_sm']} blocks/SM "
+                           f"({r['regs']} registers) < {t['min_blocks']}")
+            if "ffma_pct" not in r:
+                bad.append(f"{r['name']} {r['arch']}: no FFMA loop found")
+                continue
+            if r["ffma_pct"] < t["min_ffma_pct"]:
+                bad.append(f"{r['name']} {r['arch']}: FFMA {r['ffma_pct']}% of the main loop "
+                           f"< {t['min_ffma_pct']}%")
+            if "max_wide_int" in t and r["wide_int"] > t["max_wide_int"]:
+                bad.append(f"{r['name']} {r['arch']}: {r['wide_int']} 64-bit integer ops in "
+                           f"the main loop > {t['max_wide_int']}")
+    return bad
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("ptxas_report")
+    ap.add_argument("module", nargs="?", help="the built _cuda module (for the SASS mix)")
+    ap.add_argument("--archs", nargs="+", default=["80", "90"])
+    ap.add_argument("--check", action="store_true", help="fail on targets missed")
+    ap.add_argument("--all", action="store_true", help="list kernels without an FFMA loop too")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    rows = build_rows(args.ptxas_report, args.module, args.archs)
+    print("\n".join(format_rows(rows, hot_only=not args.all)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    if args.check:
+        with open(TARGETS) as f:
+            bad = check(rows, json.load(f))
+        if bad:
+            print("targets missed:\n  " + "\n  ".join(bad))
+            return 1
+        print(f"kernel targets met ({TARGETS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
