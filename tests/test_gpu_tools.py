@@ -220,6 +220,7 @@ def test_budget_cuts_and_skips_steps(tmp_path, monkeypatch):
     """Steps never run past the whole run's budget: with 2 s left, the import step (60 s timeout)
     is skipped and reported so."""
     monkeypatch.setattr(gpu_check, "BUDGET", (2, 2))
+    monkeypatch.setattr(gpu_check, "DRY_BUILD_SECONDS", 0)
     monkeypatch.setattr(gpu_check, "build", lambda outdir, arch, build_dir, timeout: {
         "name": "build", "cmd": [], "rc": 0, "seconds": 0.0, "timed_out": False, "log": "",
         "timeout_given": timeout})

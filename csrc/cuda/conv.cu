@@ -474,13 +474,14 @@ TilePlan plan_bwd_weights(const ConvDims& d, int dev, int force_variant) {
     best.variant = 1;
     return best;
   }
-  const int sms = sm_count(dev);
+  int sms = 0;
+  const int wave = wave_of(dev, &sms);
   double best_cost = 0;
   for (int tile : {128, 64}) {
     const int variant = tile == 128 ? 3 : 2, bk = tile == 128 ? 8 : 16;
     if (force_variant != 0 && force_variant != variant) continue;
     TilePlan p;
-    p.variant = variant, p.tile = tile, p.sms = sms, p.wave = 2 * sms;
+    p.variant = variant, p.tile = tile, p.sms = sms, p.wave = wave;
     const int64_t tiles = ((d.K + tile - 1) / tile) * ((d.Fg + tile - 1) / tile) * d.groups;
     const int64_t most = std::max<int64_t>(
         1, std::min<int64_t>({d.PN / (8 * bk), 65535 / d.groups, 4 * p.wave}));

@@ -14,8 +14,9 @@
 //
 // Occupancy: every tile kernel is declared __launch_bounds__(kThreads, kMinBlocks), so ptxas keeps
 // it within 65536 / (kThreads * kMinBlocks) = 128 registers and two blocks share an SM (one's
-// barrier wait hides behind the other's FMAs); tools/kernel_report.py --check holds that, and
-// the launch plans below count waves of SMs x kMinBlocks blocks.
+// barrier wait hides behind the other's FMAs); tools/kernel_report.py --check holds that on sm_80
+// and sm_90, and the launch plans below count waves of SMs x resident_tile_blocks blocks. On
+// sm_100 and later, whose ptxas spills the 128x128 tiles at 128 registers, kMinBlocks is 1.
 //
 // Indices are 32-bit: the launchers check that every operand spans < 2^31 elements (variant 0
 // falls back to the direct kernels beyond that).
@@ -40,9 +41,16 @@
 
 namespace convnet {
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000
+#define CONVNET_TILE_MIN_BLOCKS 1
+#else
+#define CONVNET_TILE_MIN_BLOCKS 2
+#endif
+
 template <int BM, int BN, int BK, int TM, int TN>
 struct TileShape {
-  static constexpr int kBM = BM, kBN = BN, kBK = BK, kTM = TM, kTN = TN, kMinBlocks = 2;
+  static constexpr int kBM = BM, kBN = BN, kBK = BK, kTM = TM, kTN = TN;
+  static constexpr int kMinBlocks = CONVNET_TILE_MIN_BLOCKS;  // resident blocks per SM
   static constexpr int kThreadsX = BN / TN;
   static constexpr int kThreads = (BM / TM) * (BN / TN);
   static constexpr int kQuads = TN / 4;           // column quads per thread
@@ -245,18 +253,21 @@ inline int64_t span(int64_t rows, int64_t cols, int64_t ld) {
 
 // ---- Launch plans from the device's SM count (host side).
 
-// SMs of device `dev` (cudaGetDeviceProperties once per device; under emulation, its workers).
-inline int sm_count(int dev) {
-  static std::atomic<int> cache[64];
+// Blocks of a tile kernel resident per SM on device `dev` (TileShape::kMinBlocks of its arch)
+// times its SMs: one wave. cudaGetDeviceProperties once per device; under emulation, its workers.
+inline int wave_of(int dev, int* sms = nullptr) {
+  static std::atomic<int> cache[64];  // SMs << 8 | resident blocks
   if (dev < 0 || dev >= 64) return 1;
-  int n = cache[dev].load(std::memory_order_relaxed);
-  if (n == 0) {
+  int v = cache[dev].load(std::memory_order_relaxed);
+  if (v == 0) {
     cudaDeviceProp prop;
     CONVNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-    n = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
-    cache[dev].store(n, std::memory_order_relaxed);
+    const int n = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    v = n << 8 | (prop.major >= 10 ? 1 : 2);
+    cache[dev].store(v, std::memory_order_relaxed);
   }
-  return n;
+  if (sms) *sms = v >> 8;
+  return (v >> 8) * (v & 0xff);
 }
 
 // A tile kernel's launch: which tile (the variant number), how many blocks, the reduction split
@@ -266,7 +277,7 @@ struct TilePlan {
   int tile = 0;               // 128 or 64
   int64_t blocks = 0;         // tiles x splits
   int64_t splits = 1, chunk = 0;
-  int sms = 0, wave = 0;      // wave = sms x kMinBlocks resident blocks
+  int sms = 0, wave = 0;      // wave = sms x resident blocks per SM
   int64_t waves() const { return (blocks + wave - 1) / wave; }
   std::string describe() const {
     std::ostringstream o;
@@ -291,7 +302,7 @@ inline double plan_cost(int64_t blocks, int wave, int fmas_per_k, int64_t k_per_
 inline TilePlan plan_tile(int64_t rows, int64_t cols, int64_t groups, int dev, int variant128,
                           int variant64) {
   TilePlan p;
-  p.sms = sm_count(dev), p.wave = p.sms * 2;
+  p.wave = wave_of(dev, &p.sms);
   const int64_t b128 = ((rows + 127) / 128) * ((cols + 127) / 128) * groups;
   const int64_t b64 = ((rows + 63) / 64) * ((cols + 63) / 64) * groups;
   const bool big = plan_cost(b128, p.wave, 64, 1) <= plan_cost(b64, p.wave, 16, 1);
