@@ -3,13 +3,16 @@ and PyTorch's CPU AlexNet (the same net: paper widths, groups=2, LRN, overlappin
 dropout) in the same run when PyTorch is installed.
 
     python benchmarks/bench_alexnet.py [--batch 128] [--size 224] [--steps 5]
+                                       [--isa avx2|avx512|portable]
 
 A training step = forward + backward + SGD update of every layer. Steps after the first (which
 warms caches and allocators) are timed; the median is reported, as the machine is shared and
 timings vary between runs. PyTorch runs in a child process with its best CPU settings: all
 cores as threads, glibc's malloc told to keep freed memory (PyTorch's large per-step allocations
 otherwise go back to the OS, halving its speed), channels-last tried alongside the default
-layout, and the better of the two reported.
+layout, and the better of the two reported. With --isa the whole benchmark runs in a child
+process holding both sides to that SIMD level (CONVNET_CPU_ISA; oneDNN and ATen capped by their
+own variables below the CPU's best level).
 """
 import argparse
 import json
@@ -21,7 +24,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
+from _common import add_isa_argument, describe_machine, run_at_isa  # noqa: E402
 
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
@@ -113,10 +118,13 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    add_isa_argument(ap)
     a = ap.parse_args()
     if a.torch_only:
         print(json.dumps(bench_torch(a.batch, a.size, a.steps)))
         return
+    run_at_isa(a.isa)  # from here on, in the child whose libraries loaded with the caps
+    describe_machine(("torch",))
     t, per_layer, net = bench_convnet(a.batch, a.size, a.steps)
     flops = 3 * net.total_flops * a.batch  # forward + backward ~ 3x forward
     print(f"convnet AlexNet training, batch {a.batch}, {a.size}x{a.size}, cpu: "
