@@ -74,26 +74,30 @@ struct Kernel6x16 {
       _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 15), _MM_HINT_T0);
     }
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < kc; ++k) {
+    auto step = [&](int64_t k) __attribute__((always_inline)) {
       __m256 b0, b1;
       if (GATHER) {
         b0 = _mm256_loadu_ps(rows_b[k]), b1 = _mm256_loadu_ps(rows_b[k] + 8);
-        _mm256_store_ps(packed_b, b0), _mm256_store_ps(packed_b + 8, b1);
-        packed_b += NR;
+        _mm256_store_ps(packed_b + k * NR, b0), _mm256_store_ps(packed_b + k * NR + 8, b1);
       } else {
-        b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        b += NR;
+        b0 = _mm256_load_ps(b + k * NR), b1 = _mm256_load_ps(b + k * NR + 8);
       }
 #pragma GCC unroll 6
       for (int r = 0; r < ROWS; ++r) {
-        __m256 ar = _mm256_broadcast_ss(a + r);
+        __m256 ar = _mm256_broadcast_ss(a + k * MR + r);
         acc0[r] = _mm256_fmadd_ps(ar, b0, acc0[r]);
         acc1[r] = _mm256_fmadd_ps(ar, b1, acc1[r]);
       }
-      _mm_prefetch(reinterpret_cast<const char*>(a + 16 * MR), _MM_HINT_T0);
-      a += MR;
+    };
+    // Four k steps per iteration (GCC leaves this loop rolled: 12 FMAs beside 13 other
+    // instructions per step), and one prefetch of the A stream per 96 bytes of it, 16 steps
+    // ahead (a prefetch at every step, as before, issued three per cache line).
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      _mm_prefetch(reinterpret_cast<const char*>(a + (k + 16) * MR), _MM_HINT_T0);
+      step(k), step(k + 1), step(k + 2), step(k + 3);
     }
+    for (; k < kc; ++k) step(k);
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (cols == NR) {
 #pragma GCC unroll 6
