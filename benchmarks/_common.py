@@ -41,7 +41,8 @@ def isa_environment(isa):
         env.pop("OPENBLAS_CORETYPE", None)
         return env
     if ISAS.index(isa) > ISAS.index(best):
-        sys.exit(f"--isa {isa}: this CPU runs at most {best}")
+        print(f"error: --isa {isa}: this CPU runs at most {best}", file=sys.stderr)
+        sys.exit(2)
     env["CONVNET_CPU_ISA"] = isa
     for var, value in PEER_CAPS[isa].items():
         if isa == best:

@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import add_isa_argument, describe_machine, run_at_isa  # noqa: E402
+from _common import add_isa_argument, describe_machine, fma_peak, run_at_isa  # noqa: E402
 
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
@@ -126,10 +126,12 @@ def main():
     run_at_isa(a.isa)  # from here on, in the child whose libraries loaded with the caps
     describe_machine(("torch",))
     t, per_layer, net = bench_convnet(a.batch, a.size, a.steps)
+    peak = fma_peak()
     flops = 3 * net.total_flops * a.batch  # forward + backward ~ 3x forward
     print(f"convnet AlexNet training, batch {a.batch}, {a.size}x{a.size}, cpu: "
           f"{t * 1000:.0f} ms/step (median of {a.steps}), {a.batch / t:.1f} images/s, "
-          f"~{flops / t / 1e9:.0f} GFLOP/s")
+          f"~{flops / t / 1e9:.0f} GFLOP/s ({100 * flops / t / 1e9 / peak:.0f}% of the FMA peak "
+          f"measured now: {peak:.0f} GFLOP/s)")
     print(f"{'layer':>10} {'fwd ms':>8} {'bwd ms':>8} {'upd ms':>8} {'share':>6}")
     total = sum(per_layer.values())
     for L in net.order:

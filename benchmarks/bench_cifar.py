@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import add_isa_argument, describe_machine, run_at_isa  # noqa: E402
+from _common import add_isa_argument, describe_machine, fma_peak, run_at_isa  # noqa: E402
 
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
@@ -141,6 +141,7 @@ def main():
               + "".join(f", PyTorch {k} {a.batch / v[-1]:.0f}" for k, v in peers.items()),
               file=sys.stderr, flush=True)
     t = statistics.median(ours)
+    peak = fma_peak()
     net.timings = {}
     time_convnet(net, x, y, a.steps, 10_000)
     per_layer = {k: v / a.steps for k, v in net.timings.items()}
@@ -148,7 +149,8 @@ def main():
     flops = 3 * net.total_flops * a.batch
     print(f"convnet CIFAR-18% net training, batch {a.batch}: {t * 1e3:.1f} ms/step (median of "
           f"{a.rounds} rounds of {a.steps} steps), {a.batch / t:.0f} images/s, "
-          f"~{flops / t / 1e9:.0f} GFLOP/s")
+          f"~{flops / t / 1e9:.0f} GFLOP/s ({100 * flops / t / 1e9 / peak:.0f}% of the FMA peak "
+          f"measured now: {peak:.0f} GFLOP/s)")
     total = sum(per_layer.values())
     print(f"{'layer':>10} {'fwd ms':>8} {'bwd ms':>8} {'upd ms':>8} {'share':>6}   "
           f"(profiled step: {total * 1e3:.1f} ms in layers)")
