@@ -1,8 +1,89 @@
-"""Shared benchmark helpers: timing by median, the machine's measured FMA peak."""
+"""Shared benchmark helpers: timing by median, the machine's measured FMA peak, the CPU model, and
+`--isa`, which runs a benchmark on one SIMD level for convnet and its peers alike."""
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import convnet
+
+ISAS = ("portable", "avx2", "avx512")
+# The peers' own caps, per level (set in the child process before they load): OpenBLAS's kernel
+# family, oneDNN's highest ISA (both spellings), ATen's vectorised kernels.
+PEER_CAPS = {
+    "avx512": {"OPENBLAS_CORETYPE": "SkylakeX", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+               "DNNL_MAX_CPU_ISA": "AVX512_CORE", "ATEN_CPU_CAPABILITY": "avx512"},
+    "avx2": {"OPENBLAS_CORETYPE": "Haswell", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "DNNL_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "portable": {"OPENBLAS_CORETYPE": "Nehalem", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                 "DNNL_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"},
+}
+_CHILD_MARK = "CONVNET_BENCH_ISA_CHILD"
+
+
+def add_isa_argument(ap):
+    ap.add_argument("--isa", choices=ISAS, default=None,
+                    help="SIMD level for convnet (CONVNET_CPU_ISA) and the peers (OpenBLAS, "
+                         "oneDNN, ATen capped through their environment variables); default: "
+                         "the best this CPU runs, peers uncapped")
+
+
+def isa_environment(isa):
+    """The environment a benchmark runs in at `isa`: convnet's path forced, the peers capped at the
+    same level; OPENBLAS_L2_SIZE always unset (OpenBLAS then sizes its blocks from the CPU). At the
+    CPU's own best level the peers are left uncapped, so they pick their best kernels."""
+    env = dict(os.environ)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    cpu = convnet.device.module_for("cpu")
+    best = cpu.isa_supported()
+    if isa is None:
+        env.pop("OPENBLAS_CORETYPE", None)
+        return env
+    if ISAS.index(isa) > ISAS.index(best):
+        print(f"error: --isa {isa}: this CPU runs at most {best}", file=sys.stderr)
+        sys.exit(2)
+    env["CONVNET_CPU_ISA"] = isa
+    for var, value in PEER_CAPS[isa].items():
+        if isa == best:
+            env.pop(var, None)
+        else:
+            env[var] = value
+    return env
+
+
+def run_at_isa(isa):
+    """Re-runs this benchmark (same arguments) in a child process whose environment caps every
+    library at `isa`, and exits with its status; returns at once inside that child."""
+    if os.environ.get(_CHILD_MARK):
+        return
+    env = isa_environment(isa)
+    env[_CHILD_MARK] = "1"
+    sys.exit(subprocess.run([sys.executable] + sys.argv, env=env).returncode)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
+def describe_machine(peers=("openblas",)):
+    """One header line per side: CPU model, convnet's SIMD path, and each peer's cap."""
+    cpu = convnet.device.module_for("cpu")
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores, best SIMD path "
+          f"{cpu.isa_supported()}); convnet path: {cpu.isa()}, {cpu.num_threads()} threads")
+    if "openblas" in peers:
+        print(f"numpy/OpenBLAS core type: {os.environ.get('OPENBLAS_CORETYPE') or 'its best'}")
+    if "torch" in peers:
+        print(f"PyTorch: oneDNN max ISA {os.environ.get('ONEDNN_MAX_CPU_ISA') or 'its best'}, "
+              f"ATen {os.environ.get('ATEN_CPU_CAPABILITY') or 'its best'}")
 
 
 def median_time(fn, repeats=5, warmup=1):
@@ -17,8 +98,23 @@ def median_time(fn, repeats=5, warmup=1):
     return statistics.median(ts)
 
 
+def alternating_medians(fns, repeats):
+    """Median time of each of fns, timed in turn (one call each per round, after one warm-up
+    each): a shared machine's load then weighs on every contender alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
+
+
 def fma_peak(threads=None, isa=None, iters=20_000_000, repeats=5):
-    """Measured FP32 FMA peak in GFLOP/s for the CPU backend's SIMD path and thread count.
+    """Measured FP32 FMA peak in GFLOP/s for the CPU backend's SIMD path and thread count (the
+    portable path is measured with AVX2 FMAs where the CPU has them: no portable peak exists).
     Benchmarks measure it again (briefly) next to every result: on a shared machine the share of
     the cores a process gets drifts during a run."""
     cpu = convnet.device.module_for("cpu")

@@ -3,13 +3,16 @@ and PyTorch's CPU AlexNet (the same net: paper widths, groups=2, LRN, overlappin
 dropout) in the same run when PyTorch is installed.
 
     python benchmarks/bench_alexnet.py [--batch 128] [--size 224] [--steps 5]
+                                       [--isa avx2|avx512|portable]
 
 A training step = forward + backward + SGD update of every layer. Steps after the first (which
 warms caches and allocators) are timed; the median is reported, as the machine is shared and
 timings vary between runs. PyTorch runs in a child process with its best CPU settings: all
 cores as threads, glibc's malloc told to keep freed memory (PyTorch's large per-step allocations
 otherwise go back to the OS, halving its speed), channels-last tried alongside the default
-layout, and the better of the two reported.
+layout, and the better of the two reported. With --isa the whole benchmark runs in a child
+process holding both sides to that SIMD level (CONVNET_CPU_ISA; oneDNN and ATen capped by their
+own variables below the CPU's best level).
 """
 import argparse
 import json
@@ -21,7 +24,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
+from _common import add_isa_argument, describe_machine, fma_peak, run_at_isa  # noqa: E402
 
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
@@ -113,15 +118,20 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    add_isa_argument(ap)
     a = ap.parse_args()
     if a.torch_only:
         print(json.dumps(bench_torch(a.batch, a.size, a.steps)))
         return
+    run_at_isa(a.isa)  # from here on, in the child whose libraries loaded with the caps
+    describe_machine(("torch",))
     t, per_layer, net = bench_convnet(a.batch, a.size, a.steps)
+    peak = fma_peak()
     flops = 3 * net.total_flops * a.batch  # forward + backward ~ 3x forward
     print(f"convnet AlexNet training, batch {a.batch}, {a.size}x{a.size}, cpu: "
           f"{t * 1000:.0f} ms/step (median of {a.steps}), {a.batch / t:.1f} images/s, "
-          f"~{flops / t / 1e9:.0f} GFLOP/s")
+          f"~{flops / t / 1e9:.0f} GFLOP/s ({100 * flops / t / 1e9 / peak:.0f}% of the FMA peak "
+          f"measured now: {peak:.0f} GFLOP/s)")
     print(f"{'layer':>10} {'fwd ms':>8} {'bwd ms':>8} {'upd ms':>8} {'share':>6}")
     total = sum(per_layer.values())
     for L in net.order:

@@ -2,12 +2,16 @@
 across GPUs) on the CPU backend: forward, data gradient and weight gradient.
 
     python benchmarks/bench_conv.py [--batch 128] [--repeats 5] [--layers conv1 conv2 ...]
+                                    [--isa avx2|avx512|portable]
 
 Prints ms (median), GFLOP/s, % of the FMA peak (measured at the start and again next to each
 row; the best of all of them counts, as contention only lowers a measurement), and the ratio to a
 peer measured in the same run (> 1: convnet faster) with the peer's own % of the same peak:
-PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers (unset
-OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for numpy's best)."""
+PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers. The benchmark runs
+itself in a child process whose environment holds both sides to one SIMD level with --isa
+(CONVNET_CPU_ISA; oneDNN, ATen and OpenBLAS capped by their own variables below the CPU's best
+level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
+unset). Each row times convnet and the peer alternately, call by call."""
 import argparse
 import os
 import sys
@@ -16,7 +20,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import fma_peak, local_peak, median_time  # noqa: E402
+from _common import (add_isa_argument, alternating_medians, describe_machine,  # noqa: E402
+                     fma_peak, local_peak, run_at_isa)
 
 import convnet  # noqa: E402
 from convnet import ops  # noqa: E402
@@ -77,7 +82,10 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--layers", nargs="+", default=list(CONV) + list(FC))
+    add_isa_argument(ap)
     args = ap.parse_args()
+    run_at_isa(args.isa)  # from here on, in the child whose libraries loaded with the caps
+    describe_machine(("openblas", "torch") if torch else ("openblas",))
     if torch is not None:
         torch.set_num_threads(convnet.device.module_for("cpu").num_threads())
     print(f"batch {args.batch}; medians of {args.repeats}; the table follows the last row",
@@ -108,8 +116,10 @@ def main():
             }
             peers = torch_conv_peers(x, w, dy, pad, stride, groups) if torch else {}
             for p, fn in ours.items():
-                t = median_time(fn, args.repeats)
-                tp = median_time(peers[p], args.repeats) if p in peers else None
+                if p in peers:
+                    t, tp = alternating_medians([fn, peers[p]], args.repeats)
+                else:
+                    (t,), tp = alternating_medians([fn], args.repeats), None
                 report(name, p, flops, t, tp, "torch")
         elif name in FC:
             i, o = FC[name]
@@ -127,8 +137,7 @@ def main():
                                 lambda: np.matmul(x, dy.T, out=dw)),
             }
             for p, (fn, peer) in passes.items():
-                t = median_time(fn, args.repeats)
-                report(name, p, flops, t, median_time(peer, args.repeats), "numpy")
+                report(name, p, flops, *alternating_medians([fn, peer], args.repeats), "numpy")
         else:
             sys.exit(f"unknown layer {name!r}: {', '.join(list(CONV) + list(FC))}")
     print_table(rows, peaks)

@@ -6,6 +6,7 @@ import convnet
 from convnet import ops
 
 from gradcheck import assert_close
+from isa_paths import isa  # noqa: F401  (fixture)
 
 SIZES = [(1, 1, 1), (7, 9, 5), (13, 33, 17), (37, 45, 300), (100, 70, 513), (15, 129, 2)]
 
@@ -119,6 +120,22 @@ def test_sgemm_large_cpu(rng):
         want = a.astype(np.float64) @ b
         for v in _variants("cpu"):
             assert_close(_sgemm(a, b, variant=v).numpy(), want, what=f"{m}x{n}x{k} variant {v}")
+
+
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_sgemm_every_path_cpu(rng, isa, trans_a, trans_b):
+    """The packing transposes follow the SIMD path (8x8 in registers on avx2, 16x16 on avx512,
+    element copies on portable): every variant that path runs, with k tails (k % 8 != 0), panels
+    of fewer rows than the tile, and the 2-thread and k-split drivers."""
+    variants = {"portable": [0, 1], "avx2": [0, 1, 2], "avx512": [0, 1, 2, 3, 4]}[isa]
+    for m, n, k in [(5, 3, 7), (13, 33, 17), (37, 45, 300), (100, 70, 513), (40, 30, 9000)]:
+        a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
+        b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32)
+        want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
+        for v in variants:
+            got = ops.sgemm(a, b, trans_a=trans_a, trans_b=trans_b, variant=v).numpy()
+            assert_close(got, want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
 
 
 def test_sgemm_bad_arguments(device):

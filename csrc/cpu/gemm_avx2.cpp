@@ -1,52 +1,129 @@
 // SGEMM variant 2: AVX2+FMA micro-kernel, a 6x16 tile of C in 12 ymm accumulators (two 8-float
-// B vectors times six broadcast A values per k step). Blocking as in the AVX-512 kernel: the
-// KC x 16 B micro-panel in L1, a 480 x 256 A block in L2, the B block in L3.
+// B vectors times six broadcast A values per k step: 12 FMAs per 8 loads, FMA-bound with two FMA
+// pipes and the 16 ymm registers full). As in the AVX-512 kernels: the C tile and the A stream
+// are prefetched, a partial last tile runs a kernel of only its rows (m = 32 filters took 36 rows
+// of FMAs with 6-row tiles), and a B panel gathered from image rows is packed by its first tile
+// while that tile computes. Full tiles load and store C with plain unaligned moves; only the
+// columns of a partial tile go through masked moves (vmaskmovps is many times slower than a plain
+// store on AMD cores, and every full tile paid for it).
+//
+// Blocking comes from the cache sizes of the machine it runs on (cache_info.h), read once:
+//   KC: the KC x 16 B micro-panel fills half of L1 (256 steps for 32 KB);
+//   MC: the MC x KC A block fills a third of L2, leaving room for the B micro-panels and the C
+//       tiles streaming through (168 rows for Zen 3's 512 KB with KC = 256: the old fixed 480
+//       rows filled the whole 512 KB by themselves);
+//   NC: the KC x NC B block fills a quarter of the L3 share of one core, at most 4096 columns.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <utility>
+
+#include "cache_info.h"
 #include "gemm_driver.h"
 
 namespace convnet {
 namespace {
 
 struct Kernel6x16 {
-  static constexpr int MR = 6, NR = 16, KC = 256, MC = 6 * 80, NC = 3072;
+  static constexpr int MR = 6, NR = 16;
+
+  static gemm_detail::Blocking blocking() {
+    static const gemm_detail::Blocking b = [] {
+      const CacheSizes& cs = cache_sizes();
+      int64_t kc = std::clamp<int64_t>(cs.l1d / 2 / (NR * 4), 64, 512) / 8 * 8;
+      int64_t mc = std::clamp<int64_t>(cs.l2 / 3 / (kc * 4), MR * 8, MR * 100) / MR * MR;
+      int64_t nc = std::clamp<int64_t>(cs.l3_per_core / 4 / (kc * 4), 512, 4096) / NR * NR;
+      return gemm_detail::Blocking{mc, kc, nc};
+    }();
+    return b;
+  }
+
+  static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                  float beta, int rows, int cols) {
+    run_rows(kc, a, b, c, ldc, alpha, beta, rows, cols, std::make_integer_sequence<int, MR>());
+  }
+
+  static void run_gather(int64_t kc, const float* a, const float* const* rows_b, float* packed_b,
+                         float* c, int64_t ldc, float alpha, float beta, int cols) {
+    tile<MR, true>(kc, a, nullptr, c, ldc, alpha, beta, cols, rows_b, packed_b);
+  }
+
+  template <int... R>
+  static void run_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                       float alpha, float beta, int rows, int cols,
+                       std::integer_sequence<int, R...>) {
+    using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int,
+                        const float* const*, float*);
+    static constexpr Fn table[] = {&tile<R + 1>...};
+    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr);
+  }
 
   static inline __m256i lane_mask(int n) {  // the first n (clamped to 0..8) lanes
     n = n < 0 ? 0 : n > 8 ? 8 : n;
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
 
-  static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
-                  float beta, int rows, int cols) {
-    __m256 acc0[MR], acc1[MR];
+  template <int ROWS, bool GATHER = false>
+  static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                   float beta, int cols, const float* const* rows_b = nullptr,
+                   float* packed_b = nullptr) {
+    __m256 acc0[ROWS], acc1[ROWS];
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
-#pragma GCC unroll 2
-    for (int64_t k = 0; k < kc; ++k) {
-      __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    for (int r = 0; r < ROWS; ++r) {
+      acc0[r] = acc1[r] = _mm256_setzero_ps();
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 15), _MM_HINT_T0);
+    }
+    auto step = [&](int64_t k) __attribute__((always_inline)) {
+      __m256 b0, b1;
+      if (GATHER) {
+        b0 = _mm256_loadu_ps(rows_b[k]), b1 = _mm256_loadu_ps(rows_b[k] + 8);
+        _mm256_store_ps(packed_b + k * NR, b0), _mm256_store_ps(packed_b + k * NR + 8, b1);
+      } else {
+        b0 = _mm256_load_ps(b + k * NR), b1 = _mm256_load_ps(b + k * NR + 8);
+      }
 #pragma GCC unroll 6
-      for (int r = 0; r < MR; ++r) {
-        __m256 ar = _mm256_broadcast_ss(a + r);
+      for (int r = 0; r < ROWS; ++r) {
+        __m256 ar = _mm256_broadcast_ss(a + k * MR + r);
         acc0[r] = _mm256_fmadd_ps(ar, b0, acc0[r]);
         acc1[r] = _mm256_fmadd_ps(ar, b1, acc1[r]);
       }
-      a += MR;
-      b += NR;
+    };
+    // Four k steps per iteration (GCC leaves this loop rolled: 12 FMAs beside 13 other
+    // instructions per step), and one prefetch of the A stream per 96 bytes of it, 16 steps
+    // ahead (a prefetch at every step, as before, issued three per cache line).
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      _mm_prefetch(reinterpret_cast<const char*>(a + (k + 16) * MR), _MM_HINT_T0);
+      step(k), step(k + 1), step(k + 2), step(k + 3);
     }
-    __m256i m0 = lane_mask(cols), m1 = lane_mask(cols - 8);
+    for (; k < kc; ++k) step(k);
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    if (cols == NR) {
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      if (r < rows) {
+      for (int r = 0; r < ROWS; ++r) {
         float* cr = c + r * ldc;
         __m256 v0 = _mm256_mul_ps(acc0[r], va), v1 = _mm256_mul_ps(acc1[r], va);
         if (beta != 0.f) {
-          v0 = _mm256_fmadd_ps(_mm256_maskload_ps(cr, m0), vb, v0);
-          v1 = _mm256_fmadd_ps(_mm256_maskload_ps(cr + 8, m1), vb, v1);
+          v0 = _mm256_fmadd_ps(_mm256_loadu_ps(cr), vb, v0);
+          v1 = _mm256_fmadd_ps(_mm256_loadu_ps(cr + 8), vb, v1);
         }
-        _mm256_maskstore_ps(cr, m0, v0);
-        _mm256_maskstore_ps(cr + 8, m1, v1);
+        _mm256_storeu_ps(cr, v0);
+        _mm256_storeu_ps(cr + 8, v1);
       }
+      return;
+    }
+    __m256i m0 = lane_mask(cols), m1 = lane_mask(cols - 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < ROWS; ++r) {
+      float* cr = c + r * ldc;
+      __m256 v0 = _mm256_mul_ps(acc0[r], va), v1 = _mm256_mul_ps(acc1[r], va);
+      if (beta != 0.f) {
+        v0 = _mm256_fmadd_ps(_mm256_maskload_ps(cr, m0), vb, v0);
+        v1 = _mm256_fmadd_ps(_mm256_maskload_ps(cr + 8, m1), vb, v1);
+      }
+      _mm256_maskstore_ps(cr, m0, v0);
+      _mm256_maskstore_ps(cr + 8, m1, v1);
     }
   }
 };

@@ -16,7 +16,8 @@
 // position), each thread summing a fixed share into its own buffer, so the bits never depend
 // on timing.
 //
-// Kernel provides MR, NR, MC, KC, NC and
+// Kernel provides MR, NR, the cache blocks MC, KC, NC (constants, or blocking() returning them when
+// they are worked out at run time from the machine's caches) and
 //   run(kc, a_panel, b_panel, c, ldc, alpha, beta, rows, cols): C[rows x cols] tile of
 //   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C).
 //
@@ -42,6 +43,23 @@
 namespace convnet {
 namespace gemm_detail {
 
+struct Blocking {
+  int64_t mc, kc, nc;
+};
+
+template <class K, class = void>
+struct has_blocking : std::false_type {};
+template <class K>
+struct has_blocking<K, std::void_t<decltype(&K::blocking)>> : std::true_type {};
+
+template <class K>
+Blocking blocking_of() {
+  if constexpr (has_blocking<K>::value)
+    return K::blocking();
+  else
+    return Blocking{K::MC, K::KC, K::NC};
+}
+
 template <class K, class = void>
 struct has_run_gather : std::false_type {};
 template <class K>
@@ -52,26 +70,28 @@ struct has_run_gather<K, std::void_t<decltype(&K::run_gather)>> : std::true_type
 template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta,
-                 std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = K::NC) {
-  constexpr int64_t kPanels = (K::NC + K::NR - 1) / K::NR;
+                 std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = 0) {
+  const Blocking blk = blocking_of<K>();
+  const int64_t MC = blk.mc, KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR;
+  if (!chunk) chunk = NC;
   thread_local AlignedScratch abuf, bbuf;
   thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
   thread_local std::vector<char> gathered;
   // A is packed once for all n blocks when there are several and it is not huge (the filters of
   // a convolution: packed once per call, not once per 1024 columns of images).
-  int64_t mblocks = (m1 - m0 + K::MC - 1) / K::MC, kblocks = (k1 - k0 + K::KC - 1) / K::KC;
-  size_t ablock = size_t(K::MC) * K::KC;
-  bool keep_a = (shared_n || n1 - n0 > K::NC) &&
+  int64_t mblocks = (m1 - m0 + MC - 1) / MC, kblocks = (k1 - k0 + KC - 1) / KC;
+  size_t ablock = size_t(MC) * KC;
+  bool keep_a = (shared_n || n1 - n0 > NC) &&
                 size_t(mblocks * kblocks) * ablock <= (size_t(1) << 23);
   float* pa_all = abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
-  float* pb = bbuf.get(size_t(kPanels) * K::NR * K::KC);
-  bptrs.resize(size_t(kPanels) * K::KC), gathered.resize(kPanels);
-  auto next = [&](int64_t jc) { return shared_n ? shared_n->fetch_add(chunk) : jc + K::NC; };
+  float* pb = bbuf.get(size_t(kPanels) * K::NR * KC);
+  bptrs.resize(size_t(kPanels) * KC), gathered.resize(kPanels);
+  auto next = [&](int64_t jc) { return shared_n ? shared_n->fetch_add(chunk) : jc + NC; };
   bool first = true;
   for (int64_t jc = shared_n ? next(0) : n0; jc < n1; jc = next(jc), first = false) {
-    int64_t nc = std::min<int64_t>(shared_n ? chunk : K::NC, n1 - jc);
-    for (int64_t pc = k0; pc < k1; pc += K::KC) {
-      int64_t kc = std::min<int64_t>(K::KC, k1 - pc);
+    int64_t nc = std::min<int64_t>(shared_n ? chunk : NC, n1 - jc);
+    for (int64_t pc = k0; pc < k1; pc += KC) {
+      int64_t kc = std::min<int64_t>(KC, k1 - pc);
       float beta_k = pc == k0 ? beta : 1.f;
       // B: full panels gathered from row pointers when the operand has them, packed otherwise.
       int64_t npanels = (nc + K::NR - 1) / K::NR;
@@ -79,7 +99,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
       for (int64_t q = 0; q < npanels; ++q) {
         int64_t cols = std::min<int64_t>(K::NR, nc - q * K::NR);
         gathered[q] = cols == K::NR &&
-                      p.b->row_pointers(jc + q * K::NR, pc, kc, K::NR, bptrs.data() + q * K::KC);
+                      p.b->row_pointers(jc + q * K::NR, pc, kc, K::NR, bptrs.data() + q * KC);
         any_gathered |= bool(gathered[q]);
         if (!gathered[q]) p.b->pack(jc + q * K::NR, cols, pc, kc, K::NR, pb + q * kc * K::NR);
       }
@@ -91,15 +111,15 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         for (int64_t t = 0; t < kc; ++t)
           for (int64_t q = 0; q < npanels; ++q)
             if (gathered[q]) {
-              const float* src = bptrs[q * K::KC + t];
+              const float* src = bptrs[q * KC + t];
               float* dst = pb + (q * kc + t) * K::NR;
               for (int i = 0; i < K::NR; ++i) dst[i] = src[i];
             }
-      for (int64_t ic = m0; ic < m1; ic += K::MC) {
-        int64_t mc = std::min<int64_t>(K::MC, m1 - ic);
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        int64_t mc = std::min<int64_t>(MC, m1 - ic);
         float* pa = pa_all;
         if (keep_a) {
-          pa += size_t(((pc - k0) / K::KC) * mblocks + (ic - m0) / K::MC) * ablock;
+          pa += size_t(((pc - k0) / KC) * mblocks + (ic - m0) / MC) * ablock;
           if (first) p.a->pack(ic, mc, pc, kc, K::MR, pa);
         } else {
           p.a->pack(ic, mc, pc, kc, K::MR, pa);
@@ -114,7 +134,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             float* ct = c + (ic + ir) * ldc + (jc + jr);
             if constexpr (has_run_gather<K>::value) {
               if (fused && gathered[q] && ic == m0 && ir == 0) {
-                K::run_gather(kc, ap, bptrs.data() + q * K::KC, pb + q * kc * K::NR, ct, ldc,
+                K::run_gather(kc, ap, bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc,
                               p.alpha, beta_k, cols);
                 continue;
               }
@@ -144,7 +164,8 @@ void gemm_blocked(const GemmProblem& p) {
   if (flops < 4e6) threads = 1;  // waking a second core costs more than it saves
   if (threads == 1) return gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
 
-  bool split_k = p.k >= 8 * std::max(p.m, p.n) && p.k >= int64_t(threads) * K::KC;
+  const Blocking blk = blocking_of<K>();
+  bool split_k = p.k >= 8 * std::max(p.m, p.n) && p.k >= int64_t(threads) * blk.kc;
   if (split_k) {
     // Each thread reduces a fixed contiguous share of k, thread 0 into C and the others into
     // private (m, n) buffers, added to C in thread order once all are done. Fixed shares, not
@@ -182,7 +203,7 @@ void gemm_blocked(const GemmProblem& p) {
     // Blocks of NC columns, or fewer columns when that leaves each thread fewer than two
     // blocks; whole panels either way.
     int64_t panels = (p.n + K::NR - 1) / K::NR;
-    int64_t chunk = std::min<int64_t>(K::NC, (panels + 2 * threads - 1) / (2 * threads) * K::NR);
+    int64_t chunk = std::min<int64_t>(blk.nc, (panels + 2 * threads - 1) / (2 * threads) * K::NR);
     if (panels < threads) threads = int(panels);
     std::atomic<int64_t> next_col{0};
 #pragma omp parallel num_threads(threads)

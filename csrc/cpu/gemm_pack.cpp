@@ -56,10 +56,11 @@ static void pack_transpose_generic(const float* const* rows, int width, int64_t 
 }
 
 void pack_transpose(const float* const* rows, int width, int64_t len, float* dst) {
-  if (cpu_isa() == Isa::avx512)
-    pack_transpose_avx512(rows, width, len, dst);
-  else
-    pack_transpose_generic(rows, width, len, dst);
+  switch (cpu_isa()) {
+    case Isa::avx512: return pack_transpose_avx512(rows, width, len, dst);
+    case Isa::avx2: return pack_transpose_avx2(rows, width, len, dst);
+    default: return pack_transpose_generic(rows, width, len, dst);
+  }
 }
 
 }  // namespace convnet

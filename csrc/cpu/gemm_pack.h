@@ -36,10 +36,11 @@ extern const float kZeroRow[64];
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 // dst[t * width + i] = rows[i] ? rows[i][t] : 0 for t < len, i < width (<= 64): the transposing
-// step of packing, when k is the contiguous direction of the source rows. AVX-512 in-register
-// transposes when the CPU path allows, element copies otherwise.
+// step of packing, when k is the contiguous direction of the source rows. In-register transposes
+// on the AVX-512 and AVX2 paths (pack_avx512.cpp, pack_avx2.cpp), element copies otherwise.
 void pack_transpose(const float* const* rows, int width, int64_t len, float* dst);
 void pack_transpose_avx512(const float* const* rows, int width, int64_t len, float* dst);
+void pack_transpose_avx2(const float* const* rows, int width, int64_t len, float* dst);
 
 void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
                   int64_t rows, int64_t k0, int64_t kc, int width, float* dst);

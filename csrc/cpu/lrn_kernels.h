@@ -1,5 +1,6 @@
-// CPU response normalisation, compiled once per SIMD path: lrn.cpp (baseline x86-64) and
-// lrn_avx512.cpp include this file, and lrn.cpp picks one at run time (csrc/cpu/isa.h).
+// CPU response normalisation, compiled once per SIMD path: lrn.cpp (baseline x86-64),
+// lrn_avx2.cpp and lrn_avx512.cpp include this file, and lrn.cpp picks one at run time
+// (csrc/cpu/isa.h).
 // Everything is vectorised over the contiguous (H, W, N) plane of a channel; see csrc/common/lrn.h
 // for the maths and the windows.
 //
@@ -245,5 +246,14 @@ void rnorm_fwd(const NormParams& p, const float* x, float* y, float* denoms);
 void rnorm_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
                const float* denoms, float* dx, bool accumulate);
 }  // namespace avx512
+
+namespace avx2 {
+void lrn_fwd(const NormParams& p, const float* x, float* y, float* denoms);
+void lrn_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
+             const float* denoms, float* dx, bool accumulate);
+void rnorm_fwd(const NormParams& p, const float* x, float* y, float* denoms);
+void rnorm_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
+               const float* denoms, float* dx, bool accumulate);
+}  // namespace avx2
 
 }  // namespace convnet

@@ -1,6 +1,7 @@
-// CPU pooling, compiled once per SIMD path: pool.cpp (baseline x86-64) and pool_avx512.cpp
-// include this file, and pool.cpp picks one at run time (csrc/cpu/isa.h). Every inner loop runs
-// over the N contiguous images of one pixel. See csrc/common/pool.h for windows and tie rules.
+// CPU pooling, compiled once per SIMD path: pool.cpp (baseline x86-64), pool_avx2.cpp and
+// pool_avx512.cpp include this file, and pool.cpp picks one at run time (csrc/cpu/isa.h). Every
+// inner loop runs over the N contiguous images of one pixel. See csrc/common/pool.h for windows
+// and tie rules.
 //
 // Forward: threads split the (channel, output row) pairs; each output pixel reduces its window's
 //   rows of N images (read from cache after the first touch: overlapping windows re-read x from
@@ -132,5 +133,11 @@ void pool_fwd(const PoolParams& p, const float* x, float* y);
 void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y, float* dx,
               bool accumulate);
 }  // namespace avx512
+
+namespace avx2 {
+void pool_fwd(const PoolParams& p, const float* x, float* y);
+void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y, float* dx,
+              bool accumulate);
+}  // namespace avx2
 
 }  // namespace convnet

@@ -1,0 +1,68 @@
+// The transposing pack of the GEMM operands on AVX2: 8 rows x 8 k steps per block, loaded as 8
+// vectors, transposed in registers (unpack -> shuffle -> 128-bit lane permutes), stored as 8 k
+// steps of the panel. Panels of at most 8 rows (the 6-row A panels of the AVX2 kernel) store each
+// k step as a full vector that spills into the next k step's slots, which the next store then
+// overwrites: only the block's last k step needs a masked store (slow on AMD cores).
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "gemm_pack.h"
+
+namespace convnet {
+
+static inline void transpose8x8(__m256 r[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: t[2i] = a0 b0 a1 b1, t[2i+1] = a2 b2 a3 b3
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {  // lane L of r[4i+j]: rows 4i..4i+3 at column 4L+j
+    r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {  // rows 0-3 and 4-7 of column j (low lane) and 4+j (high lane)
+    t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
+    t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) r[i] = t[i];
+}
+
+static inline __m256i lane_mask(int n) {  // the first n (0..8) lanes
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+void pack_transpose_avx2(const float* const* rows, int width, int64_t len, float* dst) {
+  for (int g = 0; g < width; g += 8) {
+    int gw = std::min(8, width - g);
+    __m256i store = lane_mask(gw);
+    bool spill = width <= 8;  // one group: a store may run into the next k step's slots
+    for (int64_t t0 = 0; t0 < len; t0 += 8) {
+      int tn = int(std::min<int64_t>(8, len - t0));
+      __m256 r[8];
+      if (tn == 8) {
+        for (int i = 0; i < 8; ++i)
+          r[i] = i < gw && rows[g + i] ? _mm256_loadu_ps(rows[g + i] + t0) : _mm256_setzero_ps();
+      } else {
+        __m256i load = lane_mask(tn);
+        for (int i = 0; i < 8; ++i)
+          r[i] = i < gw && rows[g + i] ? _mm256_maskload_ps(rows[g + i] + t0, load)
+                                       : _mm256_setzero_ps();
+      }
+      transpose8x8(r);
+      float* d = dst + t0 * width + g;
+      if (gw == 8) {
+        for (int t = 0; t < tn; ++t) _mm256_storeu_ps(d + t * width, r[t]);
+      } else {
+        int t = 0;
+        if (spill)
+          for (; t < tn - 1; ++t) _mm256_storeu_ps(d + t * width, r[t]);
+        for (; t < tn; ++t) _mm256_maskstore_ps(d + t * width, store, r[t]);
+      }
+    }
+  }
+}
+
+}  // namespace convnet
