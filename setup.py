@@ -26,8 +26,9 @@ GENERATOR = "Ninja"
 
 
 def check_platform():
-    """The kernels are x86-64 (cpuid dispatch, SIMD intrinsics) and the SIMT emulation switches
-    contexts in x86-64 assembly with the System V ABI: Linux on x86-64 only."""
+    """Linux on x86-64 only: the CPU backend's ISA files are compiled with x86 flags (-mavx2,
+    -mavx512f) and chosen by cpuid, the emulated module uses x86's TLS dialect (gnu2), and the
+    SIMT emulation finds its shared-memory section through ELF linker symbols."""
     machine = platform.machine().lower()
     if not sys.platform.startswith("linux") or machine not in ("x86_64", "amd64"):
         sys.exit(f"convnet builds on Linux x86-64 only (this is {sys.platform} {machine}); "

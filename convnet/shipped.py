@@ -34,8 +34,8 @@ def shipped_configs():
 def resolve_config(arg):
     """The path of the config `arg` names, or None (a path that does not exist and no shipped
     config of that name)."""
-    if os.path.isfile(arg):
-        return arg
+    if os.path.exists(arg):
+        return arg  # a path (a directory is reported as such by the config reader)
     if os.sep in arg or (os.altsep and os.altsep in arg):
         return None
     name = arg[:-len(".cfg")] if arg.endswith(".cfg") else arg

@@ -102,6 +102,14 @@ def _run_files(directory):
                   if f == "log.jsonl" or f.startswith(("ckpt-", ".ckpt-", "log.jsonl.")))
 
 
+def _can_create_in(directory):
+    """Whether `directory` (made with its parents if missing) can receive files."""
+    d = os.path.abspath(directory)
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    return os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK)
+
+
 def _describe_data(spec, d):
     h, w = d.image_shape[1:]
     return (f"{spec}: {d.num_train:,} training and {d.num_test:,} validation images in "
@@ -240,10 +248,7 @@ class Trainer:
                                 "that run, --force starts over (deleting its checkpoints and "
                                 "log), or choose another --save-dir")
             self.clear_old_run = True
-        parent = os.path.dirname(os.path.abspath(d))
-        while not os.path.isdir(parent):
-            parent = os.path.dirname(parent)
-        if not os.access(d if os.path.isdir(d) else parent, os.W_OK):
+        if not _can_create_in(d):
             raise UserError(f"--save-dir {d}: not writable")
 
     def _check_costs(self):
@@ -561,6 +566,9 @@ def main(argv=None):
             raise UserError(f"--device: {e}") from None
         if args.feature_path and not args.write_features:
             raise UserError("--feature-path is the output of --write-features, which is not given")
+        if args.feature_path and (os.path.isdir(args.feature_path) or not _can_create_in(
+                os.path.dirname(args.feature_path) or ".")):
+            raise UserError(f"--feature-path {args.feature_path}: cannot write a file there")
         if args.force and args.resume:
             raise UserError("--force starts a new run and --resume continues one: give one")
         if args.check_grads:

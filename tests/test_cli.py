@@ -66,6 +66,8 @@ def test_bad_arguments_are_one_line_before_anything(tmp_path, capsys, args, word
     (["--feature-path", "f.npz"], "--feature-path is the output of --write-features"),
     (["--multiview-test", "--batch-size", "8"], "--multiview-test needs a batch size >= 10"),
     (["--resume", "somewhere", "--force"], "--force starts a new run and --resume continues"),
+    (["--write-features", "conv1", "--feature-path", os.path.join(TINY, "x.npz")],
+     f"--feature-path {os.path.join(TINY, 'x.npz')}: cannot write a file there"),
 ])
 def test_mistakes_found_before_the_save_dir_is_made(tmp_path, capsys, args, words):
     base = [TINY, "--save-dir", str(tmp_path / "run")] + ([] if "--data" in args else
