@@ -150,7 +150,8 @@ void gemm_blocked(const GemmProblem& p) {
     // private (m, n) buffers, added to C in thread order once all are done. Fixed shares, not
     // k blocks from a shared counter as for the columns below: which sums group together must
     // not depend on timing, or the same inputs would give different bits from run to run.
-    static std::vector<float> partial;  // grow-only; GEMMs are issued from one host thread
+    // Grow-only, one per issuing thread (each logical CPU device issues from its own).
+    thread_local std::vector<float> partial;
     size_t mn = size_t(p.m) * size_t(p.n);
     if (partial.size() < mn * (threads - 1)) partial.resize(mn * (threads - 1));
     int64_t kchunk = (p.k + threads - 1) / threads;
