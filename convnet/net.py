@@ -258,7 +258,7 @@ class Net:
             return self.by_name[name].device
         if kind == "used":
             return key[2]
-        return self.by_name[name].inputs[key[2]].device  # landed: on the gradient's target
+        return self.edges[name][key[2]].target.device  # landed: on the gradient's target
 
     def _compile(self):
         """The tasks of each phase in issue order (see the module docstring for the events)."""

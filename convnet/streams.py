@@ -161,7 +161,8 @@ class _ThreadStream:
 
     def close(self):
         self._queue.put(("stop", None))
-        self._thread.join()
+        if self._thread is not threading.current_thread():  # collected on its own thread
+            self._thread.join()
 
 
 class _DeviceStream:
