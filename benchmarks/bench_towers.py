@@ -149,7 +149,7 @@ def main():
     per_step = sum(r["bytes"] for r in towers.transfer_log)
     print(f"transfers per step: {len(towers.transfer_log)} copies, {per_step / 1e6:.1f} MB "
           f"({per_step / a.batch / 1e3:.0f} KB per image)")
-    rows, ratios, t_all, o_all = [], [], [], []
+    ratios, t_all, o_all = [], [], []
     for r in range(a.rounds):
         tt, spent = time_steps(towers, x, y, a.steps, 1 + r * a.steps)
         to, _ = time_steps(one, x, y, a.steps, 1 + r * a.steps)
@@ -164,10 +164,9 @@ def main():
             wait = spent[(d, "compute")][1]
             shares.append(f"{d}: transfers {100 * busy_copy / total:.1f}%, waiting "
                           f"{100 * wait / total:.1f}%")
-        rows.append(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
-                    f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): "
-                    f"{mo / mt:.2f}x; " + "; ".join(shares))
-    print("\n".join(rows))
+        print(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
+              f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x; "
+              + "; ".join(shares), flush=True)
     mt, mo = statistics.median(t_all), statistics.median(o_all)
     print(f"median over all rounds: two towers {a.batch / mt:.1f} images/s, one device "
           f"{a.batch / mo:.1f} images/s; ratio per round {min(ratios):.2f}-{max(ratios):.2f}x")

@@ -18,7 +18,8 @@ events (convnet/streams.py), recorded after a producer and waited on before a co
   bwd(C): wait gsent(C, i) (stage free again); record g(C, i)
   copy(stage -> landing): wait g(C, i), wait landed(C, i); record gsent(C, i)
   land(P on t): wait gsent(C, i); dy(P) = or += landing; record landed(C, i)
-A step ends with the host waiting for every stream (the cost statistics are read then).
+The batch is uploaded from the host by every device that reads it, on its compute stream. A
+step ends with the host waiting for every stream (the cost statistics are read then).
 
 Gradient sums. A layer read by several consumers receives one gradient per consumer. The first
 consumer (in backward order) writes the producer's gradient buffer, the others add to it
@@ -248,7 +249,7 @@ class Net:
     def _event(self, *key):
         ev = self.events.get(key)
         if ev is None:
-            # Recorded on the device whose stream records it: the first element names it.
+            # Created on the device whose stream records it (CUDA wants them on one device).
             ev = self.events[key] = Event(self._event_device(key), "/".join(map(str, key)))
         return ev
 
@@ -270,7 +271,14 @@ class Net:
         fwd = []
         for L in self.order:
             d = L.device
-            far = [P for P in dict.fromkeys(L.inputs) if P.device != d]
+            if L.is_data:
+                # The batch comes from the host: every device that reads it uploads it itself,
+                # in its own stream order (no event, no hop through the data layer's device).
+                for e in [d] + remote_devs[L.name]:
+                    label = f"upload {L.name}" if e == d else f"upload {L.name} -> {e}"
+                    fwd.append(_Task(e, "compute", label, self._upload_fn(L, e)))
+                continue
+            far = [P for P in dict.fromkeys(L.inputs) if P.device != d and not P.is_data]
             waits = [ev("sent", P.name, d) for P in far]
             waits += [ev("sent", L.name, e) for e in remote_devs[L.name]]
             records = [ev("used", P.name, d) for P in far]
@@ -288,7 +296,7 @@ class Net:
             if edges is None:
                 continue
             d = L.device
-            far = [P for P in dict.fromkeys(L.inputs) if P.device != d]
+            far = [P for P in dict.fromkeys(L.inputs) if P.device != d and not P.is_data]
             cross = [(i, e) for i, e in enumerate(edges) if e is not None and e.stage is not None]
             waits = [ev("gsent", L.name, i) for i, _ in cross]
             records = [ev("g", L.name, i) for i, _ in cross] + [ev("used", P.name, d) for P in far]
@@ -374,13 +382,20 @@ class Net:
         if error is not None:
             raise error
 
+    def _upload_fn(self, L, device):
+        dst = self.y[L.name] if device == L.device else self.remote[(L.name, device)]
+
+        def run(n, ctx):
+            t0 = time.perf_counter() if self.timings is not None else 0.0
+            dst.view(n).copy_(from_numpy(self._labels if L.is_labels else self._images))
+            if self.timings is not None:
+                self._time(L.name, "fwd", t0)
+        return run
+
     def _fwd_fn(self, L):
         def run(n, ctx):
             t0 = time.perf_counter() if self.timings is not None else 0.0
-            if L.is_data:
-                src = self._labels if L.is_labels else self._images
-                self.y[L.name].view(n).copy_(from_numpy(src))
-            elif L.is_cost:
+            if L.is_cost:
                 L.forward([self._input(L, i, n) for i in range(len(L.inputs))], None, n, ctx)
             else:
                 L.forward([self._input(L, i, n) for i in range(len(L.inputs))],

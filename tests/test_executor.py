@@ -143,6 +143,18 @@ def test_checkpoint_moves_between_one_and_two_devices(batch):
         np.testing.assert_array_equal(back.state_arrays()[k], v, err_msg=k)
 
 
+def test_each_device_uploads_the_batch_it_reads(batch):
+    cfg = load_config(TOWERS)
+    conv1 = cfg.layers[[s.name for s in cfg.layers].index("conv1")]
+    conv1.values["gpu"] = ("1", conv1.file)  # the data layer stays on cpu, its reader on cpu:1
+    two = Net(cfg, image_shape=(3, 16, 16), device="cpu", batch_size=16)
+    assert "[compute] upload data -> cpu:1" in two.schedule()["cpu:1"]["forward"]
+    one = make("cpu", single=True)
+    np.testing.assert_array_equal(train(two, *batch, steps=2), train(one, *batch, steps=2))
+    assert not any(r["edge"] in ("data", "labels") for r in two.transfer_log)
+    assert any(r["edge"] == "conv1" for r in two.transfer_log)  # conv1 -> rnorm1 on cpu
+
+
 def test_device_mistakes_are_clear():
     assert convnet.Device("cpu:1").index == 1 and str(convnet.Device("cpu:0")) == "cpu"
     with pytest.raises(convnet.DeviceError, match="logical CPU devices"):
