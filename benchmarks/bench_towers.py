@@ -1,16 +1,17 @@
 """The two-tower AlexNet on two logical CPU devices against the one-device AlexNet, batch 128.
 
     python benchmarks/bench_towers.py [CONFIG] [--one layers/alexnet.cfg] [--batch 128]
-                                      [--size 224] [--steps 3] [--rounds 2]
+                                      [--size 224] [--steps 1] [--rounds 6]
 
 CONFIG is a two-tower net (layers with gpu=0 / gpu=1); default layers/alexnet-2gpu.cfg when it
 exists, else benchmarks/alexnet-towers.cfg (the same net with concat layers where the towers
 meet). It runs with --device cpu: cpu:0 and cpu:1, each a worker thread bound to its share of
 the cores (one core each on a 2-core machine), single-threaded kernels, the towers concurrent.
-The one-device net runs on all the cores as OpenMP threads. Rounds alternate the two, so each
-ratio compares runs a few seconds apart (the machine may be shared: medians, and the ratio of
-each round). Also reported: the share of each device's step time spent in transfers (its copy
-stream busy) and waiting on the other device (its compute stream blocked on an event).
+The one-device net runs on all the cores as OpenMP threads. Rounds alternate the two (by default
+one step each), so each ratio compares steps a few seconds apart (the machine may be shared:
+medians, and the ratio of each round). Also reported: the share of each device's step time
+spent in transfers (its copy stream busy) and waiting on the other device (its compute stream
+blocked on an event).
 
 With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
 GPU) and the overlap of a copy with a kernel on the other stream; without one it says so.
@@ -127,8 +128,8 @@ def main():
     p.add_argument("--one", default=ONE, help="the one-device equivalent")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=1, help="timed steps of each net per round")
+    p.add_argument("--rounds", type=int, default=6)
     a = p.parse_args()
     towers_cfg = a.config or (PAPER_TOWERS if os.path.exists(PAPER_TOWERS) else CONCAT_TOWERS)
     cpu = convnet.device.module_for("cpu")
@@ -169,7 +170,8 @@ def main():
               + "; ".join(shares), flush=True)
     mt, mo = statistics.median(t_all), statistics.median(o_all)
     print(f"median over all rounds: two towers {a.batch / mt:.1f} images/s, one device "
-          f"{a.batch / mo:.1f} images/s; ratio per round {min(ratios):.2f}-{max(ratios):.2f}x")
+          f"{a.batch / mo:.1f} images/s; ratio per round {min(ratios):.2f}-{max(ratios):.2f}x, "
+          f"median {statistics.median(ratios):.2f}x")
     towers.close()
     gpu_section()
 
