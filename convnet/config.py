@@ -181,16 +181,46 @@ def as_choice(spec, key, choices):
     return text
 
 
-def single(spec, key, parse):
-    """cuda-convnet2 writes per-input lists ('epsW=0.01,0.01' for a layer with two inputs);
-    convnet's weight layers have one input, so a one-element list is accepted."""
-    text = spec.text(key)
-    if "," in text and "[" not in text:
-        parts = text.split(",")
-        if len(set(p.strip() for p in parts)) != 1:
-            raise spec.error(key, f"one value expected (this layer has one input), got {text!r}")
-        spec.values[key] = (parts[0].strip(), spec.values[key][1])
-    return parse(spec, key)
+def split_list(text):
+    """'a,b' -> ['a', 'b'], splitting only at commas outside brackets, so a schedule such as
+    'step[base=0.01;epochs=30,60]' stays one item."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    items.append(text[start:].strip())
+    return items
+
+
+def input_count(spec):
+    """The number of layers named by the section's inputs= key (0 when it has none)."""
+    return len(as_names(spec, "inputs")) if spec.has("inputs") else 0
+
+
+def per_input(parse):
+    """A parser of a per-input key of a layer with several inputs (cuda-convnet2's lists:
+    'filterSize=3,5' for inputs=a,b). Returns a tuple with one value per input; one value is
+    given to every input, as cuda-convnet2 does. Another number of values than of inputs is an
+    error naming the key."""
+
+    def parse_list(spec, key):
+        n = max(1, input_count(spec))
+        items = split_list(spec.text(key))
+        if len(items) not in (1, n):
+            raise spec.error(key, f"{len(items)} values for {n} inputs "
+                                  f"({spec.text('inputs')}); give one value per input or one "
+                                  f"value for all, got {spec.text(key)!r}")
+        values = []
+        for item in items * n if len(items) == 1 else items:
+            # Parsed once per input: each input gets its own object (a schedule has state).
+            one = LayerSpec(spec.name, spec.index, spec.file)
+            one.values[key] = (item, spec.values[key][1])
+            values.append(parse(one, key))
+        return tuple(values)
+
+    return parse_list
 
 
 # -- neurons: relu, tanh[a,b], brelu[a], ... -------------------------------------------------

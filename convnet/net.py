@@ -1,9 +1,10 @@
 """The layer graph: a DAG built from a config, with shapes inferred and checked, every buffer
 allocated once, and forward / backward / update over the kernels.
 
-Devices. Each layer runs on one device: config key ``gpu`` (an index, default 0) mapped onto the
-run's device (``--device emu`` with gpu=1 -> emu:1, ``--device cpu`` with gpu=1 -> cpu:1, a
-second logical CPU device; ``single_device=True`` puts every layer on the run's device).
+Devices. Each layer runs on one device: config key ``gpu`` (an index; by default the device of
+the layer's first input, 0 for data layers, as in cuda-convnet2) mapped onto the run's device
+(``--device emu`` with gpu=1 -> emu:1, ``--device cpu`` with gpu=1 -> cpu:1, a second logical
+CPU device; ``single_device=True`` puts every layer on the run's device).
 
 The schedule. At build time the net compiles, per phase (forward, backward, update), the ordered
 tasks of every device: its kernels on its compute stream, and every cross-device edge as an
@@ -142,18 +143,17 @@ class Net:
 
     def _place(self):
         kind = self.run_device
-        for L in self.layers:
+        backend(kind)  # DeviceError naming the run's device if it does not exist
+        for L in self.order:
+            if L.cfg["gpu"] is None:  # where its first input runs, as in cuda-convnet2
+                L.cfg["gpu"] = L.inputs[0].cfg["gpu"] if L.inputs else 0
             gpu = 0 if self.single_device else L.cfg["gpu"]
             L.device = Device(f"{kind.type}:{kind.index + gpu}")
-        self.devices = sorted({L.device for L in self.layers}, key=lambda d: d.index)
-        backend(kind)  # DeviceError naming the run's device if it does not exist
-        for d in self.devices:
             try:
-                backend(d)  # DeviceError naming the device if it does not exist
+                backend(L.device)
             except DeviceError as e:
-                L = next(L for L in self.layers if L.device == d)
-                raise L.spec.error("gpu", f"gpu={L.cfg['gpu']} on --device {kind}: {e}") \
-                    from None
+                raise L.spec.error("gpu", f"gpu={gpu} with the run on {kind}: {e}") from None
+        self.devices = sorted({L.device for L in self.layers}, key=lambda d: d.index)
 
     def _infer_shapes(self):
         for L in self.order:

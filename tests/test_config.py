@@ -42,7 +42,7 @@ def test_cuda_convnet2_imagenet_files_load_unmodified():
     assert s["pool1"] == (64, 27, 27) and s["pool2"] == (192, 13, 13)
     assert s["pool3"] == (256, 6, 6) and s["fc1000"] == (1000,)
     by = net.by_name
-    assert by["conv1"].cfg["epsW"].kind == "dexp" and by["rnorm1"].cfg["minDiv"] == 2
+    assert by["conv1"].cfg["epsW"][0].kind == "dexp" and by["rnorm1"].cfg["minDiv"] == 2
     assert by["pool1"].neuron[0] == "relu" and by["dropout1"].cfg["keep"] == 0.5
     assert by["fc1000"].cfg["initB"] == -7
 
@@ -55,7 +55,7 @@ def test_cuda_convnet_cifar_18pct_files_load_unmodified():
     s = shapes(net)
     assert s["conv1"] == (32, 32, 32) and s["pool1"] == (32, 16, 16)
     assert s["pool3"] == (64, 4, 4) and s["fc10"] == (10,)
-    assert net.by_name["rnorm1"].cfg["pow"] == 0.75 and net.by_name["fc10"].cfg["wc"] == 1
+    assert net.by_name["rnorm1"].cfg["pow"] == 0.75 and net.by_name["fc10"].cfg["wc"] == (1,)
 
 
 def test_unsupported_layer_type_is_named(tmp_path):
@@ -85,8 +85,8 @@ def test_paper_alexnet_config():
     s = shapes(net)
     assert s["conv1"] == (96, 55, 55) and s["conv2"] == (256, 27, 27)
     assert s["conv5"] == (256, 13, 13) and s["pool3"] == (256, 6, 6) and s["fc8"] == (1000,)
-    assert net.by_name["conv2"].w.shape == (48, 5, 5, 256)  # two groups of 48 input maps
-    assert net.by_name["conv3"].w.shape == (256, 3, 3, 384)  # conv3 reads both towers
+    assert net.by_name["conv2"].ws[0].shape == (48, 5, 5, 256)  # two groups of 48 input maps
+    assert net.by_name["conv3"].ws[0].shape == (256, 3, 3, 384)  # conv3 reads both towers
     table = net.table()
     assert "60,965,224" in table  # the paper's "60 million parameters"
     assert abs(net.total_flops / 1e9 - 1.457) < 0.01
@@ -94,7 +94,7 @@ def test_paper_alexnet_config():
         assert net.by_name[name].cfg["initB"] == 1
     for name in ("conv1", "conv3", "fc8"):
         assert net.by_name[name].cfg["initB"] == 0
-    assert net.by_name["conv1"].cfg["epsW"].kind == "plateau"
+    assert net.by_name["conv1"].cfg["epsW"][0].kind == "plateau"
 
 
 def test_table_columns():
@@ -255,4 +255,4 @@ def test_project_configs_build():
     towers = Net(load_config(os.path.join(LAYERS, "tiny-towers.cfg")), image_shape=(3, 12, 12),
                  batch_size=2)
     assert towers.by_name["cat3"].out_shape == (18, 3, 3)
-    assert towers.by_name["conv2a"].w.shape == (4, 3, 3, 6)
+    assert towers.by_name["conv2a"].ws[0].shape == (4, 3, 3, 6)

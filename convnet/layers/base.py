@@ -46,11 +46,18 @@ class BatchBuffer:
 class Param:
     """A weight tensor with its gradient, momentum and learning hyperparameters.
     ``eps`` is a config.Schedule; ``mom`` the momentum; ``wc`` the weight decay (L2, as in the
-    paper's update rule)."""
+    paper's update rule), read from the layer's config keys given. ``index`` picks the entry of
+    per-input values (the weights of input ``index``); None for a value given once per layer.
+    ``eps_key`` names the learning rate in checkpoints: 'epsW' for a layer with one input (the
+    name checkpoints have always used), 'epsW.1' for the weights of input 1 of a layer with
+    several inputs."""
 
-    def __init__(self, layer, name, shape, eps_key, mom_key, wc_key):
+    def __init__(self, layer, name, shape, eps_key, mom_key, wc_key, index=None):
         self.layer, self.name, self.shape = layer, name, tuple(shape)
-        self.eps_key, self.mom_key, self.wc_key = eps_key, mom_key, wc_key
+        self.index = index
+        self.config_keys = (eps_key, mom_key, wc_key)
+        several = index is not None and len(layer.input_names) > 1
+        self.eps_key = f"{eps_key}.{index}" if several else eps_key
         self.value = self.grad = self.inc = None
 
     @property
@@ -63,17 +70,24 @@ class Param:
         self.inc = empty(self.shape, device=device)
         ops.fill_(self.inc, 0.0)
 
+    def _hyper(self, which):
+        key = self.config_keys[which]
+        if key is None:
+            return 0.0
+        value = self.layer.cfg[key]
+        return value if self.index is None else value[self.index]
+
     @property
     def eps(self):
-        return self.layer.cfg[self.eps_key]
+        return self._hyper(0)
 
     @property
     def momentum(self):
-        return self.layer.cfg[self.mom_key]
+        return self._hyper(1)
 
     @property
     def decay(self):
-        return self.layer.cfg[self.wc_key] if self.wc_key else 0.0
+        return self._hyper(2)
 
 
 def _gpu_index(spec, key):
@@ -99,7 +113,9 @@ class Layer:
 
     def __init__(self, spec, neurons):
         self.name, self.index, self.spec = spec.name, spec.index, spec
-        common = {"type": (None, REQUIRED), "gpu": (_gpu_index, 0)}
+        # gpu: None = where its first input runs (cuda-convnet2's rule; 0 for data layers),
+        # resolved when the net places its layers.
+        common = {"type": (None, REQUIRED), "gpu": (_gpu_index, None)}
         if self.INPUTS[1] > 0:
             common["inputs"] = (as_names, REQUIRED)
         if self.NEURON:

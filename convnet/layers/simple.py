@@ -105,11 +105,40 @@ class _Norm(Layer):
 
 @register
 class CrossMapNormLayer(_Norm):
+    """``groups=G`` (convnet's key, default 1) normalises each block of C/G channels on its own:
+    the paper's LRN, which each GPU ran over its own half of the maps, written for one device
+    (layers/alexnet.cfg). A block is a contiguous slice of the (C, H, W, N) buffers."""
     TYPE = "cmrnorm"
     FWD, BWD = "lrn_fwd", "lrn_bwd"
+    KEYS = {**_Norm.KEYS, "groups": (_int(1), 1)}
+
+    def infer(self, in_shapes):
+        c, h, w = super().infer(in_shapes)
+        if c % self.cfg["groups"]:
+            raise self.spec.error("groups", f"{c} channels cannot be split into groups="
+                                            f"{self.cfg['groups']}")
+        return (c, h, w)
+
+    def _blocks(self, *tensors):
+        g = self.cfg["groups"]
+        per = self.out_shape[0] // g
+        for k in range(g):
+            yield [t.narrow(k * per, per) if t is not None else None for t in tensors]
+
+    def fwd(self, xs, y, n, ctx):
+        for x, yk, d in self._blocks(xs[0], y, self.denoms.view(n)):
+            ops.lrn_fwd(x, out=yk, denoms=d, **self._args())
+
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
+        for dyk, x, yk, d, dx in self._blocks(dy, xs[0], y, self.denoms.view(n), dxs[0]):
+            ops.lrn_bwd(dyk, x, yk, d, out=dx, accumulate=accs[0], **self._args())
 
     def flops(self):
         return math.prod(self.out_shape) * (2 * self.cfg["size"] + 4)
+
+    def describe(self):
+        g = self.cfg["groups"]
+        return super().describe() + (f" groups {g}" if g > 1 else "")
 
 
 @register

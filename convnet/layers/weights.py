@@ -6,20 +6,20 @@ Buffers (batch innermost, as the kernels want):
 ``filters`` in a conv section counts the filters *per group*, as in cuda-convnet: a layer with
 filters=128 and groups=2 has 256 filters in all; group g reads input channels
 [g*C/groups, (g+1)*C/groups).
+
+Several inputs (cuda-convnet2): ``inputs=a,b`` gives the layer one weight tensor per input and
+one bias; the output is the sum of what each input's weights make of it, plus the bias. This is
+how the paper's conv3 and FC layers read both towers. The per-input keys (those parsed with
+config.per_input below) take a comma list, one value per input, or one value for all inputs.
+The weights of a layer with one input are named ``w`` (as they always were); with several inputs
+``w0``, ``w1``, ... in the order of ``inputs=``, and their learning rates ``epsW.0``,
+``epsW.1``, ...; the bias is ``b``.
 """
 import math
 
 from .. import ops, rng
-from ..config import REQUIRED, as_bool, as_float, as_int, parse_schedule, single
+from ..config import REQUIRED, as_bool, as_float, as_int, parse_schedule, per_input
 from .base import Layer, Param, register
-
-
-def _eps(spec, key):
-    return single(spec, key, parse_schedule)
-
-
-def _float(lo=None):
-    return lambda spec, key: single(spec, key, lambda s, k: as_float(s, k, lo=lo))
 
 
 def _shared_biases(spec, key):
@@ -36,124 +36,188 @@ def _update_period(spec, key):
 
 
 def _wball(spec, key):
-    if single(spec, key, as_float) != 0.0:
+    if as_float(spec, key) != 0.0:
         raise spec.error(key, "the weight-ball constraint (wball > 0) is not supported; use 0")
     return 0.0
 
 
+def _rand_sparse(spec, key):
+    # cuda-convnet's random sparse filter-to-channel connectivity; cuda-convnet2 writes
+    # randSparse=0 and ignores the key.
+    if as_bool(spec, key):
+        raise spec.error(key, "random sparse connectivity (randSparse=1) is not supported; use 0")
+    return False
+
+
+def _int(lo):
+    return lambda spec, key: as_int(spec, key, lo=lo)
+
+
+def _float(lo=None):
+    return lambda spec, key: as_float(spec, key, lo=lo)
+
+
 LEARNING_KEYS = {
-    "epsW": (_eps, REQUIRED), "epsB": (_eps, REQUIRED),
-    "momW": (_float(0.0), REQUIRED), "momB": (_float(0.0), REQUIRED),
-    "wc": (_float(0.0), REQUIRED), "wball": (_wball, 0.0), "updatePeriod": (_update_period, 1),
+    "epsW": (per_input(parse_schedule), REQUIRED), "epsB": (parse_schedule, REQUIRED),
+    "momW": (per_input(_float(0.0)), REQUIRED), "momB": (_float(0.0), REQUIRED),
+    "wc": (per_input(_float(0.0)), REQUIRED), "wball": (per_input(_wball), None),
+    "updatePeriod": (_update_period, 1),
 }
 
 
 class WeightLayer(Layer):
     PARAM_KEYS = frozenset(LEARNING_KEYS)
     BWD_READS_Y = False
+    INPUTS = (1, 64)
+    # Defaults of the per-input keys, given to every input.
+    PER_INPUT_DEFAULTS = {"initW": 0.01, "wball": 0.0}
 
-    def _make_params(self, w_shape, b_shape):
-        self.w = Param(self, "w", w_shape, "epsW", "momW", "wc")
+    def __init__(self, spec, neurons):
+        super().__init__(spec, neurons)
+        n = len(self.input_names)
+        for key, default in self.PER_INPUT_DEFAULTS.items():
+            if not spec.has(key):
+                self.cfg[key] = (default,) * n
+
+    def _make_params(self, w_shapes, b_shape):
+        several = len(w_shapes) > 1
+        self.ws = [Param(self, f"w{i}" if several else "w", shape, "epsW", "momW", "wc", index=i)
+                   for i, shape in enumerate(w_shapes)]
         self.b = Param(self, "b", b_shape, "epsB", "momB", None)  # biases get no weight decay
-        self.params = [self.w, self.b]
+        self.params = self.ws + [self.b]
 
     def allocate(self, batch, device):
         for p in self.params:
             p.allocate(device)
 
     def init_params(self, seed):
-        # Weights ~ N(0, initW^2) from the counter-based RNG on the host, one stream per layer,
-        # so a seed gives the same net on every backend and any device placement.
-        std = self.cfg["initW"]
-        host = ops.gaussian_init(self.w.shape, std, seed, rng.RNG_INIT | self.index)
-        self.w.value.copy_(host)
+        # Weights ~ N(0, initW^2) from the counter-based RNG on the host, one stream per weight
+        # tensor, so a seed gives the same net on every backend and any device placement. The
+        # weights of input 0 use the layer's stream, input i the stream i << 16 above it.
+        for i, w in enumerate(self.ws):
+            host = ops.gaussian_init(w.shape, self.cfg["initW"][i], seed,
+                                     rng.RNG_INIT | (i << 16) | self.index)
+            w.value.copy_(host)
         ops.fill_(self.b.value, self.cfg["initB"])
+
+
+CONV_DEFAULTS = {"padding": 0, "stride": 1, "groups": 1, "channels": None,
+                 "randSparse": False}
 
 
 @register
 class ConvLayer(WeightLayer):
     TYPE = "conv"
-    KEYS = {"channels": (lambda s, k: single(s, k, lambda s2, k2: as_int(s2, k2, lo=1)), None),
-            "filters": (lambda s, k: as_int(s, k, lo=1), REQUIRED),
-            "filterSize": (lambda s, k: single(s, k, lambda s2, k2: as_int(s2, k2, lo=1)),
-                           REQUIRED),
-            "padding": (lambda s, k: single(s, k, lambda s2, k2: as_int(s2, k2, lo=0)), 0),
-            "stride": (lambda s, k: single(s, k, lambda s2, k2: as_int(s2, k2, lo=1)), 1),
-            "groups": (lambda s, k: single(s, k, lambda s2, k2: as_int(s2, k2, lo=1)), 1),
+    KEYS = {"channels": (per_input(_int(1)), None),
+            "filters": (per_input(_int(1)), REQUIRED),
+            "filterSize": (per_input(_int(1)), REQUIRED),
+            "padding": (per_input(_int(0)), None),
+            "stride": (per_input(_int(1)), None),
+            "groups": (per_input(_int(1)), None),
+            "randSparse": (per_input(_rand_sparse), None),
             "sharedBiases": (_shared_biases, True),
-            "initW": (_float(0.0), 0.01), "initB": (_float(), 0.0),
+            "initW": (per_input(_float(0.0)), None), "initB": (_float(), 0.0),
             **LEARNING_KEYS}
+    PER_INPUT_DEFAULTS = {**WeightLayer.PER_INPUT_DEFAULTS, **CONV_DEFAULTS}
 
     def infer(self, in_shapes):
-        (shape,) = in_shapes
-        if len(shape) != 3:
-            raise self.shape_error(f"a conv layer needs images (channels, rows, cols) as input, "
-                                   f"got shape {shape}", 0)
-        c, h, w = shape
-        cfg = self.cfg
-        if cfg["channels"] is not None and cfg["channels"] != c:
-            raise self.shape_error(f"has {c} channels but {self.name} says channels="
-                                   f"{cfg['channels']}", 0)
-        g, fs, pad, st = cfg["groups"], cfg["filterSize"], cfg["padding"], cfg["stride"]
-        if c % g:
-            raise self.shape_error(f"{c} channels cannot be split into groups={g}", 0)
-        if h + 2 * pad < fs or w + 2 * pad < fs:
-            raise self.shape_error(f"image {h}x{w} (padding {pad}) is smaller than the "
-                                   f"{fs}x{fs} filter", 0)
-        self.filters = cfg["filters"] * g
-        self.out_hw = (ops.conv_out_size(h, fs, pad, st), ops.conv_out_size(w, fs, pad, st))
-        self._make_params((c // g, fs, fs, self.filters), (self.filters,))
-        return (self.filters,) + self.out_hw
+        cfg, outs = self.cfg, []
+        for i, shape in enumerate(in_shapes):
+            if len(shape) != 3:
+                raise self.shape_error(f"a conv layer needs images (channels, rows, cols) as "
+                                       f"input, got shape {shape}", i)
+            c, h, w = shape
+            if cfg["channels"][i] is not None and cfg["channels"][i] != c:
+                raise self.shape_error(f"has {c} channels but {self.name} says channels="
+                                       f"{cfg['channels'][i]}", i)
+            g, fs, pad = cfg["groups"][i], cfg["filterSize"][i], cfg["padding"][i]
+            if c % g:
+                raise self.shape_error(f"{c} channels cannot be split into groups={g}", i)
+            if h + 2 * pad < fs or w + 2 * pad < fs:
+                raise self.shape_error(f"image {h}x{w} (padding {pad}) is smaller than the "
+                                       f"{fs}x{fs} filter", i)
+            st = cfg["stride"][i]
+            outs.append((cfg["filters"][i] * g, ops.conv_out_size(h, fs, pad, st),
+                         ops.conv_out_size(w, fs, pad, st)))
+        # The inputs' outputs are summed: filters x groups and the output size must agree.
+        for i, out in enumerate(outs[1:], 1):
+            if out[0] != outs[0][0]:
+                raise self.spec.error("filters", f"input {i} ({self.input_names[i]!r}) makes "
+                                                 f"{out[0]} filters (filters x groups), input 0 "
+                                                 f"makes {outs[0][0]}: the outputs are summed, "
+                                                 "so they must agree")
+            if out[1:] != outs[0][1:]:
+                raise self.shape_error(f"makes {out[1]}x{out[2]} outputs (filterSize "
+                                       f"{cfg['filterSize'][i]}, padding {cfg['padding'][i]}, "
+                                       f"stride {cfg['stride'][i]}) but input "
+                                       f"{self.input_names[0]!r} makes {outs[0][1]}x"
+                                       f"{outs[0][2]}: the outputs are summed, so they must agree",
+                                       i)
+        self.filters, self.out_hw = outs[0][0], outs[0][1:]
+        self._make_params([(c // g, fs, fs, self.filters) for (c, _, _), g, fs in
+                           zip(in_shapes, cfg["groups"], cfg["filterSize"])], (self.filters,))
+        return outs[0]
 
     def flops(self):
-        c_g, fs, _, f = self.w.shape
-        return 2 * f * math.prod(self.out_hw) * c_g * fs * fs + f * math.prod(self.out_hw)
+        pixels = math.prod(self.out_hw)
+        macs = sum(c_g * fs * fs for c_g, fs, _, _ in (w.shape for w in self.ws))
+        return 2 * self.filters * pixels * macs + self.filters * pixels
 
-    def _geometry(self):
+    def _geometry(self, i):
         c = self.cfg
-        return dict(padding=c["padding"], stride=c["stride"], groups=c["groups"])
+        return dict(padding=c["padding"][i], stride=c["stride"][i], groups=c["groups"][i])
 
     def fwd(self, xs, y, n, ctx):
-        ops.conv_fwd(xs[0], self.w.value, out=y, **self._geometry())
+        # The first input writes y, the others add to it; then the one bias.
+        for i, (x, w) in enumerate(zip(xs, self.ws)):
+            ops.conv_fwd(x, w.value, out=y, accumulate=i > 0, **self._geometry(i))
         ops.bias_fwd(y, self.b.value)
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
-        geo = self._geometry()
         ops.bias_bwd(dy, out=self.b.grad)
-        ops.conv_bwd_weights(xs[0], dy, self.cfg["filterSize"], out=self.w.grad, **geo)
-        if dxs[0] is not None:
-            ops.conv_bwd_data(dy, self.w.value, xs[0].shape, out=dxs[0], accumulate=accs[0],
-                              **geo)
+        for i, (x, w) in enumerate(zip(xs, self.ws)):
+            geo = self._geometry(i)
+            ops.conv_bwd_weights(x, dy, self.cfg["filterSize"][i], out=w.grad, **geo)
+            if dxs[i] is not None:
+                ops.conv_bwd_data(dy, w.value, x.shape, out=dxs[i], accumulate=accs[i], **geo)
 
     def describe(self):
-        c = self.cfg
-        s = f"{c['filterSize']}x{c['filterSize']}/{c['stride']}"
-        s += f" pad {c['padding']}" if c["padding"] else ""
-        s += f" groups {c['groups']}" if c["groups"] > 1 else ""
-        return s
+        parts = []
+        for i in range(len(self.ws)):
+            c = {k: self.cfg[k][i] for k in ("filterSize", "stride", "padding", "groups")}
+            s = f"{c['filterSize']}x{c['filterSize']}/{c['stride']}"
+            s += f" pad {c['padding']}" if c["padding"] else ""
+            s += f" groups {c['groups']}" if c["groups"] > 1 else ""
+            parts.append(s)
+        return " + ".join(parts)
 
 
 @register
 class FCLayer(WeightLayer):
     TYPE = "fc"
-    KEYS = {"outputs": (lambda s, k: as_int(s, k, lo=1), REQUIRED),
-            "initW": (_float(0.0), 0.01), "initB": (_float(), 0.0),
+    KEYS = {"outputs": (_int(1), REQUIRED),
+            "initW": (per_input(_float(0.0)), None), "initB": (_float(), 0.0),
             **LEARNING_KEYS}
 
     def infer(self, in_shapes):
-        self.in_features = math.prod(in_shapes[0])
-        self._make_params((self.in_features, self.cfg["outputs"]), (self.cfg["outputs"],))
-        return (self.cfg["outputs"],)
+        self.in_features = [math.prod(s) for s in in_shapes]
+        outputs = self.cfg["outputs"]
+        self._make_params([(f, outputs) for f in self.in_features], (outputs,))
+        return (outputs,)
 
     def flops(self):
-        return 2 * self.in_features * self.cfg["outputs"] + self.cfg["outputs"]
+        return 2 * sum(self.in_features) * self.cfg["outputs"] + self.cfg["outputs"]
 
     def fwd(self, xs, y, n, ctx):
-        ops.fc_fwd(xs[0].reshape(self.in_features, n), self.w.value, self.b.value, out=y)
+        # The first input writes y, the others add to it; the last adds the bias.
+        last = len(xs) - 1
+        for i, (x, w, f) in enumerate(zip(xs, self.ws, self.in_features)):
+            ops.fc_fwd(x.reshape(f, n), w.value, self.b.value if i == last else None, out=y,
+                       accumulate=i > 0)
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
         ops.bias_bwd(dy, out=self.b.grad)
-        ops.fc_bwd_weights(xs[0].reshape(self.in_features, n), dy, out=self.w.grad)
-        if dxs[0] is not None:
-            ops.fc_bwd_data(dy, self.w.value, out=dxs[0].reshape(self.in_features, n),
-                            accumulate=accs[0])
+        for i, (x, w, f) in enumerate(zip(xs, self.ws, self.in_features)):
+            ops.fc_bwd_weights(x.reshape(f, n), dy, out=w.grad)
+            if dxs[i] is not None:
+                ops.fc_bwd_data(dy, w.value, out=dxs[i].reshape(f, n), accumulate=accs[i])
