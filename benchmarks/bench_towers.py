@@ -3,9 +3,8 @@
     python benchmarks/bench_towers.py [CONFIG] [--one layers/alexnet.cfg] [--batch 128]
                                       [--size 224] [--steps 1] [--rounds 6]
 
-CONFIG is a two-tower net (layers with gpu=0 / gpu=1); default layers/alexnet-2gpu.cfg when it
-exists, else benchmarks/alexnet-towers.cfg (the same net with concat layers where the towers
-meet). It runs with --device cpu: cpu:0 and cpu:1, each a worker thread bound to its share of
+CONFIG is a two-tower net (layers with gpu=0 / gpu=1), by default layers/alexnet-2gpu.cfg. It
+runs with --device cpu: cpu:0 and cpu:1, each a worker thread bound to its share of
 the cores (one core each on a 2-core machine), single-threaded kernels, the towers concurrent.
 The one-device net runs on all the cores as OpenMP threads. Rounds alternate the two (by default
 one step each), so each ratio compares steps a few seconds apart (the machine may be shared:
@@ -31,8 +30,7 @@ from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAPER_TOWERS = os.path.join(ROOT, "layers", "alexnet-2gpu.cfg")
-CONCAT_TOWERS = os.path.join(ROOT, "benchmarks", "alexnet-towers.cfg")
+TOWERS = os.path.join(ROOT, "layers", "alexnet-2gpu.cfg")
 ONE = os.path.join(ROOT, "layers", "alexnet.cfg")
 
 
@@ -122,16 +120,15 @@ def timed(fn):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config", nargs="?", default=None,
-                   help="two-tower config (default: layers/alexnet-2gpu.cfg if present, else "
-                        "benchmarks/alexnet-towers.cfg)")
+    p.add_argument("config", nargs="?", default=TOWERS,
+                   help="two-tower config (default: layers/alexnet-2gpu.cfg)")
     p.add_argument("--one", default=ONE, help="the one-device equivalent")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--steps", type=int, default=1, help="timed steps of each net per round")
     p.add_argument("--rounds", type=int, default=6)
     a = p.parse_args()
-    towers_cfg = a.config or (PAPER_TOWERS if os.path.exists(PAPER_TOWERS) else CONCAT_TOWERS)
+    towers_cfg = a.config
     cpu = convnet.device.module_for("cpu")
     cores = len(os.sched_getaffinity(0))
     print(f"{cpu_model()}, {cpu.isa()}, {cores} cores; batch {a.batch}, {a.size}x{a.size}, "
