@@ -276,6 +276,8 @@ std::string order_name();  // "forward", "reverse" or "random:<seed>"
 //   deferred        the oldest stream with runnable work first, as far as it can go;
 //   reversed        the newest stream first;
 //   random[:seed]   a stream chosen at random before every operation.
+// Deferred, a kernel's errors (an invalid launch configuration too) are thrown by the
+// synchronisation that runs it.
 enum class StreamOrder { sync, deferred, reversed, random };
 void set_stream_order(const std::string& name, uint64_t seed = 0);
 std::string stream_order_name();
