@@ -983,8 +983,7 @@ Stats stats() {
 
 namespace detail {
 
-void run(const LaunchInfo& L) {
-  init_order_from_env();
+void check_launch(const LaunchInfo& L) {
   auto bad = [&](const std::string& what) {
     std::ostringstream o;
     o << "simt: invalid launch of kernel " << L.name << " at " << L.file << ":" << L.line << ": "
@@ -1013,6 +1012,12 @@ void run(const LaunchInfo& L) {
       << kMaxDynamicSmem << ")";
     bad(o.str());
   }
+}
+
+void run(const LaunchInfo& L) {
+  init_order_from_env();
+  check_launch(L);
+  const dim3 g = L.grid;
   Launch J;
   J.L = &L;
   J.blocks = uint64_t(g.x) * g.y * g.z;

@@ -276,8 +276,8 @@ std::string order_name();  // "forward", "reverse" or "random:<seed>"
 //   deferred        the oldest stream with runnable work first, as far as it can go;
 //   reversed        the newest stream first;
 //   random[:seed]   a stream chosen at random before every operation.
-// Deferred, a kernel's errors (an invalid launch configuration too) are thrown by the
-// synchronisation that runs it.
+// Deferred, an invalid launch configuration is reported at the launch, the kernel's own errors
+// by the synchronisation that runs it.
 enum class StreamOrder { sync, deferred, reversed, random };
 void set_stream_order(const std::string& name, uint64_t seed = 0);
 std::string stream_order_name();
@@ -323,6 +323,7 @@ struct LaunchInfo {
   void* closure;
 };
 void run(const LaunchInfo& info);
+void check_launch(const LaunchInfo& info);  // the configuration checks of run(), alone
 
 template <class... P>
 struct Closure {
@@ -373,8 +374,11 @@ inline void launch(const char* file, int line, const char* name, void (*kernel)(
                             smem, &C::call, &c};
     return detail::run(info);
   }
-  // Deferred: the parameters are copied now, as a CUDA launch does.
+  // Deferred: the configuration is checked and the parameters are copied now, as a CUDA launch
+  // does; the kernel runs at the next synchronisation.
   auto c = std::make_shared<C>(C{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)});
+  detail::check_launch(detail::LaunchInfo{file, line, name, reinterpret_cast<const void*>(kernel),
+                                          grid, block, smem, &C::call, c.get()});
   detail::enqueue(stream, std::string(name) + " (" + file + ":" + std::to_string(line) + ")",
                   [=] {
                     detail::LaunchInfo info{file, line, name, reinterpret_cast<const void*>(kernel),
