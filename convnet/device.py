@@ -2,6 +2,9 @@
 
 A device string names a backend and an index:
   ``cpu``      the CPU backend (convnet._cpu): SIMD + threads, the fast path on a laptop;
+  ``cpu:N``    logical CPU device N (``cpu`` is ``cpu:0``): a net with layers on several runs
+               each device's schedule on its own worker thread, bound to its share of the cores;
+               there are as many logical CPU devices as cores (at least two);
   ``cuda:N``   GPU N (convnet._cuda, built when nvcc was found at install time);
   ``emu:N``    emulated GPU N (convnet._emu): the CUDA kernel sources compiled for the CPU against
                convnet's SIMT emulation. Slow; for checking and stepping through kernel code.
@@ -29,12 +32,8 @@ class Device:
             raise TypeError(f"device must be a string like 'cpu', 'cuda:0', 'emu:1', got {spec!r}")
         kind, _, idx = spec.strip().partition(":")
         if kind not in _KINDS:
-            raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cuda:N' or 'emu:N'")
-        if kind == "cpu":
-            if idx not in ("", "0"):
-                raise ValueError(f"unknown device {spec!r}: there is one CPU device, 'cpu'")
-            self.type, self.index = "cpu", 0
-            return
+            raise ValueError(f"unknown device {spec!r}: expected 'cpu', 'cpu:N', 'cuda:N' or "
+                             "'emu:N'")
         try:
             self.index = int(idx) if idx else 0
         except ValueError:
@@ -48,7 +47,7 @@ class Device:
         return _KINDS[self.type]
 
     def __str__(self):
-        return "cpu" if self.type == "cpu" else f"{self.type}:{self.index}"
+        return "cpu" if self.type == "cpu" and self.index == 0 else f"{self.type}:{self.index}"
 
     def __repr__(self):
         return f"device('{self}')"
@@ -92,7 +91,12 @@ def backend(device):
     """Checks that `device` exists and returns its backend module."""
     dev = Device(device)
     mod = module_for(dev.type)
-    if dev.type != "cpu":
+    if dev.type == "cpu":
+        count = cpu_device_count()
+        if dev.index >= count:
+            raise DeviceError(f"{dev} does not exist: {count} logical CPU devices (one per core, "
+                              f"at least two), cpu:0..cpu:{count - 1}")
+    else:
         count, reason = mod.device_count()
         if count == 0:
             raise DeviceError(f"{dev} is not available: {reason}")
@@ -100,6 +104,12 @@ def backend(device):
             raise DeviceError(f"{dev} does not exist: {count} {dev.type} device(s), "
                               f"{dev.type}:0..{dev.type}:{count - 1}")
     return mod
+
+
+def cpu_device_count():
+    """Logical CPU devices: one per core this process may use, at least two."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, cores or 1)
 
 
 def backends():

@@ -3,15 +3,29 @@ allocated once, and forward / backward / update over the kernels.
 
 Devices. Each layer runs on one device: config key ``gpu`` (an index; by default the device of
 the layer's first input, 0 for data layers, as in cuda-convnet2) mapped onto the run's device
-kind (``--device emu`` with gpu=1 -> emu:1; every layer is on the one CPU device when the run is
-on ``cpu``). An activation read by a layer on another device is copied explicitly
-(``Tensor.copy_``, peer to peer) into a buffer on the consumer's device allocated at build time;
-the gradient goes back the same way, into a staging buffer on the producer's device, and is
-summed there with the gradients of the producer's other consumers.
+(``--device emu`` with gpu=1 -> emu:1, ``--device cpu`` with gpu=1 -> cpu:1, a second logical
+CPU device; ``single_device=True`` puts every layer on the run's device).
+
+The schedule. At build time the net compiles, per phase (forward, backward, update), the ordered
+tasks of every device: its kernels on its compute stream, and every cross-device edge as an
+explicit transfer on the producer's copy stream: activations forward into a buffer on the
+consumer's device, gradients back into a landing buffer on the producer's device, where a task
+of the producer's compute stream writes or adds them into the producer's gradient. The host
+issues every device's tasks without waiting on any; the order between streams comes only from
+events (convnet/streams.py), recorded after a producer and waited on before a consumer:
+  fwd(P) -> record y(P)      copy(P -> d): wait y(P), wait used(P, d); record sent(P, d)
+  fwd(C on d): wait sent(P, d); record used(P, d)   (also after bwd(C), which reads it too)
+  fwd(P) of the next step waits sent(P, d): its output is not overwritten while being copied.
+  bwd(C): wait gsent(C, i) (stage free again); record g(C, i)
+  copy(stage -> landing): wait g(C, i), wait landed(C, i); record gsent(C, i)
+  land(P on t): wait gsent(C, i); dy(P) = or += landing; record landed(C, i)
+The batch is uploaded from the host by every device that reads it, on its compute stream. A
+step ends with the host waiting for every stream (the cost statistics are read then).
 
 Gradient sums. A layer read by several consumers receives one gradient per consumer. The first
 consumer (in backward order) writes the producer's gradient buffer, the others add to it
-(``accumulate=True`` in the backward ops), so no buffer is ever zeroed.
+(``accumulate=True`` in the backward ops, or ``add_`` of a landing buffer), so no buffer is ever
+zeroed.
 """
 import math
 import time
@@ -22,6 +36,7 @@ from . import ops
 from .config import ConfigError
 from .device import Device, DeviceError, backend
 from .layers import BatchBuffer, make_layer
+from .streams import Event, cpu_core_split, make_stream
 from .tensor import from_numpy
 
 __all__ = ["Net", "Context"]
@@ -37,11 +52,25 @@ class Context:
 
 class _Edge:
     """Where the gradient for input i of a layer goes: the producer `target`, written directly
-    (same device) or through `stage` (a buffer on the consumer's device) and then copied to the
-    target's device; `accumulate` says whether the target already holds another gradient."""
+    (same device) or through `stage` (a buffer on the consumer's device) copied into `landing`
+    (on the target's device) and from there written or added into the target's gradient;
+    `accumulate` says whether the target already holds another gradient."""
 
-    def __init__(self, target, accumulate, stage=None, gsum=None):
-        self.target, self.accumulate, self.stage, self.gsum = target, accumulate, stage, gsum
+    def __init__(self, target, accumulate):
+        self.target, self.accumulate = target, accumulate
+        self.stage = self.landing = None
+
+
+class _Task:
+    """One entry of a device's schedule: `fn(n, ctx)` on the `role` stream of `device`, after
+    waiting the events `waits`, recording `records` when done. A transfer also has `xfer`:
+    (edge, direction, source buffer, destination buffer)."""
+
+    __slots__ = ("device", "role", "label", "fn", "waits", "records", "xfer")
+
+    def __init__(self, device, role, label, fn, waits=(), records=(), xfer=None):
+        self.device, self.role, self.label, self.fn = device, role, label, fn
+        self.waits, self.records, self.xfer = list(waits), list(records), xfer
 
 
 class Net:
@@ -50,10 +79,12 @@ class Net:
     ``config`` is a convnet.config.NetConfig. ``image_shape`` is what the data source delivers
     per image. Buffers are allocated for ``batch_size`` images; smaller batches use a prefix."""
 
-    def __init__(self, config, *, image_shape, device="cpu", batch_size=128, seed=0):
+    def __init__(self, config, *, image_shape, device="cpu", batch_size=128, seed=0,
+                 single_device=False):
         self.config, self.batch_size, self.seed = config, int(batch_size), int(seed)
         self.image_shape = tuple(image_shape)
         self.run_device = Device(device)
+        self.single_device = bool(single_device)
         self.layers = [make_layer(spec, self._neurons()) for spec in config.layers]
         self.by_name = {L.name: L for L in self.layers}
         self._link()
@@ -62,8 +93,11 @@ class Net:
         self._infer_shapes()
         self._plan_backward()
         self._allocate()
+        self._compile()
+        self._open_streams()
         self.init_params(self.seed)
         self.timings = None  # {(layer, "fwd" | "bwd" | "update"): seconds} when profiling
+        self.transfer_log = []  # the transfers of the last step: dicts (see _issue)
 
     @staticmethod
     def _neurons():
@@ -109,20 +143,17 @@ class Net:
 
     def _place(self):
         kind = self.run_device
-        backend(kind)  # DeviceError naming the device if it does not exist
+        backend(kind)  # DeviceError naming the run's device if it does not exist
         for L in self.order:
             if L.cfg["gpu"] is None:  # where its first input runs, as in cuda-convnet2
                 L.cfg["gpu"] = L.inputs[0].cfg["gpu"] if L.inputs else 0
-            gpu = L.cfg["gpu"]
-            if kind.type == "cpu":
-                L.device = Device("cpu")
-                continue
+            gpu = 0 if self.single_device else L.cfg["gpu"]
             L.device = Device(f"{kind.type}:{kind.index + gpu}")
             try:
                 backend(L.device)
             except DeviceError as e:
                 raise L.spec.error("gpu", f"gpu={gpu} with the run on {kind}: {e}") from None
-        self.devices = sorted({L.device for L in self.layers}, key=str)
+        self.devices = sorted({L.device for L in self.layers}, key=lambda d: d.index)
 
     def _infer_shapes(self):
         for L in self.order:
@@ -205,17 +236,211 @@ class Net:
                     if key not in self.remote:
                         dtype = np.int32 if P.is_data and P.is_labels else np.float32
                         self.remote[key] = BatchBuffer(P.out_shape, N, L.device, dtype)
-        # Gradients crossing devices: staged on the consumer's device, summed on the producer's.
-        gsum = {}
+        # Gradients crossing devices: staged on the consumer's device, copied into a landing
+        # buffer on the producer's, written or added into the producer's gradient there.
         for L in self.order:
             for e in self.edges.get(L.name, []):
                 if e is None or e.target.device == L.device:
                     continue
                 e.stage = BatchBuffer(e.target.out_shape, N, L.device)
-                if e.accumulate:
-                    if e.target.name not in gsum:
-                        gsum[e.target.name] = BatchBuffer(e.target.out_shape, N, e.target.device)
-                    e.gsum = gsum[e.target.name]
+                e.landing = BatchBuffer(e.target.out_shape, N, e.target.device)
+
+    # -- the schedule -----------------------------------------------------------------------
+    def _event(self, *key):
+        ev = self.events.get(key)
+        if ev is None:
+            # Created on the device whose stream records it (CUDA wants them on one device).
+            ev = self.events[key] = Event(self._event_device(key), "/".join(map(str, key)))
+        return ev
+
+    def _event_device(self, key):
+        kind, name = key[0], key[1]
+        if kind in ("y", "sent", "g", "gsent"):
+            return self.by_name[name].device
+        if kind == "used":
+            return key[2]
+        return self.edges[name][key[2]].target.device  # landed: on the gradient's target
+
+    def _compile(self):
+        """The tasks of each phase in issue order (see the module docstring for the events)."""
+        self.events = {}
+        ev = self._event
+        remote_devs = {L.name: sorted({C.device for C in self.consumers[L.name]
+                                       if C.device != L.device}, key=lambda d: d.index)
+                       for L in self.order}
+        fwd = []
+        for L in self.order:
+            d = L.device
+            if L.is_data:
+                # The batch comes from the host: every device that reads it uploads it itself,
+                # in its own stream order (no event, no hop through the data layer's device).
+                for e in [d] + remote_devs[L.name]:
+                    label = f"upload {L.name}" if e == d else f"upload {L.name} -> {e}"
+                    fwd.append(_Task(e, "compute", label, self._upload_fn(L, e)))
+                continue
+            far = [P for P in dict.fromkeys(L.inputs) if P.device != d and not P.is_data]
+            waits = [ev("sent", P.name, d) for P in far]
+            waits += [ev("sent", L.name, e) for e in remote_devs[L.name]]
+            records = [ev("used", P.name, d) for P in far]
+            if remote_devs[L.name]:
+                records.append(ev("y", L.name))
+            fwd.append(_Task(d, "compute", f"fwd {L.name}", self._fwd_fn(L), waits, records))
+            for e in remote_devs[L.name]:
+                src, dst = self.y[L.name], self.remote[(L.name, e)]
+                fwd.append(_Task(d, "copy", f"{L.name} -> {e}", None,
+                                 [ev("y", L.name), ev("used", L.name, e)],
+                                 [ev("sent", L.name, e)], (L.name, "fwd", src, dst)))
+        bwd = []
+        for L in reversed(self.order):
+            edges = self.edges.get(L.name)
+            if edges is None:
+                continue
+            d = L.device
+            far = [P for P in dict.fromkeys(L.inputs) if P.device != d and not P.is_data]
+            cross = [(i, e) for i, e in enumerate(edges) if e is not None and e.stage is not None]
+            waits = [ev("gsent", L.name, i) for i, _ in cross]
+            records = [ev("g", L.name, i) for i, _ in cross] + [ev("used", P.name, d) for P in far]
+            bwd.append(_Task(d, "compute", f"bwd {L.name}", self._bwd_fn(L), waits, records))
+            for i, e in cross:
+                t = e.target.device
+                bwd.append(_Task(d, "copy", f"d{e.target.name} <- {L.name}", None,
+                                 [ev("g", L.name, i), ev("landed", L.name, i)],
+                                 [ev("gsent", L.name, i)],
+                                 (f"{e.target.name}<-{L.name}", "bwd", e.stage, e.landing)))
+                bwd.append(_Task(t, "compute", f"land d{e.target.name} <- {L.name}",
+                                 self._land_fn(e), [ev("gsent", L.name, i)],
+                                 [ev("landed", L.name, i)]))
+        upd = [_Task(p.layer.device, "compute", f"update {p.full_name}", self._update_fn(p))
+               for p in self.trained]
+        self.tasks = {"forward": fwd, "backward": bwd, "update": upd}
+
+    def schedule(self):
+        """{device: [task label, ...]} per phase, in issue order: what each device runs."""
+        out = {}
+        for phase, tasks in self.tasks.items():
+            for t in tasks:
+                out.setdefault(str(t.device), {}).setdefault(phase, []).append(
+                    f"[{t.role}] {t.label}")
+        return out
+
+    def _open_streams(self):
+        cpu = [d for d in self.devices if d.type == "cpu"]
+        concurrent = len(self.devices) > 1
+        cores = dict(zip(cpu, cpu_core_split(len(cpu)))) if concurrent and cpu else {}
+        self.streams = {}
+        for d in self.devices:
+            for role in ("compute", "copy"):
+                self.streams[(d, role)] = make_stream(d, role, concurrent=concurrent,
+                                                      cores=cores.get(d))
+        self.peer_access = {}  # (device, device): peer access on (CUDA)
+        if self.run_device.type == "cuda" and len(self.devices) > 1:
+            mod = backend(self.run_device)
+            for a in self.devices:
+                for b in self.devices:
+                    if a.index < b.index:
+                        self.peer_access[(a, b)] = mod.enable_peer_access(a.index, b.index)
+        self.cores = {str(d): sorted(c) for d, c in cores.items()}
+
+    def close(self):
+        """Stops the worker threads of a multi-device CPU net (also done when it is collected)."""
+        for s in getattr(self, "streams", {}).values():
+            s.close()
+        self.streams = {}
+
+    def __del__(self):
+        self.close()
+
+    def stream_times(self):
+        """{(device, role): (busy seconds, waiting seconds)} summed over every step so far
+        (CPU worker threads; zero where work is issued asynchronously)."""
+        return {(str(d), r): (s.busy_s, s.wait_s) for (d, r), s in self.streams.items()}
+
+    def _issue(self, phase, n, ctx):
+        for t in self.tasks[phase]:
+            stream = self.streams[(t.device, t.role)]
+            for e in t.waits:
+                stream.wait(e)
+            if t.xfer is None:
+                stream.submit(lambda t=t: t.fn(n, ctx))
+            else:
+                edge, direction, src, dst = t.xfer
+                stream.copy(dst.view(n), src.view(n))
+                self.transfer_log.append({
+                    "step": ctx.step, "edge": edge, "direction": direction,
+                    "bytes": src.per_image * n * src.flat.dtype.itemsize,
+                    "from": str(src.device), "to": str(dst.device)})
+            for e in t.records:
+                stream.record(e)
+
+    def _synchronize(self):
+        error = None
+        for s in self.streams.values():
+            try:
+                s.synchronize()
+            except BaseException as e:  # every stream drained first, then the first error
+                error = error or e
+        if error is not None:
+            raise error
+
+    def _upload_fn(self, L, device):
+        dst = self.y[L.name] if device == L.device else self.remote[(L.name, device)]
+
+        def run(n, ctx):
+            t0 = time.perf_counter() if self.timings is not None else 0.0
+            dst.view(n).copy_(from_numpy(self._labels if L.is_labels else self._images))
+            if self.timings is not None:
+                self._time(L.name, "fwd", t0)
+        return run
+
+    def _fwd_fn(self, L):
+        def run(n, ctx):
+            t0 = time.perf_counter() if self.timings is not None else 0.0
+            if L.is_cost:
+                L.forward([self._input(L, i, n) for i in range(len(L.inputs))], None, n, ctx)
+            else:
+                L.forward([self._input(L, i, n) for i in range(len(L.inputs))],
+                          self.y[L.name].view(n), n, ctx)
+            if self.timings is not None:
+                self._time(L.name, "fwd", t0)
+        return run
+
+    def _bwd_fn(self, L):
+        edges = self.edges[L.name]
+
+        def run(n, ctx):
+            t0 = time.perf_counter() if self.timings is not None else 0.0
+            dxs = [self._grad_target(e, n) for e in edges]
+            accs = [e is not None and e.accumulate and e.stage is None for e in edges]
+            if L.is_cost:
+                labels, probs = self._input(L, 0, n), self._input(L, 1, n)
+                L.bwd_fused(probs, labels, dxs[1], accs[1], n)
+            else:
+                xs = [self._input(L, i, n) for i in range(len(L.inputs))]
+                L.backward(self.dy[L.name].view(n), xs, self.y[L.name].view(n), dxs, accs, n,
+                           ctx)
+            if self.timings is not None:
+                self._time(L.name, "bwd", t0)
+        return run
+
+    def _land_fn(self, e):
+        def run(n, ctx):
+            dst = self.dy[e.target.name].view(n)
+            if e.accumulate:
+                ops.add_(dst, e.landing.view(n))
+            elif dst.device.type == "cpu":
+                dst.copy_(e.landing.view(n))
+            else:  # on the compute stream, in its order (Tensor.copy_ would wait for it)
+                self.streams[(dst.device, "compute")].copy(dst, e.landing.view(n))
+        return run
+
+    def _update_fn(self, p):
+        def run(n, ctx):
+            t0 = time.perf_counter() if self.timings is not None else 0.0
+            ops.sgd_update(p.value, p.inc, p.grad, p.eps.value(self._epoch, self._progress),
+                           p.momentum, p.decay)
+            if self.timings is not None:
+                self._time(p.layer.name, "update", t0)
+        return run
 
     def init_params(self, seed):
         for L in self.order:
@@ -228,59 +453,30 @@ class Net:
             return self.y[P.name].view(n)
         return self.remote[(P.name, L.device)].view(n)
 
-    def forward(self, images, labels, *, train, step=0):
-        """Runs the net on a batch: images float32 (C, H, W, n), labels int32 (n,) (numpy).
-        Returns {cost layer name: stats} (summed log-probability and errors over the batch)."""
+    def _start_forward(self, images, labels, train, step):
         n = images.shape[-1]
         if n > self.batch_size:
             raise ValueError(f"batch of {n} images, but the net was built for at most "
                              f"{self.batch_size}")
+        # Held until the step's streams are drained: the data tasks read them.
+        self._images = np.ascontiguousarray(images)
+        self._labels = np.ascontiguousarray(labels)
         ctx = Context(train, step, self.seed)
-        for L in self.order:
-            t0 = time.perf_counter() if self.timings is not None else 0.0
-            if L.is_data:
-                src = labels if L.is_labels else images
-                self.y[L.name].view(n).copy_(from_numpy(np.ascontiguousarray(src)))
-            elif L.is_cost:
-                L.forward([self._input(L, i, n) for i in range(len(L.inputs))], None, n, ctx)
-            else:
-                L.forward([self._input(L, i, n) for i in range(len(L.inputs))],
-                          self.y[L.name].view(n), n, ctx)
-            for (name, dev), buf in self.remote.items():
-                if name == L.name:
-                    buf.view(n).copy_(self.y[name].view(n))
-            if self.timings is not None:
-                self._time(L.name, "fwd", t0)
         self._n, self._ctx = n, ctx
+        self.transfer_log = []
+        self._issue("forward", n, ctx)
+
+    def forward(self, images, labels, *, train, step=0):
+        """Runs the net on a batch: images float32 (C, H, W, n), labels int32 (n,) (numpy).
+        Returns {cost layer name: stats} (summed log-probability and errors over the batch)."""
+        self._start_forward(images, labels, train, step)
+        self._synchronize()
         return {C.name: C.stats for C in self.costs}
 
     def backward(self):
         """Gradients of the mean cost over the last forward batch, into every Param.grad."""
-        n, ctx = self._n, self._ctx
-        for L in reversed(self.order):
-            edges = self.edges.get(L.name)
-            if edges is None:
-                continue
-            t0 = time.perf_counter() if self.timings is not None else 0.0
-            dxs = [self._grad_target(e, n) for e in edges]
-            accs = [e is not None and e.accumulate and e.stage is None for e in edges]
-            if L.is_cost:
-                labels, probs = self._input(L, 0, n), self._input(L, 1, n)
-                L.bwd_fused(probs, labels, dxs[1], accs[1], n)
-            else:
-                xs = [self._input(L, i, n) for i in range(len(L.inputs))]
-                L.backward(self.dy[L.name].view(n), xs, self.y[L.name].view(n), dxs, accs, n,
-                           ctx)
-            for e in edges:
-                if e is not None and e.stage is not None:
-                    dst = self.dy[e.target.name].view(n)
-                    if e.accumulate:
-                        e.gsum.view(n).copy_(e.stage.view(n))
-                        ops.add_(dst, e.gsum.view(n))
-                    else:
-                        dst.copy_(e.stage.view(n))
-            if self.timings is not None:
-                self._time(L.name, "bwd", t0)
+        self._issue("backward", self._n, self._ctx)
+        self._synchronize()
 
     def _time(self, name, phase, t0):
         # Host-side wall time: exact for the synchronous CPU backend only.
@@ -297,18 +493,19 @@ class Net:
     def update(self, epoch, progress):
         """One SGD step on every parameter (the paper's rule, fused in one kernel):
         v = mom*v - wc*eps*w - eps*grad;  w += v."""
-        for p in self.trained:
-            t0 = time.perf_counter() if self.timings is not None else 0.0
-            ops.sgd_update(p.value, p.inc, p.grad, p.eps.value(epoch, progress), p.momentum,
-                           p.decay)
-            if self.timings is not None:
-                self._time(p.layer.name, "update", t0)
+        self._epoch, self._progress = epoch, progress
+        self._issue("update", self._n, self._ctx)
+        self._synchronize()
 
     def train_step(self, images, labels, *, step, epoch, progress):
-        stats = self.forward(images, labels, train=True, step=step)
-        self.backward()
-        self.update(epoch, progress)
-        return stats
+        """Forward, backward and update issued on every device's streams at once; the host
+        waits once, at the end of the step."""
+        self._epoch, self._progress = epoch, progress
+        self._start_forward(images, labels, True, step)
+        self._issue("backward", self._n, self._ctx)
+        self._issue("update", self._n, self._ctx)
+        self._synchronize()
+        return {C.name: C.stats for C in self.costs}
 
     def output(self, name, n=None):
         """A layer's output for the last batch, as a host array (..., n)."""
@@ -341,13 +538,31 @@ class Net:
         return {f"{p.layer.name}.{p.eps_key}": p.eps for p in self.params}
 
     # -- description -------------------------------------------------------------------------
+    def transfer_bytes(self):
+        """{layer: (forward, backward)} bytes per image copied between devices for the layer's
+        output: its activations to every other device that reads them, and the gradients coming
+        back from there."""
+        out = {}
+        for t in self.tasks["forward"] + self.tasks["backward"]:
+            if t.xfer is None:
+                continue
+            edge, direction, src, dst = t.xfer
+            name = edge.split("<-")[0]
+            nbytes = src.per_image * src.flat.dtype.itemsize
+            f, b = out.get(name, (0, 0))
+            out[name] = (f + nbytes, b) if direction == "fwd" else (f, b + nbytes)
+        return out
+
     def table(self):
         """The layer table printed at start: name, type, inputs, output shape, parameters,
-        forward MFLOPs per image."""
+        forward MFLOPs per image; with several devices also each layer's device and the bytes
+        per image its output moves between devices (forward + backward)."""
         multi = len(self.devices) > 1
+        xfer = self.transfer_bytes() if multi else {}
         rows = [("layer", "type", "inputs") + (("device",) if multi else ())
-                + ("output", "params", "MFLOP", "")]
-        tot_p = tot_f = 0
+                + ("output", "params", "MFLOP") + (("xfer KB/img",) if multi else ()) + ("",)]
+        nums = {len(rows[0]) - 2 - multi, len(rows[0]) - 3 - multi, len(rows[0]) - 2}
+        tot_p = tot_f = tot_x = 0
         for L in self.order:
             nparams = sum(math.prod(p.shape) for p in L.params)
             fl = L.flops() if not L.is_data else 0
@@ -355,16 +570,21 @@ class Net:
             tot_f += fl
             shape = "x".join(map(str, L.out_shape)) if L.out_shape else ("-" if L.is_cost else "1")
             neuron = f" +{L.neuron[0]}" if L.neuron else ""
+            f, b = xfer.get(L.name, (0, 0))
+            tot_x += f + b
             rows.append((L.name, L.TYPE, ",".join(L.input_names) or "-")
                         + ((str(L.device),) if multi else ())
-                        + (shape, f"{nparams:,}" if nparams else "", f"{fl / 1e6:.1f}" if fl else "",
-                           (L.describe() + neuron).strip()))
+                        + (shape, f"{nparams:,}" if nparams else "",
+                           f"{fl / 1e6:.1f}" if fl else "")
+                        + ((f"{f / 1e3:.1f}+{b / 1e3:.1f}" if f + b else "",) if multi else ())
+                        + ((L.describe() + neuron).strip(),))
         rows.append(("total", "", "") + (("",) if multi else ())
-                    + ("", f"{tot_p:,}", f"{tot_f / 1e6:.1f}", ""))
+                    + ("", f"{tot_p:,}", f"{tot_f / 1e6:.1f}")
+                    + ((f"{tot_x / 1e3:.1f}",) if multi else ()) + ("",))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = []
         for k, r in enumerate(rows):
-            cells = [c.rjust(w) if i in (len(r) - 3, len(r) - 2) else c.ljust(w)
+            cells = [c.rjust(w) if i in nums else c.ljust(w)
                      for i, (c, w) in enumerate(zip(r, widths))]
             lines.append("  ".join(cells).rstrip())
             if k == 0 or k == len(rows) - 2:

@@ -60,7 +60,9 @@ def parse_args(argv=None):
                    help="test and checkpoint every STEPS training batches (default 0: at the end of "
                         "every epoch)")
     p.add_argument("--device", default="cpu",
-                   help="cpu (default), cuda:N or emu:N; a layer with gpu=K runs on device N+K")
+                   help="cpu (default), cpu:N, cuda:N or emu:N; a layer with gpu=K runs on "
+                        "device N+K (on the CPU: logical device cpu:N+K, the cores split "
+                        "between the devices the net uses)")
     p.add_argument("--resume", metavar="PATH",
                    help="continue the run saved in PATH (a save directory: its latest "
                         "checkpoint; or a ckpt-*.json file)")
@@ -352,6 +354,13 @@ class Trainer:
         self.say(self.net.table())
         self.say(f"forward {self.net.total_flops / 1e9:.3f} GFLOP per image, "
                  f"{self.net.total_params:,} parameters")
+        if self.net.cores:
+            self.say("devices: " + ", ".join(f"{d} on cores {','.join(map(str, c))}"
+                                             for d, c in self.net.cores.items()))
+        for (a_dev, b_dev), on in self.net.peer_access.items():
+            if not on:
+                self.say(f"{a_dev} <-> {b_dev}: no peer access, transfers staged through pinned "
+                         "host memory")
         if a.write_features:
             return self.write_features(a.write_features)
         if a.test_only:
@@ -434,7 +443,10 @@ class Trainer:
                               f"top5 {sums[3] / sums[0]:.3f} {self._lr_text()}")
             self.record("batch", epoch=self._fepoch(), n=n, logprob=st["logprob"] / n,
                         top1=st["top1"] / n, top5=st["top5"] / n, images_per_s=round(rate, 1),
-                        lr=self._lr(), input_wait_ms=round(wait * 1e3, 3))
+                        lr=self._lr(), input_wait_ms=round(wait * 1e3, 3),
+                        **({"transfers": [[t["edge"], t["direction"], t["bytes"], t["from"],
+                                           t["to"]] for t in self.net.transfer_log]}
+                           if self.net.transfer_log else {}))
             if not math.isfinite(st["logprob"]):
                 bar.close()
                 raise UserError(f"step {self.step}: the cost is {st['logprob']} (diverged); "

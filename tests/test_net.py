@@ -32,9 +32,9 @@ def has_emu():
     return "emu" in convnet.backends()
 
 
-def make(cfg, device="cpu", batch_size=16, seed=0):
+def make(cfg, device="cpu", batch_size=16, seed=0, single_device=False):
     return Net(load_config(cfg), image_shape=(3, 16, 16), device=device, batch_size=batch_size,
-               seed=seed)
+               seed=seed, single_device=single_device)
 
 
 @pytest.mark.parametrize("cfg", [TINY, TOWERS], ids=["tiny", "towers"])
@@ -105,7 +105,7 @@ def test_cpu_and_emu_give_the_same_losses(batch):
 @pytest.mark.skipif(not has_emu(), reason="convnet was built without the emulated backend")
 def test_two_devices_match_one_cpu(batch):
     images, labels = batch
-    cpu = make(TOWERS)
+    cpu = make(TOWERS, single_device=True)
     two = make(TOWERS, device="emu:0")
     assert {str(d) for d in two.devices} == {"emu:0", "emu:1"} and len(cpu.devices) == 1
     assert two.by_name["conv2b"].device == "emu:1" and two.by_name["fc4"].device == "emu:0"

@@ -454,7 +454,7 @@ def test_checkpoint_moves_between_placements(tmp_path):
     nets = {}
     for where in ("emu:0", "cpu"):
         nets[where] = Net(without_dropout(TINY_ALEXNET_2GPU), image_shape=TINY_IMAGE,
-                          batch_size=8, device=where, seed=2)
+                          batch_size=8, device=where, seed=2, single_device=where == "cpu")
     assert len(nets["emu:0"].devices) == 2 and len(nets["cpu"].devices) == 1
     for src, dst in (("emu:0", "cpu"), ("cpu", "emu:0")):
         sgd(nets[src], images, labels, steps=2)

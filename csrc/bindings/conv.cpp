@@ -87,7 +87,9 @@ CONVNET_BINDINGS(conv) {
     check_variant(op, ConvOp::conv_fwd, variant);
     ConvParams p = conv_params(op, "x", x.shape, "w", w.shape, padding, stride, groups, variant);
     check_shape(op, {"y", y}, out_shape(p));
-    OP(conv_fwd)(p, x.ptr<float>(), w.ptr<float>(), y.ptr<float>(), accumulate);
+    without_gil([&] {
+      OP(conv_fwd)(p, x.ptr<float>(), w.ptr<float>(), y.ptr<float>(), accumulate);
+    });
   }, py::arg("x"), py::arg("w"), py::arg("y"), py::arg("padding"), py::arg("stride"),
      py::arg("groups"), py::arg("accumulate"), py::arg("variant"));
 
@@ -101,7 +103,9 @@ CONVNET_BINDINGS(conv) {
     ConvParams p = conv_params(op, "dx", dx.shape, "w", w.shape, padding, stride, groups,
                                variant);
     check_shape(op, {"dy", dy}, out_shape(p));
-    OP(conv_bwd_data)(p, dy.ptr<float>(), w.ptr<float>(), dx.ptr<float>(), accumulate);
+    without_gil([&] {
+      OP(conv_bwd_data)(p, dy.ptr<float>(), w.ptr<float>(), dx.ptr<float>(), accumulate);
+    });
   }, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("padding"), py::arg("stride"),
      py::arg("groups"), py::arg("accumulate"), py::arg("variant"));
 
@@ -115,7 +119,9 @@ CONVNET_BINDINGS(conv) {
     ConvParams p = conv_params(op, "x", x.shape, "dw", dw.shape, padding, stride, groups,
                                variant);
     check_shape(op, {"dy", dy}, out_shape(p));
-    OP(conv_bwd_weights)(p, x.ptr<float>(), dy.ptr<float>(), dw.ptr<float>(), accumulate);
+    without_gil([&] {
+      OP(conv_bwd_weights)(p, x.ptr<float>(), dy.ptr<float>(), dw.ptr<float>(), accumulate);
+    });
   }, py::arg("x"), py::arg("dy"), py::arg("dw"), py::arg("padding"), py::arg("stride"),
      py::arg("groups"), py::arg("accumulate"), py::arg("variant"));
 
@@ -129,7 +135,7 @@ CONVNET_BINDINGS(conv) {
                                     << shape_str(y.shape));
     check_shape(op, {"b", b}, {y.dim(0)});
     int64_t f = y.dim(0);
-    OP(bias_fwd)(y.ptr<float>(), b.ptr<float>(), f, f ? y.numel() / f : 0);
+    without_gil([&] { OP(bias_fwd)(y.ptr<float>(), b.ptr<float>(), f, f ? y.numel() / f : 0); });
   }, py::arg("y"), py::arg("b"));
 
   m.def("bias_bwd", [](TensorArg dy, TensorArg db, bool accumulate) {
@@ -141,7 +147,9 @@ CONVNET_BINDINGS(conv) {
                                      << shape_str(dy.shape));
     check_shape(op, {"db", db}, {dy.dim(0)});
     int64_t f = dy.dim(0);
-    OP(bias_bwd)(dy.ptr<float>(), db.ptr<float>(), f, f ? dy.numel() / f : 0, accumulate);
+    without_gil([&] {
+      OP(bias_bwd)(dy.ptr<float>(), db.ptr<float>(), f, f ? dy.numel() / f : 0, accumulate);
+    });
   }, py::arg("dy"), py::arg("db"), py::arg("accumulate"));
 
   m.def("fc_fwd", [](TensorArg x, TensorArg w, std::optional<TensorArg> b, TensorArg y,
@@ -164,8 +172,10 @@ CONVNET_BINDINGS(conv) {
     }
     FcParams p;
     p.inputs = x.dim(0), p.outputs = w.dim(1), p.images = x.dim(1), p.variant = variant;
-    OP(fc_fwd)(p, x.ptr<float>(), w.ptr<float>(), b ? b->ptr<float>() : nullptr, y.ptr<float>(),
-               accumulate);
+    without_gil([&] {
+      OP(fc_fwd)(p, x.ptr<float>(), w.ptr<float>(), b ? b->ptr<float>() : nullptr, y.ptr<float>(),
+          accumulate);
+    });
   }, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"), py::arg("accumulate"),
      py::arg("variant"));
 
@@ -182,7 +192,9 @@ CONVNET_BINDINGS(conv) {
     check_shape(op, {"dx", dx}, {w.dim(0), dy.dim(1)});
     FcParams p;
     p.inputs = w.dim(0), p.outputs = w.dim(1), p.images = dy.dim(1), p.variant = variant;
-    OP(fc_bwd_data)(p, dy.ptr<float>(), w.ptr<float>(), dx.ptr<float>(), accumulate);
+    without_gil([&] {
+      OP(fc_bwd_data)(p, dy.ptr<float>(), w.ptr<float>(), dx.ptr<float>(), accumulate);
+    });
   }, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("accumulate"), py::arg("variant"));
 
   m.def("fc_bwd_weights", [](TensorArg x, TensorArg dy, TensorArg dw, bool accumulate,
@@ -198,7 +210,9 @@ CONVNET_BINDINGS(conv) {
     check_shape(op, {"dw", dw}, {x.dim(0), dy.dim(0)});
     FcParams p;
     p.inputs = x.dim(0), p.outputs = dy.dim(0), p.images = x.dim(1), p.variant = variant;
-    OP(fc_bwd_weights)(p, x.ptr<float>(), dy.ptr<float>(), dw.ptr<float>(), accumulate);
+    without_gil([&] {
+      OP(fc_bwd_weights)(p, x.ptr<float>(), dy.ptr<float>(), dw.ptr<float>(), accumulate);
+    });
   }, py::arg("x"), py::arg("dy"), py::arg("dw"), py::arg("accumulate"), py::arg("variant"));
 
   // The output shape (F, Ho, Wo, N) of a convolution, after the checks the ops make.

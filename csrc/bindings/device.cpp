@@ -61,6 +61,34 @@ CONVNET_BINDINGS(device) {
     check_range("copy_to_host", src, offset, n);
     copy_d2h(dst.mutable_data(), static_cast<const char*>(src.ptr) + offset, n, src.device);
   });
+  // Streams and events of the two-device executor (convnet/streams.py); handles are integers.
+  auto h = [](void* p) { return uintptr_t(p); };
+  auto p = [](uintptr_t v) { return reinterpret_cast<void*>(v); };
+  m.def("compute_stream", [h](int dev) { return h(device_stream(dev)); }, py::arg("device"));
+  m.def("copy_stream", [h](int dev) { return h(copy_stream(dev)); }, py::arg("device"));
+  m.def("event_create", [h](int dev) { return h(event_create(dev)); }, py::arg("device"));
+  m.def("event_destroy", [p](uintptr_t e, int dev) { event_destroy(p(e), dev); },
+        py::arg("event"), py::arg("device"));
+  m.def("event_record", [p](uintptr_t e, uintptr_t s, int dev) { event_record(p(e), p(s), dev); },
+        py::arg("event"), py::arg("stream"), py::arg("device"));
+  m.def("stream_wait_event", [p](uintptr_t s, uintptr_t e, int dev) {
+    stream_wait_event(p(s), p(e), dev);
+  }, py::arg("stream"), py::arg("event"), py::arg("device"));
+  m.def("stream_synchronize", [p](uintptr_t s, int dev) {
+    without_gil([&] { stream_synchronize(p(s), dev); });
+  }, py::arg("stream"), py::arg("device"));
+  m.def("enable_peer_access", &enable_peer_access, py::arg("a"), py::arg("b"));
+  // Asynchronous copy between two buffers on `stream`; both buffers are marked as used by it.
+  m.def("copy_device_async", [p](Buffer& dst, size_t dst_off, const Buffer& src, size_t src_off,
+                                 size_t n, uintptr_t stream) {
+    check_range("copy_device_async", dst, dst_off, n);
+    check_range("copy_device_async", src, src_off, n);
+    record_stream_use(dst.ptr, dst.device, p(stream));
+    record_stream_use(src.ptr, src.device, p(stream));
+    copy_peer_async(static_cast<char*>(dst.ptr) + dst_off, dst.device,
+                    static_cast<const char*>(src.ptr) + src_off, src.device, n, p(stream));
+  }, py::arg("dst"), py::arg("dst_offset"), py::arg("src"), py::arg("src_offset"),
+     py::arg("nbytes"), py::arg("stream"));
   // Device -> device, on one device or between two (explicit peer-to-peer copy).
   m.def("copy_device", [](Buffer& dst, size_t dst_off, const Buffer& src, size_t src_off,
                           size_t n) {

@@ -41,7 +41,9 @@ CONVNET_BINDINGS(dropout) {
     p.seed = seed;
     p.stream = stream;
     p.step = step;
-    OP(dropout_fwd)(p, x.ptr<float>(), y.ptr<float>(), mask.ptr<uint8_t>(), x.numel());
+    without_gil([&] {
+      OP(dropout_fwd)(p, x.ptr<float>(), y.ptr<float>(), mask.ptr<uint8_t>(), x.numel());
+    });
   }, py::arg("x"), py::arg("y"), py::arg("mask"), py::arg("keep"), py::arg("inverted"),
      py::arg("seed"), py::arg("stream"), py::arg("step"));
   m.def("dropout_bwd", [](TensorArg dy, TensorArg mask, TensorArg dx, float keep, bool inverted,
@@ -55,8 +57,10 @@ CONVNET_BINDINGS(dropout) {
                                                << " but dy has shape " << shape_str(dy.shape));
     check_mask(op, {"mask", mask}, {"dy", dy});
     DropoutParams p = dropout_params(op, keep, inverted);
-    OP(dropout_bwd)(p, dy.ptr<float>(), mask.ptr<uint8_t>(), dx.ptr<float>(), dy.numel(),
-                    accumulate);
+    without_gil([&] {
+      OP(dropout_bwd)(p, dy.ptr<float>(), mask.ptr<uint8_t>(), dx.ptr<float>(), dy.numel(),
+          accumulate);
+    });
   }, py::arg("dy"), py::arg("mask"), py::arg("dx"), py::arg("keep"), py::arg("inverted"),
      py::arg("accumulate"));
 }

@@ -8,7 +8,7 @@ CONVNET_BINDINGS(elementwise) {
     check_device("fill", {{"y", y}});
     check_dtype("fill", {"y", y}, 'f');
     check_writable("fill", {"y", y});
-    OP(fill)(y.ptr<float>(), y.numel(), value);
+    without_gil([&] { OP(fill)(y.ptr<float>(), y.numel(), value); });
   }, py::arg("y"), py::arg("value"));
   m.def("axpby", [](TensorArg y, TensorArg x, float alpha, float beta) {
     check_device("axpby", {{"y", y}, {"x", x}});
@@ -17,6 +17,6 @@ CONVNET_BINDINGS(elementwise) {
     check_writable("axpby", {"y", y});
     CONVNET_CHECK(x.numel() == y.numel(), "axpby: x has shape " << shape_str(x.shape)
                                               << " but y has shape " << shape_str(y.shape));
-    OP(axpby)(y.ptr<float>(), x.ptr<float>(), y.numel(), alpha, beta);
+    without_gil([&] { OP(axpby)(y.ptr<float>(), x.ptr<float>(), y.numel(), alpha, beta); });
   }, py::arg("y"), py::arg("x"), py::arg("alpha"), py::arg("beta"));
 }

@@ -42,7 +42,7 @@ CONVNET_BINDINGS(gemm) {
     p.trans_a = trans_a, p.trans_b = trans_b;
     p.lda = a.dim(1), p.ldb = b.dim(1), p.ldc = c.dim(1);
     p.alpha = alpha, p.beta = beta, p.variant = variant;
-    OP(sgemm)(p, a.ptr<float>(), b.ptr<float>(), c.ptr<float>());
+    without_gil([&] { OP(sgemm)(p, a.ptr<float>(), b.ptr<float>(), c.ptr<float>()); });
   }, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a"), py::arg("trans_b"),
      py::arg("alpha"), py::arg("beta"), py::arg("m"), py::arg("n"), py::arg("k"),
      py::arg("variant"));

@@ -66,7 +66,7 @@ CONVNET_BINDINGS(lrn) {
     check_device("lrn_fwd", {{"x", x}, {"y", y}, {"denoms", denoms}});
     NormParams p = norm_params("lrn_fwd", {{"x", x}}, {{"y", y}, {"denoms", denoms}}, size,
                                alpha, pow, min_div);
-    OP(lrn_fwd)(p, x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>());
+    without_gil([&] { OP(lrn_fwd)(p, x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>()); });
   }, py::arg("x"), py::arg("y"), py::arg("denoms"), py::arg("size"), py::arg("alpha"),
      py::arg("pow"), py::arg("min_div"));
   // The backward reads min_div through denoms: 1 below only satisfies the params check.
@@ -75,8 +75,10 @@ CONVNET_BINDINGS(lrn) {
     check_device("lrn_bwd", {{"dy", dy}, {"x", x}, {"y", y}, {"denoms", denoms}, {"dx", dx}});
     NormParams p = norm_params("lrn_bwd", {{"dy", dy}, {"x", x}, {"y", y}, {"denoms", denoms}},
                                {{"dx", dx}}, size, alpha, pow, 1.f);
-    OP(lrn_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>(),
-                dx.ptr<float>(), accumulate);
+    without_gil([&] {
+      OP(lrn_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>(),
+          dx.ptr<float>(), accumulate);
+    });
   }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("denoms"), py::arg("dx"),
      py::arg("size"), py::arg("alpha"), py::arg("pow"), py::arg("accumulate"));
   m.def("rnorm_fwd", [](TensorArg x, TensorArg y, TensorArg denoms, int size, float alpha,
@@ -84,7 +86,7 @@ CONVNET_BINDINGS(lrn) {
     check_device("rnorm_fwd", {{"x", x}, {"y", y}, {"denoms", denoms}});
     NormParams p = norm_params("rnorm_fwd", {{"x", x}}, {{"y", y}, {"denoms", denoms}}, size,
                                alpha, pow, min_div);
-    OP(rnorm_fwd)(p, x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>());
+    without_gil([&] { OP(rnorm_fwd)(p, x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>()); });
   }, py::arg("x"), py::arg("y"), py::arg("denoms"), py::arg("size"), py::arg("alpha"),
      py::arg("pow"), py::arg("min_div"));
   m.def("rnorm_bwd", [](TensorArg dy, TensorArg x, TensorArg y, TensorArg denoms, TensorArg dx,
@@ -93,8 +95,10 @@ CONVNET_BINDINGS(lrn) {
     NormParams p = norm_params("rnorm_bwd",
                                {{"dy", dy}, {"x", x}, {"y", y}, {"denoms", denoms}},
                                {{"dx", dx}}, size, alpha, pow, 1.f);
-    OP(rnorm_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>(),
-                  dx.ptr<float>(), accumulate);
+    without_gil([&] {
+      OP(rnorm_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), denoms.ptr<float>(),
+          dx.ptr<float>(), accumulate);
+    });
   }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("denoms"), py::arg("dx"),
      py::arg("size"), py::arg("alpha"), py::arg("pow"), py::arg("accumulate"));
 }

@@ -48,7 +48,7 @@ CONVNET_BINDINGS(neuron) {
     check_writable(op, {"y", y});
     check_same_size(op, {"y", y}, {"x", x});
     NeuronParams p = neuron_params(op, kind, a, b);
-    OP(neuron_fwd)(p, x.ptr<float>(), y.ptr<float>(), x.numel());
+    without_gil([&] { OP(neuron_fwd)(p, x.ptr<float>(), y.ptr<float>(), x.numel()); });
   }, py::arg("x"), py::arg("y"), py::arg("kind"), py::arg("a"), py::arg("b"));
   // x and y may be None when the kind does not read them.
   m.def("neuron_bwd", [](TensorArg dy, py::object xo, py::object yo, TensorArg dx, int kind,
@@ -69,9 +69,11 @@ CONVNET_BINDINGS(neuron) {
       check_same_size(op, t, {"dy", dy});
     }
     check_writable(op, {"dx", dx});
-    OP(neuron_bwd)(p, dy.ptr<float>(), (reads & kNeuronReadsX) ? x.ptr<float>() : nullptr,
-                   (reads & kNeuronReadsY) ? y.ptr<float>() : nullptr, dx.ptr<float>(),
-                   dy.numel(), accumulate);
+    without_gil([&] {
+      OP(neuron_bwd)(p, dy.ptr<float>(), (reads & kNeuronReadsX) ? x.ptr<float>() : nullptr,
+          (reads & kNeuronReadsY) ? y.ptr<float>() : nullptr, dx.ptr<float>(),
+          dy.numel(), accumulate);
+    });
   }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("dx"), py::arg("kind"), py::arg("a"),
      py::arg("b"), py::arg("accumulate"));
 }

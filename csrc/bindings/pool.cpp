@@ -70,7 +70,7 @@ CONVNET_BINDINGS(pool) {
                                mode);
     check_writable("pool_fwd", {"y", y});
     check_disjoint("pool_fwd", {"y", y}, {"x", x});
-    OP(pool_fwd)(p, x.ptr<float>(), y.ptr<float>());
+    without_gil([&] { OP(pool_fwd)(p, x.ptr<float>(), y.ptr<float>()); });
   }, py::arg("x"), py::arg("y"), py::arg("size"), py::arg("stride"), py::arg("start"),
      py::arg("out_h"), py::arg("out_w"), py::arg("mode"));
   // y is pool_fwd's output (max: the backward finds the argmax by comparing x with it; avg:
@@ -89,8 +89,10 @@ CONVNET_BINDINGS(pool) {
     check_disjoint("pool_bwd", {"dx", dx}, {"dy", dy});
     check_disjoint("pool_bwd", {"dx", dx}, {"x", x});
     check_disjoint("pool_bwd", {"dx", dx}, {"y", y});
-    OP(pool_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), dx.ptr<float>(),
-                 accumulate);
+    without_gil([&] {
+      OP(pool_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), dx.ptr<float>(),
+          accumulate);
+    });
   }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("dx"), py::arg("size"),
      py::arg("stride"), py::arg("start"), py::arg("mode"), py::arg("accumulate"));
 }

@@ -22,3 +22,12 @@ int add_binding(const char* family, BindFn fn);
 #else
 #define OP(name) name##_cuda
 #endif
+
+// Runs a launcher without the GIL. Launchers see only raw pointers and params structs (checked
+// and extracted while the GIL was held), so the worker threads of two logical CPU devices run
+// their kernels at the same time, and the data loader's thread runs beside them.
+template <class F>
+auto without_gil(F&& launch) {
+  py::gil_scoped_release nogil;
+  return launch();
+}

@@ -22,7 +22,9 @@ CONVNET_BINDINGS(sgd) {
     p.lr = lr;
     p.momentum = momentum;
     p.weight_decay = weight_decay;
-    OP(sgd_update)(p, w.ptr<float>(), v.ptr<float>(), grad.ptr<float>(), w.numel());
+    without_gil([&] {
+      OP(sgd_update)(p, w.ptr<float>(), v.ptr<float>(), grad.ptr<float>(), w.numel());
+    });
   }, py::arg("w"), py::arg("v"), py::arg("grad"), py::arg("lr"), py::arg("momentum"),
      py::arg("weight_decay"));
 }

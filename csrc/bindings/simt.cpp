@@ -1,5 +1,5 @@
 // The SIMT emulation's own controls and self-tests (convnet._emu only): thread order between
-// barriers, and simt_selftest(name), which runs a kernel of csrc/simt/selftest.cu.
+// barriers, stream order, and simt_selftest(name), which runs a kernel of csrc/simt/selftest.cu.
 #if defined(CONVNET_BACKEND_EMU)
 #include <pybind11/stl.h>
 
@@ -22,6 +22,13 @@ CONVNET_BINDINGS(simt) {
         "'random' (with `seed`, or 'random:SEED'). Default from env CONVNET_SIMT_ORDER.");
   m.def("thread_order", [] { return simt::order_name(); },
         "The current order: 'forward', 'reverse' or 'random:SEED'.");
+  m.def("set_stream_order",
+        [](const std::string& name, uint64_t seed) { simt::set_stream_order(name, seed); },
+        py::arg("name"), py::arg("seed") = 0,
+        "How emulated streams run: 'sync' (at once, in issue order), or queued until the next "
+        "synchronisation and then 'deferred' (oldest stream first), 'reversed' (newest first) "
+        "or 'random' (with `seed`, or 'random:SEED'). Default from env CONVNET_SIMT_STREAMS.");
+  m.def("stream_order", [] { return simt::stream_order_name(); });
   m.def("simt_selftest", &simt_selftest, py::arg("name"),
         py::call_guard<py::gil_scoped_release>(),
         "Runs the named self-test kernel of the emulator; returns its results or raises.");

@@ -48,7 +48,7 @@ CONVNET_BINDINGS(softmax) {
     check_device(op, {{"x", x}, {"probs", probs}});
     SoftmaxParams p = softmax_params(op, {"x", x});
     check_like(op, {"probs", probs}, p, true);
-    OP(softmax_fwd)(p, x.ptr<float>(), probs.ptr<float>());
+    without_gil([&] { OP(softmax_fwd)(p, x.ptr<float>(), probs.ptr<float>()); });
   }, py::arg("x"), py::arg("probs"));
   m.def("softmax_bwd", [](TensorArg probs, TensorArg dprobs, TensorArg dx, bool accumulate) {
     const char* op = "softmax_bwd";
@@ -56,7 +56,9 @@ CONVNET_BINDINGS(softmax) {
     SoftmaxParams p = softmax_params(op, {"probs", probs});
     check_like(op, {"dprobs", dprobs}, p, false);
     check_like(op, {"dx", dx}, p, true);
-    OP(softmax_bwd)(p, probs.ptr<float>(), dprobs.ptr<float>(), dx.ptr<float>(), accumulate);
+    without_gil([&] {
+      OP(softmax_bwd)(p, probs.ptr<float>(), dprobs.ptr<float>(), dx.ptr<float>(), accumulate);
+    });
   }, py::arg("probs"), py::arg("dprobs"), py::arg("dx"), py::arg("accumulate"));
   m.def("softmax_xent_fwd", [](TensorArg x, TensorArg labels, TensorArg probs) {
     const char* op = "softmax_xent_fwd";
@@ -64,8 +66,10 @@ CONVNET_BINDINGS(softmax) {
     SoftmaxParams p = softmax_params(op, {"x", x});
     check_labels_arg(op, {"labels", labels}, p);
     check_like(op, {"probs", probs}, p, true);
-    return cost_dict(OP(softmax_xent_fwd)(p, x.ptr<float>(), labels.ptr<int32_t>(),
-                                          probs.ptr<float>()));
+    return cost_dict(without_gil([&] {
+      return OP(softmax_xent_fwd)(p, x.ptr<float>(), labels.ptr<int32_t>(),
+          probs.ptr<float>());
+    }));
   }, py::arg("x"), py::arg("labels"), py::arg("probs"));
   m.def("softmax_xent_bwd", [](TensorArg probs, TensorArg labels, TensorArg dx, float scale,
                                bool accumulate) {
@@ -74,8 +78,10 @@ CONVNET_BINDINGS(softmax) {
     SoftmaxParams p = softmax_params(op, {"probs", probs});
     check_labels_arg(op, {"labels", labels}, p);
     check_like(op, {"dx", dx}, p, true);
-    OP(softmax_xent_bwd)(p, probs.ptr<float>(), labels.ptr<int32_t>(), scale, dx.ptr<float>(),
-                         accumulate);
+    without_gil([&] {
+      OP(softmax_xent_bwd)(p, probs.ptr<float>(), labels.ptr<int32_t>(), scale, dx.ptr<float>(),
+          accumulate);
+    });
   }, py::arg("probs"), py::arg("labels"), py::arg("dx"), py::arg("scale"),
      py::arg("accumulate"));
   m.def("logreg_fwd", [](TensorArg probs, TensorArg labels) {
@@ -83,7 +89,9 @@ CONVNET_BINDINGS(softmax) {
     check_device(op, {{"probs", probs}, {"labels", labels}});
     SoftmaxParams p = softmax_params(op, {"probs", probs});
     check_labels_arg(op, {"labels", labels}, p);
-    return cost_dict(OP(logreg_fwd)(p, probs.ptr<float>(), labels.ptr<int32_t>()));
+    return cost_dict(without_gil([&] {
+      return OP(logreg_fwd)(p, probs.ptr<float>(), labels.ptr<int32_t>());
+    }));
   }, py::arg("probs"), py::arg("labels"));
   m.def("logreg_bwd", [](TensorArg probs, TensorArg labels, TensorArg dprobs, float scale,
                          bool accumulate) {
@@ -92,8 +100,10 @@ CONVNET_BINDINGS(softmax) {
     SoftmaxParams p = softmax_params(op, {"probs", probs});
     check_labels_arg(op, {"labels", labels}, p);
     check_like(op, {"dprobs", dprobs}, p, true);
-    OP(logreg_bwd)(p, probs.ptr<float>(), labels.ptr<int32_t>(), scale, dprobs.ptr<float>(),
-                   accumulate);
+    without_gil([&] {
+      OP(logreg_bwd)(p, probs.ptr<float>(), labels.ptr<int32_t>(), scale, dprobs.ptr<float>(),
+          accumulate);
+    });
   }, py::arg("probs"), py::arg("labels"), py::arg("dprobs"), py::arg("scale"),
      py::arg("accumulate"));
 }

@@ -49,7 +49,7 @@ MemoryStats memory_stats(int dev);
 
 void copy_h2d(void* dst, const void* src, size_t bytes, int dev);
 void copy_d2h(void* dst, const void* src, size_t bytes, int dev);
-void copy_d2d(void* dst, const void* src, size_t bytes, int dev);
+void copy_d2d(void* dst, const void* src, size_t bytes, int dev);  // in stream order, no wait
 // Explicit peer-to-peer copy between two devices (peer access is enabled on first use when the
 // devices support it; otherwise the runtime stages through the host).
 void copy_peer(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes);
@@ -57,5 +57,27 @@ void copy_peer(void* dst, int dst_dev, const void* src, int src_dev, size_t byte
 // The stream every op of this device is issued on (one per device; ops of different devices may
 // overlap, ops of one device are ordered). Opaque here: a cudaStream_t.
 void* device_stream(int dev);
+
+// The two-device executor (convnet/streams.py). Per device a compute stream (device_stream) and
+// a copy stream; an event recorded after a producer and waited on by a consumer's stream orders
+// them without the host waiting. Handles are opaque (cudaStream_t, cudaEvent_t).
+void* copy_stream(int dev);
+void* event_create(int dev);  // timing disabled: for ordering only
+void event_destroy(void* event, int dev);
+void event_record(void* event, void* stream, int dev);
+void stream_wait_event(void* stream, void* event, int dev);
+void stream_synchronize(void* stream, int dev);
+// Enables peer access both ways where cudaDeviceCanAccessPeer allows; false when it does not
+// (copies between the two are then staged through pinned host memory).
+bool enable_peer_access(int a, int b);
+// Copy of `bytes` from src_dev to dst_dev issued on `stream` (a stream of src_dev or dst_dev),
+// not waited for. Peer to peer where enabled, else two async copies through a pinned host buffer
+// owned by that stream (stream order keeps one staged copy from overwriting the last).
+void copy_peer_async(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes,
+                     void* stream);
+// Like PyTorch's record_stream: the block holding `p` (from device_alloc on `dev`) is used by
+// work queued on `stream`, so when it is freed the caching allocator keeps it back until that
+// work has finished instead of handing it to the next allocation at once.
+void record_stream_use(void* p, int dev, void* stream);
 
 }  // namespace convnet

@@ -77,9 +77,9 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
   int64_t in_cols = int64_t(p.height) * p.width * n_img;
   if (!accumulate) std::memset(dx, 0, sizeof(float) * p.channels * in_cols);
   // About 8 MB of columns per chunk (a few GEMMs per layer, each worth threading), allocated
-  // once per process.
+  // once per issuing thread (two logical CPU devices issue from two threads).
   int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 21) / (taps * n_img));
-  static AlignedScratch colbuf;
+  thread_local AlignedScratch colbuf;
   float* col = colbuf.get(size_t(taps) * std::min(chunk, positions) * n_img);
   for (int g = 0; g < p.groups; ++g) {
     StridedOperand wg(w + g * fg, p.filters, 1);  // rows = tap, k = f

@@ -171,14 +171,18 @@ void gemm_blocked(const GemmProblem& p) {
     // private (m, n) buffers, added to C in thread order once all are done. Fixed shares, not
     // k blocks from a shared counter as for the columns below: which sums group together must
     // not depend on timing, or the same inputs would give different bits from run to run.
-    static std::vector<float> partial;  // grow-only; GEMMs are issued from one host thread
+    // Grow-only, one per issuing thread (each logical CPU device issues from its own); the
+    // team reads it through `partials`, since a thread_local names another object on each
+    // OpenMP thread.
+    thread_local std::vector<float> partial;
     size_t mn = size_t(p.m) * size_t(p.n);
     if (partial.size() < mn * (threads - 1)) partial.resize(mn * (threads - 1));
+    float* partials = partial.data();
     int64_t kchunk = (p.k + threads - 1) / threads;
 #pragma omp parallel num_threads(threads)
     {
       int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      float* dst = t == 0 ? p.c : partial.data() + mn * (t - 1);
+      float* dst = t == 0 ? p.c : partials + mn * (t - 1);
       int64_t kb = std::min(p.k, t * kchunk), ke = std::min(p.k, kb + kchunk);
       if (kb < ke)
         gemm_serial<K>(p, 0, p.m, 0, p.n, kb, ke, dst, t == 0 ? p.ldc : p.n, t == 0 ? p.beta : 0.f);
@@ -191,7 +195,7 @@ void gemm_blocked(const GemmProblem& p) {
       for (int64_t i = 0; i < p.m; ++i) {
         float* cr = p.c + i * p.ldc;
         for (int u = 0; u < nt - 1; ++u) {
-          const float* src = partial.data() + mn * u + i * p.n;
+          const float* src = partials + mn * u + i * p.n;
           for (int64_t j = 0; j < p.n; ++j) cr[j] += src[j];
         }
       }

@@ -1,8 +1,10 @@
 // Devices, streams, the caching allocator and copies (see csrc/common/device.h).
 // Compiled by nvcc for convnet._cuda and by the host compiler against csrc/simt/ for convnet._emu.
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "cuda_check.h"
@@ -12,9 +14,19 @@ namespace convnet {
 
 namespace {
 
+// A freed block that streams other than the compute stream may still be using: it returns to
+// free_blocks once every event recorded at free time has completed.
+struct Pending {
+  void* block;
+  size_t size;
+  std::vector<cudaEvent_t> events;
+};
+
 struct Pool {
   std::multimap<size_t, void*> free_blocks;  // size -> block
   std::unordered_map<void*, size_t> sizes;   // every block this pool owns
+  std::unordered_map<void*, std::vector<cudaStream_t>> uses;  // record_stream_use
+  std::vector<Pending> pending;
   MemoryStats stats;
 };
 
@@ -26,6 +38,35 @@ std::vector<Pool>& pools() {
 std::vector<cudaStream_t>& streams() {
   static std::vector<cudaStream_t> s(64, nullptr);
   return s;
+}
+std::vector<cudaStream_t>& copy_streams() {
+  static std::vector<cudaStream_t> s(64, nullptr);
+  return s;
+}
+
+// Moves pending blocks whose streams have finished with them back to free_blocks (lock held).
+void reclaim(Pool& pool) {
+  for (size_t i = 0; i < pool.pending.size();) {
+    Pending& b = pool.pending[i];
+    bool done = true;
+    for (cudaEvent_t e : b.events) {
+      cudaError_t q = cudaEventQuery(e);
+      if (q == cudaErrorNotReady) {
+        cudaGetLastError();
+        done = false;
+        break;
+      }
+      CONVNET_CUDA_CHECK(q);
+    }
+    if (!done) {
+      ++i;
+      continue;
+    }
+    for (cudaEvent_t e : b.events) cudaEventDestroy(e);
+    pool.free_blocks.emplace(b.size, b.block);
+    pool.pending[i] = pool.pending.back();
+    pool.pending.pop_back();
+  }
 }
 
 // Blocks are rounded so that slightly different requests share cached blocks. Under emulation
@@ -100,6 +141,7 @@ void* device_alloc(size_t bytes, int dev) {
   size_t size = round_size(bytes ? bytes : 1);
   std::lock_guard<std::mutex> lock(g_mutex);
   Pool& pool = pools().at(size_t(dev));
+  if (!pool.pending.empty()) reclaim(pool);
   // Reuse a cached block no more than twice the size asked for.
   auto it = pool.free_blocks.lower_bound(size);
   if (it != pool.free_blocks.end() && it->first <= 2 * size) {
@@ -145,16 +187,44 @@ void device_free(void* p, int dev) {
   Pool& pool = pools().at(size_t(dev));
   auto it = pool.sizes.find(p);
   CONVNET_CHECK(it != pool.sizes.end(), "device_free: pointer not allocated on device " << dev);
+  auto used = pool.uses.find(p);
+  std::vector<cudaStream_t> streams_using;
+  if (used != pool.uses.end()) {
+    streams_using = std::move(used->second);
+    pool.uses.erase(used);
+  }
   if (!kCache) {
+    // Uncached blocks go back to the runtime, whose cudaFree waits for the device.
     set_device(dev);
     pool.stats.in_use -= it->second;
     pool.sizes.erase(it);
     CONVNET_CUDA_CHECK(cudaFree(p));
     return;
   }
-  pool.free_blocks.emplace(it->second, p);
   pool.stats.in_use -= it->second;
   pool.stats.cached += it->second;
+  if (!streams_using.empty()) {
+    set_device(dev);
+    Pending b{p, it->second, {}};
+    for (cudaStream_t s : streams_using) {
+      cudaEvent_t e;
+      CONVNET_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      CONVNET_CUDA_CHECK(cudaEventRecord(e, s));
+      b.events.push_back(e);
+    }
+    pool.pending.push_back(std::move(b));
+    return;
+  }
+  pool.free_blocks.emplace(it->second, p);
+}
+
+void record_stream_use(void* p, int dev, void* stream) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Pool& pool = pools().at(size_t(dev));
+  CONVNET_CHECK(pool.sizes.count(p), "record_stream_use: pointer not allocated on device " << dev);
+  auto& list = pool.uses[p];
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (std::find(list.begin(), list.end(), s) == list.end()) list.push_back(s);
 }
 
 void empty_cache() {
@@ -189,31 +259,112 @@ void copy_h2d(void* dst, const void* src, size_t bytes, int dev) {
 void copy_d2h(void* dst, const void* src, size_t bytes, int dev) {
   copy(dst, src, bytes, dev, cudaMemcpyDeviceToHost);
 }
+// Within one device the copy is ordered with every op by the device's stream: the host does not
+// wait for it (a later host read waits, being a synchronous copy_d2h).
 void copy_d2d(void* dst, const void* src, size_t bytes, int dev) {
-  copy(dst, src, bytes, dev, cudaMemcpyDeviceToDevice);
+  cudaStream_t s = static_cast<cudaStream_t>(device_stream(dev));
+  CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+}
+
+bool enable_peer_access(int a, int b) {
+  check_index(a);
+  check_index(b);
+  if (a == b) return true;
+  static int state[64][64] = {};  // 0 not asked yet, 1 enabled, 2 unavailable
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (auto [from, to] : {std::pair<int, int>{a, b}, std::pair<int, int>{b, a}}) {
+    if (state[from][to]) continue;
+    int can = 0;
+    CONVNET_CUDA_CHECK(cudaDeviceCanAccessPeer(&can, from, to));
+    state[from][to] = 2;
+    if (!can) continue;
+    CONVNET_CUDA_CHECK(cudaSetDevice(from));
+    cudaError_t e = cudaDeviceEnablePeerAccess(to, 0);
+    if (e != cudaErrorPeerAccessAlreadyEnabled) CONVNET_CUDA_CHECK(e);
+    cudaGetLastError();
+    state[from][to] = 1;
+  }
+  return state[a][b] == 1 && state[b][a] == 1;
 }
 
 void copy_peer(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes) {
   if (dst_dev == src_dev) return copy_d2d(dst, src, bytes, dst_dev);
-  check_index(dst_dev);
-  check_index(src_dev);
-  static bool enabled[64][64] = {};
-  if (!enabled[dst_dev][src_dev]) {
-    int can = 0;
-    CONVNET_CUDA_CHECK(cudaDeviceCanAccessPeer(&can, dst_dev, src_dev));
-    if (can) {
-      set_device(dst_dev);
-      cudaError_t e = cudaDeviceEnablePeerAccess(src_dev, 0);
-      if (e != cudaErrorPeerAccessAlreadyEnabled) CONVNET_CUDA_CHECK(e);
-      cudaGetLastError();
-    }
-    enabled[dst_dev][src_dev] = true;
-  }
+  enable_peer_access(dst_dev, src_dev);
   // Issued on the source device's stream (its producer), then waited for: the consumer's ops are
   // issued after this returns.
   cudaStream_t s = static_cast<cudaStream_t>(device_stream(src_dev));
   CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, bytes, s));
   CONVNET_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void* copy_stream(int dev) {
+  set_device(dev);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  cudaStream_t& s = copy_streams().at(size_t(dev));
+  if (!s) CONVNET_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return s;
+}
+
+void* event_create(int dev) {
+  set_device(dev);
+  cudaEvent_t e;
+  CONVNET_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return e;
+}
+
+void event_destroy(void* event, int dev) {
+  set_device(dev);
+  CONVNET_CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(event)));
+}
+
+void event_record(void* event, void* stream, int dev) {
+  set_device(dev);
+  CONVNET_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event),
+                                     static_cast<cudaStream_t>(stream)));
+}
+
+void stream_wait_event(void* stream, void* event, int dev) {
+  set_device(dev);
+  CONVNET_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream),
+                                         static_cast<cudaEvent_t>(event), 0));
+}
+
+void stream_synchronize(void* stream, int dev) {
+  set_device(dev);
+  CONVNET_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+}
+
+void copy_peer_async(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes,
+                     void* stream) {
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (dst_dev == src_dev || enable_peer_access(dst_dev, src_dev)) {
+    CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, bytes, s));
+    return;
+  }
+  // Host-staged: one pinned buffer per stream, grown when needed. The two copies and the next
+  // staged copy on this stream are ordered by the stream, so the buffer is never overwritten
+  // while it is still being read; growing it waits for the stream first.
+  struct Staging {
+    void* host = nullptr;
+    size_t bytes = 0;
+  };
+  static std::unordered_map<cudaStream_t, Staging> staging;
+  Staging* st;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    st = &staging[s];
+  }
+  if (st->bytes < bytes) {
+    CONVNET_CUDA_CHECK(cudaStreamSynchronize(s));
+    if (st->host) CONVNET_CUDA_CHECK(cudaFreeHost(st->host));
+    st->host = nullptr;
+    st->bytes = 0;
+    CONVNET_CUDA_CHECK(cudaMallocHost(&st->host, bytes));
+    st->bytes = bytes;
+  }
+  set_device(src_dev);
+  CONVNET_CUDA_CHECK(cudaMemcpyAsync(st->host, src, bytes, cudaMemcpyDeviceToHost, s));
+  CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, st->host, bytes, cudaMemcpyHostToDevice, s));
 }
 
 }  // namespace convnet

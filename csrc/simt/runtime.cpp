@@ -26,6 +26,8 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -981,8 +983,7 @@ Stats stats() {
 
 namespace detail {
 
-void run(const LaunchInfo& L) {
-  init_order_from_env();
+void check_launch(const LaunchInfo& L) {
   auto bad = [&](const std::string& what) {
     std::ostringstream o;
     o << "simt: invalid launch of kernel " << L.name << " at " << L.file << ":" << L.line << ": "
@@ -1011,6 +1012,12 @@ void run(const LaunchInfo& L) {
       << kMaxDynamicSmem << ")";
     bad(o.str());
   }
+}
+
+void run(const LaunchInfo& L) {
+  init_order_from_env();
+  check_launch(L);
+  const dim3 g = L.grid;
   Launch J;
   J.L = &L;
   J.blocks = uint64_t(g.x) * g.y * g.z;
@@ -1044,13 +1051,186 @@ void run(const LaunchInfo& L) {
 using simt::devices;
 using simt::fail;
 
-struct CUstream_st {
-  int dev;
-};
+// An event counts the records issued on it (`issued`) and those that have run (`completed`); a
+// wait names the count issued when it was called, as cudaStreamWaitEvent captures the event's
+// latest record.
 struct CUevent_st {
   std::chrono::steady_clock::time_point t;
   bool recorded = false;
+  uint64_t issued = 0, completed = 0;
 };
+
+namespace simt {
+namespace {
+struct StreamOp {
+  enum Kind { work, record, wait } kind;
+  std::function<void()> fn;  // work
+  CUevent_st* event;         // record, wait
+  uint64_t count;            // record: this record's number; wait: the record waited for
+  std::string what;
+};
+}  // namespace
+}  // namespace simt
+
+struct CUstream_st {
+  int dev;
+  uint64_t serial = 0;  // creation order
+  std::deque<simt::StreamOp> queue;
+};
+
+// ---- deferred streams -------------------------------------------------------------------------------------
+namespace simt {
+namespace {
+
+std::mutex g_stream_mutex;  // the stream list and every queue
+std::mutex g_drain_mutex;   // one host thread drains at a time
+thread_local bool tl_draining = false;
+std::atomic<int> g_stream_order{-1};  // -1: not read from the environment yet
+uint64_t g_stream_rng = 0;
+uint64_t g_stream_seed = 0;
+uint64_t g_stream_serial = 0;
+
+std::vector<CUstream_st*>& all_streams() {  // in creation order
+  static std::vector<CUstream_st*> v;
+  return v;
+}
+
+CUstream_st* default_stream(int dev) {  // caller holds g_stream_mutex
+  static CUstream_st* s[64] = {};
+  if (!s[dev]) {
+    s[dev] = new CUstream_st{dev, ++g_stream_serial, {}};
+    all_streams().push_back(s[dev]);
+  }
+  return s[dev];
+}
+
+void parse_stream_order(const std::string& text, uint64_t seed) {
+  std::string name = text, arg;
+  size_t c = text.find(':');
+  if (c != std::string::npos) name = text.substr(0, c), arg = text.substr(c + 1);
+  StreamOrder o;
+  if (name == "sync") o = StreamOrder::sync;
+  else if (name == "deferred") o = StreamOrder::deferred;
+  else if (name == "reversed") o = StreamOrder::reversed;
+  else if (name == "random") o = StreamOrder::random;
+  else throw Error("simt: unknown stream order '" + text + "' (sync, deferred, reversed or random[:seed])");
+  if (!arg.empty()) {
+    char* end = nullptr;
+    seed = std::strtoull(arg.c_str(), &end, 10);
+    if (*end || o != StreamOrder::random) throw Error("simt: bad stream order '" + text + "'");
+  }
+  g_stream_seed = g_stream_rng = seed;
+  g_stream_order = int(o);
+}
+
+StreamOrder stream_order() {
+  if (g_stream_order.load() < 0) {
+    std::lock_guard<std::mutex> lk(g_stream_mutex);
+    if (g_stream_order.load() < 0) {
+      const char* v = std::getenv("CONVNET_SIMT_STREAMS");
+      parse_stream_order(v && *v ? v : "sync", 0);
+    }
+  }
+  return StreamOrder(g_stream_order.load());
+}
+
+void clear_queues() {  // after an error: what is queued behind it will not run
+  std::lock_guard<std::mutex> lk(g_stream_mutex);
+  for (CUstream_st* s : all_streams()) s->queue.clear();
+}
+
+// Runs every queued operation, choosing among the streams whose next operation can run.
+void drain() {
+  if (tl_draining) return;  // a synchronous call made by queued work: already in order
+  std::lock_guard<std::mutex> drain_lock(g_drain_mutex);
+  tl_draining = true;
+  struct Reset {
+    ~Reset() { tl_draining = false; }
+  } reset;
+  for (;;) {
+    std::unique_lock<std::mutex> lk(g_stream_mutex);
+    std::vector<CUstream_st*> ready;
+    bool pending = false;
+    for (CUstream_st* s : all_streams()) {
+      if (s->queue.empty()) continue;
+      pending = true;
+      const StreamOp& op = s->queue.front();
+      if (op.kind != StreamOp::wait || op.event->completed >= op.count) ready.push_back(s);
+    }
+    if (!pending) return;
+    if (ready.empty()) {
+      // Cannot happen while a wait names a record issued before it (cudaStreamWaitEvent's
+      // rule, kept by cudaStreamWaitEvent below): checked so that a runtime bug cannot hang.
+      std::ostringstream o;
+      o << "simt: streams deadlocked, every stream with work waits on an event:";
+      for (CUstream_st* s : all_streams())
+        if (!s->queue.empty())
+          o << " [stream " << s->serial << " of device " << s->dev << ": " << s->queue.front().what
+            << "]";
+      lk.unlock();
+      clear_queues();
+      throw Error(o.str());
+    }
+    CUstream_st* s = ready.front();
+    switch (StreamOrder(g_stream_order.load())) {
+      case StreamOrder::reversed: s = ready.back(); break;
+      case StreamOrder::random: s = ready[splitmix(g_stream_rng) % ready.size()]; break;
+      default: break;
+    }
+    StreamOp op = std::move(s->queue.front());
+    s->queue.pop_front();
+    int dev = s->dev;
+    lk.unlock();
+    if (op.kind == StreamOp::record) {
+      op.event->completed = std::max(op.event->completed, op.count);
+      op.event->t = std::chrono::steady_clock::now();
+      op.event->recorded = true;
+    } else if (op.kind == StreamOp::work) {
+      int saved = tl_device;
+      tl_device = dev;
+      try {
+        op.fn();
+      } catch (...) {
+        tl_device = saved;
+        clear_queues();
+        throw;
+      }
+      tl_device = saved;
+    }
+  }
+}
+
+void push(cudaStream_t stream, StreamOp op) {
+  std::lock_guard<std::mutex> lk(g_stream_mutex);
+  CUstream_st* s = stream ? stream : default_stream(tl_device);
+  s->queue.push_back(std::move(op));
+}
+
+}  // namespace
+
+void set_stream_order(const std::string& name, uint64_t seed) {
+  drain();  // what is queued runs under the order it was queued with
+  std::lock_guard<std::mutex> lk(g_stream_mutex);
+  parse_stream_order(name, seed);
+}
+
+std::string stream_order_name() {
+  switch (stream_order()) {
+    case StreamOrder::sync: return "sync";
+    case StreamOrder::deferred: return "deferred";
+    case StreamOrder::reversed: return "reversed";
+    case StreamOrder::random: return "random:" + std::to_string(g_stream_seed);
+  }
+  return "?";
+}
+
+namespace detail {
+bool streams_deferred() { return stream_order() != StreamOrder::sync; }
+void enqueue(cudaStream_t stream, std::string what, std::function<void()> work) {
+  push(stream, StreamOp{StreamOp::work, std::move(work), nullptr, 0, std::move(what)});
+}
+}  // namespace detail
+}  // namespace simt
 
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
@@ -1127,7 +1307,10 @@ cudaError_t cudaGetDevice(int* dev) {
   *dev = simt::tl_device;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  simt::drain();
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceReset() { return cudaSuccess; }
 
 cudaError_t cudaDeviceCanAccessPeer(int* can, int dev, int peer) {
@@ -1211,6 +1394,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  simt::drain();  // as cudaFree waits for the device: queued work may still use the block
   auto& D = devices();
   std::unique_lock<std::mutex> lk(D.m);
   int dev = -1;
@@ -1244,6 +1428,7 @@ cudaError_t cudaMallocHost(void** p, size_t bytes) {
   return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation, "cudaMallocHost");
 }
 cudaError_t cudaFreeHost(void* p) {
+  simt::drain();
   std::free(p);
   return cudaSuccess;
 }
@@ -1277,8 +1462,9 @@ bool check_range(const char* fn, const char* which, const void* p, size_t bytes,
 bool is_device(const void* p) { return devices().find(p) != nullptr; }
 }  // namespace
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  if (bytes == 0) return cudaSuccess;
+namespace {
+// The checks of cudaMemcpy; the copy itself is left to the caller.
+cudaError_t check_memcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   {
     auto& D = devices();
     std::lock_guard<std::mutex> lk(D.m);
@@ -1309,74 +1495,141 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
         return fail(cudaErrorInvalidMemcpyDirection, "cudaMemcpy kind " + std::to_string(int(kind)));
     }
   }
+  return cudaSuccess;
+}
+cudaError_t check_memset(void* p, size_t bytes) {
+  auto& D = devices();
+  std::lock_guard<std::mutex> lk(D.m);
+  cudaError_t e;
+  if (!check_range("cudaMemset", "pointer", p, bytes, -1, &e)) return e;
+  return cudaSuccess;
+}
+cudaError_t check_peer(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes) {
+  if (!valid_device(dst_dev) || !valid_device(src_dev))
+    return fail(cudaErrorInvalidDevice, "cudaMemcpyPeer: device " + std::to_string(dst_dev) + " or " + std::to_string(src_dev));
+  auto& D = devices();
+  std::lock_guard<std::mutex> lk(D.m);
+  cudaError_t e;
+  if (!check_range("cudaMemcpyPeer", "source", src, bytes, src_dev, &e)) return e;
+  if (!check_range("cudaMemcpyPeer", "destination", dst, bytes, dst_dev, &e)) return e;
+  return cudaSuccess;
+}
+// An async copy: checked now, run now (sync streams) or queued on `stream`.
+cudaError_t async_copy(cudaStream_t stream, const char* what, void* dst, const void* src, size_t bytes) {
+  if (!simt::detail::streams_deferred()) {
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+  }
+  std::ostringstream o;
+  o << what << " of " << bytes << " bytes " << src << " -> " << dst;
+  simt::detail::enqueue(stream, o.str(), [=] { std::memmove(dst, src, bytes); });
+  return cudaSuccess;
+}
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  simt::drain();
+  if (cudaError_t e = check_memcpy(dst, src, bytes, kind)) return e;
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+  if (bytes == 0) return cudaSuccess;
+  if (cudaError_t e = check_memcpy(dst, src, bytes, kind)) return e;
+  return async_copy(s, "cudaMemcpyAsync", dst, src, bytes);
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
-  {
-    auto& D = devices();
-    std::lock_guard<std::mutex> lk(D.m);
-    cudaError_t e;
-    if (!check_range("cudaMemset", "pointer", p, bytes, -1, &e)) return e;
-  }
+  simt::drain();
+  if (cudaError_t e = check_memset(p, bytes)) return e;
   std::memset(p, value, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
+  if (bytes == 0) return cudaSuccess;
+  if (cudaError_t e = check_memset(p, bytes)) return e;
+  if (!simt::detail::streams_deferred()) {
+    std::memset(p, value, bytes);
+    return cudaSuccess;
+  }
+  simt::detail::enqueue(s, "cudaMemsetAsync", [=] { std::memset(p, value, bytes); });
+  return cudaSuccess;
+}
 
 cudaError_t cudaMemcpyPeer(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes) {
-  if (!valid_device(dst_dev) || !valid_device(src_dev))
-    return fail(cudaErrorInvalidDevice, "cudaMemcpyPeer: device " + std::to_string(dst_dev) + " or " + std::to_string(src_dev));
-  if (bytes == 0) return cudaSuccess;
-  {
-    auto& D = devices();
-    std::lock_guard<std::mutex> lk(D.m);
-    cudaError_t e;
-    if (!check_range("cudaMemcpyPeer", "source", src, bytes, src_dev, &e)) return e;
-    if (!check_range("cudaMemcpyPeer", "destination", dst, bytes, dst_dev, &e)) return e;
-  }
+  if (bytes == 0 && valid_device(dst_dev) && valid_device(src_dev)) return cudaSuccess;
+  simt::drain();
+  if (cudaError_t e = check_peer(dst, dst_dev, src, src_dev, bytes)) return e;
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes, cudaStream_t) {
-  return cudaMemcpyPeer(dst, dst_dev, src, src_dev, bytes);
+cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes, cudaStream_t s) {
+  if (bytes == 0 && valid_device(dst_dev) && valid_device(src_dev)) return cudaSuccess;
+  if (cudaError_t e = check_peer(dst, dst_dev, src, src_dev, bytes)) return e;
+  return async_copy(s, "cudaMemcpyPeerAsync", dst, src, bytes);
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* s) {
-  *s = new CUstream_st{simt::tl_device};
+  std::lock_guard<std::mutex> lk(simt::g_stream_mutex);
+  *s = new CUstream_st{simt::tl_device, ++simt::g_stream_serial, {}};
+  simt::all_streams().push_back(*s);
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return cudaStreamCreate(s); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (!s) return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy(0)");
+  simt::drain();
+  {
+    std::lock_guard<std::mutex> lk(simt::g_stream_mutex);
+    auto& v = simt::all_streams();
+    v.erase(std::find(v.begin(), v.end(), s));
+  }
   delete s;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned) {
-  return e ? cudaSuccess : fail(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: null event");
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  simt::drain();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t) {
+  simt::drain();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: null event");
+  if (simt::detail::streams_deferred() && e->issued > 0)
+    simt::push(s, simt::StreamOp{simt::StreamOp::wait, {}, e, e->issued,
+                                 "wait for record " + std::to_string(e->issued) + " of event " +
+                                     std::to_string(reinterpret_cast<uintptr_t>(e))});
+  return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   *e = new CUevent_st;
   return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: null event");
+  uint64_t n = ++e->issued;
+  if (simt::detail::streams_deferred()) {
+    simt::push(s, simt::StreamOp{simt::StreamOp::record, {}, e, n, "record"});
+    return cudaSuccess;
+  }
+  e->completed = n;
   e->t = std::chrono::steady_clock::now();
   e->recorded = true;
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  return e ? cudaSuccess : fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: null event");
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: null event");
+  simt::drain();
+  return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
-  return e ? cudaSuccess : fail(cudaErrorInvalidResourceHandle, "cudaEventQuery: null event");
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery: null event");
+  simt::drain();
+  return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if (!a || !b) return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: null event");
@@ -1385,6 +1638,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  simt::drain();  // queued records and waits name it
   delete e;
   return cudaSuccess;
 }

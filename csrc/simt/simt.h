@@ -36,7 +36,8 @@
 //
 // Environment: CONVNET_EMU_THREADS (worker OS threads, default 2), CONVNET_EMU_DEVICES (emulated
 // devices, default 2), CONVNET_SIMT_ORDER (forward | reverse | random[:seed], read at the first
-// launch), CONVNET_SIMT_POISON_SHARED (1 = default).
+// launch), CONVNET_SIMT_STREAMS (sync | deferred | reversed | random[:seed]: how streams run,
+// below), CONVNET_SIMT_POISON_SHARED (1 = default).
 //
 // Not caught: races that give the same result in every order tried (run >= 2 orders; race-free
 // kernels are bit-identical across orders, which tests should assert); races and memory-ordering
@@ -48,7 +49,8 @@
 // stack overflow (64 KB; hits the guard page: SIGSEGV); everything about performance. Within a
 // warp there is no lockstep: code relying on implicit warp synchronism without __syncwarp gets
 // order-dependent results (which is how such bugs show up). __activemask() returns the lanes that
-// have not exited. Launches are synchronous whatever the stream.
+// have not exited. Streams run their work at once (default) or deferred, in an order the
+// emulator chooses (CONVNET_SIMT_STREAMS, below).
 //
 // Launch: CONVNET_LAUNCH (csrc/cuda/cuda_check.h) calls simt::launch(); kernels must take at least
 // one parameter; dynamic shared memory is CONVNET_DYNAMIC_SHARED(T, name), since `extern __shared__`
@@ -265,6 +267,21 @@ Order order();
 uint64_t order_seed();
 std::string order_name();  // "forward", "reverse" or "random:<seed>"
 
+// Streams (CONVNET_SIMT_STREAMS, or set_stream_order): `sync` runs every launch, copy and event
+// record at once, in issue order. The others queue them on their stream and run them at the next
+// synchronisation point (cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, the
+// synchronous cudaMemcpy / cudaMemcpyPeer / cudaMemset, cudaFree, cudaFreeHost, cudaStreamQuery,
+// cudaEventQuery, destroying a stream or an event), constrained only by the order within each
+// stream and by events (a wait holds its stream until the record it names has run):
+//   deferred        the oldest stream with runnable work first, as far as it can go;
+//   reversed        the newest stream first;
+//   random[:seed]   a stream chosen at random before every operation.
+// Deferred, an invalid launch configuration is reported at the launch, the kernel's own errors
+// by the synchronisation that runs it.
+enum class StreamOrder { sync, deferred, reversed, random };
+void set_stream_order(const std::string& name, uint64_t seed = 0);
+std::string stream_order_name();
+
 void poison(void* p, size_t bytes);  // fill with kPoison (e.g. blocks reused by a caching allocator)
 void check_guards();                 // throws simt::Error if any live allocation's guard was written
 void* dynamic_shared();              // the current block's dynamic shared memory
@@ -306,6 +323,7 @@ struct LaunchInfo {
   void* closure;
 };
 void run(const LaunchInfo& info);
+void check_launch(const LaunchInfo& info);  // the configuration checks of run(), alone
 
 template <class... P>
 struct Closure {
@@ -339,14 +357,34 @@ inline void syncwarp(const char* file, int line, unsigned mask = 0xffffffffu) {
 }
 }  // namespace detail
 
+namespace detail {
+bool streams_deferred();
+// Queues `work` on `stream` (0: the current device's default stream); `what` names it in errors.
+void enqueue(cudaStream_t stream, std::string what, std::function<void()> work);
+}  // namespace detail
+
 template <class... P, class... A>
 inline void launch(const char* file, int line, const char* name, void (*kernel)(P...), dim3 grid,
-                   dim3 block, size_t smem, cudaStream_t /*stream*/, A&&... args) {
+                   dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
-  detail::Closure<P...> c{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-  detail::LaunchInfo info{file, line, name, reinterpret_cast<const void*>(kernel), grid, block,
-                          smem, &detail::Closure<P...>::call, &c};
-  detail::run(info);
+  using C = detail::Closure<P...>;
+  if (!detail::streams_deferred()) {
+    C c{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
+    detail::LaunchInfo info{file, line, name, reinterpret_cast<const void*>(kernel), grid, block,
+                            smem, &C::call, &c};
+    return detail::run(info);
+  }
+  // Deferred: the configuration is checked and the parameters are copied now, as a CUDA launch
+  // does; the kernel runs at the next synchronisation.
+  auto c = std::make_shared<C>(C{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)});
+  detail::check_launch(detail::LaunchInfo{file, line, name, reinterpret_cast<const void*>(kernel),
+                                          grid, block, smem, &C::call, c.get()});
+  detail::enqueue(stream, std::string(name) + " (" + file + ":" + std::to_string(line) + ")",
+                  [=] {
+                    detail::LaunchInfo info{file, line, name, reinterpret_cast<const void*>(kernel),
+                                            grid, block, smem, &C::call, c.get()};
+                    detail::run(info);
+                  });
 }
 
 }  // namespace simt

@@ -1,0 +1,177 @@
+"""The two-tower AlexNet on two logical CPU devices against the one-device AlexNet, batch 128.
+
+    python benchmarks/bench_towers.py [CONFIG] [--one layers/alexnet.cfg] [--batch 128]
+                                      [--size 224] [--steps 1] [--rounds 6]
+
+CONFIG is a two-tower net (layers with gpu=0 / gpu=1), by default layers/alexnet-2gpu.cfg. It
+runs with --device cpu: cpu:0 and cpu:1, each a worker thread bound to its share of
+the cores (one core each on a 2-core machine), single-threaded kernels, the towers concurrent.
+The one-device net runs on all the cores as OpenMP threads. Rounds alternate the two (by default
+one step each), so each ratio compares steps a few seconds apart (the machine may be shared:
+medians, and the ratio of each round). Also reported: the share of each device's step time
+spent in transfers (its copy stream busy) and waiting on the other device (its compute stream
+blocked on an event).
+
+With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
+GPU) and the overlap of a copy with a kernel on the other stream; without one it says so.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import convnet  # noqa: E402
+from convnet.config import load_config  # noqa: E402
+from convnet.net import Net  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOWERS = os.path.join(ROOT, "layers", "alexnet-2gpu.cfg")
+ONE = os.path.join(ROOT, "layers", "alexnet.cfg")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def batch(size, n):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, size, size, n)) * 50).astype(np.float32)
+    y = (np.arange(n) % 1000).astype(np.int32)
+    return x, y
+
+
+def time_steps(net, x, y, steps, first):
+    before = net.stream_times()
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        net.train_step(x, y, step=first + i, epoch=0, progress=0)
+        times.append(time.perf_counter() - t0)
+    after = net.stream_times()
+    spent = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+    return times, spent
+
+
+def gpu_section():
+    if not convnet.cuda.is_available():
+        print(f"no GPU: peer-copy GB/s and copy/compute overlap not measured "
+              f"({convnet.cuda.unavailable_reason()})")
+        return
+    mod = convnet.device.module_for("cuda")
+    count = mod.device_count()[0]
+    a, b = 0, min(1, count - 1)
+    peer = mod.enable_peer_access(a, b)
+    nbytes = 256 << 20
+    src = convnet.empty((nbytes // 4,), device=f"cuda:{a}")
+    dst = convnet.empty((nbytes // 4,), device=f"cuda:{b}")
+    copy = mod.copy_stream(a)
+    compute = mod.compute_stream(a)
+
+    def copies(k=10):
+        for _ in range(k):
+            mod.copy_device_async(dst._buffer, 0, src._buffer, 0, nbytes, copy)
+        mod.stream_synchronize(copy, a)
+
+    m = 4096
+    ga, gb, gc = (convnet.empty((m, m), device=f"cuda:{a}") for _ in range(3))
+
+    def gemms(k=10):
+        for _ in range(k):
+            convnet.ops.sgemm(ga, gb, gc)
+        mod.stream_synchronize(compute, a)
+
+    def both():
+        for _ in range(10):
+            mod.copy_device_async(dst._buffer, 0, src._buffer, 0, nbytes, copy)
+            convnet.ops.sgemm(ga, gb, gc)
+        mod.stream_synchronize(copy, a)
+        mod.stream_synchronize(compute, a)
+
+    for fn in (copies, gemms, both):
+        fn()  # warm-up
+    tc = statistics.median(timed(copies) for _ in range(3))
+    tg = statistics.median(timed(gemms) for _ in range(3))
+    tb = statistics.median(timed(both) for _ in range(3))
+    overlap = (tc + tg - tb) / min(tc, tg)
+    where = f"cuda:{a} -> cuda:{b}" if a != b else f"within cuda:{a} (one GPU)"
+    print(f"peer copy {where}, peer access {'on' if peer else 'off (host-staged)'}: "
+          f"{10 * nbytes / tc / 1e9:.1f} GB/s; 10 copies {tc * 1e3:.1f} ms, 10 sgemm {m}^3 "
+          f"{tg * 1e3:.1f} ms, both on two streams {tb * 1e3:.1f} ms: {100 * overlap:.0f}% of the "
+          f"shorter hidden")
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", nargs="?", default=TOWERS,
+                   help="two-tower config (default: layers/alexnet-2gpu.cfg)")
+    p.add_argument("--one", default=ONE, help="the one-device equivalent")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=1, help="timed steps of each net per round")
+    p.add_argument("--rounds", type=int, default=6)
+    a = p.parse_args()
+    towers_cfg = a.config
+    cpu = convnet.device.module_for("cpu")
+    cores = len(os.sched_getaffinity(0))
+    print(f"{cpu_model()}, {cpu.isa()}, {cores} cores; batch {a.batch}, {a.size}x{a.size}, "
+          f"{a.steps} timed steps per round, {a.rounds} rounds")
+    x, y = batch(a.size, a.batch)
+    towers = Net(load_config(towers_cfg), image_shape=(3, a.size, a.size), device="cpu",
+                 batch_size=a.batch)
+    one = Net(load_config(a.one), image_shape=(3, a.size, a.size), device="cpu",
+              batch_size=a.batch)
+    print(f"two towers: {os.path.relpath(towers_cfg, ROOT)} on "
+          + ", ".join(f"{d} (cores {towers.cores[d]})" for d in towers.cores)
+          + f", {towers.total_params:,} parameters; one device: {os.path.relpath(a.one, ROOT)}, "
+            f"{one.total_params:,} parameters, {cpu.num_threads()} threads")
+    towers.train_step(x, y, step=0, epoch=0, progress=0)  # warm-up
+    one.train_step(x, y, step=0, epoch=0, progress=0)
+    per_step = sum(r["bytes"] for r in towers.transfer_log)
+    print(f"transfers per step: {len(towers.transfer_log)} copies, {per_step / 1e6:.1f} MB "
+          f"({per_step / a.batch / 1e3:.0f} KB per image)")
+    ratios, t_all, o_all = [], [], []
+    for r in range(a.rounds):
+        tt, spent = time_steps(towers, x, y, a.steps, 1 + r * a.steps)
+        to, _ = time_steps(one, x, y, a.steps, 1 + r * a.steps)
+        mt, mo = statistics.median(tt), statistics.median(to)
+        t_all += tt
+        o_all += to
+        ratios.append(mo / mt)
+        total = sum(tt)
+        shares = []
+        for d in towers.cores:
+            busy_copy = spent[(d, "copy")][0]
+            wait = spent[(d, "compute")][1]
+            shares.append(f"{d}: transfers {100 * busy_copy / total:.1f}%, waiting "
+                          f"{100 * wait / total:.1f}%")
+        print(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
+              f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x; "
+              + "; ".join(shares), flush=True)
+    mt, mo = statistics.median(t_all), statistics.median(o_all)
+    print(f"median over all rounds: two towers {a.batch / mt:.1f} images/s, one device "
+          f"{a.batch / mo:.1f} images/s; ratio per round {min(ratios):.2f}-{max(ratios):.2f}x, "
+          f"median {statistics.median(ratios):.2f}x")
+    towers.close()
+    gpu_section()
+
+
+if __name__ == "__main__":
+    main()

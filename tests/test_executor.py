@@ -1,0 +1,253 @@
+"""The two-device executor: per-device schedules, transfers at exactly the cross-device edges,
+two logical CPU devices running concurrently, emulated streams run in adversarial orders, planted
+ordering bugs caught, and checkpoints moving between one and two devices."""
+import os
+
+import numpy as np
+import pytest
+
+import convnet
+from convnet import data
+from convnet.config import ConfigError, load_config
+from convnet.gradcheck import CHECK_DATA
+from convnet.net import Net, _Task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOWERS = os.path.join(ROOT, "layers", "tiny-towers.cfg")
+STEPS = 4
+# Emulated devices against the CPU: the two backends sum in different orders (other tilings), so
+# losses agree to float32 rounding amplified by the steps (as in test_net.py).
+LOSS_RTOL = 1e-5
+
+# tiny-towers.cfg on 16x16 images: the edges between gpu=0 and gpu=1, with the floats per image
+# of the producer's output (pool1 8x8x8, conv2a and conv2b 6x8x8, pool2a 6x4x4, drop3 16).
+CROSS = {"pool1": (0, 1, 512), "conv2a": (0, 1, 384), "conv2b": (1, 0, 384),
+         "pool2a": (0, 1, 96), "drop3": (1, 0, 16)}
+CONSUMER = {"pool1": "conv2b", "conv2a": "cat2", "conv2b": "sum2", "pool2a": "cat3",
+            "drop3": "fc4"}
+
+
+def has_emu():
+    return "emu" in convnet.backends()
+
+
+needs_emu = pytest.mark.skipif(not has_emu(), reason="convnet was built without the emulated "
+                                                     "backend")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    ds = data.open_source(CHECK_DATA, workers=0, color_noise=0.0, flip=False)
+    images, labels = next(iter(ds.test_batches(16)))
+    return images.copy(), labels.copy()
+
+
+def make(device="cpu", single=False, seed=0):
+    return Net(load_config(TOWERS), image_shape=(3, 16, 16), device=device, batch_size=16,
+               seed=seed, single_device=single)
+
+
+def train(net, images, labels, steps=STEPS, first=0):
+    out = []
+    for s in range(first, first + steps):
+        st = net.train_step(images, labels, step=s, epoch=0, progress=s / 10)
+        out.append(st["logprob"]["logprob"])
+    return np.array(out)
+
+
+def dev(kind, k):
+    return str(convnet.Device(f"{kind}:{k}"))
+
+
+def test_transfers_exactly_at_the_cross_device_edges(batch):
+    net = make("cpu")
+    assert [str(d) for d in net.devices] == ["cpu", "cpu:1"]
+    train(net, *batch, steps=1)
+    log = net.transfer_log
+    n = batch[0].shape[-1]
+    expected = []
+    for name, (a, b, floats) in CROSS.items():
+        expected.append((name, "fwd", dev("cpu", a), dev("cpu", b), floats * 4 * n))
+        expected.append((f"{name}<-{CONSUMER[name]}", "bwd", dev("cpu", b), dev("cpu", a),
+                         floats * 4 * n))
+    got = [(r["edge"], r["direction"], r["from"], r["to"], r["bytes"]) for r in log]
+    assert sorted(got) == sorted(expected)
+    assert all(r["step"] == 0 for r in log)
+
+
+def test_layer_table_and_schedule_show_devices_and_transfers():
+    net = make("cpu")
+    rows = {ln.split()[0]: ln for ln in net.table().splitlines() if ln.strip()}
+    assert "cpu:1" in rows["conv2b"] and "xfer KB/img" in rows["layer"]
+    assert "2.0+2.0" in rows["pool1"] and "0.1+0.1" in rows["drop3"]
+    assert "xfer" not in make("cpu", single=True).table()
+    sched = net.schedule()
+    assert set(sched) == {"cpu", "cpu:1"}
+    assert "[compute] fwd conv2b" in sched["cpu:1"]["forward"]
+    assert "[copy] pool1 -> cpu:1" in sched["cpu"]["forward"]
+    assert "[copy] dpool1 <- conv2b" in sched["cpu:1"]["backward"]
+    assert "[compute] land dpool1 <- conv2b" in sched["cpu"]["backward"]
+    # Each device updates its own weights.
+    assert "[compute] update conv2b.w" in sched["cpu:1"]["update"]
+    assert not any("conv2b" in t for t in sched["cpu"]["update"])
+
+
+def test_logical_cpu_devices_split_the_cores():
+    net = make("cpu")
+    cores = net.cores
+    assert set(cores) == {"cpu", "cpu:1"}
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert not set(cores["cpu"]) & set(cores["cpu:1"])
+    threads = {s._thread.name for s in net.streams.values()}
+    assert threads == {"cpu-compute", "cpu-copy", "cpu:1-compute", "cpu:1-copy"}
+    net.close()
+    assert all(not s._thread.is_alive() for s in net.streams.values()) if net.streams else True
+
+
+def test_two_cpu_devices_match_one_device(batch):
+    # Bit for bit: the same kernels (single-threaded at these sizes on one device too), and a
+    # gradient from the other device added to the producer's as a kernel accumulating in place
+    # adds it (one float32 addition per element, in the same order).
+    one, two = make("cpu", single=True), make("cpu")
+    assert len(one.devices) == 1 and len(two.devices) == 2
+    lo, lt = train(one, *batch), train(two, *batch)
+    assert lo[-1] < lo[0]
+    np.testing.assert_array_equal(lt, lo)
+    so, st = one.state_arrays(), two.state_arrays()
+    assert so.keys() == st.keys()
+    for k in so:
+        np.testing.assert_array_equal(st[k], so[k], err_msg=k)
+
+
+def test_two_cpu_devices_same_seed_same_bits(batch):
+    a, b = make("cpu"), make("cpu")
+    np.testing.assert_array_equal(train(a, *batch), train(b, *batch))
+    sa, sb = a.state_arrays(), b.state_arrays()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+
+
+def test_checkpoint_moves_between_one_and_two_devices(batch):
+    # Resuming is exact on two devices, and the arrays load on one device and back.
+    straight = make("cpu")
+    train(straight, *batch, steps=4)
+    first = make("cpu")
+    train(first, *batch, steps=2)
+    saved = first.state_arrays()
+    one = make("cpu", single=True)
+    one.load_state_arrays(saved)
+    back = make("cpu")
+    back.load_state_arrays(one.state_arrays())
+    train(back, *batch, steps=2, first=2)
+    for k, v in straight.state_arrays().items():
+        np.testing.assert_array_equal(back.state_arrays()[k], v, err_msg=k)
+
+
+def test_each_device_uploads_the_batch_it_reads(batch):
+    cfg = load_config(TOWERS)
+    conv1 = cfg.layers[[s.name for s in cfg.layers].index("conv1")]
+    conv1.values["gpu"] = ("1", conv1.file)  # the data layer stays on cpu, its reader on cpu:1
+    two = Net(cfg, image_shape=(3, 16, 16), device="cpu", batch_size=16)
+    assert "[compute] upload data -> cpu:1" in two.schedule()["cpu:1"]["forward"]
+    one = make("cpu", single=True)
+    np.testing.assert_array_equal(train(two, *batch, steps=2), train(one, *batch, steps=2))
+    assert not any(r["edge"] in ("data", "labels") for r in two.transfer_log)
+
+
+def test_device_mistakes_are_clear():
+    assert convnet.Device("cpu:1").index == 1 and str(convnet.Device("cpu:0")) == "cpu"
+    with pytest.raises(convnet.DeviceError, match="logical CPU devices"):
+        convnet.device.backend("cpu:999")
+    cfg = load_config(TOWERS)
+    cfg.layers[[s.name for s in cfg.layers].index("conv2b")].values["gpu"] = \
+        ("999", cfg.layers[0].file)
+    with pytest.raises(ConfigError, match="conv2b.*gpu|gpu.*conv2b"):
+        Net(cfg, image_shape=(3, 16, 16), device="cpu", batch_size=4)
+
+
+def test_an_error_on_a_worker_reaches_the_caller(batch):
+    images, labels = batch
+    net = make("cpu")
+    bad = labels.copy()
+    bad[3] = 99  # labels outside [0, 10): the cost kernel raises on its device's thread
+    with pytest.raises(ValueError, match="label"):
+        net.train_step(images, bad, step=0, epoch=0, progress=0)
+    train(net, images, labels, steps=1)  # the net still works afterwards
+
+
+# -- emulated devices: streams in adversarial orders -------------------------------------------
+ORDERS = ["sync", "deferred", "reversed", "random:1", "random:2"]
+
+
+@pytest.fixture
+def stream_order():
+    emu = convnet.device.module_for("emu") if has_emu() else None
+    before = emu.stream_order() if emu else None
+    yield (lambda name: emu.set_stream_order(name))
+    if emu:
+        emu.set_stream_order(before)
+
+
+@needs_emu
+def test_emu_two_devices_match_one_cpu_device_in_every_stream_order(batch, stream_order):
+    ref = train(make("cpu", single=True), *batch)
+    bits = None
+    for order in ORDERS:
+        stream_order(order)
+        net = make("emu:0")
+        losses = train(net, *batch)
+        np.testing.assert_allclose(losses, ref, rtol=LOSS_RTOL, err_msg=order)
+        state = net.state_arrays()
+        if bits is None:
+            bits = state
+        for k in bits:  # events fix every order that matters: the same bits in every order
+            np.testing.assert_array_equal(state[k], bits[k], err_msg=f"{order}: {k}")
+
+
+def _first_wrong_output(net, good):
+    """The first layer (in forward order) whose output differs from the intact run's."""
+    for L in net.order:
+        if L.is_cost:
+            continue
+        a, b = net.output(L.name), good.output(L.name)
+        if not np.array_equal(a, b):
+            return f"{L.name} ({'NaN' if np.isnan(a).any() else 'stale'} data in {L.name}'s output)"
+    return None
+
+
+def _plant(net, label, bug):
+    """Plants an ordering bug in a compiled schedule: 'no-wait' drops the waits of task `label`
+    on the transfers it reads; 'early-record' records its events before it instead of after."""
+    tasks = net.tasks["forward"]
+    i = next(k for k, t in enumerate(tasks) if t.label == label)
+    t = tasks[i]
+    if bug == "no-wait":
+        t.waits = [e for e in t.waits if not e.name.startswith("sent/pool1")]
+    else:
+        tasks.insert(i, _Task(t.device, t.role, "early record", lambda n, ctx: None,
+                              records=t.records))
+        t.records = []
+
+
+@needs_emu
+@pytest.mark.parametrize("bug,label,order,victim", [
+    ("no-wait", "fwd conv2b", "deferred", "conv2b"),
+    ("early-record", "fwd pool1", "reversed", "conv2b"),
+])
+def test_planted_ordering_bugs_are_caught(batch, stream_order, bug, label, order, victim):
+    images, labels = batch
+    stream_order(order)
+    good = make("emu:0")
+    good.forward(images, labels, train=True, step=0)
+    broken = make("emu:0")
+    _plant(broken, label, bug)
+    broken.forward(images, labels, train=True, step=0)
+    wrong = _first_wrong_output(broken, good)
+    assert wrong is not None and wrong.startswith(victim), wrong
+    # Run at once, in issue order, the same broken schedule happens to work: only the
+    # adversarial orders expose it.
+    stream_order("sync")
+    lucky = make("emu:0")
+    _plant(lucky, label, bug)
+    lucky.forward(images, labels, train=True, step=0)
+    assert _first_wrong_output(lucky, good) is None
