@@ -90,7 +90,10 @@ def module_for(kind):
 def backend(device):
     """Checks that `device` exists and returns its backend module."""
     dev = Device(device)
-    mod = module_for(dev.type)
+    try:
+        mod = module_for(dev.type)
+    except DeviceError as e:
+        raise DeviceError(f"{dev} is not available: {e}") from None
     if dev.type == "cpu":
         count = cpu_device_count()
         if dev.index >= count:

@@ -155,7 +155,7 @@ def test_configs_by_name_and_path(tmp_path, capsys):
     capsys.readouterr()
     one_line_error(capsys, main(["nonet", "--data", DATA]),
                    "nonet: no such file, and no shipped config of that name (shipped: "
-                   "alexnet, cifar18, tiny, tiny-towers)")
+                   + ", ".join(sorted(shipped_configs())) + ")")
 
 
 def test_version(capsys):
