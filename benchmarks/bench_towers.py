@@ -23,26 +23,17 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
 
 import convnet  # noqa: E402
+from _common import cpu_model  # noqa: E402
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOWERS = os.path.join(ROOT, "layers", "alexnet-2gpu.cfg")
 ONE = os.path.join(ROOT, "layers", "alexnet.cfg")
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def batch(size, n):
