@@ -28,7 +28,7 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree 
 
 import convnet  # noqa: E402
 from _common import cpu_model  # noqa: E402
-from convnet.config import load_config  # noqa: E402
+from convnet.config import ConfigError, load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,21 +118,32 @@ def main():
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--steps", type=int, default=1, help="timed steps of each net per round")
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--device", default="cpu",
+                   help="cpu (two logical CPU devices against one), or cuda:N: the peer-copy and "
+                        "overlap figures first, then both nets on cuda:N (and cuda:N+1)")
     a = p.parse_args()
     towers_cfg = a.config
     cpu = convnet.device.module_for("cpu")
     cores = len(os.sched_getaffinity(0))
     print(f"{cpu_model()}, {cpu.isa()}, {cores} cores; batch {a.batch}, {a.size}x{a.size}, "
-          f"{a.steps} timed steps per round, {a.rounds} rounds")
+          f"{a.steps} timed steps per round, {a.rounds} rounds, --device {a.device}")
+    on_gpu = not a.device.startswith("cpu")
+    if on_gpu:
+        gpu_section()
     x, y = batch(a.size, a.batch)
-    towers = Net(load_config(towers_cfg), image_shape=(3, a.size, a.size), device="cpu",
-                 batch_size=a.batch)
-    one = Net(load_config(a.one), image_shape=(3, a.size, a.size), device="cpu",
+    try:
+        towers = Net(load_config(towers_cfg), image_shape=(3, a.size, a.size), device=a.device,
+                     batch_size=a.batch)
+    except (convnet.DeviceError, ConfigError) as e:  # e.g. one GPU: the towers need two devices
+        print(f"two-tower net not timed on {a.device}: {e}")
+        return
+    one = Net(load_config(a.one), image_shape=(3, a.size, a.size), device=a.device,
               batch_size=a.batch)
-    print(f"two towers: {os.path.relpath(towers_cfg, ROOT)} on "
-          + ", ".join(f"{d} (cores {towers.cores[d]})" for d in towers.cores)
-          + f", {towers.total_params:,} parameters; one device: {os.path.relpath(a.one, ROOT)}, "
-            f"{one.total_params:,} parameters, {cpu.num_threads()} threads")
+    where = ", ".join(f"{d} (cores {towers.cores[d]})" for d in towers.cores) if not on_gpu \
+        else ", ".join(str(d) for d in towers.devices)
+    print(f"two towers: {os.path.relpath(towers_cfg, ROOT)} on {where}"
+          f", {towers.total_params:,} parameters; one device: {os.path.relpath(a.one, ROOT)}, "
+          f"{one.total_params:,} parameters" + ("" if on_gpu else f", {cpu.num_threads()} threads"))
     towers.train_step(x, y, step=0, epoch=0, progress=0)  # warm-up
     one.train_step(x, y, step=0, epoch=0, progress=0)
     per_step = sum(r["bytes"] for r in towers.transfer_log)
@@ -147,21 +158,22 @@ def main():
         o_all += to
         ratios.append(mo / mt)
         total = sum(tt)
-        shares = []
-        for d in towers.cores:
+        shares = []  # CPU worker threads only: GPU streams are issued asynchronously
+        for d in ([] if on_gpu else towers.cores):
             busy_copy = spent[(d, "copy")][0]
             wait = spent[(d, "compute")][1]
             shares.append(f"{d}: transfers {100 * busy_copy / total:.1f}%, waiting "
                           f"{100 * wait / total:.1f}%")
         print(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
-              f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x; "
-              + "; ".join(shares), flush=True)
+              f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x"
+              + "".join("; " + x for x in shares), flush=True)
     mt, mo = statistics.median(t_all), statistics.median(o_all)
     print(f"median over all rounds: two towers {a.batch / mt:.1f} images/s, one device "
           f"{a.batch / mo:.1f} images/s; ratio per round {min(ratios):.2f}-{max(ratios):.2f}x, "
           f"median {statistics.median(ratios):.2f}x")
     towers.close()
-    gpu_section()
+    if not on_gpu:
+        gpu_section()
 
 
 if __name__ == "__main__":
