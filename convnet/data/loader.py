@@ -386,7 +386,7 @@ class Dataset:
         if not 0 <= start <= len(batches):
             raise ValueError(f"start batch {start} is outside the epoch's {len(batches)} batches")
         return BatchIterator(self, sources.TRAIN, "train", batches[start:], seed, epoch,
-                             f"train epoch {epoch}")
+                             f"train epoch {epoch + 1}")  # printed as the trainer counts: from 1
 
     def test_batches(self, batch_size: int, multiview: bool = False, drop_last: bool = False):
         if self.num_test == 0:
