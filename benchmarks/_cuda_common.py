@@ -63,11 +63,12 @@ def set_tf32(torch, on):
     torch.backends.cudnn.allow_tf32 = on
 
 
-def open_device(device):
+def open_device(device, json_path=None):
     """(module, device index, on_gpu, measured FMA peak or None, torch or None); None when CUDA
-    timings are skipped."""
+    timings are skipped, after writing the JSON that says so (for the GPU check's report)."""
     mod = cuda_or_none(device)
     if mod is None:
+        write_json(json_path, [], skipped="no GPU")
         return None
     index = int(device.split(":")[1])
     on_gpu = device.startswith("cuda")

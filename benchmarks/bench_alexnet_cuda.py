@@ -84,9 +84,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     add_device_arg(ap)
     a = ap.parse_args()
-    opened = open_device(a.device)
+    opened = open_device(a.device, a.json)
     if opened is None:
-        write_json(a.json, [], skipped="no GPU")
         return
     mod, dev_index, on_gpu, peak, torch = opened
     computed = computed_peaks().get("fp32_peak_gflops") if on_gpu else None

@@ -70,9 +70,8 @@ def main():
     ap.add_argument("--no-cpu-peer", action="store_true", help="skip the CPU backend runs")
     add_device_arg(ap)
     args = ap.parse_args()
-    opened = open_device(args.device)
+    opened = open_device(args.device, args.json)
     if opened is None:
-        write_json(args.json, [], skipped="no GPU")
         return
     mod, dev_index, on_gpu, peak, torch = opened
     computed = computed_peaks().get("fp32_peak_gflops") if on_gpu else None

@@ -95,9 +95,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=20)
     add_device_arg(ap)
     args = ap.parse_args()
-    opened = open_device(args.device)
+    opened = open_device(args.device, args.json)
     if opened is None:
-        write_json(args.json, [], skipped="no GPU")
         return
     mod, dev_index, on_gpu, _, torch = opened
     dram = computed_peaks().get("dram_peak_gbs") if on_gpu else None
