@@ -13,3 +13,10 @@ void set_cpu_isa(Isa isa);   // throws if the CPU cannot run it
 const char* isa_name(Isa isa);
 
 }  // namespace convnet
+
+// A kernel family compiled once per SIMD path (lrn_kernels.h, pool_kernels.h) lists its entry
+// points once, in a macro taking ENTRY: the family's header passes CONVNET_DECLARE_ENTRY to
+// declare them, each <family>_<isa>.cpp passes CONVNET_DEFINE_ENTRY to define them as calls of
+// the shared bodies compiled with that file's flags.
+#define CONVNET_DECLARE_ENTRY(call) ;
+#define CONVNET_DEFINE_ENTRY(call) { call; }

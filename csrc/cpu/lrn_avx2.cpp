@@ -2,25 +2,5 @@
 #include "lrn_kernels.h"
 
 namespace convnet {
-namespace avx2 {
-
-void lrn_fwd(const NormParams& p, const float* x, float* y, float* denoms) {
-  lrn_fwd_impl(p, x, y, denoms);
-}
-
-void lrn_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
-             const float* denoms, float* dx, bool accumulate) {
-  lrn_bwd_impl(p, dy, x, y, denoms, dx, accumulate);
-}
-
-void rnorm_fwd(const NormParams& p, const float* x, float* y, float* denoms) {
-  rnorm_fwd_impl(p, x, y, denoms);
-}
-
-void rnorm_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
-               const float* denoms, float* dx, bool accumulate) {
-  rnorm_bwd_impl(p, dy, x, y, denoms, dx, accumulate);
-}
-
-}  // namespace avx2
+CONVNET_NORM_ENTRY_POINTS(avx2, CONVNET_DEFINE_ENTRY)
 }  // namespace convnet

@@ -22,6 +22,7 @@
 
 #include "lrn.h"
 #include "norm_math.h"
+#include "isa.h"
 #include "parallel.h"
 
 namespace convnet {
@@ -238,22 +239,23 @@ void rnorm_bwd_impl(const NormParams& p, const float* dy, const float* x, const 
 
 }  // namespace
 
-namespace avx512 {
-void lrn_fwd(const NormParams& p, const float* x, float* y, float* denoms);
-void lrn_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
-             const float* denoms, float* dx, bool accumulate);
-void rnorm_fwd(const NormParams& p, const float* x, float* y, float* denoms);
-void rnorm_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
-               const float* denoms, float* dx, bool accumulate);
-}  // namespace avx512
+// The entry points of one SIMD path's build, in namespace `isa`: declared here with
+// CONVNET_DECLARE_ENTRY, defined in lrn_<isa>.cpp with CONVNET_DEFINE_ENTRY (isa.h).
+#define CONVNET_NORM_ENTRY_POINTS(isa, ENTRY)                                                 \
+  namespace isa {                                                                           \
+  void lrn_fwd(const NormParams& p, const float* x, float* y, float* denoms)                \
+      ENTRY(lrn_fwd_impl(p, x, y, denoms))                                                  \
+  void lrn_bwd(const NormParams& p, const float* dy, const float* x, const float* y,        \
+               const float* denoms, float* dx, bool accumulate)                             \
+      ENTRY(lrn_bwd_impl(p, dy, x, y, denoms, dx, accumulate))                              \
+  void rnorm_fwd(const NormParams& p, const float* x, float* y, float* denoms)              \
+      ENTRY(rnorm_fwd_impl(p, x, y, denoms))                                                \
+  void rnorm_bwd(const NormParams& p, const float* dy, const float* x, const float* y,      \
+                 const float* denoms, float* dx, bool accumulate)                           \
+      ENTRY(rnorm_bwd_impl(p, dy, x, y, denoms, dx, accumulate))                            \
+  }
 
-namespace avx2 {
-void lrn_fwd(const NormParams& p, const float* x, float* y, float* denoms);
-void lrn_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
-             const float* denoms, float* dx, bool accumulate);
-void rnorm_fwd(const NormParams& p, const float* x, float* y, float* denoms);
-void rnorm_bwd(const NormParams& p, const float* dy, const float* x, const float* y,
-               const float* denoms, float* dx, bool accumulate);
-}  // namespace avx2
+CONVNET_NORM_ENTRY_POINTS(avx512, CONVNET_DECLARE_ENTRY)
+CONVNET_NORM_ENTRY_POINTS(avx2, CONVNET_DECLARE_ENTRY)
 
 }  // namespace convnet

@@ -2,14 +2,5 @@
 #include "pool_kernels.h"
 
 namespace convnet {
-namespace avx512 {
-
-void pool_fwd(const PoolParams& p, const float* x, float* y) { pool_fwd_impl(p, x, y); }
-
-void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y, float* dx,
-              bool accumulate) {
-  pool_bwd_impl(p, dy, x, y, dx, accumulate);
-}
-
-}  // namespace avx512
+CONVNET_POOL_ENTRY_POINTS(avx512, CONVNET_DEFINE_ENTRY)
 }  // namespace convnet

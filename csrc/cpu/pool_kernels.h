@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "isa.h"
 #include "parallel.h"
 #include "pool.h"
 
@@ -128,16 +129,17 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
 
 }  // namespace
 
-namespace avx512 {
-void pool_fwd(const PoolParams& p, const float* x, float* y);
-void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y, float* dx,
-              bool accumulate);
-}  // namespace avx512
+// The entry points of one SIMD path's build, in namespace `isa`: declared here with
+// CONVNET_DECLARE_ENTRY, defined in pool_<isa>.cpp with CONVNET_DEFINE_ENTRY (isa.h).
+#define CONVNET_POOL_ENTRY_POINTS(isa, ENTRY)                                                 \
+  namespace isa {                                                                           \
+  void pool_fwd(const PoolParams& p, const float* x, float* y) ENTRY(pool_fwd_impl(p, x, y)) \
+  void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y,       \
+                float* dx, bool accumulate)                                                 \
+      ENTRY(pool_bwd_impl(p, dy, x, y, dx, accumulate))                                     \
+  }
 
-namespace avx2 {
-void pool_fwd(const PoolParams& p, const float* x, float* y);
-void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y, float* dx,
-              bool accumulate);
-}  // namespace avx2
+CONVNET_POOL_ENTRY_POINTS(avx512, CONVNET_DECLARE_ENTRY)
+CONVNET_POOL_ENTRY_POINTS(avx2, CONVNET_DECLARE_ENTRY)
 
 }  // namespace convnet
