@@ -1,5 +1,6 @@
 """Shared benchmark helpers: timing by median, the machine's measured FMA peak, the CPU model, and
 `--isa`, which runs a benchmark on one SIMD level for convnet and its peers alike."""
+import json
 import os
 import statistics
 import subprocess
@@ -126,3 +127,36 @@ def fma_peak(threads=None, isa=None, iters=20_000_000, repeats=5):
 def local_peak():
     """A short FMA-peak measurement (about 0.1 s) taken right next to a timing."""
     return fma_peak(iters=5_000_000, repeats=3)
+
+
+# PyTorch's CPU allocator takes its large tensors straight from glibc's malloc, which by default
+# returns them to the system and maps them afresh every step; the peer runs in a child process
+# with malloc told to keep them, as a tuned PyTorch install would (jemalloc/tcmalloc).
+TORCH_MALLOC = ("glibc.malloc.mmap_threshold=4294967296:"
+                "glibc.malloc.trim_threshold=17179869184")
+
+
+def torch_in_child(script, *args):
+    """Runs ``script --torch-only ARGS`` with TORCH_MALLOC; the JSON of its last line of output,
+    or None when it failed (no PyTorch)."""
+    env = dict(os.environ, GLIBC_TUNABLES=TORCH_MALLOC)
+    r = subprocess.run([sys.executable, script, "--torch-only", *map(str, args)], env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def torch_alexnet(nn):
+    """The paper's net in PyTorch, towers as groups=2 (input 227x227: PyTorch rounds output sizes
+    down where cuda-convnet rounds them up, so 227 gives the paper's 55x55 after conv1)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 96, 11, 4), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(),
+        nn.LocalResponseNorm(5, 1e-4, 0.75, 2), nn.MaxPool2d(3, 2),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Flatten(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(), nn.Dropout(),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 1000))

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -26,7 +25,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import add_isa_argument, describe_machine, fma_peak, run_at_isa  # noqa: E402
+from _common import (add_isa_argument, describe_machine, fma_peak, run_at_isa,  # noqa: E402
+                     torch_alexnet, torch_in_child)
 
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
@@ -59,23 +59,11 @@ def bench_torch(batch, size, steps):
         return None
     torch.set_num_threads(os.cpu_count())
 
-    def alexnet():
-        return nn.Sequential(
-            nn.Conv2d(3, 96, 11, 4), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2),
-            nn.MaxPool2d(3, 2),
-            nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(),
-            nn.LocalResponseNorm(5, 1e-4, 0.75, 2), nn.MaxPool2d(3, 2),
-            nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
-            nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Flatten(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 1000))
-
     best = None
     # PyTorch rounds output sizes down: 227 gives the paper's 55x55 after conv1.
     tsize = size + 3 if size == 224 else size
     for channels_last in (False, True):
-        model = alexnet()
+        model = torch_alexnet(nn)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         x = torch.randn(batch, 3, tsize, tsize)
         y = torch.arange(batch) % 1000
@@ -95,21 +83,6 @@ def bench_torch(batch, size, steps):
         if best is None or t < best[0]:
             best = (t, "channels-last" if channels_last else "NCHW")
     return best
-
-
-TORCH_MALLOC = ("glibc.malloc.mmap_threshold=4294967296:"
-                "glibc.malloc.trim_threshold=17179869184")
-
-
-def torch_in_child(batch, size, steps):
-    env = dict(os.environ, GLIBC_TUNABLES=TORCH_MALLOC)
-    r = subprocess.run([sys.executable, __file__, "--torch-only", "--batch", str(batch),
-                        "--size", str(size), "--steps", str(steps)], env=env,
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        return None
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    return None if out is None else tuple(out)
 
 
 def main():
@@ -138,7 +111,8 @@ def main():
         f, b, u = (per_layer.get((L.name, k), 0.0) * 1000 for k in ("fwd", "bwd", "update"))
         if f + b + u > 0.05:
             print(f"{L.name:>10} {f:8.1f} {b:8.1f} {u:8.1f} {(f + b + u) / total / 10:5.1f}%")
-    torch_res = torch_in_child(a.batch, a.size, a.steps)
+    torch_res = torch_in_child(__file__, "--batch", a.batch, "--size", a.size, "--steps", a.steps)
+    torch_res = None if torch_res is None else tuple(torch_res)
     if torch_res is None:
         print("PyTorch: not installed (pip install torch to compare in the same run)")
     else:

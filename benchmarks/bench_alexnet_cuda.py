@@ -18,6 +18,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
+from _common import torch_alexnet  # noqa: E402
 from _cuda_common import (add_device_arg, computed_peaks, open_device, set_tf32,  # noqa: E402
                           write_json)
 
@@ -47,16 +48,7 @@ def bench_torch(torch, batch, size, steps, tf32):
     nn = torch.nn
     set_tf32(torch, tf32)
     torch.backends.cudnn.benchmark = True
-    model = nn.Sequential(
-        nn.Conv2d(3, 96, 11, 4), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 2),
-        nn.MaxPool2d(3, 2),
-        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(),
-        nn.LocalResponseNorm(5, 1e-4, 0.75, 2), nn.MaxPool2d(3, 2),
-        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Flatten(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(), nn.Dropout(),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 1000)).cuda()
+    model = torch_alexnet(nn).cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     # PyTorch rounds output sizes down: 227 gives the paper's 55x55 after conv1.
     tsize = size + 3 if size == 224 else size

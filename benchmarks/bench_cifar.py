@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -26,14 +25,13 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import add_isa_argument, describe_machine, fma_peak, run_at_isa  # noqa: E402
+from _common import (add_isa_argument, describe_machine, fma_peak, run_at_isa,  # noqa: E402
+                     torch_in_child)
 
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(HERE), "layers", "cifar18.cfg")
-TORCH_MALLOC = ("glibc.malloc.mmap_threshold=4294967296:"
-                "glibc.malloc.trim_threshold=17179869184")
 
 
 def convnet_net(batch):
@@ -103,15 +101,6 @@ def torch_models(batch, steps):
     return out
 
 
-def torch_in_child(batch, steps):
-    env = dict(os.environ, GLIBC_TUNABLES=TORCH_MALLOC)
-    r = subprocess.run([sys.executable, __file__, "--torch-only", "--batch", str(batch),
-                        "--steps", str(steps)], env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        return None
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
@@ -134,7 +123,7 @@ def main():
     ours, peers = [], {}
     for r in range(a.rounds):
         ours.append(time_convnet(net, x, y, a.steps, 3 + r * a.steps))
-        res = torch_in_child(a.batch, a.steps)
+        res = torch_in_child(__file__, "--batch", a.batch, "--steps", a.steps)
         for layout, t in (res or {}).items():
             peers.setdefault(layout, []).append(t)
         print(f"  round {r + 1}: convnet {a.batch / ours[-1]:.0f} images/s"

@@ -46,7 +46,7 @@ def torch_conv_peers(x, w, dy, pad, stride, groups):
     """PyTorch's NCHW layer on the same problem (PyTorch rounds output sizes down, so the input is
     zero-extended to give the same output size)."""
     c, h, wd, n = x.shape
-    fs, f = w.shape[1], w.shape[3]
+    fs = w.shape[1]
     ho, wo = dy.shape[1], dy.shape[2]
     eh, ew = (ho - 1) * stride + fs - h - 2 * pad, (wo - 1) * stride + fs - wd - 2 * pad
     tx = torch.zeros(n, c, h + max(eh, 0), wd + max(ew, 0))
