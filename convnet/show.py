@@ -1,8 +1,8 @@
 """What a net learned, as pictures: ``python -m convnet.show RUN_DIR|CHECKPOINT ... [--out DIR]``.
 
 Four figures, each a PNG in ``--out`` (default: the first run's directory), drawn with matplotlib
-(an optional extra: ``pip install convnet[show]``), headless unless ``--window`` asks for a window
-(where a display exists):
+(an optional extra: ``pip install convnet[show]``), also shown in a window where a display exists
+(``--no-window``: never):
 
 * ``curves.png``: training cost (-log p of the label) and top-1 error per batch, smoothed (a
   moving average of ``--smooth`` batches), with the validation tests as markers, against the
@@ -20,6 +20,7 @@ Four figures, each a PNG in ``--out`` (default: the first run's directory), draw
 The last two read the data source the net was trained on (stored in the checkpoint; ``--data``
 names another); when it cannot be opened they are left out with a note.
 """
+import argparse
 import json
 import math
 import os
@@ -244,10 +245,12 @@ def _run_dir(path):
     return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
 
 
-def show(paths, out=None, *, data=None, window=False, smooth_batches=20, images=8,
+def show(paths, out=None, *, data=None, window=None, smooth_batches=20, images=8,
          train_images=2000, device="cpu", say=say_stderr):
-    """Draws the figures of the module docstring; returns the PNG paths written."""
+    """Draws the figures of the module docstring; returns the PNG paths written. `window`:
+    also show them in a window (None: when a display exists)."""
     paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+    window = has_display() if window is None else window and has_display()
     out = out or _run_dir(paths[0])
     os.makedirs(out, exist_ok=True)
     plt = _pyplot(window)
@@ -276,7 +279,7 @@ def show(paths, out=None, *, data=None, window=False, smooth_batches=20, images=
     if source is not None:
         written.append(plot_predictions(plt, model, source, out, images))
         written.append(plot_neighbours(plt, model, source, out, train_images=train_images))
-    if window and has_display():
+    if window:
         plt.show()
     plt.close("all")
     return written
@@ -301,8 +304,8 @@ def main(argv=None):
     p.add_argument("--train-images", type=int_at_least(1), default=2000, metavar="N",
                    help="training images searched for nearest neighbours (default: 2000)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda:N or emu:N")
-    p.add_argument("--window", action="store_true",
-                   help="also open the figures in a window (where a display exists)")
+    p.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
+                   help="also open the figures in a window (default: when a display exists)")
     args = p.parse_args(argv)
     from .data import DataError
     from .device import DeviceError

@@ -12,9 +12,8 @@ from convnet.data import open_source
 from convnet.export import export, main as export_main, read_numpy
 from convnet.export.graph import inference_graph
 from convnet.inference import Model
-from convnet.train import main as train_main
+from small_runs import ROOT, train_small
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = os.path.join(ROOT, "tests", "fixtures", "export-net.cfg")
 DATA = "synthetic:size=13,train=64,test=16"
 # float32 in both frameworks, summed in different orders: probabilities agree to this.
@@ -23,10 +22,7 @@ PROB_TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("export") / "run"
-    assert train_main([NET, "--data", DATA, "--batch-size", "16", "--epochs", "1",
-                       "--save-dir", str(d)]) == 0
-    return str(d)
+    return train_small(tmp_path_factory.mktemp("export") / "run", NET, DATA, epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,14 @@ from convnet.data import open_source
 from convnet.inference import MEAN_ARRAY, Model
 from convnet.predict import main as predict_main
 from convnet.predict import predict
-from convnet.train import main as train_main
+from small_runs import TINY_DATA as DATA
+from small_runs import train_small
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "layers", "tiny.cfg")
-DATA = "synthetic:size=12,train=64,test=24"
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("predict") / "run"
-    assert train_main([TINY, "--data", DATA, "--batch-size", "16", "--epochs", "2",
-                       "--save-dir", str(d)]) == 0
-    return str(d)
+    return train_small(tmp_path_factory.mktemp("predict") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,11 @@ import numpy as np
 import pytest
 
 from convnet.show import filter_grid, main as show_main, nearest, smooth
-from convnet.train import main as train_main
+from small_runs import train_small
 
 pytest.importorskip("matplotlib", reason="matplotlib not installed (pip install matplotlib)")
 from PIL import Image  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "layers", "tiny.cfg")
-DATA = "synthetic:size=12,train=64,test=24"
 SIZES = {"curves.png": (1200, 450), "filters.png": (800, 600),
          "predictions.png": (1600, 800), "neighbours.png": (1400, 1000)}
 
@@ -22,13 +19,7 @@ SIZES = {"curves.png": (1200, 450), "filters.png": (800, 600),
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("show")
-    out = []
-    for seed in (1, 2):
-        d = base / f"run{seed}"
-        assert train_main([TINY, "--data", DATA, "--batch-size", "16", "--epochs", "2",
-                           "--seed", str(seed), "--save-dir", str(d)]) == 0
-        out.append(str(d))
-    return out
+    return [train_small(base / f"run{seed}", seed=seed) for seed in (1, 2)]
 
 
 def check_png(path, size):
@@ -45,7 +36,8 @@ def check_png(path, size):
 
 
 def test_every_figure(runs, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("DISPLAY", raising=False)
+    for var in ("DISPLAY", "WAYLAND_DISPLAY"):          # headless: PNG files only
+        monkeypatch.delenv(var, raising=False)
     out = tmp_path / "figs"
     assert show_main([*runs, "--out", str(out), "--train-images", "40"]) == 0
     printed = capsys.readouterr().out
@@ -56,7 +48,8 @@ def test_every_figure(runs, tmp_path, capsys, monkeypatch):
 
 def test_curves_overlay_runs_and_missing_data(runs, tmp_path, capsys):
     out = tmp_path / "figs"
-    assert show_main([runs[0], "--out", str(out), "--data", str(tmp_path / "none")]) == 0
+    assert show_main([runs[0], "--out", str(out), "--data", str(tmp_path / "none"),
+                      "--no-window"]) == 0
     err = capsys.readouterr().err
     assert "cannot be opened" in err and "no predictions" in err
     assert sorted(os.listdir(out)) == ["curves.png", "filters.png"]

@@ -138,8 +138,11 @@ def _forward_expr(n, ident, v):
         terms = []
         for i, (x, p) in enumerate(zip(xs, n["per_input"])):
             mod = f"self.{ident}[{i}]" if several else f"self.{ident}"
-            terms.append(f"{mod}(pad_conv({x}, {tuple(p['pads'])}))" if op == "conv"
-                         else f"{mod}({x}.flatten(1))")
+            if op == "fc":
+                terms.append(f"{mod}({x}.flatten(1))")
+            else:
+                padded = f"pad_conv({x}, {tuple(p['pads'])})" if any(p["pads"]) else x
+                terms.append(f"{mod}({padded})")
         return " + ".join(terms)
     x = xs[0]
     if op == "pool":
@@ -182,10 +185,11 @@ def module_source(nodes, *, title, source, crop, classes):
             c, s = n["shape"][0], n["size"]
             init.append(f"self.register_buffer('{ident}_box', torch.ones({c}, 1, {s}, {s}), "
                         "persistent=False)")
-        fwd.append(f"out[{n['name']!r}] = {ident} = "
-                   + neuron_expr(n["neuron"], f"({_forward_expr(n, ident, v)})")
-                   if n["neuron"] else
-                   f"out[{n['name']!r}] = {ident} = {_forward_expr(n, ident, v)}")
+        expr = _forward_expr(n, ident, v)
+        if n["neuron"]:
+            expr = neuron_expr(n["neuron"], f"({expr})" if " + " in expr or " * " in expr
+                               else expr)
+        fwd.append(f"out[{n['name']!r}] = {ident} = {expr}")
         v[n["name"]] = ident
     last = nodes[-1]["name"]
     text = _HEADER.format(title=title, source=source, crop=crop, classes=len(classes),
