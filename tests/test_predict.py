@@ -3,6 +3,8 @@ the test path, top-k with names, --json, --features, 10 views, unreadable images
 skipped, older checkpoints, user mistakes as one line."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -146,3 +148,14 @@ def test_predict_user_mistakes_are_one_line(run_dir, images, args, text, capsys)
 def test_predict_missing_checkpoint(tmp_path, capsys):
     assert predict_main([str(tmp_path / "none"), str(tmp_path)]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["convnet.predict", "convnet.export", "convnet.show"])
+def test_commands_run_as_modules(module, tmp_path):
+    r = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("convnet "), r.stderr
+    r = subprocess.run([sys.executable, "-m", module, str(tmp_path / "none"), "x"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(module.split(".")[1].join(["convnet.", ": error:"]))
