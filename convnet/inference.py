@@ -126,7 +126,6 @@ class Model:
                  source="checkpoint", meta=None):
         from .net import Net
         self.config, self.info, self.meta = config, info, meta or {}
-        self.views_max = views
         self.batch_images = int(batch_images)
         self.net = Net(config, image_shape=(3, info.crop, info.crop), device=device,
                        batch_size=self.batch_images * views, seed=0, single_device=True)
