@@ -124,7 +124,8 @@ def _sum(b, terms):
 
 
 def onnx_model(nodes, *, mean_crop, title, classes):
-    """An onnx.ModelProto computing the probabilities of `nodes` (the last node's output)."""
+    """An onnx.ModelProto computing the probabilities of `nodes` (the last node's output);
+    `classes` names the labels (the net may have more outputs than the data had labels)."""
     import onnx
     b = _Builder(onnx)
     crop = mean_crop.shape[1]
@@ -140,7 +141,7 @@ def onnx_model(nodes, *, mean_crop, title, classes):
     graph = b.h.make_graph(
         b.nodes, title,
         [b.h.make_tensor_value_info("images", f32, ["N", 3, crop, crop])],
-        [b.h.make_tensor_value_info("probs", f32, ["N", len(classes)])], b.inits)
+        [b.h.make_tensor_value_info("probs", f32, ["N", nodes[-1]["shape"][0]])], b.inits)
     model = b.h.make_model(graph, opset_imports=[b.h.make_opsetid("", OPSET)],
                            producer_name="convnet")
     model.ir_version = min(model.ir_version, 8)   # readable by onnxruntime releases since 1.14

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The names of labels 0, 1, ... (outputs beyond them were never a label in training).
 CLASSES = {classes_list!r}
 
 
@@ -192,7 +193,7 @@ def module_source(nodes, *, title, source, crop, classes):
         fwd.append(f"out[{n['name']!r}] = {ident} = {expr}")
         v[n["name"]] = ident
     last = nodes[-1]["name"]
-    text = _HEADER.format(title=title, source=source, crop=crop, classes=len(classes),
+    text = _HEADER.format(title=title, source=source, crop=crop, classes=nodes[-1]["shape"][0],
                           classes_list=list(classes))
     text += "".join(f"        {line}\n" for line in init)
     text += ("\n    def activations(self, images):\n"
