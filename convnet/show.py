@@ -10,7 +10,8 @@ Four figures, each a PNG in ``--out`` (default: the first run's directory), draw
 * ``filters.png``: the first conv layer's filters as an RGB grid, each filter scaled to the full
   range on its own (its min to black, its max to white), as in the paper's figure 3; a first
   layer without 3 input channels per filter shows each filter's channel mean in grey.
-* ``predictions.png``: validation images with their five most probable classes as bars, the bar
+* ``predictions.png``: validation images (of different classes where there are enough) with
+  their five most probable classes as bars, the bar
   of the true label red (the paper's figure 4, left); a true label outside the five is named
   under the bars.
 * ``neighbours.png``: for a few validation images (first column), the training images whose
@@ -156,9 +157,23 @@ def _picks(count, k):
     return np.unique(np.linspace(0, count - 1, min(k, count)).round().astype(np.int64))
 
 
+def _distinct_picks(labels, k):
+    """Up to k evenly spread images of different labels (then any, if fewer labels)."""
+    step = max(1, len(labels) // (16 * k))
+    picks, seen = [], set()
+    for i in range(0, len(labels), step):
+        if int(labels[i]) not in seen:
+            seen.add(int(labels[i]))
+            picks.append(i)
+            if len(picks) == k:
+                break
+    rest = [i for i in _picks(len(labels), k) if i not in picks]
+    return np.array(sorted(picks + rest[:k - len(picks)]), np.int64)
+
+
 def plot_predictions(plt, model, source, out, images=8):
     """Writes predictions.png (1600x800): `images` validation images with their top-5 bars."""
-    idx = _picks(source.count(1), images)
+    idx = _distinct_picks(source.labels(1), images)
     batch, labels, kept, _ = model.prepare_source(source, 1, idx)
     probs, _ = model.probabilities(batch)
     cols = min(4, len(kept)) or 1
@@ -210,7 +225,7 @@ def nearest(queries, pool, k):
 def plot_neighbours(plt, model, source, out, queries=5, k=6, train_images=2000):
     """Writes neighbours.png (1400x1000)."""
     layer = model.last_hidden_layer()
-    q_idx = _picks(source.count(1), queries)
+    q_idx = _distinct_picks(source.labels(1), queries)
     t_idx = _picks(source.count(0), train_images)
     qf, q_kept = _features(model, source, 1, q_idx, layer)
     tf, t_kept = _features(model, source, 0, t_idx, layer)
@@ -222,7 +237,8 @@ def plot_neighbours(plt, model, source, out, queries=5, k=6, train_images=2000):
     for r, qk in enumerate(q_kept):
         i = int(q_idx[qk])
         axes[r, 0].imshow(source.load(1, i, source.key(1, i)))
-        axes[r, 0].set_title("validation", fontsize=8)
+        true = model.info.label_name(int(source.labels(1)[i]))
+        axes[r, 0].set_title(f"validation: {true}"[:32], fontsize=8)
         for c, t in enumerate(near[r]):
             j = int(t_idx[t_kept[t]])
             axes[r, c + 1].imshow(source.load(0, j, source.key(0, j)))
