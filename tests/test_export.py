@@ -122,3 +122,13 @@ def test_export_user_mistakes(run_dir, tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     assert export_main([run_dir, "--to", "numpy", str(tmp_path / "no" / "dir" / "x.npz")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_neuron_layers_apply_their_function_once(reference):
+    """A type=neuron layer computes f(x), not f(f(x)) (its neuron= key once doubled as the
+    neuron fused after a layer)."""
+    _, _, outs, _ = reference
+    x = outs["drop3"].astype(np.float64)
+    np.testing.assert_allclose(outs["soft3"], np.log1p(np.exp(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outs["abs3"], np.abs(x), rtol=0, atol=0)
+    np.testing.assert_allclose(outs["square3"], np.abs(x) ** 2, rtol=1e-6, atol=1e-7)
