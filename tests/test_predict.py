@@ -16,6 +16,7 @@ from convnet.data import open_source
 from convnet.inference import MEAN_ARRAY, Model
 from convnet.predict import main as predict_main
 from convnet.predict import predict
+from convnet.train import main as train_main
 from small_runs import TINY_DATA as DATA
 from small_runs import train_small
 
@@ -159,3 +160,83 @@ def test_commands_run_as_modules(module, tmp_path):
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith(module.split(".")[1].join(["convnet.", ": error:"]))
+
+
+FOLDER_NET = """
+[data]
+type=data
+dataIdx=0
+[labels]
+type=data
+dataIdx=1
+[conv1]
+type=conv
+inputs=data
+filters=4
+filterSize=8
+stride=8
+neuron=relu
+epsW=0.001
+epsB=0.001
+momW=0.9
+momB=0.9
+wc=0
+[pool1]
+type=pool
+pool=max
+inputs=conv1
+sizeX=4
+stride=4
+[fc2]
+type=fc
+inputs=pool1
+outputs=2
+epsW=0.001
+epsB=0.001
+momW=0.9
+momB=0.9
+wc=0
+[probs]
+type=softmax
+inputs=fc2
+[logprob]
+type=cost.logreg
+inputs=labels,probs
+"""
+
+
+def test_imagenet_layout_synsets_and_views_as_the_test_path(tmp_path, capsys):
+    """An ImageNet-layout folder (JPEG and PNG files of several sizes, synset_words.txt): the
+    checkpoint stores the synset ids and words; predict's centre crop and 10 views of the
+    validation files give the trainer's test-path probabilities (256 resize, 224 crops)."""
+    rs = np.random.RandomState(3)
+    root = tmp_path / "imnet"
+    for split, n in (("train", 3), ("val", 2)):
+        for wnid, size in (("n001", (300, 260)), ("n002", (257, 400))):
+            (root / split / wnid).mkdir(parents=True)
+            for k in range(n):
+                arr = rs.randint(0, 256, (size[1], size[0], 3)).astype(np.uint8)
+                ext = "JPEG" if k % 2 == 0 else "png"
+                Image.fromarray(arr).save(root / split / wnid / f"i{k}.{ext}")
+    (root / "synset_words.txt").write_text("n001 tench, Tinca tinca\nn002 goldfish\n")
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text(FOLDER_NET)
+    run = str(tmp_path / "run")
+    assert train_main([str(cfg), "--data", f"folder:{root}", "--batch-size", "2", "--epochs",
+                       "1", "--workers", "0", "--save-dir", run]) == 0
+    meta, _ = checkpoint.load(run)
+    assert meta["inference"]["classes"] == ["n001", "n002"]
+    assert meta["inference"]["class_names"] == ["tench, Tinca tinca", "goldfish"]
+    assert meta["inference"]["image_size"] == [256, 256] and meta["inference"]["crop"] == 224
+    capsys.readouterr()
+    model = Model.load(run)
+    with open_source(f"folder:{root}", workers=0) as ds:
+        for views in (1, 10):
+            (test_images, _), = list(ds.test_batches(4, multiview=views == 10))
+            paths = [ds.source.key(1, i) for i in range(4)]
+            batch, kept, skipped = model.prepare(paths, views)
+            assert kept == paths and not skipped
+            np.testing.assert_array_equal(batch, test_images)
+    assert predict_main([run, str(root / "val" / "n002"), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "n002  goldfish" in out and "n001  tench, Tinca tinca" in out
