@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, inference
 from .checkpoint import CheckpointError
 from .cli import (Parser, UserError, check_environment, error_prefix, int_at_least,
                   prog_name)
@@ -539,8 +539,11 @@ class Trainer:
                         "batch_size": self.batch_size, "epochs": self.epochs,
                         "device": self.args.device},
         }
-        path = checkpoint.save(self.save_dir, self.step, self.net.state_arrays(), meta,
-                               keep=self.args.keep)
+        # What inference needs (mean image, sizes, class names): convnet.inference.
+        meta["inference"], extra = inference.record(
+            inference.InferenceInfo.from_dataset(self.data, self.data_spec))
+        path = checkpoint.save(self.save_dir, self.step, {**self.net.state_arrays(), **extra},
+                               meta, keep=self.args.keep)
         self.say(f"saved {path}")
 
     def write_features(self, name):

@@ -104,7 +104,7 @@ def test_checkpoints_are_npz_and_json_and_only_k_are_kept(tmp_path):
     assert "[conv1]" in meta["def_text"] and meta["seed"] == 0
     with np.load(tmp_path / "run" / "ckpt-00000008.npz", allow_pickle=False) as z:
         assert set(z.files) == {"conv1.w", "conv1.w.inc", "conv1.b", "conv1.b.inc", "fc2.w",
-                                "fc2.w.inc", "fc2.b", "fc2.b.inc"}
+                                "fc2.w.inc", "fc2.b", "fc2.b.inc", "inference.mean"}
     kinds = [json.loads(ln)["kind"] for ln in open(tmp_path / "run" / "log.jsonl")]
     assert kinds[0] == "start" and kinds.count("batch") == 8 and kinds.count("test") == 4
 

@@ -160,6 +160,7 @@ class NeuronLayer(Layer):
         self.KEYS = {"neuron": (lambda s, k: parse_neuron(s, k, neurons), REQUIRED)}
         super().__init__(spec, neurons)
         self.kind = self.cfg["neuron"]
+        self.neuron = None  # `neuron=` is this layer's function, not one applied after it
 
     def infer(self, in_shapes):
         return in_shapes[0]
