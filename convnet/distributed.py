@@ -44,6 +44,7 @@ BUCKET_BYTES = 4 << 20
 DEFAULT_TIMEOUT = 120.0
 _LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 _TAG_DONE = 17  # "rank r finished the backward pass of step t"
+STAT_KEYS = ("logprob", "top1", "top5")  # a cost layer's statistics (sums over images)
 
 
 class DistributedError(RuntimeError):
@@ -151,7 +152,7 @@ class World:
         counts[self.rank] = array.shape[-1]
         self.wait([self.comm.Iallreduce(self.MPI.IN_PLACE, counts, op=self.MPI.SUM)], what)
         rows = int(np.prod(array.shape[:-1]))
-        flat = np.ascontiguousarray(array, np.float32).reshape(rows, -1)
+        flat = np.ascontiguousarray(array, np.float32).reshape(rows, array.shape[-1])
         out = np.zeros((self.size, rows, int(counts.max())), np.float32)
         out[self.rank, :, :flat.shape[1]] = flat
         self.wait([self.comm.Iallreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)], what)
@@ -197,7 +198,7 @@ class GradientSync:
         self.where = {id(p): (b, i) for b in self.buckets for i, p in enumerate(b.params)}
         self._lock = threading.Lock()  # hooks of several CPU devices run on their threads
         self._active = []
-        self.step = 0
+        self.step = self._next = 0
         self.last = {}
 
     def begin(self, step):
@@ -265,6 +266,7 @@ class DistributedNet:
         self._net, self.world = net, world
         self.sync = GradientSync(net, world, bucket_bytes)
         net.slice_base = world.rank * net.slices  # each rank's dropout masks are its own
+        self._empty = False
         arrays = net.state_arrays()
         world.broadcast_arrays(arrays, "the broadcast of rank 0's weights")
         net.load_state_arrays(arrays, "rank 0's weights")
@@ -272,32 +274,35 @@ class DistributedNet:
     def __getattr__(self, name):
         return getattr(self._net, name)
 
-    def _shard(self, images, labels):
-        lo, hi = self.world.bounds(images.shape[-1])
-        if hi == lo:
-            raise DistributedError(f"a batch of {images.shape[-1]} images cannot be shared "
-                                   f"by {self.world.size} ranks (each needs one)")
-        return images[..., lo:hi], labels[lo:hi]
-
-    def _global(self, stats, n, what):
-        names = sorted(stats)
-        keys = sorted(next(iter(stats.values())))
-        total = self.world.sum([n] + [stats[c][k] for c in names for k in keys], what)
-        it = iter(total[1:])
-        return {c: {k: float(next(it)) for k in keys} for c in names}
+    def _global(self, stats, what):
+        """Every cost's statistics (sums over images) summed over the ranks."""
+        names = [C.name for C in self._net.costs]
+        total = self.world.sum([stats[c][k] for c in names for k in STAT_KEYS], what)
+        it = iter(total)
+        return {c: {k: float(next(it)) for k in STAT_KEYS} for c in names}
 
     def train_step(self, images, labels, *, step, epoch, progress):
         n = images.shape[-1]
-        mine, lab = self._shard(images, labels)
+        lo, hi = self.world.bounds(n)
+        if hi == lo:
+            raise DistributedError(f"a training batch of {n} images cannot be shared by "
+                                   f"{self.world.size} ranks (each needs one)")
         self.sync.begin(step)
-        stats = self._net.train_step(mine, lab, step=step, epoch=epoch, progress=progress,
-                                     mean_over=n)
-        return self._global(stats, mine.shape[-1], f"the statistics of step {step}")
+        stats = self._net.train_step(images[..., lo:hi], labels[lo:hi], step=step, epoch=epoch,
+                                     progress=progress, mean_over=n)
+        return self._global(stats, f"the statistics of step {step}")
 
     def forward(self, images, labels, *, train, step=0):
-        mine, lab = self._shard(images, labels)
-        stats = self._net.forward(mine, lab, train=train, step=step)
-        return self._global(stats, mine.shape[-1], "the test statistics")
+        lo, hi = self.world.bounds(images.shape[-1])
+        self._empty = hi == lo  # a last test batch with fewer images than ranks
+        if self._empty:
+            stats = {C.name: dict.fromkeys(STAT_KEYS, 0.0) for C in self._net.costs}
+        else:
+            stats = self._net.forward(images[..., lo:hi], labels[lo:hi], train=train, step=step)
+        return self._global(stats, "the test statistics")
 
     def output(self, name, n=None):
-        return self.world.gather_columns(self._net.output(name, n), f"the output of {name}")
+        """The layer's output for the whole (global) batch of the last forward pass."""
+        mine = (np.zeros(self._net.y[name].shape + (0,), np.float32) if self._empty
+                else self._net.output(name, n))
+        return self.world.gather_columns(mine, f"the output of {name}")

@@ -55,7 +55,8 @@ def parse_args(argv=None):
                    help=f"epochs to train (default: {DEFAULT_DATA_EPOCHS} on the generated "
                         f"dataset, {PAPER_EPOCHS} otherwise, as in the paper)")
     p.add_argument("--batch-size", type=int_at_least(1), default=128, metavar="N",
-                   help="minibatch size: images per SGD step (default: 128)")
+                   help="minibatch size: images per SGD step (default: 128; under mpirun, per "
+                        "rank)")
     p.add_argument("--test-freq", type=int_at_least(0), default=0, metavar="STEPS",
                    help="test and checkpoint every STEPS training batches (default 0: at the end of "
                         "every epoch)")

@@ -93,6 +93,23 @@ def test_two_ranks_train_like_one_process(tmp_path):
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
 
 
+def test_two_ranks_test_like_one_process(tmp_path):
+    # --test-only on 17 validation images in batches of 8: the last batch has one image, so
+    # rank 0's share of it is empty; the statistics summed over the ranks are one process's.
+    train(1, tmp_path / "run", 8)
+    args = [TINY, "--resume", str(tmp_path / "run"), "--test-only", "--workers", "0",
+            "--data", "synthetic:size=12,train=48,test=17"]
+    lines = []
+    for ranks in (2, 1):
+        r = run(ranks, args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines.append([ln for ln in r.stdout.splitlines() if ln.startswith("test @")])
+    assert len(lines[0]) == 1 and "(17 images)" in lines[0][0]
+    numbers = [np.array([float(w) for w in ln[0].replace("(", " ").split()
+                         if w.replace(".", "").isdigit()]) for ln in lines]
+    np.testing.assert_allclose(numbers[0], numbers[1], rtol=1e-6)
+
+
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
 def test_checkpoints_resume_on_another_rank_count(tmp_path, first, then):
     # One epoch on `first` ranks, resumed for a second on `then` ranks, against two epochs in

@@ -132,8 +132,8 @@ def test_imagenet_4gpu_data_model_trains_like_one_device(monkeypatch):
 def test_replicas_train_like_one_device(path, device, n):
     # 4 SGD steps of the two-replica nets (cpu + cpu:1, or emu:0 + emu:1) and of their
     # one-device twins from the same seed, on batches of 8 and 7 (slices of 3 and 4 images).
-    # Measured: losses within 1e-7 relative, weights within 3e-7 of each tensor's largest
-    # entry (float32 sums over the slices instead of over the batch); allowed 1e-6 and 1e-5.
+    # Measured: the same losses, weights within 2.2e-7 of each tensor's largest entry (float32
+    # sums over the slices instead of over the batch); allowed 1e-6 and 1e-5.
     rep, one = twins(path, device, 8)
     kind = device.split(":")[0]
     assert {(d.type, d.index) for d in rep.devices} == {(kind, 0), (kind, 1)}
