@@ -837,5 +837,5 @@ class Net:
         if self.slices > 1:
             lines.append(f"replicas: each batch cut into {self.slices} slices; weight gradients "
                          f"to the owners and weights back: "
-                         f"{self.weight_transfer_bytes() / 1e6:.2f} MB per step")
+                         f"{self.weight_transfer_bytes() / 1e3:,.1f} KB per step")
         return "\n".join(lines)
