@@ -141,6 +141,57 @@ def test_replicas_train_like_one_device(path, device, n):
     assert_same_training(rep, one, n)
 
 
+@needs_emu
+def test_replicas_give_the_same_bits_in_every_stream_order():
+    # The hybrid net on emu:0 + emu:1 with asynchronous, adversarial streams: every order
+    # allowed by the events (gradient sums, their copies to the owner, the weights sent back)
+    # gives the bits of the in-order run; a missing event would let a copy read a NaN-poisoned
+    # or stale buffer.
+    emu = convnet.device.module_for("emu")
+    before = emu.stream_order()
+    images, labels = batch_of(7)
+    runs = {}
+    try:
+        for order in ("sync", "deferred", "reversed", "random:1", "random:2"):
+            emu.set_stream_order(order)
+            net = Net(configs(TINY_HYBRID)[0], image_shape=TINY_IMAGE, batch_size=8,
+                      device="emu:0", seed=3)
+            losses = sgd(net, images, labels, 3)
+            runs[order] = (losses, net.state_arrays())
+    finally:
+        emu.set_stream_order(before)
+    ref_losses, ref = runs["sync"]
+    for order, (losses, arrays) in runs.items():
+        assert np.array_equal(losses, ref_losses), order
+        for k in ref:
+            assert np.array_equal(arrays[k], ref[k]), (order, k)
+
+
+@needs_emu
+@pytest.mark.parametrize("label,order", [("reduce dconv1.w", "deferred"),
+                                         ("conv1.w -> emu:1", "reversed")])
+def test_a_missing_weight_event_is_caught(label, order):
+    # The owner adds the other device's gradient sum before it has arrived, or the weights are
+    # sent back before the update: under an adversarial order the run goes wrong.
+    emu = convnet.device.module_for("emu")
+    before = emu.stream_order()
+    images, labels = batch_of(7)
+    runs = []
+    try:
+        for planted in (False, True):
+            emu.set_stream_order(order)
+            net = Net(configs(TINY_HYBRID)[0], image_shape=TINY_IMAGE, batch_size=8,
+                      device="emu:0", seed=3)
+            for task in net.tasks["backward"] + net.tasks["update"]:
+                if planted and task.label == label:
+                    task.waits = []
+            sgd(net, images, labels, 3)
+            runs.append(net.state_arrays())
+    finally:
+        emu.set_stream_order(before)
+    assert any(not np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
 def test_replicas_on_one_device_run_the_slices_in_turn():
     # single_device=True: both slices on one device (cuda-convnet2's passes), gradients summed
     # there; no transfer at all.
