@@ -203,11 +203,14 @@ class _Dropout(Layer):
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
         if not self.cfg["enable"]:
-            # Identity in the forward pass: the gradient passes through.
+            # The forward pass was the test-time one: x (dropout) or x * keep (dropout2).
+            scale = 1.0 if self.INVERTED else self.cfg["keep"]
             if accs[0]:
-                ops.add_(dxs[0], dy)
+                ops.add_(dxs[0], dy, scale)
             else:
                 ops.copy_(dxs[0], dy)
+                if scale != 1.0:
+                    ops.scale_(dxs[0], scale)
             return
         ops.dropout_bwd(dy, self.mask.view(n), self.cfg["keep"], self.INVERTED, out=dxs[0],
                         accumulate=accs[0])
