@@ -4,7 +4,8 @@ A device string names a backend and an index:
   ``cpu``      the CPU backend (convnet._cpu): SIMD + threads, the fast path on a laptop;
   ``cpu:N``    logical CPU device N (``cpu`` is ``cpu:0``): a net with layers on several runs
                each device's schedule on its own worker thread, bound to its share of the cores;
-               there are as many logical CPU devices as cores (at least two);
+               there are as many logical CPU devices as cores (at least two), or
+               CONVNET_CPU_DEVICES;
   ``cuda:N``   GPU N (convnet._cuda, built when nvcc was found at install time);
   ``emu:N``    emulated GPU N (convnet._emu): the CUDA kernel sources compiled for the CPU against
                convnet's SIMT emulation. Slow; for checking and stepping through kernel code.
@@ -98,7 +99,7 @@ def backend(device):
         count = cpu_device_count()
         if dev.index >= count:
             raise DeviceError(f"{dev} does not exist: {count} logical CPU devices (one per core, "
-                              f"at least two), cpu:0..cpu:{count - 1}")
+                              f"at least two, or CONVNET_CPU_DEVICES), cpu:0..cpu:{count - 1}")
     else:
         count, reason = mod.device_count()
         if count == 0:
@@ -110,7 +111,14 @@ def backend(device):
 
 
 def cpu_device_count():
-    """Logical CPU devices: one per core this process may use, at least two."""
+    """Logical CPU devices: one per core this process may use, at least two; or
+    CONVNET_CPU_DEVICES of them (a four-replica config on a two-core machine: the devices then
+    share the cores round robin)."""
+    text = os.environ.get("CONVNET_CPU_DEVICES")
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise DeviceError(f"CONVNET_CPU_DEVICES={text}: expected a whole number >= 1")
+        return int(text)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(2, cores or 1)
 

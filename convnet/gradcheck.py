@@ -49,20 +49,22 @@ def net_grad_errors(net, images, labels, samples=12, seed=0, steps=STEPS):
                 for sign in (1, -1):
                     pert = flat.copy()
                     pert[i] += sign * h
-                    p.value.copy_(_host(pert.reshape(w.shape)))
+                    _set(net, p, pert.reshape(w.shape))
                     costs.append(_cost(net, images, labels))
                 num[j] = (costs[0] - costs[1]) / (2 * h)
             denom = np.linalg.norm(num)
             err = np.linalg.norm(num - ana) / denom if denom > 0 else np.linalg.norm(ana)
             best = min(best, float(err))
-        p.value.copy_(_host(w))
+        _set(net, p, w)
         out[p.full_name] = (best, len(idx))
     return out
 
 
-def _host(a):
+def _set(net, p, a):
+    """Sets a weight tensor, on every device holding a replica of its layer."""
     from .tensor import from_numpy
-    return from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    p.value.copy_(from_numpy(np.ascontiguousarray(a, dtype=np.float32)))
+    net.broadcast_weights()
 
 
 def check_net_grads(args, tolerance=0.05, out=print):

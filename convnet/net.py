@@ -22,6 +22,19 @@ events (convnet/streams.py), recorded after a producer and waited on before a co
 The batch is uploaded from the host by every device that reads it, on its compute stream. A
 step ends with the host waiting for every stream (the cost statistics are read then).
 
+Replicas (data parallelism, cuda-convnet2's gpu=0,1,...). A layer listing R devices has R
+replicas; each batch is cut into S slices (S: the most replicas of any layer, a multiple of every
+layer's R) and the net is built of S instances of every layer, instance s on slice s, on device
+gpu[s * R // S] (see _replicate). Instances are ordinary layers of the schedule: activations and
+gradients cross devices at the edges as above. Instance 0 owns the weights; the instances on
+another device read one copy there. After the backward pass of a layer's last instance its
+weight gradients are summed in a fixed order: on each device its instances' in slice order,
+then each other device's sum copied to the owner (copy stream) and added there in device order:
+  sum on d: record wsum(d)   copy(d -> owner): wait wsum(d); record wsent(d)
+  reduce on owner: wait wsent(d) for every d, add them in order
+The owner updates; its copy stream sends the new weights to the other devices (wait wupd). The
+cost's gradient is the mean over the whole batch, so the sum is the one-device gradient.
+
 Gradient sums. A layer read by several consumers receives one gradient per consumer. The first
 consumer (in backward order) writes the producer's gradient buffer, the others add to it
 (``accumulate=True`` in the backward ops, or ``add_`` of a landing buffer), so no buffer is ever
@@ -33,21 +46,23 @@ import time
 import numpy as np
 
 from . import ops
-from .config import ConfigError
+from .config import ConfigError, LayerSpec
 from .device import Device, DeviceError, backend
 from .layers import BatchBuffer, make_layer
 from .streams import Event, cpu_core_split, make_stream
-from .tensor import from_numpy
+from .tensor import empty, from_numpy
 
 __all__ = ["Net", "Context"]
 
 
 class Context:
     """What a forward/backward pass needs besides tensors: training or testing, the global step
-    (dropout masks are a function of it) and the run's seed."""
+    (dropout masks are a function of it), the run's seed, and the number of batch slices run by
+    processes before this one (MPI: each rank's slices draw their own masks)."""
 
-    def __init__(self, train, step, seed):
+    def __init__(self, train, step, seed, slice_base=0):
         self.train, self.step, self.seed = train, step, seed
+        self.slice_base = slice_base
 
 
 class _Edge:
@@ -86,13 +101,16 @@ class Net:
         self.run_device = Device(device)
         self.single_device = bool(single_device)
         self.layers = [make_layer(spec, self._neurons()) for spec in config.layers]
-        self.by_name = {L.name: L for L in self.layers}
+        self._replicate()
+        self.by_name = {L.name: L for L in self.instances}
         self._link()
         self.order = self._toposort()
         self._place()
         self._infer_shapes()
         self._plan_backward()
         self._allocate()
+        self.grad_hook = None
+        self.slice_base = 0  # slices of the global batch run by lower MPI ranks
         self._compile()
         self._open_streams()
         self.init_params(self.seed)
@@ -105,8 +123,8 @@ class Net:
 
     # -- building ---------------------------------------------------------------------------
     def _link(self):
-        self.consumers = {L.name: [] for L in self.layers}
-        for L in self.layers:
+        self.consumers = {L.name: [] for L in self.instances}
+        for L in self.instances:
             for name in L.input_names:
                 if name not in self.by_name:
                     raise L.spec.error("inputs", f"no layer named {name!r} in the net")
@@ -119,14 +137,15 @@ class Net:
                 self.consumers[name].append(L)
         self.data_layers = [L for L in self.layers if L.is_data]
         self.costs = [L for L in self.layers if L.is_cost]
+        self._all_costs = [L for L in self.instances if L.is_cost]
         if not any(not L.is_labels for L in self.data_layers):
             raise ConfigError("the net has no image input (a layer with type=data, dataIdx=0)",
                               self.config.def_path)
 
     def _toposort(self):
         # Kahn's algorithm, keeping file order among ready layers.
-        pending = {L.name: len(set(L.input_names)) for L in self.layers}
-        order, ready = [], [L for L in self.layers if pending[L.name] == 0]
+        pending = {L.name: len(set(L.input_names)) for L in self.instances}
+        order, ready = [], [L for L in self.instances if pending[L.name] == 0]
         while ready:
             L = ready.pop(0)
             order.append(L)
@@ -135,25 +154,84 @@ class Net:
                 if pending[C.name] == 0:
                     ready.append(C)
             ready.sort(key=lambda x: x.index)
-        if len(order) != len(self.layers):
-            stuck = [L.name for L in self.layers if pending[L.name] > 0]
+        if len(order) != len(self.instances):
+            stuck = [L.name for L in self.instances if pending[L.name] > 0 and L.slice == 0]
             raise ConfigError(f"the layers {', '.join(stuck)} form a cycle through inputs=",
                               self.config.def_path)
         return order
 
+    def _replicate(self):
+        """Data parallelism (cuda-convnet2's gpu=0,1,...): a layer listing R devices has R
+        replicas. The batch is cut into S slices, S the largest R of the net (every R must
+        divide it); the net is built of S instances of every layer, instance s running slice s
+        on device gpu[s * R // S] — a layer with fewer replicas runs several slices in turn on one
+        device, as cuda-convnet2's passes. Instance 0 keeps the layer's name and owns its
+        weights; instance s is 'name@s' and reads the instances s of its inputs. A layer without
+        gpu= has the replicas of its first input; a data layer without it is on device 0, or
+        with replicas, each slice of it where that slice is first read."""
+        by_name = {L.name: L for L in self.layers}
+        lists = {}
+
+        def resolve(L, seen):
+            if L.name not in lists:
+                g = L.cfg["gpu"]
+                first = by_name.get(L.input_names[0]) if L.input_names else None
+                if g is None and first is not None and first.name not in seen:
+                    g = resolve(first, seen | {L.name})
+                lists[L.name] = g
+            return lists[L.name]
+
+        for L in self.layers:
+            resolve(L, frozenset())
+        for L in self.layers:
+            if lists[L.name] is None and not L.is_data:
+                lists[L.name] = (0,)
+        widest = max(self.layers, key=lambda L: len(lists[L.name] or ()))
+        S = len(lists[widest.name] or (0,))
+        for L in self.layers:
+            g = lists[L.name]
+            if g is not None and S % len(g):
+                raise L.spec.error("gpu", f"{len(g)} replicas ({','.join(map(str, g))}) do not "
+                                          f"divide the {S} of layer {widest.name!r}: each layer's "
+                                          "number of replicas must divide the largest")
+        self.slices, self.replicas = S, lists
+        self.copies = {L.name: [L] for L in self.layers}
+        for L in self.layers:
+            for k in range(1, S):
+                spec = LayerSpec(f"{L.name}@{k}", L.spec.index, L.spec.file)
+                spec.values = dict(L.spec.values)
+                if L.input_names:
+                    spec.values["inputs"] = (",".join(f"{n}@{k}" for n in L.input_names),
+                                             L.spec.values["inputs"][1])
+                inst = make_layer(spec, self._neurons())
+                inst.slice = k
+                self.copies[L.name].append(inst)
+        self.instances = [inst for L in self.layers for inst in self.copies[L.name]]
+        self.logical_of = {inst.name: L for L in self.layers for inst in self.copies[L.name]}
+
     def _place(self):
         kind = self.run_device
         backend(kind)  # DeviceError naming the run's device if it does not exist
-        for L in self.order:
-            if L.cfg["gpu"] is None:  # where its first input runs, as in cuda-convnet2
-                L.cfg["gpu"] = L.inputs[0].cfg["gpu"] if L.inputs else 0
-            gpu = 0 if self.single_device else L.cfg["gpu"]
-            L.device = Device(f"{kind.type}:{kind.index + gpu}")
-            try:
-                backend(L.device)
-            except DeviceError as e:
-                raise L.spec.error("gpu", f"gpu={gpu} with the run on {kind}: {e}") from None
-        self.devices = sorted({L.device for L in self.layers}, key=lambda d: d.index)
+
+        def device(gpu):
+            return kind if self.single_device else Device(f"{kind.type}:{kind.index + gpu}")
+
+        for L in self.layers:
+            for gpu in self.replicas[L.name] or ():
+                try:
+                    backend(device(gpu))
+                except DeviceError as e:
+                    raise L.spec.error("gpu", f"gpu={gpu} with the run on {kind}: {e}") from None
+        for L in self.layers:
+            g = self.replicas[L.name]
+            for inst in self.copies[L.name]:
+                if g is not None:
+                    inst.device = device(g[inst.slice * len(g) // self.slices])
+        for inst in self.instances:
+            if inst.device is None:  # a data layer without gpu=: on device 0 (cuda-convnet2);
+                readers = self.consumers[inst.name]  # with replicas, where its slice is read
+                inst.device = readers[0].device if readers and self.slices > 1 else device(0)
+        self.devices = sorted({L.device for L in self.instances}, key=lambda d: d.index)
 
     def _infer_shapes(self):
         for L in self.order:
@@ -167,9 +245,10 @@ class Net:
             L.out_shape = tuple(L.infer(L.in_shapes))
             if L.out_shape and min(L.out_shape) < 1:
                 raise L.shape_error(f"output shape {L.out_shape} is empty")
-        self.params = [p for L in self.order for p in L.params]
+        # The weights of the net: those of instance 0 of each layer (the owners).
+        self.params = [p for L in self.order if L.slice == 0 for p in L.params]
         self.total_params = sum(math.prod(p.shape) for p in self.params)
-        self.total_flops = sum(L.flops() for L in self.order if not L.is_data)
+        self.total_flops = sum(L.flops() for L in self.order if not L.is_data and L.slice == 0)
 
     def _plan_backward(self):
         requires = {}
@@ -179,7 +258,7 @@ class Net:
         for L in reversed(self.order):
             on_path[L.name] = L.is_cost or any(on_path[C.name] for C in self.consumers[L.name])
         self.fused = {}  # cost name -> the softmax layer whose gradient it computes
-        for cost in self.costs:
+        for cost in self._all_costs:
             probs = cost.inputs[1]
             if probs.TYPE != "softmax" or self.consumers[probs.name] != [cost]:
                 if probs.TYPE != "softmax":
@@ -219,7 +298,8 @@ class Net:
                 raise AssertionError(f"layer {L.name} is trained but receives no gradient")
 
     def _allocate(self):
-        N = self.batch_size
+        # Buffers hold one slice: the largest slice of the largest batch.
+        N = -(-self.batch_size // self.slices)
         self.y, self.dy, self.remote = {}, {}, {}
         for L in self.order:
             L.build(N, L.device)
@@ -244,6 +324,32 @@ class Net:
                     continue
                 e.stage = BatchBuffer(e.target.out_shape, N, L.device)
                 e.landing = BatchBuffer(e.target.out_shape, N, e.target.device)
+        self._share_weights()
+
+    def _share_weights(self):
+        """The instances of a layer on one device read one copy of its weights (that of the
+        first of them; the owner's on the owner's device); each instance has its own gradient.
+        ``copies[p]``: every instance's Param of owner Param p, in slice order; ``landing``: a
+        buffer on the owner's device per other device, receiving that device's gradient sum."""
+        self.param_copies, self.grad_landing = {}, {}
+        for L in self.layers:
+            for k, p in enumerate(L.params):
+                ps = [inst.params[k] for inst in self.copies[L.name]]
+                first = {}
+                for q in ps:
+                    q.value = first.setdefault(q.layer.device, q).value
+                self.param_copies[p] = ps
+                for d in first:
+                    if d != L.device:
+                        self.grad_landing[(p, d)] = empty(p.shape, device=L.device)
+
+    def broadcast_weights(self):
+        """Copies every owner's weights to the other devices holding replicas (after an
+        initialisation or a load; training keeps them equal itself)."""
+        for p, ps in self.param_copies.items():
+            for q in ps:
+                if q.value is not p.value and q.layer.device != p.layer.device:
+                    q.value.copy_(p.value)
 
     # -- the schedule -----------------------------------------------------------------------
     def _event(self, *key):
@@ -259,6 +365,10 @@ class Net:
             return self.by_name[name].device
         if kind == "used":
             return key[2]
+        if kind in ("wsum", "wsent"):  # a device's gradient sum of a layer's weights
+            return key[3]
+        if kind == "wupd":  # the owner's updated weights
+            return self.by_name[name].device
         return self.edges[name][key[2]].target.device  # landed: on the gradient's target
 
     def _compile(self):
@@ -289,8 +399,11 @@ class Net:
                 src, dst = self.y[L.name], self.remote[(L.name, e)]
                 fwd.append(_Task(d, "copy", f"{L.name} -> {e}", None,
                                  [ev("y", L.name), ev("used", L.name, e)],
-                                 [ev("sent", L.name, e)], (L.name, "fwd", src, dst)))
+                                 [ev("sent", L.name, e)], (L.name, "fwd", src, dst, L.slice)))
         bwd = []
+        self.grad_order = []  # the trained Params in the order the hook sees them
+        # The weight gradients of a layer are summed once its last instance is done.
+        pending = {L.name: len(self.copies[L.name]) for L in self.layers}
         for L in reversed(self.order):
             edges = self.edges.get(L.name)
             if edges is None:
@@ -306,13 +419,67 @@ class Net:
                 bwd.append(_Task(d, "copy", f"d{e.target.name} <- {L.name}", None,
                                  [ev("g", L.name, i), ev("landed", L.name, i)],
                                  [ev("gsent", L.name, i)],
-                                 (f"{e.target.name}<-{L.name}", "bwd", e.stage, e.landing)))
+                                 (f"{e.target.name}<-{L.name}", "bwd", e.stage, e.landing,
+                                  L.slice)))
                 bwd.append(_Task(t, "compute", f"land d{e.target.name} <- {L.name}",
-                                 self._land_fn(e), [ev("gsent", L.name, i)],
+                                 self._land_fn(e, L.slice), [ev("gsent", L.name, i)],
                                  [ev("landed", L.name, i)]))
-        upd = [_Task(p.layer.device, "compute", f"update {p.full_name}", self._update_fn(p))
-               for p in self.trained]
+            owner = self.logical_of[L.name]
+            pending[owner.name] -= 1
+            if pending[owner.name] == 0:
+                bwd += self._reduce_tasks(owner)
+        upd = []
+        for p in self.trained:
+            far = self._weight_devices(p)[1:]
+            k = p.layer.params.index(p)
+            done = [ev("wupd", p.layer.name, k)] if far else []
+            upd.append(_Task(p.layer.device, "compute", f"update {p.full_name}",
+                             self._update_fn(p), records=done))
+            for d, qs in far:  # the new weights to every other device with a replica
+                upd.append(_Task(p.layer.device, "copy", f"{p.full_name} -> {d}", None, done, [],
+                                 (p.full_name, "weights", p.value, qs[0].value, None)))
         self.tasks = {"forward": fwd, "backward": bwd, "update": upd}
+
+    def _weight_devices(self, p):
+        """[(device, the Params of p's instances there, in slice order)]: the owner's device
+        first, then the others in the order of their first slice."""
+        groups = {}
+        for q in self.param_copies[p]:
+            groups.setdefault(q.layer.device, []).append(q)
+        return list(groups.items())
+
+    def _reduce_tasks(self, L):
+        """The sum of the weight gradients of L's instances into the owner's gradient, in a fixed
+        order (so the same bits every run): on each device the instances there, in slice order;
+        then, on the owner's device, the sums of the other devices in the order of their first
+        slice, each copied over on its device's copy stream. Then the gradient hook (MPI)."""
+        ev, tasks = self._event, []
+        if not self.active[L.name]:
+            return tasks
+        for k, p in enumerate(L.params):
+            groups = self._weight_devices(p)
+            owner = L.device
+            for d, qs in groups:
+                far = d != owner
+                if len(qs) > 1 or far:
+                    tasks.append(_Task(d, "compute", f"sum d{p.full_name} on {d}",
+                                       self._sum_fn(qs),
+                                       records=[ev("wsum", L.name, k, d)] if far else []))
+                if far:
+                    tasks.append(_Task(d, "copy", f"d{p.full_name} {d} -> {owner}", None,
+                                       [ev("wsum", L.name, k, d)], [ev("wsent", L.name, k, d)],
+                                       (p.full_name, "grad", qs[0].grad,
+                                        self.grad_landing[(p, d)], None)))
+            far = [d for d, _ in groups[1:]]
+            if far:
+                tasks.append(_Task(owner, "compute", f"reduce d{p.full_name}",
+                                   self._add_landed_fn(p, far),
+                                   [ev("wsent", L.name, k, d) for d in far]))
+            if self.grad_hook is not None:
+                self.grad_order.append(p)
+                tasks.append(_Task(owner, "compute", f"gradient ready {p.full_name}",
+                                   lambda n, ctx, p=p: self.grad_hook.ready(p)))
+        return tasks
 
     def schedule(self):
         """{device: [task label, ...]} per phase, in issue order: what each device runs."""
@@ -363,14 +530,21 @@ class Net:
             if t.xfer is None:
                 stream.submit(lambda t=t: t.fn(n, ctx))
             else:
-                edge, direction, src, dst = t.xfer
-                stream.copy(dst.view(n), src.view(n))
-                self.transfer_log.append({
-                    "step": ctx.step, "edge": edge, "direction": direction,
-                    "bytes": src.per_image * n * src.flat.dtype.itemsize,
-                    "from": str(src.device), "to": str(dst.device)})
+                edge, direction, src, dst, part = t.xfer
+                if part is not None:  # a slice of activations or gradients
+                    m = self._count(part, n)
+                    src, dst = (src.view(m), dst.view(m)) if m else (None, None)
+                if src is not None:
+                    stream.copy(dst, src)
+                    self.transfer_log.append({
+                        "step": ctx.step, "edge": edge, "direction": direction,
+                        "bytes": src.nbytes, "from": str(src.device), "to": str(dst.device)})
             for e in t.records:
                 stream.record(e)
+
+    def drain(self):
+        """Waits until every stream has run what was issued; raises the first error."""
+        self._synchronize()
 
     def _synchronize(self):
         error = None
@@ -382,18 +556,28 @@ class Net:
         if error is not None:
             raise error
 
+    def _count(self, part, n):
+        """Images in slice `part` of a batch of n: slice k is images [k*n//S, (k+1)*n//S)."""
+        return (part + 1) * n // self.slices - part * n // self.slices
+
     def _upload_fn(self, L, device):
         dst = self.y[L.name] if device == L.device else self.remote[(L.name, device)]
 
         def run(n, ctx):
+            images, labels = self._parts[L.slice]
+            if not labels.shape[0]:
+                return
             t0 = time.perf_counter() if self.timings is not None else 0.0
-            dst.view(n).copy_(from_numpy(self._labels if L.is_labels else self._images))
+            dst.view(labels.shape[0]).copy_(from_numpy(labels if L.is_labels else images))
             if self.timings is not None:
                 self._time(L.name, "fwd", t0)
         return run
 
     def _fwd_fn(self, L):
         def run(n, ctx):
+            n = self._count(L.slice, n)
+            if not n:
+                return
             t0 = time.perf_counter() if self.timings is not None else 0.0
             if L.is_cost:
                 L.forward([self._input(L, i, n) for i in range(len(L.inputs))], None, n, ctx)
@@ -408,12 +592,14 @@ class Net:
         edges = self.edges[L.name]
 
         def run(n, ctx):
+            n = self._count(L.slice, n)
             t0 = time.perf_counter() if self.timings is not None else 0.0
             dxs = [self._grad_target(e, n) for e in edges]
             accs = [e is not None and e.accumulate and e.stage is None for e in edges]
             if L.is_cost:
+                # The gradient of the mean over the whole batch (over every process's, with MPI).
                 labels, probs = self._input(L, 0, n), self._input(L, 1, n)
-                L.bwd_fused(probs, labels, dxs[1], accs[1], n)
+                L.bwd_fused(probs, labels, dxs[1], accs[1], self._mean_over)
             else:
                 xs = [self._input(L, i, n) for i in range(len(L.inputs))]
                 L.backward(self.dy[L.name].view(n), xs, self.y[L.name].view(n), dxs, accs, n,
@@ -422,8 +608,9 @@ class Net:
                 self._time(L.name, "bwd", t0)
         return run
 
-    def _land_fn(self, e):
+    def _land_fn(self, e, part):
         def run(n, ctx):
+            n = self._count(part, n)
             dst = self.dy[e.target.name].view(n)
             if e.accumulate:
                 ops.add_(dst, e.landing.view(n))
@@ -431,6 +618,19 @@ class Net:
                 dst.copy_(e.landing.view(n))
             else:  # on the compute stream, in its order (Tensor.copy_ would wait for it)
                 self.streams[(dst.device, "compute")].copy(dst, e.landing.view(n))
+        return run
+
+    @staticmethod
+    def _sum_fn(qs):
+        def run(n, ctx):
+            for q in qs[1:]:
+                ops.add_(qs[0].grad, q.grad)
+        return run
+
+    def _add_landed_fn(self, p, devices):
+        def run(n, ctx):
+            for d in devices:
+                ops.add_(p.grad, self.grad_landing[(p, d)])
         return run
 
     def _update_fn(self, p):
@@ -443,8 +643,9 @@ class Net:
         return run
 
     def init_params(self, seed):
-        for L in self.order:
+        for L in self.layers:
             L.init_params(seed)
+        self.broadcast_weights()
 
     # -- running ----------------------------------------------------------------------------
     def _input(self, L, i, n):
@@ -459,10 +660,11 @@ class Net:
             raise ValueError(f"batch of {n} images, but the net was built for at most "
                              f"{self.batch_size}")
         # Held until the step's streams are drained: the data tasks read them.
-        self._images = np.ascontiguousarray(images)
-        self._labels = np.ascontiguousarray(labels)
-        ctx = Context(train, step, self.seed)
-        self._n, self._ctx = n, ctx
+        cuts = [k * n // self.slices for k in range(self.slices + 1)]
+        self._parts = [(np.ascontiguousarray(images[..., a:b]), np.ascontiguousarray(labels[a:b]))
+                       for a, b in zip(cuts, cuts[1:])]
+        ctx = Context(train, step, self.seed, self.slice_base)
+        self._n, self._ctx, self._mean_over = n, ctx, n
         self.transfer_log = []
         self._issue("forward", n, ctx)
 
@@ -471,10 +673,34 @@ class Net:
         Returns {cost layer name: stats} (summed log-probability and errors over the batch)."""
         self._start_forward(images, labels, train, step)
         self._synchronize()
-        return {C.name: C.stats for C in self.costs}
+        return self._stats()
+
+    def _stats(self):
+        """{cost layer: stats} summed over the slices of the batch."""
+        out = {}
+        for C in self.costs:
+            parts = [inst.stats for inst in self.copies[C.name]
+                     if self._count(inst.slice, self._n)]
+            out[C.name] = {k: sum(st[k] for st in parts) for k in parts[0]}
+        return out
+
+    def _check_trainable(self, n):
+        if n < self.slices:
+            raise ValueError(f"batch of {n} images: the net's replicas cut each batch into "
+                             f"{self.slices} slices, so a training batch needs >= "
+                             f"{self.slices} images")
+
+    def set_grad_hook(self, hook):
+        """`hook.ready(param)` runs on the owner's compute stream as soon as the summed
+        gradient of `param` is complete in the backward pass (the order of the backward pass);
+        `hook.finish()` runs between the backward and the update phases. MPI uses it
+        (convnet/distributed.py) to start each bucket's allreduce while backward goes on."""
+        self.grad_hook = hook
+        self._compile()
 
     def backward(self):
         """Gradients of the mean cost over the last forward batch, into every Param.grad."""
+        self._check_trainable(self._n)
         self._issue("backward", self._n, self._ctx)
         self._synchronize()
 
@@ -497,21 +723,29 @@ class Net:
         self._issue("update", self._n, self._ctx)
         self._synchronize()
 
-    def train_step(self, images, labels, *, step, epoch, progress):
+    def train_step(self, images, labels, *, step, epoch, progress, mean_over=None):
         """Forward, backward and update issued on every device's streams at once; the host
-        waits once, at the end of the step."""
+        waits once, at the end of the step. `mean_over`: the number of images the gradient
+        is the mean over (default: this batch's; with MPI, the global batch's)."""
         self._epoch, self._progress = epoch, progress
+        self._check_trainable(images.shape[-1])
         self._start_forward(images, labels, True, step)
+        self._mean_over = mean_over or self._n
         self._issue("backward", self._n, self._ctx)
+        if self.grad_hook is not None:
+            self.grad_hook.finish()
         self._issue("update", self._n, self._ctx)
         self._synchronize()
-        return {C.name: C.stats for C in self.costs}
+        return self._stats()
 
     def output(self, name, n=None):
         """A layer's output for the last batch, as a host array (..., n)."""
-        if name not in self.y:
+        if name not in self.y or name not in self.copies:
             raise KeyError(f"no layer with an output named {name!r}")
-        return self.y[name].view(n or self._n).numpy()
+        n = n or self._n
+        parts = [self.y[inst.name].view(self._count(inst.slice, n)).numpy()
+                 for inst in self.copies[name] if self._count(inst.slice, n)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
     # -- state ------------------------------------------------------------------------------
     def state_arrays(self):
@@ -532,6 +766,7 @@ class Net:
                     raise ConfigError(f"{source}: {key} has shape {a.shape}, the net needs "
                                       f"{t.shape}")
                 t.copy_(from_numpy(np.ascontiguousarray(a, dtype=np.float32)))
+        self.broadcast_weights()
 
     def schedules(self):
         """{'layer.epsW': Schedule} for every learning rate."""
@@ -541,17 +776,24 @@ class Net:
     def transfer_bytes(self):
         """{layer: (forward, backward)} bytes per image copied between devices for the layer's
         output: its activations to every other device that reads them, and the gradients coming
-        back from there."""
+        back from there. With replicas, the mean over the slices (each slice's images cross
+        where that slice's instances do)."""
         out = {}
         for t in self.tasks["forward"] + self.tasks["backward"]:
-            if t.xfer is None:
+            if t.xfer is None or t.xfer[4] is None:
                 continue
-            edge, direction, src, dst = t.xfer
-            name = edge.split("<-")[0]
-            nbytes = src.per_image * src.flat.dtype.itemsize
+            edge, direction, src, dst, _ = t.xfer
+            name = self.logical_of[edge.split("<-")[0]].name
+            nbytes = src.per_image * src.flat.dtype.itemsize / self.slices
             f, b = out.get(name, (0, 0))
             out[name] = (f + nbytes, b) if direction == "fwd" else (f, b + nbytes)
         return out
+
+    def weight_transfer_bytes(self):
+        """Bytes of weight gradients (to the owners) and weights (back to the replicas) copied
+        between devices per training step."""
+        return sum(t.xfer[2].nbytes for t in self.tasks["backward"] + self.tasks["update"]
+                   if t.xfer is not None and t.xfer[4] is None)
 
     def table(self):
         """The layer table printed at start: name, type, inputs, output shape, parameters,
@@ -564,6 +806,9 @@ class Net:
         nums = {len(rows[0]) - 2 - multi, len(rows[0]) - 3 - multi, len(rows[0]) - 2}
         tot_p = tot_f = tot_x = 0
         for L in self.order:
+            if L.slice:
+                continue
+            devices = ",".join(dict.fromkeys(str(inst.device) for inst in self.copies[L.name]))
             nparams = sum(math.prod(p.shape) for p in L.params)
             fl = L.flops() if not L.is_data else 0
             tot_p += nparams
@@ -573,7 +818,7 @@ class Net:
             f, b = xfer.get(L.name, (0, 0))
             tot_x += f + b
             rows.append((L.name, L.TYPE, ",".join(L.input_names) or "-")
-                        + ((str(L.device),) if multi else ())
+                        + ((devices,) if multi else ())
                         + (shape, f"{nparams:,}" if nparams else "",
                            f"{fl / 1e6:.1f}" if fl else "")
                         + ((f"{f / 1e3:.1f}+{b / 1e3:.1f}" if f + b else "",) if multi else ())
@@ -589,4 +834,8 @@ class Net:
             lines.append("  ".join(cells).rstrip())
             if k == 0 or k == len(rows) - 2:
                 lines.append("-" * len(lines[0]))
+        if self.slices > 1:
+            lines.append(f"replicas: each batch cut into {self.slices} slices; weight gradients "
+                         f"to the owners and weights back: "
+                         f"{self.weight_transfer_bytes() / 1e3:,.1f} KB per step")
         return "\n".join(lines)

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import checkpoint, inference
+from . import checkpoint, distributed, inference
 from .checkpoint import CheckpointError
 from .cli import (Parser, UserError, check_environment, error_prefix, int_at_least,
                   prog_name)
@@ -55,7 +55,8 @@ def parse_args(argv=None):
                    help=f"epochs to train (default: {DEFAULT_DATA_EPOCHS} on the generated "
                         f"dataset, {PAPER_EPOCHS} otherwise, as in the paper)")
     p.add_argument("--batch-size", type=int_at_least(1), default=128, metavar="N",
-                   help="minibatch size: images per SGD step (default: 128)")
+                   help="minibatch size: images per SGD step (default: 128; under mpirun, per "
+                        "rank)")
     p.add_argument("--test-freq", type=int_at_least(0), default=0, metavar="STEPS",
                    help="test and checkpoint every STEPS training batches (default 0: at the end of "
                         "every epoch)")
@@ -87,6 +88,11 @@ def parse_args(argv=None):
                    help="when stderr is not a terminal (a log file), one progress line every N "
                         "batches and at the end of each epoch (default: 50); a terminal gets one "
                         "line updated in place")
+    p.add_argument("--mpi-timeout", type=float, default=distributed.DEFAULT_TIMEOUT,
+                   metavar="SECONDS",
+                   help="under mpirun: how long a rank waits for the others before it stops, "
+                        "naming the ranks that are dead or hung (default: "
+                        f"{distributed.DEFAULT_TIMEOUT:g})")
     p.add_argument("--check-grads", action="store_true",
                    help="check the whole net's gradients against finite differences on one "
                         "small batch (use a tiny config) and exit")
@@ -170,7 +176,13 @@ class Trainer:
     def __init__(self, args, out=None):
         from . import data as data_mod
         from .net import Net
-        self.args, self.out = args, out or sys.stdout
+        # Under mpirun: rank 0 alone prints, logs and checkpoints (convnet/distributed.py).
+        self.dist = distributed.from_environment(args.mpi_timeout)
+        quiet = self.dist is not None and self.dist.rank > 0
+        self.args, self.out = args, open(os.devnull, "w") if quiet else (out or sys.stdout)
+        if self.dist:
+            self.say(f"MPI: {self.dist.size} ranks, each training on its share of every batch; "
+                     + ", ".join(f"rank {r} pid {p}" for r, p in self.dist.pids().items()))
         # --test-only and --write-features read a net; only training writes a run.
         self.training = not (args.test_only or args.write_features)
         self.clear_old_run = False
@@ -183,6 +195,11 @@ class Trainer:
         self.data_spec = args.data if args.data is not None else opts.get("data", DEFAULT_DATA)
         self.seed = args.seed if not self.resumed else opts.get("seed", args.seed)
         self.batch_size = args.batch_size if not self.resumed else opts.get("batch_size")
+        if self.dist and not self.resumed:
+            self.batch_size *= self.dist.size  # --batch-size is per rank; checkpoints hold B
+        if self.dist and self.batch_size < self.dist.size:
+            raise UserError(f"the resumed run's batch of {self.batch_size} images cannot be "
+                            f"shared by {self.dist.size} ranks")
         if args.multiview_test and self.batch_size < 10:
             raise UserError(f"--multiview-test needs a batch size >= 10 (10 views per image), "
                             f"got {self.batch_size}")
@@ -203,7 +220,10 @@ class Trainer:
             raise UserError(f"data source {self.data_spec!r}: {e}") from None
         self.say(f"data: {_describe_data(self.data_spec, self.data)}")
         self.net = Net(self.config, image_shape=self.data.image_shape, device=args.device,
-                       batch_size=self.batch_size, seed=self.seed)
+                       batch_size=self.dist.capacity(self.batch_size) if self.dist
+                       else self.batch_size, seed=self.seed)
+        if self.dist:
+            self.net = distributed.DistributedNet(self.net, self.dist)
         self._check_net_fits_data()
         self._check_data()
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -322,6 +342,9 @@ class Trainer:
 
     # -- logging ----------------------------------------------------------------------------
     def _open_log(self):
+        if self.dist and self.dist.rank > 0:
+            self.log = open(os.devnull, "w", encoding="utf-8")
+            return
         os.makedirs(self.save_dir, exist_ok=True)
         if self.clear_old_run:
             old = _run_files(self.save_dir)
@@ -411,7 +434,8 @@ class Trainer:
 
     def _progress_bar(self):
         return Progress(self.epoch + 1, self.epochs, self.batch_in_epoch, self._nb,
-                        self.args.print_every)
+                        self.args.print_every,
+                        stream=self.out if self.dist and self.dist.rank > 0 else None)
 
     def train_epoch(self):
         self._nb = self.data.num_train_batches(self.batch_size)
@@ -527,6 +551,8 @@ class Trainer:
                 "top5": tot[3] / n, "views": 10 if multiview else 1}
 
     def save(self):
+        if self.dist and self.dist.rank > 0:
+            return
         cfg = self.config if not self.resumed else self._stored_config
         meta = {
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "seed": self.seed,
@@ -557,6 +583,8 @@ class Trainer:
             feats.append(np.moveaxis(y, -1, 0).copy())
             labs.append(labels.copy())
         path = self.args.feature_path or os.path.join(self.save_dir, f"features-{name}.npz")
+        if self.dist and self.dist.rank > 0:
+            return path
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         np.savez(path, features=np.concatenate(feats), labels=np.concatenate(labs))
         self.say(f"wrote {sum(len(f) for f in feats)} feature vectors of layer {name} "
@@ -593,6 +621,10 @@ def main(argv=None):
         trainer = Trainer(args)
         trainer.run()
         return 0
+    except distributed.DistributedError as e:
+        print(f"{error_prefix(prog_name('convnet.train', 'convnet-train'))} {e}", file=sys.stderr,
+              flush=True)
+        distributed.abort()
     except (ConfigError, DeviceError, DataError, CheckpointError, UserError) as e:
         print(f"{error_prefix(prog_name('convnet.train', 'convnet-train'))} {e}", file=sys.stderr)
         return 2

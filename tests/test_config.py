@@ -138,7 +138,7 @@ def test_one_file_or_two_files_give_the_same_net(tmp_path):
     ("epsW=dexp[base=0.01;tgtFactr=2]", "epsW", "unknown schedule argument"),
     ("epsW=fast", "epsW", "expected a number"),
     ("sharedBiases=0", "sharedBiases", "not supported"),
-    ("gpu=0,1", "gpu", "not supported yet"),
+    ("gpu=0,0", "gpu", "different devices"),
 ])
 def test_bad_keys_name_file_section_key(tmp_path, bad, key, words):
     lines = ["type=conv", "inputs=data", "filters=4", "filterSize=3", LEARN.strip()]

@@ -268,7 +268,7 @@ def test_cc2_2gpu_model_files_load_unmodified():
     assert [w.shape for w in by["fc2048bb"].ws] == [(2048, 2048)] * 2
     assert [w.shape for w in by["fc1000"].ws] == [(2048, 1000)] * 2
     # A layer without gpu= runs where its first input runs, as in cuda-convnet2.
-    gpus = {L.name: L.cfg["gpu"] for L in net.layers}
+    gpus = {L.name: L.device.index for L in net.layers}
     assert gpus["rnorm1b"] == gpus["conv4b"] == gpus["pool3b"] == gpus["dropout2b"] == 1
     assert gpus["conv4a"] == gpus["probs"] == gpus["data"] == 0
     assert by["conv5a"].cfg["randSparse"] == (False,)
@@ -329,8 +329,8 @@ def test_alexnet_2gpu_config():
     assert [w.shape for w in by["fc6b"].ws] == [(4608, 2048)] * 2
     assert [w.shape for w in by["fc8"].ws] == [(2048, 1000)] * 2
     towers = [L for L in net.layers if L.params or L.name[-2:-1].isdigit()]
-    assert {L.cfg["gpu"] for L in towers if L.name.endswith("b")} == {1}
-    assert {L.cfg["gpu"] for L in towers if L.name.endswith("a")} == {0}
+    assert {L.device.index for L in towers if L.name.endswith("b")} == {1}
+    assert {L.device.index for L in towers if L.name.endswith("a")} == {0}
     one = Net(load_config(ALEXNET), image_shape=(3, 224, 224), batch_size=2)
     assert abs(net.total_flops - one.total_flops) < 1e-6 * one.total_flops
 

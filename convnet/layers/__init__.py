@@ -1,7 +1,7 @@
 """Layer types, one class each, found by the ``type=`` string of a config section.
 
 Supported: data, conv, fc, pool, cmrnorm, rnorm, neuron, dropout, dropout2, softmax,
-cost.logreg, eltsum, concat. Adding a type = one class with @register in a module listed here.
+cost.logreg, eltsum, concat, pass. Adding a type = one class with @register in a module listed here.
 """
 from ..config import ConfigError
 from . import combine, io, simple, weights  # noqa: F401  (registers the types)

@@ -10,7 +10,8 @@ import math
 import numpy as np
 
 from .. import ops
-from ..config import REQUIRED, TUNING_KEYS, ConfigError, as_int, as_names, parse_neuron
+from ..config import (REQUIRED, TUNING_KEYS, ConfigError, LayerSpec, as_int, as_names,
+                      parse_neuron)
 from ..tensor import empty
 
 __all__ = ["BatchBuffer", "Layer", "Param", "REGISTRY", "register"]
@@ -90,12 +91,19 @@ class Param:
         return self._hyper(2)
 
 
-def _gpu_index(spec, key):
-    text = spec.text(key)
-    if "," in text:
-        raise spec.error(key, "a list of devices (data-parallel replicas) is not supported yet; "
-                              "give one device index")
-    return as_int(spec, key, lo=0)
+def _gpu_list(spec, key):
+    """'1' -> (1,); '0,1,2,3' -> (0, 1, 2, 3): the devices of the layer's replicas
+    (cuda-convnet2's data parallelism), each a different device."""
+    items = [i.strip() for i in spec.text(key).split(",")]
+    devices = []
+    for item in items:
+        one = LayerSpec(spec.name, spec.index, spec.file)
+        one.values[key] = (item, spec.values[key][1])
+        devices.append(as_int(one, key, lo=0))
+    if len(set(devices)) != len(devices):
+        raise spec.error(key, f"the replicas of a layer run on different devices, got "
+                              f"{spec.text(key)!r}")
+    return tuple(devices)
 
 
 class Layer:
@@ -113,9 +121,10 @@ class Layer:
 
     def __init__(self, spec, neurons):
         self.name, self.index, self.spec = spec.name, spec.index, spec
-        # gpu: None = where its first input runs (cuda-convnet2's rule; 0 for data layers),
-        # resolved when the net places its layers.
-        common = {"type": (None, REQUIRED), "gpu": (_gpu_index, None)}
+        # gpu: a tuple of device indices, one per replica; None = the replicas of its first
+        # input (cuda-convnet2's rule; a data layer follows its consumers), resolved when the
+        # net places its layers.
+        common = {"type": (None, REQUIRED), "gpu": (_gpu_list, None)}
         if self.INPUTS[1] > 0:
             common["inputs"] = (as_names, REQUIRED)
         if self.NEURON:
@@ -146,6 +155,7 @@ class Layer:
         self.in_shapes = []
         self.out_shape = None
         self.device = None
+        self.slice = 0           # the slice of the batch this instance runs on (replicas)
         self.params = []
         self.pre = self.dpre = None
 

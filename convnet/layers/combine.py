@@ -1,4 +1,4 @@
-"""Layers joining several inputs: eltsum (weighted sum) and concat (along channels).
+"""Layers joining several inputs: eltsum (weighted sum), concat (along channels) and pass.
 
 concat stacks inputs (C_i, H, W, N) into (sum C_i, H, W, N) — FC inputs (F_i, N) likewise. With
 the channel index outermost each input is one contiguous block of the output, so both directions
@@ -87,3 +87,11 @@ class ConcatLayer(Layer):
                 ops.add_(dx, part)
             else:
                 dx.copy_(part)
+
+
+@register
+class PassLayer(ConcatLayer):
+    """cuda-convnet2's pass-through layer: its inputs side by side, as concat. In the hybrid
+    scheme it gathers the outputs of model-parallel layers on other devices onto its own (the
+    executor copies what crosses devices)."""
+    TYPE = "pass"

@@ -182,7 +182,8 @@ class NeuronLayer(Layer):
 
 class _Dropout(Layer):
     """Drops each unit with probability 1-keep during training. The mask is a pure function of
-    (seed, layer, step), so a resumed run draws the same masks as an uninterrupted one."""
+    (seed, layer, batch slice, step), so a resumed run draws the same masks as an uninterrupted
+    one; each slice of a replicated layer (and each MPI rank's) draws its own."""
     KEYS = {"keep": (lambda s, k: as_float(s, k, lo=0.0, hi=1.0, lo_open=True), 0.5),
             "enable": (as_bool, True)}
     PARAM_KEYS = frozenset({"keep", "enable"})
@@ -195,18 +196,22 @@ class _Dropout(Layer):
         self.mask = BatchBuffer(self.out_shape, batch, device, np.uint8)
 
     def fwd(self, xs, y, n, ctx):
+        part = ctx.slice_base + self.slice  # the slice of the (global) batch
         ops.dropout_fwd(xs[0], self.cfg["keep"], seed=ctx.seed,
-                        stream=rng.RNG_DROPOUT | self.index, step=ctx.step,
+                        stream=rng.RNG_DROPOUT | (part << 16) | self.index, step=ctx.step,
                         inverted=self.INVERTED, train=ctx.train and self.cfg["enable"], out=y,
                         mask=self.mask.view(n))
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
         if not self.cfg["enable"]:
-            # Identity in the forward pass: the gradient passes through.
+            # The forward pass was the test-time one: x (dropout) or x * keep (dropout2).
+            scale = 1.0 if self.INVERTED else self.cfg["keep"]
             if accs[0]:
-                ops.add_(dxs[0], dy)
+                ops.add_(dxs[0], dy, scale)
             else:
                 ops.copy_(dxs[0], dy)
+                if scale != 1.0:
+                    ops.scale_(dxs[0], scale)
             return
         ops.dropout_bwd(dy, self.mask.view(n), self.cfg["keep"], self.INVERTED, out=dxs[0],
                         accumulate=accs[0])
