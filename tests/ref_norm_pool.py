@@ -106,3 +106,47 @@ def pool_bwd(dy, x, mode, size, stride, start=0):
                     q = first[c, n]
                     dx[c, ylo + q // (xhi - xlo), xlo + q % (xhi - xlo), n] += dy[c, oy, ox, n]
     return dx
+
+
+def _local_mean(x, size):
+    """The mean of x over each pixel's size x size window (rnorm's placement, clipped)."""
+    _, H, W, _ = x.shape
+    mean = np.empty_like(x)
+    for h in range(H):
+        ylo, yhi = window(h, size, H)
+        for w in range(W):
+            xlo, xhi = window(w, size, W)
+            mean[:, h, w] = x[:, ylo:yhi, xlo:xhi].mean(axis=(1, 2))
+    return mean
+
+
+def cnorm_fwd(x, size, alpha, beta, k):
+    """Contrast normalisation: m = x - local mean, d = k + alpha * sum of m^2 over the window,
+    y = x * d^-beta. Returns (y, m, d)."""
+    x = np.asarray(x, np.float64)
+    m = x - _local_mean(x, size)
+    _, d = rnorm_fwd(m, size, alpha, beta, k)
+    return x * d ** -beta, m, d
+
+
+def cnorm_bwd(dy, x, size, alpha, beta, k):
+    """dx = dy d^-beta + g - mean^T(g), g_j = -2 alpha beta m_j * sum over the windows holding
+    j of dy y / d: the gradient through d (via m) and through the mean subtracted from m."""
+    dy = np.asarray(dy, np.float64)
+    y, m, d = cnorm_fwd(x, size, alpha, beta, k)
+    _, H, W, _ = m.shape
+    g = np.zeros_like(m)
+    for h in range(H):
+        ylo, yhi = window(h, size, H)
+        for w in range(W):
+            xlo, xhi = window(w, size, W)
+            s = dy[:, h, w] * y[:, h, w] / d[:, h, w]
+            g[:, ylo:yhi, xlo:xhi] += -2 * alpha * beta * m[:, ylo:yhi, xlo:xhi] * s[:, None, None]
+    dx = dy * d ** -beta + g
+    for h in range(H):
+        ylo, yhi = window(h, size, H)
+        for w in range(W):
+            xlo, xhi = window(w, size, W)
+            count = (yhi - ylo) * (xhi - xlo)
+            dx[:, ylo:yhi, xlo:xhi] -= g[:, h, w][:, None, None] / count
+    return dx

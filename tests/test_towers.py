@@ -1,6 +1,6 @@
 """Two towers: layers with several inputs (cuda-convnet2's multi-input conv and fc) against
-float64 references with finite differences; cuda-convnet2's 2-GPU model files; the two-tower
-AlexNet configs against their one-device twins (weights mapped from one to the other: the same
+float64 references with finite differences; the 2-GPU model in cuda-convnet2's syntax; the
+two-tower AlexNet configs against their one-device twins (weights mapped from one to the other: the same
 losses, gradients and SGD steps); checkpoints moving between placements; the errors of
 misconfigured towers."""
 import os
@@ -27,8 +27,8 @@ ALEXNET = os.path.join(LAYERS, "alexnet.cfg")
 ALEXNET_2GPU = os.path.join(LAYERS, "alexnet-2gpu.cfg")
 TINY_ALEXNET = os.path.join(LAYERS, "tiny-alexnet.cfg")
 TINY_ALEXNET_2GPU = os.path.join(LAYERS, "tiny-alexnet-2gpu.cfg")
-CC2_2GPU = (os.path.join(FIX, "cc2-layers-imagenet-2gpu-model.cfg"),
-            os.path.join(FIX, "cc2-layer-params-imagenet-2gpu-model.cfg"))
+CC2_2GPU = (os.path.join(FIX, "imagenet-2gpu-model.cfg"),
+            os.path.join(FIX, "imagenet-2gpu-model-params.cfg"))
 PAPER_PARAMS = 60_965_224
 
 
@@ -255,9 +255,9 @@ def test_cmrnorm_groups_normalise_each_block_alone(device, rng, n):
         standalone(CMRNORM3, [(10, 5, 3)], device, n)
 
 
-# -- cuda-convnet2's 2-GPU model files ----------------------------------------------------------
+# -- the 2-GPU model files in cuda-convnet2's syntax ---------------------------------------
 
-def test_cc2_2gpu_model_files_load_unmodified():
+def test_cc2_2gpu_model_files_load():
     cfg = load_config(*CC2_2GPU)
     assert cfg.warnings == []
     net = Net(cfg, image_shape=(3, 224, 224), batch_size=2)
