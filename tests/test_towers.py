@@ -517,7 +517,7 @@ MIX = "type=conv\ninputs=c1,c2\nfilters=4\nfilterSize=3\npadding=1\n" + LEARN
     (("epsW=0.01", "epsW=0.01,step[base=0.1;epochs=1,2],0.1"), "epsW", "3 values for 2 inputs"),
     (("filters=4", "filters=4,8"), "filters", "input 1 ('c2') makes 8 filters"),
     (("padding=1", "padding=1,0"), "inputs", "input 'c2': makes 6x6 outputs"),
-    (("filters=4", "filters=4\nrandSparse=1"), "randSparse", "not supported"),
+    (("filters=4", "filters=4\nrandSparse=1"), "randSparse", "this version does not support"),
     (("filters=4", "filters=4\nchannels=4,3"), "inputs", "input 'c2': has 4 channels but mix "
                                                         "says channels=3"),
 ])
