@@ -1,7 +1,7 @@
 """Two towers: layers with several inputs (cuda-convnet2's multi-input conv and fc) against
 float64 references with finite differences; the 2-GPU model in cuda-convnet2's syntax; the
-two-tower AlexNet configs against their one-device twins (weights mapped from one to the other: the same
-losses, gradients and SGD steps); checkpoints moving between placements; the errors of
+two-tower AlexNet configs against their one-device twins (weights mapped from one to the other:
+the same losses, gradients and SGD steps); checkpoints moving between placements; the errors of
 misconfigured towers."""
 import os
 

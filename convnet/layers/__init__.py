@@ -1,7 +1,8 @@
 """Layer types, one class each, found by the ``type=`` string of a config section.
 
 Supported: data, conv, local, fc, pool, cmrnorm, rnorm, cnorm, neuron, dropout, dropout2,
-softmax, cost.logreg, eltsum, concat. Adding a type = one class with @register in a module listed here.
+softmax, cost.logreg, eltsum, concat. Adding a type = one class with @register in a module listed
+here.
 """
 from ..config import ConfigError, unsupported
 from . import combine, io, simple, weights  # noqa: F401  (registers the types)

@@ -7,8 +7,8 @@ Buffers (batch innermost, as the kernels want):
   fc    x (I, N)         w (I, O)                          b (O,)   y (O, N)
 A conv layer with ``sharedBiases=0`` has a bias per filter and position, b (F, Ho, Wo), as local
 layers always have (cuda-convnet). Both add it to y viewed as (F*Ho*Wo, N).
-``filters`` in a conv or local section counts the filters *per group*, as in cuda-convnet: a layer with
-filters=128 and groups=2 has 256 filters in all; group g reads input channels
+``filters`` in a conv or local section counts the filters *per group*, as in cuda-convnet: a
+layer with filters=128 and groups=2 has 256 filters in all; group g reads input channels
 [g*C/groups, (g+1)*C/groups).
 
 Several inputs (cuda-convnet2): ``inputs=a,b`` gives the layer one weight tensor per input and

@@ -69,6 +69,17 @@ void for_each_position(const ConvParams& p, F&& f) {
   }
 }
 
+// C (m, n) (+)= A (m, k) B (k, n) on the calling thread (gemm_driver.h: inside a team, one
+// thread per problem).
+void gemm(int64_t m, int64_t n, int64_t k, const GemmOperand& a, const GemmOperand& b, float* c,
+          int64_t ldc, bool accumulate, int variant) {
+  GemmProblem gp;
+  gp.m = m, gp.n = n, gp.k = k;
+  gp.a = &a, gp.b = &b, gp.c = c, gp.ldc = ldc;
+  gp.beta = accumulate ? 1.f : 0.f;
+  gemm_run(gp, variant);
+}
+
 }  // namespace
 
 void local_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
@@ -78,16 +89,11 @@ void local_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y
   for_each_position(p, [&](int64_t pos, float* patch) {
     gather_patch(p, x, pos, patch);
     const float* wp = w + pos * d.k * p.filters;
-    for (int g = 0; g < p.groups; ++g) {
-      StridedOperand a(wp + g * d.fg, 1, p.filters);                  // (f, k)
-      StridedOperand b(patch + g * d.k * d.images, 1, d.images);      // (n, k)
-      GemmProblem gp;
-      gp.m = d.fg, gp.n = d.images, gp.k = d.k;
-      gp.a = &a, gp.b = &b;
-      gp.c = y + (g * d.fg * d.positions + pos) * d.images, gp.ldc = d.positions * d.images;
-      gp.beta = accumulate ? 1.f : 0.f;
-      gemm_run(gp, p.variant);
-    }
+    for (int g = 0; g < p.groups; ++g)
+      gemm(d.fg, d.images, d.k, StridedOperand(wp + g * d.fg, 1, p.filters),   // (f, k)
+           StridedOperand(patch + g * d.k * d.images, 1, d.images),            // (n, k)
+           y + (g * d.fg * d.positions + pos) * d.images, d.positions * d.images, accumulate,
+           p.variant);
   });
 }
 
@@ -97,17 +103,11 @@ void local_bwd_weights_cpu(const ConvParams& p, const float* x, const float* dy,
   const LocalDims d(p);
   for_each_position(p, [&](int64_t pos, float* patch) {
     gather_patch(p, x, pos, patch);
-    for (int g = 0; g < p.groups; ++g) {
-      StridedOperand a(patch + g * d.k * d.images, d.images, 1);                   // (k, n)
-      StridedOperand b(dy + (g * d.fg * d.positions + pos) * d.images,
-                       d.positions * d.images, 1);                                  // (f, n)
-      GemmProblem gp;
-      gp.m = d.k, gp.n = d.fg, gp.k = d.images;
-      gp.a = &a, gp.b = &b;
-      gp.c = dw + pos * d.k * p.filters + g * d.fg, gp.ldc = p.filters;
-      gp.beta = accumulate ? 1.f : 0.f;
-      gemm_run(gp, p.variant);
-    }
+    for (int g = 0; g < p.groups; ++g)
+      gemm(d.k, d.fg, d.images, StridedOperand(patch + g * d.k * d.images, d.images, 1),  // (k, n)
+           StridedOperand(dy + (g * d.fg * d.positions + pos) * d.images,
+                          d.positions * d.images, 1),                                     // (f, n)
+           dw + pos * d.k * p.filters + g * d.fg, p.filters, accumulate, p.variant);
   });
 }
 
@@ -130,13 +130,10 @@ void local_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, fl
       const int64_t oy = pos / p.out_w, ox = pos % p.out_w;
       const float* wp = w + pos * d.k * p.filters;
       for (int g = 0; g < p.groups; ++g) {
-        StridedOperand a(wp + g * d.fg, p.filters, 1);                                 // (k, f)
-        StridedOperand b(dy + (g * d.fg * d.positions + pos) * d.images + nb, 1,
-                         d.positions * d.images);                                      // (n, f)
-        GemmProblem gp;
-        gp.m = d.k, gp.n = nn, gp.k = d.fg;
-        gp.a = &a, gp.b = &b, gp.c = col, gp.ldc = nn;
-        gemm_run(gp, p.variant);
+        gemm(d.k, nn, d.fg, StridedOperand(wp + g * d.fg, p.filters, 1),          // (k, f)
+             StridedOperand(dy + (g * d.fg * d.positions + pos) * d.images + nb, 1,
+                            d.positions * d.images),                               // (n, f)
+             col, nn, false, p.variant);
         // col row (c, ky, kx) is added to the pixel that tap reads, for this thread's images.
         const float* crow = col;
         for (int64_t c = g * d.cg; c < (g + 1) * d.cg; ++c)

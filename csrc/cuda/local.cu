@@ -9,7 +9,8 @@
 //   1  direct: one thread per output element, summing straight from global memory (n fastest
 //      across threads, so image reads coalesce and filter reads are warp-wide broadcasts).
 //      fwd and bwd_weights are the readable references; bwd_data gathers, for each input
-//      pixel, the outputs whose windows cover it (no atomics), and is variant 0 too.
+//      pixel, the outputs whose windows cover it (a range per axis; no atomics), and is
+//      variant 0 too.
 //   2  per-position GEMM tiles (fwd, bwd_weights): a 256-thread block computes a 32x32 tile of
 //      one position's GEMM, staging 32-deep slices of both operands in shared memory (padded
 //      rows: no bank conflicts), 4 outputs per thread:
@@ -23,6 +24,7 @@
 
 #include "cuda_check.h"
 #include "local.h"
+#include "shape.h"
 
 namespace convnet {
 namespace {
@@ -84,20 +86,21 @@ __global__ void local_bwd_data_direct_kernel(LocalDims d, const float* __restric
     const int64_t cp = i / d.N;
     const int ix = int(cp % d.W), iy = int(cp / d.W % d.H), c = int(cp / (int64_t(d.H) * d.W));
     const int g = c / d.Cg, cl = c % d.Cg;
+    // Outputs o whose window o*stride - pad .. + fs - 1 holds the pixel, per axis.
+    const int oy0 = max(0, ceil_div(iy + d.pad - d.fs + 1, d.stride));
+    const int oy1 = min(d.Ho - 1, (iy + d.pad) / d.stride);
+    const int ox0 = max(0, ceil_div(ix + d.pad - d.fs + 1, d.stride));
+    const int ox1 = min(d.Wo - 1, (ix + d.pad) / d.stride);
     float sum = 0.f;
-    for (int ky = 0; ky < d.fs; ++ky) {
-      const int ty = iy + d.pad - ky;  // = oy * stride for the output that reads iy at tap ky
-      if (ty < 0 || ty % d.stride != 0 || ty / d.stride >= d.Ho) continue;
-      const int oy = ty / d.stride;
-      for (int kx = 0; kx < d.fs; ++kx) {
-        const int tx = ix + d.pad - kx;
-        if (tx < 0 || tx % d.stride != 0 || tx / d.stride >= d.Wo) continue;
-        const int64_t pos = int64_t(oy) * d.Wo + tx / d.stride;
-        const float* wk = w + (pos * d.K + (cl * d.fs + ky) * d.fs + kx) * d.F + g * d.Fg;
+    for (int oy = oy0; oy <= oy1; ++oy)
+      for (int ox = ox0; ox <= ox1; ++ox) {
+        const int64_t pos = int64_t(oy) * d.Wo + ox;
+        const int tap = (cl * d.fs + iy + d.pad - oy * d.stride) * d.fs + ix + d.pad -
+                        ox * d.stride;
+        const float* wt = w + (pos * d.K + tap) * d.F + g * d.Fg;
         const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N + n;
-        for (int f = 0; f < d.Fg; ++f) sum = fmaf(wk[f], dyp[f * d.PN], sum);
+        for (int f = 0; f < d.Fg; ++f) sum = fmaf(wt[f], dyp[f * d.PN], sum);
       }
-    }
     dx[i] = accumulate ? dx[i] + sum : sum;
   }
 }
@@ -123,14 +126,25 @@ __global__ void local_bwd_weights_direct_kernel(LocalDims d, const float* __rest
 // ======================= variant 2: per-position GEMM tiles ======================================
 
 constexpr int kTile = 32, kRows = 8, kThreads = kTile * kRows;  // 4 outputs per thread
+using Staged = float[kTile][kTile + 1];  // a 32-step slice of an operand, rows padded
+
+// acc[j] += sum over the staged steps s of a[s][ty + 8j] * b[s][tx]: a is read as a broadcast
+// (one row per warp), b by consecutive threads.
+__device__ __forceinline__ void tile_fma(const Staged& a, const Staged& b, int tx, int ty,
+                                         float* acc) {
+  for (int s = 0; s < kTile; ++s) {
+    const float bv = b[s][tx];
+    for (int j = 0; j < kTile / kRows; ++j) acc[j] = fmaf(a[s][ty + kRows * j], bv, acc[j]);
+  }
+}
 
 // Block (tile, pos, g) with tile = image tile + tiles_n * filter tile. Thread (tx, ty) computes
 // filters f0 + ty + 8j (j < 4) for image n0 + tx.
 __global__ void __launch_bounds__(kThreads)
     local_fwd_tile_kernel(LocalDims d, const float* __restrict__ x, const float* __restrict__ w,
                           float* __restrict__ y, bool accumulate) {
-  __shared__ float ws[kTile][kTile + 1];  // (k, f)
-  __shared__ float xs[kTile][kTile + 1];  // (k, n)
+  __shared__ Staged ws;  // (k, f)
+  __shared__ Staged xs;  // (k, n)
   const int tx = int(threadIdx.x) % kTile, ty = int(threadIdx.x) / kTile;
   const int tiles_n = (d.N + kTile - 1) / kTile;
   const int n0 = int(blockIdx.x) % tiles_n * kTile, f0 = int(blockIdx.x) / tiles_n * kTile;
@@ -145,10 +159,7 @@ __global__ void __launch_bounds__(kThreads)
       xs[r][tx] = k < d.K && n < d.N ? patch_at(d, x, g * d.Cg, oy, ox, k, n) : 0.f;
     }
     __syncthreads();
-    for (int kk = 0; kk < kTile; ++kk) {
-      const float xv = xs[kk][tx];
-      for (int j = 0; j < kTile / kRows; ++j) acc[j] = fmaf(ws[kk][ty + kRows * j], xv, acc[j]);
-    }
+    tile_fma(ws, xs, tx, ty, acc);
     __syncthreads();
   }
   for (int j = 0; j < kTile / kRows; ++j) {
@@ -165,8 +176,8 @@ __global__ void __launch_bounds__(kThreads)
     local_bwd_weights_tile_kernel(LocalDims d, const float* __restrict__ x,
                                   const float* __restrict__ dy, float* __restrict__ dw,
                                   bool accumulate) {
-  __shared__ float ps[kTile][kTile + 1];  // (n, k)
-  __shared__ float ds[kTile][kTile + 1];  // (n, f)
+  __shared__ Staged ps;  // (n, k)
+  __shared__ Staged ds;  // (n, f)
   const int tx = int(threadIdx.x) % kTile, ty = int(threadIdx.x) / kTile;
   const int tiles_f = (d.Fg + kTile - 1) / kTile;
   const int f0 = int(blockIdx.x) % tiles_f * kTile, k0 = int(blockIdx.x) / tiles_f * kTile;
@@ -182,10 +193,7 @@ __global__ void __launch_bounds__(kThreads)
       ds[tx][r] = f0 + r < d.Fg && n < d.N ? dyp[int64_t(f0 + r) * d.PN + n] : 0.f;
     }
     __syncthreads();
-    for (int nn = 0; nn < kTile; ++nn) {
-      const float dv = ds[nn][tx];
-      for (int j = 0; j < kTile / kRows; ++j) acc[j] = fmaf(ps[nn][ty + kRows * j], dv, acc[j]);
-    }
+    tile_fma(ps, ds, tx, ty, acc);
     __syncthreads();
   }
   for (int j = 0; j < kTile / kRows; ++j) {
