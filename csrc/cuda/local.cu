@@ -6,8 +6,8 @@
 // image (padding, the round-up overhang) read as zero.
 //
 // Variants (ConvParams::variant; 0 = 2 where an op has it, else 1):
-//   1  direct: one thread per output element, summing straight from global memory (n fastest
-//      across threads, so image reads coalesce and filter reads are warp-wide broadcasts).
+//   1  direct: one thread per output element, summing straight from global memory (images
+//      across a warp, so image reads coalesce and filter reads are warp-wide broadcasts).
 //      fwd and bwd_weights are the readable references; bwd_data gathers, for each input
 //      pixel, the outputs whose windows cover it (a range per axis; no atomics), and is
 //      variant 0 too.
@@ -24,6 +24,7 @@
 
 #include "cuda_check.h"
 #include "local.h"
+#include "pixel_grid.h"
 #include "shape.h"
 
 namespace convnet {
@@ -56,53 +57,51 @@ __device__ __forceinline__ float patch_at(const LocalDims& d, const float* x, in
 
 // ======================= variant 1: direct =======================================================
 
-// Thread per y element (grid-stride over F*P*N, n fastest).
+// Forward and data gradient (pixel_grid.h): one thread per (pixel, image), blockIdx.x the pixel, the
+// images over blockIdx.y x threadIdx.x, so a warp reads 32 consecutive floats.
+
+// Pixel (f, oy, ox) of y: the position's filter f over the window.
 __global__ void local_fwd_direct_kernel(LocalDims d, const float* __restrict__ x,
                                         const float* __restrict__ w, float* __restrict__ y,
                                         bool accumulate) {
-  const int64_t total = int64_t(d.F) * d.PN;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int n = int(i % d.N);
-    const int64_t pos = i / d.N % d.P;
-    const int f = int(i / d.PN), oy = int(pos / d.Wo), ox = int(pos % d.Wo);
-    const float* wp = w + pos * d.K * d.F + f;
-    float sum = 0.f;
-    for (int k = 0; k < d.K; ++k)
-      sum = fmaf(wp[int64_t(k) * d.F], patch_at(d, x, f / d.Fg * d.Cg, oy, ox, k, n), sum);
-    y[i] = accumulate ? y[i] + sum : sum;
-  }
+  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  if (n >= d.N) return;
+  const int64_t pix = blockIdx.x, pos = pix % d.P;  // pix = f * P + pos
+  const int f = int(pix / d.P), oy = int(pos / d.Wo), ox = int(pos % d.Wo);
+  const float* wp = w + pos * d.K * d.F + f;
+  float sum = 0.f;
+  for (int k = 0; k < d.K; ++k)
+    sum = fmaf(wp[int64_t(k) * d.F], patch_at(d, x, f / d.Fg * d.Cg, oy, ox, k, n), sum);
+  float* out = y + pix * d.N + n;
+  *out = accumulate ? *out + sum : sum;
 }
 
-// Thread per dx element (grid-stride over C*H*W*N, n fastest): sums, over the output positions
-// whose windows cover pixel (iy, ix), that position's filters times dy.
+// Pixel (c, iy, ix) of dx: sums, over the output positions whose windows cover it, that
+// position's filters times dy (a gather: no atomics).
 __global__ void local_bwd_data_direct_kernel(LocalDims d, const float* __restrict__ dy,
                                              const float* __restrict__ w, float* __restrict__ dx,
                                              bool accumulate) {
-  const int64_t total = int64_t(d.C) * d.HWN;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int n = int(i % d.N);
-    const int64_t cp = i / d.N;
-    const int ix = int(cp % d.W), iy = int(cp / d.W % d.H), c = int(cp / (int64_t(d.H) * d.W));
-    const int g = c / d.Cg, cl = c % d.Cg;
-    // Outputs o whose window o*stride - pad .. + fs - 1 holds the pixel, per axis.
-    const int oy0 = max(0, ceil_div(iy + d.pad - d.fs + 1, d.stride));
-    const int oy1 = min(d.Ho - 1, (iy + d.pad) / d.stride);
-    const int ox0 = max(0, ceil_div(ix + d.pad - d.fs + 1, d.stride));
-    const int ox1 = min(d.Wo - 1, (ix + d.pad) / d.stride);
-    float sum = 0.f;
-    for (int oy = oy0; oy <= oy1; ++oy)
-      for (int ox = ox0; ox <= ox1; ++ox) {
-        const int64_t pos = int64_t(oy) * d.Wo + ox;
-        const int tap = (cl * d.fs + iy + d.pad - oy * d.stride) * d.fs + ix + d.pad -
-                        ox * d.stride;
-        const float* wt = w + (pos * d.K + tap) * d.F + g * d.Fg;
-        const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N + n;
-        for (int f = 0; f < d.Fg; ++f) sum = fmaf(wt[f], dyp[f * d.PN], sum);
-      }
-    dx[i] = accumulate ? dx[i] + sum : sum;
-  }
+  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  if (n >= d.N) return;
+  const int64_t pix = blockIdx.x;  // (c * H + iy) * W + ix
+  const int c = int(pix / (int64_t(d.H) * d.W)), iy = int(pix / d.W % d.H), ix = int(pix % d.W);
+  const int g = c / d.Cg, cl = c % d.Cg;
+  // Outputs o whose window o*stride - pad .. + fs - 1 holds the pixel, per axis.
+  const int oy0 = max(0, ceil_div(iy + d.pad - d.fs + 1, d.stride));
+  const int oy1 = min(d.Ho - 1, (iy + d.pad) / d.stride);
+  const int ox0 = max(0, ceil_div(ix + d.pad - d.fs + 1, d.stride));
+  const int ox1 = min(d.Wo - 1, (ix + d.pad) / d.stride);
+  float sum = 0.f;
+  for (int oy = oy0; oy <= oy1; ++oy)
+    for (int ox = ox0; ox <= ox1; ++ox) {
+      const int64_t pos = int64_t(oy) * d.Wo + ox;
+      const int tap = (cl * d.fs + iy + d.pad - oy * d.stride) * d.fs + ix + d.pad - ox * d.stride;
+      const float* wt = w + (pos * d.K + tap) * d.F + g * d.Fg;
+      const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N + n;
+      for (int f = 0; f < d.Fg; ++f) sum = fmaf(wt[f], dyp[f * d.PN], sum);
+    }
+  float* out = dx + pix * d.N + n;
+  *out = accumulate ? *out + sum : sum;
 }
 
 // Thread per dw element (grid-stride over P*K*F, filter fastest), summing over the images.
@@ -230,8 +229,9 @@ void local_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* 
   const LocalDims d = dims_of(p);
   if (d.F == 0 || d.PN == 0) return;
   if (p.variant == 1) {
-    CONVNET_LAUNCH(local_fwd_direct_kernel, grid_for(int64_t(d.F) * d.PN, 256), 256, 0,
-                   current_stream(), d, x, w, y, accumulate);
+    const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N);
+    CONVNET_LAUNCH(local_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d, x, w, y,
+                   accumulate);
     return;
   }
   CONVNET_LAUNCH(local_fwd_tile_kernel, tile_grid(int64_t(tiles(d.N)) * tiles(d.Fg), d,
@@ -244,8 +244,9 @@ void local_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, f
   check_variant(p, LocalOp::local_bwd_data, "local_bwd_data");
   const LocalDims d = dims_of(p);
   if (d.C == 0 || d.HWN == 0) return;
-  CONVNET_LAUNCH(local_bwd_data_direct_kernel, grid_for(int64_t(d.C) * d.HWN, 256), 256, 0,
-                 current_stream(), d, dy, w, dx, accumulate);
+  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N);
+  CONVNET_LAUNCH(local_bwd_data_direct_kernel, g.grid, g.block, 0, current_stream(), d, dy, w, dx,
+                 accumulate);
 }
 
 void local_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy, float* dw,
