@@ -20,10 +20,20 @@ import os
 import re
 
 __all__ = ["ConfigError", "LayerSpec", "NetConfig", "load_config", "parse_neuron",
-           "parse_schedule", "Schedule"]
+           "parse_schedule", "Schedule", "unsupported"]
 
 TUNING_KEYS = ("sumWidth", "partialSum")
 REQUIRED = object()  # marks a key without a default
+
+# Said of what cuda-convnet or cuda-convnet2 accept but convnet does not implement, so that such a
+# file is not mistaken for one with a typo ("unknown key (a typo?)").
+UNSUPPORTED = "valid cuda-convnet syntax this version does not support"
+# Keys of the two projects' layer sections that convnet has no use for (random sparse
+# connectivity's channel count, Python init functions, weight sharing between layers, ...).
+CUDA_CONVNET_KEYS = frozenset({
+    "blocked", "center", "children", "end", "filterChannels", "initBFunc", "initCFunc",
+    "initWFunc", "maxScale", "modulesX", "parts", "startX", "startY", "stdev", "sum", "superEps",
+    "superMom", "tgtSize", "weightSource"})
 
 
 class ConfigError(ValueError):
@@ -63,6 +73,11 @@ class NetConfig:
         self.warnings = warnings
 
 
+def unsupported(spec, key, what, hint=None):
+    """The error for `what`, valid in cuda-convnet's files but not implemented here."""
+    return spec.error(key, f"{what}: {UNSUPPORTED}" + (f"; {hint}" if hint else ""))
+
+
 def _read_ini(path, text=None):
     if text is None:
         if not os.path.exists(path):
@@ -71,9 +86,10 @@ def _read_ini(path, text=None):
             raise ConfigError("is a directory, expected a config file", path)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    # Keys keep their case (epsW, filterSize); duplicate sections and keys are errors.
+    # Keys keep their case (epsW, filterSize); duplicate sections and keys are errors. A line is
+    # `key=value` or `key: value` (Python 2's ConfigParser read both; old files use the colon).
     parser = configparser.RawConfigParser(strict=True, inline_comment_prefixes=None,
-                                          comment_prefixes=("#", ";"), delimiters=("=",),
+                                          comment_prefixes=("#", ";"), delimiters=("=", ":"),
                                           empty_lines_in_values=False)
     parser.optionxform = str
     try:
@@ -87,7 +103,8 @@ def _read_ini(path, text=None):
         raise ConfigError(f"line {e.lineno}: text before the first [section]", path) from None
     except configparser.ParsingError as e:
         lines = ", ".join(str(n) for n, _ in e.errors)
-        raise ConfigError(f"cannot parse line(s) {lines} (expected key=value)", path) from None
+        raise ConfigError(f"cannot parse line(s) {lines} (expected key=value or key: value)",
+                          path) from None
     return parser, text
 
 

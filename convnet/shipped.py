@@ -12,7 +12,7 @@ _PKG = os.path.dirname(os.path.abspath(__file__))
 
 # The input side each shipped config was designed for (its header comment says so): a smaller
 # input still runs (sizes round up as in cuda-convnet) but is not the net of the paper.
-DESIGN_SIZE = {"alexnet": 224, "cifar18": 32, "tiny": 12, "tiny-towers": 12}
+DESIGN_SIZE = {"alexnet": 224, "cifar18": 32, "cifar-local": 32, "tiny": 12, "tiny-towers": 12}
 
 
 def config_dirs():

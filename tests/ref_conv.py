@@ -56,11 +56,17 @@ def conv_bwd_data(dy, w, x_shape, padding=0, stride=1, groups=1):
     for g in range(groups):
         dcols = np.tensordot(w[..., g * fg:(g + 1) * fg], dy[g * fg:(g + 1) * fg],
                              axes=([3], [0]))                     # (Cg, fs, fs, Ho, Wo, N)
-        for ky in range(fs):
-            for kx in range(fs):
-                dxp[g * cg:(g + 1) * cg, ky:ky + stride * (ho - 1) + 1:stride,
-                    kx:kx + stride * (wo - 1) + 1:stride] += dcols[:, ky, kx]
+        _add_windows(dxp[g * cg:(g + 1) * cg], dcols, stride)
     return dxp[:, padding:padding + h, padding:padding + wd]
+
+
+def _add_windows(dxp, dcols, stride):
+    """The inverse of _windows: dcols (C, fs, fs, Ho, Wo, N) added to the pixels they came from."""
+    _, fs, _, ho, wo, _ = dcols.shape
+    for ky in range(fs):
+        for kx in range(fs):
+            dxp[:, ky:ky + stride * (ho - 1) + 1:stride,
+                kx:kx + stride * (wo - 1) + 1:stride] += dcols[:, ky, kx]
 
 
 def conv_bwd_weights(x, dy, filter_size, padding=0, stride=1, groups=1):

@@ -34,29 +34,31 @@ def lrn_bwd(dy, x, size, alpha, beta, k):
     return dx
 
 
+def pixel_windows(shape, size):
+    """(h, w, rows, cols) for every pixel of a (C, H, W, N) array: the slices of its size x size
+    same-map window (rows h - size//2 .. h - size//2 + size - 1, clipped; columns likewise)."""
+    _, H, W, _ = shape
+    for h in range(H):
+        rows = slice(*window(h, size, H))
+        for w in range(W):
+            yield h, w, rows, slice(*window(w, size, W))
+
+
 def rnorm_fwd(x, size, alpha, beta, k):
     x = np.asarray(x, np.float64)
-    _, H, W, _ = x.shape
     d = np.empty_like(x)
-    for h in range(H):
-        ylo, yhi = window(h, size, H)
-        for w in range(W):
-            xlo, xhi = window(w, size, W)
-            d[:, h, w] = k + alpha * np.sum(x[:, ylo:yhi, xlo:xhi] ** 2, axis=(1, 2))
+    for h, w, rows, cols in pixel_windows(x.shape, size):
+        d[:, h, w] = k + alpha * np.sum(x[:, rows, cols] ** 2, axis=(1, 2))
     return x * d ** -beta, d
 
 
 def rnorm_bwd(dy, x, size, alpha, beta, k):
     x, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
-    _, H, W, _ = x.shape
     _, d = rnorm_fwd(x, size, alpha, beta, k)
     dx = dy * d ** -beta
-    for h in range(H):
-        ylo, yhi = window(h, size, H)
-        for w in range(W):
-            xlo, xhi = window(w, size, W)
-            g = dy[:, h, w] * x[:, h, w] * d[:, h, w] ** (-beta - 1)  # (C, N)
-            dx[:, ylo:yhi, xlo:xhi] += -2 * alpha * beta * x[:, ylo:yhi, xlo:xhi] * g[:, None, None]
+    for h, w, rows, cols in pixel_windows(x.shape, size):
+        g = dy[:, h, w] * x[:, h, w] * d[:, h, w] ** (-beta - 1)  # (C, N)
+        dx[:, rows, cols] += -2 * alpha * beta * x[:, rows, cols] * g[:, None, None]
     return dx
 
 
@@ -105,4 +107,37 @@ def pool_bwd(dy, x, mode, size, stride, start=0):
                 for n in range(N):
                     q = first[c, n]
                     dx[c, ylo + q // (xhi - xlo), xlo + q % (xhi - xlo), n] += dy[c, oy, ox, n]
+    return dx
+
+
+def _local_mean(x, size):
+    """The mean of x over each pixel's size x size window (rnorm's placement, clipped)."""
+    mean = np.empty_like(x)
+    for h, w, rows, cols in pixel_windows(x.shape, size):
+        mean[:, h, w] = x[:, rows, cols].mean(axis=(1, 2))
+    return mean
+
+
+def cnorm_fwd(x, size, alpha, beta, k):
+    """Contrast normalisation: m = x - local mean, d = k + alpha * sum of m^2 over the window,
+    y = x * d^-beta. Returns (y, m, d)."""
+    x = np.asarray(x, np.float64)
+    m = x - _local_mean(x, size)
+    _, d = rnorm_fwd(m, size, alpha, beta, k)
+    return x * d ** -beta, m, d
+
+
+def cnorm_bwd(dy, x, size, alpha, beta, k):
+    """dx = dy d^-beta + g - mean^T(g), g_j = -2 alpha beta m_j * sum over the windows holding
+    j of dy y / d: the gradient through d (via m) and through the mean subtracted from m."""
+    dy = np.asarray(dy, np.float64)
+    y, m, d = cnorm_fwd(x, size, alpha, beta, k)
+    g = np.zeros_like(m)
+    for h, w, rows, cols in pixel_windows(m.shape, size):
+        s = dy[:, h, w] * y[:, h, w] / d[:, h, w]
+        g[:, rows, cols] += -2 * alpha * beta * m[:, rows, cols] * s[:, None, None]
+    dx = dy * d ** -beta + g
+    for h, w, rows, cols in pixel_windows(m.shape, size):
+        count = (rows.stop - rows.start) * (cols.stop - cols.start)
+        dx[:, rows, cols] -= g[:, h, w][:, None, None] / count
     return dx

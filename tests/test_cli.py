@@ -277,3 +277,26 @@ def test_make_data_progress_in_a_log_is_one_line_per_shard(tmp_path, capsys):
         "make_data: train-00001 written (4 images, 0 skipped); 8/14 images done",
         "make_data: train-00002 written (2 images, 0 skipped); 10/14 images done",
         "make_data: test-00000 written (4 images, 0 skipped); 14/14 images done"]
+
+
+def test_cifar_local_trains_on_a_cifar_folder(tmp_path, capsys):
+    # cuda-convnet's 11% net (local layers) on CIFAR-10 python batches: a small generated folder
+    # in the format of the real one, one epoch of two batches.
+    import pickle
+    rs = np.random.RandomState(0)
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    for name, n in (("data_batch_1", 32), ("test_batch", 16)):
+        batch = {"data": rs.randint(0, 256, (n, 3072)).astype(np.uint8),
+                 "labels": rs.randint(0, 10, n).tolist()}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (d / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]},
+                                                  protocol=2))
+    assert main(["cifar-local", "--data", f"cifar:{d}", "--batch-size", "16", "--epochs", "1",
+                 "--save-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "32 training and 16 validation images in 10 classes, 32x32 crops" in out
+    table = out[out.index("local3"):]
+    assert "64x8x8" in table and "2,363,392" in table  # 8x8 positions x (64*9*64 + 64)
+    assert "3,672,906" in out
+    assert any(f.startswith("ckpt-") for f in os.listdir(tmp_path / "run"))

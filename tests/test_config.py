@@ -1,4 +1,5 @@
-"""Config files: cuda-convnet's own files load, errors name file / section / key, schedules."""
+"""Config files: cuda-convnet's syntax (tests/test_fixtures.py loads whole nets), errors name file /
+section / key, schedules."""
 import math
 import os
 
@@ -8,7 +9,6 @@ from convnet.config import ConfigError, Schedule, load_config
 from convnet.net import Net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIX = os.path.join(ROOT, "tests", "fixtures")
 LAYERS = os.path.join(ROOT, "layers")
 
 
@@ -31,52 +31,64 @@ LEARN = "epsW=0.01\nepsB=0.01\nmomW=0.9\nmomB=0.9\nwc=0\n"
 TAIL = "[probs]\ntype=softmax\ninputs=fc\n\n[cost]\ntype=cost.logreg\ninputs=labels,probs\n"
 
 
-def test_cuda_convnet2_imagenet_files_load_unmodified():
-    cfg = load_config(os.path.join(FIX, "cc2-layers-223-1gpu.cfg"),
-                      os.path.join(FIX, "cc2-layer-params-223-ce2-1gpu.cfg"))
-    # The params file has a section for a layer of a sibling net: a warning, as in cuda-convnet2.
-    assert len(cfg.warnings) == 1 and "[bce]" in cfg.warnings[0]
-    net = Net(cfg, image_shape=(3, 224, 224), batch_size=2)
-    s = shapes(net)
-    assert s["conv1"] == (64, 55, 55)  # cuda-convnet rounds up: 224 -> 55
-    assert s["pool1"] == (64, 27, 27) and s["pool2"] == (192, 13, 13)
-    assert s["pool3"] == (256, 6, 6) and s["fc1000"] == (1000,)
-    by = net.by_name
-    assert by["conv1"].cfg["epsW"][0].kind == "dexp" and by["rnorm1"].cfg["minDiv"] == 2
-    assert by["pool1"].neuron[0] == "relu" and by["dropout1"].cfg["keep"] == 0.5
-    assert by["fc1000"].cfg["initB"] == -7
-
-
-def test_cuda_convnet_cifar_18pct_files_load_unmodified():
-    cfg = load_config(os.path.join(FIX, "cc-layers-18pct.cfg"),
-                      os.path.join(FIX, "cc-layer-params-18pct.cfg"))
-    assert cfg.warnings == []
-    net = Net(cfg, image_shape=(3, 32, 32), batch_size=2)
-    s = shapes(net)
-    assert s["conv1"] == (32, 32, 32) and s["pool1"] == (32, 16, 16)
-    assert s["pool3"] == (64, 4, 4) and s["fc10"] == (10,)
-    assert net.by_name["rnorm1"].cfg["pow"] == 0.75 and net.by_name["fc10"].cfg["wc"] == (1,)
-
-
 def test_unsupported_layer_type_is_named(tmp_path):
-    text = HEAD + ("[conv1]\ntype=conv\ninputs=data\nfilters=4\nfilterSize=3\n" + LEARN
-                   + "\n[local3]\ntype=local\ninputs=conv1\nfilters=4\nfilterSize=3\n")
-    with pytest.raises(ConfigError) as e:
+    # A type of cuda-convnet's that convnet lacks is not called a typo; an unknown one is.
+    for kind, words in (("eltmax", "layer type 'eltmax': valid cuda-convnet syntax this version "
+                                   "does not support"),
+                        ("lokal", "unknown layer type 'lokal' (a typo?)")):
+        text = HEAD + ("[conv1]\ntype=conv\ninputs=data\nfilters=4\nfilterSize=3\n" + LEARN
+                       + f"\n[odd]\ntype={kind}\ninputs=conv1\n")
+        with pytest.raises(ConfigError) as e:
+            build(tmp_path, text)
+        msg = str(e.value)
+        assert "net.cfg [odd] type:" in msg and words in msg
+        assert "local" in msg and "conv" in msg  # lists the supported types
+
+
+def test_valid_cuda_convnet_keys_left_out_are_not_typos(tmp_path):
+    base = ["type=conv", "inputs=data", "filters=4", "filterSize=3", LEARN.strip()]
+    for extra, key in (("randSparse=1", "randSparse"),
+                       ("randSparse=true\ngroups=2\nfilterChannels=2", "filterChannels"),
+                       ("initWFunc=init.gauss", "initWFunc"), ("updatePeriod=2", "updatePeriod"),
+                       ("wball=0.1", "wball")):
+        text = HEAD + "[conv1]\n" + "\n".join(base + [extra]) + "\n"
+        with pytest.raises(ConfigError) as e:
+            build(tmp_path, text)
+        assert e.value.key == key
+        assert "valid cuda-convnet syntax this version does not support" in str(e.value)
+        assert "typo" not in str(e.value)
+    text = HEAD + "[conv1]\n" + "\n".join(base + ["filtrSize=3"]) + "\n"
+    with pytest.raises(ConfigError, match=r"\[conv1\] filtrSize: unknown key for a conv layer "
+                                          r"\(a typo\?\)"):
         build(tmp_path, text)
-    msg = str(e.value)
-    assert "net.cfg" in msg and "[local3]" in msg and "type" in msg and "'local'" in msg
-    assert "not supported" in msg and "conv" in msg  # lists the supported types
 
 
-def test_cc2_11pct_params_need_local_layers(tmp_path):
-    # cuda-convnet2's CIFAR 11% net uses unshared-weight `local` layers, not supported here.
-    text = (HEAD + "[conv1]\ntype=conv\ninputs=data\nfilters=4\nfilterSize=3\n\n"
-            "[local3]\ntype=local\ninputs=conv1\n")
-    with pytest.raises(ConfigError, match=r"\[local3\] type: layer type 'local'"):
-        (tmp_path / "net.cfg").write_text(text)
-        Net(load_config(str(tmp_path / "net.cfg"),
-                        os.path.join(FIX, "cc2-layer-params-cifar10-11pct.cfg")),
-            image_shape=(3, 12, 12), batch_size=2)
+def test_colon_lines_and_legacy_spellings(tmp_path):
+    # `key: value` lines; rnorm's window as sizeX; pooling windows starting before the image.
+    text = HEAD.replace("type=data\ndataIdx=1", "type: data\ndataIdx : 1") + (
+        "[pool]\ntype: pool\ninputs: data\npool: avg\nsizeX: 3\nstride: 2\nstart: -1\n\n"
+        "[rnorm]\ntype=rnorm\ninputs=pool\nsizeX=3\nscale=0.001\npow=0.75\n\n"
+        "[fc]\ntype=fc\ninputs=rnorm\noutputs=10\n" + LEARN.replace("=", ": ") + "\n" + TAIL)
+    net = build(tmp_path, text, image_shape=(3, 11, 12))
+    # Windows at -1, 1, ..., 9 (rows) and 11 (columns: 1 + ceil((12 + 1 - 3) / 2) = 6).
+    assert shapes(net)["pool"] == (3, 6, 6) and net.by_name["rnorm"].cfg["size"] == 3
+    assert net.by_name["labels"].cfg["dataIdx"] == 1 and net.by_name["fc"].cfg["momW"] == (0.9,)
+    bad = [("start: 1", "start", "must be in -2..0"), ("start: -3", "start", "must be in -2..0"),
+           ("sizeX: 3\nsize: 3", "sizeX", "not both")]
+    for line, key, words in bad:
+        layer = "pool" if key == "start" else "rnorm"
+        t = text.replace("start: -1", line) if layer == "pool" else \
+            text.replace("sizeX=3\nscale", line.replace(": ", "=") + "\nscale")
+        with pytest.raises(ConfigError) as e:
+            build(tmp_path, t, image_shape=(3, 11, 12))
+        assert f"[{layer}] {key}:" in str(e.value) and words in str(e.value)
+
+
+def test_per_input_lists_name_the_input_count(tmp_path):
+    text = HEAD + ("[fc]\ntype=fc\ninputs=data,data\noutputs=10\ninitW=0.8,0.008,0.1\n" + LEARN
+                   + "\n" + TAIL)
+    with pytest.raises(ConfigError, match=r"\[fc\] initW: 3 values for 2 inputs \(data,data\)"):
+        build(tmp_path, text)
 
 
 def test_paper_alexnet_config():
@@ -137,7 +149,7 @@ def test_one_file_or_two_files_give_the_same_net(tmp_path):
     ("neuron=tanh[1]", "neuron", "takes 2 argument"),
     ("epsW=dexp[base=0.01;tgtFactr=2]", "epsW", "unknown schedule argument"),
     ("epsW=fast", "epsW", "expected a number"),
-    ("sharedBiases=0", "sharedBiases", "not supported"),
+    ("sharedBiases=perhaps", "sharedBiases", "expected true/false"),
     ("gpu=0,0", "gpu", "different devices"),
 ])
 def test_bad_keys_name_file_section_key(tmp_path, bad, key, words):

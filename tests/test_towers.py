@@ -1,7 +1,7 @@
 """Two towers: layers with several inputs (cuda-convnet2's multi-input conv and fc) against
-float64 references with finite differences; cuda-convnet2's 2-GPU model files; the two-tower
-AlexNet configs against their one-device twins (weights mapped from one to the other: the same
-losses, gradients and SGD steps); checkpoints moving between placements; the errors of
+float64 references with finite differences; the 2-GPU model in cuda-convnet2's syntax; the
+two-tower AlexNet configs against their one-device twins (weights mapped from one to the other:
+the same losses, gradients and SGD steps); checkpoints moving between placements; the errors of
 misconfigured towers."""
 import os
 
@@ -27,8 +27,8 @@ ALEXNET = os.path.join(LAYERS, "alexnet.cfg")
 ALEXNET_2GPU = os.path.join(LAYERS, "alexnet-2gpu.cfg")
 TINY_ALEXNET = os.path.join(LAYERS, "tiny-alexnet.cfg")
 TINY_ALEXNET_2GPU = os.path.join(LAYERS, "tiny-alexnet-2gpu.cfg")
-CC2_2GPU = (os.path.join(FIX, "cc2-layers-imagenet-2gpu-model.cfg"),
-            os.path.join(FIX, "cc2-layer-params-imagenet-2gpu-model.cfg"))
+CC2_2GPU = (os.path.join(FIX, "imagenet-2gpu-model.cfg"),
+            os.path.join(FIX, "imagenet-2gpu-model-params.cfg"))
 PAPER_PARAMS = 60_965_224
 
 
@@ -255,9 +255,9 @@ def test_cmrnorm_groups_normalise_each_block_alone(device, rng, n):
         standalone(CMRNORM3, [(10, 5, 3)], device, n)
 
 
-# -- cuda-convnet2's 2-GPU model files ----------------------------------------------------------
+# -- the 2-GPU model files in cuda-convnet2's syntax ---------------------------------------
 
-def test_cc2_2gpu_model_files_load_unmodified():
+def test_cc2_2gpu_model_files_load():
     cfg = load_config(*CC2_2GPU)
     assert cfg.warnings == []
     net = Net(cfg, image_shape=(3, 224, 224), batch_size=2)
@@ -517,7 +517,7 @@ MIX = "type=conv\ninputs=c1,c2\nfilters=4\nfilterSize=3\npadding=1\n" + LEARN
     (("epsW=0.01", "epsW=0.01,step[base=0.1;epochs=1,2],0.1"), "epsW", "3 values for 2 inputs"),
     (("filters=4", "filters=4,8"), "filters", "input 1 ('c2') makes 8 filters"),
     (("padding=1", "padding=1,0"), "inputs", "input 'c2': makes 6x6 outputs"),
-    (("filters=4", "filters=4\nrandSparse=1"), "randSparse", "not supported"),
+    (("filters=4", "filters=4\nrandSparse=1"), "randSparse", "this version does not support"),
     (("filters=4", "filters=4\nchannels=4,3"), "inputs", "input 'c2': has 4 channels but mix "
                                                         "says channels=3"),
 ])

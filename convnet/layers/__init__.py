@@ -1,13 +1,20 @@
 """Layer types, one class each, found by the ``type=`` string of a config section.
 
-Supported: data, conv, fc, pool, cmrnorm, rnorm, neuron, dropout, dropout2, softmax,
-cost.logreg, eltsum, concat, pass. Adding a type = one class with @register in a module listed here.
+Supported: data, conv, local, fc, pool, cmrnorm, rnorm, cnorm, neuron, dropout, dropout2,
+softmax, cost.logreg, eltsum, concat, pass. Adding a type = one class with @register in a module
+listed here.
 """
-from ..config import ConfigError
+from ..config import ConfigError, unsupported
 from . import combine, io, simple, weights  # noqa: F401  (registers the types)
 from .base import REGISTRY, BatchBuffer, Layer, Param
 
 __all__ = ["BatchBuffer", "Layer", "Param", "REGISTRY", "make_layer"]
+
+
+# Layer types of cuda-convnet and cuda-convnet2 that convnet does not implement.
+CUDA_CONVNET_TYPES = frozenset({
+    "blur", "cmpool", "cost.bce", "cost.crossent", "cost.dce", "cost.sum2", "crop", "eltmax",
+    "href", "nailbed", "resize", "rgb2lab", "rgb2yuv", "rscale", "sfc", "sum"})
 
 
 def make_layer(spec, neurons):
@@ -15,6 +22,8 @@ def make_layer(spec, neurons):
     kind = spec.text("type")
     cls = REGISTRY.get(kind)
     if cls is None:
-        raise spec.error("type", f"layer type {kind!r} is not supported; supported types: "
-                                 f"{', '.join(sorted(REGISTRY))}")
+        known = f"supported types: {', '.join(sorted(REGISTRY))}"
+        if kind in CUDA_CONVNET_TYPES:
+            raise unsupported(spec, "type", f"layer type {kind!r}", known)
+        raise spec.error("type", f"unknown layer type {kind!r} (a typo?); {known}")
     return cls(spec, neurons)

@@ -10,8 +10,8 @@ import math
 import numpy as np
 
 from .. import ops
-from ..config import (REQUIRED, TUNING_KEYS, ConfigError, LayerSpec, as_int, as_names,
-                      parse_neuron)
+from ..config import (CUDA_CONVNET_KEYS, REQUIRED, TUNING_KEYS, ConfigError, LayerSpec, as_int,
+                      as_names, parse_neuron, unsupported)
 from ..tensor import empty
 
 __all__ = ["BatchBuffer", "Layer", "Param", "REGISTRY", "register"]
@@ -131,6 +131,8 @@ class Layer:
             common["neuron"] = (lambda s, k: parse_neuron(s, k, neurons), None)
         known = {**common, **self.KEYS}
         for key in spec.values:
+            if key in CUDA_CONVNET_KEYS and key not in known:
+                raise unsupported(spec, key, f"key {key!r}")
             if key not in known and key not in TUNING_KEYS:
                 raise spec.error(key, f"unknown key for a {self.TYPE} layer (a typo?); known "
                                       f"keys: {', '.join(sorted(known))}")

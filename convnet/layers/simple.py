@@ -33,13 +33,18 @@ def _check_channels(layer, c):
 class PoolLayer(Layer):
     TYPE = "pool"
     KEYS = {"pool": (lambda s, k: as_choice(s, k, ("max", "avg")), REQUIRED),
-            "sizeX": (_int(1), REQUIRED), "stride": (_int(1), REQUIRED), "start": (_int(0), 0),
+            "sizeX": (_int(1), REQUIRED), "stride": (_int(1), REQUIRED),
+            "start": (lambda s, k: as_int(s, k), 0),  # <= 0: windows may begin before the image
             "outputsX": (_int(0), 0), "channels": (_int(1), None)}
 
     def infer(self, in_shapes):
         c, h, w = _images(self, in_shapes[0])
         _check_channels(self, c)
         cfg = self.cfg
+        if not -cfg["sizeX"] < cfg["start"] <= 0:
+            raise self.spec.error("start", f"must be in {1 - cfg['sizeX']}..0 (the first "
+                                           f"{cfg['sizeX']}x{cfg['sizeX']} window starts at "
+                                           f"start and must hold a pixel), got {cfg['start']}")
         if cfg["sizeX"] > h - cfg["start"] or cfg["sizeX"] > w - cfg["start"]:
             raise self.shape_error(f"image {h}x{w} is smaller than the {cfg['sizeX']}x"
                                    f"{cfg['sizeX']} pooling window (start {cfg['start']})", 0)
@@ -71,13 +76,24 @@ class PoolLayer(Layer):
 
 class _Norm(Layer):
     """Response normalisation: y = x / (minDiv + scale' * sum of x^2 over a neighbourhood)^pow,
-    with cuda-convnet's convention scale' = scale / size for cmrnorm, scale / size^2 for rnorm."""
+    with cuda-convnet's convention scale' = scale / size for cmrnorm, scale / size^2 for rnorm.
+    Same-map windows (rnorm, cnorm) may be given as ``sizeX``, cuda-convnet's first spelling."""
     KEYS = {"size": (_int(1), REQUIRED), "channels": (_int(1), None),
             "scale": (lambda s, k: as_float(s, k, lo=0.0), REQUIRED),
             "pow": (lambda s, k: as_float(s, k), REQUIRED),
             "minDiv": (lambda s, k: as_float(s, k, lo=0.0, lo_open=True), 1.0)}
     PARAM_KEYS = frozenset({"scale", "pow", "minDiv"})
     FWD = BWD = None
+    SIZE_ALIAS = None  # "sizeX" where cuda-convnet's files spelled the window that way
+
+    def __init__(self, spec, neurons):
+        alias = self.SIZE_ALIAS
+        if alias and spec.has(alias):
+            if spec.has("size"):
+                raise spec.error(alias, f"give the window as size or as {alias} (its older "
+                                        "spelling), not both")
+            spec.values["size"] = spec.values.pop(alias)
+        super().__init__(spec, neurons)
 
     def infer(self, in_shapes):
         c, h, w = _images(self, in_shapes[0])
@@ -145,9 +161,38 @@ class CrossMapNormLayer(_Norm):
 class SameMapNormLayer(_Norm):
     TYPE = "rnorm"
     FWD, BWD = "rnorm_fwd", "rnorm_bwd"
+    SIZE_ALIAS = "sizeX"
 
     def flops(self):
         return math.prod(self.out_shape) * (2 * self.cfg["size"] ** 2 + 4)
+
+
+@register
+class ContrastNormLayer(_Norm):
+    """cuda-convnet's contrast normalisation: y = x / (minDiv + scale' * sum of m^2)^pow over
+    size x size windows, where m = x minus its mean over the same window (ops/cnorm.py).
+    Keeps m and the denominators from the forward pass, and two scratch buffers."""
+    TYPE = "cnorm"
+    SIZE_ALIAS = "sizeX"
+
+    def allocate(self, batch, device):
+        super().allocate(batch, device)
+        self.mean_diffs = BatchBuffer(self.out_shape, batch, device)
+        self.scratch = [BatchBuffer(self.out_shape, batch, device) for _ in range(2)]
+
+    def fwd(self, xs, y, n, ctx):
+        ops.cnorm_fwd(xs[0], out=y, mean_diffs=self.mean_diffs.view(n),
+                      denoms=self.denoms.view(n), **self._args())
+
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
+        args = self._args()
+        del args["min_div"]
+        ops.cnorm_bwd(dy, xs[0], y, self.mean_diffs.view(n), self.denoms.view(n), out=dxs[0],
+                      accumulate=accs[0], scratch=(self.scratch[0].view(n),
+                                                   self.scratch[1].view(n)), **args)
+
+    def flops(self):
+        return math.prod(self.out_shape) * (3 * self.cfg["size"] ** 2 + 8)
 
 
 @register

@@ -1,10 +1,14 @@
-"""Layers with weights: conv (shared filters, optional groups) and fc (fully connected).
+"""Layers with weights: conv (shared filters, optional groups), local (locally connected: a
+conv layer with its own filters at every output position) and fc (fully connected).
 
 Buffers (batch innermost, as the kernels want):
-  conv  x (C, H, W, N)   w (C/groups, fs, fs, F)   b (F,)   y (F, Ho, Wo, N)
-  fc    x (I, N)         w (I, O)                  b (O,)   y (O, N)
-``filters`` in a conv section counts the filters *per group*, as in cuda-convnet: a layer with
-filters=128 and groups=2 has 256 filters in all; group g reads input channels
+  conv  x (C, H, W, N)   w (C/groups, fs, fs, F)           b (F,)   y (F, Ho, Wo, N)
+  local x (C, H, W, N)   w (Ho, Wo, C/groups, fs, fs, F)   b (F, Ho, Wo)
+  fc    x (I, N)         w (I, O)                          b (O,)   y (O, N)
+A conv layer with ``sharedBiases=0`` has a bias per filter and position, b (F, Ho, Wo), as local
+layers always have (cuda-convnet). Both add it to y viewed as (F*Ho*Wo, N).
+``filters`` in a conv or local section counts the filters *per group*, as in cuda-convnet: a
+layer with filters=128 and groups=2 has 256 filters in all; group g reads input channels
 [g*C/groups, (g+1)*C/groups).
 
 Several inputs (cuda-convnet2): ``inputs=a,b`` gives the layer one weight tensor per input and
@@ -18,34 +22,29 @@ The weights of a layer with one input are named ``w`` (as they always were); wit
 import math
 
 from .. import ops, rng
-from ..config import REQUIRED, as_bool, as_float, as_int, parse_schedule, per_input
+from ..config import (REQUIRED, as_bool, as_float, as_int, parse_schedule, per_input,
+                      unsupported)
 from .base import Layer, Param, register
-
-
-def _shared_biases(spec, key):
-    if not as_bool(spec, key):
-        raise spec.error(key, "per-position biases (sharedBiases=0) are not supported; use 1")
-    return True
 
 
 def _update_period(spec, key):
     if as_int(spec, key, lo=1) != 1:
-        raise spec.error(key, "gradient accumulation over several batches (updatePeriod > 1) is "
-                              "not supported; use 1")
+        raise unsupported(spec, key, "gradient accumulation over several batches (updatePeriod "
+                                     "> 1)", "use 1")
     return 1
 
 
 def _wball(spec, key):
     if as_float(spec, key) != 0.0:
-        raise spec.error(key, "the weight-ball constraint (wball > 0) is not supported; use 0")
+        raise unsupported(spec, key, "the weight-ball constraint (wball > 0)", "use 0")
     return 0.0
 
 
 def _rand_sparse(spec, key):
-    # cuda-convnet's random sparse filter-to-channel connectivity; cuda-convnet2 writes
-    # randSparse=0 and ignores the key.
+    # cuda-convnet's random sparse filter-to-channel connectivity (with filterChannels);
+    # cuda-convnet2 writes randSparse=0 and ignores the key.
     if as_bool(spec, key):
-        raise spec.error(key, "random sparse connectivity (randSparse=1) is not supported; use 0")
+        raise unsupported(spec, key, "random sparse connectivity (randSparse=1)", "use 0")
     return False
 
 
@@ -115,17 +114,19 @@ class ConvLayer(WeightLayer):
             "stride": (per_input(_int(1)), None),
             "groups": (per_input(_int(1)), None),
             "randSparse": (per_input(_rand_sparse), None),
-            "sharedBiases": (_shared_biases, True),
+            "sharedBiases": (as_bool, True),
             "initW": (per_input(_float(0.0)), None), "initB": (_float(), 0.0),
             **LEARNING_KEYS}
     PER_INPUT_DEFAULTS = {**WeightLayer.PER_INPUT_DEFAULTS, **CONV_DEFAULTS}
+    FWD, BWD_DATA, BWD_WEIGHTS = "conv_fwd", "conv_bwd_data", "conv_bwd_weights"
+    BIAS_NOTE = " biases per position"  # the layer table's note for sharedBiases=0
 
     def infer(self, in_shapes):
         cfg, outs = self.cfg, []
         for i, shape in enumerate(in_shapes):
             if len(shape) != 3:
-                raise self.shape_error(f"a conv layer needs images (channels, rows, cols) as "
-                                       f"input, got shape {shape}", i)
+                raise self.shape_error(f"a {self.TYPE} layer needs images (channels, rows, cols) "
+                                       f"as input, got shape {shape}", i)
             c, h, w = shape
             if cfg["channels"][i] is not None and cfg["channels"][i] != c:
                 raise self.shape_error(f"has {c} channels but {self.name} says channels="
@@ -154,32 +155,45 @@ class ConvLayer(WeightLayer):
                                        f"{outs[0][2]}: the outputs are summed, so they must agree",
                                        i)
         self.filters, self.out_hw = outs[0][0], outs[0][1:]
-        self._make_params([(c // g, fs, fs, self.filters) for (c, _, _), g, fs in
-                           zip(in_shapes, cfg["groups"], cfg["filterSize"])], (self.filters,))
+        self._make_params([self._weight_shape(i, s) for i, s in enumerate(in_shapes)],
+                          (self.filters,) if self.shared_biases else outs[0])
         return outs[0]
+
+    @property
+    def shared_biases(self):
+        return self.cfg["sharedBiases"]
+
+    def _weight_shape(self, i, in_shape):
+        g, fs = self.cfg["groups"][i], self.cfg["filterSize"][i]
+        return (in_shape[0] // g, fs, fs, self.filters)
 
     def flops(self):
         pixels = math.prod(self.out_hw)
-        macs = sum(c_g * fs * fs for c_g, fs, _, _ in (w.shape for w in self.ws))
+        macs = sum(math.prod(w.shape[-4:-1]) for w in self.ws)
         return 2 * self.filters * pixels * macs + self.filters * pixels
 
     def _geometry(self, i):
         c = self.cfg
         return dict(padding=c["padding"][i], stride=c["stride"][i], groups=c["groups"][i])
 
+    def _flat_bias(self, t):
+        # Per-position biases (F, Ho, Wo) are added to y viewed as (F*Ho*Wo, n).
+        return t if self.shared_biases else t.reshape(math.prod(t.shape[:3]), *t.shape[3:])
+
     def fwd(self, xs, y, n, ctx):
         # The first input writes y, the others add to it; then the one bias.
         for i, (x, w) in enumerate(zip(xs, self.ws)):
-            ops.conv_fwd(x, w.value, out=y, accumulate=i > 0, **self._geometry(i))
-        ops.bias_fwd(y, self.b.value)
+            getattr(ops, self.FWD)(x, w.value, out=y, accumulate=i > 0, **self._geometry(i))
+        ops.bias_fwd(self._flat_bias(y), self._flat_bias(self.b.value))
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
-        ops.bias_bwd(dy, out=self.b.grad)
+        ops.bias_bwd(self._flat_bias(dy), out=self._flat_bias(self.b.grad))
         for i, (x, w) in enumerate(zip(xs, self.ws)):
             geo = self._geometry(i)
-            ops.conv_bwd_weights(x, dy, self.cfg["filterSize"][i], out=w.grad, **geo)
+            getattr(ops, self.BWD_WEIGHTS)(x, dy, self.cfg["filterSize"][i], out=w.grad, **geo)
             if dxs[i] is not None:
-                ops.conv_bwd_data(dy, w.value, x.shape, out=dxs[i], accumulate=accs[i], **geo)
+                getattr(ops, self.BWD_DATA)(dy, w.value, x.shape, out=dxs[i], accumulate=accs[i],
+                                            **geo)
 
     def describe(self):
         parts = []
@@ -189,7 +203,27 @@ class ConvLayer(WeightLayer):
             s += f" pad {c['padding']}" if c["padding"] else ""
             s += f" groups {c['groups']}" if c["groups"] > 1 else ""
             parts.append(s)
-        return " + ".join(parts)
+        return " + ".join(parts) + ("" if self.shared_biases else self.BIAS_NOTE)
+
+
+@register
+class LocalLayer(ConvLayer):
+    """cuda-convnet's locally-connected layer: the keys of a conv layer, but every output
+    position has its own filters (w (Ho, Wo, C/groups, fs, fs, F)) and its own biases."""
+    TYPE = "local"
+    KEYS = {k: v for k, v in ConvLayer.KEYS.items() if k != "sharedBiases"}
+    FWD, BWD_DATA, BWD_WEIGHTS = "local_fwd", "local_bwd_data", "local_bwd_weights"
+    BIAS_NOTE = ""  # always per position
+
+    @property
+    def shared_biases(self):
+        return False
+
+    def _weight_shape(self, i, in_shape):
+        c = self.cfg
+        return ops.local_weight_shape(in_shape + (1,), self.filters, c["filterSize"][i],
+                                      padding=c["padding"][i], stride=c["stride"][i],
+                                      groups=c["groups"][i])
 
 
 @register

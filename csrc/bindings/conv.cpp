@@ -4,6 +4,7 @@
 #include <string>
 
 #include "conv.h"
+#include "conv_geometry.h"
 #include "fc.h"
 #include "registry.h"
 #include "shape.h"
@@ -23,45 +24,6 @@ void check_variant(const char* op, ConvOp which, int variant) {
   int count = OP(conv_variant_count)(which);
   CONVNET_CHECK(variant >= 0 && variant < count, op << ": variant " << variant
                     << " does not exist (this backend has 0.." << count - 1 << ")");
-}
-
-// The geometry of a convolution from the image and filter shapes, checked; names the op.
-//   x: (C, H, W, N), w: (C/groups, fs, fs, F)
-ConvParams conv_params(const char* op, const char* xname, const std::vector<int64_t>& x,
-                       const char* wname, const std::vector<int64_t>& w, int padding,
-                       int stride, int groups, int variant) {
-  CONVNET_CHECK(groups >= 1, op << ": groups must be >= 1, got " << groups);
-  CONVNET_CHECK(stride >= 1, op << ": stride must be >= 1, got " << stride);
-  CONVNET_CHECK(padding >= 0, op << ": padding must be >= 0, got " << padding);
-  CONVNET_CHECK(x[0] % groups == 0, op << ": groups=" << groups << " does not divide the "
-                                       << x[0] << " channels of " << xname << " "
-                                       << shape_str(x));
-  CONVNET_CHECK(w[3] % groups == 0, op << ": groups=" << groups << " does not divide the "
-                                       << w[3] << " filters of " << wname << " "
-                                       << shape_str(w));
-  CONVNET_CHECK(w[1] == w[2], op << ": filters must be square, " << wname << " has shape "
-                                 << shape_str(w) << " (C/groups, fs, fs, F)");
-  CONVNET_CHECK(w[0] * groups == x[0],
-                op << ": " << wname << " " << shape_str(w) << " expects " << w[0] << " x "
-                   << groups << " (groups) channels but " << xname << " " << shape_str(x)
-                   << " has " << x[0]);
-  CONVNET_CHECK(w[1] >= 1 && w[1] <= x[1] + 2 * padding && w[1] <= x[2] + 2 * padding,
-                op << ": filter " << w[1] << "x" << w[1] << " does not fit the padded image "
-                   << x[1] + 2 * padding << "x" << x[2] + 2 * padding << " (" << xname << " "
-                   << shape_str(x) << ", padding " << padding << ")");
-  CONVNET_CHECK(x[3] >= 1, op << ": " << xname << " " << shape_str(x) << " holds no images");
-  ConvParams p;
-  p.channels = int(x[0]), p.height = int(x[1]), p.width = int(x[2]), p.images = int(x[3]);
-  p.filters = int(w[3]), p.filter_size = int(w[1]);
-  p.padding = padding, p.stride = stride, p.groups = groups;
-  p.out_h = conv_out_size(p.height, p.filter_size, padding, stride);
-  p.out_w = conv_out_size(p.width, p.filter_size, padding, stride);
-  p.variant = variant;
-  return p;
-}
-
-std::vector<int64_t> out_shape(const ConvParams& p) {
-  return {p.filters, p.out_h, p.out_w, p.images};
 }
 
 ConvOp conv_op_by_name(const std::string& name) {
@@ -86,7 +48,7 @@ CONVNET_BINDINGS(conv) {
     check_writable(op, {"y", y});
     check_variant(op, ConvOp::conv_fwd, variant);
     ConvParams p = conv_params(op, "x", x.shape, "w", w.shape, padding, stride, groups, variant);
-    check_shape(op, {"y", y}, out_shape(p));
+    check_shape(op, {"y", y}, conv_out_shape(p));
     without_gil([&] {
       OP(conv_fwd)(p, x.ptr<float>(), w.ptr<float>(), y.ptr<float>(), accumulate);
     });
@@ -102,7 +64,7 @@ CONVNET_BINDINGS(conv) {
     check_variant(op, ConvOp::conv_bwd_data, variant);
     ConvParams p = conv_params(op, "dx", dx.shape, "w", w.shape, padding, stride, groups,
                                variant);
-    check_shape(op, {"dy", dy}, out_shape(p));
+    check_shape(op, {"dy", dy}, conv_out_shape(p));
     without_gil([&] {
       OP(conv_bwd_data)(p, dy.ptr<float>(), w.ptr<float>(), dx.ptr<float>(), accumulate);
     });
@@ -118,7 +80,7 @@ CONVNET_BINDINGS(conv) {
     check_variant(op, ConvOp::conv_bwd_weights, variant);
     ConvParams p = conv_params(op, "x", x.shape, "dw", dw.shape, padding, stride, groups,
                                variant);
-    check_shape(op, {"dy", dy}, out_shape(p));
+    check_shape(op, {"dy", dy}, conv_out_shape(p));
     without_gil([&] {
       OP(conv_bwd_weights)(p, x.ptr<float>(), dy.ptr<float>(), dw.ptr<float>(), accumulate);
     });
@@ -225,7 +187,7 @@ CONVNET_BINDINGS(conv) {
                                     << shape_str(x));
     CONVNET_CHECK(w.size() == 4, op << ": " << wname << " must be (C/groups, fs, fs, F), got shape "
                                     << shape_str(w));
-    return out_shape(conv_params(op.c_str(), xname, x, wname, w, padding, stride, groups, 0));
+    return conv_out_shape(conv_params(op.c_str(), xname, x, wname, w, padding, stride, groups, 0));
   }, py::arg("op"), py::arg("x_shape"), py::arg("w_shape"), py::arg("padding"), py::arg("stride"),
      py::arg("groups"));
 

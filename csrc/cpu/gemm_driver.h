@@ -162,6 +162,9 @@ void gemm_blocked(const GemmProblem& p) {
   int threads = omp_get_max_threads();
   double flops = 2.0 * double(p.m) * double(p.n) * double(p.k);
   if (flops < 4e6) threads = 1;  // waking a second core costs more than it saves
+  // Called from a team's thread (local.cpp runs one GEMM per position on each thread): a nested
+  // team would have one thread, so this thread does the whole problem itself.
+  if (omp_in_parallel()) threads = 1;
   if (threads == 1) return gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
 
   const Blocking blk = blocking_of<K>();

@@ -1,0 +1,268 @@
+// Locally-connected layers (declared in csrc/common/local.h): a convolution with its own filters
+// at every output position.
+//   x : (C, H, W, N)    w : (Ho, Wo, C/groups, fs, fs, F)    y : (F, Ho, Wo, N)
+// Names: Cg = C/groups, Fg = F/groups, P = Ho*Wo, K = Cg*fs*fs taps per group; tap
+// k = (c*fs + ky)*fs + kx numbers a row of one position's filters w_p (K, F). Pixels outside the
+// image (padding, the round-up overhang) read as zero.
+//
+// Variants (ConvParams::variant; 0 = 2 where an op has it, else 1):
+//   1  direct: one thread per output element, summing straight from global memory (images
+//      across a warp, so image reads coalesce and filter reads are warp-wide broadcasts).
+//      fwd and bwd_weights are the readable references; bwd_data gathers, for each input
+//      pixel, the outputs whose windows cover it (a range per axis; no atomics), and is
+//      variant 0 too.
+//   2  per-position GEMM tiles (fwd, bwd_weights): a 256-thread block computes a 32x32 tile of
+//      one position's GEMM, staging 32-deep slices of both operands in shared memory (padded
+//      rows: no bank conflicts), 4 outputs per thread:
+//        fwd          y_p,g  (Fg, N) = w_p,g^T (Fg, K) . patch_p,g (K, N)   tile: 32 filters x
+//                                                                          32 images
+//        bwd_weights  dw_p,g (K, Fg) = patch_p,g (K, N) . dy_p,g^T (N, Fg)  tile: 32 taps x
+//                                                                          32 filters
+//      The patch is gathered from x while staging (never stored). bwd_weights reduces over the
+//      images in a fixed order within one thread: deterministic, no atomics.
+#include <cstdint>
+
+#include "cuda_check.h"
+#include "local.h"
+#include "pixel_grid.h"
+#include "shape.h"
+
+namespace convnet {
+namespace {
+
+// The shapes a kernel needs, derived once on the host.
+struct LocalDims {
+  int C, H, W, N, F, fs, pad, stride, groups, Ho, Wo, Cg, Fg, K;
+  int64_t P, PN, HWN;
+};
+
+LocalDims dims_of(const ConvParams& p) {
+  LocalDims d;
+  d.C = p.channels, d.H = p.height, d.W = p.width, d.N = p.images;
+  d.F = p.filters, d.fs = p.filter_size, d.pad = p.padding, d.stride = p.stride;
+  d.groups = p.groups, d.Ho = p.out_h, d.Wo = p.out_w;
+  d.Cg = d.C / d.groups, d.Fg = d.F / d.groups, d.K = d.Cg * d.fs * d.fs;
+  d.P = int64_t(d.Ho) * d.Wo, d.PN = d.P * d.N, d.HWN = int64_t(d.H) * d.W * d.N;
+  return d;
+}
+
+// x[c, iy, ix, n] for tap k of output position (oy, ox), channels counted from c0; 0 outside.
+__device__ __forceinline__ float patch_at(const LocalDims& d, const float* x, int c0, int oy,
+                                          int ox, int k, int n) {
+  const int c = k / (d.fs * d.fs), t = k % (d.fs * d.fs);
+  const int iy = oy * d.stride - d.pad + t / d.fs, ix = ox * d.stride - d.pad + t % d.fs;
+  if (iy < 0 || iy >= d.H || ix < 0 || ix >= d.W) return 0.f;
+  return x[((int64_t(c0 + c) * d.H + iy) * d.W + ix) * d.N + n];
+}
+
+// ======================= variant 1: direct =======================================================
+
+// Forward and data gradient (pixel_grid.h): one thread per (pixel, image), blockIdx.x the pixel, the
+// images over blockIdx.y x threadIdx.x, so a warp reads 32 consecutive floats.
+
+// Pixel (f, oy, ox) of y: the position's filter f over the window.
+__global__ void local_fwd_direct_kernel(LocalDims d, const float* __restrict__ x,
+                                        const float* __restrict__ w, float* __restrict__ y,
+                                        bool accumulate) {
+  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  if (n >= d.N) return;
+  const int64_t pix = blockIdx.x, pos = pix % d.P;  // pix = f * P + pos
+  const int f = int(pix / d.P), oy = int(pos / d.Wo), ox = int(pos % d.Wo);
+  const float* wp = w + pos * d.K * d.F + f;
+  float sum = 0.f;
+  for (int k = 0; k < d.K; ++k)
+    sum = fmaf(wp[int64_t(k) * d.F], patch_at(d, x, f / d.Fg * d.Cg, oy, ox, k, n), sum);
+  float* out = y + pix * d.N + n;
+  *out = accumulate ? *out + sum : sum;
+}
+
+// Pixel (c, iy, ix) of dx: sums, over the output positions whose windows cover it, that
+// position's filters times dy (a gather: no atomics).
+__global__ void local_bwd_data_direct_kernel(LocalDims d, const float* __restrict__ dy,
+                                             const float* __restrict__ w, float* __restrict__ dx,
+                                             bool accumulate) {
+  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  if (n >= d.N) return;
+  const int64_t pix = blockIdx.x;  // (c * H + iy) * W + ix
+  const int c = int(pix / (int64_t(d.H) * d.W)), iy = int(pix / d.W % d.H), ix = int(pix % d.W);
+  const int g = c / d.Cg, cl = c % d.Cg;
+  // Outputs o whose window o*stride - pad .. + fs - 1 holds the pixel, per axis.
+  const int oy0 = max(0, ceil_div(iy + d.pad - d.fs + 1, d.stride));
+  const int oy1 = min(d.Ho - 1, (iy + d.pad) / d.stride);
+  const int ox0 = max(0, ceil_div(ix + d.pad - d.fs + 1, d.stride));
+  const int ox1 = min(d.Wo - 1, (ix + d.pad) / d.stride);
+  float sum = 0.f;
+  for (int oy = oy0; oy <= oy1; ++oy)
+    for (int ox = ox0; ox <= ox1; ++ox) {
+      const int64_t pos = int64_t(oy) * d.Wo + ox;
+      const int tap = (cl * d.fs + iy + d.pad - oy * d.stride) * d.fs + ix + d.pad - ox * d.stride;
+      const float* wt = w + (pos * d.K + tap) * d.F + g * d.Fg;
+      const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N + n;
+      for (int f = 0; f < d.Fg; ++f) sum = fmaf(wt[f], dyp[f * d.PN], sum);
+    }
+  float* out = dx + pix * d.N + n;
+  *out = accumulate ? *out + sum : sum;
+}
+
+// Thread per dw element (grid-stride over P*K*F, filter fastest), summing over the images.
+__global__ void local_bwd_weights_direct_kernel(LocalDims d, const float* __restrict__ x,
+                                                const float* __restrict__ dy,
+                                                float* __restrict__ dw, bool accumulate) {
+  const int64_t total = d.P * d.K * d.F;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int f = int(i % d.F), k = int(i / d.F % d.K);
+    const int64_t pos = i / (int64_t(d.K) * d.F);
+    const int oy = int(pos / d.Wo), ox = int(pos % d.Wo);
+    const float* dyp = dy + int64_t(f) * d.PN + pos * d.N;
+    float sum = 0.f;
+    for (int n = 0; n < d.N; ++n)
+      sum = fmaf(patch_at(d, x, f / d.Fg * d.Cg, oy, ox, k, n), dyp[n], sum);
+    dw[i] = accumulate ? dw[i] + sum : sum;
+  }
+}
+
+// ======================= variant 2: per-position GEMM tiles ======================================
+
+constexpr int kTile = 32, kRows = 8, kThreads = kTile * kRows;  // 4 outputs per thread
+using Staged = float[kTile][kTile + 1];  // a 32-step slice of an operand, rows padded
+
+// acc[j] += sum over the staged steps s of a[s][ty + 8j] * b[s][tx]: a is read as a broadcast
+// (one row per warp), b by consecutive threads.
+__device__ __forceinline__ void tile_fma(const Staged& a, const Staged& b, int tx, int ty,
+                                         float* acc) {
+  for (int s = 0; s < kTile; ++s) {
+    const float bv = b[s][tx];
+    for (int j = 0; j < kTile / kRows; ++j) acc[j] = fmaf(a[s][ty + kRows * j], bv, acc[j]);
+  }
+}
+
+// Block (tile, pos, g) with tile = image tile + tiles_n * filter tile. Thread (tx, ty) computes
+// filters f0 + ty + 8j (j < 4) for image n0 + tx.
+__global__ void __launch_bounds__(kThreads)
+    local_fwd_tile_kernel(LocalDims d, const float* __restrict__ x, const float* __restrict__ w,
+                          float* __restrict__ y, bool accumulate) {
+  __shared__ Staged ws;  // (k, f)
+  __shared__ Staged xs;  // (k, n)
+  const int tx = int(threadIdx.x) % kTile, ty = int(threadIdx.x) / kTile;
+  const int tiles_n = (d.N + kTile - 1) / kTile;
+  const int n0 = int(blockIdx.x) % tiles_n * kTile, f0 = int(blockIdx.x) / tiles_n * kTile;
+  const int pos = int(blockIdx.y), g = int(blockIdx.z);
+  const int oy = pos / d.Wo, ox = pos % d.Wo, n = n0 + tx;
+  const float* wp = w + int64_t(pos) * d.K * d.F + g * d.Fg;
+  float acc[kTile / kRows] = {};
+  for (int k0 = 0; k0 < d.K; k0 += kTile) {
+    for (int j = 0; j < kTile / kRows; ++j) {
+      const int r = ty + kRows * j, k = k0 + r;
+      ws[r][tx] = k < d.K && f0 + tx < d.Fg ? wp[int64_t(k) * d.F + f0 + tx] : 0.f;
+      xs[r][tx] = k < d.K && n < d.N ? patch_at(d, x, g * d.Cg, oy, ox, k, n) : 0.f;
+    }
+    __syncthreads();
+    tile_fma(ws, xs, tx, ty, acc);
+    __syncthreads();
+  }
+  for (int j = 0; j < kTile / kRows; ++j) {
+    const int f = f0 + ty + kRows * j;
+    if (f >= d.Fg || n >= d.N) continue;
+    float* out = y + (int64_t(g * d.Fg + f) * d.P + pos) * d.N + n;
+    *out = accumulate ? *out + acc[j] : acc[j];
+  }
+}
+
+// Block (tile, pos, g) with tile = filter tile + tiles_f * tap tile. Thread (tx, ty) computes
+// taps k0 + ty + 8j (j < 4) for filter f0 + tx, summing over the images 32 at a time.
+__global__ void __launch_bounds__(kThreads)
+    local_bwd_weights_tile_kernel(LocalDims d, const float* __restrict__ x,
+                                  const float* __restrict__ dy, float* __restrict__ dw,
+                                  bool accumulate) {
+  __shared__ Staged ps;  // (n, k)
+  __shared__ Staged ds;  // (n, f)
+  const int tx = int(threadIdx.x) % kTile, ty = int(threadIdx.x) / kTile;
+  const int tiles_f = (d.Fg + kTile - 1) / kTile;
+  const int f0 = int(blockIdx.x) % tiles_f * kTile, k0 = int(blockIdx.x) / tiles_f * kTile;
+  const int pos = int(blockIdx.y), g = int(blockIdx.z);
+  const int oy = pos / d.Wo, ox = pos % d.Wo;
+  const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N;
+  float acc[kTile / kRows] = {};
+  for (int n0 = 0; n0 < d.N; n0 += kTile) {
+    const int n = n0 + tx;
+    for (int j = 0; j < kTile / kRows; ++j) {
+      const int r = ty + kRows * j;  // a tap for ps, a filter for ds; the image is n
+      ps[tx][r] = k0 + r < d.K && n < d.N ? patch_at(d, x, g * d.Cg, oy, ox, k0 + r, n) : 0.f;
+      ds[tx][r] = f0 + r < d.Fg && n < d.N ? dyp[int64_t(f0 + r) * d.PN + n] : 0.f;
+    }
+    __syncthreads();
+    tile_fma(ps, ds, tx, ty, acc);
+    __syncthreads();
+  }
+  for (int j = 0; j < kTile / kRows; ++j) {
+    const int k = k0 + ty + kRows * j, f = f0 + tx;
+    if (k >= d.K || f >= d.Fg) continue;
+    float* out = dw + (int64_t(pos) * d.K + k) * d.F + g * d.Fg + f;
+    *out = accumulate ? *out + acc[j] : acc[j];
+  }
+}
+
+// Grid of the tile kernels: (tiles, positions, groups), each dimension within CUDA's limits.
+dim3 tile_grid(int64_t tiles, const LocalDims& d, const char* op) {
+  CONVNET_CHECK(tiles < (int64_t(1) << 31) && d.P <= 65535 && d.groups <= 65535,
+                op << ": " << d.P << " output positions x " << d.groups << " groups x " << tiles
+                   << " tiles exceed the grid (at most 65535 positions and groups)");
+  return dim3(unsigned(tiles), unsigned(d.P), unsigned(d.groups));
+}
+
+int tiles(int n) { return (n + kTile - 1) / kTile; }
+
+void check_variant(const ConvParams& p, LocalOp op, const char* name) {
+  const int count = local_variant_count_cuda(op);
+  CONVNET_CHECK(p.variant >= 0 && p.variant < count,
+                name << ": variant " << p.variant << " does not exist (0.." << count - 1 << ")");
+}
+
+}  // namespace
+
+int local_variant_count_cuda(LocalOp op) { return op == LocalOp::local_bwd_data ? 2 : 3; }
+
+void local_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* y,
+                    bool accumulate) {
+  check_variant(p, LocalOp::local_fwd, "local_fwd");
+  const LocalDims d = dims_of(p);
+  if (d.F == 0 || d.PN == 0) return;
+  if (p.variant == 1) {
+    const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N);
+    CONVNET_LAUNCH(local_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d, x, w, y,
+                   accumulate);
+    return;
+  }
+  CONVNET_LAUNCH(local_fwd_tile_kernel, tile_grid(int64_t(tiles(d.N)) * tiles(d.Fg), d,
+                                                  "local_fwd"),
+                 kThreads, 0, current_stream(), d, x, w, y, accumulate);
+}
+
+void local_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, float* dx,
+                         bool accumulate) {
+  check_variant(p, LocalOp::local_bwd_data, "local_bwd_data");
+  const LocalDims d = dims_of(p);
+  if (d.C == 0 || d.HWN == 0) return;
+  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N);
+  CONVNET_LAUNCH(local_bwd_data_direct_kernel, g.grid, g.block, 0, current_stream(), d, dy, w, dx,
+                 accumulate);
+}
+
+void local_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy, float* dw,
+                            bool accumulate) {
+  check_variant(p, LocalOp::local_bwd_weights, "local_bwd_weights");
+  const LocalDims d = dims_of(p);
+  const int64_t count = d.P * d.K * d.F;
+  if (count == 0) return;
+  if (p.variant == 1) {
+    CONVNET_LAUNCH(local_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0,
+                   current_stream(), d, x, dy, dw, accumulate);
+    return;
+  }
+  CONVNET_LAUNCH(local_bwd_weights_tile_kernel, tile_grid(int64_t(tiles(d.K)) * tiles(d.Fg), d,
+                                                          "local_bwd_weights"),
+                 kThreads, 0, current_stream(), d, x, dy, dw, accumulate);
+}
+
+}  // namespace convnet
