@@ -68,6 +68,7 @@ LEARNING_KEYS = {
 class WeightLayer(Layer):
     PARAM_KEYS = frozenset(LEARNING_KEYS)
     BWD_READS_Y = False
+    FUSES_RELU = True
     INPUTS = (1, 64)
     # Defaults of the per-input keys, given to every input.
     PER_INPUT_DEFAULTS = {"initW": 0.01, "wball": 0.0}
@@ -167,11 +168,13 @@ class ConvLayer(WeightLayer):
         c = self.cfg
         return dict(padding=c["padding"][i], stride=c["stride"][i], groups=c["groups"][i])
 
-    def fwd(self, xs, y, n, ctx):
-        # The first input writes y, the others add to it; then the one bias.
+    def fwd(self, xs, y, n, ctx, relu=False):
+        # The first input writes y, the others add to it; the last adds the one bias and applies
+        # the fused ReLU as it stores y.
+        last = len(xs) - 1
         for i, (x, w) in enumerate(zip(xs, self.ws)):
-            ops.conv_fwd(x, w.value, out=y, accumulate=i > 0, **self._geometry(i))
-        ops.bias_fwd(y, self.b.value)
+            ops.conv_fwd(x, w.value, self.b.value if i == last else None, relu=relu and i == last,
+                         out=y, accumulate=i > 0, **self._geometry(i))
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
         ops.bias_bwd(dy, out=self.b.grad)
@@ -208,12 +211,13 @@ class FCLayer(WeightLayer):
     def flops(self):
         return 2 * sum(self.in_features) * self.cfg["outputs"] + self.cfg["outputs"]
 
-    def fwd(self, xs, y, n, ctx):
-        # The first input writes y, the others add to it; the last adds the bias.
+    def fwd(self, xs, y, n, ctx, relu=False):
+        # The first input writes y, the others add to it; the last adds the bias and applies the
+        # fused ReLU as it stores y.
         last = len(xs) - 1
         for i, (x, w, f) in enumerate(zip(xs, self.ws, self.in_features)):
             ops.fc_fwd(x.reshape(f, n), w.value, self.b.value if i == last else None, out=y,
-                       accumulate=i > 0)
+                       accumulate=i > 0, relu=relu and i == last)
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
         ops.bias_bwd(dy, out=self.b.grad)
