@@ -164,3 +164,22 @@ def test_conv_plans_fill_whole_waves(shape):
     assert splits == 1 or ho * wo * n // splits >= 8 * (8 if tile == 128 else 16)
     with pytest.raises(ValueError, match="unknown op"):
         emu.conv_plan("conv_sideways", c, h, w, n, f, fs, pad, stride, groups, 0)
+
+
+def test_conv_cuda_wide_filters(device, rng):
+    """Filters wider than 15 (the tap bits of conv_taps.cuh): variant 0 runs the direct kernels,
+    the tiled variants say why they cannot."""
+    dev = _gpu_device(device)
+    shape = (2, 17, 16, 2, 3, 16, 0, 1, 1)
+    x, w, dy, kw = _problem(rng, shape)
+    got = _run_all(dev, x, w, dy, kw, 0)
+    assert_close(got["y"], ref.conv_fwd(x, w, **kw), what="y, 16x16 filter")
+    assert_close(got["dx"], ref.conv_bwd_data(dy, w, x.shape, **kw), what="dx, 16x16 filter")
+    assert_close(got["dw"], ref.conv_bwd_weights(x, dy, 16, **kw), what="dw, 16x16 filter")
+    for v in (2, 3):
+        with pytest.raises(ValueError, match="wider than 15"):
+            ops.conv_fwd(_on(dev, x), _on(dev, w), variant=v, **kw)
+        with pytest.raises(ValueError, match="wider than 15"):
+            ops.conv_bwd_data(_on(dev, dy), _on(dev, w), x.shape, variant=v, **kw)
+        with pytest.raises(ValueError, match="wider than 15"):
+            ops.conv_bwd_weights(_on(dev, x), _on(dev, dy), 16, variant=v, **kw)

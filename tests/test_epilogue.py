@@ -13,6 +13,7 @@ from convnet.net import Net
 
 import ref_conv as ref
 from gradcheck import assert_close
+from test_conv import _on, _run_variant as _run, _variants
 from test_net import TINY
 
 # (C, H, W, N, F, fs, padding, stride, groups): batch 1, groups with unaligned slices, stride
@@ -26,27 +27,6 @@ SHAPES = [
 IDS = ["x".join(map(str, s)) for s in SHAPES]
 # (inputs, outputs, images): odd sizes, batch 1, outputs crossing a 64-row tile
 FC_SHAPES = [(7, 5, 1), (33, 67, 9), (130, 10, 4)]
-
-
-def _on(device, a):
-    return convnet.tensor(np.asarray(a, np.float32), device)
-
-
-def _dev(device):
-    return device.split("/")[0]
-
-
-def _variants(op, device):
-    return range(ops.conv_variant_count(op, device=_dev(device)))
-
-
-def _run(fn, *args, **kw):
-    try:
-        return fn(*args, **kw)
-    except ValueError as e:
-        if "not supported by this CPU" in str(e):
-            pytest.skip(str(e))
-        raise
 
 
 def _relu(a):
