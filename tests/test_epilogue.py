@@ -93,7 +93,8 @@ def test_fused_thread_orders_bit_identical(rng):
     emu = convnet.device.module_for("emu")
     previous = emu.thread_order()
     x, w, b, prev, kw = _conv_problem(rng, SHAPES[1])
-    fx, fw, fb = rng.standard_normal((33, 9)), rng.standard_normal((33, 67)), rng.standard_normal(67)
+    fx, fw = rng.standard_normal((33, 9)), rng.standard_normal((33, 67))
+    fb = rng.standard_normal(67)
     try:
         runs = []
         for order in ("forward", "reverse"):

@@ -26,7 +26,10 @@
 // tap tables (conv_taps.cuh), so a main loop does no division and no compares per element; a
 // thread's own column is decoded once (FastDiv: no `/` or `%` by a run-time value).
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "conv.h"
 #include "cuda_check.h"
@@ -512,15 +515,52 @@ void check_fits(const ConvDims& d, const char* op, int64_t splits = 1) {
                    << ", beyond the tiled variants (variant 1 or 0 handles it)");
 }
 
-// The tap tables (conv_taps.cuh) live in device memory allocated per launch and are built on the
-// launch's stream just before the tile kernel; freed blocks are only reused by later work on
-// this device's one stream, so they may be freed while the kernels are queued.
+// The tap tables (conv_taps.cuh) of a launch, by device and shape: built by the first launch that
+// needs them, on the device's stream (current_stream: every later launch on the device queues
+// behind it), and kept for the life of the process (a few KB per conv shape; a net has a handful
+// of shapes). The launches after the first allocate nothing, free nothing (under emulation a
+// free is a synchronisation point, which would hide a missing stream wait from the executor's
+// tests) and run no table kernel.
+enum class Table { fwd_taps, data_taps, positions };
 
-// fwd_taps, padded to whole 128-tap tiles (so to whole K steps of both tiles too).
-int fwd_taps_count(const ConvDims& d) { return (d.K + 127) / 128 * 128; }
+// fwd_taps is padded to whole 128-tap tiles (so to whole K steps of both tiles too); data_taps
+// (then data_woffs) to whole K steps of both tiles; positions has P + 1 entries.
+int table_entries(Table t, const TileDims& d) {
+  switch (t) {
+    case Table::fwd_taps: return (d.K + 127) / 128 * 128;
+    case Table::data_taps: return (d.taps * d.Fg + 15) / 16 * 16;
+    default: return d.P + 1;
+  }
+}
 
-void build_fwd_taps(const TileDims& td, int2* taps, int count, cudaStream_t s) {
-  CONVNET_LAUNCH(fwd_taps_kernel, grid_for(count, 256), 256, 0, s, td, taps, count);
+const void* tap_table(Table t, const TileDims& d) {
+  using Key = std::array<int, 18>;
+  static std::mutex mutex;
+  static auto* tables = new std::map<Key, DeviceBuffer*>();  // never freed: see above
+  const int dev = current_device();
+  const Key key{dev,     int(t), d.H,  d.W,  d.N, d.F,    d.fs, d.pad, d.stride,
+                d.Ho,    d.Wo,   d.Cg, d.Fg, d.taps, d.K, d.P,  d.PN,  d.HWN};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = tables->find(key);
+  if (it != tables->end()) return it->second->ptr;
+  const int count = table_entries(t, d);
+  const size_t entry = t == Table::data_taps ? sizeof(int2) + sizeof(int) : sizeof(int2);
+  auto* buf = new DeviceBuffer(size_t(count) * entry, dev);
+  cudaStream_t s = current_stream();
+  int2* entries = buf->as<int2>();
+  switch (t) {
+    case Table::fwd_taps:
+      CONVNET_LAUNCH(fwd_taps_kernel, grid_for(count, 256), 256, 0, s, d, entries, count);
+      break;
+    case Table::data_taps:
+      CONVNET_LAUNCH(data_taps_kernel, grid_for(count, 256), 256, 0, s, d, entries,
+                     reinterpret_cast<int*>(entries + count), count);
+      break;
+    default:
+      CONVNET_LAUNCH(positions_kernel, grid_for(count, 256), 256, 0, s, d, entries);
+  }
+  tables->emplace(key, buf);
+  return buf->ptr;
 }
 
 template <class S>
@@ -530,12 +570,9 @@ void conv_fwd_tiled(const ConvDims& d, const float* x, const float* w, float* y,
   const bool vec_w = groups_aligned(w, d.Fg, d.F, d.groups);
   const bool vec_y = groups_aligned(y, int64_t(d.Fg) * d.PN, d.PN, d.groups);
   const TileDims td = tile_dims(d);
-  cudaStream_t s = current_stream();
-  const int count = fwd_taps_count(d);
-  DeviceBuffer taps(count * sizeof(int2), current_device());
-  build_fwd_taps(td, taps.as<int2>(), count, s);
+  const auto* taps = static_cast<const int2*>(tap_table(Table::fwd_taps, td));
   CONVNET_LAUNCH(conv_fwd_tile_kernel<S>, tile_grid<S>(d.PN, d.Fg, d.groups, "conv_fwd"),
-                 S::kThreads, 0, s, td, x, w, taps.as<const int2>(), y, accumulate, epi, vec_w,
+                 S::kThreads, 0, current_stream(), td, x, w, taps, y, accumulate, epi, vec_w,
                  vec_y);
 }
 
@@ -545,17 +582,11 @@ void conv_bwd_data_tiled(const ConvDims& d, const float* dy, const float* w, flo
   check_fits(d, "conv_bwd_data");
   const bool vec_dx = groups_aligned(dx, int64_t(d.Cg) * d.HWN, d.HWN, d.groups);
   const TileDims td = tile_dims(d);
-  cudaStream_t s = current_stream();
-  // data_taps then data_woffs, padded to whole K steps of both tiles.
-  const int count = (d.taps * d.Fg + 15) / 16 * 16;
-  DeviceBuffer table(count * (sizeof(int2) + sizeof(int)), current_device());
-  int2* taps = table.as<int2>();
-  int* woffs = reinterpret_cast<int*>(taps + count);
-  CONVNET_LAUNCH(data_taps_kernel, grid_for(count, 256), 256, 0, s, td, taps, woffs, count);
+  const auto* taps = static_cast<const int2*>(tap_table(Table::data_taps, td));
+  const auto* woffs = reinterpret_cast<const int*>(taps + table_entries(Table::data_taps, td));
   CONVNET_LAUNCH(conv_bwd_data_tile_kernel<S>,
-                 tile_grid<S>(d.HWN, d.Cg, d.groups, "conv_bwd_data"), S::kThreads, 0, s, td,
-                 dy, w, static_cast<const int2*>(taps), static_cast<const int*>(woffs), dx,
-                 accumulate, vec_dx);
+                 tile_grid<S>(d.HWN, d.Cg, d.groups, "conv_bwd_data"), S::kThreads, 0,
+                 current_stream(), td, dy, w, taps, woffs, dx, accumulate, vec_dx);
 }
 
 template <class S>
@@ -567,25 +598,19 @@ void conv_bwd_weights_tiled(const ConvDims& d, const TilePlan& plan, const float
   const bool vec_dy = groups_aligned(dy, int64_t(d.Fg) * d.PN, d.PN, d.groups);
   const dim3 grid = tile_grid<S>(d.Fg, d.K, d.groups * plan.splits, "conv_bwd_weights");
   const TileDims td = tile_dims(d);
-  // fwd_taps, then the P + 1 positions.
-  const int ntaps = fwd_taps_count(d);
-  DeviceBuffer table((ntaps + d.P + 1) * sizeof(int2), current_device());
-  int2* taps = table.as<int2>();
-  int2* positions = taps + ntaps;
-  build_fwd_taps(td, taps, ntaps, s);
-  CONVNET_LAUNCH(positions_kernel, grid_for(d.P + 1, 256), 256, 0, s, td, positions);
-  const int2* ctaps = taps;
-  const int2* cpositions = positions;
+  const auto* taps = static_cast<const int2*>(tap_table(Table::fwd_taps, td));
+  const auto* positions = static_cast<const int2*>(tap_table(Table::positions, td));
   if (plan.splits == 1) {
-    CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, ctaps,
-                   cpositions, dw, 1, int(plan.chunk), accumulate ? 1.f : 0.f, vec_dy,
+    CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, taps,
+                   positions, dw, 1, int(plan.chunk), accumulate ? 1.f : 0.f, vec_dy,
                    groups_aligned(dw, d.Fg, d.F, d.groups));
     return;
   }
+  // Freed blocks are only reused by later work on this device's one stream: safe while queued.
   DeviceBuffer partials(size_t(plan.splits * count) * sizeof(float), current_device());
   float* part = partials.as<float>();
-  CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, ctaps,
-                 cpositions, part, int(plan.splits), int(plan.chunk), 0.f, vec_dy,
+  CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, taps,
+                 positions, part, int(plan.splits), int(plan.chunk), 0.f, vec_dy,
                  groups_aligned(part, d.Fg, d.F, d.groups));
   CONVNET_LAUNCH(sum_partials_kernel, grid_for(count, 256), 256, 0, s, part, dw, count,
                  int(plan.splits), accumulate);

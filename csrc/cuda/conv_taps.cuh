@@ -1,7 +1,8 @@
-// Per-launch tap tables and window masks of the implicit-GEMM convolutions (conv.cu): whatever a
-// gathered element's address and bounds test need that depends on the reduction index alone is
-// decoded once per launch into a table in device memory, so that a main loop gathers an element
-// with a table load, one logic op, an address and a predicated load — no division, no compares.
+// Tap tables and window masks of the implicit-GEMM convolutions (conv.cu): whatever a gathered
+// element's address and bounds test need that depends on the reduction index alone is decoded
+// once into a table in device memory (per device and shape: conv.cu's tap_table), so that a main
+// loop gathers an element with a table load, one logic op, an address and a predicated load — no
+// division, no compares.
 //
 // Bounds as bits: filter tap (ky, kx) is `tap_bits` = bit ky | bit (16 + kx). A thread's window
 // (the pixels a column's taps land on) has an `inside` mask with bit ky set when row ky of the
