@@ -162,13 +162,16 @@ TileDims tile_dims(const ConvDims& d) {
   return t;
 }
 
-// Do 32-bit indices reach every element of x, w, y and bwd_weights' partial sums and every window
-// corner (padding included), and do the filters fit the tap bits (conv_taps.cuh)?
+// Do 32-bit indices reach every element of x, w, y and bwd_weights' partial sums, every window
+// corner in x (padding included: ((c*H + iy0)*W + ix0)*N + n) and every thread base in dy (the
+// data gradient's ((f*Ho + qy)*Wo + qx)*N + n, qy <= H + pad, qx <= W + pad), and do the filters
+// fit the tap bits (conv_taps.cuh)?
 bool fits_tiles(const ConvDims& d, int64_t splits = 1) {
   return fits_int32(int64_t(d.C) * d.HWN) && fits_int32(int64_t(d.F) * d.PN) &&
          fits_int32(int64_t(d.K) * d.F * splits) &&
-         fits_int32((int64_t(d.H) + d.pad + 1) * (int64_t(d.W) + d.pad + 1) * d.N) && d.N > 0 &&
-         d.W > 0 && d.Wo > 0 && d.fs <= kMaxTileFilter;
+         fits_int32((int64_t(d.C) * d.H + d.pad + 1) * (int64_t(d.W) + d.pad + 1) * d.N) &&
+         fits_int32(((int64_t(d.F) * d.Ho + d.H + d.pad) * d.Wo + d.W + d.pad + 1) * d.N) &&
+         d.N > 0 && d.W > 0 && d.Wo > 0 && d.fs <= kMaxTileFilter;
 }
 
 // fwd, operand B: patches (K, P*N), element (k, col = p*N + n) = x[c, oy*s - pad + ky, ...].
