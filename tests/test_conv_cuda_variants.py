@@ -183,3 +183,27 @@ def test_conv_cuda_wide_filters(device, rng):
             ops.conv_bwd_data(_on(dev, dy), _on(dev, w), x.shape, variant=v, **kw)
         with pytest.raises(ValueError, match="wider than 15"):
             ops.conv_bwd_weights(_on(dev, x), _on(dev, dy), 16, variant=v, **kw)
+
+
+def test_conv_plans_fall_back_beyond_32_bit_indices():
+    """The tiled variants index in 32 bits: variant 0 plans the direct kernels (64-bit indices)
+    when a tensor, or an index a gather forms before its bounds test, could pass 2^31, and for
+    filters wider than 15 — decided from the shapes alone, so no huge tensor is needed."""
+    if "emu" not in convnet.backends():
+        pytest.skip("convnet was built without the emulated backend")
+    emu = convnet.device.module_for("emu")
+    ops_ = ("conv_fwd", "conv_bwd_data", "conv_bwd_weights")
+    # (C, H, W, N, F, fs, padding, stride, groups)
+    tiled = [(1, 16384, 16384, 1, 1, 1, 0, 1, 1), (96, 27, 27, 128, 256, 5, 2, 1, 2)]
+    direct = [
+        (2, 32768, 32768, 1, 1, 1, 0, 1, 1),   # x of 2^31 elements
+        (1, 16384, 16384, 4, 1, 1, 0, 1, 1),   # 2^30 elements, gather indices past 2^31
+        (1, 8192, 8192, 1, 64, 1, 0, 1, 1),    # y of 2^32 elements
+        (3, 40, 40, 2, 4, 16, 0, 1, 1),        # a 16x16 filter
+    ]
+    for shape in tiled:
+        for op in ops_:
+            assert emu.conv_plan(op, *shape, 0).startswith(("variant 2", "variant 3")), shape
+    for shape in direct:
+        for op in ops_:
+            assert emu.conv_plan(op, *shape, 0).startswith("variant 1"), (op, shape)

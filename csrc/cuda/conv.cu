@@ -162,16 +162,20 @@ TileDims tile_dims(const ConvDims& d) {
   return t;
 }
 
-// Do 32-bit indices reach every element of x, w, y and bwd_weights' partial sums, every window
-// corner in x (padding included: ((c*H + iy0)*W + ix0)*N + n) and every thread base in dy (the
-// data gradient's ((f*Ho + qy)*Wo + qx)*N + n, qy <= H + pad, qx <= W + pad), and do the filters
-// fit the tap bits (conv_taps.cuh)?
+// Do 32-bit indices reach every element of x, w, y and bwd_weights' partial sums and every index
+// a gather forms before its bounds test: in x, ((c*H + iy0 + ky)*W + ix0 + kx)*N + n with
+// iy0 <= Ho*s and ix0 <= Wo*s; in dy, the data gradient's thread base ((f*Ho + qy)*Wo + qx)*N + n
+// (qy < Ho + fs, qx < Wo + fs) plus a table offset up to F*P*N. Bounded generously: the tiled
+// variants give up a factor of 2 to 4 of the 2^31 range for tensors of a few channels. And do
+// the filters fit the tap bits (conv_taps.cuh)?
 bool fits_tiles(const ConvDims& d, int64_t splits = 1) {
+  const int64_t x_rows = int64_t(d.C) * d.H + int64_t(d.Ho) * d.stride + d.fs;
+  const int64_t x_cols = int64_t(d.W) + int64_t(d.Wo) * d.stride + d.fs;
+  const int64_t dy_rows = (2 * int64_t(d.F) + 1) * d.Ho + d.fs;
   return fits_int32(int64_t(d.C) * d.HWN) && fits_int32(int64_t(d.F) * d.PN) &&
-         fits_int32(int64_t(d.K) * d.F * splits) &&
-         fits_int32((int64_t(d.C) * d.H + d.pad + 1) * (int64_t(d.W) + d.pad + 1) * d.N) &&
-         fits_int32(((int64_t(d.F) * d.Ho + d.H + d.pad) * d.Wo + d.W + d.pad + 1) * d.N) &&
-         d.N > 0 && d.W > 0 && d.Wo > 0 && d.fs <= kMaxTileFilter;
+         fits_int32(int64_t(d.K) * d.F * splits) && fits_int32(x_rows * x_cols * d.N) &&
+         fits_int32(dy_rows * (int64_t(d.Wo) + d.fs) * d.N) && d.N > 0 && d.W > 0 &&
+         d.Wo > 0 && d.fs <= kMaxTileFilter;
 }
 
 // fwd, operand B: patches (K, P*N), element (k, col = p*N + n) = x[c, oy*s - pad + ky, ...].
@@ -646,7 +650,7 @@ int conv_variant_count_cuda(ConvOp op) {
 
 std::string conv_plan_cuda(ConvOp op, const ConvParams& p, int dev) {
   const TilePlan plan = plan_conv(op, dims_of(p), dev);
-  return plan.variant == 1 ? "variant 1 (tensors beyond 32-bit indices)"
+  return plan.variant == 1 ? "variant 1 (beyond the tiles: 32-bit indices, filters <= 15 wide)"
                            : "variant " + std::to_string(plan.variant) + ": " + plan.describe();
 }
 
