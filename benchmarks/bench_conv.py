@@ -7,7 +7,8 @@ across GPUs) on the CPU backend: forward, data gradient and weight gradient.
 Prints ms (median), GFLOP/s, % of the FMA peak (measured at the start and again next to each
 row; the best of all of them counts, as contention only lowers a measurement), and the ratio to a
 peer measured in the same run (> 1: convnet faster) with the peer's own % of the same peak:
-PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers. The benchmark runs
+PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers; the conv forward
+with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The benchmark runs
 itself in a child process whose environment holds both sides to one SIMD level with --isa
 (CONVNET_CPU_ISA; oneDNN, ATen and OpenBLAS capped by their own variables below the CPU's best
 level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
@@ -121,6 +122,17 @@ def main():
                 else:
                     (t,), tp = alternating_medians([fn], args.repeats), None
                 report(name, p, flops, t, tp, "torch")
+            # The layer's bias and ReLU fused into the forward GEMM's store, against the same
+            # three ops run one after the other (two more passes over y).
+            b = rng.standard_normal(f, dtype=np.float32)
+
+            def unfused():
+                ops.conv_fwd(x, w, out=y, **kw)
+                ops.neuron_fwd(ops.bias_fwd(y, b), "relu", out=y)
+
+            report(name, "fwd+bias+relu", flops, *alternating_medians(
+                [lambda: ops.conv_fwd(x, w, b, relu=True, out=y, **kw), unfused], args.repeats),
+                "unfused")
         elif name in FC:
             i, o = FC[name]
             x = rng.standard_normal((i, n), dtype=np.float32)

@@ -164,3 +164,46 @@ def test_conv_plans_fill_whole_waves(shape):
     assert splits == 1 or ho * wo * n // splits >= 8 * (8 if tile == 128 else 16)
     with pytest.raises(ValueError, match="unknown op"):
         emu.conv_plan("conv_sideways", c, h, w, n, f, fs, pad, stride, groups, 0)
+
+
+def test_conv_cuda_wide_filters(device, rng):
+    """Filters wider than 15 (the tap bits of conv_taps.cuh): variant 0 runs the direct kernels,
+    the tiled variants say why they cannot."""
+    dev = _gpu_device(device)
+    shape = (2, 17, 16, 2, 3, 16, 0, 1, 1)
+    x, w, dy, kw = _problem(rng, shape)
+    got = _run_all(dev, x, w, dy, kw, 0)
+    assert_close(got["y"], ref.conv_fwd(x, w, **kw), what="y, 16x16 filter")
+    assert_close(got["dx"], ref.conv_bwd_data(dy, w, x.shape, **kw), what="dx, 16x16 filter")
+    assert_close(got["dw"], ref.conv_bwd_weights(x, dy, 16, **kw), what="dw, 16x16 filter")
+    for v in (2, 3):
+        with pytest.raises(ValueError, match="wider than 15"):
+            ops.conv_fwd(_on(dev, x), _on(dev, w), variant=v, **kw)
+        with pytest.raises(ValueError, match="wider than 15"):
+            ops.conv_bwd_data(_on(dev, dy), _on(dev, w), x.shape, variant=v, **kw)
+        with pytest.raises(ValueError, match="wider than 15"):
+            ops.conv_bwd_weights(_on(dev, x), _on(dev, dy), 16, variant=v, **kw)
+
+
+def test_conv_plans_fall_back_beyond_32_bit_indices():
+    """The tiled variants index in 32 bits: variant 0 plans the direct kernels (64-bit indices)
+    when a tensor, or an index a gather forms before its bounds test, could pass 2^31, and for
+    filters wider than 15 — decided from the shapes alone, so no huge tensor is needed."""
+    if "emu" not in convnet.backends():
+        pytest.skip("convnet was built without the emulated backend")
+    emu = convnet.device.module_for("emu")
+    ops_ = ("conv_fwd", "conv_bwd_data", "conv_bwd_weights")
+    # (C, H, W, N, F, fs, padding, stride, groups)
+    tiled = [(1, 16384, 16384, 1, 1, 1, 0, 1, 1), (96, 27, 27, 128, 256, 5, 2, 1, 2)]
+    direct = [
+        (2, 32768, 32768, 1, 1, 1, 0, 1, 1),   # x of 2^31 elements
+        (1, 16384, 16384, 4, 1, 1, 0, 1, 1),   # 2^30 elements, gather indices past 2^31
+        (1, 8192, 8192, 1, 64, 1, 0, 1, 1),    # y of 2^32 elements
+        (3, 40, 40, 2, 4, 16, 0, 1, 1),        # a 16x16 filter
+    ]
+    for shape in tiled:
+        for op in ops_:
+            assert emu.conv_plan(op, *shape, 0).startswith(("variant 2", "variant 3")), shape
+    for shape in direct:
+        for op in ops_:
+            assert emu.conv_plan(op, *shape, 0).startswith("variant 1"), (op, shape)

@@ -20,6 +20,27 @@ def test_fill_copy_scale_add(device, rng, n):
     assert (ty.numpy() == 3.25).all()
 
 
+@pytest.mark.parametrize("start", [0, 1, 2, 3])
+@pytest.mark.parametrize("n", [1, 5, 1027])
+def test_vector_and_scalar_paths(device, rng, start, n):
+    """Views starting 0-3 floats into a buffer: the float4 path (aligned), the scalar path
+    (unaligned) and the n % 4 tail, each leaving the floats around the view untouched."""
+    x = rng.standard_normal(n + 4).astype(np.float32)
+    y = rng.standard_normal(n + 4).astype(np.float32)
+    tx, ty = convnet.tensor(x, device), convnet.tensor(y, device)
+    vx, vy = tx.narrow(start, n), ty.narrow(start, n)
+    want = y.copy()
+    ops.add_(vy, vx, alpha=0.5)
+    want[start:start + n] += 0.5 * x[start:start + n]
+    np.testing.assert_allclose(ty.numpy(), want, rtol=1e-6)
+    ops.copy_(vy, vx)
+    want[start:start + n] = x[start:start + n]
+    np.testing.assert_array_equal(ty.numpy(), want)
+    ops.fill_(vy, -1.5)
+    want[start:start + n] = -1.5
+    np.testing.assert_array_equal(ty.numpy(), want)
+
+
 def test_copy_ignores_garbage_in_destination(device):
     y = convnet.empty(33, device=device)  # NaN-poisoned under emulation
     ops.copy_(y, convnet.tensor(np.ones(33), device))

@@ -19,6 +19,7 @@ CASES = [
     (1, 1, 1, 3, 1, 1, 0, None),    # 1x1
     (2, 9, 9, 2, 3, 2, 0, 5),       # cuda-convnet's explicit outputsX beyond the computed 4
     (3, 4, 5, 2, 5, 2, -2, None),   # window larger than the image
+    (2, 7, 9, 8, 3, 2, 0, None),    # batch 8: the float4 forward (4 images a thread)
 ]
 
 

@@ -117,6 +117,7 @@ class Layer:
     INPUTS = (1, 1)
     NEURON = True          # accepts neuron= (applied to the output, as in cuda-convnet)
     BWD_READS_Y = True     # bwd() reads the layer's output (before the neuron)
+    FUSES_RELU = False     # fwd(..., relu=True) applies a ReLU as it stores y (conv, fc)
     is_data = is_cost = False
 
     def __init__(self, spec, neurons):
@@ -201,6 +202,12 @@ class Layer:
         return (self.neuron is not None and not self.BWD_READS_Y
                 and self.neuron[0] not in NEURONS_READING_X)
 
+    @property
+    def fused_neuron(self):
+        """The forward pass applies the layer's neuron itself, in the GEMM's epilogue, with the
+        bias (conv and fc with neuron=relu, in place): one pass over y fewer, the same bits."""
+        return self.FUSES_RELU and self.neuron_in_place and self.neuron[0] == "relu"
+
     def build(self, batch, device):
         self.device = device
         self.allocate(batch, device)
@@ -212,6 +219,8 @@ class Layer:
         if not self.neuron:
             return self.fwd(xs, y, n, ctx)
         kind, a, b = self.neuron
+        if self.fused_neuron:
+            return self.fwd(xs, y, n, ctx, relu=True)
         if self.neuron_in_place:
             self.fwd(xs, y, n, ctx)
             ops.neuron_fwd(y, kind, a, b, out=y)

@@ -67,6 +67,7 @@ LEARNING_KEYS = {
 class WeightLayer(Layer):
     PARAM_KEYS = frozenset(LEARNING_KEYS)
     BWD_READS_Y = False
+    FUSES_RELU = True
     INPUTS = (1, 64)
     # Defaults of the per-input keys, given to every input.
     PER_INPUT_DEFAULTS = {"initW": 0.01, "wball": 0.0}
@@ -180,11 +181,21 @@ class ConvLayer(WeightLayer):
         # Per-position biases (F, Ho, Wo) are added to y viewed as (F*Ho*Wo, n).
         return t if self.shared_biases else t.reshape(math.prod(t.shape[:3]), *t.shape[3:])
 
-    def fwd(self, xs, y, n, ctx):
-        # The first input writes y, the others add to it; then the one bias.
+    @property
+    def fused_neuron(self):
+        # The op's epilogue adds one bias per filter: per-position biases come after the op.
+        return self.shared_biases and super().fused_neuron
+
+    def fwd(self, xs, y, n, ctx, relu=False):
+        # The first input writes y, the others add to it. The last adds the one bias per filter
+        # and applies the fused ReLU as it stores y; per-position biases are added afterwards.
+        last = len(xs) - 1
         for i, (x, w) in enumerate(zip(xs, self.ws)):
-            getattr(ops, self.FWD)(x, w.value, out=y, accumulate=i > 0, **self._geometry(i))
-        ops.bias_fwd(self._flat_bias(y), self._flat_bias(self.b.value))
+            epilogue = dict(b=self.b.value, relu=relu) if self.shared_biases and i == last else {}
+            getattr(ops, self.FWD)(x, w.value, out=y, accumulate=i > 0, **epilogue,
+                                   **self._geometry(i))
+        if not self.shared_biases:
+            ops.bias_fwd(self._flat_bias(y), self._flat_bias(self.b.value))
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
         ops.bias_bwd(self._flat_bias(dy), out=self._flat_bias(self.b.grad))
@@ -242,12 +253,13 @@ class FCLayer(WeightLayer):
     def flops(self):
         return 2 * sum(self.in_features) * self.cfg["outputs"] + self.cfg["outputs"]
 
-    def fwd(self, xs, y, n, ctx):
-        # The first input writes y, the others add to it; the last adds the bias.
+    def fwd(self, xs, y, n, ctx, relu=False):
+        # The first input writes y, the others add to it; the last adds the bias and applies the
+        # fused ReLU as it stores y.
         last = len(xs) - 1
         for i, (x, w, f) in enumerate(zip(xs, self.ws, self.in_features)):
             ops.fc_fwd(x.reshape(f, n), w.value, self.b.value if i == last else None, out=y,
-                       accumulate=i > 0)
+                       accumulate=i > 0, relu=relu and i == last)
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
         ops.bias_bwd(dy, out=self.b.grad)

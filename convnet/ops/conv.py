@@ -9,7 +9,11 @@
 
 Outputs are allocated when `out` is None; with `accumulate=True` the result is added to `out`
 (several inputs or consumers summing into one buffer). `variant` selects a numbered kernel
-(0 = the default; conv_variant_count says how many the device's backend has)."""
+(0 = the default; conv_variant_count says how many the device's backend has).
+
+The forward ops fuse a layer's bias and ReLU into the GEMM's store (csrc/common/epilogue.h):
+``conv_fwd(x, w, b, relu=True)`` = relu(conv(x, w) (+ out when accumulating) + b), in the bits of
+conv_fwd, bias_fwd and neuron_fwd(relu) run one after the other, without the two extra passes."""
 from ..device import backend
 from ..tensor import empty
 from ._dispatch import backend_of, device_of
@@ -33,13 +37,15 @@ def _output(op, out, shape, like, accumulate):
     return out
 
 
-def conv_fwd(x, w, *, padding=0, stride=1, groups=1, out=None, accumulate=False, variant=0):
-    """y = conv(x, w): x (C, H, W, N), w (C/groups, fs, fs, F) -> y (F, Ho, Wo, N)."""
+def conv_fwd(x, w, b=None, *, relu=False, padding=0, stride=1, groups=1, out=None,
+             accumulate=False, variant=0):
+    """y = conv(x, w) [+ b] [then ReLU]: x (C, H, W, N), w (C/groups, fs, fs, F), b (F,) or None
+    -> y (F, Ho, Wo, N)."""
     shape = backend_of(x).conv_out_shape("conv_fwd", x.shape, w.shape, int(padding), int(stride),
                                          int(groups))
     y = _output("conv_fwd", out, shape, x, accumulate)
-    backend_of(x).conv_fwd(x, w, y, int(padding), int(stride), int(groups), bool(accumulate),
-                           int(variant))
+    backend_of(x).conv_fwd(x, w, b, y, int(padding), int(stride), int(groups), bool(accumulate),
+                           bool(relu), int(variant))
     return y
 
 
@@ -78,11 +84,11 @@ def bias_bwd(dy, out=None, accumulate=False):
     return db
 
 
-def fc_fwd(x, w, b=None, out=None, accumulate=False, variant=0):
-    """y (O, N) = w^T x + b: x (I, N), w (I, O), b (O,) or None."""
+def fc_fwd(x, w, b=None, out=None, accumulate=False, variant=0, *, relu=False):
+    """y (O, N) = w^T x + b [then ReLU]: x (I, N), w (I, O), b (O,) or None."""
     _need_ndim("fc_fwd", x=(x, 2, "(I, N)"), w=(w, 2, "(I, O)"))
     y = _output("fc_fwd", out, (w.shape[1], x.shape[1]), x, accumulate)
-    backend_of(x).fc_fwd(x, w, b, y, bool(accumulate), int(variant))
+    backend_of(x).fc_fwd(x, w, b, y, bool(accumulate), bool(relu), int(variant))
     return y
 
 

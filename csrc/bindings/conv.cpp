@@ -26,6 +26,21 @@ void check_variant(const char* op, ConvOp which, int variant) {
                     << " does not exist (this backend has 0.." << count - 1 << ")");
 }
 
+// The fused epilogue of a forward op: the biases b (one per output row, `rows` of them, on y's
+// device), checked, and the ReLU.
+Epilogue epilogue(const char* op, const std::optional<TensorArg>& b, const TensorArg& y,
+                  int64_t rows, bool relu) {
+  Epilogue epi;
+  if (b) {
+    check_device(op, {{"b", *b}, {"y", y}});
+    check_floats(op, {{"b", *b}}, 0);
+    check_shape(op, {"b", *b}, {rows});
+    epi.bias = b->ptr<float>();
+  }
+  epi.relu = relu;
+  return epi;
+}
+
 ConvOp conv_op_by_name(const std::string& name) {
   static const char* names[] = {"conv_fwd", "conv_bwd_data", "conv_bwd_weights",
                                 "fc_fwd",   "fc_bwd_data",   "fc_bwd_weights"};
@@ -40,8 +55,9 @@ ConvOp conv_op_by_name(const std::string& name) {
 
 CONVNET_BINDINGS(conv) {
   using namespace convnet;
-  m.def("conv_fwd", [](TensorArg x, TensorArg w, TensorArg y, int padding, int stride,
-                       int groups, bool accumulate, int variant) {
+  m.def("conv_fwd", [](TensorArg x, TensorArg w, std::optional<TensorArg> b, TensorArg y,
+                       int padding, int stride, int groups, bool accumulate, bool relu,
+                       int variant) {
     const char* op = "conv_fwd";
     check_device(op, {{"x", x}, {"w", w}, {"y", y}});
     check_floats(op, {{"x", x}, {"w", w}, {"y", y}}, 4);
@@ -49,11 +65,13 @@ CONVNET_BINDINGS(conv) {
     check_variant(op, ConvOp::conv_fwd, variant);
     ConvParams p = conv_params(op, "x", x.shape, "w", w.shape, padding, stride, groups, variant);
     check_shape(op, {"y", y}, conv_out_shape(p));
+    const Epilogue epi = epilogue(op, b, y, w.dim(3), relu);
     without_gil([&] {
-      OP(conv_fwd)(p, x.ptr<float>(), w.ptr<float>(), y.ptr<float>(), accumulate);
+      OP(conv_fwd)(p, x.ptr<float>(), w.ptr<float>(), y.ptr<float>(), accumulate, epi);
     });
-  }, py::arg("x"), py::arg("w"), py::arg("y"), py::arg("padding"), py::arg("stride"),
-     py::arg("groups"), py::arg("accumulate"), py::arg("variant"));
+  }, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"), py::arg("padding"),
+     py::arg("stride"), py::arg("groups"), py::arg("accumulate"), py::arg("relu"),
+     py::arg("variant"));
 
   m.def("conv_bwd_data", [](TensorArg dy, TensorArg w, TensorArg dx, int padding, int stride,
                             int groups, bool accumulate, int variant) {
@@ -115,12 +133,9 @@ CONVNET_BINDINGS(conv) {
   }, py::arg("dy"), py::arg("db"), py::arg("accumulate"));
 
   m.def("fc_fwd", [](TensorArg x, TensorArg w, std::optional<TensorArg> b, TensorArg y,
-                     bool accumulate, int variant) {
+                     bool accumulate, bool relu, int variant) {
     const char* op = "fc_fwd";
-    if (b)
-      check_device(op, {{"x", x}, {"w", w}, {"b", *b}, {"y", y}});
-    else
-      check_device(op, {{"x", x}, {"w", w}, {"y", y}});
+    check_device(op, {{"x", x}, {"w", w}, {"y", y}});
     check_floats(op, {{"x", x}, {"w", w}, {"y", y}}, 2);
     check_writable(op, {"y", y});
     check_variant(op, ConvOp::fc_fwd, variant);
@@ -128,18 +143,14 @@ CONVNET_BINDINGS(conv) {
                                            << " does not match x " << shape_str(x.shape)
                                            << " (inputs, images)");
     check_shape(op, {"y", y}, {w.dim(1), x.dim(1)});
-    if (b) {
-      check_floats(op, {{"b", *b}}, 0);
-      check_shape(op, {"b", *b}, {w.dim(1)});
-    }
+    const Epilogue epi = epilogue(op, b, y, w.dim(1), relu);
     FcParams p;
     p.inputs = x.dim(0), p.outputs = w.dim(1), p.images = x.dim(1), p.variant = variant;
     without_gil([&] {
-      OP(fc_fwd)(p, x.ptr<float>(), w.ptr<float>(), b ? b->ptr<float>() : nullptr, y.ptr<float>(),
-          accumulate);
+      OP(fc_fwd)(p, x.ptr<float>(), w.ptr<float>(), y.ptr<float>(), accumulate, epi);
     });
   }, py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("y"), py::arg("accumulate"),
-     py::arg("variant"));
+     py::arg("relu"), py::arg("variant"));
 
   m.def("fc_bwd_data", [](TensorArg dy, TensorArg w, TensorArg dx, bool accumulate,
                           int variant) {

@@ -9,6 +9,7 @@
 // Backward ops write dx / dw / db, or add to them when `accumulate` (a layer whose output feeds
 // several consumers sums their gradients).
 #pragma once
+#include "epilogue.h"
 #include "op.h"
 #include "shape.h"
 
@@ -31,8 +32,9 @@ enum class ConvOp : int {
 };
 CONVNET_OP(int, conv_variant_count, (ConvOp op))
 
+// `epi`: the layer's bias (F,) and ReLU fused into the store (epilogue.h); Epilogue{} for none.
 CONVNET_OP(void, conv_fwd, (const ConvParams& p, const float* x, const float* w, float* y,
-                            bool accumulate))
+                            bool accumulate, const Epilogue& epi))
 CONVNET_OP(void, conv_bwd_data, (const ConvParams& p, const float* dy, const float* w, float* dx,
                                  bool accumulate))
 CONVNET_OP(void, conv_bwd_weights, (const ConvParams& p, const float* x, const float* dy,

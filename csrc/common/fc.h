@@ -1,8 +1,7 @@
 // Fully-connected layers (cuda-convnet's `fc`), activations (features, images):
 //   x : (I, N)   inputs, image index innermost
 //   w : (I, O)   weights
-//   b : (O,)     biases, or nullptr for none
-//   y : (O, N)   y = w^T x + b
+//   y : (O, N)   y = w^T x, then the epilogue (epilogue.h): y = act(y + b), b (O,) biases
 // With `accumulate` the result is added to the output (a layer with several inputs sums
 // w_i^T x_i; a layer whose output feeds several consumers sums their gradients).
 // The bias gradient is bias_bwd (conv.h) with filters = O, per_filter = N.
@@ -17,8 +16,8 @@ struct FcParams {
   int variant = 0;                              // 0 = default; see conv_variant_count
 };
 
-CONVNET_OP(void, fc_fwd, (const FcParams& p, const float* x, const float* w, const float* b,
-                          float* y, bool accumulate))
+CONVNET_OP(void, fc_fwd, (const FcParams& p, const float* x, const float* w, float* y,
+                          bool accumulate, const Epilogue& epi))
 // dx (I, N) (+)= w dy
 CONVNET_OP(void, fc_bwd_data, (const FcParams& p, const float* dy, const float* w, float* dx,
                                bool accumulate))

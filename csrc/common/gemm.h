@@ -3,6 +3,7 @@
 // Row-major: op(A) is (m, k), op(B) is (k, n), C is (m, n); lda/ldb/ldc are row strides of A, B, C
 // as stored (A stored (m, k) or, if trans_a, (k, m)). beta == 0 never reads C.
 #pragma once
+#include "epilogue.h"
 #include "op.h"
 
 namespace convnet {
@@ -12,6 +13,7 @@ struct GemmParams {
   bool trans_a = false, trans_b = false;
   int64_t lda = 0, ldb = 0, ldc = 0;
   float alpha = 1.f, beta = 0.f;
+  Epilogue epi;     // bias per row of C and ReLU, applied last (the fc forward's)
   int variant = 0;  // 0 = the default kernel; 1 .. sgemm_variant_count()-1 select numbered variants
 };
 

@@ -32,7 +32,7 @@ static ImageGeometry input_geometry(const ConvParams& p, const float* x, int gro
 }
 
 void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
-                  bool accumulate) {
+                  bool accumulate, const Epilogue& epi) {
   check_gemm_variant("conv_fwd", p.variant);
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
   int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
@@ -44,6 +44,7 @@ void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
     gp.m = fg, gp.n = cols, gp.k = cg * p.filter_size * p.filter_size;
     gp.a = &wt, gp.b = &xcol, gp.c = y + g * fg * cols, gp.ldc = cols;
     gp.beta = accumulate ? 1.f : 0.f;
+    gp.epi = epi.from_row(g * fg);
     gemm_run(gp, p.variant);
   }
 }

@@ -1,5 +1,5 @@
 // Fully-connected layers on the CPU: one SGEMM each (FcParams::variant selects its micro-kernel).
-//   forward       y (O, N)  = w^T (O, I) x (I, N)   [+ b]
+//   forward       y (O, N)  = w^T (O, I) x (I, N), then the epilogue (bias, ReLU)
 //   data grad.    dx (I, N) = w (I, O) dy (O, N)
 //   weight grad.  dw (I, O) = x (I, N) dy^T (N, O)
 #include "fc.h"
@@ -9,21 +9,22 @@
 namespace convnet {
 
 static void run(const char* op, int variant, int64_t m, int64_t n, int64_t k,
-                const GemmOperand& a, const GemmOperand& b, float* c, bool accumulate) {
+                const GemmOperand& a, const GemmOperand& b, float* c, bool accumulate,
+                const Epilogue& epi = Epilogue{}) {
   check_gemm_variant(op, variant);
   GemmProblem gp;
   gp.m = m, gp.n = n, gp.k = k;
   gp.a = &a, gp.b = &b, gp.c = c, gp.ldc = n;
   gp.beta = accumulate ? 1.f : 0.f;
+  gp.epi = epi;
   gemm_run(gp, variant);
 }
 
-void fc_fwd_cpu(const FcParams& p, const float* x, const float* w, const float* b, float* y,
-                bool accumulate) {
+void fc_fwd_cpu(const FcParams& p, const float* x, const float* w, float* y, bool accumulate,
+                const Epilogue& epi) {
   StridedOperand wt(w, 1, p.outputs);  // rows = o, k = i
   StridedOperand xs(x, 1, p.images);   // rows = n, k = i
-  run("fc_fwd", p.variant, p.outputs, p.images, p.inputs, wt, xs, y, accumulate);
-  if (b) bias_fwd_cpu(y, b, p.outputs, p.images);
+  run("fc_fwd", p.variant, p.outputs, p.images, p.inputs, wt, xs, y, accumulate, epi);
 }
 
 void fc_bwd_data_cpu(const FcParams& p, const float* dy, const float* w, float* dx,

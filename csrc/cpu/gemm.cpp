@@ -58,7 +58,7 @@ void sgemm_cpu(const GemmParams& p, const float* a, const float* b, float* c) {
   GemmProblem g;
   g.m = p.m, g.n = p.n, g.k = p.k;
   g.a = &A, g.b = &B, g.c = c, g.ldc = p.ldc;
-  g.alpha = p.alpha, g.beta = p.beta;
+  g.alpha = p.alpha, g.beta = p.beta, g.epi = p.epi;
   gemm_run(g, p.variant);
 }
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "epilogue.h"
 #include "gemm_pack.h"
 
 namespace convnet {
@@ -26,7 +27,8 @@ struct AlignedScratch {
   ~AlignedScratch() { std::free(ptr); }
 };
 
-// C (m, n) = alpha * A (m, k) * B (k, n) + beta * C; a is viewed as (m, k), b as (n, k).
+// C (m, n) = alpha * A (m, k) * B (k, n) + beta * C; a is viewed as (m, k), b as (n, k). Then
+// the epilogue (bias per row, ReLU) on each tile of C once it holds its final sum.
 struct GemmProblem {
   int64_t m = 0, n = 0, k = 0;
   const GemmOperand* a = nullptr;
@@ -34,6 +36,7 @@ struct GemmProblem {
   float* c = nullptr;
   int64_t ldc = 0;
   float alpha = 1.f, beta = 0.f;
+  Epilogue epi;
 };
 
 // Variants (GemmParams::variant, ConvParams::variant and FcParams::variant on the CPU):

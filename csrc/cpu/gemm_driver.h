@@ -65,8 +65,31 @@ struct has_run_gather : std::false_type {};
 template <class K>
 struct has_run_gather<K, std::void_t<decltype(&K::run_gather)>> : std::true_type {};
 
+// One MR x NR tile of C: the micro-kernel, reading the B panel in place through its row
+// pointers and packing it on the way when `gather` (kernels with run_gather).
+template <class K>
+void micro_tile(bool gather, int64_t kc, const float* ap, const float* bp,
+                const float* const* rows_b, float* pb, float* ct, int64_t ldc, float alpha,
+                float beta, int rows, int cols) {
+  if constexpr (has_run_gather<K>::value) {
+    if (gather) return K::run_gather(kc, ap, rows_b, pb, ct, ldc, alpha, beta, cols);
+  }
+  K::run(kc, ap, bp, ct, ldc, alpha, beta, rows, cols);
+}
+
+// The epilogue on rows [row0, row0 + rows) x cols of C at c, once they hold their final sums
+// (while the micro-kernel's tile is still in L1).
+inline void finish_tile(const Epilogue& epi, float* c, int64_t ldc, int64_t row0, int64_t rows,
+                        int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* cr = c + r * ldc;
+    for (int64_t j = 0; j < cols; ++j) cr[j] = epi.apply(cr[j], row0 + r);
+  }
+}
+
 // Columns [n0, n1) in blocks of NC, or, with `shared_n`, in blocks of `chunk` columns taken from
-// that counter (starting at n0) until it passes n1.
+// that counter (starting at n0) until it passes n1. Runs the epilogue on each tile after the last
+// k block when [k0, k1) is the whole reduction.
 template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta,
@@ -93,6 +116,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
     for (int64_t pc = k0; pc < k1; pc += KC) {
       int64_t kc = std::min<int64_t>(KC, k1 - pc);
       float beta_k = pc == k0 ? beta : 1.f;
+      const bool finish = p.epi.any() && k0 == 0 && k1 == p.k && pc + kc == k1;
       // B: full panels gathered from row pointers when the operand has them, packed otherwise.
       int64_t npanels = (nc + K::NR - 1) / K::NR;
       bool any_gathered = false;
@@ -132,14 +156,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
             const float* ap = pa + (ir / K::MR) * kc * K::MR;
             float* ct = c + (ic + ir) * ldc + (jc + jr);
-            if constexpr (has_run_gather<K>::value) {
-              if (fused && gathered[q] && ic == m0 && ir == 0) {
-                K::run_gather(kc, ap, bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc,
-                              p.alpha, beta_k, cols);
-                continue;
-              }
-            }
-            K::run(kc, ap, bp, ct, ldc, p.alpha, beta_k, rows, cols);
+            micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, bp,
+                          bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k,
+                          rows, cols);
+            if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
           }
         }
       }
@@ -158,7 +178,10 @@ inline void scale_c(const GemmProblem& p) {
 template <class K>
 void gemm_blocked(const GemmProblem& p) {
   if (p.m <= 0 || p.n <= 0) return;
-  if (p.k <= 0) return scale_c(p);
+  if (p.k <= 0) {
+    scale_c(p);
+    return finish_tile(p.epi, p.c, p.ldc, 0, p.m, p.n);
+  }
   int threads = omp_get_max_threads();
   double flops = 2.0 * double(p.m) * double(p.n) * double(p.k);
   if (flops < 4e6) threads = 1;  // waking a second core costs more than it saves
@@ -201,6 +224,7 @@ void gemm_blocked(const GemmProblem& p) {
           const float* src = partials + mn * u + i * p.n;
           for (int64_t j = 0; j < p.n; ++j) cr[j] += src[j];
         }
+        if (p.epi.any()) finish_tile(p.epi, cr, p.ldc, i, 1, p.n);
       }
     }
     return;

@@ -21,17 +21,21 @@
 //      arithmetic per shared-memory read, for layers with >= 128 filters (channels, taps).
 // Variant 0 picks 2 or 3, and bwd_weights' reduction split, by whole waves on the device
 // (tile_gemm.cuh's plans; conv_plan_cuda says what it chose); 1 when a tensor spans 2^31
-// elements or more. The tiled loaders index in 32 bits and divide by the launch's shape
-// constants (batch, filter size, taps, ...) through FastDiv: no `/` or `%` by a run-time value
-// and no 64-bit index arithmetic in a main loop.
+// elements or more, or the filter is wider than 15. The tiled loaders index in 32 bits; what a
+// gathered element's address and bounds test need from the reduction index comes from per-launch
+// tap tables (conv_taps.cuh), so a main loop does no division and no compares per element; a
+// thread's own column is decoded once (FastDiv: no `/` or `%` by a run-time value).
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "conv.h"
 #include "cuda_check.h"
 #include "bench_support.h"
 #include "device.h"
-#include "fast_div.cuh"
+#include "conv_taps.cuh"
 #include "gemm.h"
 #include "tile_gemm.cuh"
 
@@ -62,7 +66,7 @@ ConvDims dims_of(const ConvParams& p) {
 // Thread per y element (grid-stride over F*P*N, n fastest).
 __global__ void conv_fwd_direct_kernel(ConvDims d, const float* __restrict__ x,
                                        const float* __restrict__ w, float* __restrict__ y,
-                                       bool accumulate) {
+                                       bool accumulate, Epilogue epi) {
   const int64_t total = int64_t(d.F) * d.PN;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -82,7 +86,7 @@ __global__ void conv_fwd_direct_kernel(ConvDims d, const float* __restrict__ x,
                      x[(int64_t((c0 + c) * d.H + iy) * d.W + ix) * d.N + n], sum);
         }
       }
-    y[i] = accumulate ? y[i] + sum : sum;
+    y[i] = epi.apply(accumulate ? y[i] + sum : sum, f);
   }
 }
 
@@ -148,66 +152,65 @@ __global__ void conv_bwd_weights_direct_kernel(ConvDims d, const float* __restri
 using Tile64 = TileShape<64, 64, 16, 4, 4>;
 using Tile128 = TileShape<128, 128, 8, 8, 8>;
 
-// The shapes in 32 bits with their divisors, for the tiled kernels (the launchers check that
-// every tensor spans < 2^31 elements).
-struct TileDims {
-  int H, W, N, F, fs, pad, stride, Ho, Wo, Cg, Fg, taps, K, PN, HWN;
-  FastDiv by_N, by_W, by_Wo, by_fs, by_taps, by_Fg, by_stride;
-};
-
 TileDims tile_dims(const ConvDims& d) {
   TileDims t;
   t.H = d.H, t.W = d.W, t.N = d.N, t.F = d.F, t.fs = d.fs, t.pad = d.pad, t.stride = d.stride;
   t.Ho = d.Ho, t.Wo = d.Wo, t.Cg = d.Cg, t.Fg = d.Fg, t.taps = d.taps, t.K = d.K;
-  t.PN = int(d.PN), t.HWN = int(d.HWN);
-  t.by_N = FastDiv(d.N), t.by_W = FastDiv(d.W), t.by_Wo = FastDiv(d.Wo), t.by_fs = FastDiv(d.fs);
-  t.by_taps = FastDiv(d.taps), t.by_Fg = FastDiv(d.Fg), t.by_stride = FastDiv(d.stride);
+  t.P = int(d.P), t.PN = int(d.PN), t.HWN = int(d.HWN);
+  t.by_N = FastDiv(d.N), t.by_W = FastDiv(d.W), t.by_Wo = FastDiv(d.Wo);
+  t.by_stride = FastDiv(d.stride);
   return t;
 }
 
-// Do 32-bit indices reach every element of x, w, y and bwd_weights' partial sums?
+// Do 32-bit indices reach every element of x, w, y and bwd_weights' partial sums and every index
+// a gather forms before its bounds test: in x, ((c*H + iy0 + ky)*W + ix0 + kx)*N + n with
+// iy0 <= Ho*s and ix0 <= Wo*s; in dy, the data gradient's thread base ((f*Ho + qy)*Wo + qx)*N + n
+// (qy < Ho + fs, qx < Wo + fs) plus a table offset up to F*P*N. Bounded generously: the tiled
+// variants give up a factor of 2 to 4 of the 2^31 range for tensors of a few channels. And do
+// the filters fit the tap bits (conv_taps.cuh)?
 bool fits_tiles(const ConvDims& d, int64_t splits = 1) {
+  const int64_t x_rows = int64_t(d.C) * d.H + int64_t(d.Ho) * d.stride + d.fs;
+  const int64_t x_cols = int64_t(d.W) + int64_t(d.Wo) * d.stride + d.fs;
+  const int64_t dy_rows = (2 * int64_t(d.F) + 1) * d.Ho + d.fs;
   return fits_int32(int64_t(d.C) * d.HWN) && fits_int32(int64_t(d.F) * d.PN) &&
-         fits_int32(int64_t(d.K) * d.F * splits) && d.N > 0 && d.W > 0 && d.Wo > 0 &&
-         d.H + d.pad < 32767 && d.W + d.pad < 32767 && d.fs < 32767;
+         fits_int32(int64_t(d.K) * d.F * splits) && fits_int32(x_rows * x_cols * d.N) &&
+         fits_int32(dy_rows * (int64_t(d.Wo) + d.fs) * d.N) && d.N > 0 && d.W > 0 &&
+         d.Wo > 0 && d.fs <= kMaxTileFilter;
 }
 
 // fwd, operand B: patches (K, P*N), element (k, col = p*N + n) = x[c, oy*s - pad + ky, ...].
 // A thread always loads the same column (tid % BN) at rows tid / BN + e * (threads / BN), so the
-// column's position is decoded once. Consecutive threads take consecutive images: coalesced.
+// column's window is decoded once; the rows' offsets and tap bits come from fwd_taps.
+// Consecutive threads take consecutive images: coalesced.
 template <class S>
 struct PatchColumnsLoader {
   static constexpr int BN = S::kBN, kStep = S::kThreads / BN;
   static constexpr int kRegs = S::kBK * BN / S::kThreads;
   static_assert(S::kThreads % BN == 0, "whole rows per pass");
-  const TileDims& d;
-  const float* x;  // first channel of the group, this thread's image
-  int iy0, ix0;    // top-left corner of the column's window (may be negative)
-  bool valid;
+  const float* x;    // the whole of x: its address stays a kernel parameter
+  int corner;        // index of x[g*Cg, iy0, ix0, n], the column's window (may lie outside x)
+  const int2* taps;  // fwd_taps + this thread's first row
+  unsigned inside;   // the window's inside mask; 0 for a column past the end
 
-  __device__ __forceinline__ PatchColumnsLoader(const TileDims& dd, const float* xg, int col0)
-      : d(dd) {
+  __device__ __forceinline__ PatchColumnsLoader(const TileDims& d, const float* xx, int c0,
+                                                const int2* fwd_taps, int col0)
+      : x(xx) {
     const int col = col0 + int(threadIdx.x) % BN;
-    valid = col < d.PN;
-    const int p = valid ? d.by_N.div(col) : 0;
-    x = xg + (valid ? col - p * d.N : 0);
+    const bool valid = col < d.PN;
+    const int p = valid ? d.by_N.div(col) : 0, n = valid ? col - p * d.N : 0;
     const int oy = d.by_Wo.div(p);
-    iy0 = oy * d.stride - d.pad;
-    ix0 = (p - oy * d.Wo) * d.stride - d.pad;
+    const int iy0 = oy * d.stride - d.pad, ix0 = (p - oy * d.Wo) * d.stride - d.pad;
+    corner = ((c0 * d.H + iy0) * d.W + ix0) * d.N + n;
+    taps = fwd_taps + int(threadIdx.x) / BN;
+    inside = valid ? axis_bits(iy0, d.H, d.fs) | axis_bits(ix0, d.W, d.fs) << 16 : 0u;
   }
-  __device__ __forceinline__ void fetch(int k0, int k_end, float* r) const {
+  // The table is padded to whole K steps with taps never inside: k_end needs no test.
+  __device__ __forceinline__ void fetch(int k0, int /*k_end*/, float* r) const {
+    const int2* t = taps + k0;
 #pragma unroll
     for (int e = 0; e < kRegs; ++e) {
-      const int k = k0 + int(threadIdx.x) / BN + e * kStep;
-      float v = 0.f;
-      if (valid && k < k_end) {
-        const int c = d.by_taps.div(k), t = k - c * d.taps;
-        const int ky = d.by_fs.div(t), kx = t - ky * d.fs;
-        const int iy = iy0 + ky, ix = ix0 + kx;
-        if (unsigned(iy) < unsigned(d.H) && unsigned(ix) < unsigned(d.W))
-          v = x[((c * d.H + iy) * d.W + ix) * d.N];
-      }
-      r[e] = v;
+      const int2 tap = t[e * kStep];
+      r[e] = (unsigned(tap.y) & ~inside) == 0 ? x[corner + tap.x] : 0.f;
     }
   }
   __device__ __forceinline__ void stash(const float* r, float* tile) const {
@@ -221,40 +224,46 @@ struct PatchColumnsLoader {
 template <class S>
 __global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
     conv_fwd_tile_kernel(TileDims d, const float* __restrict__ x, const float* __restrict__ w,
-                         float* __restrict__ y, bool accumulate, bool vec_w, bool vec_y) {
+                         const int2* __restrict__ fwd_taps, float* __restrict__ y,
+                         bool accumulate, Epilogue epi, bool vec_w, bool vec_y) {
   const int g = blockIdx.z;
   const int m0 = int(blockIdx.y) * S::kBM, n0 = int(blockIdx.x) * S::kBN;
   // w_g^T: element (f, k) at w[k*F + g*Fg + f], contiguous along f.
-  const MatrixLoader<S, S::kBM, true> la{w + g * d.Fg, d.F, d.Fg, m0, vec_w};
-  const PatchColumnsLoader<S> lb(d, x + g * d.Cg * d.H * d.W * d.N, n0);
+  const MatrixLoader<S, S::kBM, true> la{w, g * d.Fg, d.F, d.Fg, m0, vec_w};
+  const PatchColumnsLoader<S> lb(d, x, g * d.Cg, fwd_taps, n0);
   float acc[S::kTM][S::kTN];
   tile_gemm<S>(la, lb, 0, d.K, acc);
   tile_store<S>(acc, y + g * d.Fg * d.PN, d.PN, d.Fg, d.PN, m0, n0, 1.f,
-                accumulate ? 1.f : 0.f, vec_y);
+                accumulate ? 1.f : 0.f, vec_y, epi.from_row(g * d.Fg));
 }
 
-// bwd_data, operand A: w_g (Cg, fs*fs*Fg), element (c, r = t*Fg + f) = w[c, t, g*Fg + f].
-// Thread reads reduction index tid % BK (consecutive filters: coalesced) for rows
-// tid / BK + e * (threads / BK).
+// bwd_data, operand A: w_g (Cg, fs*fs*Fg), element (c, r = t*Fg + f) = w[c, t, g*Fg + f] (its
+// offset from w[c, 0, g*Fg] in data_woffs). Thread reads reduction index tid % BK (consecutive
+// filters: coalesced) for rows tid / BK + e * (threads / BK).
 template <class S>
 struct WeightTapsLoader {
   static constexpr int BK = S::kBK, BM = S::kBM, kStep = S::kThreads / BK;
   static constexpr int kRegs = BK * BM / S::kThreads;
-  const TileDims& d;
-  const float* w;  // w + g*Fg + (first channel of this thread)*taps*F
-  int rows;        // channels left from this thread's first one: row e exists if e*kStep < rows
-  __device__ __forceinline__ WeightTapsLoader(const TileDims& dd, const float* wg, int c0) : d(dd) {
+  const float* w;    // the whole of w: its address stays a kernel parameter
+  int first;         // index of w[c, 0, g*Fg], this thread's first channel c
+  const int* woffs;  // data_woffs + tid % BK
+  int rows;          // channels left from this thread's first one: row e exists if e*kStep < rows
+  int row_step;      // kStep channels of w: kStep * fs*fs * F
+
+  __device__ __forceinline__ WeightTapsLoader(const TileDims& d, const float* ww, int f0,
+                                              const int* data_woffs, int c0)
+      : w(ww) {
     const int c = c0 + int(threadIdx.x) / BK;
-    w = wg + c * d.taps * d.F;
+    first = c * d.taps * d.F + f0;
+    woffs = data_woffs + int(threadIdx.x) % BK;
     rows = d.Cg - c;
+    row_step = kStep * d.taps * d.F;
   }
   __device__ __forceinline__ void fetch(int k0, int k_end, float* r) const {
-    const int rr = k0 + int(threadIdx.x) % BK;
-    const int t = d.by_Fg.div(rr), f = rr - t * d.Fg;
-    const float* wt = w + t * d.F + f;
+    const bool in = k0 + int(threadIdx.x) % BK < k_end;
+    const int i = first + woffs[k0];
 #pragma unroll
-    for (int e = 0; e < kRegs; ++e)
-      r[e] = (rr < k_end && e * kStep < rows) ? wt[e * kStep * d.taps * d.F] : 0.f;
+    for (int e = 0; e < kRegs; ++e) r[e] = (in && e * kStep < rows) ? w[i + e * row_step] : 0.f;
   }
   __device__ __forceinline__ void stash(const float* r, float* tile) const {
 #pragma unroll
@@ -264,43 +273,41 @@ struct WeightTapsLoader {
 };
 
 // bwd_data, operand B: dy taps (fs*fs*Fg, H*W*N), element (r = t*Fg + f, col = pixel*N + n) =
-// dy[g*Fg + f, oy, ox, n] when tap t = (ky, kx) of output (oy, ox) lands on the pixel, else 0.
-// A thread keeps one column (its pixel decoded once), as PatchColumnsLoader.
+// dy[g*Fg + f, oy, ox, n] when tap t = (ky, kx) of output (oy, ox) lands on the pixel, else 0:
+// iy + pad = oy*s + ky. With iy + pad = qy*s + ry, the taps that land are ky = ry + j*s, read by
+// oy = qy - j = qy - ky/s, so the element sits at (qy*Wo + qx)*N (the thread's base) plus the
+// table's f*P*N - ((ky/s)*Wo + kx/s)*N, and the inside mask holds the ky (kx) with oy (ox) in
+// range. A thread keeps one column (its pixel decoded once), as PatchColumnsLoader.
 template <class S>
 struct DyTapsLoader {
   static constexpr int BN = S::kBN, kStep = S::kThreads / BN;
   static constexpr int kRegs = S::kBK * BN / S::kThreads;
-  const TileDims& d;
-  const float* dy;  // first filter of the group, this thread's image
-  int iyp, ixp;     // pixel + padding: = oy*stride + ky for every output that reads it
-  bool valid;
+  const float* dy;    // the whole of dy: its address stays a kernel parameter
+  int base;           // index of dy[g*Fg, qy, qx, n] (may lie outside dy)
+  const int2* taps;   // data_taps + this thread's first row
+  unsigned inside;
 
-  __device__ __forceinline__ DyTapsLoader(const TileDims& dd, const float* dyg, int col0)
-      : d(dd) {
+  __device__ __forceinline__ DyTapsLoader(const TileDims& d, const float* ddy, int f0,
+                                          const int2* data_taps, int col0)
+      : dy(ddy) {
     const int col = col0 + int(threadIdx.x) % BN;
-    valid = col < d.HWN;
-    const int pix = valid ? d.by_N.div(col) : 0;
-    dy = dyg + (valid ? col - pix * d.N : 0);
-    const int iy = d.by_W.div(pix);
-    iyp = iy + d.pad;
-    ixp = pix - iy * d.W + d.pad;
+    const bool valid = col < d.HWN;
+    const int pix = valid ? d.by_N.div(col) : 0, n = valid ? col - pix * d.N : 0;
+    const int iy = d.by_W.div(pix), iyp = iy + d.pad, ixp = pix - iy * d.W + d.pad;
+    const int qy = d.by_stride.div(iyp), qx = d.by_stride.div(ixp);
+    base = ((f0 * d.Ho + qy) * d.Wo + qx) * d.N + n;
+    taps = data_taps + int(threadIdx.x) / BN;
+    inside = valid ? strided_axis_bits(qy, iyp - qy * d.stride, d.stride, d.Ho, d.fs) |
+                         strided_axis_bits(qx, ixp - qx * d.stride, d.stride, d.Wo, d.fs) << 16
+                   : 0u;
   }
-  __device__ __forceinline__ void fetch(int k0, int k_end, float* r) const {
+  // The table is padded to whole K steps with taps never inside: k_end needs no test.
+  __device__ __forceinline__ void fetch(int k0, int /*k_end*/, float* r) const {
+    const int2* t = taps + k0;
 #pragma unroll
     for (int e = 0; e < kRegs; ++e) {
-      const int rr = k0 + int(threadIdx.x) / BN + e * kStep;
-      float v = 0.f;
-      if (valid && rr < k_end) {
-        const int t = d.by_Fg.div(rr), f = rr - t * d.Fg;
-        const int ky = d.by_fs.div(t), kx = t - ky * d.fs;
-        const int ty = iyp - ky, tx = ixp - kx;
-        if (ty >= 0 && tx >= 0) {
-          const int oy = d.by_stride.div(ty), ox = d.by_stride.div(tx);
-          if (oy * d.stride == ty && ox * d.stride == tx && oy < d.Ho && ox < d.Wo)
-            v = dy[f * d.PN + (oy * d.Wo + ox) * d.N];
-        }
-      }
-      r[e] = v;
+      const int2 tap = t[e * kStep];
+      r[e] = (unsigned(tap.y) & ~inside) == 0 ? dy[base + tap.x] : 0.f;
     }
   }
   __device__ __forceinline__ void stash(const float* r, float* tile) const {
@@ -314,12 +321,13 @@ struct DyTapsLoader {
 template <class S>
 __global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
     conv_bwd_data_tile_kernel(TileDims d, const float* __restrict__ dy,
-                              const float* __restrict__ w, float* __restrict__ dx,
+                              const float* __restrict__ w, const int2* __restrict__ data_taps,
+                              const int* __restrict__ data_woffs, float* __restrict__ dx,
                               bool accumulate, bool vec_dx) {
   const int g = blockIdx.z;
   const int m0 = int(blockIdx.y) * S::kBM, n0 = int(blockIdx.x) * S::kBN;
-  const WeightTapsLoader<S> la(d, w + g * d.Fg, m0);
-  const DyTapsLoader<S> lb(d, dy + g * d.Fg * d.PN, n0);
+  const WeightTapsLoader<S> la(d, w, g * d.Fg, data_woffs, m0);
+  const DyTapsLoader<S> lb(d, dy, g * d.Fg, data_taps, n0);
   float acc[S::kTM][S::kTN];
   tile_gemm<S>(la, lb, 0, d.taps * d.Fg, acc);
   tile_store<S>(acc, dx + g * d.Cg * d.HWN, d.HWN, d.Cg, d.HWN, m0, n0, 1.f,
@@ -328,47 +336,38 @@ __global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
 
 // bwd_weights, operand A: patches (K, P*N), element (k, r = p*N + n). A thread reads reduction
 // index tid % BK (consecutive images: coalesced) for the fixed taps tid / BK + e * (threads / BK).
-// The block's BM taps are decoded once into a shared table (registers are the scarce resource at
-// two blocks per SM): {offset of the tap's pixel from the window's corner, (c*H*W + ky*W + kx)*N;
-// ky | kx << 16 for the bounds}, a tap past the last having ky = 0x7fff, never inside an image
-// (the launcher keeps H + pad < 32767).
+// Per K step it decodes its r into the position p (positions table: window corner and inside
+// mask) and image n; the block's BM taps are copied once from fwd_taps into shared memory.
 template <class S>
 struct PatchRowsLoader {
   static constexpr int BK = S::kBK, BM = S::kBM, kStep = S::kThreads / BK;
   static constexpr int kRegs = BK * BM / S::kThreads;
   static_assert(S::kThreads >= BM, "one thread per tap fills the table");
   const TileDims& d;
-  const float* x;  // first channel of the group
+  const float* x;  // the whole of x: its address stays a kernel parameter
+  int first;       // index of the group's first channel
+  const int2* positions;
   const int2* taps;
 
-  __device__ __forceinline__ PatchRowsLoader(const TileDims& dd, const float* xg, int k0)
-      : d(dd), x(xg) {
+  __device__ __forceinline__ PatchRowsLoader(const TileDims& dd, const float* xx, int c0,
+                                             const int2* fwd_taps, const int2* pos, int k0)
+      : d(dd), x(xx), first(c0 * dd.H * dd.W * dd.N), positions(pos) {
     __shared__ int2 table[BM];
     const int tid = threadIdx.x;
-    if (tid < BM) {
-      const int k = k0 + tid;
-      const int c = d.by_taps.div(k), t = k - c * d.taps;
-      const int ky = d.by_fs.div(t), kx = t - ky * d.fs;
-      table[tid] = k < d.K ? make_int2(((c * d.H + ky) * d.W + kx) * d.N, ky | kx << 16)
-                           : make_int2(0, 0x7fff);
-    }
+    // fwd_taps is padded to whole 128-tap tiles, so every block's BM taps exist.
+    if (tid < BM) table[tid] = fwd_taps[k0 + tid];
     __syncthreads();
     taps = table;
   }
   __device__ __forceinline__ void fetch(int r0, int r_end, float* r) const {
     const int rr = r0 + int(threadIdx.x) % BK;
-    const bool in = rr < r_end;
-    const int p = in ? d.by_N.div(rr) : 0;
-    const int n = in ? rr - p * d.N : 0;
-    const int oy = d.by_Wo.div(p);
-    const int iy0 = oy * d.stride - d.pad, ix0 = (p - oy * d.Wo) * d.stride - d.pad;
-    const float* corner = x + (iy0 * d.W + ix0) * d.N + n;
+    const int p = rr < r_end ? d.by_N.div(rr) : d.P;  // entry P: nothing inside
+    const int2 pos = positions[p];
+    const int corner = first + pos.x + (rr - p * d.N);
 #pragma unroll
     for (int e = 0; e < kRegs; ++e) {
-      const int2 t = taps[int(threadIdx.x) / BK + e * kStep];
-      const int iy = iy0 + (t.y & 0xffff), ix = ix0 + (t.y >> 16);
-      r[e] = (in && unsigned(iy) < unsigned(d.H) && unsigned(ix) < unsigned(d.W)) ? corner[t.x]
-                                                                                   : 0.f;
+      const int2 tap = taps[int(threadIdx.x) / BK + e * kStep];
+      r[e] = (unsigned(tap.y) & ~unsigned(pos.y)) == 0 ? x[corner + tap.x] : 0.f;
     }
   }
   __device__ __forceinline__ void stash(const float* r, float* tile) const {
@@ -384,13 +383,14 @@ struct PatchRowsLoader {
 template <class S>
 __global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
     conv_bwd_weights_tile_kernel(TileDims d, const float* __restrict__ x,
-                                 const float* __restrict__ dy, float* __restrict__ out,
+                                 const float* __restrict__ dy, const int2* __restrict__ fwd_taps,
+                                 const int2* __restrict__ positions, float* __restrict__ out,
                                  int splits, int chunk, float beta, bool vec_dy, bool vec_out) {
   const int g = int(blockIdx.z) / splits, s = int(blockIdx.z) % splits;
   const int m0 = int(blockIdx.y) * S::kBM, n0 = int(blockIdx.x) * S::kBN;
-  const PatchRowsLoader<S> la(d, x + g * d.Cg * d.H * d.W * d.N, m0);
+  const PatchRowsLoader<S> la(d, x, g * d.Cg, fwd_taps, positions, m0);
   // dy_g^T: element (r, f) at dy[(g*Fg + f)*P*N + r], contiguous along r.
-  const MatrixLoader<S, S::kBN, false> lb{dy + g * d.Fg * d.PN, d.PN, d.Fg, n0, vec_dy};
+  const MatrixLoader<S, S::kBN, false> lb{dy, g * d.Fg * d.PN, d.PN, d.Fg, n0, vec_dy};
   const int r0 = s * chunk, r1 = chunk < d.PN - r0 ? r0 + chunk : d.PN;
   float acc[S::kTM][S::kTN];
   tile_gemm<S>(la, lb, r0, r1, acc);
@@ -517,17 +517,69 @@ bool groups_aligned(const float* p, int64_t group_stride, int64_t ld, int groups
 void check_fits(const ConvDims& d, const char* op, int64_t splits = 1) {
   CONVNET_CHECK(fits_tiles(d, splits),
                 op << ": x " << d.C << "x" << d.H << "x" << d.W << "x" << d.N << ", " << d.F
-                   << " filters: a tensor spans >= 2^31 elements, beyond the 32-bit indices of "
-                      "the tiled variants (variant 1 or 0 handles it)");
+                   << " filters of " << d.fs << "x" << d.fs << ": a tensor spans >= 2^31 "
+                   << "elements or the filter is wider than " << kMaxTileFilter
+                   << ", beyond the tiled variants (variant 1 or 0 handles it)");
+}
+
+// The tap tables (conv_taps.cuh) of a launch, by device and shape: built by the first launch that
+// needs them, on the device's stream (current_stream: every later launch on the device queues
+// behind it), and kept for the life of the process (a few KB per conv shape; a net has a handful
+// of shapes). The launches after the first allocate nothing, free nothing (under emulation a
+// free is a synchronisation point, which would hide a missing stream wait from the executor's
+// tests) and run no table kernel.
+enum class Table { fwd_taps, data_taps, positions };
+
+// fwd_taps is padded to whole 128-tap tiles (so to whole K steps of both tiles too); data_taps
+// (then data_woffs) to whole K steps of both tiles; positions has P + 1 entries.
+int table_entries(Table t, const TileDims& d) {
+  switch (t) {
+    case Table::fwd_taps: return (d.K + 127) / 128 * 128;
+    case Table::data_taps: return (d.taps * d.Fg + 15) / 16 * 16;
+    default: return d.P + 1;
+  }
+}
+
+const void* tap_table(Table t, const TileDims& d) {
+  using Key = std::array<int, 18>;
+  static std::mutex mutex;
+  static auto* tables = new std::map<Key, DeviceBuffer*>();  // never freed: see above
+  const int dev = current_device();
+  const Key key{dev,     int(t), d.H,  d.W,  d.N, d.F,    d.fs, d.pad, d.stride,
+                d.Ho,    d.Wo,   d.Cg, d.Fg, d.taps, d.K, d.P,  d.PN,  d.HWN};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = tables->find(key);
+  if (it != tables->end()) return it->second->ptr;
+  const int count = table_entries(t, d);
+  const size_t entry = t == Table::data_taps ? sizeof(int2) + sizeof(int) : sizeof(int2);
+  auto* buf = new DeviceBuffer(size_t(count) * entry, dev);
+  cudaStream_t s = current_stream();
+  int2* entries = buf->as<int2>();
+  switch (t) {
+    case Table::fwd_taps:
+      CONVNET_LAUNCH(fwd_taps_kernel, grid_for(count, 256), 256, 0, s, d, entries, count);
+      break;
+    case Table::data_taps:
+      CONVNET_LAUNCH(data_taps_kernel, grid_for(count, 256), 256, 0, s, d, entries,
+                     reinterpret_cast<int*>(entries + count), count);
+      break;
+    default:
+      CONVNET_LAUNCH(positions_kernel, grid_for(count, 256), 256, 0, s, d, entries);
+  }
+  tables->emplace(key, buf);
+  return buf->ptr;
 }
 
 template <class S>
-void conv_fwd_tiled(const ConvDims& d, const float* x, const float* w, float* y, bool accumulate) {
+void conv_fwd_tiled(const ConvDims& d, const float* x, const float* w, float* y, bool accumulate,
+                    const Epilogue& epi) {
   check_fits(d, "conv_fwd");
   const bool vec_w = groups_aligned(w, d.Fg, d.F, d.groups);
   const bool vec_y = groups_aligned(y, int64_t(d.Fg) * d.PN, d.PN, d.groups);
+  const TileDims td = tile_dims(d);
+  const auto* taps = static_cast<const int2*>(tap_table(Table::fwd_taps, td));
   CONVNET_LAUNCH(conv_fwd_tile_kernel<S>, tile_grid<S>(d.PN, d.Fg, d.groups, "conv_fwd"),
-                 S::kThreads, 0, current_stream(), tile_dims(d), x, w, y, accumulate, vec_w,
+                 S::kThreads, 0, current_stream(), td, x, w, taps, y, accumulate, epi, vec_w,
                  vec_y);
 }
 
@@ -536,9 +588,12 @@ void conv_bwd_data_tiled(const ConvDims& d, const float* dy, const float* w, flo
                          bool accumulate) {
   check_fits(d, "conv_bwd_data");
   const bool vec_dx = groups_aligned(dx, int64_t(d.Cg) * d.HWN, d.HWN, d.groups);
+  const TileDims td = tile_dims(d);
+  const auto* taps = static_cast<const int2*>(tap_table(Table::data_taps, td));
+  const auto* woffs = reinterpret_cast<const int*>(taps + table_entries(Table::data_taps, td));
   CONVNET_LAUNCH(conv_bwd_data_tile_kernel<S>,
                  tile_grid<S>(d.HWN, d.Cg, d.groups, "conv_bwd_data"), S::kThreads, 0,
-                 current_stream(), tile_dims(d), dy, w, dx, accumulate, vec_dx);
+                 current_stream(), td, dy, w, taps, woffs, dx, accumulate, vec_dx);
 }
 
 template <class S>
@@ -550,17 +605,19 @@ void conv_bwd_weights_tiled(const ConvDims& d, const TilePlan& plan, const float
   const bool vec_dy = groups_aligned(dy, int64_t(d.Fg) * d.PN, d.PN, d.groups);
   const dim3 grid = tile_grid<S>(d.Fg, d.K, d.groups * plan.splits, "conv_bwd_weights");
   const TileDims td = tile_dims(d);
+  const auto* taps = static_cast<const int2*>(tap_table(Table::fwd_taps, td));
+  const auto* positions = static_cast<const int2*>(tap_table(Table::positions, td));
   if (plan.splits == 1) {
-    CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, dw, 1,
-                   int(plan.chunk), accumulate ? 1.f : 0.f, vec_dy,
+    CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, taps,
+                   positions, dw, 1, int(plan.chunk), accumulate ? 1.f : 0.f, vec_dy,
                    groups_aligned(dw, d.Fg, d.F, d.groups));
     return;
   }
   // Freed blocks are only reused by later work on this device's one stream: safe while queued.
   DeviceBuffer partials(size_t(plan.splits * count) * sizeof(float), current_device());
   float* part = partials.as<float>();
-  CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, part,
-                 int(plan.splits), int(plan.chunk), 0.f, vec_dy,
+  CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, taps,
+                 positions, part, int(plan.splits), int(plan.chunk), 0.f, vec_dy,
                  groups_aligned(part, d.Fg, d.F, d.groups));
   CONVNET_LAUNCH(sum_partials_kernel, grid_for(count, 256), 256, 0, s, part, dw, count,
                  int(plan.splits), accumulate);
@@ -593,25 +650,25 @@ int conv_variant_count_cuda(ConvOp op) {
 
 std::string conv_plan_cuda(ConvOp op, const ConvParams& p, int dev) {
   const TilePlan plan = plan_conv(op, dims_of(p), dev);
-  return plan.variant == 1 ? "variant 1 (tensors beyond 32-bit indices)"
+  return plan.variant == 1 ? "variant 1 (beyond the tiles: 32-bit indices, filters <= 15 wide)"
                            : "variant " + std::to_string(plan.variant) + ": " + plan.describe();
 }
 
 void conv_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* y,
-                   bool accumulate) {
+                   bool accumulate, const Epilogue& epi) {
   const ConvDims d = dims_of(p);
   if (d.F == 0 || d.PN == 0) return;
   check_variant(p, "conv_fwd");
   switch (p.variant ? p.variant : plan_conv(ConvOp::conv_fwd, d, current_device()).variant) {
     case 1:
       CONVNET_LAUNCH(conv_fwd_direct_kernel, grid_for(int64_t(d.F) * d.PN, 256), 256, 0,
-                     current_stream(), d, x, w, y, accumulate);
+                     current_stream(), d, x, w, y, accumulate, epi);
       break;
     case 2:
-      conv_fwd_tiled<Tile64>(d, x, w, y, accumulate);
+      conv_fwd_tiled<Tile64>(d, x, w, y, accumulate, epi);
       break;
     default:
-      conv_fwd_tiled<Tile128>(d, x, w, y, accumulate);
+      conv_fwd_tiled<Tile128>(d, x, w, y, accumulate, epi);
   }
 }
 

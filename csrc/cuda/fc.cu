@@ -1,6 +1,7 @@
 // Fully-connected layers (declared in csrc/common/fc.h) as one SGEMM each (csrc/cuda/gemm.cu):
 //   x (I, N), w (I, O), y (O, N), all row-major with the image index innermost.
-//   fwd          y  (O, N) (+)= w^T x  (+ b per row)   sgemm m=O n=N k=I, A = w transposed
+//   fwd          y  (O, N) (+)= w^T x, + b per row, ReLU: sgemm m=O n=N k=I, A = w transposed,
+//                                                     with the epilogue
 //   bwd_data     dx (I, N) (+)= w dy                    sgemm m=I n=N k=O
 //   bwd_weights  dw (I, O) (+)= x dy^T                  sgemm m=I n=O k=N, B = dy transposed
 // FcParams::variant is passed on as the sgemm variant (0 = sgemm's choice, 1..4 its kernels).
@@ -29,11 +30,12 @@ GemmParams gemm_for(const FcParams& p, const char* op, int64_t m, int64_t n, int
 
 }  // namespace
 
-void fc_fwd_cuda(const FcParams& p, const float* x, const float* w, const float* b, float* y,
-                 bool accumulate) {
+void fc_fwd_cuda(const FcParams& p, const float* x, const float* w, float* y, bool accumulate,
+                 const Epilogue& epi) {
   const int64_t I = p.inputs, O = p.outputs, N = p.images;
-  sgemm_cuda(gemm_for(p, "fc_fwd", O, N, I, true, false, O, N, N, accumulate), w, x, y);
-  if (b) bias_fwd_cuda(y, b, O, N);
+  GemmParams g = gemm_for(p, "fc_fwd", O, N, I, true, false, O, N, N, accumulate);
+  g.epi = epi;
+  sgemm_cuda(g, w, x, y);
 }
 
 void fc_bwd_data_cuda(const FcParams& p, const float* dy, const float* w, float* dx,

@@ -1,7 +1,8 @@
 // SGEMM (declared in csrc/common/gemm.h):  C = alpha * op(A) * op(B) + beta * C, row-major.
 //   op(A): (m, k), stored (m, k) with row stride lda, or (k, m) when trans_a
 //   op(B): (k, n), stored (k, n) with row stride ldb, or (n, k) when trans_b
-//   C    : (m, n), row stride ldc; beta == 0 never reads C.
+//   C    : (m, n), row stride ldc; beta == 0 never reads C. Then GemmParams::epi (bias per row,
+//          ReLU: the fc forward's epilogue) on every element as it is stored.
 // Any m, n, k (edges guarded), any leading dimensions; float4 paths only where aligned.
 //
 // Variants (GemmParams::variant; 0 picks one by shape):
@@ -45,7 +46,7 @@ __global__ void sgemm_naive_kernel(GemmParams p, const float* __restrict__ a,
   for (int64_t q = 0; q < p.k; ++q)
     sum = fmaf(load_a(a, p.lda, p.trans_a, i, q), load_b(b, p.ldb, p.trans_b, q, j), sum);
   float* cij = c + i * p.ldc + j;
-  *cij = p.beta == 0.f ? p.alpha * sum : fmaf(p.beta, *cij, p.alpha * sum);
+  *cij = p.epi.apply(p.beta == 0.f ? p.alpha * sum : fmaf(p.beta, *cij, p.alpha * sum), i);
 }
 
 // ---- variant 2: shared-memory tiles. Block (32, 32): thread (x, y) computes C(m0 + y, n0 + x).
@@ -77,7 +78,7 @@ __global__ void __launch_bounds__(kT2* kT2)
   const int64_t i = m0 + ty, j = n0 + tx;
   if (i < p.m && j < p.n) {
     float* cij = c + i * p.ldc + j;
-    *cij = p.beta == 0.f ? p.alpha * sum : fmaf(p.beta, *cij, p.alpha * sum);
+    *cij = p.epi.apply(p.beta == 0.f ? p.alpha * sum : fmaf(p.beta, *cij, p.alpha * sum), i);
   }
 }
 
@@ -87,6 +88,7 @@ __global__ void __launch_bounds__(kT2* kT2)
 struct TileGemmDims {
   int m, n, k, lda, ldb, ldc;
   float alpha, beta;
+  Epilogue epi;
 };
 
 template <class S, bool TA, bool TB>
@@ -95,12 +97,12 @@ __global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
                       float* __restrict__ c, bool vec_a, bool vec_b, bool vec_c) {
   const int m0 = int(blockIdx.y) * S::kBM, n0 = int(blockIdx.x) * S::kBN;
   // A as the GEMM sees it is (m, k): stored (m, k) is contiguous along k, stored (k, m) along m.
-  const MatrixLoader<S, S::kBM, TA> la{a, p.lda, p.m, m0, vec_a};
+  const MatrixLoader<S, S::kBM, TA> la{a, 0, p.lda, p.m, m0, vec_a};
   // B is (k, n): stored (k, n) is contiguous along n, stored (n, k) along k.
-  const MatrixLoader<S, S::kBN, !TB> lb{b, p.ldb, p.n, n0, vec_b};
+  const MatrixLoader<S, S::kBN, !TB> lb{b, 0, p.ldb, p.n, n0, vec_b};
   float acc[S::kTM][S::kTN];
   tile_gemm<S>(la, lb, 0, p.k, acc);
-  tile_store<S>(acc, c, p.ldc, p.m, p.n, m0, n0, p.alpha, p.beta, vec_c);
+  tile_store<S>(acc, c, p.ldc, p.m, p.n, m0, n0, p.alpha, p.beta, vec_c, p.epi);
 }
 
 // Do 32-bit indices reach every element of A, B and C?
@@ -121,7 +123,7 @@ void launch_tile(const GemmParams& p, const float* a, const float* b, float* c) 
   const dim3 grid{unsigned(gx), unsigned(gy)};
   const bool va = quad_aligned(a, p.lda), vb = quad_aligned(b, p.ldb), vc = quad_aligned(c, p.ldc);
   const TileGemmDims d{int(p.m), int(p.n), int(p.k), int(p.lda), int(p.ldb), int(p.ldc),
-                       p.alpha, p.beta};
+                       p.alpha, p.beta, p.epi};
   cudaStream_t s = current_stream();
   if (!p.trans_a && !p.trans_b)
     CONVNET_LAUNCH((sgemm_tile_kernel<S, false, false>), grid, S::kThreads, 0, s, d, a, b, c, va, vb, vc);

@@ -1,9 +1,9 @@
 // Neurons on the GPU (declared in csrc/common/neuron.h): one kernel instance per kind (the kind
 // is a template parameter, switched on once in the launcher).
-// Thread mapping: grid-stride loop over groups of 4 consecutive floats, loaded and stored as
-// float4 when every pointer is 16-byte aligned (kVec4), else one float at a time; in the float4
-// form the n % 4 trailing elements go to the first threads of the grid.
+// Thread mapping: grid_stride.cuh (float4 groups where every pointer is 16-byte aligned, then
+// the scalar tail).
 #include "cuda_check.h"
+#include "grid_stride.cuh"
 #include "neuron.h"
 
 namespace convnet {
@@ -17,17 +17,13 @@ __device__ __forceinline__ float4 neuron_fwd4(float4 x, float a, float b) {
 
 template <NeuronKind K, bool kVec4>
 __global__ void neuron_fwd_kernel(NeuronParams p, const float* x, float* y, int64_t n) {
-  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t done = 0;
-  if (kVec4) {
-    const int64_t n4 = n / 4;
-    for (int64_t i = tid; i < n4; i += stride)
-      reinterpret_cast<float4*>(y)[i] =
-          neuron_fwd4<K>(reinterpret_cast<const float4*>(x)[i], p.a, p.b);
-    done = 4 * n4;
-  }
-  for (int64_t i = done + tid; i < n; i += stride) y[i] = Neuron<K>::fwd(x[i], p.a, p.b);
+  grid_stride_vec4<kVec4>(
+      n,
+      [&](int64_t i) {
+        reinterpret_cast<float4*>(y)[i] =
+            neuron_fwd4<K>(reinterpret_cast<const float4*>(x)[i], p.a, p.b);
+      },
+      [&](int64_t j) { y[j] = Neuron<K>::fwd(x[j], p.a, p.b); });
 }
 
 template <NeuronKind K>
@@ -41,36 +37,31 @@ __device__ __forceinline__ float neuron_bwd1(float dy, float x, float y, float d
 template <NeuronKind K, bool kVec4>
 __global__ void neuron_bwd_kernel(NeuronParams p, const float* dy, const float* x, const float* y,
                                   float* dx, int64_t n, bool accumulate) {
-  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t done = 0;
-  if (kVec4) {
-    const int64_t n4 = n / 4;
-    for (int64_t i = tid; i < n4; i += stride) {
-      float4 d = reinterpret_cast<const float4*>(dy)[i];
-      float4 xv = reinterpret_cast<const float4*>(x)[i];
-      float4 yv = reinterpret_cast<const float4*>(y)[i];
-      float4 o = accumulate ? reinterpret_cast<float4*>(dx)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
-      o.x = neuron_bwd1<K>(d.x, xv.x, yv.x, o.x, p.a, p.b, accumulate);
-      o.y = neuron_bwd1<K>(d.y, xv.y, yv.y, o.y, p.a, p.b, accumulate);
-      o.z = neuron_bwd1<K>(d.z, xv.z, yv.z, o.z, p.a, p.b, accumulate);
-      o.w = neuron_bwd1<K>(d.w, xv.w, yv.w, o.w, p.a, p.b, accumulate);
-      reinterpret_cast<float4*>(dx)[i] = o;
-    }
-    done = 4 * n4;
-  }
-  for (int64_t i = done + tid; i < n; i += stride)
-    dx[i] = neuron_bwd1<K>(dy[i], x[i], y[i], accumulate ? dx[i] : 0.f, p.a, p.b, accumulate);
+  grid_stride_vec4<kVec4>(
+      n,
+      [&](int64_t i) {
+        const float4 d = reinterpret_cast<const float4*>(dy)[i];
+        const float4 xv = reinterpret_cast<const float4*>(x)[i];
+        const float4 yv = reinterpret_cast<const float4*>(y)[i];
+        float4 o =
+            accumulate ? reinterpret_cast<float4*>(dx)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        o.x = neuron_bwd1<K>(d.x, xv.x, yv.x, o.x, p.a, p.b, accumulate);
+        o.y = neuron_bwd1<K>(d.y, xv.y, yv.y, o.y, p.a, p.b, accumulate);
+        o.z = neuron_bwd1<K>(d.z, xv.z, yv.z, o.z, p.a, p.b, accumulate);
+        o.w = neuron_bwd1<K>(d.w, xv.w, yv.w, o.w, p.a, p.b, accumulate);
+        reinterpret_cast<float4*>(dx)[i] = o;
+      },
+      [&](int64_t j) {
+        dx[j] = neuron_bwd1<K>(dy[j], x[j], y[j], accumulate ? dx[j] : 0.f, p.a, p.b, accumulate);
+      });
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 constexpr int kThreads = 256;
 
 template <NeuronKind K>
 struct Launch {
   static void fwd(const NeuronParams& p, const float* x, float* y, int64_t n) {
-    unsigned grid = grid_for((n + 3) / 4, kThreads);
+    unsigned grid = grid_for_quads(n, kThreads);
     if (aligned16(x) && aligned16(y))
       CONVNET_LAUNCH((neuron_fwd_kernel<K, true>), grid, kThreads, 0, current_stream(), p, x, y, n);
     else
@@ -79,7 +70,7 @@ struct Launch {
   }
   static void bwd(const NeuronParams& p, const float* dy, const float* x, const float* y,
                   float* dx, int64_t n, bool accumulate) {
-    unsigned grid = grid_for((n + 3) / 4, kThreads);
+    unsigned grid = grid_for_quads(n, kThreads);
     if (aligned16(dy) && aligned16(x) && aligned16(y) && aligned16(dx))
       CONVNET_LAUNCH((neuron_bwd_kernel<K, true>), grid, kThreads, 0, current_stream(), p, dy, x,
                      y, dx, n, accumulate);

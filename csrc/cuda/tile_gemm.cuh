@@ -38,6 +38,7 @@
 #include <string>
 
 #include "cuda_check.h"
+#include "epilogue.h"
 
 namespace convnet {
 
@@ -70,14 +71,16 @@ struct TileShape {
 // (rows of A, or columns of B) and K; in memory element (x, k) lives at
 //   KMajor == false: p[x * ld + k]   (contiguous along k: quads along k, stored transposed)
 //   KMajor == true:  p[k * ld + x]   (contiguous along x: quads along x, stored as they are)
-// `vec` (pointer 16-byte aligned and ld % 4 == 0) allows float4 loads for quads wholly inside.
+// with p = base + off: the base stays a kernel parameter and the index is formed in 32 bits, so
+// a load's address is one wide multiply-add. `vec` (p 16-byte aligned and ld % 4 == 0) allows
+// float4 loads for quads wholly inside.
 template <class S, int BX, bool KMajor>
 struct MatrixLoader {
   static constexpr int BK = S::kBK;
   static constexpr int kQuads = BX * BK / (4 * S::kThreads);
   static constexpr int kRegs = 4 * kQuads;
-  const float* p;
-  int ld, X, x0;
+  const float* base;
+  int off, ld, X, x0;
   bool vec;
 
   // Quad g of this thread: its (x, k) offsets inside the tile.
@@ -101,8 +104,9 @@ struct MatrixLoader {
       // The quad runs along k (KMajor == false) or along x (KMajor == true).
       const int outer = KMajor ? k : x, inner = KMajor ? x : k;
       const int outer_n = KMajor ? k_end : X, inner_n = KMajor ? X : k_end;
-      const float* q = p + outer * ld + inner;
-      if (outer < outer_n && vec && inner + 3 < inner_n) {
+      const float* q = base + (off + outer * ld + inner);
+      const int have = outer < outer_n ? inner_n - inner : 0;  // elements of the quad inside
+      if (vec && have >= 4) {
         const float4 v = *reinterpret_cast<const float4*>(q);
         r[4 * g] = v.x;
         r[4 * g + 1] = v.y;
@@ -110,8 +114,7 @@ struct MatrixLoader {
         r[4 * g + 3] = v.w;
       } else {
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
-          r[4 * g + j] = (outer < outer_n && inner + j < inner_n) ? q[j] : 0.f;
+        for (int j = 0; j < 4; ++j) r[4 * g + j] = j < have ? q[j] : 0.f;
       }
     }
   }
@@ -199,12 +202,14 @@ __device__ __forceinline__ void tile_gemm(const LoadA& la, const LoadB& lb, int 
 }
 
 // Writes this thread's outputs to rows [m0, M) x columns [n0, N) of a row-major matrix
-// c (ld = ldc): c = alpha * acc + beta * c, and c is not read when beta == 0. `vec`: c 16-byte
-// aligned and ldc % 4 == 0, so whole quads are written as float4.
+// c (ld = ldc): c = epi(alpha * acc + beta * c) (epilogue.h: bias of row m, ReLU), and c is not
+// read when beta == 0. `vec`: c 16-byte aligned and ldc % 4 == 0, so whole quads are written as
+// float4.
 template <class S>
 __device__ __forceinline__ void tile_store(const float (&acc)[S::kTM][S::kTN], float* c,
                                            int ldc, int M, int N, int m0, int n0, float alpha,
-                                           float beta, bool vec) {
+                                           float beta, bool vec,
+                                           const Epilogue& epi = Epilogue{}) {
   const int tid = threadIdx.x;
 #pragma unroll
   for (int i = 0; i < S::kTM; ++i) {
@@ -224,13 +229,15 @@ __device__ __forceinline__ void tile_store(const float (&acc)[S::kTM][S::kTN], f
           v.z = fmaf(beta, old.z, v.z);
           v.w = fmaf(beta, old.w, v.w);
         }
+        v = make_float4(epi.apply(v.x, m), epi.apply(v.y, m), epi.apply(v.z, m),
+                        epi.apply(v.w, m));
         *reinterpret_cast<float4*>(crow + n) = v;
       } else {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           if (n + j >= N) break;
           const float v = alpha * acc[i][4 * q + j];
-          crow[n + j] = beta == 0.f ? v : fmaf(beta, crow[n + j], v);
+          crow[n + j] = epi.apply(beta == 0.f ? v : fmaf(beta, crow[n + j], v), m);
         }
       }
     }

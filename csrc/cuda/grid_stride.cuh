@@ -1,0 +1,33 @@
+// The thread mapping of the flat memory-bound kernels (elementwise, neurons, the SGD update): a
+// grid-stride loop over groups of 4 consecutive floats, each group handled as one float4 when
+// every buffer is 16-byte aligned (kVec4), then the n % 4 trailing floats (or, unaligned, every
+// float) one at a time, the trailing ones going to the first threads of the grid. 64-bit
+// indices: a buffer may hold 2^31 floats or more.
+//   quad(i)    group i: floats 4i .. 4i+3, as float4 index i
+//   single(j)  float j
+#pragma once
+#include <cstdint>
+
+#include "cuda_check.h"
+
+namespace convnet {
+
+template <bool kVec4, class Quad, class Single>
+__device__ __forceinline__ void grid_stride_vec4(int64_t n, Quad&& quad, Single&& single) {
+  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t done = 0;
+  if (kVec4) {
+    const int64_t n4 = n / 4;
+    for (int64_t i = tid; i < n4; i += stride) quad(i);
+    done = 4 * n4;
+  }
+  for (int64_t j = done + tid; j < n; j += stride) single(j);
+}
+
+// Blocks for a grid-stride launch over n floats in groups of 4.
+inline unsigned grid_for_quads(int64_t n, int threads) { return grid_for((n + 3) / 4, threads); }
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace convnet
