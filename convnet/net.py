@@ -32,8 +32,8 @@ import time
 
 import numpy as np
 
-from . import ops
-from .config import ConfigError
+from . import memory, ops
+from .config import INT_MAX, ConfigError
 from .device import Device, DeviceError, backend
 from .layers import BatchBuffer, make_layer
 from .streams import Event, cpu_core_split, make_stream
@@ -92,6 +92,7 @@ class Net:
         self._place()
         self._infer_shapes()
         self._plan_backward()
+        memory.check_fits(self)  # before any buffer exists
         self._allocate()
         self._compile()
         self._open_streams()
@@ -167,6 +168,9 @@ class Net:
             L.out_shape = tuple(L.infer(L.in_shapes))
             if L.out_shape and min(L.out_shape) < 1:
                 raise L.shape_error(f"output shape {L.out_shape} is empty")
+            if L.out_shape and max(L.out_shape) > INT_MAX:
+                raise L.shape_error(f"output shape {L.out_shape} has a dimension above "
+                                    f"{INT_MAX}, the largest size a kernel takes")
         self.params = [p for L in self.order for p in L.params]
         self.total_params = sum(math.prod(p.shape) for p in self.params)
         self.total_flops = sum(L.flops() for L in self.order if not L.is_data)

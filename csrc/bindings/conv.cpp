@@ -12,6 +12,9 @@
 namespace convnet {
 namespace {
 
+// ConvParams holds 32-bit sizes.
+constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
+
 void check_floats(const char* op, std::initializer_list<Arg> args, int ndim) {
   for (const Arg& a : args) {
     check_dtype(op, a, 'f');
@@ -30,6 +33,10 @@ void check_variant(const char* op, ConvOp which, int variant) {
 ConvParams conv_params(const char* op, const char* xname, const std::vector<int64_t>& x,
                        const char* wname, const std::vector<int64_t>& w, int padding,
                        int stride, int groups, int variant) {
+  for (size_t i = 0; i < 4; ++i)
+    CONVNET_CHECK(x[i] <= kMaxDim && w[i] <= kMaxDim,
+                  op << ": " << xname << " " << shape_str(x) << " or " << wname << " "
+                     << shape_str(w) << " has a dimension above " << kMaxDim);
   CONVNET_CHECK(groups >= 1, op << ": groups must be >= 1, got " << groups);
   CONVNET_CHECK(stride >= 1, op << ": stride must be >= 1, got " << stride);
   CONVNET_CHECK(padding >= 0, op << ": padding must be >= 0, got " << padding);
@@ -45,17 +52,22 @@ ConvParams conv_params(const char* op, const char* xname, const std::vector<int6
                 op << ": " << wname << " " << shape_str(w) << " expects " << w[0] << " x "
                    << groups << " (groups) channels but " << xname << " " << shape_str(x)
                    << " has " << x[0]);
-  CONVNET_CHECK(w[1] >= 1 && w[1] <= x[1] + 2 * padding && w[1] <= x[2] + 2 * padding,
+  const int64_t pad2 = 2 * int64_t(padding);
+  CONVNET_CHECK(w[1] >= 1 && w[1] <= x[1] + pad2 && w[1] <= x[2] + pad2,
                 op << ": filter " << w[1] << "x" << w[1] << " does not fit the padded image "
-                   << x[1] + 2 * padding << "x" << x[2] + 2 * padding << " (" << xname << " "
+                   << x[1] + pad2 << "x" << x[2] + pad2 << " (" << xname << " "
                    << shape_str(x) << ", padding " << padding << ")");
   CONVNET_CHECK(x[3] >= 1, op << ": " << xname << " " << shape_str(x) << " holds no images");
   ConvParams p;
   p.channels = int(x[0]), p.height = int(x[1]), p.width = int(x[2]), p.images = int(x[3]);
   p.filters = int(w[3]), p.filter_size = int(w[1]);
   p.padding = padding, p.stride = stride, p.groups = groups;
-  p.out_h = conv_out_size(p.height, p.filter_size, padding, stride);
-  p.out_w = conv_out_size(p.width, p.filter_size, padding, stride);
+  const int64_t out_h = conv_out_size(p.height, p.filter_size, padding, stride);
+  const int64_t out_w = conv_out_size(p.width, p.filter_size, padding, stride);
+  CONVNET_CHECK(out_h <= kMaxDim && out_w <= kMaxDim,
+                op << ": the output would be " << out_h << "x" << out_w << " (padding " << padding
+                   << "), above " << kMaxDim);
+  p.out_h = int(out_h), p.out_w = int(out_w);
   p.variant = variant;
   return p;
 }
