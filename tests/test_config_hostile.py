@@ -48,6 +48,8 @@ def test_integers_are_plain_ascii_decimal(tmp_path, spelling):
     ("padding=1", "padding=10000000000000000000000", "[conv1] padding: must be <= 2147483647"),
     ("filters=8", "filters=-8", "[conv1] filters: must be >= 1"),
     ("stride=2", "stride=0", "[pool1] stride: must be >= 1"),
+    ("stride=2", "stride=4", "[pool1] stride: the last of the 4 windows of the 12-pixel input "
+                             "would start at pixel 12, past its edge"),
     ("padding=1", "padding=2147483647", "[conv1] inputs: output shape (8, 4294967304, "
                                         "4294967304) has a dimension above 2147483647"),
     ("epsW=0.001", "epsW=1_0.5", "[fc2] epsW: expected a number"),

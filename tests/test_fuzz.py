@@ -1,14 +1,16 @@
 """The self-fuzzing suite (hypothesis). Each target ends in its documented exception types, never
 a crash, a hang or a traceback from the command line:
 
-* configs: every config of layers/ and tests/fixtures/ mutated (values replaced by hostile
-  spellings and sizes, bytes inserted, lines deleted or repeated, the file cut short), loaded
+* configs: every config of layers/ and tests/fixtures/ mutated (numbers replaced by other
+  plausible numbers, values by hostile spellings and sizes, bytes inserted, lines deleted or
+  repeated, the file cut short), loaded
   and built (ConfigError, DeviceError), and where the net is small, trained for a step; and a
   few through the command line (exit status 0 or 2, one line, no traceback);
 * checkpoints: a real checkpoint truncated and bit-flipped at random (CheckpointError, or the
   very arrays that were saved);
-* images: random bytes, and random bytes after a JPEG, PNG or GIF header, as image files
-  (BadImageError, or a uint8 RGB image);
+* images: random bytes (after nothing or a JPEG, PNG, GIF, BMP or TIFF magic number), and real
+  small JPEG, PNG (8 and 16-bit), GIF, BMP and TIFF files with random bits flipped and cut
+  short, as image files (BadImageError, or a uint8 RGB image);
 * op bindings: random argument values into every binding of the cpu and emu modules, in a
   subprocess (tests/fuzz_ops.py): ValueError, TypeError or MemoryError.
 
@@ -20,6 +22,7 @@ import contextlib
 import glob
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -87,23 +90,34 @@ HOSTILE_VALUES = ["-1", "0", "1", "2147483647", "2147483648", "4294967296", "1" 
                   "tanh[1,2,3]", "a,b", ",", "data,data", "\u00e9", "\U0001F600"]
 VALUES = st.one_of(st.sampled_from(HOSTILE_VALUES), st.integers(-2**70, 2**70).map(str),
                    st.text(max_size=8).filter(lambda s: "\n" not in s and "\r" not in s))
+# Plausible numbers: the mutated net is often still valid, and is built and trained.
+NUMBERS = st.one_of(st.integers(0, 40).map(str), st.floats(0, 2).map(lambda v: f"{v:.3g}"))
+NUMBER_CHANGE = st.tuples(st.just("number"), st.integers(0, 10**6), NUMBERS)
 MUTATION = st.one_of(
+    NUMBER_CHANGE, NUMBER_CHANGE, NUMBER_CHANGE,
     st.tuples(st.just("value"), st.integers(0, 10**6), VALUES),
     st.tuples(st.just("bytes"), st.integers(0, 10**6), st.binary(min_size=1, max_size=8)),
     st.tuples(st.just("delete"), st.integers(0, 10**6)),
     st.tuples(st.just("repeat"), st.integers(0, 10**6)),
     st.tuples(st.just("cut"), st.integers(0, 10**6)),
 )
-CONFIG_CASES = st.tuples(st.sampled_from(range(len(CONFIGS))), st.booleans(),
-                         st.lists(MUTATION, min_size=1, max_size=3))
+# Half the cases only change numbers (to reach the shape checks, the build and a training step),
+# half mix in every kind of mutation.
+MUTATIONS = st.one_of(st.lists(NUMBER_CHANGE, min_size=1, max_size=3),
+                      st.lists(MUTATION, min_size=1, max_size=3))
+CONFIG_CASES = st.tuples(st.sampled_from(range(len(CONFIGS))), st.booleans(), MUTATIONS)
+
+
+_NUMERIC = re.compile(rb"[0-9.eE+-]+")
 
 
 def mutate(data, mutations):
     lines = data.split(b"\n")
     for m in mutations:
         kind, at = m[0], m[1]
-        if kind == "value":
-            keyed = [i for i, ln in enumerate(lines) if b"=" in ln and not ln.startswith(b"#")]
+        if kind in ("value", "number"):
+            keyed = [i for i, ln in enumerate(lines) if b"=" in ln and not ln.startswith(b"#")
+                     and (kind == "value" or _NUMERIC.fullmatch(ln.split(b"=", 1)[1].strip()))]
             if keyed:
                 i = keyed[at % len(keyed)]
                 lines[i] = lines[i].split(b"=", 1)[0] + b"=" + m[2].encode("utf-8")
@@ -125,7 +139,7 @@ def mutate(data, mutations):
 # A net is built only when it fits in this much (the check under test refuses larger ones),
 # and trained for a step when it is also this cheap.
 FUZZ_MEMORY = 64 * 2**20
-FUZZ_STEP_FLOPS = 2e7
+FUZZ_STEP_FLOPS = 1e8
 
 
 @pytest.fixture
@@ -158,7 +172,7 @@ def test_fuzz_configs(tmp_path, small_machine, budget):
                       batch_size=2, seed=0)
         except (ConfigError, DeviceError):
             return
-        if net.total_flops * 2 < FUZZ_STEP_FLOPS:
+        if net.total_flops < FUZZ_STEP_FLOPS:
             images_ = np.random.default_rng(0).standard_normal((3, side, side, 2)).astype(
                 np.float32)
             net.train_step(images_, np.zeros(2, np.int32), step=0, epoch=0.0, progress=0.0)
@@ -169,7 +183,7 @@ def test_fuzz_configs(tmp_path, small_machine, budget):
 @pytest.mark.parametrize("budget", budgets(6))
 def test_fuzz_configs_through_the_command_line(tmp_path, small_machine, budget):
     tiny_cases = st.tuples(st.sampled_from([i for i, c in enumerate(CONFIGS) if c[2] <= 24]),
-                           st.just(False), st.lists(MUTATION, min_size=1, max_size=3))
+                           st.just(False), MUTATIONS)
 
     def check(case):
         (def_path, params_path), side = _mutated_files(tmp_path, case)
@@ -238,16 +252,56 @@ def test_fuzz_checkpoints(tmp_path, saved_checkpoint, budget):
 
 HEADERS = [b"", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\x89PNG\r\n\x1a\n", b"GIF89a",
            b"BM", b"II*\x00"]
-IMAGE_CASES = st.tuples(st.sampled_from(HEADERS), st.binary(max_size=2000),
-                        st.sampled_from([".jpg", ".png", ".gif", ".bmp", ".tif"]))
+EXTENSIONS = [".jpg", ".png", ".gif", ".bmp", ".tif"]
 
 
-@pytest.mark.parametrize("budget", budgets(80))
+def _valid_images():
+    """A small real image in each format (greyscale, RGB, 16-bit), to be damaged."""
+    from PIL import Image
+    rs = np.random.RandomState(0)
+    out = []
+    for fmt, arr in [("JPEG", rs.randint(0, 256, (17, 23, 3), np.uint8)),
+                     ("PNG", rs.randint(0, 256, (9, 14, 3), np.uint8)),
+                     ("PNG", rs.randint(0, 65536, (9, 14)).astype(np.uint16)),
+                     ("GIF", rs.randint(0, 256, (8, 8), np.uint8)),
+                     ("BMP", rs.randint(0, 256, (5, 7, 3), np.uint8)),
+                     ("TIFF", rs.randint(0, 65536, (6, 5)).astype(np.uint16))]:
+        b = io.BytesIO()
+        Image.fromarray(arr).save(b, fmt)
+        out.append(b.getvalue())
+    return out
+
+
+VALID_IMAGES = _valid_images()
+IMAGE_CASES = st.one_of(
+    # random bytes, after nothing or after a format's magic number
+    st.tuples(st.sampled_from(HEADERS), st.binary(max_size=2000), st.sampled_from(EXTENSIONS)),
+    # a real image with bits flipped and perhaps cut short
+    st.tuples(st.sampled_from(range(len(VALID_IMAGES))),
+              st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)),
+                       max_size=6),
+              st.one_of(st.none(), st.floats(0, 1))))
+
+
+def _image_bytes(case):
+    if isinstance(case[0], bytes):
+        head, body, ext = case
+        return head + body, ext
+    index, flips, cut = case
+    data = bytearray(VALID_IMAGES[index])
+    for where, bit in flips:
+        data[int(where * len(data))] ^= 1 << bit
+    if cut is not None:
+        data = data[:int(cut * len(data))]
+    return bytes(data), EXTENSIONS[index % len(EXTENSIONS)]
+
+
+@pytest.mark.parametrize("budget", budgets(120))
 def test_fuzz_image_files(tmp_path, budget):
     def check(case):
-        head, body, ext = case
+        data, ext = _image_bytes(case)
         p = tmp_path / f"x{ext}"
-        p.write_bytes(head + body)
+        p.write_bytes(data)
         try:
             img = images.decode(str(p))
         except BadImageError as e:
