@@ -152,6 +152,8 @@ _FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.
 # The largest integer a config key takes: every size, count and index reaches the kernels as a
 # 32-bit int (shape products are checked in 64 bits, and against memory, when the net is built).
 INT_MAX = 2**31 - 1
+# float32's largest finite and smallest normal magnitudes: every number reaches the kernels so.
+FLT_MAX, FLT_MIN = 3.4028234663852886e38, 1.1754943508222875e-38
 
 
 def parse_int(text):
@@ -162,12 +164,15 @@ def parse_int(text):
 
 
 def parse_float(text):
-    """A finite ASCII decimal number ('0.01', '1e-3', '.5', '-2'); ValueError otherwise."""
+    """An ASCII decimal number ('0.01', '1e-3', '.5', '-2') that float32, the kernels' type,
+    holds: 0, or a magnitude from FLT_MIN to FLT_MAX (a smaller one would become 0 or lose its
+    precision, a larger one infinity, part way through a run); ValueError otherwise."""
     if not _FLOAT_RE.fullmatch(text):
         raise ValueError(f"expected a number (ASCII decimal, e.g. 0.01 or 1e-3), got {text!r}")
     v = float(text)
-    if not math.isfinite(v):
-        raise ValueError(f"must be finite, got {text!r}")
+    if v != 0 and not FLT_MIN <= abs(v) <= FLT_MAX:
+        raise ValueError(f"{text!r} is outside float32's range (0, or {FLT_MIN:.4g} to "
+                         f"{FLT_MAX:.4g} in magnitude)")
     return v
 
 

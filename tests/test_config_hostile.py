@@ -56,6 +56,9 @@ def test_integers_are_plain_ascii_decimal(tmp_path, spelling):
     ("epsW=0.001", "epsW=nan", "[fc2] epsW: expected a number"),
     ("epsW=0.001", "epsW=plateau[base=0.01;patience=1.5]", "patience"),
     ("scale=0.001", "scale=inf", "[rnorm1] scale: expected a number"),
+    ("scale=0.001", "scale=1e300", "[rnorm1] scale: '1e300' is outside float32's range"),
+    ("minDiv=2", "minDiv=1.1e-80", "[rnorm1] minDiv: '1.1e-80' is outside float32's range"),
+    ("epsW=0.001", "epsW=exp[base=1e39;tgtFactor=10]", "outside float32's range"),
     ("neuron=relu", "neuron=tanh[١,2]", "[conv1] neuron: bad neuron argument"),
 ])
 def test_values_out_of_range_or_misspelled(tmp_path, key, value, words):

@@ -98,3 +98,42 @@ def test_empty_arrays_with_huge_dimensions_are_refused():
     x = np.zeros((3, 2**32, 0, 1), np.float32)
     with pytest.raises(ValueError, match="dimension above"):
         module_for("cpu").pool_fwd(x, _f32(3, 1, 1, 1), 3, 2, 0, 1, 1, "max")
+
+
+@pytest.fixture
+def emu():
+    import convnet
+    if "emu" not in convnet.backends():
+        pytest.skip("convnet was built without the emulated backend")
+    return module_for("emu")
+
+
+def test_device_indices_are_checked(emu):
+    # Found by the fuzz suite: a division by zero (SIGFPE) and a read past a table.
+    with pytest.raises(ValueError, match="sgemm_plan: device 154462 does not exist"):
+        emu.sgemm_plan(6, 2, 6, 154462)
+    with pytest.raises(ValueError, match="conv_plan: device -1 does not exist"):
+        emu.conv_plan("conv_fwd", 3, 8, 8, 2, 4, 3, 1, 1, 1, -1)
+    for fn in (emu.memory_stats, emu.synchronize, emu.compute_stream, emu.event_create):
+        with pytest.raises(ValueError, match="does not exist"):
+            fn(2**31 - 1)
+    with pytest.raises(ValueError, match="enable_peer_access: device 99"):
+        emu.enable_peer_access(0, 99)
+    with pytest.raises(ValueError, match="sgemm_plan: m, n, k must be >= 1"):
+        emu.sgemm_plan(-3, 2, 6, 0)
+
+
+def test_buffer_ranges_cannot_wrap_round(emu):
+    buf = emu.Buffer(16, 0)
+    with pytest.raises(ValueError, match="exceed the buffer of 16 bytes"):
+        emu.copy_from_host(buf, 2**64 - 4, np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="exceed the buffer"):
+        emu.copy_to_host(np.zeros(8, np.float32), buf, 0)
+
+
+def test_wrong_names_and_kinds_are_argument_errors(emu):
+    with pytest.raises(ValueError, match="unknown stream order 'max'"):
+        emu.set_stream_order("max")
+    dy = np.zeros((3, 4), np.float32)
+    with pytest.raises(TypeError):
+        module_for("cpu").neuron_bwd(dy, [1, 2], None, dy, 0, 0.0, 0.0, False)
