@@ -154,7 +154,12 @@ def _check_checksums(v):
         and _is_int(c.get("crc32")) for c in v.values())
 
 
-def _check_meta(path, meta):
+# What every checkpoint has (save writes them); a training run's also has RUN_FIELDS.
+CORE_FIELDS = ("step", "arrays")
+RUN_FIELDS = tuple(_FIELDS)
+
+
+def _check_meta(path, meta, required):
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: damaged: the JSON is not an object")
     if meta.get("format") not in READABLE_FORMATS:
@@ -162,15 +167,17 @@ def _check_meta(path, meta):
                               f"{meta.get('format')!r}, expected {FORMAT!r})")
     for key, (ok, what) in _FIELDS.items():
         if key not in meta:
-            raise CheckpointError(f"{path}: damaged: field {key!r} is missing")
+            if key in required:
+                raise CheckpointError(f"{path}: damaged: field {key!r} is missing")
+            continue
         if not ok(meta[key]):
             raise CheckpointError(f"{path}: damaged: field {key!r} must be {what}, got "
                                   f"{meta[key]!r:.60}")
     for key, (ok, what) in _OPTIONS.items():
-        if key in meta["options"] and not ok(meta["options"][key]):
+        if key in meta.get("options", {}) and not ok(meta["options"][key]):
             raise CheckpointError(f"{path}: damaged: option {key!r} must be {what}, got "
                                   f"{meta['options'][key]!r:.60}")
-    for name, st in meta["schedules"].items():
+    for name, st in meta.get("schedules", {}).items():
         if st["kind"] == "plateau" and not all(k in st and ok(st[k]) for k, ok in
                                                _SCHEDULE_STATE.items() if k != "first"):
             raise CheckpointError(f"{path}: damaged: the state of schedule {name!r} must have "
@@ -232,10 +239,10 @@ def _read_arrays(npz, checksums):
     return arrays
 
 
-def verify(path):
+def verify(path, required=CORE_FIELDS):
     """(meta, arrays) of the checkpoint whose JSON file is `path`, after checking every field of
-    the JSON and every array against its checksum; raises CheckpointError saying what is
-    wrong."""
+    the JSON (the `required` ones must be there; RUN_FIELDS for a training run's checkpoint)
+    and every array against its checksum; raises CheckpointError saying what is wrong."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -243,21 +250,22 @@ def verify(path):
             meta = json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: damaged: cannot read the JSON: {e}") from None
-    _check_meta(path, meta)
+    _check_meta(path, meta, required)
     arrays = _read_arrays(os.path.join(os.path.dirname(path), meta["arrays"]),
                           meta.get("checksums") if meta["format"] == FORMAT else None)
     meta["path"] = path
     return meta, arrays
 
 
-def load(path):
+def load(path, required=CORE_FIELDS):
     """(meta, arrays) of a checkpoint: `path` is its JSON file, or a save directory, whose
     newest good checkpoint is loaded; the damaged newer ones are listed in meta["damaged"] as
-    (json path, reason). Raises CheckpointError (one line) if none is good."""
+    (json path, reason). `required`: as for verify. Raises CheckpointError (one line) if none
+    is good."""
     if not os.path.isdir(path):
         if not os.path.exists(path):
             raise CheckpointError(f"{path}: no such checkpoint file or directory")
-        meta, arrays = verify(path)
+        meta, arrays = verify(path, required)
         meta["damaged"] = []
         return meta, arrays
     found = list_checkpoints(path)
@@ -266,7 +274,7 @@ def load(path):
     damaged = []
     for _, json_path in reversed(found):
         try:
-            meta, arrays = verify(json_path)
+            meta, arrays = verify(json_path, required)
         except CheckpointError as e:
             damaged.append((json_path, str(e)))
             continue

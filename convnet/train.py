@@ -205,7 +205,7 @@ class Trainer:
         self.clear_old_run = False
         self.resumed = None
         if args.resume:
-            self.resumed, arrays = checkpoint.load(args.resume)
+            self.resumed, arrays = checkpoint.load(args.resume, checkpoint.RUN_FIELDS)
         meta = self.resumed or {}
         opts = self._options(meta.get("options", {}))
         self.data_spec, self.seed, self.batch_size = opts["data"], opts["seed"], opts["batch_size"]

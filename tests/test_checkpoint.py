@@ -102,9 +102,9 @@ def test_damage_is_one_line_and_the_previous_checkpoint_is_used(tmp_path, damage
             meta["checksums"]["b"]["crc32"] ^= 1
         json.dump(meta, open(newer, "w"))
     with pytest.raises(CheckpointError) as e:
-        checkpoint.load(newer)
+        checkpoint.load(newer, checkpoint.RUN_FIELDS)
     assert "\n" not in str(e.value) and newer.rsplit(".", 1)[0] in str(e.value)
-    m, a = checkpoint.load(str(tmp_path))
+    m, a = checkpoint.load(str(tmp_path), checkpoint.RUN_FIELDS)
     assert m["path"] == older and m["step"] == 4
     assert [p for p, _ in m["damaged"]] == [newer]
     assert "damaged" in m["damaged"][0][1] or "not a convnet checkpoint" in m["damaged"][0][1]
@@ -172,3 +172,11 @@ def test_training_stops_in_one_line_when_no_checkpoint_is_good(tmp_path, capsys)
     assert main([TINY, "--resume", str(d), "--epochs", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no good checkpoint" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_of_arrays_alone_loads_but_does_not_resume_a_run(tmp_path):
+    path = checkpoint.save(str(tmp_path), 1, _arrays(np.random.default_rng(3)), {"from": "x"})
+    meta, arrays = checkpoint.load(path)
+    assert meta["from"] == "x" and set(arrays) == {"w", "w.inc", "b"}
+    with pytest.raises(CheckpointError, match="field 'epoch' is missing"):
+        checkpoint.load(path, checkpoint.RUN_FIELDS)
