@@ -137,3 +137,13 @@ def test_wrong_names_and_kinds_are_argument_errors(emu):
     dy = np.zeros((3, 4), np.float32)
     with pytest.raises(TypeError):
         module_for("cpu").neuron_bwd(dy, [1, 2], None, dy, 0, 0.0, 0.0, False)
+    # Found by the fuzz suite: a failed cast inside the binding was a RuntimeError.
+    z = np.zeros(1, np.int32)
+    with pytest.raises(TypeError, match="assemble_batch: images must be a tensor"):
+        module_for("cpu").assemble_batch(None, z, np.zeros((1, 2), np.int32), z, None,
+                                         np.zeros((4, 4, 3), np.float32),
+                                         np.zeros((3, 4, 4, 1), np.float32), 0)
+    with pytest.raises(TypeError, match="assemble_batch: images\\[0\\] must be a tensor"):
+        module_for("cpu").assemble_batch([None], z, np.zeros((1, 2), np.int32), z, None,
+                                         np.zeros((4, 4, 3), np.float32),
+                                         np.zeros((3, 4, 4, 1), np.float32), 0)
