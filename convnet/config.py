@@ -78,14 +78,30 @@ def unsupported(spec, key, what, hint=None):
     return spec.error(key, f"{what}: {UNSUPPORTED}" + (f"; {hint}" if hint else ""))
 
 
+def _read_text(path):
+    """A config file's text: UTF-8 (ASCII is UTF-8), else an error naming the line and byte."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(f"line {line}, column {column}: byte 0x{data[e.start]:02x} is not "
+                          "UTF-8 (config files are read as UTF-8; save the file as UTF-8)",
+                          path) from None
+
+
 def _read_ini(path, text=None):
     if text is None:
         if not os.path.exists(path):
             raise ConfigError("no such file", path)
         if os.path.isdir(path):
             raise ConfigError("is a directory, expected a config file", path)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = _read_text(path)
     # Keys keep their case (epsW, filterSize); duplicate sections and keys are errors. A line is
     # `key=value` or `key: value` (Python 2's ConfigParser read both; old files use the colon).
     parser = configparser.RawConfigParser(strict=True, inline_comment_prefixes=None,
@@ -146,15 +162,48 @@ def load_config(def_path, params_path=None, *, def_text=None, params_text=None):
 
 # -- value parsers: each takes (spec, key) and raises ConfigError naming file/section/key ------
 
+# Numbers as a config writes them: ASCII decimal digits only. (Python's int() and float() also
+# take '1_6', non-ASCII digits, 'inf' and 'nan': none of them is a size or a rate.)
+_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+# The largest integer a config key takes: every size, count and index reaches the kernels as a
+# 32-bit int (shape products are checked in 64 bits, and against memory, when the net is built).
+INT_MAX = 2**31 - 1
+# float32's largest finite and smallest normal magnitudes: every number reaches the kernels so.
+FLT_MAX, FLT_MIN = 3.4028234663852886e38, 1.1754943508222875e-38
+
+
+def parse_int(text):
+    """A plain ASCII decimal integer ('12', '-3', '+4'); ValueError otherwise."""
+    if not _INT_RE.fullmatch(text):
+        raise ValueError(f"expected an integer (ASCII decimal digits), got {text!r}")
+    return int(text)
+
+
+def parse_float(text):
+    """An ASCII decimal number ('0.01', '1e-3', '.5', '-2') that float32, the kernels' type,
+    holds: 0, or a magnitude from FLT_MIN to FLT_MAX (a smaller one would become 0 or lose its
+    precision, a larger one infinity, part way through a run); ValueError otherwise."""
+    if not _FLOAT_RE.fullmatch(text):
+        raise ValueError(f"expected a number (ASCII decimal, e.g. 0.01 or 1e-3), got {text!r}")
+    v = float(text)
+    if v != 0 and not FLT_MIN <= abs(v) <= FLT_MAX:
+        raise ValueError(f"{text!r} is outside float32's range (0, or {FLT_MIN:.4g} to "
+                         f"{FLT_MAX:.4g} in magnitude)")
+    return v
+
+
 def as_int(spec, key, lo=None, hi=None):
+    """An integer key, within [lo, hi]; hi is at most INT_MAX."""
     text = spec.text(key)
     try:
-        v = int(text)
-    except ValueError:
-        raise spec.error(key, f"expected an integer, got {text!r}") from None
+        v = parse_int(text)
+    except ValueError as e:
+        raise spec.error(key, str(e)) from None
+    hi = INT_MAX if hi is None else min(hi, INT_MAX)
     if lo is not None and v < lo:
         raise spec.error(key, f"must be >= {lo}, got {v}")
-    if hi is not None and v > hi:
+    if v > hi:
         raise spec.error(key, f"must be <= {hi}, got {v}")
     return v
 
@@ -162,11 +211,9 @@ def as_int(spec, key, lo=None, hi=None):
 def as_float(spec, key, lo=None, hi=None, lo_open=False):
     text = spec.text(key)
     try:
-        v = float(text)
-    except ValueError:
-        raise spec.error(key, f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise spec.error(key, f"must be finite, got {text!r}")
+        v = parse_float(text)
+    except ValueError as e:
+        raise spec.error(key, str(e)) from None
     if lo is not None and (v < lo or (lo_open and v == lo)):
         raise spec.error(key, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
     if hi is not None and v > hi:
@@ -265,9 +312,9 @@ def parse_neuron(spec, key, supported):
     if len(args) not in (0, nargs):
         raise spec.error(key, f"neuron {kind} takes {nargs} argument(s), got {text!r}")
     try:
-        vals = [float(a) for a in args] if args else list(NEURON_DEFAULTS.get(kind, ()))
-    except ValueError:
-        raise spec.error(key, f"bad neuron argument in {text!r}") from None
+        vals = [parse_float(a) for a in args] if args else list(NEURON_DEFAULTS.get(kind, ()))
+    except ValueError as e:
+        raise spec.error(key, f"bad neuron argument in {text!r}: {e}") from None
     vals += [0.0] * (2 - len(vals))
     return kind, vals[0], vals[1]
 
@@ -356,6 +403,7 @@ _SCHEDULE_KEYS = {
     "step": {"base", "epochs", "factor"},
     "plateau": {"base", "factor", "patience", "maxDrops"},
 }
+_SCHEDULE_COUNTS = ("numSteps", "patience", "maxDrops")
 _SCHEDULE_RE = re.compile(r"^([a-z]+)\[(.*)\]$")
 
 
@@ -365,7 +413,7 @@ def parse_schedule(spec, key):
     'plateau[base=0.01;factor=0.1;patience=1;maxDrops=3]'."""
     text = spec.text(key).replace(" ", "")
     try:
-        return Schedule("const", float(text)) if "[" not in text else _parse_bracketed(text)
+        return Schedule("const", parse_float(text)) if "[" not in text else _parse_bracketed(text)
     except ValueError as e:
         raise spec.error(key, f"{e} in {spec.text(key)!r}; expected a number or one of "
                               + ", ".join(f"{k}[{';'.join(sorted(v))}]"
@@ -385,9 +433,13 @@ def _parse_bracketed(text):
         if not eq or k not in _SCHEDULE_KEYS[kind]:
             raise ValueError(f"unknown schedule argument {k!r} for {kind}")
         if k == "epochs":
-            kw[k] = tuple(sorted(float(e) for e in v.split(",") if e))
+            kw[k] = tuple(sorted(parse_float(e) for e in v.split(",") if e))
+        elif k in _SCHEDULE_COUNTS:
+            kw[k] = parse_int(v)
+            if not 0 <= kw[k] <= INT_MAX:
+                raise ValueError(f"{k} must be in 0..{INT_MAX}, got {v}")
         else:
-            kw[k] = float(v)
+            kw[k] = parse_float(v)
     if "base" not in kw:
         raise ValueError(f"schedule {kind} needs base=")
     if kw.get("tgtFactor", 1.0) <= 0 or kw.get("numSteps", 1) < 1:

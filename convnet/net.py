@@ -45,8 +45,8 @@ import time
 
 import numpy as np
 
-from . import ops
-from .config import ConfigError, LayerSpec
+from . import memory, ops
+from .config import INT_MAX, ConfigError, LayerSpec
 from .device import Device, DeviceError, backend
 from .layers import BatchBuffer, make_layer
 from .streams import Event, cpu_core_split, make_stream
@@ -108,6 +108,7 @@ class Net:
         self._place()
         self._infer_shapes()
         self._plan_backward()
+        memory.check_fits(self)  # before any buffer exists
         self._allocate()
         self.grad_hook = None
         self.slice_base = 0  # slices of the global batch run by lower MPI ranks
@@ -245,6 +246,9 @@ class Net:
             L.out_shape = tuple(L.infer(L.in_shapes))
             if L.out_shape and min(L.out_shape) < 1:
                 raise L.shape_error(f"output shape {L.out_shape} is empty")
+            if L.out_shape and max(L.out_shape) > INT_MAX:
+                raise L.shape_error(f"output shape {L.out_shape} has a dimension above "
+                                    f"{INT_MAX}, the largest size a kernel takes")
         # The weights of the net: those of instance 0 of each layer (the owners).
         self.params = [p for L in self.order if L.slice == 0 for p in L.params]
         self.total_params = sum(math.prod(p.shape) for p in self.params)

@@ -28,6 +28,17 @@ DEFAULT_DATA = "synthetic:size=64,train=8000,test=1000"
 DEFAULT_DATA_EPOCHS = 10
 PAPER_EPOCHS = 90
 
+# The options a checkpoint stores under "options" and a resumed run restores when they are not
+# given again, with their defaults. The EXACT ones shape the run's trajectory (the data and its
+# order, the batches, when the tests happen, whose errors drive the plateau schedule, and what
+# they measure): given again at resume with another value they are refused in one line, so a
+# resumed run is the run that was saved. The others are honoured: another --device (the run
+# continues there; its sums run in another order), more --epochs (schedules driven by progress
+# through the run stretch from there on), another --keep.
+OPTION_DEFAULTS = {"data": DEFAULT_DATA, "seed": 0, "batch_size": 128, "test_freq": 0,
+                   "multiview_test": False, "device": "cpu", "epochs": None, "keep": 3}
+EXACT_OPTIONS = ("data", "seed", "batch_size", "test_freq", "multiview_test")
+
 
 def parse_args(argv=None):
     p = Parser(
@@ -54,32 +65,34 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int_at_least(1), metavar="N",
                    help=f"epochs to train (default: {DEFAULT_DATA_EPOCHS} on the generated "
                         f"dataset, {PAPER_EPOCHS} otherwise, as in the paper)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=128, metavar="N",
+    p.add_argument("--batch-size", type=int_at_least(1), metavar="N",
                    help="minibatch size: images per SGD step (default: 128; under mpirun, per "
                         "rank)")
-    p.add_argument("--test-freq", type=int_at_least(0), default=0, metavar="STEPS",
+    p.add_argument("--test-freq", type=int_at_least(0), metavar="STEPS",
                    help="test and checkpoint every STEPS training batches (default 0: at the end of "
                         "every epoch)")
-    p.add_argument("--device", default="cpu",
+    p.add_argument("--device",
                    help="cpu (default), cpu:N, cuda:N or emu:N; a layer with gpu=K runs on "
                         "device N+K (on the CPU: logical device cpu:N+K, the cores split "
                         "between the devices the net uses)")
     p.add_argument("--resume", metavar="PATH",
-                   help="continue the run saved in PATH (a save directory: its latest "
-                        "checkpoint; or a ckpt-*.json file)")
+                   help="continue the run saved in PATH (a save directory: its newest good "
+                        "checkpoint; or a ckpt-*.json file) with the options it was started "
+                        "with; --device, --epochs, --keep and the params file may change, "
+                        "options that would change its course are refused")
     p.add_argument("--test-only", action="store_true",
                    help="only test the (resumed or freshly initialised) net on the validation set")
-    p.add_argument("--multiview-test", action="store_true",
+    p.add_argument("--multiview-test", action="store_true", default=None,
                    help="test on 10 views per image (4 corners + centre, each flipped), "
                         "averaging the softmax outputs")
-    p.add_argument("--seed", type=int_at_least(0), default=0,
+    p.add_argument("--seed", type=int_at_least(0),
                    help="seed of every random draw: weights, data order, augmentation, dropout "
                         "(default: 0)")
     p.add_argument("--write-features", metavar="LAYER",
                    help="write LAYER's outputs on the validation set to --feature-path and exit")
     p.add_argument("--feature-path", metavar="FILE",
                    help="npz file for --write-features (default: SAVE_DIR/features-LAYER.npz)")
-    p.add_argument("--keep", type=int_at_least(1), default=3, metavar="K",
+    p.add_argument("--keep", type=int_at_least(1), metavar="K",
                    help="checkpoints to keep (default: 3)")
     p.add_argument("--workers", type=int_at_least(0), metavar="N",
                    help="data loading processes (0: in the trainer's process; default: chosen by "
@@ -96,7 +109,13 @@ def parse_args(argv=None):
     p.add_argument("--check-grads", action="store_true",
                    help="check the whole net's gradients against finite differences on one "
                         "small batch (use a tiny config) and exit")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # Which stored options were given (a resumed run restores the others), then the defaults.
+    args.given = {k for k in OPTION_DEFAULTS if getattr(args, k) is not None}
+    for k, v in OPTION_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
 
 
 def _default_save_dir(config):
@@ -108,6 +127,16 @@ def _run_files(directory):
     """The files a run writes in its save directory: checkpoints, the log, temporaries."""
     return sorted(f for f in os.listdir(directory)
                   if f == "log.jsonl" or f.startswith(("ckpt-", ".ckpt-", "log.jsonl.")))
+
+
+def _log_step(line):
+    """The step of a log.jsonl line; infinity for a line that is not a whole JSON record (the
+    last one, cut by a kill mid-write), which resuming then drops with the other later ones."""
+    try:
+        record = json.loads(line)
+        return int(record.get("step", 0))
+    except (ValueError, TypeError, AttributeError):
+        return math.inf
 
 
 def _can_create_in(directory):
@@ -188,24 +217,16 @@ class Trainer:
         self.clear_old_run = False
         self.resumed = None
         if args.resume:
-            self.resumed, arrays = checkpoint.load(args.resume)
+            self.resumed, arrays = checkpoint.load(args.resume, checkpoint.RUN_FIELDS)
         meta = self.resumed or {}
-        opts = meta.get("options", {})
-        # A resumed run keeps its data source, seed, batch size and device kind unless given.
-        self.data_spec = args.data if args.data is not None else opts.get("data", DEFAULT_DATA)
-        self.seed = args.seed if not self.resumed else opts.get("seed", args.seed)
-        self.batch_size = args.batch_size if not self.resumed else opts.get("batch_size")
-        if self.dist and not self.resumed:
-            self.batch_size *= self.dist.size  # --batch-size is per rank; checkpoints hold B
-        if self.dist and self.batch_size < self.dist.size:
-            raise UserError(f"the resumed run's batch of {self.batch_size} images cannot be "
-                            f"shared by {self.dist.size} ranks")
-        if args.multiview_test and self.batch_size < 10:
+    p.add_argument("--batch-size", type=int_at_least(1), metavar="N",
+                   help="minibatch size: images per SGD step (default: 128; under mpirun, per "
+                        "rank)")
+    p.add_argument("--test-freq", type=int_at_least(0), metavar="STEPS",
             raise UserError(f"--multiview-test needs a batch size >= 10 (10 views per image), "
                             f"got {self.batch_size}")
-        synthetic = self.data_spec is None or self.data_spec.startswith("synthetic")
-        self.epochs = args.epochs if args.epochs is not None else (
-            opts.get("epochs") or (DEFAULT_DATA_EPOCHS if synthetic else PAPER_EPOCHS))
+        synthetic = self.data_spec.startswith("synthetic")
+        self.epochs = opts["epochs"] or (DEFAULT_DATA_EPOCHS if synthetic else PAPER_EPOCHS)
         self.save_dir = args.save_dir or ((os.path.dirname(meta["path"]) or ".") if self.resumed
                                           else _default_save_dir(args.config))
         if self.training:
@@ -219,7 +240,7 @@ class Trainer:
         except data_mod.DataError as e:
             raise UserError(f"data source {self.data_spec!r}: {e}") from None
         self.say(f"data: {_describe_data(self.data_spec, self.data)}")
-        self.net = Net(self.config, image_shape=self.data.image_shape, device=args.device,
+        self.net = Net(self.config, image_shape=self.data.image_shape, device=self.device,
                        batch_size=self.dist.capacity(self.batch_size) if self.dist
                        else self.batch_size, seed=self.seed)
         if self.dist:
@@ -236,6 +257,31 @@ class Trainer:
     # -- setup ------------------------------------------------------------------------------
     def say(self, text=""):
         print(text, file=self.out, flush=True)
+
+    def _options(self, stored):
+        """The run's options (OPTION_DEFAULTS' keys): a new run's from the command line; a
+        resumed run's from its checkpoint, where the command line may change only what keeps
+        the run exact (EXACT_OPTIONS must be left out or repeated; --test-only and
+        --write-features may test on other data)."""
+        a, out = self.args, {}
+        if self.resumed:
+            for path, reason in self.resumed["damaged"]:
+                self.say(f"warning: {reason}; resuming from {self.resumed['path']} instead")
+        for key in OPTION_DEFAULTS:
+            value, given = getattr(a, key), key in a.given
+            if not self.resumed or key not in stored:
+                out[key] = value
+                continue
+            old = stored[key]
+            flag = "--" + key.replace("_", "-")
+            if given and value != old and key in EXACT_OPTIONS and self.training:
+                raise UserError(f"{flag} {value}: the resumed run was trained with {old}, and a "
+                                "resumed run keeps it so that it continues exactly as it would "
+                                f"have; leave {flag} out, or start a new run")
+            if given and value != old and key not in EXACT_OPTIONS and self.training:
+                self.say(f"note: {flag} {value} (the run was saved with {old})")
+            out[key] = value if given else old
+        return out
 
     def _load_config(self):
         a, meta = self.args, self.resumed
@@ -355,8 +401,8 @@ class Trainer:
         if self.resumed and os.path.exists(path):
             # Drop what a killed run logged after its last checkpoint: the log then reads as one
             # uninterrupted run.
-            with open(path, encoding="utf-8") as f:
-                keep = [ln for ln in f if json.loads(ln).get("step", 0) <= self.step]
+            with open(path, encoding="utf-8", errors="replace") as f:
+                keep = [ln for ln in f if _log_step(ln) <= self.step]
             tmp = path + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(keep)
@@ -373,7 +419,7 @@ class Trainer:
         a = self.args
         self.say(f"net {a.config}" + (f" + {self.config.params_path}"
                                       if self.config.params_path else "")
-                 + f" on {a.device}, batch {self.batch_size}, seed {self.seed}")
+                 + f" on {self.device}, batch {self.batch_size}, seed {self.seed}")
         self.say(self.net.table())
         self.say(f"forward {self.net.total_flops / 1e9:.3f} GFLOP per image, "
                  f"{self.net.total_params:,} parameters")
@@ -394,10 +440,15 @@ class Trainer:
         if self.resumed:
             self.say(f"resumed from {self.resumed['path']} at step {self.step} "
                      f"(epoch {self.epoch + 1}, batch {self.batch_in_epoch})")
+            for path, _ in self.resumed["damaged"]:
+                if os.path.samefile(os.path.dirname(os.path.abspath(path)), self.save_dir):
+                    # Out of the way of this run's own checkpoints (and of --keep's pruning).
+                    checkpoint.set_aside(path)
+                    self.say(f"set the damaged {path} aside as {path}{checkpoint.DAMAGED_SUFFIX}")
             self.record("resume", checkpoint=self.resumed["path"])
         else:
             self.record("start", config=a.config, params=self.config.params_path,
-                        data=self.data_spec, device=a.device, batch_size=self.batch_size,
+                        data=self.data_spec, device=self.device, batch_size=self.batch_size,
                         epochs=self.epochs, seed=self.seed, parameters=self.net.total_params,
                         gflop_per_image=self.net.total_flops / 1e9)
         self.say(f"saving to {self.save_dir}")
@@ -442,7 +493,7 @@ class Trainer:
         # Resuming mid-epoch skips the batches already trained on.
         it = self.data.train_batches(self.epoch, self.batch_size, seed=self.seed,
                                      start=self.batch_in_epoch)
-        freq = self.args.test_freq or self._nb
+        freq = self.test_freq or self._nb
         bar = self._progress_bar()
         sums = np.zeros(4)
         result = None
@@ -528,7 +579,7 @@ class Trainer:
 
     def test(self):
         """Validation errors (fractions) over the whole test set, single or 10-view."""
-        multiview = self.args.multiview_test
+        multiview = self.multiview
         bs = self.batch_size // 10 if multiview else self.batch_size
         cost = self.net.costs[0]
         probs_name = self.net.fused[cost.name].name
@@ -563,13 +614,14 @@ class Trainer:
             "params_path": self.config.params_path, "params_text": self.config.params_text,
             "options": {"data": self.data_spec, "seed": self.seed,
                         "batch_size": self.batch_size, "epochs": self.epochs,
-                        "device": self.args.device},
+                        "test_freq": self.test_freq, "multiview_test": self.multiview,
+                        "device": self.device, "keep": self.keep},
         }
         # What inference needs (mean image, sizes, class names): convnet.inference.
         meta["inference"], extra = inference.record(
             inference.InferenceInfo.from_dataset(self.data, self.data_spec))
         path = checkpoint.save(self.save_dir, self.step, {**self.net.state_arrays(), **extra},
-                               meta, keep=self.args.keep)
+                               meta, keep=self.keep)
         self.say(f"saved {path}")
 
     def write_features(self, name):

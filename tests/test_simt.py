@@ -213,7 +213,7 @@ def test_set_thread_order_api():
     assert emu.thread_order() == "random:9"
     emu.set_thread_order("reverse")
     assert emu.thread_order() == "reverse"
-    with pytest.raises(RuntimeError, match="unknown thread order"):
+    with pytest.raises(ValueError, match="unknown thread order"):
         emu.set_thread_order("sideways")
     assert emu.thread_order() == "reverse"
 

@@ -55,14 +55,15 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
     assert "resumed from" in out and "top-1 error" in out and "|dw|" in out
 
 
-def test_resume_onto_a_smaller_epoch_is_a_user_error(tmp_path, capsys):
-    # Checkpoint at batch 5 of 8; the resumed data source has only 2 batches per epoch.
+def test_resume_onto_other_data_is_a_user_error(tmp_path, capsys):
+    # Checkpoint at batch 5 of 8; another data source (here: 2 batches per epoch) is refused.
     assert run(tmp_path, "--epochs", "1", "--test-freq", "5", name="r") == 0
     os.remove(tmp_path / "r" / "ckpt-00000008.json")
     code = main([TINY, "--resume", str(tmp_path / "r"), "--data",
                  "synthetic:size=12,train=64,test=32"])
     err = capsys.readouterr().err
-    assert code == 2 and "batch 5 of an epoch" in err and "2 batches of 32" in err
+    assert code == 2 and "--data synthetic:size=12,train=64,test=32: the resumed run was " \
+        "trained with synthetic:size=12,train=256,test=64" in err
     assert "Traceback" not in err
 
 

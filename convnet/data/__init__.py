@@ -39,8 +39,11 @@ The returned ``Dataset`` has ``num_classes``, ``class_names``, ``class_ids``, ``
 Both return a ``BatchIterator`` yielding ``(images, labels)``: images float32 C-contiguous
 (3, crop, crop, N), mean-subtracted, in 0..255 units; labels int32 (N,).  The arrays are views of
 a reused (shared-memory) buffer, valid until the next batch is requested.  A batch that met an
-unreadable image is shorter by that image; ``it.skipped`` lists (path, reason) and
-``it.summary()`` reports the pass.  A dead worker raises ``WorkerError`` within a second.
+unreadable image is shorter by that image; one whose images are all unreadable is refilled from
+the images that follow it in the pass (never empty; DataError if no image of the pass is
+readable); ``it.skipped`` lists (path, reason) of every unreadable file, each once, dangling
+links and directories named like images included, and ``it.summary()`` reports the pass.
+16-bit greyscale images are scaled to 8 bits (v / 257), not clipped.  A dead worker raises ``WorkerError`` within a second.
 ``ds.close()`` (or ``with open_source(...) as ds``) stops the workers; shared memory is
 released when an iterator is exhausted, closed or garbage collected.
 

@@ -168,6 +168,8 @@ class Assembler:
                 skipped.append((e.path, e.reason))
         B, V = len(keep), ys.shape[1]
         n = B * V
+        if n == 0:
+            return 0, skipped  # nothing readable: the iterator refills the batch
         # column v*B + b is view v of kept image b
         index = np.tile(np.arange(B, dtype=np.int32), V)
         offsets = np.stack([ys[keep].T.ravel(), xs[keep].T.ravel()], axis=1).astype(np.int32)

@@ -61,9 +61,20 @@ def _decode_pillow(path: str, min_side: int) -> np.ndarray:
         with Image.open(path) as im:
             if min_side > 0:
                 im.draft("RGB", (min_side, min_side))  # JPEG DCT scaling when the image is large
+            if im.mode.startswith("I"):
+                return _grey16_to_rgb8(np.asarray(im))
             if im.mode != "RGB":
                 im = im.convert("RGB")
             return np.asarray(im, dtype=np.uint8)
+
+
+def _grey16_to_rgb8(grey: np.ndarray) -> np.ndarray:
+    """16-bit greyscale (Pillow's modes I;16, I;16B, and I, which 16-bit PNGs and TIFFs open as)
+    -> 8-bit RGB, the range 0..65535 scaled onto 0..255 (v / 257, rounded). Pillow's own
+    convert("RGB") clips at 255 instead, which turns such an image almost white. (Colour images
+    of 16 bits per channel Pillow opens as 8-bit RGB itself.)"""
+    g8 = np.clip(np.rint(grey.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    return np.repeat(g8[:, :, None], 3, axis=2)
 
 
 def decode(path: str, min_side: int = 0) -> np.ndarray:

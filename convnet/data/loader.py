@@ -169,13 +169,21 @@ class BatchIterator:
     slot when workers > 0) valid until the next batch is requested: copy them to keep them.
 
     ``skipped`` lists (path, reason) of unreadable images met so far; ``summary()`` describes
-    the pass.  ``len()`` is the number of batches."""
+    the pass.  ``len()`` is the number of batches.
+
+    A batch holding unreadable images is shortened (its readable ones only).  A batch none of
+    whose images is readable is refilled from the images that follow it in the pass's order
+    (wrapping round), one batch's worth at a time, until some are readable: it is never empty,
+    and what it holds depends only on the pass's order and the files, so a resumed run sees the
+    same batches.  A pass in which no image at all is readable raises DataError."""
 
     def __init__(self, ds, split, mode, batches, seed, epoch, label):
         self.ds, self.split, self.mode, self.seed, self.epoch = ds, split, mode, seed, epoch
         self._batches = batches                 # list of index arrays
         self.label = label
         self.skipped = []
+        self._refill_buf = None
+        self._skipped_paths = set()
         self.images_seen = 0
         self._next = 0                          # next batch to yield
         self._submitted = 0
@@ -240,7 +248,7 @@ class BatchIterator:
                                                  self.ds.labels_of(self.split), self._buf, self._lab,
                                                  seed=self.seed, epoch=self.epoch, on_error=self.ds.on_error)
             self._next += 1
-            return self._record(n, skipped, self._buf, self._lab)
+            return self._record(n, skipped, self._buf, self._lab, bno)
         pool = self._pool
         if self._held is not None:      # the previous batch is done with: its slot is free again
             self._free.append(self._held)
@@ -258,18 +266,53 @@ class BatchIterator:
             buf = self._maps[slot]
             imgs = np.frombuffer(buf, np.float32, count=self._img_elems)
             labs = np.frombuffer(buf, np.int32, count=self._cap, offset=self._img_elems * 4)
-            return self._record(msg[3], msg[4], imgs, labs)
+            return self._record(msg[3], msg[4], imgs, labs, bno)
         if msg[0] == "bad":
             raise BadImageError(msg[3], msg[4])
         if msg[0] == "gone":
             raise WorkerError(f"shared memory of {self.label} batch {bno} vanished")
         raise WorkerError(f"data worker failed on {self.label} batch {bno}: {msg[3]}")
 
-    def _record(self, n, skipped, flat, labs):
-        self.skipped.extend(skipped)
+    def _note_skipped(self, skipped):
+        """Adds the (path, reason) not yet listed: a file a refill met is met again in its own
+        batch, and is counted once."""
+        for p in skipped:
+            if p[0] not in self._skipped_paths:
+                self._skipped_paths.add(p[0])
+                self.skipped.append(p)
+
+    def _record(self, n, skipped, flat, labs, bno):
+        self._note_skipped(skipped)
+        if n == 0:
+            n, flat, labs = self._refill(bno)
         self.images_seen += n // (10 if self.mode == "multiview" else 1)
         c = self.ds.crop
         return flat[:3 * c * c * n].reshape(3, c, c, n), labs[:n]
+
+    def _refill(self, bno):
+        """(n, images, labels) for batch `bno`, none of whose images could be read: the first
+        readable images among the next batch-sized runs of the pass's order, assembled in this
+        process (a rare event) into a buffer of its own."""
+        size = len(self._batches[bno])
+        later = self._batches[bno + 1:] + self._batches[:bno]
+        rest = np.concatenate(later) if later else np.zeros(0, np.int64)
+        if self._refill_buf is None:
+            self._refill_buf = (_aligned_floats(self._img_elems), np.empty(self._cap, np.int32))
+        buf, lab = self._refill_buf
+        src = self.ds.source
+        for lo in range(0, len(rest), size):
+            idx = rest[lo:lo + size]
+            keys = ([src.key(self.split, int(i)) for i in idx]
+                    if isinstance(src, sources.FolderSource) else None)
+            n, skipped = self.ds.assembler.build(src, self.split, self.mode, idx, keys,
+                                                 self.ds.labels_of(self.split), buf, lab,
+                                                 seed=self.seed, epoch=self.epoch,
+                                                 on_error=self.ds.on_error)
+            self._note_skipped(skipped)
+            if n:
+                return n, buf, lab
+        raise DataError(f"{self.label}: none of the {size + len(rest)} images of this pass "
+                        f"could be read (first: {self.skipped[0][0]}: {self.skipped[0][1]})")
 
     def summary(self) -> str:
         s = (f"{self.label}: {self.images_seen} images in {self._next} of {len(self._batches)} batches, "

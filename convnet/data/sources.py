@@ -116,6 +116,11 @@ def open_synthetic(options: dict) -> ArraySource:
     if not (8 <= size <= 1024) or not (2 <= classes <= 10) or n_train < 1 or n_test < 0:
         raise DataError("synthetic options out of range: need 8 <= size <= 1024, "
                         "2 <= classes <= 10, train >= 1, test >= 0")
+    from ..memory import gib, host_memory_bytes
+    need, have = (n_train + n_test) * size * size * 3, host_memory_bytes()
+    if have is not None and need > have:
+        raise DataError(f"synthetic train={n_train}, test={n_test} at size={size} would take "
+                        f"{gib(need)} of memory; this machine has {gib(have)}")
     train = synthetic.generate(seed, TRAIN, 0, n_train, size, classes, noise)
     test = synthetic.generate(seed, TEST, 0, n_test, size, classes, noise)
     cfg = {"kind": "synthetic", "options": {"size": size, "train": n_train, "test": n_test,
@@ -142,7 +147,9 @@ def _list_images(d):
         names = sorted(os.listdir(d))
     except OSError as e:
         raise DataError(f"cannot list {d}: {e.strerror or e}") from None
-    return [os.path.join(d, n) for n in names if images.is_image_file(n) and os.path.isfile(os.path.join(d, n))]
+    # Every entry named like an image, readable or not (a dangling link, a directory called
+    # x.jpg): the loader reports each unreadable one as skipped, so none vanishes unlisted.
+    return [os.path.join(d, n) for n in names if images.is_image_file(n)]
 
 
 def _read_synsets(root):

@@ -50,6 +50,15 @@ class PoolLayer(Layer):
                                    f"{cfg['sizeX']} pooling window (start {cfg['start']})", 0)
         ho = ops.pool_out_size(h, cfg["sizeX"], cfg["stride"], cfg["start"])
         wo = ops.pool_out_size(w, cfg["sizeX"], cfg["stride"], cfg["start"])
+        for side, outs in ((h, ho), (w, wo)):
+            # Rounding up with a stride above the window can start the last window past the
+            # image's edge: it would pool nothing (the ops refuse it).
+            last = cfg["start"] + (outs - 1) * cfg["stride"]
+            if last >= side:
+                raise self.spec.error("stride", f"the last of the {outs} windows of the "
+                                                f"{side}-pixel input would start at pixel "
+                                                f"{last}, past its edge (a stride above sizeX="
+                                                f"{cfg['sizeX']} skips pixels)")
         if cfg["outputsX"] and cfg["outputsX"] != wo:
             raise self.spec.error("outputsX", f"the input gives {wo} outputs, not "
                                               f"{cfg['outputsX']} (use 0 to compute it)")

@@ -14,6 +14,9 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, m=
     blocks of the stored arrays (whose row lengths act as leading dimensions), and c's top-left
     (m, n) block receives the result. beta == 0 never reads c. `variant` selects a numbered
     kernel (0 = the default; see sgemm_variant_count). Returns c."""
+    for name, v in (("m", m), ("n", n), ("k", k)):
+        if v is not None and int(v) < 1:
+            raise ValueError(f"sgemm: {name} must be >= 1 (or None: the whole array), got {v}")
     if c is None:
         if beta != 0:
             raise ValueError("sgemm: beta != 0 needs an existing c")
@@ -21,8 +24,8 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, m=
         cols = n if n is not None else b.shape[0 if trans_b else 1]
         c = empty((rows, cols), device=device_of(a))
     backend_of(a).sgemm(a, b, c, bool(trans_a), bool(trans_b), float(alpha), float(beta),
-                        -1 if m is None else int(m), -1 if n is None else int(n),
-                        -1 if k is None else int(k), int(variant))
+                        None if m is None else int(m), None if n is None else int(n),
+                        None if k is None else int(k), int(variant))
     return c
 
 

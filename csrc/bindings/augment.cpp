@@ -15,6 +15,16 @@ namespace {
 
 using namespace convnet;
 
+// `obj` as a tensor argument; anything else is a TypeError naming the argument (pybind11's own
+// failed cast would be a RuntimeError).
+TensorArg tensor_of(const char* op, const std::string& name, const py::handle& obj) {
+  py::detail::make_caster<TensorArg> caster;
+  CONVNET_CHECK_TYPE(caster.load(obj, true),
+                     op << ": " << name << " must be a tensor or numpy array, got "
+                        << std::string(py::str(py::type::of(obj))));
+  return py::detail::cast_op<TensorArg>(std::move(caster));
+}
+
 // images: a list of uint8 (H, W, 3) arrays, or one uint8 (M, H, W, 3) array. Returns the image
 // pointers and sets H, W.
 std::vector<const uint8_t*> image_pointers(const py::handle& images, int64_t& H, int64_t& W) {
@@ -23,8 +33,8 @@ std::vector<const uint8_t*> image_pointers(const py::handle& images, int64_t& H,
   if (py::isinstance<py::list>(images) || py::isinstance<py::tuple>(images)) {
     auto seq = py::reinterpret_borrow<py::sequence>(images);
     for (size_t k = 0; k < seq.size(); ++k) {
-      TensorArg t = seq[k].cast<TensorArg>();
       const std::string name = "images[" + std::to_string(k) + "]";
+      TensorArg t = tensor_of(op, name, seq[k]);
       check_device(op, {{name.c_str(), t}});
       check_dtype(op, {name.c_str(), t}, 'B');
       if (k == 0) {
@@ -38,7 +48,7 @@ std::vector<const uint8_t*> image_pointers(const py::handle& images, int64_t& H,
     }
     return ptrs;
   }
-  TensorArg t = images.cast<TensorArg>();
+  TensorArg t = tensor_of(op, "images", images);
   check_device(op, {{"images", t}});
   check_dtype(op, {"images", t}, 'B');
   check_shape(op, {"images", t}, {-1, -1, -1, 3});
@@ -79,7 +89,7 @@ CONVNET_BINDINGS(augment) {
     check_shape(op, {"out", out}, {3, crop, crop, n});
     const float* shift = nullptr;
     if (!shift_obj.is_none()) {
-      TensorArg s = shift_obj.cast<TensorArg>();
+      TensorArg s = tensor_of(op, "shift", shift_obj);
       check_device(op, {{"shift", s}});
       check_dtype(op, {"shift", s}, 'f');
       check_shape(op, {"shift", s}, {n, 3});

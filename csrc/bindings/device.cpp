@@ -16,7 +16,9 @@ namespace {
 using Buffer = DeviceBuffer;
 
 void check_range(const char* op, const Buffer& b, size_t offset, size_t bytes) {
-  CONVNET_CHECK(offset + bytes <= b.nbytes, op << ": " << bytes << " bytes at offset " << offset
+  // Written so that no sum can wrap round: offset and bytes come from the caller.
+  CONVNET_CHECK(offset <= b.nbytes && bytes <= b.nbytes - offset,
+                op << ": " << bytes << " bytes at offset " << offset
                                                << " exceed the buffer of " << b.nbytes << " bytes");
 }
 
@@ -26,7 +28,10 @@ void check_range(const char* op, const Buffer& b, size_t offset, size_t bytes) {
 CONVNET_BINDINGS(device) {
   using namespace convnet;
   py::class_<Buffer>(m, "Buffer", py::module_local())
-      .def(py::init<size_t, int>(), py::arg("nbytes"), py::arg("device"))
+      .def(py::init([](size_t nbytes, int dev) {
+             check_device_index("Buffer", dev);
+             return new Buffer(nbytes, dev);
+           }), py::arg("nbytes"), py::arg("device"))
       .def_property_readonly("ptr", [](const Buffer& b) { return uintptr_t(b.ptr); })
       .def_readonly("nbytes", &Buffer::nbytes)
       .def_readonly("device", &Buffer::device);
@@ -35,9 +40,13 @@ CONVNET_BINDINGS(device) {
     int n = device_count(&reason);
     return py::make_tuple(n, reason);
   }, "(count, reason): reason says why count is 0");
-  m.def("synchronize", &synchronize, py::arg("device"));
+  m.def("synchronize", [](int dev) {
+    check_device_index("synchronize", dev);
+    synchronize(dev);
+  }, py::arg("device"));
   m.def("empty_cache", &empty_cache);
   m.def("memory_stats", [](int dev) {
+    check_device_index("memory_stats", dev);
     MemoryStats s = memory_stats(dev);
     py::dict d;
     d["in_use"] = s.in_use;
@@ -64,9 +73,20 @@ CONVNET_BINDINGS(device) {
   // Streams and events of the two-device executor (convnet/streams.py); handles are integers.
   auto h = [](void* p) { return uintptr_t(p); };
   auto p = [](uintptr_t v) { return reinterpret_cast<void*>(v); };
-  m.def("compute_stream", [h](int dev) { return h(device_stream(dev)); }, py::arg("device"));
-  m.def("copy_stream", [h](int dev) { return h(copy_stream(dev)); }, py::arg("device"));
-  m.def("event_create", [h](int dev) { return h(event_create(dev)); }, py::arg("device"));
+  // Handles cannot be checked (an integer that is not one looks like one): only the executor
+  // passes them. Device indices are checked.
+  m.def("compute_stream", [h](int dev) {
+    check_device_index("compute_stream", dev);
+    return h(device_stream(dev));
+  }, py::arg("device"));
+  m.def("copy_stream", [h](int dev) {
+    check_device_index("copy_stream", dev);
+    return h(copy_stream(dev));
+  }, py::arg("device"));
+  m.def("event_create", [h](int dev) {
+    check_device_index("event_create", dev);
+    return h(event_create(dev));
+  }, py::arg("device"));
   m.def("event_destroy", [p](uintptr_t e, int dev) { event_destroy(p(e), dev); },
         py::arg("event"), py::arg("device"));
   m.def("event_record", [p](uintptr_t e, uintptr_t s, int dev) { event_record(p(e), p(s), dev); },
@@ -77,7 +97,11 @@ CONVNET_BINDINGS(device) {
   m.def("stream_synchronize", [p](uintptr_t s, int dev) {
     without_gil([&] { stream_synchronize(p(s), dev); });
   }, py::arg("stream"), py::arg("device"));
-  m.def("enable_peer_access", &enable_peer_access, py::arg("a"), py::arg("b"));
+  m.def("enable_peer_access", [](int a, int b) {
+    check_device_index("enable_peer_access", a);
+    check_device_index("enable_peer_access", b);
+    return enable_peer_access(a, b);
+  }, py::arg("a"), py::arg("b"));
   // Asynchronous copy between two buffers on `stream`; both buffers are marked as used by it.
   m.def("copy_device_async", [p](Buffer& dst, size_t dst_off, const Buffer& src, size_t src_off,
                                  size_t n, uintptr_t stream) {

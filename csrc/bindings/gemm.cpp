@@ -1,3 +1,7 @@
+#include <pybind11/stl.h>
+
+#include <optional>
+
 #include "gemm.h"
 #include "registry.h"
 #include "tensor_arg.h"
@@ -8,9 +12,10 @@
 CONVNET_BINDINGS(gemm) {
   using namespace convnet;
   // op(A) (m, k) and op(B) (k, n) are the top-left blocks of the stored 2-d arrays, whose row
-  // lengths are the leading dimensions; m, n, k = -1 take the whole arrays.
+  // lengths are the leading dimensions; m, n, k = None take the whole arrays.
   m.def("sgemm", [](TensorArg a, TensorArg b, TensorArg c, bool trans_a, bool trans_b,
-                    float alpha, float beta, int64_t m, int64_t n, int64_t k, int variant) {
+                    float alpha, float beta, std::optional<int64_t> m_arg,
+                    std::optional<int64_t> n_arg, std::optional<int64_t> k_arg, int variant) {
     const char* op = "sgemm";
     check_device(op, {{"a", a}, {"b", b}, {"c", c}});
     for (Arg x : {Arg{"a", a}, Arg{"b", b}, Arg{"c", c}}) {
@@ -20,10 +25,13 @@ CONVNET_BINDINGS(gemm) {
     check_writable(op, {"c", c});
     int64_t am = trans_a ? a.dim(1) : a.dim(0), ak = trans_a ? a.dim(0) : a.dim(1);
     int64_t bk = trans_b ? b.dim(1) : b.dim(0), bn = trans_b ? b.dim(0) : b.dim(1);
-    bool whole = k < 0;
-    if (m < 0) m = am;
-    if (n < 0) n = bn;
-    if (k < 0) k = ak;
+    const std::pair<const char*, std::optional<int64_t>> sizes[] = {
+        {"m", m_arg}, {"n", n_arg}, {"k", k_arg}};
+    for (const auto& [name, v] : sizes)
+      CONVNET_CHECK(!v || *v >= 1, op << ": " << name << " must be >= 1 (or None: the whole "
+                                         "array), got " << *v);
+    const bool whole = !k_arg;
+    const int64_t m = m_arg.value_or(am), n = n_arg.value_or(bn), k = k_arg.value_or(ak);
     CONVNET_CHECK(!whole || ak == bk, op << ": op(a) is " << shape_str({am, ak}) << " but op(b) is "
                                          << shape_str({bk, bn}) << " (trans_a=" << trans_a
                                          << ", trans_b=" << trans_b << ")");

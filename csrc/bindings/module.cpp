@@ -114,6 +114,7 @@ namespace detail {
 // or, for host tensors, a numpy array that is C-contiguous, aligned and of a supported dtype.
 bool type_caster<convnet::TensorArg>::load(handle src, bool) {
   using convnet::DevKind;
+  constexpr int64_t kMaxTensorDim = (int64_t(1) << 31) - 1;
   if (py::isinstance<py::array>(src)) {
     // Problems are recorded, not thrown: check_device() reports them with the op and argument.
     auto arr = py::reinterpret_borrow<py::array>(src);
@@ -130,6 +131,14 @@ bool type_caster<convnet::TensorArg>::load(handle src, bool) {
     else if (c != 'f' && c != 'i' && c != 'B')
       bad << "numpy array has dtype " << std::string(py::str(arr.dtype()))
           << "; convnet ops take float32 (labels int32)";
+    else
+      for (auto dim : value.shape)
+        if (dim > kMaxTensorDim) {
+          // Kernels take each dimension as a 32-bit int (an empty array can have any).
+          bad << "numpy array of shape " << convnet::shape_str(value.shape)
+              << " has a dimension above " << kMaxTensorDim;
+          break;
+        }
     value.problem = bad.str();
     value.data = const_cast<void*>(arr.data());
     value.dtype = c;

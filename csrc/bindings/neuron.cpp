@@ -1,3 +1,7 @@
+#include <pybind11/stl.h>
+
+#include <optional>
+
 #include "neuron.h"
 #include "registry.h"
 #include "tensor_arg.h"
@@ -51,18 +55,18 @@ CONVNET_BINDINGS(neuron) {
     without_gil([&] { OP(neuron_fwd)(p, x.ptr<float>(), y.ptr<float>(), x.numel()); });
   }, py::arg("x"), py::arg("y"), py::arg("kind"), py::arg("a"), py::arg("b"));
   // x and y may be None when the kind does not read them.
-  m.def("neuron_bwd", [](TensorArg dy, py::object xo, py::object yo, TensorArg dx, int kind,
+  m.def("neuron_bwd", [](TensorArg dy, std::optional<TensorArg> xo, std::optional<TensorArg> yo,
+                         TensorArg dx, int kind,
                          float a, float b, bool accumulate) {
     const char* op = "neuron_bwd";
     NeuronParams p = neuron_params(op, kind, a, b);
     const int reads = neuron_bwd_reads(p.kind);
     const char* name = neuron_kind_name(p.kind);
-    CONVNET_CHECK(!(reads & kNeuronReadsX) || !xo.is_none(),
+    CONVNET_CHECK(!(reads & kNeuronReadsX) || xo,
                   op << ": the " << name << " gradient reads x (the forward input); got None");
-    CONVNET_CHECK(!(reads & kNeuronReadsY) || !yo.is_none(),
+    CONVNET_CHECK(!(reads & kNeuronReadsY) || yo,
                   op << ": the " << name << " gradient reads y (the forward output); got None");
-    TensorArg x = xo.is_none() ? dy : xo.cast<TensorArg>();
-    TensorArg y = yo.is_none() ? dy : yo.cast<TensorArg>();
+    const TensorArg x = xo.value_or(dy), y = yo.value_or(dy);
     check_device(op, {{"dy", dy}, {"x", x}, {"y", y}, {"dx", dx}});
     for (Arg t : {Arg{"dy", dy}, Arg{"x", x}, Arg{"y", y}, Arg{"dx", dx}}) {
       check_dtype(op, t, 'f');

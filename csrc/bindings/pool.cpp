@@ -18,7 +18,8 @@ PoolMode pool_mode(const char* op, const std::string& mode) {
 void check_windows(const char* op, const char* axis, int img, int size, int stride, int start,
                    int outs) {
   CONVNET_CHECK(outs >= 1, op << ": " << outs << " outputs along " << axis << " (need >= 1)");
-  const int first = start, last = start + (outs - 1) * stride;
+  // In 64 bits: outs and stride near 2^31 must not wrap round into a window that fits.
+  const int64_t first = start, last = start + int64_t(outs - 1) * stride;
   CONVNET_CHECK(first + size > 0 && first < img && last < img && last + size > 0,
                 op << ": " << outs << " windows of size " << size << ", stride " << stride
                    << ", start " << start << " along " << axis << " of " << img

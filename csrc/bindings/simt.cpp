@@ -14,16 +14,35 @@ std::vector<std::string> simt_selftest_names();
 
 namespace py = pybind11;
 
+namespace {
+
+// A setter's unknown name is the caller's mistake: ValueError (ArgError), not the emulator's
+// RuntimeError.
+template <class F>
+void as_argument_error(F set) {
+  try {
+    set();
+  } catch (const simt::Error& e) {
+    throw convnet::ArgError(e.what());
+  }
+}
+
+}  // namespace
+
 CONVNET_BINDINGS(simt) {
   m.def("set_thread_order",
-        [](const std::string& name, uint64_t seed) { simt::set_order(name, seed); },
+        [](const std::string& name, uint64_t seed) {
+          as_argument_error([&] { simt::set_order(name, seed); });
+        },
         py::arg("name"), py::arg("seed") = 0,
         "Order in which runnable emulated threads run between barriers: 'forward', 'reverse' or "
         "'random' (with `seed`, or 'random:SEED'). Default from env CONVNET_SIMT_ORDER.");
   m.def("thread_order", [] { return simt::order_name(); },
         "The current order: 'forward', 'reverse' or 'random:SEED'.");
   m.def("set_stream_order",
-        [](const std::string& name, uint64_t seed) { simt::set_stream_order(name, seed); },
+        [](const std::string& name, uint64_t seed) {
+          as_argument_error([&] { simt::set_stream_order(name, seed); });
+        },
         py::arg("name"), py::arg("seed") = 0,
         "How emulated streams run: 'sync' (at once, in issue order), or queued until the next "
         "synchronisation and then 'deferred' (oldest stream first), 'reversed' (newest first) "

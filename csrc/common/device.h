@@ -5,10 +5,20 @@
 #include <cstddef>
 #include <string>
 
+#include "check.h"
+
 namespace convnet {
 
 // Number of usable devices; when 0, `reason` says why (no driver / no device / ...).
 int device_count(std::string* reason);
+
+// Throws ArgError naming `op` unless device `dev` exists (bindings taking a device index).
+inline void check_device_index(const char* op, int dev) {
+  std::string reason;
+  const int n = device_count(&reason);
+  CONVNET_CHECK(dev >= 0 && dev < n, op << ": device " << dev << " does not exist ("
+                    << (n ? "valid: 0.." + std::to_string(n - 1) : reason) << ")");
+}
 void set_device(int dev);  // checks the index, names the valid range when wrong
 int current_device();
 void synchronize(int dev);
