@@ -219,10 +219,18 @@ class Trainer:
         if args.resume:
             self.resumed, arrays = checkpoint.load(args.resume, checkpoint.RUN_FIELDS)
         meta = self.resumed or {}
-    p.add_argument("--batch-size", type=int_at_least(1), metavar="N",
-                   help="minibatch size: images per SGD step (default: 128; under mpirun, per "
-                        "rank)")
-    p.add_argument("--test-freq", type=int_at_least(0), metavar="STEPS",
+        if self.dist:
+            # --batch-size is per rank; the run's options and checkpoints hold the whole batch.
+            args.batch_size *= self.dist.size
+        opts = self._options(meta.get("options", {}))
+        self.data_spec, self.seed, self.batch_size = opts["data"], opts["seed"], opts["batch_size"]
+        self.test_freq, self.multiview, self.device = (opts["test_freq"], opts["multiview_test"],
+                                                       opts["device"])
+        self.keep = opts["keep"]
+        if self.dist and self.batch_size < self.dist.size:
+            raise UserError(f"the resumed run's batch of {self.batch_size} images cannot be "
+                            f"shared by {self.dist.size} ranks")
+        if self.multiview and self.batch_size < 10:
             raise UserError(f"--multiview-test needs a batch size >= 10 (10 views per image), "
                             f"got {self.batch_size}")
         synthetic = self.data_spec.startswith("synthetic")

@@ -70,17 +70,27 @@ def fuzz(budget, strategy, check):
 # -- configs ------------------------------------------------------------------------------------
 
 # (definition file, params file or None, image side): every config the project ships or reads.
+def _fixture(name, params=None):
+    return os.path.join(FIX, name + ".cfg"), params and os.path.join(FIX, params + ".cfg")
+
+
 CONFIGS = [(p, None, {"tiny": 12, "tiny-towers": 12, "tiny-alexnet": 24, "tiny-alexnet-2gpu": 24,
-                      "cifar18": 32}.get(os.path.basename(p)[:-4], 224))
+                      "cifar18": 32, "cifar-local": 32}.get(os.path.basename(p)[:-4], 224))
            for p in sorted(glob.glob(os.path.join(ROOT, "layers", "*.cfg")))] + [
-    (os.path.join(FIX, "cc-layers-18pct.cfg"), os.path.join(FIX, "cc-layer-params-18pct.cfg"), 32),
-    (os.path.join(FIX, "cc-layers-18pct.cfg"),
-     os.path.join(FIX, "cc2-layer-params-cifar10-11pct.cfg"), 32),
-    (os.path.join(FIX, "cc2-layers-223-1gpu.cfg"),
-     os.path.join(FIX, "cc2-layer-params-223-ce2-1gpu.cfg"), 224),
-    (os.path.join(FIX, "cc2-layers-imagenet-2gpu-model.cfg"),
-     os.path.join(FIX, "cc2-layer-params-imagenet-2gpu-model.cfg"), 224),
-]
+    (*_fixture(name, params), side) for name, params, side in [
+        ("imagenet-1gpu", "imagenet-1gpu-params", 224),
+        ("imagenet-2gpu-model", "imagenet-2gpu-model-params", 224),
+        ("imagenet-2gpu-data", "imagenet-params-data", 224),
+        ("imagenet-4gpu-data", "imagenet-params-data", 224),
+        ("imagenet-4gpu-data-model", "imagenet-params-4gpu-data-model", 224),
+        ("cifar-conv", "cifar-conv-params", 32),
+        ("cifar-local", "cifar-local-params", 24),
+        ("every-layer", "every-layer-params", 12),
+        ("gradient-check", "gradient-check-params", 12),
+        ("export-net", None, 13),
+        ("tiny-data-2gpu", None, 12),
+        ("tiny-hybrid-2gpu", None, 12),
+        ("tiny-sgd", None, 12)]]
 # Every fixture file is fuzzed.
 assert {f for c in CONFIGS for f in c[:2] if f} >= set(glob.glob(os.path.join(FIX, "*.cfg")))
 

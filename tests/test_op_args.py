@@ -86,7 +86,7 @@ def test_conv_padding_near_2_to_31_is_refused_not_wrapped():
     x, w = _f32(3, 5, 5, 1), _f32(3, 3, 3, 4)
     for pad in (2**30, BIG):
         with pytest.raises(ValueError):
-            module_for("cpu").conv_fwd(x, w, _f32(4, 3, 3, 1), pad, 1, 1, False, 0)
+            module_for("cpu").conv_fwd(x, w, None, _f32(4, 3, 3, 1), pad, 1, 1, False, False, 0)
     with pytest.raises(ValueError, match="above"):
         module_for("cpu").conv_out_shape("conv_fwd", [3, 5, 5, 1], [3, 3, 3, 4], BIG, 1, 1)
 

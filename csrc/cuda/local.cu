@@ -87,9 +87,9 @@ __global__ void local_bwd_data_direct_kernel(LocalDims d, const float* __restric
   const int c = int(pix / (int64_t(d.H) * d.W)), iy = int(pix / d.W % d.H), ix = int(pix % d.W);
   const int g = c / d.Cg, cl = c % d.Cg;
   // Outputs o whose window o*stride - pad .. + fs - 1 holds the pixel, per axis.
-  const int oy0 = max(0, ceil_div(iy + d.pad - d.fs + 1, d.stride));
+  const int oy0 = max(0, int(ceil_div(iy + d.pad - d.fs + 1, d.stride)));
   const int oy1 = min(d.Ho - 1, (iy + d.pad) / d.stride);
-  const int ox0 = max(0, ceil_div(ix + d.pad - d.fs + 1, d.stride));
+  const int ox0 = max(0, int(ceil_div(ix + d.pad - d.fs + 1, d.stride)));
   const int ox1 = min(d.Wo - 1, (ix + d.pad) / d.stride);
   float sum = 0.f;
   for (int oy = oy0; oy <= oy1; ++oy)
