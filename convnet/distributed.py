@@ -29,6 +29,7 @@ started without an MPI launcher, or as the only rank, runs as before and never i
   names the dead process by its process id, which rank 0 printed for every rank at the start.
 """
 import os
+import sys
 import threading
 import time
 
@@ -42,6 +43,7 @@ __all__ = ["DistributedError", "World", "from_environment", "abort", "GradientSy
 
 BUCKET_BYTES = 4 << 20
 DEFAULT_TIMEOUT = 120.0
+ABORT_GRACE_S = 0.5  # between printing the error and aborting the job (see abort)
 _LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 _TAG_DONE = 17  # "rank r finished the backward pass of step t"
 STAT_KEYS = ("logprob", "top1", "top5")  # a cost layer's statistics (sums over images)
@@ -75,8 +77,13 @@ def from_environment(timeout=DEFAULT_TIMEOUT):
 
 def abort(code=1):
     """Ends every rank of the job: after an error on this one the others may be waiting in a
-    collective that can no longer complete."""
+    collective that can no longer complete. The launcher forwards each rank's output through a
+    pipe and stops forwarding when the job is aborted: the error just printed gets a moment to
+    reach the terminal first."""
     from mpi4py import MPI
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
     MPI.COMM_WORLD.Abort(code)
 
 

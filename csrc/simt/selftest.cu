@@ -420,6 +420,9 @@ std::vector<std::string> simt_selftest_names() {
 }
 
 std::vector<double> simt_selftest(const std::string& name) {
+  // On device 0, whatever device the calling thread's last op used (the current device is
+  // sticky, as in CUDA): the reports name the device of the damaged allocation.
+  CONVNET_CUDA_CHECK(cudaSetDevice(0));
   if (name == "block_reduce") return run_reduce(false);
   if (name == "race_reduce") return run_reduce(true);
   if (name == "warp_reduce") return run_warp_reduce();
