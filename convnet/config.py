@@ -15,7 +15,6 @@ sections for layers of sibling nets).
 Every error names the file, the section and the key: ``ConfigError`` carries them as attributes.
 """
 import configparser
-import math
 import os
 import re
 

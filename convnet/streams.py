@@ -25,7 +25,7 @@ import time
 
 from .device import backend
 
-__all__ = ["Event", "Stream", "make_stream", "cpu_core_split"]
+__all__ = ["Event", "make_stream", "cpu_core_split"]
 
 
 class Event:

@@ -1,14 +1,12 @@
 """Batches from a source: epoch order, augmentation, worker processes and shared memory."""
 from __future__ import annotations
 
-import atexit
 import itertools
 import mmap
 import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
 import time
 import traceback
 import weakref

@@ -4,7 +4,7 @@ Supported: data, conv, local, fc, pool, cmrnorm, rnorm, cnorm, neuron, dropout, 
 softmax, cost.logreg, eltsum, concat, pass. Adding a type = one class with @register in a module
 listed here.
 """
-from ..config import ConfigError, unsupported
+from ..config import unsupported
 from . import combine, io, simple, weights  # noqa: F401  (registers the types)
 from .base import REGISTRY, BatchBuffer, Layer, Param
 
