@@ -46,6 +46,37 @@ def test_whole_net_gradients(cfg, batch):
     assert not bad, bad
 
 
+def test_gradient_check_skips_kinks_but_not_wrong_gradients():
+    # _at_kink sees only costs: f(w) = |w - 1e-5| + 2 w (a kink closer than every step) at entry
+    # 0, and smooth 3 w, 0.5 w^2 at entries 1, 2.
+    from convnet.gradcheck import _at_kink
+    steps = np.array([1e-3, 1e-4])[:, None]
+    w = np.array([0.0, 0.3, 0.7])
+    f = [lambda v: abs(v - 1e-5) + 2 * v, lambda v: 3 * v, lambda v: 0.5 * v * v]
+    costs = np.array([[[f[j](w[j] + h), f[j](w[j] - h)] for j in range(3)] for h in steps[:, 0]])
+    # The cost is the sum of the three; each entry is perturbed alone.
+    base = sum(fj(wj) for fj, wj in zip(f, w))
+    costs += np.array([base - f[j](w[j]) for j in range(3)])[None, :, None]
+    central = (costs[..., 0] - costs[..., 1]) / (2 * steps)
+    assert list(_at_kink(costs, base, steps, central)) == [True, False, False]
+
+
+def test_gradient_check_fails_a_mis_scaled_gradient(batch, monkeypatch):
+    # A wrong gradient is not hidden by the kink rule: conv1's weight gradient scaled by 1.3.
+    net = make(TINY)
+    backward = net.backward
+
+    def wrong_backward():
+        backward()
+        p = next(p for p in net.params if p.full_name.startswith("conv1.w"))
+        p.grad.copy_(convnet.from_numpy(p.grad.numpy() * np.float32(1.3)))
+    monkeypatch.setattr(net, "backward", wrong_backward)
+    errors = net_grad_errors(net, *batch, samples=4, steps=(1e-3, 1e-4))
+    conv1 = {k: v for k, v in errors.items() if k.startswith("conv1.w")}
+    assert conv1 and all(e > 0.2 and n >= 3 for e, n in conv1.values()), conv1
+    assert all(e < 0.05 for k, (e, n) in errors.items() if k not in conv1), errors
+
+
 def test_consumers_gradients_are_summed(batch):
     # pool1 feeds conv2a and conv2b; conv2a feeds sum2 and cat2: their gradients must add up.
     net = make(TOWERS)
