@@ -20,9 +20,11 @@
 //                                                                          32 filters
 //      The patch is gathered from x while staging (never stored). bwd_weights reduces over the
 //      images in a fixed order within one thread: deterministic, no atomics.
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda_check.h"
+#include "fast_div.cuh"
 #include "local.h"
 #include "pixel_grid.h"
 #include "shape.h"
@@ -34,6 +36,7 @@ namespace {
 struct LocalDims {
   int C, H, W, N, F, fs, pad, stride, groups, Ho, Wo, Cg, Fg, K;
   int64_t P, PN, HWN;
+  FastDiv by_taps, by_fs, by_Wo, by_K, by_Fg;  // decoders of a tap, a position, a filter
 };
 
 LocalDims dims_of(const ConvParams& p) {
@@ -43,14 +46,19 @@ LocalDims dims_of(const ConvParams& p) {
   d.groups = p.groups, d.Ho = p.out_h, d.Wo = p.out_w;
   d.Cg = d.C / d.groups, d.Fg = d.F / d.groups, d.K = d.Cg * d.fs * d.fs;
   d.P = int64_t(d.Ho) * d.Wo, d.PN = d.P * d.N, d.HWN = int64_t(d.H) * d.W * d.N;
+  // Empty shapes return before any launch; their divisors are never used.
+  d.by_taps = FastDiv(std::max(1, d.fs * d.fs)), d.by_fs = FastDiv(std::max(1, d.fs));
+  d.by_Wo = FastDiv(std::max(1, d.Wo)), d.by_K = FastDiv(std::max(1, d.K));
+  d.by_Fg = FastDiv(std::max(1, d.Fg));
   return d;
 }
 
 // x[c, iy, ix, n] for tap k of output position (oy, ox), channels counted from c0; 0 outside.
 __device__ __forceinline__ float patch_at(const LocalDims& d, const float* x, int c0, int oy,
                                           int ox, int k, int n) {
-  const int c = k / (d.fs * d.fs), t = k % (d.fs * d.fs);
-  const int iy = oy * d.stride - d.pad + t / d.fs, ix = ox * d.stride - d.pad + t % d.fs;
+  const int c = d.by_taps.div(k), t = k - c * d.fs * d.fs;
+  const int ky = d.by_fs.div(t), kx = t - ky * d.fs;
+  const int iy = oy * d.stride - d.pad + ky, ix = ox * d.stride - d.pad + kx;
   if (iy < 0 || iy >= d.H || ix < 0 || ix >= d.W) return 0.f;
   return x[((int64_t(c0 + c) * d.H + iy) * d.W + ix) * d.N + n];
 }
@@ -66,12 +74,13 @@ __global__ void local_fwd_direct_kernel(LocalDims d, const float* __restrict__ x
                                         bool accumulate) {
   const int n = blockIdx.y * blockDim.x + threadIdx.x;
   if (n >= d.N) return;
-  const int64_t pix = blockIdx.x, pos = pix % d.P;  // pix = f * P + pos
-  const int f = int(pix / d.P), oy = int(pos / d.Wo), ox = int(pos % d.Wo);
-  const float* wp = w + pos * d.K * d.F + f;
+  const int64_t pix = blockIdx.x;  // f * P + pos
+  const int f = int(pix / d.P), pos = int(pix - int64_t(f) * d.P);  // block-uniform
+  const int oy = d.by_Wo.div(pos), ox = pos - oy * d.Wo, c0 = d.by_Fg.div(f) * d.Cg;
+  const float* wp = w + int64_t(pos) * d.K * d.F + f;
   float sum = 0.f;
-  for (int k = 0; k < d.K; ++k)
-    sum = fmaf(wp[int64_t(k) * d.F], patch_at(d, x, f / d.Fg * d.Cg, oy, ox, k, n), sum);
+  for (int k = 0; k < d.K; ++k, wp += d.F)
+    sum = fmaf(*wp, patch_at(d, x, c0, oy, ox, k, n), sum);
   float* out = y + pix * d.N + n;
   *out = accumulate ? *out + sum : sum;
 }
@@ -104,22 +113,21 @@ __global__ void local_bwd_data_direct_kernel(LocalDims d, const float* __restric
   *out = accumulate ? *out + sum : sum;
 }
 
-// Thread per dw element (grid-stride over P*K*F, filter fastest), summing over the images.
+// Pixel (pos, k) of dw (P, K, F), the filters over the threads (pixel_grid.h: dw's writes
+// coalesce), summing over the images.
 __global__ void local_bwd_weights_direct_kernel(LocalDims d, const float* __restrict__ x,
                                                 const float* __restrict__ dy,
                                                 float* __restrict__ dw, bool accumulate) {
-  const int64_t total = d.P * d.K * d.F;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int f = int(i % d.F), k = int(i / d.F % d.K);
-    const int64_t pos = i / (int64_t(d.K) * d.F);
-    const int oy = int(pos / d.Wo), ox = int(pos % d.Wo);
-    const float* dyp = dy + int64_t(f) * d.PN + pos * d.N;
-    float sum = 0.f;
-    for (int n = 0; n < d.N; ++n)
-      sum = fmaf(patch_at(d, x, f / d.Fg * d.Cg, oy, ox, k, n), dyp[n], sum);
-    dw[i] = accumulate ? dw[i] + sum : sum;
-  }
+  const int f = blockIdx.y * blockDim.x + threadIdx.x;
+  if (f >= d.F) return;
+  const int pix = blockIdx.x;  // pos * K + k
+  const int pos = d.by_K.div(pix), k = pix - pos * d.K;
+  const int oy = d.by_Wo.div(pos), ox = pos - oy * d.Wo, c0 = d.by_Fg.div(f) * d.Cg;
+  const float* dyp = dy + int64_t(f) * d.PN + int64_t(pos) * d.N;
+  float sum = 0.f;
+  for (int n = 0; n < d.N; ++n) sum = fmaf(patch_at(d, x, c0, oy, ox, k, n), dyp[n], sum);
+  float* out = dw + int64_t(pix) * d.F + f;
+  *out = accumulate ? *out + sum : sum;
 }
 
 // ======================= variant 2: per-position GEMM tiles ======================================
@@ -148,7 +156,7 @@ __global__ void __launch_bounds__(kThreads)
   const int tiles_n = (d.N + kTile - 1) / kTile;
   const int n0 = int(blockIdx.x) % tiles_n * kTile, f0 = int(blockIdx.x) / tiles_n * kTile;
   const int pos = int(blockIdx.y), g = int(blockIdx.z);
-  const int oy = pos / d.Wo, ox = pos % d.Wo, n = n0 + tx;
+  const int oy = d.by_Wo.div(pos), ox = pos - oy * d.Wo, n = n0 + tx;
   const float* wp = w + int64_t(pos) * d.K * d.F + g * d.Fg;
   float acc[kTile / kRows] = {};
   for (int k0 = 0; k0 < d.K; k0 += kTile) {
@@ -181,7 +189,7 @@ __global__ void __launch_bounds__(kThreads)
   const int tiles_f = (d.Fg + kTile - 1) / kTile;
   const int f0 = int(blockIdx.x) % tiles_f * kTile, k0 = int(blockIdx.x) / tiles_f * kTile;
   const int pos = int(blockIdx.y), g = int(blockIdx.z);
-  const int oy = pos / d.Wo, ox = pos % d.Wo;
+  const int oy = d.by_Wo.div(pos), ox = pos - oy * d.Wo;
   const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N;
   float acc[kTile / kRows] = {};
   for (int n0 = 0; n0 < d.N; n0 += kTile) {
@@ -256,8 +264,9 @@ void local_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy
   const int64_t count = d.P * d.K * d.F;
   if (count == 0) return;
   if (p.variant == 1) {
-    CONVNET_LAUNCH(local_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0,
-                   current_stream(), d, x, dy, dw, accumulate);
+    const PixelGrid g = pixel_grid(d.P * d.K, d.F);
+    CONVNET_LAUNCH(local_bwd_weights_direct_kernel, g.grid, g.block, 0, current_stream(), d, x,
+                   dy, dw, accumulate);
     return;
   }
   CONVNET_LAUNCH(local_bwd_weights_tile_kernel, tile_grid(int64_t(tiles(d.K)) * tiles(d.Fg), d,
