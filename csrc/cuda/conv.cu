@@ -663,7 +663,7 @@ void conv_bwd_weights_tiled(const ConvDims& d, const TilePlan& plan, const float
 // Variant 1's launchers (the kernels' thread mapping above).
 void conv_fwd_direct(const ConvDims& d, const float* x, const float* w, float* y,
                      bool accumulate, const Epilogue& epi) {
-  const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N);
+  const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N, "conv_fwd variant 1");
   const DirectDivs divs{FastDiv(d.Wo), FastDiv(int(d.P)), FastDiv(d.Fg), FastDiv()};
   CONVNET_LAUNCH(conv_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs, x, w, y,
                  accumulate, epi);
@@ -671,7 +671,7 @@ void conv_fwd_direct(const ConvDims& d, const float* x, const float* w, float* y
 
 void conv_bwd_data_direct(const ConvDims& d, const float* dy, const float* w, float* dx,
                           bool accumulate) {
-  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N);
+  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N, "conv_bwd_data variant 1");
   const DirectDivs divs{FastDiv(d.W), FastDiv(d.H), FastDiv(d.Cg), FastDiv(d.stride)};
   CONVNET_LAUNCH(conv_bwd_data_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs, dy,
                  w, dx, accumulate);
@@ -679,7 +679,7 @@ void conv_bwd_data_direct(const ConvDims& d, const float* dy, const float* w, fl
 
 void conv_bwd_weights_direct(const ConvDims& d, const float* x, const float* dy, float* dw,
                              bool accumulate) {
-  const PixelGrid g = pixel_grid(d.K, d.F);
+  const PixelGrid g = pixel_grid(d.K, d.F, "conv_bwd_weights variant 1");
   const DirectDivs divs{FastDiv(d.taps), FastDiv(d.fs), FastDiv(d.Fg), FastDiv()};
   CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs,
                  x, dy, dw, accumulate);

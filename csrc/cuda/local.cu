@@ -237,7 +237,7 @@ void local_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* 
   const LocalDims d = dims_of(p);
   if (d.F == 0 || d.PN == 0) return;
   if (p.variant == 1) {
-    const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N);
+    const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N, "local_fwd variant 1");
     CONVNET_LAUNCH(local_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d, x, w, y,
                    accumulate);
     return;
@@ -252,7 +252,7 @@ void local_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, f
   check_variant(p, LocalOp::local_bwd_data, "local_bwd_data");
   const LocalDims d = dims_of(p);
   if (d.C == 0 || d.HWN == 0) return;
-  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N);
+  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N, "local_bwd_data");
   CONVNET_LAUNCH(local_bwd_data_direct_kernel, g.grid, g.block, 0, current_stream(), d, dy, w, dx,
                  accumulate);
 }
@@ -264,7 +264,7 @@ void local_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy
   const int64_t count = d.P * d.K * d.F;
   if (count == 0) return;
   if (p.variant == 1) {
-    const PixelGrid g = pixel_grid(d.P * d.K, d.F);
+    const PixelGrid g = pixel_grid(d.P * d.K, d.F, "local_bwd_weights variant 1");
     CONVNET_LAUNCH(local_bwd_weights_direct_kernel, g.grid, g.block, 0, current_stream(), d, x,
                    dy, dw, accumulate);
     return;
