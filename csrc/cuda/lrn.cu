@@ -31,8 +31,8 @@ __device__ __forceinline__ float lrn_pow_neg(float d, float beta) {
 }
 
 // L images per thread (lanes.cuh): L = 4 when N % 4 == 0 and every buffer is 16-byte aligned,
-// else 1. Threads step through channels and window pixels by pointer increments: no division
-// and no 64-bit multiply in a loop, whatever the tensor's size.
+// else 1. Threads step through a window's channels or pixels by pointer increments: no division
+// in any loop and no 64-bit multiply in an inner one, whatever the tensor's size.
 template <int L, bool kThreeQuarters>
 __global__ void lrn_fwd_kernel(NormParams p, const float* __restrict__ x, float* __restrict__ y,
                                float* __restrict__ denoms) {

@@ -66,7 +66,7 @@ __global__ void pool_fwd_kernel(PoolParams p, FastDiv by_out_w, FastDiv by_out_h
 // L images per thread (lanes.cuh): L = 4 when N % 4 == 0 and every buffer is 16-byte aligned,
 // else 1. Each lane keeps the scalar path's own tie scan and summation order, so both paths give
 // the same bits. blockIdx.x, the input pixel (c, iy, ix), is decoded once through FastDiv; the
-// loops step by pointer increments (no division, no 64-bit multiply).
+// loops step by pointer increments (no division; a 64-bit multiply only where a tie scan starts).
 template <int L>
 __global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_height,
                                 const float* __restrict__ dy, const float* __restrict__ x,
