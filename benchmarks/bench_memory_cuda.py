@@ -102,6 +102,10 @@ def main():
     dram = computed_peaks().get("dram_peak_gbs") if on_gpu else None
     print(f"DRAM bandwidth (computed): {f'{dram:.0f} GB/s' if dram else 'n/a'}; medians of "
           f"{args.repeats} event-timed runs; batch {args.batch}")
+    # The launchers' choice for LRN and pooling (every buffer here is a fresh, aligned one).
+    vec = args.batch % 4 == 0
+    print("LRN and pooling: " + ("4 images a thread (float4 loads and stores)" if vec else
+                                 "1 image a thread (the batch is not a multiple of 4)"))
     print(f"{'op':<24} {'ms':>8} {'GB/s':>7} {'%dram':>6} {'%copy':>6} {'vs torch':>9}")
     rows, copy_gbs = [], None
     for name, nbytes, fn, torch_fn in cases(args.device, args.batch, np.random.default_rng(0)):
@@ -116,7 +120,8 @@ def main():
         vs = f"{row['vs_torch']:.2f}" if t_torch else "-"
         pd = f"{row['pct_dram']:.0f}%" if dram else "-"
         print(f"{name:<24} {ms:>8.3f} {gbs:>7.0f} {pd:>6} {row['pct_copy']:>5.0f}% {vs:>9}")
-    write_json(args.json, rows, dram_peak_gbs=dram, batch=args.batch)
+    write_json(args.json, rows, dram_peak_gbs=dram, batch=args.batch,
+               activations_float4=vec)
 
 
 if __name__ == "__main__":

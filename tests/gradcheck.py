@@ -33,3 +33,14 @@ def assert_close(actual, expected, rtol=1e-4, atol=1e-5, what=""):
     assert np.all(np.isfinite(actual)), f"{what}: non-finite values in the result"
     scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+def tensor_at(array, device, offset):
+    """A tensor holding `array` that starts `offset` floats into its buffer: offset 1 makes the
+    kernels that move 4 floats at a time (16-byte aligned buffers only) take their scalar path."""
+    import convnet
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    buf = convnet.zeros(array.size + 4, device=device)
+    view = buf.narrow(offset, array.size).reshape(*array.shape)
+    view.copy_(convnet.tensor(array, device))
+    return view

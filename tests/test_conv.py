@@ -11,7 +11,7 @@ from gradcheck import assert_close, assert_grad
 # (C, H, W, N, F, fs, padding, stride, groups): odd sizes, batch 1 and 3, non-square images,
 # stride 3 with padding, groups 2 and 3, windows hanging over the far edge (round-up rule),
 # padding >= filter size, a filter as large as the padded image, 1x1 filters and images, batches
-# of 32 and 64.
+# of 32 and 64, a stride larger than the filter.
 SHAPES = [
     (5, 7, 9, 1, 3, 3, 0, 1, 1),
     (5, 7, 9, 3, 3, 3, 1, 1, 1),
@@ -26,6 +26,7 @@ SHAPES = [
     (3, 7, 9, 64, 5, 3, 1, 2, 1),   # whole 64-image panels (6x64 tile)
     (5, 6, 5, 128, 7, 3, 1, 1, 1),  # a training batch, stride 1: both tiles gather every panel
     (13, 6, 5, 64, 14, 5, 2, 1, 1),  # full 6-row tiles packing the panels they read, 3 k blocks
+    (3, 8, 7, 2, 4, 2, 1, 3, 1),    # stride 3 > filter 2: pixels no window reaches
 ]
 IDS = ["x".join(map(str, s)) for s in SHAPES]
 

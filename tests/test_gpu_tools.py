@@ -100,6 +100,68 @@ def test_sass_main_loop_mix():
     assert kernel_report.opcode("@!P0 IMAD.WIDE.U32 R1, R2") == "IMAD.WIDE.U32"
 
 
+# Loops as nvcc 13 compiles them for sm_90 (cut to the instructions that matter): a signed 32-bit
+# division by a loop-invariant divisor (the reciprocal hoisted: quotient and corrections in the
+# loop), a 64-bit division (a CALL of a routine holding I2F.U64.RP), a FastDiv (no correction),
+# and a float4 copy.
+DIV_SASS = """
+        Function : _Z5div32PKiPiii
+        /*0100*/                   I2F.RP R9, R0 ;
+        /*0120*/                   MUFU.RCP R9, R9 ;
+        /*0150*/                   F2I.FTZ.U32.TRUNC.NTZ R11, R10 ;
+        /*0190*/                   IMAD.HI.U32 R12, R11, R15, R10 ;
+        /*01a0*/                   IMAD.WIDE R10, R13, 0x4, R4 ;
+        /*01b0*/                   LDG.E R11, desc[UR4][R10.64] ;
+        /*0200*/                   IMAD.HI.U32 R14, R12, R15, RZ ;
+        /*0230*/                   IMAD R15, R18, R16, R15 ;
+        /*0240*/                   ISETP.GT.U32.AND P2, PT, R0, R15, PT ;
+        /*0260*/              @!P2 VIADD R14, R14, 0x1 ;
+        /*02d0*/              @!P1 BRA 0x1a0 ;
+        /*02f0*/                   STG.E desc[UR4][R2.64], R9 ;
+        /*0300*/                   EXIT ;
+        Function : _Z5div64PKlPlll
+        /*0130*/                   LDG.E.64 R2, desc[UR6][R2.64] ;
+        /*01d0*/                   CALL.REL.NOINC 0x3d0 ;
+        /*0360*/              @!P0 BRA 0x130 ;
+        /*03b0*/                   STG.E.64 desc[UR6][R2.64], R4 ;
+        /*03c0*/                   EXIT ;
+        /*03d0*/                   I2F.U64.RP R9, UR4 ;
+        /*03e0*/                   MUFU.RCP R9, R9 ;
+        /*0900*/                   RET.REL.NODEC R10 0x0 ;
+        Function : _Z7fastdivPKiPijji
+        /*00f0*/                   LDG.E R3, desc[UR4][R2.64] ;
+        /*0110*/                   ISETP.GE.AND P0, PT, R11, UR6, PT ;
+        /*0130*/                   IMAD.HI.U32 R0, R3, UR8, R2 ;
+        /*0140*/                   SHF.R.U32.HI R0, RZ, UR9, R0 ;
+        /*0160*/              @!P0 BRA 0xe0 ;
+        /*0180*/                   STG.E desc[UR4][R4.64], R9 ;
+        Function : _Z3vecPK6float4PS_i
+        /*00a0*/                   LDG.E.128.CONSTANT R12, desc[UR6][R4.64] ;
+        /*00e0*/                   STG.E.128 desc[UR6][R2.64], R12 ;
+        /*00f0*/              @!P0 BRA 0x90 ;
+"""
+
+
+def test_sass_loop_divisions_and_widths():
+    funcs = kernel_report.parse_sass(DIV_SASS)
+    div = {name: kernel_report.loop_divisions(f) for name, f in funcs.items()}
+    # div32: the reciprocal (before the loop) is not in it; the quotient and correction are.
+    assert div == {"_Z5div32PKiPiii": 1, "_Z5div64PKlPlll": 1, "_Z7fastdivPKiPijji": 0,
+                   "_Z3vecPK6float4PS_i": 0}
+    assert kernel_report.memory_widths(funcs["_Z3vecPK6float4PS_i"]) == {
+        "ldg_all": 1, "ldg128": 1, "stg_all": 1, "stg128": 1}
+    assert kernel_report.memory_widths(funcs["_Z5div64PKlPlll"]) == {
+        "ldg_all": 1, "ldg128": 0, "stg_all": 1, "stg128": 0}
+    row = {"name": "lrn_fwd_kernel<4, true>", "arch": "sm_90", "spill_st": 0, "spill_ld": 0,
+           "loop_div": 1, "ldg_all": 4, "ldg128": 3, "stg_all": 2, "stg128": 2}
+    targets = {"max_loop_div": 0, "kernels": [],
+               "memory": [{"name": "lrn_fwd_kernel<4", "archs": ["sm_90"],
+                           "min_ldg128_pct": 100, "min_stg128_pct": 100}]}
+    bad = kernel_report.check([row], targets)
+    assert len(bad) == 2 and "integer divisions" in bad[0] and "3 of 4 LDG" in bad[1]
+    assert kernel_report.check([dict(row, loop_div=0, ldg128=4)], targets) == []
+
+
 def test_kernel_names_and_check():
     name = ("void convnet::(anonymous namespace)::conv_fwd_tile_kernel<convnet::TileShape<128, 128, "
             "8, 8, 8> >(convnet::(anonymous namespace)::ConvDims, const float *)")

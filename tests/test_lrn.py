@@ -5,7 +5,7 @@ import convnet
 from convnet import ops
 
 import ref_norm_pool as ref
-from gradcheck import assert_close, assert_grad
+from gradcheck import assert_close, assert_grad, tensor_at
 
 # (C, H, W, N, size): odd and even windows at the channel edges, C smaller than the window,
 # batch 1, non-square images, size 1.
@@ -16,6 +16,7 @@ SHAPES = [
     (8, 3, 5, 2, 2),
     (6, 1, 1, 5, 1),
     (4, 2, 3, 1, 6),
+    (6, 3, 5, 4, 3),  # N % 4 == 0: 4 images a thread on CUDA
 ]
 # (pow, min_div): AlexNet's 0.75 and the other fast paths, and the general exp/log path.
 POWS = [(0.75, 2.0), (0.5, 1.0), (1.0, 2.0), (0.6, 1.5)]
@@ -67,6 +68,32 @@ def test_matches_reference(device, rng, kind, shape, pow_k):
     out = convnet.tensor(acc, device)
     bwd(tdy, tx, y, d, size, scale, beta, out=out, accumulate=True)
     assert_close(out.numpy(), rdx + acc, rtol=1e-5, what=f"{kind} dx accumulated")
+
+
+@pytest.mark.parametrize("kind", ["lrn", "rnorm"])
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_vector_and_scalar_paths_bit_identical(device, rng, kind, beta):
+    """N % 4 == 0 in 16-byte aligned buffers takes 4 images a thread (float4 on CUDA); the same
+    data one float into its buffers takes the scalar path: the same bits, forward, backward and
+    accumulated, and the reference's values."""
+    fwd, bwd, rfwd, rbwd = OPS[kind]
+    xs, size, scale = (5, 3, 4, 8), 3, 0.5
+    x, dy, acc = _x(rng, xs, 3), _x(rng, xs), _x(rng, xs)
+    runs = []
+    for offset in (0, 1):
+        tx, tdy = tensor_at(x, device, offset), tensor_at(dy, device, offset)
+        y, d = fwd(tx, size, scale, beta, 2.0)
+        dx = bwd(tdy, tx, y, d, size, scale, beta)
+        out = tensor_at(acc, device, offset)
+        bwd(tdy, tx, y, d, size, scale, beta, out=out, accumulate=True)
+        runs.append([y.numpy(), d.numpy(), dx.numpy(), out.numpy()])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    alpha = _cc_alpha(kind, size, scale)
+    assert_close(runs[0][0], rfwd(x, size, alpha, beta, 2.0)[0], rtol=1e-5, what=f"{kind} y")
+    rdx = rbwd(dy, x, size, alpha, beta, 2.0)
+    assert_close(runs[0][2], rdx, rtol=1e-5, what=f"{kind} dx")
+    assert_close(runs[0][3], rdx + acc, rtol=1e-5, what=f"{kind} dx accumulated")
 
 
 @pytest.mark.parametrize("kind", ["lrn", "rnorm"])

@@ -5,7 +5,7 @@ import convnet
 from convnet import ops
 
 import ref_norm_pool as ref
-from gradcheck import assert_close, assert_grad
+from gradcheck import assert_close, assert_grad, tensor_at
 
 # (C, H, W, N, size, stride, start, outputs)
 CASES = [
@@ -19,7 +19,8 @@ CASES = [
     (1, 1, 1, 3, 1, 1, 0, None),    # 1x1
     (2, 9, 9, 2, 3, 2, 0, 5),       # cuda-convnet's explicit outputsX beyond the computed 4
     (3, 4, 5, 2, 5, 2, -2, None),   # window larger than the image
-    (2, 7, 9, 8, 3, 2, 0, None),    # batch 8: the float4 forward (4 images a thread)
+    (2, 7, 9, 8, 3, 2, 0, None),    # batch 8: the float4 forward and backward (4 images a
+    (2, 7, 6, 4, 3, 2, -1, None),   # thread); batch 4 with a window before the image
 ]
 
 
@@ -90,6 +91,33 @@ def test_max_ties_go_to_first_pixel(device, rng, case):
     again = ops.pool_bwd(convnet.tensor(dy, device), convnet.tensor(x, device), y, "max", size,
                          stride, start).numpy()
     np.testing.assert_array_equal(dx, again)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_vector_and_scalar_paths_bit_identical(device, rng, mode):
+    """N % 4 == 0 in 16-byte aligned buffers takes 4 images a thread (float4 on CUDA), each image
+    with its own tie scan; the same data one float into its buffers takes the scalar path. Small
+    integers make ties in most windows, different in each image: the same bits both ways, and
+    the reference's values."""
+    x = rng.integers(0, 3, (3, 7, 6, 8)).astype(np.float32)
+    size, stride, start = 3, 2, -1
+    y_ref = ref.pool_fwd(x.astype(np.float64), mode, size, stride, start)
+    dy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    acc = rng.standard_normal(x.shape).astype(np.float32)
+    runs = []
+    for offset in (0, 1):
+        tx, tdy = tensor_at(x, device, offset), tensor_at(dy, device, offset)
+        y = ops.pool_fwd(tx, mode, size, stride, start)
+        dx = ops.pool_bwd(tdy, tx, y, mode, size, stride, start)
+        out = tensor_at(acc, device, offset)
+        ops.pool_bwd(tdy, tx, y, mode, size, stride, start, out=out, accumulate=True)
+        runs.append([y.numpy(), dx.numpy(), out.numpy()])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    rdx = ref.pool_bwd(dy.astype(np.float64), x.astype(np.float64), mode, size, stride, start)
+    assert_close(runs[0][0], y_ref, what="y")
+    assert_close(runs[0][1], rdx, what="dx")
+    assert_close(runs[0][2], rdx + acc, what="dx accumulated")
 
 
 def test_cpu_simd_paths_agree(rng):

@@ -8,7 +8,16 @@
 - instruction mix of each kernel's main loop, from `cuobjdump -sass` of the built module: the
   backward branch enclosing the most FFMA, its FFMA share of all instructions (NOPs excluded),
   shared loads (LDS), global loads (LDG), integer ops (IMAD, IADD3, LEA, SHF, LOP3, ISETP, ...)
-  and whether 64-bit integer arithmetic (IMAD.WIDE*, IADD3.X, LEA.HI.X) occurs in it.
+  and whether 64-bit integer arithmetic (IMAD.WIDE*, IADD3.X, LEA.HI.X) occurs in it;
+- global load and store widths over the whole kernel: how many LDG / STG it holds and the share
+  that move 128 bits (LDG.E.128, STG.E.128: the float4 paths of the memory-bound kernels);
+- integer divisions inside any loop of the kernel (backward-branch ranges), by what nvcc 13
+  emits for a `/` or `%` by a run-time value: a 32-bit division computes a reciprocal
+  (I2F.RP or I2F.U32.RP, MUFU.RCP, F2I.FTZ.U32.TRUNC), then a quotient by IMAD.HI.U32 and one
+  or two corrections (ISETP.GE.U32 / ISETP.GT.U32 and a predicated add); with a divisor fixed in
+  the loop the reciprocal is hoisted and the quotient and corrections stay; a 64-bit division
+  CALLs a subroutine holding I2F.U64.RP. A FastDiv (fast_div.cuh: IMAD.HI.U32, add, shift) has
+  no correction and is not counted.
 
   python tools/kernel_report.py PTXAS_REPORT MODULE [--archs 80 90] [--json F]
   python tools/kernel_report.py --check PTXAS_REPORT MODULE      # against tools/kernel_targets.json
@@ -144,6 +153,87 @@ def opcode(insn):
     return parts[0] if parts else ""
 
 
+def _call_target(text):
+    m = re.search(r"CALL\S*\s+(?:`\((\S+?)\)|(0x[0-9a-f]+))", text)
+    if not m:
+        return None
+    return m.group(1) or int(m.group(2), 16)
+
+
+def _divides(insns, labels, start):
+    """Does the CALL at insns[start] go to an integer division routine: a subroutine (placed
+    after the kernel's last EXIT; nvcc also CALLs forward within a kernel to leave a loop)
+    holding, up to its RET, I2F.U64.RP or I2F.U32.RP?"""
+    target = _call_target(insns[start][1])
+    if isinstance(target, str):
+        target = labels.get(target)
+    exits = [a for a, t in insns if opcode(t).startswith("EXIT")]
+    if target is None or (exits and target < max(exits)):
+        return False
+    for addr, text in insns:
+        if addr < target:
+            continue
+        op = opcode(text)
+        if op.startswith("I2F") and ".RP" in op:
+            return True
+        if op.startswith("RET"):
+            return False
+    return False
+
+
+def _corrected(insns, ops, i):
+    """Is the quotient IMAD.HI.U32 at insns[i] followed by a division's correction: within 8
+    instructions an ISETP.GE.U32 / ISETP.GT.U32 (remainder against divisor) and right after it
+    a predicated add (the quotient's +1 or the remainder's -divisor)? A FastDiv's IMAD.HI.U32
+    is followed by a shift, and a range test's ISETP by a branch or a select."""
+    for j in range(i + 1, min(i + 9, len(ops))):
+        if ops[j].startswith(("ISETP.GE.U32", "ISETP.GT.U32")):
+            for k in range(j + 1, min(j + 3, len(ops))):
+                if insns[k][1].startswith("@") and ops[k].startswith(("IADD3", "VIADD",
+                                                                      "IMAD.IADD")):
+                    return True
+    return False
+
+
+def loop_divisions(func):
+    """Integer divisions inside the kernel's loops (see the module's docstring): each in-loop
+    reciprocal (I2F*.RP), each quotient-and-correction whose reciprocal was hoisted, each CALL
+    of a division routine."""
+    insns, labels = func["insns"], func["labels"]
+    in_loop = set()
+    for addr, text in insns:
+        if not opcode(text).startswith("BRA"):
+            continue
+        m, ma = TARGET.search(text), TARGET_ADDR.search(text)
+        target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
+        if target is not None and target <= addr:
+            in_loop.update(a for a, _ in insns if target <= a <= addr)
+    ops = [opcode(t) for _, t in insns]
+    count, covered = 0, -1
+    for i, (addr, text) in enumerate(insns):
+        if addr not in in_loop or i <= covered:
+            continue
+        op = ops[i]
+        if op.startswith("I2F") and ".RP" in op:
+            count += 1
+            covered = i + 24  # the quotient and corrections of this division follow
+        elif op.startswith("CALL") and _divides(insns, labels, i):
+            count += 1
+        elif op.startswith("IMAD.HI.U32") and _corrected(insns, ops, i):
+            count += 1
+            covered = i + 12
+    return count
+
+
+def memory_widths(func):
+    """Global loads and stores of the whole kernel and how many move 128 bits."""
+    ops = [opcode(t) for _, t in func["insns"]]
+    ldg = [o for o in ops if o.startswith("LDG")]
+    stg = [o for o in ops if o.startswith("STG")]
+    wide = lambda ops: sum("128" in o.split(".") for o in ops)  # noqa: E731 (LDG.E.128.CONSTANT)
+    return {"ldg_all": len(ldg), "ldg128": wide(ldg), "stg_all": len(stg), "stg128": wide(stg)}
+
+
 def main_loop_mix(func):
     """Instruction mix of the loop (backward branch range) holding the most FFMA; None when no
     loop holds an FFMA."""
@@ -177,7 +267,8 @@ def main_loop_mix(func):
 
 
 def sass_mix(module, archs):
-    """{(demangled kernel, 'sm_XX'): mix} for every kernel with an FFMA loop."""
+    """{(demangled kernel, 'sm_XX'): measures} for every kernel: memory widths and loop
+    divisions, and the main loop's mix where a loop holds an FFMA."""
     tool = find_cuobjdump()
     if tool is None:
         raise RuntimeError("cuobjdump not found (pip install nvidia-cuda-cuobjdump "
@@ -191,9 +282,9 @@ def sass_mix(module, archs):
         funcs = parse_sass(res.stdout)
         names = list(funcs)
         for mangled, name in zip(names, demangle(names)):
-            mix = main_loop_mix(funcs[mangled])
-            if mix:
-                out[(name, f"sm_{arch}")] = mix
+            row = dict(memory_widths(funcs[mangled]), loop_div=loop_divisions(funcs[mangled]))
+            row.update(main_loop_mix(funcs[mangled]) or {})
+            out[(name, f"sm_{arch}")] = row
     return out
 
 
@@ -228,29 +319,59 @@ def build_rows(ptxas_report, module, archs):
     return sorted(rows, key=lambda r: (r["name"], r["arch"]))
 
 
-def format_rows(rows, hot_only=False):
+def format_rows(rows, hot_only=False, memory=False):
+    """One line per kernel and arch. Default: occupancy and the main loop's mix (kernels with an
+    FFMA loop; all with hot_only False). memory: the global load/store widths and loop divisions
+    of every kernel instead of the mix."""
     head = (f"{'kernel':<44} {'arch':<6} {'regs':>4} {'spill':>5} {'smem':>6} {'blk/SM':>6} "
-            f"{'limit':<7} {'loop':>4} {'FFMA%':>5} {'LDS':>3} {'LDG':>3} {'int%':>5} {'wide':>4}")
+            f"{'limit':<7} ")
+    head += (f"{'LDG':>4} {'.128':>4} {'STG':>4} {'.128':>4} {'div':>3}" if memory else
+             f"{'loop':>4} {'FFMA%':>5} {'LDS':>3} {'LDG':>3} {'int%':>5} {'wide':>4} {'div':>3}")
     out = [head]
     for r in rows:
-        if hot_only and "ffma_pct" not in r:
+        if hot_only and not memory and "ffma_pct" not in r:
             continue
-        loop = (f"{r['loop_insns']:>4} {r['ffma_pct']:>5.1f} {r['lds']:>3} {r['ldg']:>3} "
-                f"{r['int_pct']:>5.1f} {r['wide_int']:>4}" if "ffma_pct" in r else "")
+        if memory:
+            tail = (f"{r['ldg_all']:>4} {r['ldg128']:>4} {r['stg_all']:>4} {r['stg128']:>4} "
+                    f"{r['loop_div']:>3}" if "ldg_all" in r else "")
+        else:
+            tail = (f"{r['loop_insns']:>4} {r['ffma_pct']:>5.1f} {r['lds']:>3} {r['ldg']:>3} "
+                    f"{r['int_pct']:>5.1f} {r['wide_int']:>4} {r['loop_div']:>3}"
+                    if "ffma_pct" in r else "")
         out.append(f"{r['name'][:44]:<44} {r['arch']:<6} {r['regs']:>4} "
                    f"{r['spill_st'] + r['spill_ld']:>5} {r['smem']:>6} {r['blocks_per_sm']:>6} "
-                   f"{r['limited_by']:<7} {loop}")
+                   f"{r['limited_by']:<7} {tail}")
     return out
 
 
 def check(rows, targets):
-    """Failures against the targets: no spills anywhere; for each targeted kernel (name prefix)
-    and arch: blocks/SM >= min_blocks, FFMA share >= min_ffma_pct, no 64-bit integer ops in the
-    main loop when wide_int is 0."""
+    """Failures against the targets: no spills anywhere; no integer division in any loop of any
+    kernel with SASS measures (max_loop_div); for each targeted kernel (name prefix) and arch:
+    blocks/SM >= min_blocks, FFMA share >= min_ffma_pct, at most max_wide_int 64-bit integer
+    ops in the main loop; for each memory target: a share of 128-bit global loads (of the
+    kernel's LDG) >= min_ldg128_pct and of stores >= min_stg128_pct."""
     bad = []
     for r in rows:
         if r["spill_st"] or r["spill_ld"]:
             bad.append(f"{r['name']} {r['arch']}: spills {r['spill_st']}/{r['spill_ld']} bytes")
+        if r.get("loop_div", 0) > targets.get("max_loop_div", 0):
+            bad.append(f"{r['name']} {r['arch']}: {r['loop_div']} integer divisions in its "
+                       f"loops > {targets.get('max_loop_div', 0)}")
+    for t in targets.get("memory", []):
+        hit = [r for r in rows if r["name"].startswith(t["name"]) and r["arch"] in t["archs"]]
+        if not hit:
+            bad.append(f"{t['name']}: no such kernel in the report")
+        for r in hit:
+            if "ldg_all" not in r:
+                bad.append(f"{r['name']} {r['arch']}: no SASS measures")
+                continue
+            for kind in ("ldg", "stg"):
+                want = t.get(f"min_{kind}128_pct")
+                total = r[f"{kind}_all"]
+                share = 100.0 * r[f"{kind}128"] / total if total else 0.0
+                if want is not None and share < want:
+                    bad.append(f"{r['name']} {r['arch']}: {r[f'{kind}128']} of {total} "
+                               f"{kind.upper()} are 128-bit ({share:.0f}%) < {want}%")
     for t in targets["kernels"]:
         hit = [r for r in rows if r["name"].startswith(t["name"]) and r["arch"] in t["archs"]]
         if not hit:
@@ -278,10 +399,12 @@ def main(argv=None):
     ap.add_argument("--archs", nargs="+", default=["80", "90"])
     ap.add_argument("--check", action="store_true", help="fail on targets missed")
     ap.add_argument("--all", action="store_true", help="list kernels without an FFMA loop too")
+    ap.add_argument("--memory", action="store_true",
+                    help="list every kernel's global load/store widths and loop divisions")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     rows = build_rows(args.ptxas_report, args.module, args.archs)
-    print("\n".join(format_rows(rows, hot_only=not args.all)))
+    print("\n".join(format_rows(rows, hot_only=not args.all, memory=args.memory)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

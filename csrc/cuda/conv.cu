@@ -36,7 +36,9 @@
 #include "bench_support.h"
 #include "device.h"
 #include "conv_taps.cuh"
+#include "fast_div.cuh"
 #include "gemm.h"
+#include "pixel_grid.h"
 #include "tile_gemm.cuh"
 
 namespace convnet {
@@ -63,88 +65,122 @@ ConvDims dims_of(const ConvParams& p) {
 
 // ======================= variant 1: direct =======================================================
 
-// Thread per y element (grid-stride over F*P*N, n fastest).
-__global__ void conv_fwd_direct_kernel(ConvDims d, const float* __restrict__ x,
+// Thread mapping of the three (pixel_grid.h): one thread per (pixel, image) of the tensor written,
+// blockIdx.x the pixel, the images over blockIdx.y x threadIdx.x (consecutive in a warp:
+// coalesced). The pixel is decoded once per thread through FastDiv, and every loop walks its
+// tensors by pointer increments: no division and no 64-bit multiply in a loop. Offsets are 64-bit
+// pointer arithmetic, so a tensor may span 2^31 elements or more; pixel_grid refuses a grid of
+// 2^31 pixels or more (y's F*Ho*Wo, dx's C*H*W, dw's K taps), naming the op's kernel.
+
+// The divisors a direct kernel decodes its pixel with (FastDiv: numerators below 2^31, which
+// pixel_grid's bound and the int-sized shapes guarantee).
+struct DirectDivs {
+  FastDiv a, b, c, d;
+};
+
+// Pixel (f, oy, ox) of y; divs: Wo, P, Fg. The taps of the window that lie in the image are a
+// clipped box, so the sum skips nothing inside its loops and adds the same terms in the same order
+// (c, ky, kx ascending) as a test per tap would.
+__global__ void conv_fwd_direct_kernel(ConvDims d, DirectDivs divs, const float* __restrict__ x,
                                        const float* __restrict__ w, float* __restrict__ y,
                                        bool accumulate, Epilogue epi) {
-  const int64_t total = int64_t(d.F) * d.PN;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int n = int(i % d.N);
-    const int64_t fp = i / d.N;
-    const int ox = int(fp % d.Wo), oy = int(fp / d.Wo % d.Ho), f = int(fp / d.P);
-    const int c0 = (f / d.Fg) * d.Cg;
-    float sum = 0.f;
-    for (int c = 0; c < d.Cg; ++c)
-      for (int ky = 0; ky < d.fs; ++ky) {
-        const int iy = oy * d.stride - d.pad + ky;
-        if (iy < 0 || iy >= d.H) continue;
-        for (int kx = 0; kx < d.fs; ++kx) {
-          const int ix = ox * d.stride - d.pad + kx;
-          if (ix < 0 || ix >= d.W) continue;
-          sum = fmaf(w[(int64_t((c * d.fs + ky) * d.fs + kx)) * d.F + f],
-                     x[(int64_t((c0 + c) * d.H + iy) * d.W + ix) * d.N + n], sum);
-        }
-      }
-    y[i] = epi.apply(accumulate ? y[i] + sum : sum, f);
+  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  if (n >= d.N) return;
+  const int pix = blockIdx.x;  // (f, oy, ox)
+  const int f = divs.b.div(pix), pos = pix - f * int(d.P);
+  const int oy = divs.a.div(pos), ox = pos - oy * d.Wo;
+  const int iy0 = oy * d.stride - d.pad, ix0 = ox * d.stride - d.pad;
+  const int ky_lo = max(0, -iy0), ky_hi = min(d.fs, d.H - iy0);
+  const int kx_lo = max(0, -ix0), kx_hi = min(d.fs, d.W - ix0);
+  const int64_t x_row = int64_t(d.W) * d.N, w_plane = int64_t(d.taps) * d.F;
+  const int64_t w_row = int64_t(d.fs) * d.F;
+  // x[c0, iy0 + ky_lo, ix0 + kx_lo, n] and w[0, ky_lo, kx_lo, f]: channel 0's first inside tap.
+  const float* xc = x + (int64_t(divs.c.div(f)) * d.Cg * d.H + iy0 + ky_lo) * x_row +
+                    int64_t(ix0 + kx_lo) * d.N + n;
+  const float* wc = w + int64_t(ky_lo * d.fs + kx_lo) * d.F + f;
+  float sum = 0.f;
+  for (int c = 0; c < d.Cg; ++c, xc += d.HWN, wc += w_plane) {
+    const float* xr = xc;
+    const float* wr = wc;
+    for (int ky = ky_lo; ky < ky_hi; ++ky, xr += x_row, wr += w_row) {
+      const float* xp = xr;
+      const float* wp = wr;
+      for (int kx = kx_lo; kx < kx_hi; ++kx, xp += d.N, wp += d.F) sum = fmaf(*wp, *xp, sum);
+    }
   }
+  float* out = y + int64_t(pix) * d.N + n;
+  *out = epi.apply(accumulate ? *out + sum : sum, f);
 }
 
-// Thread per dx element (grid-stride over C*H*W*N, n fastest): the transposed convolution,
-// gathering the outputs whose windows cover pixel (iy, ix) — no atomics.
-__global__ void conv_bwd_data_direct_kernel(ConvDims d, const float* __restrict__ dy,
+// Pixel (c, iy, ix) of dx; divs: W, H, Cg, stride. The transposed convolution, gathering the
+// outputs whose windows cover the pixel — no atomics. With iy + pad = qy*stride + ry, the taps
+// that reach the pixel are ky = ry + j*stride, read by output oy = qy - j (likewise x), so the
+// loops step through exactly those taps and outputs.
+__global__ void conv_bwd_data_direct_kernel(ConvDims d, DirectDivs divs,
+                                            const float* __restrict__ dy,
                                             const float* __restrict__ w, float* __restrict__ dx,
                                             bool accumulate) {
-  const int64_t total = int64_t(d.C) * d.HWN;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int n = int(i % d.N);
-    const int64_t cp = i / d.N;
-    const int ix = int(cp % d.W), iy = int(cp / d.W % d.H), c = int(cp / (int64_t(d.H) * d.W));
-    const int g = c / d.Cg, cl = c % d.Cg;
-    float sum = 0.f;
-    for (int ky = 0; ky < d.fs; ++ky) {
-      const int ty = iy + d.pad - ky;  // = oy * stride for the output that reads iy at tap ky
-      if (ty < 0 || ty % d.stride != 0 || ty / d.stride >= d.Ho) continue;
-      const int oy = ty / d.stride;
-      for (int kx = 0; kx < d.fs; ++kx) {
-        const int tx = ix + d.pad - kx;
-        if (tx < 0 || tx % d.stride != 0 || tx / d.stride >= d.Wo) continue;
-        const int ox = tx / d.stride;
-        const float* wk = w + int64_t((cl * d.fs + ky) * d.fs + kx) * d.F + g * d.Fg;
-        const float* dyp = dy + (int64_t(g) * d.Fg * d.P + int64_t(oy) * d.Wo + ox) * d.N + n;
-        for (int f = 0; f < d.Fg; ++f) sum = fmaf(wk[f], dyp[f * d.PN], sum);
-      }
+  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  if (n >= d.N) return;
+  const int pix = blockIdx.x;  // (c, iy, ix)
+  const int row = divs.a.div(pix), ix = pix - row * d.W;
+  const int c = divs.b.div(row), iy = row - c * d.H;
+  const int g = divs.c.div(c), cl = c - g * d.Cg;
+  const int qy = divs.d.div(iy + d.pad), ry = iy + d.pad - qy * d.stride;
+  const int qx = divs.d.div(ix + d.pad), rx = ix + d.pad - qx * d.stride;
+  // Steps: the next tap (stride rows or columns of w) is read by the previous output.
+  const int64_t w_ky = int64_t(d.stride) * d.fs * d.F, w_kx = int64_t(d.stride) * d.F;
+  const int64_t dy_oy = int64_t(d.Wo) * d.N;
+  // w[cl, ry, rx, g*Fg] and dy[g*Fg, qy, qx, n].
+  const float* wr = w + (int64_t(cl * d.fs + ry) * d.fs + rx) * d.F + int64_t(g) * d.Fg;
+  const float* dyr = dy + int64_t(g) * d.Fg * d.PN + (int64_t(qy) * d.Wo + qx) * d.N + n;
+  float sum = 0.f;
+  for (int ky = ry, oy = qy; ky < d.fs && oy >= 0; ky += d.stride, --oy, wr += w_ky,
+           dyr -= dy_oy) {
+    if (oy >= d.Ho) continue;
+    const float* wk = wr;
+    const float* dyk = dyr;
+    for (int kx = rx, ox = qx; kx < d.fs && ox >= 0; kx += d.stride, --ox, wk += w_kx,
+             dyk -= d.N) {
+      if (ox >= d.Wo) continue;
+      const float* wf = wk;
+      const float* dyf = dyk;
+      for (int f = 0; f < d.Fg; ++f, ++wf, dyf += d.PN) sum = fmaf(*wf, *dyf, sum);
     }
-    dx[i] = accumulate ? dx[i] + sum : sum;
   }
+  float* out = dx + int64_t(pix) * d.N + n;
+  *out = accumulate ? *out + sum : sum;
 }
 
-// Thread per dw element (grid-stride over K*F, filter fastest), summing over positions and images.
-__global__ void conv_bwd_weights_direct_kernel(ConvDims d, const float* __restrict__ x,
+// Pixel = tap k of dw (K, F), the filters f over the threads; divs: taps, fs, Fg. Sums over the
+// positions (oy, ox ascending, those whose tap lies in the image) and images.
+__global__ void conv_bwd_weights_direct_kernel(ConvDims d, DirectDivs divs,
+                                               const float* __restrict__ x,
                                                const float* __restrict__ dy,
                                                float* __restrict__ dw, bool accumulate) {
-  const int64_t total = int64_t(d.K) * d.F;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int f = int(i % d.F), k = int(i / d.F);
-    const int c = k / d.taps, ky = k % d.taps / d.fs, kx = k % d.fs;
-    const float* xc = x + int64_t((f / d.Fg) * d.Cg + c) * d.HWN;
-    const float* dyf = dy + int64_t(f) * d.PN;
-    float sum = 0.f;
-    for (int oy = 0; oy < d.Ho; ++oy) {
-      const int iy = oy * d.stride - d.pad + ky;
-      if (iy < 0 || iy >= d.H) continue;
-      for (int ox = 0; ox < d.Wo; ++ox) {
-        const int ix = ox * d.stride - d.pad + kx;
-        if (ix < 0 || ix >= d.W) continue;
-        const float* xp = xc + (int64_t(iy) * d.W + ix) * d.N;
-        const float* dyp = dyf + (int64_t(oy) * d.Wo + ox) * d.N;
-        for (int n = 0; n < d.N; ++n) sum = fmaf(xp[n], dyp[n], sum);
-      }
+  const int f = blockIdx.y * blockDim.x + threadIdx.x;
+  if (f >= d.F) return;
+  const int k = blockIdx.x;  // (c, ky, kx)
+  const int c = divs.a.div(k), t = k - c * d.taps;
+  const int ky = divs.b.div(t), kx = t - ky * d.fs;
+  const int64_t x_oy = int64_t(d.stride) * d.W * d.N, x_ox = int64_t(d.stride) * d.N;
+  const int64_t dy_oy = int64_t(d.Wo) * d.N;
+  // x[g*Cg + c, ky - pad, kx - pad, 0]: the tap's pixel for output (0, 0), maybe outside.
+  const float* xr = x + int64_t(divs.c.div(f) * d.Cg + c) * d.HWN +
+                    (int64_t(ky - d.pad) * d.W + (kx - d.pad)) * d.N;
+  const float* dyr = dy + int64_t(f) * d.PN;
+  float sum = 0.f;
+  for (int oy = 0, iy = ky - d.pad; oy < d.Ho; ++oy, iy += d.stride, xr += x_oy, dyr += dy_oy) {
+    if (iy < 0 || iy >= d.H) continue;
+    const float* xp = xr;
+    const float* dyp = dyr;
+    for (int ox = 0, ix = kx - d.pad; ox < d.Wo; ++ox, ix += d.stride, xp += x_ox, dyp += d.N) {
+      if (ix < 0 || ix >= d.W) continue;
+      for (int n = 0; n < d.N; ++n) sum = fmaf(xp[n], dyp[n], sum);
     }
-    dw[i] = accumulate ? dw[i] + sum : sum;
   }
+  float* out = dw + int64_t(k) * d.F + f;
+  *out = accumulate ? *out + sum : sum;
 }
 
 // ======================= variant 2: implicit GEMM =================================================
@@ -557,10 +593,11 @@ const void* tap_table(Table t, const TileDims& d) {
   int2* entries = buf->as<int2>();
   switch (t) {
     case Table::fwd_taps:
-      CONVNET_LAUNCH(fwd_taps_kernel, grid_for(count, 256), 256, 0, s, d, entries, count);
+      CONVNET_LAUNCH(fwd_taps_kernel, grid_for(count, 256), 256, 0, s, d, TapDivs(d), entries,
+                     count);
       break;
     case Table::data_taps:
-      CONVNET_LAUNCH(data_taps_kernel, grid_for(count, 256), 256, 0, s, d, entries,
+      CONVNET_LAUNCH(data_taps_kernel, grid_for(count, 256), 256, 0, s, d, TapDivs(d), entries,
                      reinterpret_cast<int*>(entries + count), count);
       break;
     default:
@@ -623,6 +660,31 @@ void conv_bwd_weights_tiled(const ConvDims& d, const TilePlan& plan, const float
                  int(plan.splits), accumulate);
 }
 
+// Variant 1's launchers (the kernels' thread mapping above).
+void conv_fwd_direct(const ConvDims& d, const float* x, const float* w, float* y,
+                     bool accumulate, const Epilogue& epi) {
+  const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N, "conv_fwd variant 1");
+  const DirectDivs divs{FastDiv(d.Wo), FastDiv(int(d.P)), FastDiv(d.Fg), FastDiv()};
+  CONVNET_LAUNCH(conv_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs, x, w, y,
+                 accumulate, epi);
+}
+
+void conv_bwd_data_direct(const ConvDims& d, const float* dy, const float* w, float* dx,
+                          bool accumulate) {
+  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N, "conv_bwd_data variant 1");
+  const DirectDivs divs{FastDiv(d.W), FastDiv(d.H), FastDiv(d.Cg), FastDiv(d.stride)};
+  CONVNET_LAUNCH(conv_bwd_data_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs, dy,
+                 w, dx, accumulate);
+}
+
+void conv_bwd_weights_direct(const ConvDims& d, const float* x, const float* dy, float* dw,
+                             bool accumulate) {
+  const PixelGrid g = pixel_grid(d.K, d.F, "conv_bwd_weights variant 1");
+  const DirectDivs divs{FastDiv(d.taps), FastDiv(d.fs), FastDiv(d.Fg), FastDiv()};
+  CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs,
+                 x, dy, dw, accumulate);
+}
+
 // What variant 0 runs for `op` on device `dev`.
 TilePlan plan_conv(ConvOp op, const ConvDims& d, int dev) {
   switch (op) {
@@ -661,8 +723,7 @@ void conv_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* y
   check_variant(p, "conv_fwd");
   switch (p.variant ? p.variant : plan_conv(ConvOp::conv_fwd, d, current_device()).variant) {
     case 1:
-      CONVNET_LAUNCH(conv_fwd_direct_kernel, grid_for(int64_t(d.F) * d.PN, 256), 256, 0,
-                     current_stream(), d, x, w, y, accumulate, epi);
+      conv_fwd_direct(d, x, w, y, accumulate, epi);
       break;
     case 2:
       conv_fwd_tiled<Tile64>(d, x, w, y, accumulate, epi);
@@ -680,8 +741,7 @@ void conv_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, fl
   switch (p.variant ? p.variant
                     : plan_conv(ConvOp::conv_bwd_data, d, current_device()).variant) {
     case 1:
-      CONVNET_LAUNCH(conv_bwd_data_direct_kernel, grid_for(int64_t(d.C) * d.HWN, 256), 256, 0,
-                     current_stream(), d, dy, w, dx, accumulate);
+      conv_bwd_data_direct(d, dy, w, dx, accumulate);
       break;
     case 2:
       conv_bwd_data_tiled<Tile64>(d, dy, w, dx, accumulate);
@@ -698,15 +758,13 @@ void conv_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy,
   if (count == 0) return;
   check_variant(p, "conv_bwd_weights");
   if (p.variant == 1 || d.PN == 0) {
-    CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0,
-                   current_stream(), d, x, dy, dw, accumulate);
+    conv_bwd_weights_direct(d, x, dy, dw, accumulate);
     return;
   }
   const TilePlan plan = plan_bwd_weights(d, current_device(), p.variant);
   switch (plan.variant) {
     case 1:
-      CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0,
-                     current_stream(), d, x, dy, dw, accumulate);
+      conv_bwd_weights_direct(d, x, dy, dw, accumulate);
       break;
     case 2:
       conv_bwd_weights_tiled<Tile64>(d, plan, x, dy, dw, accumulate);

@@ -59,29 +59,39 @@ struct TileDims {
   FastDiv by_N, by_W, by_Wo, by_stride;
 };
 
+// The tables' own decoders, apart from TileDims: the tile kernels' parameters stay as they were
+// (a larger TileDims cost the weight gradient's main loop 15 integer instructions).
+struct TapDivs {
+  FastDiv by_taps, by_fs, by_Fg;
+  explicit TapDivs(const TileDims& d)
+      : by_taps(d.taps), by_fs(d.fs), by_Fg(d.Fg > 0 ? d.Fg : 1) {}
+};
+
 // One thread per entry (grid-stride); `count` entries, those past the last reduction index are
 // padding.
-__global__ void fwd_taps_kernel(TileDims d, int2* __restrict__ taps, int count) {
+__global__ void fwd_taps_kernel(TileDims d, TapDivs v, int2* __restrict__ taps, int count) {
   for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < count; k += gridDim.x * blockDim.x) {
     if (k >= d.K) {
       taps[k] = make_int2(0, int(kNoTap));
       continue;
     }
-    const int c = k / d.taps, t = k % d.taps, ky = t / d.fs, kx = t % d.fs;
+    const int c = v.by_taps.div(k), t = k - c * d.taps;
+    const int ky = v.by_fs.div(t), kx = t - ky * d.fs;
     taps[k] = make_int2(((c * d.H + ky) * d.W + kx) * d.N, int(tap_bits(ky, kx)));
   }
 }
 
-__global__ void data_taps_kernel(TileDims d, int2* __restrict__ taps, int* __restrict__ woffs,
-                                 int count) {
+__global__ void data_taps_kernel(TileDims d, TapDivs v, int2* __restrict__ taps,
+                                 int* __restrict__ woffs, int count) {
   for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < count; r += gridDim.x * blockDim.x) {
     if (r >= d.taps * d.Fg) {
       taps[r] = make_int2(0, int(kNoTap));
       woffs[r] = 0;
       continue;
     }
-    const int t = r / d.Fg, f = r % d.Fg, ky = t / d.fs, kx = t % d.fs;
-    taps[r] = make_int2(f * d.PN - ((ky / d.stride) * d.Wo + kx / d.stride) * d.N,
+    const int t = v.by_Fg.div(r), f = r - t * d.Fg;
+    const int ky = v.by_fs.div(t), kx = t - ky * d.fs;
+    taps[r] = make_int2(f * d.PN - (d.by_stride.div(ky) * d.Wo + d.by_stride.div(kx)) * d.N,
                         int(tap_bits(ky, kx)));
     woffs[r] = t * d.F + f;
   }
@@ -93,7 +103,7 @@ __global__ void positions_kernel(TileDims d, int2* __restrict__ pos) {
       pos[p] = make_int2(0, 0);
       continue;
     }
-    const int oy = p / d.Wo, ox = p % d.Wo;
+    const int oy = d.by_Wo.div(p), ox = p - oy * d.Wo;
     const int iy0 = oy * d.stride - d.pad, ix0 = ox * d.stride - d.pad;
     pos[p] = make_int2((iy0 * d.W + ix0) * d.N,
                        int(axis_bits(iy0, d.H, d.fs) | axis_bits(ix0, d.W, d.fs) << 16));

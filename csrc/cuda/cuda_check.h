@@ -2,6 +2,9 @@
 // against csrc/simt/simt.h (emulated GPU). Kernels never spell <<<>>>: CONVNET_LAUNCH checks the
 // launch and, under emulation, reports the launch site.
 #pragma once
+#include <atomic>
+#include <cstdint>
+
 #include "check.h"
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
@@ -43,8 +46,34 @@ namespace convnet {
 inline cudaStream_t current_stream() {
   return static_cast<cudaStream_t>(device_stream(current_device()));
 }
-// Blocks for a grid-stride loop over n items.
-inline unsigned grid_for(int64_t n, int threads, unsigned max_blocks = 4096) {
+// Threads the device `dev` keeps resident (SMs x threads per SM), from cudaGetDeviceProperties
+// once per device (under emulation: its workers x 2048).
+inline int64_t resident_threads(int dev) {
+  static std::atomic<int64_t> cache[64];
+  if (dev < 0 || dev >= 64) return 2048;
+  int64_t v = cache[dev].load(std::memory_order_relaxed);
+  if (v == 0) {
+    cudaDeviceProp prop;
+    CONVNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    v = int64_t(prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1) *
+        (prop.maxThreadsPerMultiProcessor > 0 ? prop.maxThreadsPerMultiProcessor : 2048);
+    cache[dev].store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+// Waves of resident threads a grid-stride launch is given at most: enough blocks that the
+// scheduler can back-fill SMs as blocks finish, few enough that each thread loops over several
+// items (its setup amortised).
+constexpr int kGridStrideWaves = 4;
+
+// Blocks for a grid-stride loop over n items on the current device: one item per thread, at most
+// kGridStrideWaves x the device's resident threads (or `max_blocks` when given).
+inline unsigned grid_for(int64_t n, int threads, unsigned max_blocks = 0) {
+  if (max_blocks == 0) {
+    const int64_t cap = kGridStrideWaves * resident_threads(current_device()) / threads;
+    max_blocks = unsigned(cap < 1 ? 1 : (cap > 0x7fffffff ? 0x7fffffff : cap));
+  }
   int64_t b = (n + threads - 1) / threads;
   return unsigned(b < 1 ? 1 : (b > max_blocks ? max_blocks : b));
 }

@@ -20,9 +20,11 @@
 //                                                                          32 filters
 //      The patch is gathered from x while staging (never stored). bwd_weights reduces over the
 //      images in a fixed order within one thread: deterministic, no atomics.
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda_check.h"
+#include "fast_div.cuh"
 #include "local.h"
 #include "pixel_grid.h"
 #include "shape.h"
@@ -36,6 +38,16 @@ struct LocalDims {
   int64_t P, PN, HWN;
 };
 
+// Decoders of a tap, a position and a filter, passed beside LocalDims only to the kernels that
+// decode (folded into LocalDims, they cost the data gradient 24 registers on sm_80).
+struct LocalDivs {
+  FastDiv by_taps, by_fs, by_Wo, by_K, by_Fg;
+  // Empty shapes return before any launch; their divisors are never used.
+  explicit LocalDivs(const LocalDims& d)
+      : by_taps(std::max(1, d.fs * d.fs)), by_fs(std::max(1, d.fs)), by_Wo(std::max(1, d.Wo)),
+        by_K(std::max(1, d.K)), by_Fg(std::max(1, d.Fg)) {}
+};
+
 LocalDims dims_of(const ConvParams& p) {
   LocalDims d;
   d.C = p.channels, d.H = p.height, d.W = p.width, d.N = p.images;
@@ -47,10 +59,11 @@ LocalDims dims_of(const ConvParams& p) {
 }
 
 // x[c, iy, ix, n] for tap k of output position (oy, ox), channels counted from c0; 0 outside.
-__device__ __forceinline__ float patch_at(const LocalDims& d, const float* x, int c0, int oy,
-                                          int ox, int k, int n) {
-  const int c = k / (d.fs * d.fs), t = k % (d.fs * d.fs);
-  const int iy = oy * d.stride - d.pad + t / d.fs, ix = ox * d.stride - d.pad + t % d.fs;
+__device__ __forceinline__ float patch_at(const LocalDims& d, const LocalDivs& v, const float* x,
+                                          int c0, int oy, int ox, int k, int n) {
+  const int c = v.by_taps.div(k), t = k - c * d.fs * d.fs;
+  const int ky = v.by_fs.div(t), kx = t - ky * d.fs;
+  const int iy = oy * d.stride - d.pad + ky, ix = ox * d.stride - d.pad + kx;
   if (iy < 0 || iy >= d.H || ix < 0 || ix >= d.W) return 0.f;
   return x[((int64_t(c0 + c) * d.H + iy) * d.W + ix) * d.N + n];
 }
@@ -61,17 +74,18 @@ __device__ __forceinline__ float patch_at(const LocalDims& d, const float* x, in
 // images over blockIdx.y x threadIdx.x, so a warp reads 32 consecutive floats.
 
 // Pixel (f, oy, ox) of y: the position's filter f over the window.
-__global__ void local_fwd_direct_kernel(LocalDims d, const float* __restrict__ x,
+__global__ void local_fwd_direct_kernel(LocalDims d, LocalDivs v, const float* __restrict__ x,
                                         const float* __restrict__ w, float* __restrict__ y,
                                         bool accumulate) {
   const int n = blockIdx.y * blockDim.x + threadIdx.x;
   if (n >= d.N) return;
-  const int64_t pix = blockIdx.x, pos = pix % d.P;  // pix = f * P + pos
-  const int f = int(pix / d.P), oy = int(pos / d.Wo), ox = int(pos % d.Wo);
-  const float* wp = w + pos * d.K * d.F + f;
+  const int64_t pix = blockIdx.x;  // f * P + pos
+  const int f = int(pix / d.P), pos = int(pix - int64_t(f) * d.P);  // block-uniform
+  const int oy = v.by_Wo.div(pos), ox = pos - oy * d.Wo, c0 = v.by_Fg.div(f) * d.Cg;
+  const float* wp = w + int64_t(pos) * d.K * d.F + f;
   float sum = 0.f;
-  for (int k = 0; k < d.K; ++k)
-    sum = fmaf(wp[int64_t(k) * d.F], patch_at(d, x, f / d.Fg * d.Cg, oy, ox, k, n), sum);
+  for (int k = 0; k < d.K; ++k, wp += d.F)
+    sum = fmaf(*wp, patch_at(d, v, x, c0, oy, ox, k, n), sum);
   float* out = y + pix * d.N + n;
   *out = accumulate ? *out + sum : sum;
 }
@@ -104,22 +118,22 @@ __global__ void local_bwd_data_direct_kernel(LocalDims d, const float* __restric
   *out = accumulate ? *out + sum : sum;
 }
 
-// Thread per dw element (grid-stride over P*K*F, filter fastest), summing over the images.
-__global__ void local_bwd_weights_direct_kernel(LocalDims d, const float* __restrict__ x,
+// Pixel (pos, k) of dw (P, K, F), the filters over the threads (pixel_grid.h: dw's writes
+// coalesce), summing over the images.
+__global__ void local_bwd_weights_direct_kernel(LocalDims d, LocalDivs v,
+                                                const float* __restrict__ x,
                                                 const float* __restrict__ dy,
                                                 float* __restrict__ dw, bool accumulate) {
-  const int64_t total = d.P * d.K * d.F;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int f = int(i % d.F), k = int(i / d.F % d.K);
-    const int64_t pos = i / (int64_t(d.K) * d.F);
-    const int oy = int(pos / d.Wo), ox = int(pos % d.Wo);
-    const float* dyp = dy + int64_t(f) * d.PN + pos * d.N;
-    float sum = 0.f;
-    for (int n = 0; n < d.N; ++n)
-      sum = fmaf(patch_at(d, x, f / d.Fg * d.Cg, oy, ox, k, n), dyp[n], sum);
-    dw[i] = accumulate ? dw[i] + sum : sum;
-  }
+  const int f = blockIdx.y * blockDim.x + threadIdx.x;
+  if (f >= d.F) return;
+  const int pix = blockIdx.x;  // pos * K + k
+  const int pos = v.by_K.div(pix), k = pix - pos * d.K;
+  const int oy = v.by_Wo.div(pos), ox = pos - oy * d.Wo, c0 = v.by_Fg.div(f) * d.Cg;
+  const float* dyp = dy + int64_t(f) * d.PN + int64_t(pos) * d.N;
+  float sum = 0.f;
+  for (int n = 0; n < d.N; ++n) sum = fmaf(patch_at(d, v, x, c0, oy, ox, k, n), dyp[n], sum);
+  float* out = dw + int64_t(pix) * d.F + f;
+  *out = accumulate ? *out + sum : sum;
 }
 
 // ======================= variant 2: per-position GEMM tiles ======================================
@@ -140,7 +154,8 @@ __device__ __forceinline__ void tile_fma(const Staged& a, const Staged& b, int t
 // Block (tile, pos, g) with tile = image tile + tiles_n * filter tile. Thread (tx, ty) computes
 // filters f0 + ty + 8j (j < 4) for image n0 + tx.
 __global__ void __launch_bounds__(kThreads)
-    local_fwd_tile_kernel(LocalDims d, const float* __restrict__ x, const float* __restrict__ w,
+    local_fwd_tile_kernel(LocalDims d, LocalDivs v, const float* __restrict__ x,
+                          const float* __restrict__ w,
                           float* __restrict__ y, bool accumulate) {
   __shared__ Staged ws;  // (k, f)
   __shared__ Staged xs;  // (k, n)
@@ -148,14 +163,14 @@ __global__ void __launch_bounds__(kThreads)
   const int tiles_n = (d.N + kTile - 1) / kTile;
   const int n0 = int(blockIdx.x) % tiles_n * kTile, f0 = int(blockIdx.x) / tiles_n * kTile;
   const int pos = int(blockIdx.y), g = int(blockIdx.z);
-  const int oy = pos / d.Wo, ox = pos % d.Wo, n = n0 + tx;
+  const int oy = v.by_Wo.div(pos), ox = pos - oy * d.Wo, n = n0 + tx;
   const float* wp = w + int64_t(pos) * d.K * d.F + g * d.Fg;
   float acc[kTile / kRows] = {};
   for (int k0 = 0; k0 < d.K; k0 += kTile) {
     for (int j = 0; j < kTile / kRows; ++j) {
       const int r = ty + kRows * j, k = k0 + r;
       ws[r][tx] = k < d.K && f0 + tx < d.Fg ? wp[int64_t(k) * d.F + f0 + tx] : 0.f;
-      xs[r][tx] = k < d.K && n < d.N ? patch_at(d, x, g * d.Cg, oy, ox, k, n) : 0.f;
+      xs[r][tx] = k < d.K && n < d.N ? patch_at(d, v, x, g * d.Cg, oy, ox, k, n) : 0.f;
     }
     __syncthreads();
     tile_fma(ws, xs, tx, ty, acc);
@@ -172,7 +187,7 @@ __global__ void __launch_bounds__(kThreads)
 // Block (tile, pos, g) with tile = filter tile + tiles_f * tap tile. Thread (tx, ty) computes
 // taps k0 + ty + 8j (j < 4) for filter f0 + tx, summing over the images 32 at a time.
 __global__ void __launch_bounds__(kThreads)
-    local_bwd_weights_tile_kernel(LocalDims d, const float* __restrict__ x,
+    local_bwd_weights_tile_kernel(LocalDims d, LocalDivs v, const float* __restrict__ x,
                                   const float* __restrict__ dy, float* __restrict__ dw,
                                   bool accumulate) {
   __shared__ Staged ps;  // (n, k)
@@ -181,14 +196,14 @@ __global__ void __launch_bounds__(kThreads)
   const int tiles_f = (d.Fg + kTile - 1) / kTile;
   const int f0 = int(blockIdx.x) % tiles_f * kTile, k0 = int(blockIdx.x) / tiles_f * kTile;
   const int pos = int(blockIdx.y), g = int(blockIdx.z);
-  const int oy = pos / d.Wo, ox = pos % d.Wo;
+  const int oy = v.by_Wo.div(pos), ox = pos - oy * d.Wo;
   const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N;
   float acc[kTile / kRows] = {};
   for (int n0 = 0; n0 < d.N; n0 += kTile) {
     const int n = n0 + tx;
     for (int j = 0; j < kTile / kRows; ++j) {
       const int r = ty + kRows * j;  // a tap for ps, a filter for ds; the image is n
-      ps[tx][r] = k0 + r < d.K && n < d.N ? patch_at(d, x, g * d.Cg, oy, ox, k0 + r, n) : 0.f;
+      ps[tx][r] = k0 + r < d.K && n < d.N ? patch_at(d, v, x, g * d.Cg, oy, ox, k0 + r, n) : 0.f;
       ds[tx][r] = f0 + r < d.Fg && n < d.N ? dyp[int64_t(f0 + r) * d.PN + n] : 0.f;
     }
     __syncthreads();
@@ -229,14 +244,14 @@ void local_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* 
   const LocalDims d = dims_of(p);
   if (d.F == 0 || d.PN == 0) return;
   if (p.variant == 1) {
-    const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N);
-    CONVNET_LAUNCH(local_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d, x, w, y,
-                   accumulate);
+    const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N, "local_fwd variant 1");
+    CONVNET_LAUNCH(local_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d,
+                   LocalDivs(d), x, w, y, accumulate);
     return;
   }
   CONVNET_LAUNCH(local_fwd_tile_kernel, tile_grid(int64_t(tiles(d.N)) * tiles(d.Fg), d,
                                                   "local_fwd"),
-                 kThreads, 0, current_stream(), d, x, w, y, accumulate);
+                 kThreads, 0, current_stream(), d, LocalDivs(d), x, w, y, accumulate);
 }
 
 void local_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, float* dx,
@@ -244,7 +259,7 @@ void local_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, f
   check_variant(p, LocalOp::local_bwd_data, "local_bwd_data");
   const LocalDims d = dims_of(p);
   if (d.C == 0 || d.HWN == 0) return;
-  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N);
+  const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N, "local_bwd_data");
   CONVNET_LAUNCH(local_bwd_data_direct_kernel, g.grid, g.block, 0, current_stream(), d, dy, w, dx,
                  accumulate);
 }
@@ -256,13 +271,14 @@ void local_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy
   const int64_t count = d.P * d.K * d.F;
   if (count == 0) return;
   if (p.variant == 1) {
-    CONVNET_LAUNCH(local_bwd_weights_direct_kernel, grid_for(count, 256), 256, 0,
-                   current_stream(), d, x, dy, dw, accumulate);
+    const PixelGrid g = pixel_grid(d.P * d.K, d.F, "local_bwd_weights variant 1");
+    CONVNET_LAUNCH(local_bwd_weights_direct_kernel, g.grid, g.block, 0, current_stream(), d,
+                   LocalDivs(d), x, dy, dw, accumulate);
     return;
   }
   CONVNET_LAUNCH(local_bwd_weights_tile_kernel, tile_grid(int64_t(tiles(d.K)) * tiles(d.Fg), d,
                                                           "local_bwd_weights"),
-                 kThreads, 0, current_stream(), d, x, dy, dw, accumulate);
+                 kThreads, 0, current_stream(), d, LocalDivs(d), x, dy, dw, accumulate);
 }
 
 }  // namespace convnet

@@ -4,13 +4,20 @@
 // — the CPU backend's order).
 //
 // Thread mapping (pixel_grid.h): one thread per (pixel, image), images consecutive in a warp, so
-// every load and store coalesces.
+// every load and store coalesces; when N % 4 == 0 and every buffer is 16-byte aligned, one thread
+// per (pixel, 4 consecutive images), each access a 128-bit load or store (lanes.cuh: the same bits
+// as the scalar path).
 //   cross-map: the pixels are the H*W of one plane and each thread loops over the channels. A
 //     channel's window re-reads rows that the previous channels loaded (L1/L2 hits): x comes
 //     from DRAM once.
 //   same-map: the pixels are all C*H*W; each thread sums its size x size window (again served by
 //     the caches after the first touch).
+#include <initializer_list>
+
 #include "cuda_check.h"
+#include "fast_div.cuh"
+#include "grid_stride.cuh"
+#include "lanes.cuh"
 #include "lrn.h"
 #include "pixel_grid.h"
 
@@ -23,167 +30,251 @@ __device__ __forceinline__ float lrn_pow_neg(float d, float beta) {
   return __powf(d, -beta);
 }
 
-template <bool kThreeQuarters>
+// L images per thread (lanes.cuh): L = 4 when N % 4 == 0 and every buffer is 16-byte aligned,
+// else 1. Threads step through a window's channels or pixels by pointer increments: no division
+// in any loop and no 64-bit multiply in an inner one, whatever the tensor's size.
+template <int L, bool kThreeQuarters>
 __global__ void lrn_fwd_kernel(NormParams p, const float* __restrict__ x, float* __restrict__ y,
                                float* __restrict__ denoms) {
+  using V = Lanes<L>;
   const int64_t plane = int64_t(p.height) * p.width * p.images;
-  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  const int n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   if (n < p.images) {
     const int64_t i = int64_t(blockIdx.x) * p.images + n;
-    for (int c = 0; c < p.channels; ++c) {
+    const float* xc = x + i;  // channel c of this thread's pixel and images
+    float* yc = y + i;
+    float* dc = denoms + i;
+    for (int c = 0; c < p.channels; ++c, xc += plane, yc += plane, dc += plane) {
       const int first = norm_window_first(c, p.size);
       const int lo = max(0, first), hi = min(p.channels, first + p.size);
-      float sum = 0.f;
-      for (int j = lo; j < hi; ++j) {
-        const float v = x[j * plane + i];
-        sum += v * v;
+      V sum = V::fill(0.f);
+      const float* xj = xc + (lo - c) * plane;
+      for (int j = lo; j < hi; ++j, xj += plane) {
+        const V v = V::load(xj);
+#pragma unroll
+        for (int l = 0; l < L; ++l) sum.v[l] += v.v[l] * v.v[l];
       }
-      const float d = p.min_div + p.alpha * sum;
-      denoms[c * plane + i] = d;
-      y[c * plane + i] = x[c * plane + i] * lrn_pow_neg<kThreeQuarters>(d, p.pow);
+      const V xv = V::load(xc);
+      V d, out;
+#pragma unroll
+      for (int l = 0; l < L; ++l) {
+        d.v[l] = p.min_div + p.alpha * sum.v[l];
+        out.v[l] = xv.v[l] * lrn_pow_neg<kThreeQuarters>(d.v[l], p.pow);
+      }
+      d.store(dc);
+      out.store(yc);
     }
   }
 }
 
-template <bool kThreeQuarters>
+template <int L, bool kThreeQuarters>
 __global__ void lrn_bwd_kernel(NormParams p, const float* __restrict__ dy,
                                const float* __restrict__ x, const float* __restrict__ y,
                                const float* __restrict__ denoms, float* __restrict__ dx,
                                bool accumulate) {
+  using V = Lanes<L>;
   const int64_t plane = int64_t(p.height) * p.width * p.images;
   const float coef = -2.f * p.alpha * p.pow;
-  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  const int n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   if (n < p.images) {
     const int64_t i = int64_t(blockIdx.x) * p.images + n;
     for (int ch = 0; ch < p.channels; ++ch) {
       // Channels c whose windows contain ch: c - size/2 <= ch <= c - size/2 + size - 1.
       const int lo = max(0, ch - (p.size - 1 - p.size / 2));
       const int hi = min(p.channels, ch + p.size / 2 + 1);
-      float sum = 0.f;
-      for (int c = lo; c < hi; ++c) {
-        const int64_t o = c * plane + i;
-        sum += dy[o] * y[o] / denoms[o];
+      V sum = V::fill(0.f);
+      int64_t o = lo * plane + i;
+      for (int c = lo; c < hi; ++c, o += plane) {
+        const V dyv = V::load(dy + o), yv = V::load(y + o), dv = V::load(denoms + o);
+#pragma unroll
+        for (int l = 0; l < L; ++l) sum.v[l] += dyv.v[l] * yv.v[l] / dv.v[l];
       }
-      const int64_t o = ch * plane + i;
-      const float g = dy[o] * lrn_pow_neg<kThreeQuarters>(denoms[o], p.pow) + coef * x[o] * sum;
-      dx[o] = accumulate ? dx[o] + g : g;
+      o = ch * plane + i;
+      const V dyv = V::load(dy + o), dv = V::load(denoms + o), xv = V::load(x + o);
+      V g = accumulate ? V::load(dx + o) : V::fill(0.f);
+#pragma unroll
+      for (int l = 0; l < L; ++l) {
+        const float gl = dyv.v[l] * lrn_pow_neg<kThreeQuarters>(dv.v[l], p.pow) +
+                         coef * xv.v[l] * sum.v[l];
+        g.v[l] = accumulate ? g.v[l] + gl : gl;
+      }
+      g.store(dx + o);
     }
   }
 }
 
-template <bool kThreeQuarters>
-__global__ void rnorm_fwd_kernel(NormParams p, const float* __restrict__ x, float* __restrict__ y,
+// Same-map: blockIdx.x is the pixel (c, h, w), decoded once per block through FastDiv.
+template <int L, bool kThreeQuarters>
+__global__ void rnorm_fwd_kernel(NormParams p, FastDiv by_width, FastDiv by_height,
+                                 const float* __restrict__ x, float* __restrict__ y,
                                  float* __restrict__ denoms) {
+  using V = Lanes<L>;
   const int N = p.images;
-  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  const int n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   if (n < N) {
     const int pix = blockIdx.x;  // (c, h, w)
-    const int64_t i = int64_t(pix) * N + n;  // (c, h, w)
-    const int w = pix % p.width, h = pix / p.width % p.height;
-    const float* xc = x + (i - (int64_t(h) * p.width + w) * N);  // channel c, image n
+    const int i_row = by_width.div(pix), w = pix - i_row * p.width;
+    const int h = i_row - by_height.div(i_row) * p.height;
+    const int64_t i = int64_t(pix) * N + n;
     const int fy = norm_window_first(h, p.size), fx = norm_window_first(w, p.size);
     const int ylo = max(0, fy), yhi = min(p.height, fy + p.size);
     const int xlo = max(0, fx), xhi = min(p.width, fx + p.size);
-    float sum = 0.f;
-    for (int yy = ylo; yy < yhi; ++yy) {
-      float row = 0.f;
-      for (int xx = xlo; xx < xhi; ++xx) {
-        const float v = xc[(int64_t(yy) * p.width + xx) * N];
-        row += v * v;
+    const int64_t row_step = int64_t(p.width) * N;
+    // x at (channel c, row ylo, column xlo, image n).
+    const float* xr = x + i + (int64_t(ylo - h) * p.width + (xlo - w)) * N;
+    V sum = V::fill(0.f);
+    for (int yy = ylo; yy < yhi; ++yy, xr += row_step) {
+      V row = V::fill(0.f);
+      const float* xp = xr;
+      for (int xx = xlo; xx < xhi; ++xx, xp += N) {
+        const V v = V::load(xp);
+#pragma unroll
+        for (int l = 0; l < L; ++l) row.v[l] += v.v[l] * v.v[l];
       }
-      sum += row;
+#pragma unroll
+      for (int l = 0; l < L; ++l) sum.v[l] += row.v[l];
     }
-    const float d = p.min_div + p.alpha * sum;
-    denoms[i] = d;
-    y[i] = x[i] * lrn_pow_neg<kThreeQuarters>(d, p.pow);
+    const V xv = V::load(x + i);
+    V d, out;
+#pragma unroll
+    for (int l = 0; l < L; ++l) {
+      d.v[l] = p.min_div + p.alpha * sum.v[l];
+      out.v[l] = xv.v[l] * lrn_pow_neg<kThreeQuarters>(d.v[l], p.pow);
+    }
+    d.store(denoms + i);
+    out.store(y + i);
   }
 }
 
-template <bool kThreeQuarters>
-__global__ void rnorm_bwd_kernel(NormParams p, const float* __restrict__ dy,
-                                 const float* __restrict__ x, const float* __restrict__ y,
-                                 const float* __restrict__ denoms, float* __restrict__ dx,
-                                 bool accumulate) {
+template <int L, bool kThreeQuarters>
+__global__ void rnorm_bwd_kernel(NormParams p, FastDiv by_width, FastDiv by_height,
+                                 const float* __restrict__ dy, const float* __restrict__ x,
+                                 const float* __restrict__ y, const float* __restrict__ denoms,
+                                 float* __restrict__ dx, bool accumulate) {
+  using V = Lanes<L>;
   const int N = p.images;
   const float coef = -2.f * p.alpha * p.pow;
   const int back = p.size - 1 - p.size / 2, ahead = p.size / 2;  // reverse window
-  const int n = blockIdx.y * blockDim.x + threadIdx.x;
+  const int n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   if (n < N) {
     const int pix = blockIdx.x;  // (c, h, w)
+    const int i_row = by_width.div(pix), w = pix - i_row * p.width;
+    const int h = i_row - by_height.div(i_row) * p.height;
     const int64_t i = int64_t(pix) * N + n;
-    const int w = pix % p.width, h = pix / p.width % p.height;
-    const int64_t base = i - (int64_t(h) * p.width + w) * N;  // channel c, image n, pixel 0
     const int ylo = max(0, h - back), yhi = min(p.height, h + ahead + 1);
     const int xlo = max(0, w - back), xhi = min(p.width, w + ahead + 1);
-    float sum = 0.f;
-    for (int yy = ylo; yy < yhi; ++yy) {
-      float row = 0.f;
-      for (int xx = xlo; xx < xhi; ++xx) {
-        const int64_t o = base + (int64_t(yy) * p.width + xx) * N;
-        row += dy[o] * y[o] / denoms[o];
+    const int64_t row_step = int64_t(p.width) * N;
+    // Offset of (channel c, row ylo, column xlo, image n).
+    int64_t orow = i + (int64_t(ylo - h) * p.width + (xlo - w)) * N;
+    V sum = V::fill(0.f);
+    for (int yy = ylo; yy < yhi; ++yy, orow += row_step) {
+      V row = V::fill(0.f);
+      int64_t o = orow;
+      for (int xx = xlo; xx < xhi; ++xx, o += N) {
+        const V dyv = V::load(dy + o), yv = V::load(y + o), dv = V::load(denoms + o);
+#pragma unroll
+        for (int l = 0; l < L; ++l) row.v[l] += dyv.v[l] * yv.v[l] / dv.v[l];
       }
-      sum += row;
+#pragma unroll
+      for (int l = 0; l < L; ++l) sum.v[l] += row.v[l];
     }
-    const float g = dy[i] * lrn_pow_neg<kThreeQuarters>(denoms[i], p.pow) + coef * x[i] * sum;
-    dx[i] = accumulate ? dx[i] + g : g;
+    const V dyv = V::load(dy + i), dv = V::load(denoms + i), xv = V::load(x + i);
+    V g = accumulate ? V::load(dx + i) : V::fill(0.f);
+#pragma unroll
+    for (int l = 0; l < L; ++l) {
+      const float gl =
+          dyv.v[l] * lrn_pow_neg<kThreeQuarters>(dv.v[l], p.pow) + coef * xv.v[l] * sum.v[l];
+      g.v[l] = accumulate ? g.v[l] + gl : gl;
+    }
+    g.store(dx + i);
   }
 }
 
 namespace {
-// Cross-map threads cover one plane's pixels; same-map threads every channel's.
-PixelGrid lrn_grid(const NormParams& p) {
-  return pixel_grid(int64_t(p.height) * p.width, p.images);
+// Cross-map threads cover one plane's pixels; same-map threads every channel's. With L images per
+// thread the grid covers N / L thread columns.
+PixelGrid lrn_grid(const NormParams& p, int lanes) {
+  return pixel_grid(int64_t(p.height) * p.width, p.images / lanes);
 }
-PixelGrid rnorm_grid(const NormParams& p) {
-  return pixel_grid(int64_t(p.channels) * p.height * p.width, p.images);
+PixelGrid rnorm_grid(const NormParams& p, int lanes) {
+  return pixel_grid(int64_t(p.channels) * p.height * p.width, p.images / lanes);
 }
 bool empty_norm(const NormParams& p) {
   return int64_t(p.channels) * p.height * p.width * p.images == 0;
 }
+// 4 images per thread when N % 4 == 0 and every buffer is 16-byte aligned (grid_stride.cuh).
+int norm_lanes(const NormParams& p, std::initializer_list<const void*> buffers) {
+  if (p.images % 4 != 0) return 1;
+  for (const void* b : buffers)
+    if (!aligned16(b)) return 1;
+  return 4;
+}
+
+// Launches K<L, beta == 0.75> with L from norm_lanes: the four instantiations of a kernel.
+template <template <int, bool> class Launch, class... Args>
+void launch_norm(const NormParams& p, int lanes, const PixelGrid& g, Args... args) {
+  const bool three_quarters = p.pow == 0.75f;
+  if (lanes == 4)
+    three_quarters ? Launch<4, true>::run(g, p, args...) : Launch<4, false>::run(g, p, args...);
+  else
+    three_quarters ? Launch<1, true>::run(g, p, args...) : Launch<1, false>::run(g, p, args...);
+}
+
+template <int L, bool k34>
+struct LrnFwd {
+  static void run(const PixelGrid& g, const NormParams& p, const float* x, float* y, float* d) {
+    CONVNET_LAUNCH((lrn_fwd_kernel<L, k34>), g.grid, g.block, 0, current_stream(), p, x, y, d);
+  }
+};
+template <int L, bool k34>
+struct LrnBwd {
+  static void run(const PixelGrid& g, const NormParams& p, const float* dy, const float* x,
+                  const float* y, const float* d, float* dx, bool accumulate) {
+    CONVNET_LAUNCH((lrn_bwd_kernel<L, k34>), g.grid, g.block, 0, current_stream(), p, dy, x, y,
+                   d, dx, accumulate);
+  }
+};
+template <int L, bool k34>
+struct RnormFwd {
+  static void run(const PixelGrid& g, const NormParams& p, const float* x, float* y, float* d) {
+    CONVNET_LAUNCH((rnorm_fwd_kernel<L, k34>), g.grid, g.block, 0, current_stream(), p,
+                   FastDiv(p.width), FastDiv(p.height), x, y, d);
+  }
+};
+template <int L, bool k34>
+struct RnormBwd {
+  static void run(const PixelGrid& g, const NormParams& p, const float* dy, const float* x,
+                  const float* y, const float* d, float* dx, bool accumulate) {
+    CONVNET_LAUNCH((rnorm_bwd_kernel<L, k34>), g.grid, g.block, 0, current_stream(), p,
+                   FastDiv(p.width), FastDiv(p.height), dy, x, y, d, dx, accumulate);
+  }
+};
 }  // namespace
 
 void lrn_fwd_cuda(const NormParams& p, const float* x, float* y, float* denoms) {
   if (empty_norm(p)) return;
-  const PixelGrid g = lrn_grid(p);
-  if (p.pow == 0.75f)
-    CONVNET_LAUNCH((lrn_fwd_kernel<true>), g.grid, g.block, 0, current_stream(), p, x, y, denoms);
-  else
-    CONVNET_LAUNCH((lrn_fwd_kernel<false>), g.grid, g.block, 0, current_stream(), p, x, y, denoms);
+  const int lanes = norm_lanes(p, {x, y, denoms});
+  launch_norm<LrnFwd>(p, lanes, lrn_grid(p, lanes), x, y, denoms);
 }
 
 void lrn_bwd_cuda(const NormParams& p, const float* dy, const float* x, const float* y,
                   const float* denoms, float* dx, bool accumulate) {
   if (empty_norm(p)) return;
-  const PixelGrid g = lrn_grid(p);
-  if (p.pow == 0.75f)
-    CONVNET_LAUNCH((lrn_bwd_kernel<true>), g.grid, g.block, 0, current_stream(), p, dy, x, y,
-                   denoms, dx, accumulate);
-  else
-    CONVNET_LAUNCH((lrn_bwd_kernel<false>), g.grid, g.block, 0, current_stream(), p, dy, x, y,
-                   denoms, dx, accumulate);
+  const int lanes = norm_lanes(p, {dy, x, y, denoms, dx});
+  launch_norm<LrnBwd>(p, lanes, lrn_grid(p, lanes), dy, x, y, denoms, dx, accumulate);
 }
 
 void rnorm_fwd_cuda(const NormParams& p, const float* x, float* y, float* denoms) {
   if (empty_norm(p)) return;
-  const PixelGrid g = rnorm_grid(p);
-  if (p.pow == 0.75f)
-    CONVNET_LAUNCH((rnorm_fwd_kernel<true>), g.grid, g.block, 0, current_stream(), p, x, y,
-                   denoms);
-  else
-    CONVNET_LAUNCH((rnorm_fwd_kernel<false>), g.grid, g.block, 0, current_stream(), p, x, y,
-                   denoms);
+  const int lanes = norm_lanes(p, {x, y, denoms});
+  launch_norm<RnormFwd>(p, lanes, rnorm_grid(p, lanes), x, y, denoms);
 }
 
 void rnorm_bwd_cuda(const NormParams& p, const float* dy, const float* x, const float* y,
                     const float* denoms, float* dx, bool accumulate) {
   if (empty_norm(p)) return;
-  const PixelGrid g = rnorm_grid(p);
-  if (p.pow == 0.75f)
-    CONVNET_LAUNCH((rnorm_bwd_kernel<true>), g.grid, g.block, 0, current_stream(), p, dy, x, y,
-                   denoms, dx, accumulate);
-  else
-    CONVNET_LAUNCH((rnorm_bwd_kernel<false>), g.grid, g.block, 0, current_stream(), p, dy, x, y,
-                   denoms, dx, accumulate);
+  const int lanes = norm_lanes(p, {dy, x, y, denoms, dx});
+  launch_norm<RnormBwd>(p, lanes, rnorm_grid(p, lanes), dy, x, y, denoms, dx, accumulate);
 }
 
 }  // namespace convnet

@@ -6,9 +6,12 @@
 // consecutive images as float4 (a warp: 128 consecutive floats, a quarter of the threads).
 // Backward: a thread per INPUT element gathers from the outputs whose windows contain it — no
 // atomics, one writer per dx element, a fixed summation order (outputs row-major, like the CPU
-// backend's scatter), so the result is deterministic.
+// backend's scatter), so the result is deterministic; 4 consecutive images per thread (float4)
+// under the forward's condition, each image with its own tie scan (lanes.cuh).
 #include "cuda_check.h"
+#include "fast_div.cuh"
 #include "grid_stride.cuh"
+#include "lanes.cuh"
 #include "pixel_grid.h"
 #include "pool.h"
 
@@ -32,66 +35,111 @@ __device__ __forceinline__ float4 pool_scale(float4 a, float s) {
 // V = float: a thread per output element; V = float4: a thread per 4 consecutive images of an
 // output pixel (N % 4 == 0, x and y 16-byte aligned), loaded and stored as float4.
 template <class V>
-__global__ void pool_fwd_kernel(PoolParams p, const float* __restrict__ x, float* __restrict__ y) {
+__global__ void pool_fwd_kernel(PoolParams p, FastDiv by_out_w, FastDiv by_out_h,
+                                const float* __restrict__ x, float* __restrict__ y) {
   constexpr int kImages = int(sizeof(V) / sizeof(float));
   const int N = p.images, n = (blockIdx.y * blockDim.x + threadIdx.x) * kImages;
   const int pix = blockIdx.x;  // (c, oy, ox)
   if (n < N) {
-    const int ox = pix % p.out_w, oy = pix / p.out_w % p.out_h, c = pix / (p.out_w * p.out_h);
+    const int row = by_out_w.div(pix), ox = pix - row * p.out_w;
+    const int c = by_out_h.div(row), oy = row - c * p.out_h;
     const int64_t i = int64_t(pix) * N + n;
     int ylo, yhi, xlo, xhi;
     pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
     pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
-    const float* xc = x + int64_t(c) * p.height * p.width * N + n;
-    V acc = *reinterpret_cast<const V*>(xc + (int64_t(ylo) * p.width + xlo) * N);
-    for (int iy = ylo; iy < yhi; ++iy)
-      for (int ix = (iy == ylo ? xlo + 1 : xlo); ix < xhi; ++ix) {
-        const V v = *reinterpret_cast<const V*>(xc + (int64_t(iy) * p.width + ix) * N);
+    const int64_t in_row = int64_t(p.width) * N;
+    // x at (c, ylo, xlo) for image n; the window is walked by pointer increments.
+    const float* xrow = x + ((int64_t(c) * p.height + ylo) * p.width + xlo) * N + n;
+    V acc = *reinterpret_cast<const V*>(xrow);
+    for (int iy = ylo; iy < yhi; ++iy, xrow += in_row) {
+      const float* xp = xrow + (iy == ylo ? N : 0);
+      for (int ix = (iy == ylo ? xlo + 1 : xlo); ix < xhi; ++ix, xp += N) {
+        const V v = *reinterpret_cast<const V*>(xp);
         acc = p.mode == PoolMode::max ? pool_max(acc, v) : pool_add(acc, v);
       }
+    }
     if (p.mode == PoolMode::avg) acc = pool_scale(acc, 1.f / float((yhi - ylo) * (xhi - xlo)));
     *reinterpret_cast<V*>(y + i) = acc;
   }
 }
 
-__global__ void pool_bwd_kernel(PoolParams p, const float* __restrict__ dy,
-                                const float* __restrict__ x, const float* __restrict__ y,
-                                float* __restrict__ dx, bool accumulate) {
-  const int N = p.images, n = blockIdx.y * blockDim.x + threadIdx.x;
+// L images per thread (lanes.cuh): L = 4 when N % 4 == 0 and every buffer is 16-byte aligned,
+// else 1. Each lane keeps the scalar path's own tie scan and summation order, so both paths give
+// the same bits. blockIdx.x, the input pixel (c, iy, ix), is decoded once through FastDiv; the
+// loops step by pointer increments (no division; a 64-bit multiply only where a tie scan starts).
+template <int L>
+__global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_height,
+                                const float* __restrict__ dy, const float* __restrict__ x,
+                                const float* __restrict__ y, float* __restrict__ dx,
+                                bool accumulate) {
+  using V = Lanes<L>;
+  const int N = p.images, n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   const int pix = blockIdx.x;  // (c, iy, ix)
   if (n < N) {
-    const int ix = pix % p.width, iy = pix / p.width % p.height, c = pix / (p.width * p.height);
+    const int row = by_width.div(pix), ix = pix - row * p.width;
+    const int c = by_height.div(row), iy = row - c * p.height;
     const int64_t i = int64_t(pix) * N + n;
     int oylo, oyhi, oxlo, oxhi;
     pool_outputs_of(iy, p.size, p.stride, p.start, p.out_h, &oylo, &oyhi);
     pool_outputs_of(ix, p.size, p.stride, p.start, p.out_w, &oxlo, &oxhi);
-    const int64_t obase = int64_t(c) * p.out_h * p.out_w * N + n;
-    const float* xc = p.mode == PoolMode::max ? x + int64_t(c) * p.height * p.width * N + n
-                                              : nullptr;
-    float sum = 0.f;
-    for (int oy = oylo; oy < oyhi; ++oy)
-      for (int ox = oxlo; ox < oxhi; ++ox) {
-        const int64_t o = obase + (int64_t(oy) * p.out_w + ox) * N;
-        int ylo, yhi, xlo, xhi;
+    const int64_t out_row = int64_t(p.out_w) * N, in_row = int64_t(p.width) * N;
+    // Offset of output (c, oylo, oxlo) for image n in dy and y.
+    const int64_t obase = ((int64_t(c) * p.out_h + oylo) * p.out_w + oxlo) * N + n;
+    V sum = V::fill(0.f);
+    if (p.mode == PoolMode::avg) {
+      int64_t orow = obase;
+      for (int oy = oylo; oy < oyhi; ++oy, orow += out_row) {
+        int ylo, yhi;
         pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
-        pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
-        if (p.mode == PoolMode::avg) {
-          sum += dy[o] * (1.f / float((yhi - ylo) * (xhi - xlo)));
-          continue;
+        int64_t o = orow;
+        for (int ox = oxlo; ox < oxhi; ++ox, o += N) {
+          int xlo, xhi;
+          pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
+          const float inv_area = 1.f / float((yhi - ylo) * (xhi - xlo));
+          const V d = V::load(dy + o);
+#pragma unroll
+          for (int l = 0; l < L; ++l) sum.v[l] += d.v[l] * inv_area;
         }
-        const float m = y[o];
-        if (x[i] != m) continue;
-        // This pixel holds the max; it gets dy only if no earlier pixel (row-major) does.
-        bool first = true;
-        for (int qy = ylo; qy <= iy && first; ++qy)
-          for (int qx = xlo; qx < (qy == iy ? ix : xhi); ++qx)
-            if (xc[(int64_t(qy) * p.width + qx) * N] == m) {
-              first = false;
-              break;
-            }
-        if (first) sum += dy[o];
       }
-    dx[i] = accumulate ? dx[i] + sum : sum;
+    } else {
+      const V xi = V::load(x + i);
+      const float* xc = x + (i - (int64_t(iy) * p.width + ix) * N);  // (c, 0, 0, n)
+      int64_t orow = obase;
+      for (int oy = oylo; oy < oyhi; ++oy, orow += out_row) {
+        int ylo, yhi;
+        pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
+        int64_t o = orow;
+        for (int ox = oxlo; ox < oxhi; ++ox, o += N) {
+          int xlo, xhi;
+          pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
+          const V m = V::load(y + o);
+          // first[l]: lane l's pixel holds the max and no earlier pixel (row-major) does.
+          bool first[L], any = false;
+#pragma unroll
+          for (int l = 0; l < L; ++l) any |= first[l] = xi.v[l] == m.v[l];
+          if (!any) continue;
+          const float* qrow = xc + (int64_t(ylo) * p.width + xlo) * N;
+          for (int qy = ylo; qy <= iy && any; ++qy, qrow += in_row) {
+            const float* q = qrow;
+            for (int qx = xlo; qx < (qy == iy ? ix : xhi) && any; ++qx, q += N) {
+              const V v = V::load(q);
+              any = false;
+#pragma unroll
+              for (int l = 0; l < L; ++l) any |= first[l] = first[l] && v.v[l] != m.v[l];
+            }
+          }
+          if (!any) continue;
+          const V d = V::load(dy + o);
+#pragma unroll
+          for (int l = 0; l < L; ++l)
+            if (first[l]) sum.v[l] += d.v[l];
+        }
+      }
+    }
+    V g = accumulate ? V::load(dx + i) : V::fill(0.f);
+#pragma unroll
+    for (int l = 0; l < L; ++l) g.v[l] = accumulate ? g.v[l] + sum.v[l] : sum.v[l];
+    g.store(dx + i);
   }
 }
 
@@ -100,19 +148,30 @@ void pool_fwd_cuda(const PoolParams& p, const float* x, float* y) {
   if (pixels == 0 || p.images == 0) return;
   const bool vec = p.images % 4 == 0 && aligned16(x) && aligned16(y);
   const PixelGrid g = pixel_grid(pixels, vec ? p.images / 4 : p.images);
+  const FastDiv by_out_w(p.out_w), by_out_h(p.out_h);
   if (vec)
-    CONVNET_LAUNCH(pool_fwd_kernel<float4>, g.grid, g.block, 0, current_stream(), p, x, y);
+    CONVNET_LAUNCH(pool_fwd_kernel<float4>, g.grid, g.block, 0, current_stream(), p, by_out_w,
+                   by_out_h, x, y);
   else
-    CONVNET_LAUNCH(pool_fwd_kernel<float>, g.grid, g.block, 0, current_stream(), p, x, y);
+    CONVNET_LAUNCH(pool_fwd_kernel<float>, g.grid, g.block, 0, current_stream(), p, by_out_w,
+                   by_out_h, x, y);
 }
 
 void pool_bwd_cuda(const PoolParams& p, const float* dy, const float* x, const float* y,
                    float* dx, bool accumulate) {
   const int64_t pixels = int64_t(p.channels) * p.height * p.width;
   if (pixels == 0 || p.images == 0) return;
-  const PixelGrid g = pixel_grid(pixels, p.images);
-  CONVNET_LAUNCH(pool_bwd_kernel, g.grid, g.block, 0, current_stream(), p, dy, x, y, dx,
-                 accumulate);
+  // The avg backward reads neither x nor y (they may be null).
+  const bool vec = p.images % 4 == 0 && aligned16(dy) && aligned16(dx) &&
+                   (p.mode == PoolMode::avg || (aligned16(x) && aligned16(y)));
+  const PixelGrid g = pixel_grid(pixels, vec ? p.images / 4 : p.images);
+  const FastDiv by_width(p.width), by_height(p.height);
+  if (vec)
+    CONVNET_LAUNCH(pool_bwd_kernel<4>, g.grid, g.block, 0, current_stream(), p, by_width,
+                   by_height, dy, x, y, dx, accumulate);
+  else
+    CONVNET_LAUNCH(pool_bwd_kernel<1>, g.grid, g.block, 0, current_stream(), p, by_width,
+                   by_height, dy, x, y, dx, accumulate);
 }
 
 }  // namespace convnet

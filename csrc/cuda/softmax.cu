@@ -6,8 +6,9 @@
 // k = y, y + 16, ... keeping running per-image values (max and rescaled sum of exponentials, count
 // above the label). Slice 0 combines the 16 partial results in a fixed order through shared
 // memory (deterministic), then every thread writes its classes.
-// Row kernels (the two cost gradients): 256 consecutive images per block in x, classes over
-// blockIdx.y (grid-stride), so each thread reads its image's label once.
+// Row kernels (the two cost gradients): 256 consecutive images (or groups of 4 images, float4)
+// per block in x, classes over blockIdx.y (grid-stride), so each thread reads its image's label
+// once.
 // Labels outside [0, K) are recorded in a device flag (atomicMin of the image index, so the
 // lowest bad image is reported whatever the schedule); the launcher reads it back and throws.
 #include <cfloat>
@@ -16,6 +17,8 @@
 #include <vector>
 
 #include "cuda_check.h"
+#include "grid_stride.cuh"
+#include "lanes.cuh"
 #include "softmax.h"
 
 namespace convnet {
@@ -147,21 +150,38 @@ logreg_fwd_kernel(const float* p, const int32_t* labels, float* nll, int32_t* ra
 
 // kLogreg = false: dx = scale * (p - onehot)   (fused softmax + cost)
 // kLogreg = true:  dp = -scale / max(p, FLT_MIN) at the label, 0 elsewhere
-template <bool kLogreg>
+// L consecutive images per thread (lanes.cuh): L = 4 (float4 loads and stores, the labels as one
+// int4) when N % 4 == 0 and probs, dx and labels are 16-byte aligned, else 1; the same bits.
+template <int L, bool kLogreg>
 __global__ void cost_bwd_kernel(const float* p, const int32_t* labels, float scale, float* dx,
                                 int64_t K, int64_t N, bool accumulate, int* flag) {
-  const int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  using V = Lanes<L>;
+  const int64_t n = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * L;
   if (n >= N) return;
-  const int32_t lab = labels[n];
-  if (bad_label(lab, K) && blockIdx.y == 0) atomicMin(flag, int(n));
+  int32_t lab[L];
+  if constexpr (L == 4) {
+    const int4 q = *reinterpret_cast<const int4*>(labels + n);
+    lab[0] = q.x, lab[1] = q.y, lab[2] = q.z, lab[3] = q.w;
+  } else {
+    lab[0] = labels[n];
+  }
+#pragma unroll
+  for (int l = 0; l < L; ++l)
+    if (bad_label(lab[l], K) && blockIdx.y == 0) atomicMin(flag, int(n + l));
   for (int64_t k = blockIdx.y; k < K; k += gridDim.y) {
     const int64_t i = k * N + n;
-    float g;
-    if (kLogreg)
-      g = k == lab ? -scale / fmaxf(p[i], FLT_MIN) : 0.f;
-    else
-      g = scale * (p[i] - (k == lab ? 1.f : 0.f));
-    dx[i] = accumulate ? dx[i] + g : g;
+    const V pv = V::load(p + i);
+    V g = accumulate ? V::load(dx + i) : V::fill(0.f);
+#pragma unroll
+    for (int l = 0; l < L; ++l) {
+      float gl;
+      if (kLogreg)
+        gl = k == lab[l] ? -scale / fmaxf(pv.v[l], FLT_MIN) : 0.f;
+      else
+        gl = scale * (pv.v[l] - (k == lab[l] ? 1.f : 0.f));
+      g.v[l] = accumulate ? g.v[l] + gl : gl;
+    }
+    g.store(dx + i);
   }
 }
 
@@ -222,10 +242,16 @@ void cost_bwd(const char* op, const SoftmaxParams& p, const float* probs, const 
   if (p.images == 0) return;
   LabelFlag flag;
   const int threads = 256;
-  dim3 grid(unsigned((p.images + threads - 1) / threads),
+  const int lanes =
+      p.images % 4 == 0 && aligned16(probs) && aligned16(dx) && aligned16(labels) ? 4 : 1;
+  dim3 grid(unsigned((p.images / lanes + threads - 1) / threads),
             unsigned(p.classes < 1024 ? p.classes : 1024));
-  CONVNET_LAUNCH((cost_bwd_kernel<kLogreg>), grid, threads, 0, current_stream(), probs, labels,
-                 scale, dx, p.classes, p.images, accumulate, flag.get());
+  if (lanes == 4)
+    CONVNET_LAUNCH((cost_bwd_kernel<4, kLogreg>), grid, threads, 0, current_stream(), probs,
+                   labels, scale, dx, p.classes, p.images, accumulate, flag.get());
+  else
+    CONVNET_LAUNCH((cost_bwd_kernel<1, kLogreg>), grid, threads, 0, current_stream(), probs,
+                   labels, scale, dx, p.classes, p.images, accumulate, flag.get());
   flag.check(op, labels, p.classes);
 }
 
