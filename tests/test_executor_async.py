@@ -273,6 +273,32 @@ def test_two_towers_on_one_emulated_device_in_every_stream_order():
     assert out.stdout.startswith("ok")
 
 
+# -- emulated pinned memory -------------------------------------------------------------------------
+@needs_emu
+def test_emulated_copies_from_pinned_memory_are_queued_and_from_pageable_memory_wait(
+        stream_order):
+    """As on a GPU: an async copy from pinned memory runs when its stream gets there (so the
+    host must not rewrite the buffer before an event says so), one from pageable memory is
+    done before the call returns, and only the latter counts as a host wait."""
+    emu = convnet.device.module_for("emu")
+    stream_order("deferred")
+    copy = emu.copy_stream(0)
+    pinned = emu.pinned_empty(16).view(np.float32)
+    pageable = np.ones(4, np.float32)
+    to_pinned, to_pageable = (convnet.empty((4,), device="emu:0") for _ in range(2))
+    emu.synchronize(0)
+    emu.reset_host_waits()
+    pinned[:] = 1.0
+    emu.copy_from_host_async(to_pageable._buffer, 0, pageable, copy)  # drains, copies, returns
+    emu.copy_from_host_async(to_pinned._buffer, 0, pinned, copy)  # queued
+    assert emu.host_waits()["pageable_async"] == 1
+    pinned[:] = 2.0  # too early: the queued copy has not read it yet
+    pageable[:] = 2.0  # harmless: already copied
+    emu.stream_synchronize(copy, 0)
+    np.testing.assert_array_equal(to_pinned.numpy(), 2.0)
+    np.testing.assert_array_equal(to_pageable.numpy(), 1.0)
+
+
 # -- the caching allocator's cross-stream hold-back ------------------------------------------------
 @needs_emu
 @pytest.mark.parametrize("hold_back", [True, False])
