@@ -372,3 +372,35 @@ def test_the_trainer_prints_and_logs_the_same_statistics_read_late(tmp_path, cap
         return line[line.index("logprob"):]
     for b in (3, 6):
         assert stats_of(late, b) == stats_of(each, b)
+
+
+@needs_emu
+def test_with_the_caching_allocator_a_step_reaches_neither_malloc_nor_free(batch, stream_order):
+    """cudaFree, which waits for the device, is not in the host-wait count because emulation
+    frees every block; with the caching allocator on (as on a GPU) the steps after the first
+    allocate only from the cache, so no step reaches cudaMalloc or cudaFree, and the host
+    waits stay as designed. Deferred order: blocks freed while a queued copy reads them are
+    held back (cudaEventQuery does not drain), and the training is unchanged."""
+    emu = convnet.device.module_for("emu")
+    stream_order("deferred")
+    images, labels = batch
+    plain = make(TOWERS)
+    want = losses([plain.train_step(images, labels, step=s, epoch=0, progress=s / 10)
+                   for s in range(4)])
+    emu.set_allocator_checks(cache=True, hold_back=True)
+    try:
+        net = make(TOWERS)
+        stats = [net.train_step(images, labels, step=0, epoch=0, progress=0)]
+        net.drain()
+        before = [emu.memory_stats(d) for d in range(2)]
+        emu.reset_host_waits()
+        stats += [net.train_step(images, labels, step=s, epoch=0, progress=s / 10)
+                  for s in range(1, 4)]
+        waits = emu.host_waits()
+        after = [emu.memory_stats(d) for d in range(2)]
+        for b, a in zip(before, after):
+            assert a["allocs"] - a["cache_hits"] == b["allocs"] - b["cache_hits"], (b, a)
+        assert waits["event_sync"] == 2 and sum(waits.values()) == 2, waits
+        np.testing.assert_array_equal(losses(stats), want)
+    finally:
+        emu.set_allocator_checks(cache=False, hold_back=True)
