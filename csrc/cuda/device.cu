@@ -4,6 +4,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -449,7 +450,12 @@ void copy_peer_async(void* dst, int dst_dev, const void* src, int src_dev, size_
 
 void* host_alloc_pinned(size_t bytes) {
   void* p = nullptr;
-  CONVNET_CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault));
+  const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+  if (e == cudaErrorMemoryAllocation) {  // MemoryError in Python, as for any host allocation
+    cudaGetLastError();
+    throw std::bad_alloc();
+  }
+  CONVNET_CUDA_CHECK(e);
   return p;
 }
 

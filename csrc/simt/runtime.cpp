@@ -1456,6 +1456,8 @@ cudaError_t cudaFree(void* p) {
 }
 
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) {
+  *p = nullptr;
+  if (bytes > (size_t(1) << 40)) return fail(cudaErrorMemoryAllocation, "cudaHostAlloc of " + std::to_string(bytes) + " bytes");
   const size_t size = (bytes + 4095) / 4096 * 4096 + 4096;
   *p = std::aligned_alloc(4096, size);
   if (!*p) return fail(cudaErrorMemoryAllocation, "cudaHostAlloc");
