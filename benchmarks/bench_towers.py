@@ -13,7 +13,11 @@ spent in transfers (its copy stream busy) and waiting on the other device (its c
 blocked on an event).
 
 With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
-GPU) and the overlap of a copy with a kernel on the other stream; without one it says so.
+GPU) and the overlap of a copy with a kernel on the other stream; without one it says so. Then
+--device cuda:N times the two nets there: on a machine with one GPU both towers run on it as
+two logical devices (each with its own compute and copy streams, the transfers between them
+device-to-device copies on the copy streams), which the script prints. A CUDA step returns
+before the device finishes, so each timed step ends with net.drain().
 """
 import argparse
 import os
@@ -36,10 +40,10 @@ TOWERS = os.path.join(ROOT, "layers", "alexnet-2gpu.cfg")
 ONE = os.path.join(ROOT, "layers", "alexnet.cfg")
 
 
-def batch(size, n):
+def batch(size, n, classes):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((3, size, size, n)) * 50).astype(np.float32)
-    y = (np.arange(n) % 1000).astype(np.int32)
+    y = (np.arange(n) % classes).astype(np.int32)
     return x, y
 
 
@@ -49,6 +53,7 @@ def time_steps(net, x, y, steps, first):
     for i in range(steps):
         t0 = time.perf_counter()
         net.train_step(x, y, step=first + i, epoch=0, progress=0)
+        net.drain()  # CUDA steps are issued without waiting: time the device's work too
         times.append(time.perf_counter() - t0)
     after = net.stream_times()
     spent = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
@@ -130,7 +135,6 @@ def main():
     on_gpu = not a.device.startswith("cpu")
     if on_gpu:
         gpu_section()
-    x, y = batch(a.size, a.batch)
     try:
         towers = Net(load_config(towers_cfg), image_shape=(3, a.size, a.size), device=a.device,
                      batch_size=a.batch)
@@ -139,13 +143,18 @@ def main():
         return
     one = Net(load_config(a.one), image_shape=(3, a.size, a.size), device=a.device,
               batch_size=a.batch)
+    x, y = batch(a.size, a.batch, towers.costs[0].classes)
     where = ", ".join(f"{d} (cores {towers.cores[d]})" for d in towers.cores) if not on_gpu \
         else ", ".join(str(d) for d in towers.devices)
+    for note in towers.placement_notes:
+        print(f"devices: {note}")
     print(f"two towers: {os.path.relpath(towers_cfg, ROOT)} on {where}"
           f", {towers.total_params:,} parameters; one device: {os.path.relpath(a.one, ROOT)}, "
           f"{one.total_params:,} parameters" + ("" if on_gpu else f", {cpu.num_threads()} threads"))
     towers.train_step(x, y, step=0, epoch=0, progress=0)  # warm-up
     one.train_step(x, y, step=0, epoch=0, progress=0)
+    towers.drain()
+    one.drain()
     per_step = sum(r["bytes"] for r in towers.transfer_log)
     print(f"transfers per step: {len(towers.transfer_log)} copies, {per_step / 1e6:.1f} MB "
           f"({per_step / a.batch / 1e3:.0f} KB per image)")

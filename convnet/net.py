@@ -4,7 +4,11 @@ allocated once, and forward / backward / update over the kernels.
 Devices. Each layer runs on one device: config key ``gpu`` (an index; by default the device of
 the layer's first input, 0 for data layers, as in cuda-convnet2) mapped onto the run's device
 (``--device emu`` with gpu=1 -> emu:1, ``--device cpu`` with gpu=1 -> cpu:1, a second logical
-CPU device; ``single_device=True`` puts every layer on the run's device).
+CPU device; ``single_device=True`` puts every layer on the run's device). On CUDA and emulated
+devices, when the config has more towers gpu=0..G-1 than the machine has devices, tower g runs
+on device (run index + g) mod count, as a logical device of its own there (own compute and copy
+streams and memory pool; transfers stay explicit copies): ``placement_notes`` says so.
+``towers_on=["cuda:0", "cuda:0"]`` places tower g on the g-th device named, the same way.
 
 The schedule. At build time the net compiles, per phase (forward, backward, update), the ordered
 tasks of every device: its kernels on its compute stream, and every cross-device edge as an
@@ -19,8 +23,15 @@ events (convnet/streams.py), recorded after a producer and waited on before a co
   bwd(C): wait gsent(C, i) (stage free again); record g(C, i)
   copy(stage -> landing): wait g(C, i), wait landed(C, i); record gsent(C, i)
   land(P on t): wait gsent(C, i); dy(P) = or += landing; record landed(C, i)
-The batch is uploaded from the host by every device that reads it, on its compute stream. A
-step ends with the host waiting for every stream (the cost statistics are read then).
+The batch is uploaded by every device that reads it. On CPU devices it is copied on the
+device's compute stream, and a step ends with the host waiting for every stream. On CUDA and
+emulated devices nothing in a step makes the host wait (see _start_forward):
+  host: wait uploaded(d, k % 2) (the upload of step k-2 from that pinned buffer); fill it
+  copy(d): wait batchfree(d, k % 2); pinned -> batch buffer k % 2; record uploaded(d, k % 2)
+  compute(d): wait uploaded(d, k % 2) before the batch's readers; after the step's last task
+              record batchfree(d, k % 2)
+and the cost layers write their batch sums into a ring of records on their device
+(ops.logreg_record), read only when the caller looks at a step's statistics (StepStats).
 
 Replicas (data parallelism, cuda-convnet2's gpu=0,1,...). A layer listing R devices has R
 replicas; each batch is cut into S slices (S: the most replicas of any layer, a multiple of every
@@ -42,6 +53,7 @@ zeroed.
 """
 import math
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -52,7 +64,11 @@ from .layers import BatchBuffer, make_layer
 from .streams import Event, cpu_core_split, make_stream
 from .tensor import empty, from_numpy
 
-__all__ = ["Net", "Context"]
+__all__ = ["Net", "Context", "StepStats"]
+
+# Cost records kept on a device per cost layer: the statistics of this many steps can wait
+# unread; reusing the slot of a step not read yet reads every pending one first (a host wait).
+STATS_RING = 64
 
 
 class Context:
@@ -76,6 +92,34 @@ class _Edge:
         self.stage = self.landing = None
 
 
+class StepStats(Mapping):
+    """{cost layer name: {"logprob", "top1", "top5"}} of one batch, summed over its slices: what
+    ``Net.train_step`` returns. On CUDA and emulated devices the sums stay in the device's record
+    ring until first looked at; that read copies every step not read yet in one transfer per
+    cost layer (the host waits for the device then, and only then)."""
+
+    def __init__(self, net, seq, n):
+        self._net, self.seq, self.n = net, seq, n
+        self._values = None
+
+    def _resolve(self):
+        if self._values is None:
+            self._net._read_stats()
+        return self._values
+
+    def __getitem__(self, name):
+        return self._resolve()[name]
+
+    def __iter__(self):
+        return iter([C.name for C in self._net.costs])
+
+    def __len__(self):
+        return len(self._net.costs)
+
+    def __repr__(self):
+        return f"StepStats({self._values if self._values is not None else 'not read yet'})"
+
+
 class _Task:
     """One entry of a device's schedule: `fn(n, ctx)` on the `role` stream of `device`, after
     waiting the events `waits`, recording `records` when done. A transfer also has `xfer`:
@@ -95,11 +139,12 @@ class Net:
     per image. Buffers are allocated for ``batch_size`` images; smaller batches use a prefix."""
 
     def __init__(self, config, *, image_shape, device="cpu", batch_size=128, seed=0,
-                 single_device=False):
+                 single_device=False, towers_on=None):
         self.config, self.batch_size, self.seed = config, int(batch_size), int(seed)
         self.image_shape = tuple(image_shape)
         self.run_device = Device(device)
         self.single_device = bool(single_device)
+        self.towers_on = self._check_towers_on(towers_on)
         self.layers = [make_layer(spec, self._neurons()) for spec in config.layers]
         self._replicate()
         self.by_name = {L.name: L for L in self.instances}
@@ -210,12 +255,93 @@ class Net:
         self.instances = [inst for L in self.layers for inst in self.copies[L.name]]
         self.logical_of = {inst.name: L for L in self.layers for inst in self.copies[L.name]}
 
+    def _check_towers_on(self, towers_on):
+        """The devices of ``towers_on`` (a list of device strings, or one comma-separated
+        string), checked: the run's device type, devices that exist, on the CPU distinct."""
+        if towers_on is None:
+            return None
+        names = towers_on.split(",") if isinstance(towers_on, str) else list(towers_on)
+        kind = self.run_device
+        out = []
+        for name in names:
+            d = Device(name)
+            if d.type != kind.type:
+                raise ValueError(f"towers_on: {d} is not a {kind.type} device (the run is on "
+                                 f"{kind}); name devices of one kind, e.g. {kind.type}:0,"
+                                 f"{kind.type}:0")
+            if d.type != "cpu" and d.index >= self._gpu_count(d):
+                raise DeviceError(f"towers_on: {d} does not exist: {self._gpu_count(d)} "
+                                  f"{d.type} device(s)")
+            backend(d)
+            out.append(d)
+        if kind.type == "cpu" and len(set(out)) < len(out):
+            raise ValueError(f"towers_on: {','.join(map(str, out))} names a CPU device twice; "
+                             "towers on CPU devices must be distinct (cpu:N are logical devices "
+                             "already: one worker thread each)")
+        return out
+
+    @staticmethod
+    def _gpu_count(kind):
+        """Devices of the machine (not the logical devices added for towers sharing one)."""
+        mod = backend(Device(f"{kind.type}:0"))
+        return sum(1 for i in range(mod.device_count()[0]) if mod.physical_device(i) == i)
+
+    def _tower_devices(self, gpus):
+        """{gpu index: Device, or the DeviceError of using it} for the gpu indices of the
+        config (0 always: the data layers' default)."""
+        kind = self.run_device
+        if self.single_device:
+            return {g: kind for g in gpus}
+        if self.towers_on is not None:
+            named = self.towers_on
+            missing = [g for g in gpus if g >= len(named)]
+            out = {g: DeviceError(f"towers_on names {len(named)} device(s) "
+                                  f"({','.join(map(str, named))}), none for gpu={g}")
+                   for g in missing}
+            base = {g: named[g] for g in gpus if g < len(named)}
+            if kind.type == "cpu":
+                return {**out, **base}
+        else:
+            plain = {g: Device(f"{kind.type}:{kind.index + g}") for g in gpus}
+            if kind.type == "cpu":
+                return plain
+            count = self._gpu_count(kind)
+            if len(gpus) <= count or gpus != list(range(len(gpus))):
+                # Enough devices (one past the end, from the run's index, is an error), or not
+                # towers 0..G-1 (a stray index is a mistake, not a tower to fold). Indices
+                # past the machine's devices are errors even where another net made a logical
+                # device of that index: those are reached through the mapping only.
+                return {g: d if d.index < count else DeviceError(
+                    f"{d} does not exist: {count} {d.type} device(s), {d.type}:0.."
+                    f"{d.type}:{count - 1}") for g, d in plain.items()}
+            out = {}
+            base = {g: Device(f"{kind.type}:{(kind.index + g) % count}") for g in gpus}
+            self.placement_notes.append(
+                f"{count} {kind.type} device(s) for {len(gpus)} towers: "
+                + ", ".join(f"gpu={g} on {base[g]}" for g in gpus)
+                + "; towers sharing a device run as logical devices of their own there (own "
+                  "compute and copy streams), with transfers between them as explicit copies")
+        mod = backend(kind)
+        shares = {}
+        for g in sorted(base):
+            physical = base[g].index
+            share = shares.get(physical, 0)
+            shares[physical] = share + 1
+            out[g] = Device(f"{kind.type}:{mod.logical_device(physical, share)}")
+        return out
+
     def _place(self):
         kind = self.run_device
         backend(kind)  # DeviceError naming the run's device if it does not exist
+        self.placement_notes = []
+        gpus = sorted({0} | {g for L in self.layers for g in (self.replicas[L.name] or ())})
+        towers = self._tower_devices(gpus)
 
         def device(gpu):
-            return kind if self.single_device else Device(f"{kind.type}:{kind.index + gpu}")
+            d = towers[gpu]
+            if isinstance(d, Exception):
+                raise d
+            return d
 
         for L in self.layers:
             for gpu in self.replicas[L.name] or ():
@@ -233,6 +359,9 @@ class Net:
                 readers = self.consumers[inst.name]  # with replicas, where its slice is read
                 inst.device = readers[0].device if readers and self.slices > 1 else device(0)
         self.devices = sorted({L.device for L in self.instances}, key=lambda d: d.index)
+        # CUDA and emulated devices: a step is issued without the host waiting (see the module
+        # docstring); CPU devices run their queues on worker threads and end each step in a wait.
+        self._async = any(d.type != "cpu" for d in self.devices)
 
     def _infer_shapes(self):
         for L in self.order:
@@ -329,6 +458,33 @@ class Net:
                 e.stage = BatchBuffer(e.target.out_shape, N, L.device)
                 e.landing = BatchBuffer(e.target.out_shape, N, e.target.device)
         self._share_weights()
+        if self._async:
+            self._allocate_async(N)
+
+    def _allocate_async(self, N):
+        """CUDA and emulated devices: two batch buffers per data layer and reading device (step
+        k uses buffer k % 2, so batch k+1 uploads while step k computes), two pinned host
+        buffers per data layer (the host fills one while the other uploads), and per cost
+        layer its per-image scratch and its ring of STATS_RING records."""
+        self._batch_bufs, self._pinned = {}, {}
+        for L in self.order:
+            if not L.is_data:
+                continue
+            dtype = np.int32 if L.is_labels else np.float32
+            keys = [("y", L.name, L.device)] + [("remote", L.name, d) for (name, d) in self.remote
+                                                if name == L.name]
+            for key in keys:
+                first = self.y[L.name] if key[0] == "y" else self.remote[(L.name, key[2])]
+                self._batch_bufs[key] = [first, BatchBuffer(L.out_shape, N, key[2], dtype)]
+            nbytes = math.prod(L.out_shape) * N * np.dtype(dtype).itemsize
+            mod = backend(L.device)
+            self._pinned[L.name] = [mod.pinned_empty(nbytes).view(dtype) for _ in range(2)]
+        self._cost_bufs = {C.name: (empty((N,), np.float32, C.device),
+                                    empty((N,), np.int32, C.device),
+                                    empty((STATS_RING, ops.COST_RECORD_INTS), np.int32, C.device))
+                           for C in self._all_costs}
+        self._issued = 0  # batches issued: step k uses batch and pinned buffers k % 2
+        self._unread = {}  # record number -> StepStats not read yet
 
     def _share_weights(self):
         """The instances of a layer on one device read one copy of its weights (that of the
@@ -350,6 +506,7 @@ class Net:
     def broadcast_weights(self):
         """Copies every owner's weights to the other devices holding replicas (after an
         initialisation or a load; training keeps them equal itself)."""
+        self._drain_async()
         for p, ps in self.param_copies.items():
             for q in ps:
                 if q.value is not p.value and q.layer.device != p.layer.device:
@@ -373,6 +530,8 @@ class Net:
             return key[3]
         if kind == "wupd":  # the owner's updated weights
             return self.by_name[name].device
+        if kind in ("uploaded", "batchfree"):  # (kind, device, buffer): the batch upload's
+            return key[1]
         return self.edges[name][key[2]].target.device  # landed: on the gradient's target
 
     def _compile(self):
@@ -565,6 +724,8 @@ class Net:
         return (part + 1) * n // self.slices - part * n // self.slices
 
     def _upload_fn(self, L, device):
+        if self._async:
+            return self._upload_async_fn(L, device)
         dst = self.y[L.name] if device == L.device else self.remote[(L.name, device)]
 
         def run(n, ctx):
@@ -577,13 +738,38 @@ class Net:
                 self._time(L.name, "fwd", t0)
         return run
 
+    def _upload_async_fn(self, L, device):
+        """The upload of data layer L's slice to `device` from the pinned buffer filled by
+        _start_forward, on the device's copy stream; its compute stream waits for it."""
+        key = ("y", L.name, device) if device == L.device else ("remote", L.name, device)
+
+        def run(n, ctx):
+            m = self._count(L.slice, n)
+            if not m:
+                return
+            copy, compute = self.streams[(device, "copy")], self.streams[(device, "compute")]
+            k = self._issued % 2
+            dst = self._batch_bufs[key][k].view(m)
+            host = self._pinned[L.name][k][:dst.size].reshape(dst.shape)
+            uploaded = self._event("uploaded", device, k)
+            copy.wait(self._event("batchfree", device, k))  # step k-2 has done reading it
+            copy.upload(dst, host)
+            copy.record(uploaded)
+            compute.wait(uploaded)
+        return run
+
     def _fwd_fn(self, L):
         def run(n, ctx):
             n = self._count(L.slice, n)
             if not n:
                 return
             t0 = time.perf_counter() if self.timings is not None else 0.0
-            if L.is_cost:
+            if L.is_cost and self._async:
+                nll, rank, records = self._cost_bufs[L.name]
+                L.fwd_record([self._input(L, i, n) for i in range(len(L.inputs))],
+                             nll.narrow(0, n), rank.narrow(0, n), records,
+                             self._seq % STATS_RING)
+            elif L.is_cost:
                 L.forward([self._input(L, i, n) for i in range(len(L.inputs))], None, n, ctx)
             else:
                 L.forward([self._input(L, i, n) for i in range(len(L.inputs))],
@@ -603,7 +789,8 @@ class Net:
             if L.is_cost:
                 # The gradient of the mean over the whole batch (over every process's, with MPI).
                 labels, probs = self._input(L, 0, n), self._input(L, 1, n)
-                L.bwd_fused(probs, labels, dxs[1], accs[1], self._mean_over)
+                L.bwd_fused(probs, labels, dxs[1], accs[1], self._mean_over,
+                            labels_checked=self._async)
             else:
                 xs = [self._input(L, i, n) for i in range(len(L.inputs))]
                 L.backward(self.dy[L.name].view(n), xs, self.y[L.name].view(n), dxs, accs, n,
@@ -647,6 +834,7 @@ class Net:
         return run
 
     def init_params(self, seed):
+        self._drain_async()
         for L in self.layers:
             L.init_params(seed)
         self.broadcast_weights()
@@ -663,24 +851,91 @@ class Net:
         if n > self.batch_size:
             raise ValueError(f"batch of {n} images, but the net was built for at most "
                              f"{self.batch_size}")
-        # Held until the step's streams are drained: the data tasks read them.
         cuts = [k * n // self.slices for k in range(self.slices + 1)]
-        self._parts = [(np.ascontiguousarray(images[..., a:b]), np.ascontiguousarray(labels[a:b]))
-                       for a, b in zip(cuts, cuts[1:])]
+        if self._async:
+            self._stage_batch(images, labels, cuts)
+        else:  # held until the step's streams are drained: the data tasks read them
+            self._parts = [(np.ascontiguousarray(images[..., a:b]),
+                            np.ascontiguousarray(labels[a:b])) for a, b in zip(cuts, cuts[1:])]
         ctx = Context(train, step, self.seed, self.slice_base)
         self._n, self._ctx, self._mean_over = n, ctx, n
         self.transfer_log = []
         self._issue("forward", n, ctx)
+
+    def _stage_batch(self, images, labels, cuts):
+        """CUDA and emulated devices: checks the labels on the host (the device kernels then
+        need not read a flag back), takes the next record of the cost ring (reading the pending
+        ones first if it would overwrite one), waits for the uploads of two steps back from
+        pinned buffer k % 2 (the only host wait of a step) and fills it; the layers read batch
+        buffer k % 2."""
+        if self.costs:
+            classes = min(C.classes for C in self.costs)
+            bad = np.flatnonzero((labels < 0) | (labels >= classes))
+            if bad.size:
+                raise ValueError(f"logreg_fwd: labels[{bad[0]}] = {labels[bad[0]]} is not a "
+                                 f"class index in [0, {classes})")
+        self._issued += 1
+        k = self._issued % 2
+        self._seq = self._issued
+        if self._seq - STATS_RING in self._unread:
+            self._read_stats()
+        for d in self.devices:
+            self._event("uploaded", d, k).synchronize()
+        for L in self.order:
+            if not L.is_data:
+                continue
+            a, b = cuts[L.slice], cuts[L.slice + 1]
+            if b > a:
+                src = labels[a:b] if L.is_labels else images[..., a:b]
+                host = self._pinned[L.name][k][:src.size].reshape(src.shape)
+                np.copyto(host, src, casting="no")
+        for (kind, name, d), bufs in self._batch_bufs.items():
+            if kind == "y":
+                self.y[name] = bufs[k]
+            else:
+                self.remote[(name, d)] = bufs[k]
+
+    def _end_async_step(self):
+        """After the last task of a step: each device's batch buffer of this step is free once
+        its compute stream gets here."""
+        k = self._issued % 2
+        for d in self.devices:
+            self.streams[(d, "compute")].record(self._event("batchfree", d, k))
+
+    def _read_stats(self):
+        """Reads every cost ring (one copy per cost layer instance, which waits for its device)
+        and fills the StepStats not read yet, summing slices as _stats does."""
+        host = {name: bufs[2].numpy() for name, bufs in self._cost_bufs.items()}
+        for seq in sorted(self._unread):
+            handle = self._unread[seq]
+            out = {}
+            for C in self.costs:
+                parts = [ops.cost_records(host[inst.name], [seq % STATS_RING], inst.classes)[0]
+                         for inst in self.copies[C.name] if self._count(inst.slice, handle.n)]
+                out[C.name] = {k: sum(st[k] for st in parts) for k in parts[0]}
+            handle._values = out
+            del self._unread[seq]
+
+    def _drain_async(self):
+        """Before the host touches device state between steps (loads, broadcasts): every
+        stream done."""
+        if getattr(self, "_async", False) and getattr(self, "streams", None):
+            self._synchronize()
 
     def forward(self, images, labels, *, train, step=0):
         """Runs the net on a batch: images float32 (C, H, W, n), labels int32 (n,) (numpy).
         Returns {cost layer name: stats} (summed log-probability and errors over the batch)."""
         self._start_forward(images, labels, train, step)
         self._synchronize()
-        return self._stats()
+        stats = self._stats()
+        return {name: stats[name] for name in stats}
 
     def _stats(self):
-        """{cost layer: stats} summed over the slices of the batch."""
+        """{cost layer: stats} summed over the slices of the batch (CUDA and emulated devices:
+        a StepStats read from the device when first looked at)."""
+        if self._async:
+            handle = self._unread[self._seq] = StepStats(self, self._seq, self._n)
+            return handle
         out = {}
         for C in self.costs:
             parts = [inst.stats for inst in self.copies[C.name]
@@ -728,9 +983,12 @@ class Net:
         self._synchronize()
 
     def train_step(self, images, labels, *, step, epoch, progress, mean_over=None):
-        """Forward, backward and update issued on every device's streams at once; the host
-        waits once, at the end of the step. `mean_over`: the number of images the gradient
-        is the mean over (default: this batch's; with MPI, the global batch's)."""
+        """Forward, backward and update issued on every device's streams at once. CPU devices:
+        the host waits once, at the end of the step. CUDA and emulated devices: it returns
+        without waiting (the only wait is for the pinned buffer of two steps back, in
+        _stage_batch), and the StepStats returned are read from the device when looked at.
+        `mean_over`: the number of images the gradient is the mean over (default: this
+        batch's; with MPI, the global batch's)."""
         self._epoch, self._progress = epoch, progress
         self._check_trainable(images.shape[-1])
         self._start_forward(images, labels, True, step)
@@ -739,7 +997,10 @@ class Net:
         if self.grad_hook is not None:
             self.grad_hook.finish()
         self._issue("update", self._n, self._ctx)
-        self._synchronize()
+        if self._async:
+            self._end_async_step()
+        else:
+            self._synchronize()
         return self._stats()
 
     def output(self, name, n=None):
@@ -753,6 +1014,7 @@ class Net:
 
     # -- state ------------------------------------------------------------------------------
     def state_arrays(self):
+        self._drain_async()
         out = {}
         for p in self.params:
             out[p.full_name] = p.value.numpy()
@@ -760,6 +1022,7 @@ class Net:
         return out
 
     def load_state_arrays(self, arrays, source="checkpoint"):
+        self._drain_async()
         for p in self.params:
             for key, t in ((p.full_name, p.value), (p.full_name + ".inc", p.inc)):
                 if key not in arrays:

@@ -15,7 +15,9 @@ Backends:
             (cudaStreamNonBlocking); events are cudaEvents; copies are cudaMemcpyPeerAsync (or
             staged through pinned host memory where peer access is unavailable).
   emu:N     the same calls as cuda, against the SIMT emulation, where streams complete work at
-            once, in issue order.
+            once, in issue order, or deferred in adversarial orders (CONVNET_SIMT_STREAMS).
+Several logical devices may share one GPU (convnet.net's device placement): each has its own
+compute and copy streams, and copies between them are device-to-device copies on a copy stream.
 A net on one CPU device runs inline on the calling thread: nothing to order.
 """
 import os
@@ -50,6 +52,12 @@ class Event:
         with self._cond:
             while self.fired < count:
                 self._cond.wait()
+
+    def synchronize(self):
+        """The host waits until the latest record has fired (CUDA / emulated devices; nothing
+        to wait for before the first record)."""
+        if self._handle is not None and self.records:
+            backend(self.device).event_synchronize(self._handle, self.device.index)
 
     def __del__(self):
         if self._handle is not None:
@@ -184,6 +192,12 @@ class _DeviceStream:
     def copy(self, dst, src):
         self._mod.copy_device_async(dst._buffer, dst._offset, src._buffer, src._offset,
                                     dst.nbytes, self.handle)
+
+    def upload(self, dst, host):
+        """Host array -> device tensor on this stream, not waited for: `host` (pinned memory,
+        or the copy makes the host wait) must not change until an event recorded after it
+        has fired."""
+        self._mod.copy_from_host_async(dst._buffer, dst._offset, host, self.handle)
 
     def record(self, event):
         event.records += 1

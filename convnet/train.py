@@ -75,6 +75,11 @@ def parse_args(argv=None):
                    help="cpu (default), cpu:N, cuda:N or emu:N; a layer with gpu=K runs on "
                         "device N+K (on the CPU: logical device cpu:N+K, the cores split "
                         "between the devices the net uses)")
+    p.add_argument("--towers-on", metavar="DEVICES",
+                   help="the device of each tower (gpu=0, gpu=1, ...), comma-separated, e.g. "
+                        "cuda:0,cuda:0: both towers on one GPU, each a logical device with its "
+                        "own streams (default: gpu=K on device N+K; on CUDA or emu with fewer "
+                        "devices than towers, on (N+K) mod the number of devices, said once)")
     p.add_argument("--resume", metavar="PATH",
                    help="continue the run saved in PATH (a save directory: its newest good "
                         "checkpoint; or a ckpt-*.json file) with the options it was started "
@@ -248,9 +253,14 @@ class Trainer:
         except data_mod.DataError as e:
             raise UserError(f"data source {self.data_spec!r}: {e}") from None
         self.say(f"data: {_describe_data(self.data_spec, self.data)}")
-        self.net = Net(self.config, image_shape=self.data.image_shape, device=self.device,
-                       batch_size=self.dist.capacity(self.batch_size) if self.dist
-                       else self.batch_size, seed=self.seed)
+        try:
+            self.net = Net(self.config, image_shape=self.data.image_shape, device=self.device,
+                           batch_size=self.dist.capacity(self.batch_size) if self.dist
+                           else self.batch_size, seed=self.seed, towers_on=args.towers_on)
+        except ValueError as e:  # a bad --towers-on (ConfigError and DeviceError pass through)
+            if args.towers_on is None or isinstance(e, ConfigError):
+                raise
+            raise UserError(f"--towers-on {args.towers_on}: {e}") from None
         if self.dist:
             self.net = distributed.DistributedNet(self.net, self.dist)
         self._check_net_fits_data()
@@ -434,6 +444,8 @@ class Trainer:
         if self.net.cores:
             self.say("devices: " + ", ".join(f"{d} on cores {','.join(map(str, c))}"
                                              for d, c in self.net.cores.items()))
+        for note in self.net.placement_notes:
+            self.say(f"devices: {note}")
         for (a_dev, b_dev), on in self.net.peer_access.items():
             if not on:
                 self.say(f"{a_dev} <-> {b_dev}: no peer access, transfers staged through pinned "
@@ -508,6 +520,11 @@ class Trainer:
         # Input wait: time the trainer spends blocked on the data pipeline, against the whole step.
         waited = busy = 0.0
         t_ready = time.perf_counter()
+        # The statistics of each batch are looked at only every --print-every batches, before a
+        # test and at the end of the epoch: on CUDA and emulated devices that is when the host
+        # reads them from the device (net.StepStats), so the steps between never wait for them.
+        # The sums, the printed lines and log.jsonl hold the same values as reading every step.
+        pending = []
         for images, labels in it:
             t_got = time.perf_counter()
             wait = t_got - t_ready
@@ -517,24 +534,25 @@ class Trainer:
                                         progress=self._progress())
             t_ready = time.perf_counter()
             busy += t_ready - t_got
-            st = next(iter(stats.values()))
             self.step += 1
             self.batch_in_epoch += 1
-            sums += (n, st["logprob"], st["top1"], st["top5"])
-            rate = bar.update(self.batch_in_epoch, n, self._run_eta(),
-                              f"logprob {sums[1] / sums[0]:.3f} top1 {sums[2] / sums[0]:.3f} "
-                              f"top5 {sums[3] / sums[0]:.3f} {self._lr_text()}")
-            self.record("batch", epoch=self._fepoch(), n=n, logprob=st["logprob"] / n,
-                        top1=st["top1"] / n, top5=st["top5"] / n, images_per_s=round(rate, 1),
-                        lr=self._lr(), input_wait_ms=round(wait * 1e3, 3),
-                        **({"transfers": [[t["edge"], t["direction"], t["bytes"], t["from"],
-                                           t["to"]] for t in self.net.transfer_log]}
-                           if self.net.transfer_log else {}))
-            if not math.isfinite(st["logprob"]):
-                bar.close()
-                raise UserError(f"step {self.step}: the cost is {st['logprob']} (diverged); "
-                                "lower the learning rates in the params file and --resume")
             end = self.batch_in_epoch == self._nb
+            read = end or self.step % freq == 0 or self.batch_in_epoch % self.args.print_every == 0
+            pending.append({"stats": stats, "n": n, "step": self.step, "epoch": self._fepoch(),
+                            "lr": self._lr(), "wait": wait, "time": round(time.time(), 3),
+                            "transfers": [[t["edge"], t["direction"], t["bytes"], t["from"],
+                                           t["to"]] for t in self.net.transfer_log]})
+            if read:
+                for b in pending:
+                    b["st"] = next(iter(b["stats"].values()))
+                    sums += (b["n"], b["st"]["logprob"], b["st"]["top1"], b["st"]["top5"])
+            pending[-1]["rate"] = bar.update(
+                self.batch_in_epoch, n, self._run_eta(),
+                f"logprob {sums[1] / sums[0]:.3f} top1 {sums[2] / sums[0]:.3f} "
+                f"top5 {sums[3] / sums[0]:.3f} {self._lr_text()}" if sums[0] else self._lr_text())
+            if read:
+                self._record_batches(pending, bar)
+                pending = []
             if self.step % freq == 0 or end:
                 bar.close()
                 if end:
@@ -544,6 +562,21 @@ class Trainer:
                 if not end:
                     bar = self._progress_bar()
         return result
+
+    def _record_batches(self, pending, bar):
+        """log.jsonl lines of the batches in `pending` (statistics read), in step order; stops
+        the run at the first whose cost is not finite."""
+        for b in pending:
+            st, n = b["st"], b["n"]
+            self.record("batch", step=b["step"], time=b["time"], epoch=b["epoch"], n=n,
+                        logprob=st["logprob"] / n, top1=st["top1"] / n, top5=st["top5"] / n,
+                        images_per_s=round(b["rate"], 1), lr=b["lr"],
+                        input_wait_ms=round(b["wait"] * 1e3, 3),
+                        **({"transfers": b["transfers"]} if b["transfers"] else {}))
+            if not math.isfinite(st["logprob"]):
+                bar.close()
+                raise UserError(f"step {b['step']}: the cost is {st['logprob']} (diverged); "
+                                "lower the learning rates in the params file and --resume")
 
     def _epoch_summary(self, it, waited, busy):
         share = waited / (waited + busy) if waited + busy > 0 else 0.0

@@ -73,9 +73,17 @@ class LogRegCostLayer(Layer):
         labels, probs = xs
         self.stats = ops.logreg_cost(probs, labels)
 
-    def bwd_fused(self, probs, labels, dx, acc, n):
-        """Gradient of the mean cost w.r.t. the softmax *input*: coeff * (probs - onehot) / n."""
-        ops.softmax_xent_bwd(probs, labels, self.cfg["coeff"] / n, out=dx, accumulate=acc)
+    def fwd_record(self, xs, nll, rank, records, slot):
+        """The batch sums kept on the device: into row `slot` of `records` (ops.logreg_record;
+        the executor on CUDA and emulated devices reads them when the statistics are wanted)."""
+        labels, probs = xs
+        ops.logreg_record(probs, labels, nll, rank, records, slot)
+
+    def bwd_fused(self, probs, labels, dx, acc, n, labels_checked=False):
+        """Gradient of the mean cost w.r.t. the softmax *input*: coeff * (probs - onehot) / n.
+        `labels_checked`: see ops.softmax_xent_bwd."""
+        ops.softmax_xent_bwd(probs, labels, self.cfg["coeff"] / n, out=dx, accumulate=acc,
+                             labels_checked=labels_checked)
 
     def describe(self):
         return f"coeff {self.cfg['coeff']:g}"

@@ -25,8 +25,14 @@ import numpy as np
 from ..tensor import empty
 from ._dispatch import backend_of, device_of
 
-__all__ = ["logreg_bwd", "logreg_cost", "softmax", "softmax_bwd", "softmax_xent_bwd",
-           "softmax_xent_fwd"]
+__all__ = ["COST_RECORD_INTS", "cost_records", "logreg_bwd", "logreg_cost", "logreg_record",
+           "softmax", "softmax_bwd", "softmax_xent_bwd", "softmax_xent_fwd"]
+
+# A CostRecord (csrc/common/softmax.h) as a row of int32: logprob (float64), top1, top5,
+# bad_image, bad_label (int64).
+COST_RECORD_INTS = 10
+_RECORD = np.dtype([("logprob", "<f8"), ("top1", "<i8"), ("top5", "<i8"), ("bad_image", "<i8"),
+                    ("bad_label", "<i8")])
 
 
 def _new(like, out=None, dtype=np.float32, shape=None):
@@ -61,17 +67,43 @@ def softmax_xent_fwd(x, labels, out=None):
     return probs, backend_of(x).softmax_xent_fwd(x, labels, probs)
 
 
-def softmax_xent_bwd(probs, labels, scale, out=None, accumulate=False):
-    """dx = scale * (probs - onehot(labels)); with accumulate, out += that."""
+def softmax_xent_bwd(probs, labels, scale, out=None, accumulate=False, labels_checked=False):
+    """dx = scale * (probs - onehot(labels)); with accumulate, out += that. `labels_checked`:
+    the labels were checked already (logreg_record on the same stream): a CUDA or emulated
+    device then does not read its bad-label flag back, so the host does not wait."""
     _need_out("softmax_xent_bwd", out, accumulate)
     dx = _new(probs, out)
-    backend_of(probs).softmax_xent_bwd(probs, labels, dx, float(scale), bool(accumulate))
+    backend_of(probs).softmax_xent_bwd(probs, labels, dx, float(scale), bool(accumulate),
+                                       bool(labels_checked))
     return dx
 
 
 def logreg_cost(probs, labels):
     """Cost of given probabilities (K, N): {"logprob", "top1", "top5"} batch sums."""
     return backend_of(probs).logreg_fwd(probs, labels)
+
+
+def logreg_record(probs, labels, nll, rank, records, slot):
+    """logreg_cost kept on the device: per image -log p[label] into `nll` (N,) float32 and the
+    rank into `rank` (N,) int32, their batch sums into row `slot` of `records` ((R, 10) int32,
+    one CostRecord per row), all in the device's stream order; nothing is read back (the host
+    does not wait). A bad label is recorded, not raised: `cost_records` raises for it."""
+    backend_of(probs).logreg_record(probs, labels, nll, rank, records, int(slot))
+
+
+def cost_records(records, rows, classes):
+    """[{"logprob", "top1", "top5"}] of the given rows of `records` (a host copy), as
+    logreg_cost returns them; ValueError naming the first bad label logreg_record saw."""
+    table = np.ascontiguousarray(records, dtype=np.int32).view(_RECORD).reshape(-1)
+    out = []
+    for r in rows:
+        rec = table[r]
+        if rec["bad_image"] >= 0:
+            raise ValueError(f"logreg_fwd: labels[{rec['bad_image']}] = {rec['bad_label']} is "
+                             f"not a class index in [0, {classes})")
+        out.append({"logprob": float(rec["logprob"]), "top1": int(rec["top1"]),
+                    "top5": int(rec["top5"])})
+    return out
 
 
 def logreg_bwd(probs, labels, scale, out=None, accumulate=False):

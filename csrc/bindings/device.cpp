@@ -97,6 +97,44 @@ CONVNET_BINDINGS(device) {
   m.def("stream_synchronize", [p](uintptr_t s, int dev) {
     without_gil([&] { stream_synchronize(p(s), dev); });
   }, py::arg("stream"), py::arg("device"));
+  m.def("event_synchronize", [p](uintptr_t e, int dev) {
+    without_gil([&] { event_synchronize(p(e), dev); });
+  }, py::arg("event"), py::arg("device"));
+  m.def("logical_device", [](int physical, int share) { return logical_device(physical, share); },
+        py::arg("physical"), py::arg("share"),
+        "The logical device index of share `share` of device `physical` (share 0 is the device "
+        "itself); created on first request, with its own streams and memory pool.");
+  m.def("physical_device", [](int dev) {
+    check_device_index("physical_device", dev);
+    return physical_device(dev);
+  }, py::arg("device"), "The device a logical device index runs on.");
+  // A uint8 host array of `nbytes` in pinned memory, given back when the array is collected.
+  m.def("pinned_empty", [](size_t nbytes) {
+    void* host = host_alloc_pinned(nbytes);
+    py::capsule owner(host, [](void* q) {
+      try {
+        host_free_pinned(q);
+      } catch (...) {  // a destructor: nothing to report to
+      }
+    });
+    return py::array_t<uint8_t>({py::ssize_t(nbytes)}, {py::ssize_t(1)},
+                                static_cast<uint8_t*>(host), owner);
+  }, py::arg("nbytes"));
+  // Host array -> device buffer on `stream`, not waited for; the host array must stay untouched
+  // until an event recorded after it has completed (pinned memory: truly asynchronous).
+  m.def("copy_from_host_async", [p](Buffer& dst, size_t offset, py::array src, uintptr_t stream) {
+    CONVNET_CHECK(src.flags() & py::array::c_style,
+                  "copy_from_host_async: host array not C-contiguous");
+    size_t n = size_t(src.nbytes());
+    check_range("copy_from_host_async", dst, offset, n);
+    record_stream_use(dst.ptr, dst.device, p(stream));
+    copy_h2d_async(static_cast<char*>(dst.ptr) + offset, src.data(), n, dst.device, p(stream));
+  }, py::arg("dst"), py::arg("offset"), py::arg("src"), py::arg("stream"));
+#if defined(CONVNET_SIMT)
+  m.def("set_allocator_checks", &set_allocator_checks, py::arg("cache"), py::arg("hold_back"),
+        "Test switches: the caching allocator on (off under emulation), its cross-stream "
+        "hold-back off (a planted bug). (False, True) restores both.");
+#endif
   m.def("enable_peer_access", [](int a, int b) {
     check_device_index("enable_peer_access", a);
     check_device_index("enable_peer_access", b);

@@ -65,5 +65,18 @@ CONVNET_BINDINGS(simt) {
     d["static_shared_poisoned"] = s.static_shared_poisoned;
     return d;
   }, "Counters of the emulator: launches, blocks, threads, fiber switches, worker threads.");
+  m.def("host_waits", [] {
+    simt::HostWaits w = simt::host_waits();
+    py::dict d;
+    d["stream_sync"] = w.stream_sync;
+    d["event_sync"] = w.event_sync;
+    d["device_sync"] = w.device_sync;
+    d["memcpy_sync"] = w.memcpy_sync;
+    d["pageable_async"] = w.pageable_async;
+    return d;
+  }, "Calls that made the host wait for an emulated device since reset_host_waits(), by kind: "
+     "stream/event/device synchronisations, synchronous copies and memsets, async copies with a "
+     "pageable host side (cudaFree is not counted: see csrc/simt/simt.h).");
+  m.def("reset_host_waits", [] { simt::reset_host_waits(); });
 }
 #endif

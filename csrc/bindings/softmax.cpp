@@ -72,10 +72,11 @@ CONVNET_BINDINGS(softmax) {
     }));
   }, py::arg("x"), py::arg("labels"), py::arg("probs"));
   m.def("softmax_xent_bwd", [](TensorArg probs, TensorArg labels, TensorArg dx, float scale,
-                               bool accumulate) {
+                               bool accumulate, bool labels_checked) {
     const char* op = "softmax_xent_bwd";
     check_device(op, {{"probs", probs}, {"labels", labels}, {"dx", dx}});
     SoftmaxParams p = softmax_params(op, {"probs", probs});
+    p.labels_checked = labels_checked;
     check_labels_arg(op, {"labels", labels}, p);
     check_like(op, {"dx", dx}, p, true);
     without_gil([&] {
@@ -83,7 +84,7 @@ CONVNET_BINDINGS(softmax) {
           accumulate);
     });
   }, py::arg("probs"), py::arg("labels"), py::arg("dx"), py::arg("scale"),
-     py::arg("accumulate"));
+     py::arg("accumulate"), py::arg("labels_checked") = false);
   m.def("logreg_fwd", [](TensorArg probs, TensorArg labels) {
     const char* op = "logreg_fwd";
     check_device(op, {{"probs", probs}, {"labels", labels}});
@@ -93,6 +94,35 @@ CONVNET_BINDINGS(softmax) {
       return OP(logreg_fwd)(p, probs.ptr<float>(), labels.ptr<int32_t>());
     }));
   }, py::arg("probs"), py::arg("labels"));
+  m.def("logreg_record", [](TensorArg probs, TensorArg labels, TensorArg nll, TensorArg rank,
+                            TensorArg records, int64_t slot) {
+    const char* op = "logreg_record";
+    check_device(op, {{"probs", probs}, {"labels", labels}, {"nll", nll}, {"rank", rank},
+                      {"records", records}});
+    SoftmaxParams p = softmax_params(op, {"probs", probs});
+    check_labels_arg(op, {"labels", labels}, p);
+    check_dtype(op, {"nll", nll}, 'f');
+    check_shape(op, {"nll", nll}, {p.images});
+    check_writable(op, {"nll", nll});
+    check_dtype(op, {"rank", rank}, 'i');
+    check_shape(op, {"rank", rank}, {p.images});
+    check_writable(op, {"rank", rank});
+    check_dtype(op, {"records", records}, 'i');
+    check_ndim(op, {"records", records}, 2);
+    CONVNET_CHECK(records.dim(1) == kCostRecordInts,
+                  op << ": records must be (rows, " << kCostRecordInts << "), got shape "
+                     << shape_str(records.shape));
+    check_writable(op, {"records", records});
+    CONVNET_CHECK(slot >= 0 && slot < records.dim(0),
+                  op << ": slot " << slot << " is not a row of records (0.."
+                     << records.dim(0) - 1 << ")");
+    auto* record = reinterpret_cast<CostRecord*>(records.ptr<int32_t>() + slot * kCostRecordInts);
+    without_gil([&] {
+      OP(logreg_record)(p, probs.ptr<float>(), labels.ptr<int32_t>(), nll.ptr<float>(),
+                        rank.ptr<int32_t>(), record);
+    });
+  }, py::arg("probs"), py::arg("labels"), py::arg("nll"), py::arg("rank"), py::arg("records"),
+     py::arg("slot"));
   m.def("logreg_bwd", [](TensorArg probs, TensorArg labels, TensorArg dprobs, float scale,
                          bool accumulate) {
     const char* op = "logreg_bwd";

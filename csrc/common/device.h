@@ -9,8 +9,16 @@
 
 namespace convnet {
 
-// Number of usable devices; when 0, `reason` says why (no driver / no device / ...).
+// Number of usable (logical) devices; when 0, `reason` says why (no driver / no device / ...).
+// Device indices everywhere in this file are logical: index i < (GPUs in the machine) is GPU i;
+// logical_device() adds further logical devices that share a GPU, each with its own compute and
+// copy streams and its own pool, so a two-device net runs on a machine with one GPU.
 int device_count(std::string* reason);
+// The logical device that is share `share` of GPU `physical` (share 0: the GPU's own index),
+// created on first request; the same arguments give the same index for the whole process.
+int logical_device(int physical, int share);
+// The GPU a logical device runs on.
+int physical_device(int dev);
 
 // Throws ArgError naming `op` unless device `dev` exists (bindings taking a device index).
 inline void check_device_index(const char* op, int dev) {
@@ -77,6 +85,14 @@ void event_destroy(void* event, int dev);
 void event_record(void* event, void* stream, int dev);
 void stream_wait_event(void* stream, void* event, int dev);
 void stream_synchronize(void* stream, int dev);
+void event_synchronize(void* event, int dev);  // the host waits for the event's latest record
+
+// Pinned (page-locked) host memory: async copies from it overlap with kernels, where a copy from
+// pageable memory makes the host wait. host_free_pinned waits for the copies still using it.
+void* host_alloc_pinned(size_t bytes);
+void host_free_pinned(void* p);
+// Host -> device copy on `stream`, not waited for (from pinned memory: truly asynchronous).
+void copy_h2d_async(void* dst, const void* src, size_t bytes, int dev, void* stream);
 // Enables peer access both ways where cudaDeviceCanAccessPeer allows; false when it does not
 // (copies between the two are then staged through pinned host memory).
 bool enable_peer_access(int a, int b);
@@ -89,5 +105,10 @@ void copy_peer_async(void* dst, int dst_dev, const void* src, int src_dev, size_
 // work queued on `stream`, so when it is freed the caching allocator keeps it back until that
 // work has finished instead of handing it to the next allocation at once.
 void record_stream_use(void* p, int dev, void* stream);
+#if defined(CONVNET_SIMT)
+// Test switches of the emulated backend: turn the caching allocator on (it is off under
+// emulation) and its cross-stream hold-back off (a planted bug); (false, true) restores both.
+void set_allocator_checks(bool cache, bool hold_back);
+#endif
 
 }  // namespace convnet

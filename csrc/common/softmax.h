@@ -32,6 +32,11 @@ namespace convnet {
 struct SoftmaxParams {
   int64_t classes = 0;  // K
   int64_t images = 0;   // N
+  // The gradient ops' labels were checked already (by logreg_record earlier in the same stream,
+  // whose record reports a bad one): the CUDA launchers then skip their bad-label flag and its
+  // read-back, so a training step does not wait. A bad label can only give wrong gradients, never
+  // an out-of-bounds access.
+  bool labels_checked = false;
 };
 
 // Batch sums of the cost: a trainer adds batches up and divides by the number of images.
@@ -40,6 +45,19 @@ struct SoftmaxCost {
   int64_t top1 = 0;      // images with rank >= 1
   int64_t top5 = 0;      // images with rank >= 5
 };
+
+// One batch's cost sums as a record in device (or host) memory, written by logreg_record: the
+// two-device executor keeps one per step in a ring on the device and reads the ring when the
+// trainer prints, so no step waits for its statistics. 40 bytes: a row of 10 int32 to Python.
+struct CostRecord {
+  double logprob;     // sum of nll in image order, in double precision (as sum_cost)
+  int64_t top1;       // images with rank >= 1
+  int64_t top5;       // images with rank >= 5
+  int64_t bad_image;  // the lowest image whose label is not in [0, K), or -1
+  int64_t bad_label;  // that image's label
+};
+static_assert(sizeof(CostRecord) == 40, "CostRecord is read as 10 int32 by the Python side");
+constexpr int kCostRecordInts = 10;
 
 // nll, rank: (n,) per image; summed in image order (deterministic).
 inline SoftmaxCost sum_cost(const float* nll, const int32_t* rank, int64_t n) {
@@ -71,6 +89,12 @@ CONVNET_OP(void, softmax_xent_bwd, (const SoftmaxParams& p, const float* probs,
 // nll = -log max(p[label], FLT_MIN) (finite: at most 87.34), rank compares the probabilities.
 CONVNET_OP(SoftmaxCost, logreg_fwd, (const SoftmaxParams& p, const float* probs,
                                      const int32_t* labels))
+// logreg_fwd without reading anything back: per image nll (N,) and rank (N,) into the caller's
+// buffers, then their sums (as sum_cost) and the first bad label into *record, all in the
+// device's stream order. A bad label does not throw here: it is in the record (sums left 0).
+CONVNET_OP(void, logreg_record, (const SoftmaxParams& p, const float* probs,
+                                 const int32_t* labels, float* nll, int32_t* rank,
+                                 CostRecord* record))
 // Gradient of scale * sum_n nll[n] w.r.t. probs: dprobs (+)= -scale / max(p[label], FLT_MIN) at
 // the label, 0 elsewhere.
 CONVNET_OP(void, logreg_bwd, (const SoftmaxParams& p, const float* probs, const int32_t* labels,

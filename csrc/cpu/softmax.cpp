@@ -283,6 +283,27 @@ SoftmaxCost logreg_fwd_cpu(const SoftmaxParams& p, const float* probs, const int
   return sum_cost(nll.data(), rank.data(), p.images);
 }
 
+void logreg_record_cpu(const SoftmaxParams& p, const float* probs, const int32_t* labels,
+                       float* nll, int32_t* rank, CostRecord* record) {
+  CostRecord r{0.0, 0, 0, -1, 0};
+  for (int64_t n = 0; n < p.images; ++n) {
+    if (labels[n] < 0 || labels[n] >= p.classes) {  // recorded, not thrown (see softmax.h)
+      r.bad_image = n;
+      r.bad_label = labels[n];
+      *record = r;
+      return;
+    }
+  }
+  for_tiles(p, [&](int64_t c0, int w) {
+    logreg_tile(probs, labels, nll, rank, p.classes, p.images, c0, w);
+  });
+  const SoftmaxCost c = sum_cost(nll, rank, p.images);
+  r.logprob = c.logprob;
+  r.top1 = c.top1;
+  r.top5 = c.top5;
+  *record = r;
+}
+
 void logreg_bwd_cpu(const SoftmaxParams& p, const float* probs, const int32_t* labels,
                     float scale, float* dprobs, bool accumulate) {
   check_labels("logreg_bwd", labels, p.images, p.classes);

@@ -1,8 +1,10 @@
 // Devices, streams, the caching allocator and copies (see csrc/common/device.h).
 // Compiled by nvcc for convnet._cuda and by the host compiler against csrc/simt/ for convnet._emu.
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -31,6 +33,24 @@ struct Pool {
 };
 
 std::mutex g_mutex;
+
+// Logical devices: index -> physical device. The first physical-count entries are the GPUs
+// themselves; logical_device() appends further shares of one GPU (each with its own streams and
+// pool), so a two-device net runs on one GPU. Entries never change once set, so readers need no
+// lock; g_logical_count is published after its entry.
+constexpr int kMaxDevices = 64;
+std::atomic<int> g_physical_of[kMaxDevices];
+std::atomic<int> g_logical_count{0};
+int physical_count(std::string* reason);
+thread_local int tl_logical = -1;  // set_device's logical device on this thread
+
+// Test switches (emulation only, through convnet._emu.set_allocator_checks): under emulation the
+// caching allocator is off (guard zones at each tensor's exact ends), so its cross-stream hold-back
+// would never run; a test turns caching on to exercise it, and turns the hold-back off to plant the
+// bug it prevents.
+bool g_emu_cache = false;
+bool g_hold_back = true;
+
 std::vector<Pool>& pools() {
   static std::vector<Pool> p(64);
   return p;
@@ -70,13 +90,13 @@ void reclaim(Pool& pool) {
 }
 
 // Blocks are rounded so that slightly different requests share cached blocks. Under emulation
-// nothing is rounded or cached: every tensor is its own allocation with guard zones at its exact
-// ends, so an out-of-bounds write by even one float is caught.
+// nothing is rounded or cached (unless a test asks): every tensor is its own allocation with guard
+// zones at its exact ends, so an out-of-bounds write by even one float is caught.
 #if defined(CONVNET_SIMT)
-constexpr bool kCache = false;
+bool caching() { return g_emu_cache; }
 size_t round_size(size_t bytes) { return bytes; }
 #else
-constexpr bool kCache = true;
+bool caching() { return true; }
 size_t round_size(size_t bytes) {
   const size_t small = 512, big = size_t(1) << 20;
   if (bytes < big) return (bytes + small - 1) / small * small;
@@ -92,9 +112,9 @@ void check_index(int dev) {
                 "device index " << dev << " out of range: " << n << " device(s), valid 0.." << n - 1);
 }
 
-}  // namespace
-
-int device_count(std::string* reason) {
+// The GPUs of the machine (0 with `reason` when there are none); fills the identity entries of
+// the logical table on first success.
+int physical_count(std::string* reason) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e == cudaSuccess && n > 0) return n;
@@ -110,16 +130,67 @@ int device_count(std::string* reason) {
   return 0;
 }
 
+}  // namespace
+
+int device_count(std::string* reason) {
+  const int n = physical_count(reason);
+  if (n == 0) return 0;
+  int logical = g_logical_count.load();
+  if (logical == 0) {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (g_logical_count.load() == 0) {
+      for (int d = 0; d < n && d < kMaxDevices; ++d) g_physical_of[d] = d;
+      g_logical_count = std::min(n, kMaxDevices);
+    }
+    logical = g_logical_count.load();
+  }
+  return logical;
+}
+
+int physical_device(int dev) {
+  check_index(dev);
+  return g_physical_of[dev].load();
+}
+
+int logical_device(int physical, int share) {
+  std::string reason;
+  const int n = physical_count(&reason);
+  CONVNET_CHECK(n > 0, "no device available: " << reason);
+  CONVNET_CHECK(physical >= 0 && physical < n, "device " << physical << " does not exist: " << n
+                    << " device(s), valid 0.." << n - 1);
+  CONVNET_CHECK(share >= 0, "logical_device: share " << share << " is negative");
+  device_count(nullptr);  // the identity entries first
+  std::lock_guard<std::mutex> lock(g_mutex);
+  int seen = 0;
+  const int count = g_logical_count.load();
+  for (int d = 0; d < count; ++d)
+    if (g_physical_of[d].load() == physical && seen++ == share) return d;
+  // Shares 0..seen-1 exist: append the missing ones.
+  CONVNET_CHECK(count + (share - seen) < kMaxDevices,
+                "logical_device: at most " << kMaxDevices << " logical devices");
+  int d = count;
+  for (; seen <= share; ++seen, ++d) g_physical_of[d] = physical;
+  g_logical_count = d;
+  return d - 1;
+}
+
 void set_device(int dev) {
   int cur = -1;
-  if (cudaGetDevice(&cur) == cudaSuccess && cur == dev) return;
-  check_index(dev);
-  CONVNET_CUDA_CHECK(cudaSetDevice(dev));
+  // Fast path: this logical device is current, and no direct cudaSetDevice has moved the thread
+  // to another GPU since (enable_peer_access does).
+  if (tl_logical == dev && cudaGetDevice(&cur) == cudaSuccess &&
+      cur == g_physical_of[dev].load())
+    return;
+  const int physical = physical_device(dev);
+  CONVNET_CUDA_CHECK(cudaSetDevice(physical));
+  tl_logical = dev;
 }
 
 int current_device() {
   int d = 0;
   CONVNET_CUDA_CHECK(cudaGetDevice(&d));
+  // The logical device set last on this thread, while the GPU is still its own.
+  if (tl_logical >= 0 && g_physical_of[tl_logical].load() == d) return tl_logical;
   return d;
 }
 
@@ -193,7 +264,7 @@ void device_free(void* p, int dev) {
     streams_using = std::move(used->second);
     pool.uses.erase(used);
   }
-  if (!kCache) {
+  if (!caching()) {
     // Uncached blocks go back to the runtime, whose cudaFree waits for the device.
     set_device(dev);
     pool.stats.in_use -= it->second;
@@ -203,7 +274,7 @@ void device_free(void* p, int dev) {
   }
   pool.stats.in_use -= it->second;
   pool.stats.cached += it->second;
-  if (!streams_using.empty()) {
+  if (!streams_using.empty() && g_hold_back) {
     set_device(dev);
     Pending b{p, it->second, {}};
     for (cudaStream_t s : streams_using) {
@@ -232,7 +303,7 @@ void empty_cache() {
   for (size_t d = 0; d < pools().size(); ++d) {
     Pool& pool = pools()[d];
     if (pool.free_blocks.empty()) continue;
-    CONVNET_CUDA_CHECK(cudaSetDevice(int(d)));
+    set_device(int(d));
     for (auto& [sz, blk] : pool.free_blocks) {
       CONVNET_CUDA_CHECK(cudaFree(blk));
       pool.sizes.erase(blk);
@@ -266,10 +337,9 @@ void copy_d2d(void* dst, const void* src, size_t bytes, int dev) {
   CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
 }
 
-bool enable_peer_access(int a, int b) {
-  check_index(a);
-  check_index(b);
-  if (a == b) return true;
+bool enable_peer_access(int a_logical, int b_logical) {
+  const int a = physical_device(a_logical), b = physical_device(b_logical);
+  if (a == b) return true;  // two logical devices on one GPU
   static int state[64][64] = {};  // 0 not asked yet, 1 enabled, 2 unavailable
   std::lock_guard<std::mutex> lock(g_mutex);
   for (auto [from, to] : {std::pair<int, int>{a, b}, std::pair<int, int>{b, a}}) {
@@ -293,7 +363,8 @@ void copy_peer(void* dst, int dst_dev, const void* src, int src_dev, size_t byte
   // Issued on the source device's stream (its producer), then waited for: the consumer's ops are
   // issued after this returns.
   cudaStream_t s = static_cast<cudaStream_t>(device_stream(src_dev));
-  CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, bytes, s));
+  CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, physical_device(dst_dev), src,
+                                         physical_device(src_dev), bytes, s));
   CONVNET_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
@@ -317,6 +388,11 @@ void event_destroy(void* event, int dev) {
   CONVNET_CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(event)));
 }
 
+void event_synchronize(void* event, int dev) {
+  set_device(dev);
+  CONVNET_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
+}
+
 void event_record(void* event, void* stream, int dev) {
   set_device(dev);
   CONVNET_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event),
@@ -337,8 +413,13 @@ void stream_synchronize(void* stream, int dev) {
 void copy_peer_async(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes,
                      void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (dst_dev == src_dev || enable_peer_access(dst_dev, src_dev)) {
-    CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, bytes, s));
+  const int dst_gpu = physical_device(dst_dev), src_gpu = physical_device(src_dev);
+  if (dst_gpu == src_gpu) {  // one GPU (two logical devices on it, or one device)
+    CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+    return;
+  }
+  if (enable_peer_access(dst_dev, src_dev)) {
+    CONVNET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_gpu, src, src_gpu, bytes, s));
     return;
   }
   // Host-staged: one pinned buffer per stream, grown when needed. The two copies and the next
@@ -366,5 +447,35 @@ void copy_peer_async(void* dst, int dst_dev, const void* src, int src_dev, size_
   CONVNET_CUDA_CHECK(cudaMemcpyAsync(st->host, src, bytes, cudaMemcpyDeviceToHost, s));
   CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, st->host, bytes, cudaMemcpyHostToDevice, s));
 }
+
+void* host_alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+  if (e == cudaErrorMemoryAllocation) {  // MemoryError in Python, as for any host allocation
+    cudaGetLastError();
+    throw std::bad_alloc();
+  }
+  CONVNET_CUDA_CHECK(e);
+  return p;
+}
+
+void host_free_pinned(void* p) { CONVNET_CUDA_CHECK(cudaFreeHost(p)); }
+
+void copy_h2d_async(void* dst, const void* src, size_t bytes, int dev, void* stream) {
+  set_device(dev);
+  CONVNET_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
+                                     static_cast<cudaStream_t>(stream)));
+}
+
+#if defined(CONVNET_SIMT)
+void set_allocator_checks(bool cache, bool hold_back) {
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_emu_cache = cache;
+    g_hold_back = hold_back;
+  }
+  if (!cache) empty_cache();
+}
+#endif
 
 }  // namespace convnet

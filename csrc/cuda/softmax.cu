@@ -14,6 +14,7 @@
 #include <cfloat>
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "cuda_check.h"
@@ -132,7 +133,7 @@ logreg_fwd_kernel(const float* p, const int32_t* labels, float* nll, int32_t* ra
   if (valid) {
     const int32_t lab = labels[n];
     bad = bad_label(lab, K);
-    if (bad && ty == 0) atomicMin(flag, int(n));
+    if (bad && ty == 0 && flag) atomicMin(flag, int(n));  // logreg_record: no flag
     pl = bad ? 0.f : p[int64_t(lab) * N + n];
   }
   int32_t c = 0;
@@ -146,6 +147,24 @@ logreg_fwd_kernel(const float* p, const int32_t* labels, float* nll, int32_t* ra
     nll[n] = bad ? 0.f : -logf(fmaxf(pl, FLT_MIN));
     rank[n] = C;
   }
+}
+
+// The sums of one batch into its record: one thread walks the images in order and adds in double
+// precision, exactly as sum_cost does on the host (a few microseconds for a batch of 128, and the
+// same bits as the host sum), and notes the first bad label.
+__global__ void cost_record_kernel(const float* nll, const int32_t* rank, const int32_t* labels,
+                                   int64_t K, int64_t N, CostRecord* record) {
+  CostRecord r{0.0, 0, 0, -1, 0};
+  for (int64_t n = 0; n < N; ++n) {
+    if (bad_label(labels[n], K)) {
+      r = CostRecord{0.0, 0, 0, n, labels[n]};
+      break;
+    }
+    r.logprob += double(nll[n]);
+    r.top1 += rank[n] >= 1;
+    r.top5 += rank[n] >= 5;
+  }
+  *record = r;
 }
 
 // kLogreg = false: dx = scale * (p - onehot)   (fused softmax + cost)
@@ -165,9 +184,11 @@ __global__ void cost_bwd_kernel(const float* p, const int32_t* labels, float sca
   } else {
     lab[0] = labels[n];
   }
+  if (flag && blockIdx.y == 0) {
 #pragma unroll
-  for (int l = 0; l < L; ++l)
-    if (bad_label(lab[l], K) && blockIdx.y == 0) atomicMin(flag, int(n + l));
+    for (int l = 0; l < L; ++l)
+      if (bad_label(lab[l], K)) atomicMin(flag, int(n + l));
+  }
   for (int64_t k = blockIdx.y; k < K; k += gridDim.y) {
     const int64_t i = k * N + n;
     const V pv = V::load(p + i);
@@ -240,19 +261,23 @@ template <bool kLogreg>
 void cost_bwd(const char* op, const SoftmaxParams& p, const float* probs, const int32_t* labels,
               float scale, float* dx, bool accumulate) {
   if (p.images == 0) return;
-  LabelFlag flag;
   const int threads = 256;
   const int lanes =
       p.images % 4 == 0 && aligned16(probs) && aligned16(dx) && aligned16(labels) ? 4 : 1;
   dim3 grid(unsigned((p.images / lanes + threads - 1) / threads),
             unsigned(p.classes < 1024 ? p.classes : 1024));
+  // Labels checked by the caller (the net checks them on the host before a step): no flag to
+  // read back, so no host wait.
+  std::optional<LabelFlag> flag;
+  int* flag_ptr = nullptr;
+  if (!p.labels_checked) flag_ptr = flag.emplace().get();
   if (lanes == 4)
     CONVNET_LAUNCH((cost_bwd_kernel<4, kLogreg>), grid, threads, 0, current_stream(), probs,
-                   labels, scale, dx, p.classes, p.images, accumulate, flag.get());
+                   labels, scale, dx, p.classes, p.images, accumulate, flag_ptr);
   else
     CONVNET_LAUNCH((cost_bwd_kernel<1, kLogreg>), grid, threads, 0, current_stream(), probs,
-                   labels, scale, dx, p.classes, p.images, accumulate, flag.get());
-  flag.check(op, labels, p.classes);
+                   labels, scale, dx, p.classes, p.images, accumulate, flag_ptr);
+  if (flag) flag->check(op, labels, p.classes);
 }
 
 }  // namespace
@@ -296,6 +321,17 @@ SoftmaxCost logreg_fwd_cuda(const SoftmaxParams& p, const float* probs, const in
                  probs, labels, cost.nll(), cost.rank(), p.classes, p.images, flag.get());
   flag.check("logreg_fwd", labels, p.classes);
   return cost.sums();
+}
+
+// Layout as logreg_fwd; the column kernel fills nll/rank (N,), then cost_record_kernel (one
+// block of one thread) sums them into *record. Nothing is read back.
+void logreg_record_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels,
+                        float* nll, int32_t* rank, CostRecord* record) {
+  if (p.images > 0)
+    CONVNET_LAUNCH(logreg_fwd_kernel, column_blocks(p.images), kColumnBlock, 0, current_stream(),
+                   probs, labels, nll, rank, p.classes, p.images, nullptr);
+  CONVNET_LAUNCH(cost_record_kernel, 1, 1, 0, current_stream(), nll, rank, labels, p.classes,
+                 p.images, record);
 }
 
 void logreg_bwd_cuda(const SoftmaxParams& p, const float* probs, const int32_t* labels,

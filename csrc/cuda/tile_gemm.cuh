@@ -268,7 +268,7 @@ inline int wave_of(int dev, int* sms = nullptr) {
   int v = cache[dev].load(std::memory_order_relaxed);
   if (v == 0) {
     cudaDeviceProp prop;
-    CONVNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    CONVNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, physical_device(dev)));
     const int n = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
     v = n << 8 | (prop.major >= 10 ? 1 : 2);
     cache[dev].store(v, std::memory_order_relaxed);

@@ -1047,6 +1047,37 @@ void run(const LaunchInfo& L) {
 }  // namespace detail
 }  // namespace simt
 
+// ---- host waits and pinned host memory -------------------------------------------------------------------------
+namespace simt {
+namespace {
+std::atomic<uint64_t> hw_stream{0}, hw_event{0}, hw_device{0}, hw_memcpy{0}, hw_pageable{0};
+
+// Pinned host blocks (cudaHostAlloc / cudaMallocHost): start -> size.
+std::mutex g_pinned_mutex;
+std::map<uintptr_t, size_t>& pinned_blocks() {
+  static auto* m = new std::map<uintptr_t, size_t>;
+  return *m;
+}
+// True when [p, p + bytes) lies inside one pinned block.
+bool is_pinned(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lk(g_pinned_mutex);
+  auto a = reinterpret_cast<uintptr_t>(p);
+  auto it = pinned_blocks().upper_bound(a);
+  if (it == pinned_blocks().begin()) return false;
+  --it;
+  return a >= it->first && a + bytes <= it->first + it->second;
+}
+}  // namespace
+
+HostWaits host_waits() {
+  return HostWaits{hw_stream.load(), hw_event.load(), hw_device.load(), hw_memcpy.load(),
+                   hw_pageable.load()};
+}
+void reset_host_waits() {
+  hw_stream = hw_event = hw_device = hw_memcpy = hw_pageable = 0;
+}
+}  // namespace simt
+
 // ---- CUDA runtime API --------------------------------------------------------------------------------------------
 using simt::devices;
 using simt::fail;
@@ -1308,6 +1339,7 @@ cudaError_t cudaGetDevice(int* dev) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() {
+  ++simt::hw_device;
   simt::drain();
   return cudaSuccess;
 }
@@ -1423,12 +1455,28 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMallocHost(void** p, size_t bytes) {
-  *p = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096 + 4096);
-  return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation, "cudaMallocHost");
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) {
+  *p = nullptr;
+  if (bytes > (size_t(1) << 40)) return fail(cudaErrorMemoryAllocation, "cudaHostAlloc of " + std::to_string(bytes) + " bytes");
+  const size_t size = (bytes + 4095) / 4096 * 4096 + 4096;
+  *p = std::aligned_alloc(4096, size);
+  if (!*p) return fail(cudaErrorMemoryAllocation, "cudaHostAlloc");
+  std::lock_guard<std::mutex> lk(simt::g_pinned_mutex);
+  simt::pinned_blocks()[reinterpret_cast<uintptr_t>(*p)] = size;
+  return cudaSuccess;
 }
+cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
 cudaError_t cudaFreeHost(void* p) {
-  simt::drain();
+  if (!p) return cudaSuccess;
+  simt::drain();  // queued copies may still read or write it
+  {
+    std::lock_guard<std::mutex> lk(simt::g_pinned_mutex);
+    if (!simt::pinned_blocks().erase(reinterpret_cast<uintptr_t>(p))) {
+      std::ostringstream o;
+      o << "cudaFreeHost(" << p << "): not a pointer returned by cudaHostAlloc (or already freed)";
+      return fail(cudaErrorInvalidValue, o.str());
+    }
+  }
   std::free(p);
   return cudaSuccess;
 }
@@ -1529,6 +1577,10 @@ cudaError_t async_copy(cudaStream_t stream, const char* what, void* dst, const v
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (bytes == 0) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lk(devices().m);
+    if (!is_device(dst) || !is_device(src)) ++simt::hw_memcpy;  // a host side: the host waits
+  }
   simt::drain();
   if (cudaError_t e = check_memcpy(dst, src, bytes, kind)) return e;
   std::memmove(dst, src, bytes);
@@ -1537,10 +1589,25 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
   if (bytes == 0) return cudaSuccess;
   if (cudaError_t e = check_memcpy(dst, src, bytes, kind)) return e;
+  const void* host = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(devices().m);
+    if (!is_device(src)) host = src;
+    else if (!is_device(dst)) host = dst;
+  }
+  if (host && !simt::is_pinned(host, bytes)) {
+    // Pageable: CUDA copies through a staging buffer and returns when the host side is done
+    // with, so the copy is ordered after the stream's work and the host waits for it.
+    ++simt::hw_pageable;
+    simt::drain();
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+  }
   return async_copy(s, "cudaMemcpyAsync", dst, src, bytes);
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
+  ++simt::hw_memcpy;
   simt::drain();
   if (cudaError_t e = check_memset(p, bytes)) return e;
   std::memset(p, value, bytes);
@@ -1559,6 +1626,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
 
 cudaError_t cudaMemcpyPeer(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes) {
   if (bytes == 0 && valid_device(dst_dev) && valid_device(src_dev)) return cudaSuccess;
+  ++simt::hw_memcpy;
   simt::drain();
   if (cudaError_t e = check_peer(dst, dst_dev, src, src_dev, bytes)) return e;
   std::memmove(dst, src, bytes);
@@ -1589,10 +1657,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  ++simt::hw_stream;
   simt::drain();
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t) {
+  ++simt::hw_stream;
   simt::drain();
   return cudaSuccess;
 }
@@ -1623,13 +1693,14 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: null event");
+  ++simt::hw_event;
   simt::drain();
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery: null event");
-  simt::drain();
-  return cudaSuccess;
+  std::lock_guard<std::mutex> lk(simt::g_stream_mutex);
+  return e->completed >= e->issued ? cudaSuccess : cudaErrorNotReady;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if (!a || !b) return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: null event");

@@ -168,6 +168,7 @@ typedef CUevent_st* cudaEvent_t;
 #define cudaEventDefault 0x00
 #define cudaEventBlockingSync 0x01
 #define cudaEventDisableTiming 0x02
+#define cudaHostAllocDefault 0x00
 struct cudaDeviceProp {
   char name[256];
   size_t totalGlobalMem;
@@ -198,6 +199,7 @@ template <class T> inline cudaError_t cudaMalloc(T** p, size_t bytes) {
 }
 cudaError_t cudaFree(void* p);
 cudaError_t cudaMallocHost(void** p, size_t bytes);
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned flags);
 cudaError_t cudaFreeHost(void* p);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
@@ -270,9 +272,14 @@ std::string order_name();  // "forward", "reverse" or "random:<seed>"
 // Streams (CONVNET_SIMT_STREAMS, or set_stream_order): `sync` runs every launch, copy and event
 // record at once, in issue order. The others queue them on their stream and run them at the next
 // synchronisation point (cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, the
-// synchronous cudaMemcpy / cudaMemcpyPeer / cudaMemset, cudaFree, cudaFreeHost, cudaStreamQuery,
-// cudaEventQuery, destroying a stream or an event), constrained only by the order within each
-// stream and by events (a wait holds its stream until the record it names has run):
+// synchronous cudaMemcpy / cudaMemcpyPeer / cudaMemset, an async copy to or from pageable host
+// memory, cudaFree, cudaFreeHost, cudaStreamQuery, destroying a stream or an event), constrained
+// only by the order within each stream and by events (a wait holds its stream until the record
+// it names has run). cudaEventQuery runs nothing: it says cudaErrorNotReady while the event's
+// latest record has not run (as on a GPU, where it never blocks). Host memory from cudaHostAlloc /
+// cudaMallocHost is pinned: async copies from or to it are queued like kernels; an async copy
+// with a pageable host side runs at once, after draining every stream (CUDA stages it through
+// a pinned buffer and returns once the host side is no longer needed).
 //   deferred        the oldest stream with runnable work first, as far as it can go;
 //   reversed        the newest stream first;
 //   random[:seed]   a stream chosen at random before every operation.
@@ -281,6 +288,20 @@ std::string order_name();  // "forward", "reverse" or "random:<seed>"
 enum class StreamOrder { sync, deferred, reversed, random };
 void set_stream_order(const std::string& name, uint64_t seed = 0);
 std::string stream_order_name();
+
+// Calls that make the host wait for the device, counted since the last reset_host_waits(): what a
+// test asserts to show that a training step issues its work without waiting. cudaFree is not
+// counted: under emulation every free reaches it (no caching, so that guard zones sit at each
+// tensor's ends), where a caching allocator on a GPU keeps the block.
+struct HostWaits {
+  uint64_t stream_sync;     // cudaStreamSynchronize (and cudaStreamQuery, which drains here)
+  uint64_t event_sync;      // cudaEventSynchronize
+  uint64_t device_sync;     // cudaDeviceSynchronize
+  uint64_t memcpy_sync;     // cudaMemcpy / cudaMemcpyPeer / cudaMemset (synchronous)
+  uint64_t pageable_async;  // cudaMemcpyAsync with a pageable (not pinned) host side
+};
+HostWaits host_waits();
+void reset_host_waits();
 
 void poison(void* p, size_t bytes);  // fill with kPoison (e.g. blocks reused by a caching allocator)
 void check_guards();                 // throws simt::Error if any live allocation's guard was written
