@@ -19,6 +19,10 @@ events (convnet/streams.py), recorded after a producer and waited on before a co
   bwd(C): wait gsent(C, i) (stage free again); record g(C, i)
   copy(stage -> landing): wait g(C, i), wait landed(C, i); record gsent(C, i)
   land(P on t): wait gsent(C, i); dy(P) = or += landing; record landed(C, i)
+Where a conv or fc layer C reads inputs from several devices, its passes run in two tasks each:
+  fwd(C) terms of its own device's inputs; then wait sent(P, d), the other terms, bias, neuron
+  bwd(C) input gradients for other devices (record g(C, i)); then weight and local gradients
+and a land(P on t) is issued just before bwd(P), after the rest of t's work (see Gradient sums).
 The batch is uploaded from the host by every device that reads it, on its compute stream. A
 step ends with the host waiting for every stream (the cost statistics are read then).
 
@@ -465,6 +469,9 @@ class Net:
             pending[owner.name] -= 1
             if pending[owner.name] == 0:
                 bwd += self._reduce_tasks(owner)
+        if lands:
+            raise AssertionError(f"gradients land on {', '.join(lands)}, which have no "
+                                 "backward pass")
         upd = []
         for p in self.trained:
             far = self._weight_devices(p)[1:]
@@ -561,7 +568,8 @@ class Net:
 
     def set_tracing(self, on):
         """Tracing on: every CPU stream keeps (label, start, end) of each task it runs and of
-        each wait that blocked (perf_counter seconds), read with ``trace()``; off: forgotten."""
+        each wait that blocked (perf_counter seconds), read with ``trace()``; off: forgotten.
+        Switch it between steps, not while a step runs."""
         for s in self.streams.values():
             s.trace = [] if on else None
 
