@@ -10,7 +10,8 @@ The one-device net runs on all the cores as OpenMP threads. Rounds alternate the
 one step each), so each ratio compares steps a few seconds apart (the machine may be shared:
 medians, and the ratio of each round). Also reported: the share of each device's step time
 spent in transfers (its copy stream busy) and waiting on the other device (its compute stream
-blocked on an event).
+blocked on an event), and, from one more step traced task by task (Net.set_tracing), each
+device's busy and waiting shares and the events it waited on longest.
 
 With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
 GPU) and the overlap of a copy with a kernel on the other stream; without one it says so. Then
@@ -58,6 +59,28 @@ def time_steps(net, x, y, steps, first):
     after = net.stream_times()
     spent = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
     return times, spent
+
+
+def traced_step(net, x, y, step):
+    """One step of `net` traced: per device, the shares of the step its compute stream ran
+    tasks and waited on events, and the longest waits with the event waited on."""
+    net.set_tracing(True)
+    t0 = time.perf_counter()
+    net.train_step(x, y, step=step, epoch=0, progress=0)
+    total = time.perf_counter() - t0
+    trace = net.trace()
+    net.set_tracing(False)
+    print(f"one step traced ({total * 1e3:.0f} ms):")
+    for (d, role), rows in trace.items():
+        if role != "compute":
+            continue
+        waits = [(b - a, label[len("wait "):]) for label, a, b in rows
+                 if label.startswith("wait ")]
+        waited = sum(w for w, _ in waits)
+        busy = sum(b - a for label, a, b in rows) - waited
+        longest = ", ".join(f"{e} {w * 1e3:.0f} ms" for w, e in sorted(waits, reverse=True)[:4])
+        print(f"  {d}: busy {100 * busy / total:.1f}%, waiting {100 * waited / total:.1f}%"
+              + (f" (longest: {longest})" if waits else ""))
 
 
 def gpu_section():
@@ -176,6 +199,8 @@ def main():
         print(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
               f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x"
               + "".join("; " + x for x in shares), flush=True)
+    if not on_gpu:
+        traced_step(towers, x, y, 1 + a.rounds * a.steps)
     mt, mo = statistics.median(t_all), statistics.median(o_all)
     print(f"median over all rounds: two towers {a.batch / mt:.1f} images/s, one device "
           f"{a.batch / mo:.1f} images/s; ratio per round {min(ratios):.2f}-{max(ratios):.2f}x, "

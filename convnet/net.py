@@ -23,6 +23,10 @@ events (convnet/streams.py), recorded after a producer and waited on before a co
   bwd(C): wait gsent(C, i) (stage free again); record g(C, i)
   copy(stage -> landing): wait g(C, i), wait landed(C, i); record gsent(C, i)
   land(P on t): wait gsent(C, i); dy(P) = or += landing; record landed(C, i)
+Where a conv or fc layer C reads inputs from several devices, its passes run in two tasks each:
+  fwd(C) terms of its own device's inputs; then wait sent(P, d), the other terms, bias, neuron
+  bwd(C) input gradients for other devices (record g(C, i)); then weight and local gradients
+and a land(P on t) is issued just before bwd(P), after the rest of t's work (see Gradient sums).
 The batch is uploaded by every device that reads it. On CPU devices it is copied on the
 device's compute stream, and a step ends with the host waiting for every stream. On CUDA and
 emulated devices nothing in a step makes the host wait (see _start_forward):
@@ -47,9 +51,10 @@ The owner updates; its copy stream sends the new weights to the other devices (w
 cost's gradient is the mean over the whole batch, so the sum is the one-device gradient.
 
 Gradient sums. A layer read by several consumers receives one gradient per consumer. The first
-consumer (in backward order) writes the producer's gradient buffer, the others add to it
-(``accumulate=True`` in the backward ops, or ``add_`` of a landing buffer), so no buffer is ever
-zeroed.
+consumer (in backward order) on the producer's device (else the first) writes the producer's
+gradient buffer, the others add to it (``accumulate=True`` in the backward ops, or ``add_`` of a
+landing buffer), so no buffer is ever zeroed. The gradients landing from other devices are
+written or added just before the producer's backward pass, after its own device's other work.
 """
 import math
 import time
@@ -405,26 +410,33 @@ class Net:
         fused_softmax = {S.name for S in self.fused.values()}
         self.active = {L.name: requires[L.name] and on_path[L.name] and not L.is_data
                        and L.name not in fused_softmax for L in self.order}
-        # Gradient edges, in backward order; the first writer of a target overwrites it.
-        written = {}
-        self.edges = {}
+        # Gradient edges, in backward order: (consumer, input index, target) for every
+        # gradient a consumer sends back.
+        sends = []
         for L in reversed(self.order):
             if not self.active[L.name]:
                 continue
-            edges = []
             for i, P in enumerate(L.inputs):
                 if L.is_cost and i == 1:
                     P = self.fused[L.name].inputs[0]
                 elif L.is_cost:
-                    edges.append(None)
                     continue
-                if not self.active.get(P.name) or P.is_data:
-                    edges.append(None)
-                    continue
-                edges.append(_Edge(P, written.get(P.name, 0) > 0))
-                written[P.name] = written.get(P.name, 0) + 1
-            self.edges[L.name] = edges
-        self.has_dy = {name for name, k in written.items() if k}
+                if self.active.get(P.name) and not P.is_data:
+                    sends.append((L, i, P))
+        # One of them writes the target's gradient, the others add to it: the first consumer
+        # on the target's own device, else the first; so the gradients landing from other
+        # devices are added last, and their landing waits until the target's own device has
+        # run everything else before the target's backward pass.
+        writer = {}
+        for L, i, P in sends:
+            w = writer.get(P.name)
+            if w is None or (w[0].device != P.device and L.device == P.device):
+                writer[P.name] = (L, i)
+        self.edges = {L.name: [None] * len(L.inputs) for L in reversed(self.order)
+                      if self.active[L.name]}
+        for L, i, P in sends:
+            self.edges[L.name][i] = _Edge(P, writer[P.name] != (L, i))
+        self.has_dy = set(writer)
         self.trained = [p for p in self.params if self.active[p.layer.name]]
         for L in self.order:
             if self.active[L.name] and not L.is_cost and L.name not in self.has_dy:
@@ -552,12 +564,23 @@ class Net:
                     fwd.append(_Task(e, "compute", label, self._upload_fn(L, e)))
                 continue
             far = [P for P in dict.fromkeys(L.inputs) if P.device != d and not P.is_data]
-            waits = [ev("sent", P.name, d) for P in far]
-            waits += [ev("sent", L.name, e) for e in remote_devs[L.name]]
+            arrive = [ev("sent", P.name, d) for P in far]
+            free = [ev("sent", L.name, e) for e in remote_devs[L.name]]  # y copied out
             records = [ev("used", P.name, d) for P in far]
             if remote_devs[L.name]:
                 records.append(ev("y", L.name))
-            fwd.append(_Task(d, "compute", f"fwd {L.name}", self._fwd_fn(L), waits, records))
+            here = [i for i, P in enumerate(L.inputs) if P not in far]
+            if far and here and L.SPLITS_PASSES:
+                # The terms of the inputs on this device first, while the others are copied.
+                order = tuple(here + [i for i in range(len(L.inputs)) if i not in here])
+                fwd.append(_Task(d, "compute", f"fwd {L.name}: inputs on {d}",
+                                 self._fwd_fn(L, (order, 0, len(here))), free))
+                fwd.append(_Task(d, "compute", f"fwd {L.name}",
+                                 self._fwd_fn(L, (order, len(here), len(order))), arrive,
+                                 records))
+            else:
+                fwd.append(_Task(d, "compute", f"fwd {L.name}", self._fwd_fn(L), arrive + free,
+                                 records))
             for e in remote_devs[L.name]:
                 src, dst = self.y[L.name], self.remote[(L.name, e)]
                 fwd.append(_Task(d, "copy", f"{L.name} -> {e}", None,
@@ -567,16 +590,29 @@ class Net:
         self.grad_order = []  # the trained Params in the order the hook sees them
         # The weight gradients of a layer are summed once its last instance is done.
         pending = {L.name: len(self.copies[L.name]) for L in self.layers}
+        lands = {}  # target -> its land tasks, issued just before the target's backward pass
         for L in reversed(self.order):
             edges = self.edges.get(L.name)
             if edges is None:
                 continue
+            bwd += lands.pop(L.name, [])
             d = L.device
             far = [P for P in dict.fromkeys(L.inputs) if P.device != d and not P.is_data]
             cross = [(i, e) for i, e in enumerate(edges) if e is not None and e.stage is not None]
             waits = [ev("gsent", L.name, i) for i, _ in cross]
-            records = [ev("g", L.name, i) for i, _ in cross] + [ev("used", P.name, d) for P in far]
-            bwd.append(_Task(d, "compute", f"bwd {L.name}", self._bwd_fn(L), waits, records))
+            sent = [ev("g", L.name, i) for i, _ in cross]
+            used = [ev("used", P.name, d) for P in far]
+            if cross and L.SPLITS_PASSES:
+                # The gradients other devices wait for first, so that their copies overlap
+                # the rest of this layer's backward pass (the weight gradients, the local
+                # inputs' gradients): the same arithmetic, in another order.
+                bwd.append(_Task(d, "compute", f"bwd {L.name}: gradients to other devices",
+                                 self._bwd_fn(L, "inputs"), waits, sent))
+                bwd.append(_Task(d, "compute", f"bwd {L.name}", self._bwd_fn(L, "rest"),
+                                 records=used))
+            else:
+                bwd.append(_Task(d, "compute", f"bwd {L.name}", self._bwd_fn(L), waits,
+                                 sent + used))
             for i, e in cross:
                 t = e.target.device
                 bwd.append(_Task(d, "copy", f"d{e.target.name} <- {L.name}", None,
@@ -584,13 +620,17 @@ class Net:
                                  [ev("gsent", L.name, i)],
                                  (f"{e.target.name}<-{L.name}", "bwd", e.stage, e.landing,
                                   L.slice)))
-                bwd.append(_Task(t, "compute", f"land d{e.target.name} <- {L.name}",
-                                 self._land_fn(e, L.slice), [ev("gsent", L.name, i)],
-                                 [ev("landed", L.name, i)]))
+                lands.setdefault(e.target.name, []).append(
+                    _Task(t, "compute", f"land d{e.target.name} <- {L.name}",
+                          self._land_fn(e, L.slice), [ev("gsent", L.name, i)],
+                          [ev("landed", L.name, i)]))
             owner = self.logical_of[L.name]
             pending[owner.name] -= 1
             if pending[owner.name] == 0:
                 bwd += self._reduce_tasks(owner)
+        if lands:
+            raise AssertionError(f"gradients land on {', '.join(lands)}, which have no "
+                                 "backward pass")
         upd = []
         for p in self.trained:
             far = self._weight_devices(p)[1:]
@@ -685,20 +725,33 @@ class Net:
         (CPU worker threads; zero where work is issued asynchronously)."""
         return {(str(d), r): (s.busy_s, s.wait_s) for (d, r), s in self.streams.items()}
 
+    def set_tracing(self, on):
+        """Tracing on: every CPU stream keeps (label, start, end) of each task it runs and of
+        each wait that blocked (perf_counter seconds), read with ``trace()``; off: forgotten.
+        Switch it between steps, not while a step runs."""
+        for s in self.streams.values():
+            s.trace = [] if on else None
+
+    def trace(self):
+        """{(device, role): [(label, start, end), ...]} since tracing was turned on (CPU
+        streams; the labels are those of ``schedule()``, a blocked wait is "wait EVENT")."""
+        return {(str(d), r): list(s.trace) for (d, r), s in self.streams.items()
+                if s.trace is not None}
+
     def _issue(self, phase, n, ctx):
         for t in self.tasks[phase]:
             stream = self.streams[(t.device, t.role)]
             for e in t.waits:
                 stream.wait(e)
             if t.xfer is None:
-                stream.submit(lambda t=t: t.fn(n, ctx))
+                stream.submit(lambda t=t: t.fn(n, ctx), t.label)
             else:
                 edge, direction, src, dst, part = t.xfer
                 if part is not None:  # a slice of activations or gradients
                     m = self._count(part, n)
                     src, dst = (src.view(m), dst.view(m)) if m else (None, None)
                 if src is not None:
-                    stream.copy(dst, src)
+                    stream.copy(dst, src, t.label)
                     self.transfer_log.append({
                         "step": ctx.step, "edge": edge, "direction": direction,
                         "bytes": src.nbytes, "from": str(src.device), "to": str(dst.device)})
@@ -758,7 +811,8 @@ class Net:
             compute.wait(uploaded)
         return run
 
-    def _fwd_fn(self, L):
+    def _fwd_fn(self, L, terms=None):
+        """Layer L's forward pass, or the terms `terms` of its sum (Layer.forward)."""
         def run(n, ctx):
             n = self._count(L.slice, n)
             if not n:
@@ -773,13 +827,16 @@ class Net:
                 L.forward([self._input(L, i, n) for i in range(len(L.inputs))], None, n, ctx)
             else:
                 L.forward([self._input(L, i, n) for i in range(len(L.inputs))],
-                          self.y[L.name].view(n), n, ctx)
+                          self.y[L.name].view(n), n, ctx, terms)
             if self.timings is not None:
                 self._time(L.name, "fwd", t0)
         return run
 
-    def _bwd_fn(self, L):
-        edges = self.edges[L.name]
+    def _bwd_fn(self, L, part=None):
+        """Layer L's backward pass, or one part of it (Layer.backward): part "inputs" computes
+        the input gradients staged for other devices, part "rest" everything else."""
+        edges = [e if part is None or (e is not None and (e.stage is None) == (part == "rest"))
+                 else None for e in self.edges[L.name]]
 
         def run(n, ctx):
             n = self._count(L.slice, n)
@@ -794,7 +851,7 @@ class Net:
             else:
                 xs = [self._input(L, i, n) for i in range(len(L.inputs))]
                 L.backward(self.dy[L.name].view(n), xs, self.y[L.name].view(n), dxs, accs, n,
-                           ctx)
+                           ctx, part)
             if self.timings is not None:
                 self._time(L.name, "bwd", t0)
         return run

@@ -49,9 +49,12 @@ class Event:
             self._cond.notify_all()
 
     def _wait_for(self, count):
+        """Blocks until the `count`-th record has fired; says whether it had to block."""
         with self._cond:
+            blocked = self.fired < count
             while self.fired < count:
                 self._cond.wait()
+        return blocked
 
     def synchronize(self):
         """The host waits until the latest record has fired (CUDA / emulated devices; nothing
@@ -73,14 +76,18 @@ class _InlineStream:
     def __init__(self, device, role):
         self.device, self.role = device, role
         self.busy_s = self.wait_s = 0.0
+        self.trace = None
 
-    def submit(self, fn):
+    def submit(self, fn, label=None):
         t0 = time.perf_counter()
         fn()
-        self.busy_s += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.busy_s += t1 - t0
+        if self.trace is not None:
+            self.trace.append((label, t0, t1))
 
-    def copy(self, dst, src):
-        self.submit(lambda: dst.copy_(src))
+    def copy(self, dst, src, label=None):
+        self.submit(lambda: dst.copy_(src), label)
 
     def record(self, event):
         event.records += 1
@@ -99,11 +106,13 @@ class _InlineStream:
 class _ThreadStream:
     """A CPU stream: one worker thread running its queue in order. After a failure the stream
     still fires its events (so no other stream waits forever) but skips work; ``synchronize``
-    raises the first error."""
+    raises the first error. ``trace``: None, or a list the worker appends (label, start, end)
+    to for every task and every wait (label "wait EVENT") that blocked."""
 
     def __init__(self, device, role, cores=None, threads=1):
         self.device, self.role = device, role
         self.busy_s = self.wait_s = 0.0
+        self.trace = None
         self._queue = queue.SimpleQueue()
         self._error = None
         self._idle = threading.Condition()
@@ -124,14 +133,21 @@ class _ThreadStream:
             try:
                 if kind == "run":
                     if self._error is None:
+                        fn, label = arg
                         t0 = time.perf_counter()
-                        arg()
-                        self.busy_s += time.perf_counter() - t0
+                        fn()
+                        t1 = time.perf_counter()
+                        self.busy_s += t1 - t0
+                        if self.trace is not None:
+                            self.trace.append((label, t0, t1))
                 elif kind == "wait":
                     event, count = arg
                     t0 = time.perf_counter()
-                    event._wait_for(count)
-                    self.wait_s += time.perf_counter() - t0
+                    blocked = event._wait_for(count)
+                    t1 = time.perf_counter()
+                    self.wait_s += t1 - t0
+                    if blocked and self.trace is not None:
+                        self.trace.append((f"wait {event.name}", t0, t1))
                 else:  # record
                     event, count = arg
                     event._fire(count)
@@ -146,11 +162,11 @@ class _ThreadStream:
         self._submitted += 1
         self._queue.put((kind, arg))
 
-    def submit(self, fn):
-        self._put("run", fn)
+    def submit(self, fn, label=None):
+        self._put("run", (fn, label))
 
-    def copy(self, dst, src):
-        self._put("run", lambda: dst.copy_(src))
+    def copy(self, dst, src, label=None):
+        self._put("run", (lambda: dst.copy_(src), label))
 
     def record(self, event):
         event.records += 1
@@ -179,17 +195,18 @@ class _DeviceStream:
     def __init__(self, device, role):
         self.device, self.role = device, role
         self.busy_s = self.wait_s = 0.0
+        self.trace = None  # work is issued asynchronously: nothing to time on the host
         self._mod = backend(device)
         get = self._mod.compute_stream if role == "compute" else self._mod.copy_stream
         self.handle = get(device.index)
 
-    def submit(self, fn):
+    def submit(self, fn, label=None):
         # Ops are issued on the device's compute stream; copies use `copy`.
         if self.role != "compute":
             raise AssertionError("only copies are issued on a copy stream")
         fn()
 
-    def copy(self, dst, src):
+    def copy(self, dst, src, label=None):
         self._mod.copy_device_async(dst._buffer, dst._offset, src._buffer, src._offset,
                                     dst.nbytes, self.handle)
 

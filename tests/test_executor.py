@@ -154,6 +154,51 @@ def test_each_device_uploads_the_batch_it_reads(batch):
     assert not any(r["edge"] in ("data", "labels") for r in two.transfer_log)
 
 
+def test_crossings_overlap_with_each_towers_own_work():
+    # Where the towers meet, each device first does what the other waits for or what needs
+    # nothing from it: forward, the term of its own tower's input; backward, the gradient the
+    # other device waits for, then its own weight gradients, and only then, right before the
+    # producer's backward pass, the gradient landing from the other device.
+    net = Net(load_config(os.path.join(ROOT, "layers", "tiny-alexnet-2gpu.cfg")),
+              image_shape=(3, 24, 24), device="cpu", batch_size=8)
+    sched = net.schedule()
+    for d, t in (("cpu", "a"), ("cpu:1", "b")):
+        fwd, bwd = sched[d]["forward"], sched[d]["backward"]
+        for L in (f"conv3{t}", f"fc6{t}", f"fc7{t}"):
+            assert fwd.index(f"[compute] fwd {L}: inputs on {d}") + 1 == \
+                fwd.index(f"[compute] fwd {L}")
+            assert bwd.index(f"[compute] bwd {L}: gradients to other devices") + 1 == \
+                bwd.index(f"[compute] bwd {L}")
+        other = "b" if t == "a" else "a"
+        land = bwd.index(f"[compute] land dpool2{t} <- conv3{other}")
+        assert bwd.index(f"[compute] bwd conv3{t}") < land
+        assert bwd[land + 1] == f"[compute] bwd pool2{t}"
+    assert "[compute] fwd fc8: inputs on cpu" in sched["cpu"]["forward"]
+
+
+def test_tracing_records_every_task_in_schedule_order(batch):
+    net = make("cpu")
+    train(net, *batch, steps=1)
+    assert net.trace() == {}
+    net.set_tracing(True)
+    train(net, *batch, steps=1, first=1)
+    trace = net.trace()
+    sched = net.schedule()
+    for d in ("cpu", "cpu:1"):
+        rows = trace[(d, "compute")]
+        assert all(a <= b for _, a, b in rows)
+        assert all(b <= a for (_, _, b), (_, a, _) in zip(rows, rows[1:]))
+        ran = [f"[compute] {label}" for label, _, _ in rows if not label.startswith("wait ")]
+        assert ran == [t for phase in ("forward", "backward", "update")
+                       for t in sched[d][phase] if t.startswith("[compute]")]
+        assert all(label.split()[1].split("/")[0] in ("sent", "gsent", "landed", "used", "y")
+                   for label, _, _ in rows if label.startswith("wait "))
+    copies = [label for label, _, _ in trace[("cpu", "copy")]]
+    assert "pool1 -> cpu:1" in copies
+    net.set_tracing(False)
+    assert net.trace() == {}
+
+
 def test_device_mistakes_are_clear():
     assert convnet.Device("cpu:1").index == 1 and str(convnet.Device("cpu:0")) == "cpu"
     with pytest.raises(convnet.DeviceError, match="logical CPU devices"):

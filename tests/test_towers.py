@@ -215,6 +215,54 @@ def test_multi_input_fc_reference_gradients(rng):
         assert_grad(f_w, ws[i], dy, ref.fc_bwd_weights(xs[i].reshape(ws[i].shape[0], n), dy))
 
 
+@pytest.mark.parametrize("text,in_shapes,order", [(CONV2, CONV2_IN, (1, 0)),
+                                                   (FC3, FC3_IN, (2, 0, 1))])
+@pytest.mark.parametrize("neuron", [None, "relu", "abs"])
+def test_multi_input_layers_run_in_parts(device, rng, text, in_shapes, order, neuron):
+    # The two-device executor runs a multi-input layer in parts: forward, the terms of its own
+    # device's inputs first, the others when they arrive; backward, the input gradients other
+    # devices wait for first, then the rest. In parts or in one call the bits are the same; a
+    # sum in another order than the inputs' agrees with the float64 reference. relu: fused in
+    # the last term's epilogue; abs: applied after the sum (it reads the layer's input).
+    text += f"neuron={neuron}\n" if neuron else ""
+    n = 3
+    xs = [on(device, rng.standard_normal(s + (n,))) for s in in_shapes]
+    dy = rng.standard_normal(standalone(text, in_shapes, "cpu", n).out_shape + (n,))
+    outs = []
+    for parts in (None, [(0, len(order))], [(0, 1), (1, len(order))]):
+        L = standalone(text, in_shapes, device, n)
+        set_params(L, np.random.default_rng(7))
+        y = convnet.empty(L.out_shape + (n,), device=device)
+        if parts is None:
+            L.forward(xs, y, n, None)
+        else:
+            for start, stop in parts:
+                L.forward(xs, y, n, None, (order, start, stop))
+        dxs = [convnet.empty(x.shape, device=device) for x in xs]
+        grads = on(device, dy)
+        if parts is None:
+            L.backward(grads, xs, y, dxs, [False] * len(xs), n, None)
+        else:  # the gradient of the last input first (as if another device waited for it)
+            last = len(xs) - 1
+            L.backward(grads, xs, y, [dx if i == last else None for i, dx in enumerate(dxs)],
+                       [False] * len(xs), n, None, "inputs")
+            L.backward(grads, xs, y, [dx if i != last else None for i, dx in enumerate(dxs)],
+                       [False] * len(xs), n, None, "rest")
+        outs.append([t.numpy().copy() for t in [y, *dxs] + [p.grad for p in L.params]])
+    for a, b in zip(outs[1], outs[2]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(outs[0][1:], outs[1][1:]):  # gradients: the same arithmetic
+        np.testing.assert_array_equal(a, b)
+    ws = [p.value.numpy().astype(np.float64) for p in L.params[:-1]]
+    b = L.params[-1].value.numpy().astype(np.float64)
+    x64 = [x.numpy().astype(np.float64) for x in xs]
+    want = conv2_ref(x64, ws, b) if text.startswith(CONV2) else fc3_ref(x64, ws, b)
+    if neuron:
+        want = np.maximum(want, 0) if neuron == "relu" else np.abs(want)
+    assert_close(outs[0][0], want, what="y in input order")
+    assert_close(outs[1][0], want, what=f"y summed in the order {order}")
+
+
 def test_one_input_layers_keep_their_names():
     # Checkpoints written before layers had several inputs name the weights 'w' and the
     # learning rate 'epsW': a one-input layer keeps both.

@@ -118,6 +118,7 @@ class Layer:
     NEURON = True          # accepts neuron= (applied to the output, as in cuda-convnet)
     BWD_READS_Y = True     # bwd() reads the layer's output (before the neuron)
     FUSES_RELU = False     # fwd(..., relu=True) applies a ReLU as it stores y (conv, fc)
+    SPLITS_PASSES = False  # forward(..., terms=) and backward(..., part=) exist (conv, fc)
     is_data = is_cost = False
 
     def __init__(self, spec, neurons):
@@ -215,32 +216,50 @@ class Layer:
             self.pre = BatchBuffer(self.out_shape, batch, device)
             self.dpre = BatchBuffer(self.out_shape, batch, device)
 
-    def forward(self, xs, y, n, ctx):
+    def forward(self, xs, y, n, ctx, terms=None):
+        """The layer's forward pass: all of it (terms None), or, for a layer that SPLITS_PASSES
+        (its output sums one term per input), terms (order, start, stop): the terms of the
+        inputs order[start:stop] of the sum taken in `order` (the first term writes y, the
+        others add to it); the call that ends the sum adds the bias and applies the neuron.
+        The two-device executor sums the terms of a layer's own device's inputs first, while
+        the other inputs are still on their way."""
+        extra = {} if terms is None else {"terms": terms}
+        ends = terms is None or terms[2] == len(terms[0])
         if not self.neuron:
-            return self.fwd(xs, y, n, ctx)
+            return self.fwd(xs, y, n, ctx, **extra)
         kind, a, b = self.neuron
         if self.fused_neuron:
-            return self.fwd(xs, y, n, ctx, relu=True)
+            return self.fwd(xs, y, n, ctx, relu=True, **extra)
         if self.neuron_in_place:
-            self.fwd(xs, y, n, ctx)
-            ops.neuron_fwd(y, kind, a, b, out=y)
+            self.fwd(xs, y, n, ctx, **extra)
+            if ends:
+                ops.neuron_fwd(y, kind, a, b, out=y)
             return
         pre = self.pre.view(n)
-        self.fwd(xs, pre, n, ctx)
-        ops.neuron_fwd(pre, kind, a, b, out=y)
+        self.fwd(xs, pre, n, ctx, **extra)
+        if ends:
+            ops.neuron_fwd(pre, kind, a, b, out=y)
 
-    def backward(self, dy, xs, y, dxs, accs, n, ctx):
+    def backward(self, dy, xs, y, dxs, accs, n, ctx, part=None):
+        """The layer's backward pass: all of it (part None), or, for a layer that
+        SPLITS_PASSES, in two calls: part "inputs" (the neuron's gradient and the input
+        gradients asked for in dxs, no parameter gradient), then part "rest" (the parameter
+        gradients and the input gradients asked for then). The two-device executor computes
+        first the gradients another device waits for."""
+        extra = {} if part is None else {"weights": part == "rest"}
         if not self.neuron:
-            return self.bwd(dy, xs, y, dxs, accs, n, ctx)
+            return self.bwd(dy, xs, y, dxs, accs, n, ctx, **extra)
         kind, a, b = self.neuron
         if self.neuron_in_place:
             # x is not read for these kinds: y stands in for it. dy is this layer's own
             # gradient buffer, free to be overwritten.
-            ops.neuron_bwd(dy, y, y, kind, a, b, out=dy)
-            return self.bwd(dy, xs, None, dxs, accs, n, ctx)
+            if part != "rest":
+                ops.neuron_bwd(dy, y, y, kind, a, b, out=dy)
+            return self.bwd(dy, xs, None, dxs, accs, n, ctx, **extra)
         pre, dpre = self.pre.view(n), self.dpre.view(n)
-        ops.neuron_bwd(dy, pre, y, kind, a, b, out=dpre)
-        self.bwd(dpre, xs, pre, dxs, accs, n, ctx)
+        if part != "rest":
+            ops.neuron_bwd(dy, pre, y, kind, a, b, out=dpre)
+        self.bwd(dpre, xs, pre, dxs, accs, n, ctx, **extra)
 
     def structure(self):
         """The definition keys (not the params-file ones), to check a resumed config."""

@@ -68,6 +68,7 @@ class WeightLayer(Layer):
     PARAM_KEYS = frozenset(LEARNING_KEYS)
     BWD_READS_Y = False
     FUSES_RELU = True
+    SPLITS_PASSES = True
     INPUTS = (1, 64)
     # Defaults of the per-input keys, given to every input.
     PER_INPUT_DEFAULTS = {"initW": 0.01, "wball": 0.0}
@@ -186,22 +187,29 @@ class ConvLayer(WeightLayer):
         # The op's epilogue adds one bias per filter: per-position biases come after the op.
         return self.shared_biases and super().fused_neuron
 
-    def fwd(self, xs, y, n, ctx, relu=False):
-        # The first input writes y, the others add to it. The last adds the one bias per filter
-        # and applies the fused ReLU as it stores y; per-position biases are added afterwards.
-        last = len(xs) - 1
-        for i, (x, w) in enumerate(zip(xs, self.ws)):
-            epilogue = dict(b=self.b.value, relu=relu) if self.shared_biases and i == last else {}
-            getattr(ops, self.FWD)(x, w.value, out=y, accumulate=i > 0, **epilogue,
+    def fwd(self, xs, y, n, ctx, relu=False, terms=None):
+        # The first term (input) writes y, the others add to it. The last adds the one bias per
+        # filter and applies the fused ReLU as it stores y; per-position biases are added
+        # afterwards. terms: see Layer.forward.
+        order, start, stop = terms or (range(len(xs)), 0, len(xs))
+        last = len(order) - 1
+        for k in range(start, stop):
+            i = order[k]
+            epilogue = dict(b=self.b.value, relu=relu) if self.shared_biases and k == last else {}
+            getattr(ops, self.FWD)(xs[i], self.ws[i].value, out=y, accumulate=k > 0, **epilogue,
                                    **self._geometry(i))
-        if not self.shared_biases:
+        if not self.shared_biases and stop == len(order):
             ops.bias_fwd(self._flat_bias(y), self._flat_bias(self.b.value))
 
-    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
-        ops.bias_bwd(self._flat_bias(dy), out=self._flat_bias(self.b.grad))
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True):
+        # weights=False: the input gradients in dxs only (see Layer.backward's parts).
+        if weights:
+            ops.bias_bwd(self._flat_bias(dy), out=self._flat_bias(self.b.grad))
         for i, (x, w) in enumerate(zip(xs, self.ws)):
             geo = self._geometry(i)
-            getattr(ops, self.BWD_WEIGHTS)(x, dy, self.cfg["filterSize"][i], out=w.grad, **geo)
+            if weights:
+                getattr(ops, self.BWD_WEIGHTS)(x, dy, self.cfg["filterSize"][i], out=w.grad,
+                                               **geo)
             if dxs[i] is not None:
                 getattr(ops, self.BWD_DATA)(dy, w.value, x.shape, out=dxs[i], accumulate=accs[i],
                                             **geo)
@@ -253,17 +261,23 @@ class FCLayer(WeightLayer):
     def flops(self):
         return 2 * sum(self.in_features) * self.cfg["outputs"] + self.cfg["outputs"]
 
-    def fwd(self, xs, y, n, ctx, relu=False):
-        # The first input writes y, the others add to it; the last adds the bias and applies the
-        # fused ReLU as it stores y.
-        last = len(xs) - 1
-        for i, (x, w, f) in enumerate(zip(xs, self.ws, self.in_features)):
-            ops.fc_fwd(x.reshape(f, n), w.value, self.b.value if i == last else None, out=y,
-                       accumulate=i > 0, relu=relu and i == last)
+    def fwd(self, xs, y, n, ctx, relu=False, terms=None):
+        # The first term (input) writes y, the others add to it; the last adds the bias and
+        # applies the fused ReLU as it stores y. terms: see Layer.forward.
+        order, start, stop = terms or (range(len(xs)), 0, len(xs))
+        last = len(order) - 1
+        for k in range(start, stop):
+            i = order[k]
+            ops.fc_fwd(xs[i].reshape(self.in_features[i], n), self.ws[i].value,
+                       self.b.value if k == last else None, out=y, accumulate=k > 0,
+                       relu=relu and k == last)
 
-    def bwd(self, dy, xs, y, dxs, accs, n, ctx):
-        ops.bias_bwd(dy, out=self.b.grad)
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True):
+        # weights=False: the input gradients in dxs only (see Layer.backward's parts).
+        if weights:
+            ops.bias_bwd(dy, out=self.b.grad)
         for i, (x, w, f) in enumerate(zip(xs, self.ws, self.in_features)):
-            ops.fc_bwd_weights(x.reshape(f, n), dy, out=w.grad)
+            if weights:
+                ops.fc_bwd_weights(x.reshape(f, n), dy, out=w.grad)
             if dxs[i] is not None:
                 ops.fc_bwd_data(dy, w.value, out=dxs[i].reshape(f, n), accumulate=accs[i])
