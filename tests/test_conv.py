@@ -126,14 +126,15 @@ def test_weight_gradient_bits_do_not_depend_on_timing(rng):
 
 
 # The direct weight gradient (CPU variant 5, csrc/cpu/conv_wgrad_kernels.h): its register tiles
-# are 12x16, 8x32 and 6x64 on AVX-512, 8x8 and 6x16 on AVX2, 8x4 and 6x8 on the baseline path,
-# picked by the filters per group. Shapes for each tile with a partial last tap tile and a partial
-# last filter chunk, several filter chunks (130), a batch larger than a column block (300 images:
-# one position per block), padding wider than the window reaches, and one split between threads.
+# are 12x16, 8x32, 8x48 and 6x64 on AVX-512, 8x8 and 6x16 on AVX2, 8x4 and 6x8 on the baseline
+# path, picked by the filters per group (here 32, 35, 120, 20, 7, 40: every tile, partial last
+# tap tiles and filter chunks, several chunks), with a batch larger than a column block (300
+# images: one position per block), padding wider than the window reaches, and a split between
+# threads.
 DIRECT_WGRAD_SHAPES = [
     (3, 9, 8, 5, 32, 5, 2, 1, 1),
     (2, 6, 7, 3, 70, 3, 1, 2, 2),
-    (3, 5, 6, 2, 130, 3, 1, 1, 1),
+    (3, 5, 6, 2, 120, 3, 1, 1, 1),
     (2, 4, 5, 300, 20, 3, 1, 1, 1),
     (1, 3, 3, 1, 7, 3, 2, 1, 1),
     (8, 12, 11, 64, 40, 5, 2, 1, 1),

@@ -21,10 +21,10 @@
 // tiles of MR taps -> chunks of NR filters: the tile's sums are read from the private buffer,
 // run over the block's positions and images in registers, and written back.
 //
-// Tile shapes (MR x NR, NR = NV vectors of VW floats): AVX-512 (32 registers) 12 x 16 for
-// Fg <= 16, 8 x 32 for Fg <= 32, 6 x 64 above; AVX2 and baseline SSE (16 registers) 8 x VW for
-// Fg <= VW, 6 x 2VW above. MR row pointers, the NV loads and the MR*NV accumulators fit the
-// registers.
+// Tile shapes (MR x NR, NR = NV vectors of VW floats): AVX-512 (32 registers) 12 x 16, 8 x 32,
+// 8 x 48 or 6 x 64, AVX2 and baseline SSE (16 registers) 8 x VW or 6 x 2VW: the widest whose
+// filter chunks pad Fg the least (Fg = 32: one 8 x 32 chunk; 48 and 96: 8 x 48; 128: 6 x 64).
+// MR row pointers, the NV loads and the MR*NV accumulators fit the registers.
 #pragma once
 #include <omp.h>
 
@@ -184,16 +184,25 @@ void conv_bwd_weights_direct_impl(const ConvParams& p, const float* x, const flo
     const float* xg = x + g * cg * in_plane;
     const float* dyg = dy + g * fg * out_cols;
     float* dwg = dw + g * fg;
-    if (kVecFloats == 16 && fg <= 16)
-      wgrad_group<12, 1>(p, xg, dyg, dwg, accumulate, scratch);
-    else if (kVecFloats == 16 && fg <= 32)
-      wgrad_group<8, 2>(p, xg, dyg, dwg, accumulate, scratch);
-    else if (kVecFloats == 16)
-      wgrad_group<6, 4>(p, xg, dyg, dwg, accumulate, scratch);
-    else if (fg <= kVecFloats)
-      wgrad_group<8, 1>(p, xg, dyg, dwg, accumulate, scratch);
-    else
+    // The widest tile whose filter chunks pad the fewest columns (the last chunk is partial).
+    auto padded = [fg](int64_t nr) { return (fg + nr - 1) / nr * nr; };
+    if (kVecFloats == 16) {
+      int nv = 4;
+      for (int v = 3; v >= 1; --v)
+        if (padded(16 * v) < padded(16 * nv)) nv = v;
+      if (nv == 4)
+        wgrad_group<6, 4>(p, xg, dyg, dwg, accumulate, scratch);
+      else if (nv == 3)
+        wgrad_group<8, 3>(p, xg, dyg, dwg, accumulate, scratch);
+      else if (nv == 2)
+        wgrad_group<8, 2>(p, xg, dyg, dwg, accumulate, scratch);
+      else
+        wgrad_group<12, 1>(p, xg, dyg, dwg, accumulate, scratch);
+    } else if (padded(2 * kVecFloats) <= padded(kVecFloats)) {
       wgrad_group<6, 2>(p, xg, dyg, dwg, accumulate, scratch);
+    } else {
+      wgrad_group<8, 1>(p, xg, dyg, dwg, accumulate, scratch);
+    }
   }
 }
 
