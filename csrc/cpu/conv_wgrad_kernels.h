@@ -30,14 +30,12 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "conv.h"
 #include "conv_wgrad.h"
 #include "gemm_cpu.h"
 #include "isa.h"
-#include "parallel.h"
 
 namespace convnet {
 namespace {
@@ -49,8 +47,10 @@ constexpr int kVecFloats = 8;
 #else
 constexpr int kVecFloats = 4;
 #endif
-typedef float WVec __attribute__((vector_size(kVecFloats * 4)));                // aligned
-typedef float WVecU __attribute__((vector_size(kVecFloats * 4), aligned(4)));  // unaligned
+// One SIMD register of floats (GCC vector extension: the file's -m flags pick the instructions).
+// Loads and stores through it are aligned: dyT rows and the sums are whole vectors from 64-byte
+// aligned buffers.
+typedef float WVec __attribute__((vector_size(kVecFloats * 4)));
 
 // About this many columns (positions x images) per block: the block's dyT rows (cols x NR floats,
 // 32 KB at NR = 32) stay in L1 while every tap tile of the chunk reads them.
@@ -66,7 +66,8 @@ void wgrad_tile(const float* const* rows, int64_t positions, int64_t images, con
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) c[i][v] = *reinterpret_cast<const WVec*>(acc + i * ld + v * kVecFloats);
+    for (int v = 0; v < NV; ++v)
+      c[i][v] = *reinterpret_cast<const WVec*>(acc + i * ld + v * kVecFloats);
   for (int64_t p = 0; p < positions; ++p, rows += MR) {
     const float* r[MR];
 #pragma GCC unroll 16
