@@ -29,7 +29,7 @@ namespace convnet {
 constexpr int kDirectWgradVariant = kGemmVariants;
 // Up to this many filters per group the implicit GEMM's transposing pack of im2col (one per
 // tap x column, each used for 2 x filters FLOPs) costs enough that the direct kernel is faster:
-// measured 1.1-1.4x at 32, 64 and 128 filters (one thread, AVX-512 and AVX2); not measured above.
+// measured 1.07-1.4x from 32 to 128 filters (one thread, AVX-512 and AVX2); not measured above.
 constexpr int64_t kDirectWgradMaxFilters = 128;
 
 int conv_variant_count_cpu(ConvOp op) {

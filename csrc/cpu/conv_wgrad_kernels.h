@@ -6,12 +6,13 @@
 //
 // Why not the implicit GEMM: there, im2col is the A operand, packed by a transposing gather of
 // every one of its taps x P*N elements, each then used for only Fg multiply-adds (32 or 64 in the
-// CIFAR net): the packing cost as much as the FMAs. Here nothing of x is packed. dy (Fg, P*N) is
-// transposed block by block into dyT (chunks of NR filters, columns, NR), zero-padded past Fg
-// (Fg floats per column, a 1/taps share of the reads above), and a register tile of MR taps x NR
-// filters reads x where it lies: at each k step (position, image n) it broadcasts
-// x[c, iy + ky, ix + kx, n] for its MR taps straight from the image rows (MR row pointers per
-// position, a row of zeros for taps in the padding) and multiplies it with one NR-wide row of dyT.
+// CIFAR net), so the packing is a large share of the pass. Here nothing of x is packed. dy
+// (Fg, P*N) is transposed block by block into dyT (chunks of NR filters, columns, NR),
+// zero-padded past Fg (Fg floats per column, a 1/taps share of the reads above), and a register
+// tile of MR taps x NR filters reads x where it lies: at each k step (position, image n) it
+// broadcasts x[c, iy + ky, ix + kx, n] for its MR taps straight from the image rows (MR row
+// pointers per position, a row of zeros for taps in the padding) and multiplies it with one
+// NR-wide row of dyT.
 //
 // Loops: threads take fixed contiguous shares of the positions (the reduction) and sum into
 // private (taps, Fp) buffers, added into dw in thread order at the end, so the bits depend on
@@ -21,10 +22,11 @@
 // tiles of MR taps -> chunks of NR filters: the tile's sums are read from the private buffer,
 // run over the block's positions and images in registers, and written back.
 //
-// Tile shapes (MR x NR, NR = NV vectors of VW floats): AVX-512 (32 registers) 12 x 16, 8 x 32,
-// 8 x 48 or 6 x 64, AVX2 and baseline SSE (16 registers) 8 x VW or 6 x 2VW: the widest whose
-// filter chunks pad Fg the least (Fg = 32: one 8 x 32 chunk; 48 and 96: 8 x 48; 128: 6 x 64).
-// MR row pointers, the NV loads and the MR*NV accumulators fit the registers.
+// Tile shapes (MR x NR, NR = NV vectors of VW = kVecFloats floats): AVX-512 (32 registers)
+// 12 x 16, 8 x 32, 8 x 48 or 6 x 64, AVX2 and baseline SSE (16 registers) 8 x VW or 6 x 2VW,
+// the widest whose filter chunks pad Fg the least (Fg = 32: one 8 x 32 chunk; 48 and 96:
+// 8 x 48; 128: 6 x 64). MR row pointers, the NV loads and the MR*NV accumulators fit the
+// registers.
 #pragma once
 #include <omp.h>
 
