@@ -55,8 +55,10 @@ constexpr int kVecFloats = 4;
 typedef float WVec __attribute__((vector_size(kVecFloats * 4)));
 
 // About this many columns (positions x images) per block: the block's dyT rows (cols x NR floats,
-// 32 KB at NR = 32) stay in L1 while every tap tile of the chunk reads them.
-constexpr int64_t kBlockCols = 256;
+// 16 KB at NR = 32, 32 KB at 64) stay in L1 beside the tiles' image rows while every tap tile
+// reads them (256 columns, 32 KB at NR = 32, ran conv1 and conv3 of the CIFAR net 10-12% slower
+// on the 48 KB L1; at batch 128 a block is one position).
+constexpr int64_t kBlockCols = 128;
 
 // acc (MR rows, stride ld) += sum over the block's positions p and images n of
 //   rows[p * MR + i][n] * b[(p * images + n) * NR .. + NR]
