@@ -151,10 +151,12 @@ def main():
     net.timings = None
     flops = 3 * net.total_flops * a.batch
     what = "CPU time, 1 thread" if a.cpu_time else "wall time"
+    # The peak probe times wall seconds: against CPU time its share would mean nothing.
+    share = "" if a.cpu_time else f"{100 * flops / t / 1e9 / peak:.0f}% of "
     print(f"convnet CIFAR-18% net training, batch {a.batch}, {what}: {t * 1e3:.1f} ms/step "
           f"(median of {a.rounds} rounds of {a.steps} steps), {a.batch / t:.0f} images/s, "
-          f"~{flops / t / 1e9:.0f} GFLOP/s ({100 * flops / t / 1e9 / peak:.0f}% of the FMA peak "
-          f"measured now: {peak:.0f} GFLOP/s)")
+          f"~{flops / t / 1e9:.0f} GFLOP/s ({share}the FMA peak measured now: {peak:.0f} "
+          f"GFLOP/s)")
     total = sum(per_layer.values())
     print(f"{'layer':>10} {'fwd ms':>8} {'bwd ms':>8} {'upd ms':>8} {'share':>6}   "
           f"(profiled step, wall time: {total * 1e3:.1f} ms in layers)")
