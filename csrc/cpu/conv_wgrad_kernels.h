@@ -139,8 +139,13 @@ void wgrad_group(const ConvParams& p, const float* x, const float* dy, float* dw
     thread_local AlignedScratch block_dyt;  // per team thread
     float* bt = block_dyt.get(size_t(chunks * block * N * NR));
     std::vector<const float*> rows(size_t(block * MR));
+    std::vector<int64_t> corner_y(static_cast<size_t>(block)), corner_x(corner_y);
     for (int64_t pb = p0; pb < p1; pb += block) {
       const int64_t np = std::min(block, p1 - pb), bcols = np * N;
+      for (int64_t q = 0; q < np; ++q) {  // each position's window corner in the image
+        corner_y[q] = (pb + q) / p.out_w * p.stride - p.padding;
+        corner_x[q] = (pb + q) % p.out_w * p.stride - p.padding;
+      }
       // The block's dyT[chunk][col][j] = dy[chunk * NR + j][pb * N + col] (zero for filters
       // past fg), by the in-register transposes of the GEMM's packing; used while in L1/L2.
       for (int64_t q = 0; q < chunks; ++q) {
@@ -152,8 +157,7 @@ void wgrad_group(const ConvParams& p, const float* x, const float* dy, float* dw
       for (int64_t tile = 0; tile < tiles; ++tile) {
         // The tile's MR row pointers at each position of the block (zeros outside the image).
         for (int64_t q = 0; q < np; ++q) {
-          const int64_t pos = pb + q, oy = pos / p.out_w, ox = pos % p.out_w;
-          const int64_t iy0 = oy * p.stride - p.padding, ix0 = ox * p.stride - p.padding;
+          const int64_t iy0 = corner_y[q], ix0 = corner_x[q];
           for (int i = 0; i < MR; ++i) {
             const int64_t tap = tile * MR + i, iy = iy0 + tap_ky[tap], ix = ix0 + tap_kx[tap];
             const bool inside = tap_ky[tap] >= 0 && iy >= 0 && iy < H && ix >= 0 && ix < W;
