@@ -4,7 +4,7 @@ one fc layer, softmax + log-loss) on the CPU at batch 128, against the same net 
 NCHW and channels-last, in the same run.
 
     python benchmarks/bench_cifar.py [--batch 128] [--steps 20] [--rounds 3]
-                                     [--isa avx2|avx512|portable]
+                                     [--isa avx2|avx512|portable] [--cpu-time]
 
 A training step = forward + backward + SGD update of every layer, through convnet.net.Net for
 convnet. Small layers make small GEMMs (m = 32 or 64 filters), where packing, threading and the
@@ -13,7 +13,12 @@ of convnet, then of each PyTorch layout (in a child process with its best CPU se
 cores, glibc's malloc told to keep freed memory; with --isa, oneDNN and ATen capped to the same
 SIMD level); images/s are medians over the rounds, ratios against PyTorch's faster layout.
 PyTorch has no same-map normalisation layer: it is written as x * (min_div + scale/size^2 *
-box-sum of x^2 over size x size)^-pow, cuda-convnet's definition, from avg_pool2d."""
+box-sum of x^2 over size x size)^-pow, cuda-convnet's definition, from avg_pool2d.
+
+--cpu-time: one thread on each side, each step timed by the process's CPU time
+(time.process_time), which leaves out the time the process waited for a core. On a shared,
+oversubscribed machine wall times measure the scheduler as much as the code (a two-thread step
+waits for whichever thread was descheduled); this measures the work, at one thread."""
 import argparse
 import json
 import os
@@ -28,6 +33,7 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree 
 from _common import (add_isa_argument, describe_machine, fma_peak, run_at_isa,  # noqa: E402
                      torch_in_child)
 
+import convnet  # noqa: E402
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
 
@@ -42,20 +48,21 @@ def convnet_net(batch):
     return net, x, y
 
 
-def time_convnet(net, x, y, steps, first_step):
+def time_convnet(net, x, y, steps, first_step, clock=time.perf_counter):
     """Seconds per step over `steps` steps (one timing of the whole loop: steps are ~0.1 s)."""
-    t0 = time.perf_counter()
+    t0 = clock()
     for i in range(steps):
         net.train_step(x, y, step=first_step + i, epoch=0, progress=0)
-    return (time.perf_counter() - t0) / steps
+    return (clock() - t0) / steps
 
 
-def torch_models(batch, steps):
+def torch_models(batch, steps, cpu_time=False):
     """{layout: seconds per step} for PyTorch's version of the net (run in the child)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(1 if cpu_time else os.cpu_count())
+    clock = time.process_time if cpu_time else time.perf_counter
 
     class SameMapNorm(nn.Module):
         def __init__(self, size, scale, pow_):
@@ -94,10 +101,10 @@ def torch_models(batch, steps):
 
         for _ in range(3):
             step()
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(steps):
             step()
-        out[layout] = (time.perf_counter() - t0) / steps
+        out[layout] = (clock() - t0) / steps
     return out
 
 
@@ -106,43 +113,53 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread each, timed by process CPU time (see the module's notes)")
     ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     add_isa_argument(ap)
     a = ap.parse_args()
     if a.torch_only:
         try:
-            print(json.dumps(torch_models(a.batch, a.steps)))
+            print(json.dumps(torch_models(a.batch, a.steps, a.cpu_time)))
         except ImportError:
             print(json.dumps(None))
         return
     run_at_isa(a.isa)  # from here on, in the child whose libraries loaded with the caps
+    clock = time.perf_counter
+    if a.cpu_time:
+        clock = time.process_time
+        convnet.device.module_for("cpu").set_num_threads(1)
     describe_machine(("torch",))
     net, x, y = convnet_net(a.batch)
     for i in range(3):  # warm-up: buffers, caches, the allocator
         net.train_step(x, y, step=i, epoch=0, progress=0)
     ours, peers = [], {}
     for r in range(a.rounds):
-        ours.append(time_convnet(net, x, y, a.steps, 3 + r * a.steps))
-        res = torch_in_child(__file__, "--batch", a.batch, "--steps", a.steps)
+        ours.append(time_convnet(net, x, y, a.steps, 3 + r * a.steps, clock))
+        res = torch_in_child(__file__, "--batch", a.batch, "--steps", a.steps,
+                             *(["--cpu-time"] if a.cpu_time else []))
         for layout, t in (res or {}).items():
             peers.setdefault(layout, []).append(t)
         print(f"  round {r + 1}: convnet {a.batch / ours[-1]:.0f} images/s"
               + "".join(f", PyTorch {k} {a.batch / v[-1]:.0f}" for k, v in peers.items()),
               file=sys.stderr, flush=True)
     t = statistics.median(ours)
-    peak = fma_peak()
+    peak = fma_peak(threads=1 if a.cpu_time else None)
     net.timings = {}
     time_convnet(net, x, y, a.steps, 10_000)
     per_layer = {k: v / a.steps for k, v in net.timings.items()}
     net.timings = None
     flops = 3 * net.total_flops * a.batch
-    print(f"convnet CIFAR-18% net training, batch {a.batch}: {t * 1e3:.1f} ms/step (median of "
-          f"{a.rounds} rounds of {a.steps} steps), {a.batch / t:.0f} images/s, "
-          f"~{flops / t / 1e9:.0f} GFLOP/s ({100 * flops / t / 1e9 / peak:.0f}% of the FMA peak "
-          f"measured now: {peak:.0f} GFLOP/s)")
+    what = "CPU time, 1 thread" if a.cpu_time else "wall time"
+    # The peak probe times wall seconds: against CPU time its share would mean nothing.
+    share = "" if a.cpu_time else f"{100 * flops / t / 1e9 / peak:.0f}% of "
+    print(f"convnet CIFAR-18% net training, batch {a.batch}, {what}: {t * 1e3:.1f} ms/step "
+          f"(median of {a.rounds} rounds of {a.steps} steps), {a.batch / t:.0f} images/s, "
+          f"~{flops / t / 1e9:.0f} GFLOP/s ({share}the FMA peak measured now: {peak:.0f} "
+          f"GFLOP/s)")
     total = sum(per_layer.values())
     print(f"{'layer':>10} {'fwd ms':>8} {'bwd ms':>8} {'upd ms':>8} {'share':>6}   "
-          f"(profiled step: {total * 1e3:.1f} ms in layers)")
+          f"(profiled step, wall time: {total * 1e3:.1f} ms in layers)")
     for L in net.order:
         f, b, u = (per_layer.get((L.name, k), 0.0) * 1e3 for k in ("fwd", "bwd", "update"))
         if f + b + u > 0.005:

@@ -126,6 +126,46 @@ def test_weight_gradient_bits_do_not_depend_on_timing(rng):
     assert all(np.array_equal(r.view(np.uint32), runs[0].view(np.uint32)) for r in runs[1:])
 
 
+# The direct weight gradient (CPU variant 5, csrc/cpu/conv_wgrad_kernels.h): its register tiles
+# are 12x16, 8x32, 8x48 and 6x64 on AVX-512, 8x8 and 6x16 on AVX2, 8x4 and 6x8 on the baseline
+# path, picked by the filters per group (here 32, 35, 120, 20, 7, 40: every tile, partial last
+# tap tiles and filter chunks, several chunks), with a batch larger than a column block (300
+# images: one position per block), padding wider than the window reaches, and a split between
+# threads.
+DIRECT_WGRAD_SHAPES = [
+    (3, 9, 8, 5, 32, 5, 2, 1, 1),
+    (2, 6, 7, 3, 70, 3, 1, 2, 2),
+    (3, 5, 6, 2, 120, 3, 1, 1, 1),
+    (2, 4, 5, 300, 20, 3, 1, 1, 1),
+    (1, 3, 3, 1, 7, 3, 2, 1, 1),
+    (8, 12, 11, 64, 40, 5, 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("shape", DIRECT_WGRAD_SHAPES,
+                         ids=["x".join(map(str, s)) for s in DIRECT_WGRAD_SHAPES])
+def test_direct_weight_gradient_every_cpu_path(rng, shape):
+    cpu = convnet.device.module_for("cpu")
+    order = ["portable", "avx2", "avx512"]
+    previous = cpu.isa()
+    x, w, dy, kw = _problem(rng, shape)
+    want = ref.conv_bwd_weights(x, dy, w.shape[1], **kw)
+    x32, dy32 = x.astype(np.float32), dy.astype(np.float32)
+    prev = rng.standard_normal(w.shape).astype(np.float32)
+    try:
+        for isa in order[:order.index(cpu.isa_supported()) + 1]:
+            cpu.set_isa(isa)
+            runs = [ops.conv_bwd_weights(x32, dy32, w.shape[1], variant=5, **kw).numpy()
+                    for _ in range(2)]
+            assert_close(runs[0], want, what=isa)
+            assert np.array_equal(runs[0].view(np.uint32), runs[1].view(np.uint32)), isa
+            dw = prev.copy()
+            ops.conv_bwd_weights(x32, dy32, w.shape[1], variant=5, out=dw, accumulate=True, **kw)
+            assert_close(dw, prev + want, what=f"{isa} accumulate")
+    finally:
+        cpu.set_isa(previous)
+
+
 def test_conv_accumulate(device, rng):
     x, w, dy, kw = _problem(rng, SHAPES[2])
     prev_y, prev_dx, prev_dw = (rng.standard_normal(a.shape) for a in (dy, x, w))

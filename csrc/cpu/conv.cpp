@@ -9,6 +9,9 @@
 //   weight grad.   dw_g (taps, Fg)  = im2col(x_g) (taps, P*N) x dy_g^T (P*N, Fg)
 // ConvParams::variant selects the SGEMM micro-kernel (gemm_cpu.h: 0 best, 1 portable, 2 AVX2,
 // 3 and 4 AVX-512 14x32 and 6x64), so every kernel path is tested through the convolutions too.
+// The weight gradient has one more: 5, the direct kernel of conv_wgrad_kernels.h (no packing of
+// im2col; the process's SIMD path), which variant 0 runs when a group has at most
+// kDirectWgradMaxFilters filters.
 #include "conv.h"
 
 #include <omp.h>
@@ -17,12 +20,21 @@
 #include <cstring>
 
 #include "conv_operands.h"
+#include "conv_wgrad.h"
 #include "gemm_cpu.h"
 #include "parallel.h"
 
 namespace convnet {
 
-int conv_variant_count_cpu(ConvOp) { return kGemmVariants; }
+constexpr int kDirectWgradVariant = kGemmVariants;
+// Up to this many filters per group the implicit GEMM's transposing pack of im2col (one per
+// tap x column, each used for 2 x filters FLOPs) costs enough that the direct kernel is faster:
+// measured 1.07-1.4x from 32 to 128 filters (one thread, AVX-512 and AVX2); not measured above.
+constexpr int64_t kDirectWgradMaxFilters = 128;
+
+int conv_variant_count_cpu(ConvOp op) {
+  return op == ConvOp::conv_bwd_weights ? kDirectWgradVariant + 1 : kGemmVariants;
+}
 
 static ImageGeometry input_geometry(const ConvParams& p, const float* x, int group) {
   int64_t cg = p.channels / p.groups;
@@ -127,8 +139,11 @@ void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, flo
 
 void conv_bwd_weights_cpu(const ConvParams& p, const float* x, const float* dy, float* dw,
                           bool accumulate) {
-  check_gemm_variant("conv_bwd_weights", p.variant);
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  if (p.variant == kDirectWgradVariant ||
+      (p.variant == 0 && fg <= kDirectWgradMaxFilters))
+    return conv_bwd_weights_direct(p, x, dy, dw, accumulate);
+  check_gemm_variant("conv_bwd_weights", p.variant);
   int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
   for (int g = 0; g < p.groups; ++g) {
     ImageTapsOperand xcol(input_geometry(p, x, g));

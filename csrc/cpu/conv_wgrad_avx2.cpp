@@ -1,0 +1,7 @@
+// The direct convolution weight gradient of conv_wgrad_kernels.h compiled for AVX2+FMA (chosen by
+// conv_wgrad.cpp).
+#include "conv_wgrad_kernels.h"
+
+namespace convnet {
+CONVNET_WGRAD_ENTRY_POINTS(avx2, CONVNET_DEFINE_ENTRY)
+}  // namespace convnet
