@@ -46,15 +46,15 @@ namespace convnet {
 inline cudaStream_t current_stream() {
   return static_cast<cudaStream_t>(device_stream(current_device()));
 }
-// Threads the device `dev` keeps resident (SMs x threads per SM), from cudaGetDeviceProperties
-// once per device (under emulation: its workers x 2048).
+// Threads the (logical) device `dev` keeps resident (SMs x threads per SM), from
+// cudaGetDeviceProperties of its GPU once per device (under emulation: its workers x 2048).
 inline int64_t resident_threads(int dev) {
   static std::atomic<int64_t> cache[64];
   if (dev < 0 || dev >= 64) return 2048;
   int64_t v = cache[dev].load(std::memory_order_relaxed);
   if (v == 0) {
     cudaDeviceProp prop;
-    CONVNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    CONVNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, physical_device(dev)));
     v = int64_t(prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1) *
         (prop.maxThreadsPerMultiProcessor > 0 ? prop.maxThreadsPerMultiProcessor : 2048);
     cache[dev].store(v, std::memory_order_relaxed);
