@@ -43,7 +43,12 @@ struct KernelAvx512 {
 
   // The first tile of a B panel whose k steps are image rows (GemmOperand::row_pointers) reads
   // them in place and writes the packed panel for the other tiles as it goes: the loads of the
-  // rows, which come from L3 or memory, overlap the FMAs instead of a separate copy pass.
+  // rows, which come from L3 or memory, overlap the FMAs instead of a separate copy pass. The
+  // rows are prefetched kGatherPrefetch steps ahead (about 500 cycles of FMAs, the order of a
+  // memory access): the rows of one panel jump between taps, which the hardware prefetchers do
+  // not follow. On the Intel Xeon, conv3's data gradient ran 1.02-1.10x faster with it, the other
+  // gathering passes of conv2-conv5 0.97-1.05x (one thread, thread CPU time, alternating builds).
+  static constexpr int kGatherPrefetch = 40;
   static void run_gather(int64_t kc, const float* a, const float* const* rows_b, float* packed_b,
                          float* c, int64_t ldc, float alpha, float beta, int cols) {
     tile<MR, true>(kc, a, nullptr, c, ldc, alpha, beta, cols, rows_b, packed_b);
@@ -75,6 +80,12 @@ struct KernelAvx512 {
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
       __m512 bv[NV];
+      if (GATHER) {
+        const float* ahead = rows_b[std::min<int64_t>(k + kGatherPrefetch, kc - 1)];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+          _mm_prefetch(reinterpret_cast<const char*>(ahead + 16 * v), _MM_HINT_T0);
+      }
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         if (GATHER) {
