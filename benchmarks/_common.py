@@ -150,9 +150,10 @@ def fma_peak(threads=None, isa=None, iters=20_000_000, repeats=5):
     threads = threads or cpu.num_threads()
     if _clock is time.perf_counter:
         return cpu.measure_fma_peak(isa, threads, iters, repeats)
-    # Thread time (one thread: use_clock checked): the probe's own FLOPs, 24 FMAs of 16 or 8
-    # lanes per iteration (csrc/cpu/fma_peak_*.cpp), over the CPU time the call took.
-    flops, best = iters * 24 * (16 if isa == "avx512" else 8) * 2.0, 0.0
+    # Thread time (one thread: use_clock checked): the probe's own FLOPs per iteration, 24 FMAs
+    # of 16 lanes or 12 of 8 (csrc/cpu/fma_peak_avx512.cpp, fma_peak_avx2.cpp), over the CPU
+    # time the call took.
+    flops, best = iters * (24 * 16 if isa == "avx512" else 12 * 8) * 2.0, 0.0
     for _ in range(repeats):
         t = _clock()
         cpu.measure_fma_peak(isa, 1, iters, 1)
