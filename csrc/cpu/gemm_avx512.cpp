@@ -9,10 +9,11 @@
 // SGEMM variant 3: 14x32 (28 accumulators; 16 loads per 28 FMAs). Blocking from the cache sizes
 // read at run time (cache_info.h), for the long-m, long-k GEMMs it runs: KC grows with L2 (L2 /
 // 4 KB, 256 to 512 steps): C is read and written once per k block, and on a 2 MB L2 (Intel Xeon)
-// KC = 512 ran large SGEMMs and the convolutions' weight gradients 1.05-1.1x faster than 256,
-// though the KC x 32 B micro-panel (64 KB) then streams from L2 rather than staying in L1 (L2
-// feeds 128 bytes per 14 cycles easily). The MC x KC A block stays at about 516 KB (504 x 256 on
-// a 1 MB L2, as measured on Zen 5; 252 x 512 on 2 MB), NC = 4 KC.
+// KC = 512 ran large SGEMMs 1.06-1.08x and the convolutions' weight gradients 1.04-1.06x faster
+// than 256 (FC forward, k = 9216 over n = 128 images, 0.93x, still 1.25x numpy), though the
+// KC x 32 B micro-panel (64 KB) then streams from L2 rather than staying in L1 (L2 feeds 128
+// bytes per 14 cycles easily). The MC x KC A block stays at about 516 KB (504 x 256 on a 1 MB
+// L2, the constants tuned on Zen 5; 252 x 512 on 2 MB), NC = 4 KC.
 //
 // SGEMM variant 4: 6x64 (24 accumulators; 10 loads per 24 FMAs, the fewest loads per FMA that
 // fit the 32 registers). Measured faster than 14x32 in cache, and its shape fits the
