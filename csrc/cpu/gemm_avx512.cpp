@@ -9,8 +9,8 @@
 // SGEMM variant 3: 14x32 (28 accumulators; 16 loads per 28 FMAs). Blocking from the cache sizes
 // read at run time (cache_info.h), for the long-m, long-k GEMMs it runs: KC grows with L2 (L2 /
 // 4 KB, 256 to 512 steps): C is read and written once per k block, and on a 2 MB L2 (Intel Xeon)
-// KC = 512 ran large SGEMMs 1.06-1.08x and the convolutions' weight gradients 1.04-1.06x faster
-// than 256 (FC forward, k = 9216 over n = 128 images, 0.93x, still 1.25x numpy), though the
+// KC = 512 ran large SGEMMs about 1.07x and the convolutions' weight gradients 1.01-1.07x as
+// fast as 256 (FC forward, k = 9216 over n = 128 images, 0.89-0.98x, still 1.2x numpy), though the
 // KC x 32 B micro-panel (64 KB) then streams from L2 rather than staying in L1 (L2 feeds 128
 // bytes per 14 cycles easily). The MC x KC A block stays at about 516 KB (504 x 256 on a 1 MB
 // L2, the constants tuned on Zen 5; 252 x 512 on 2 MB), NC = 4 KC.
