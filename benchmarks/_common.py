@@ -88,8 +88,8 @@ def describe_machine(peers=("openblas",)):
 
 
 # What the benchmarks time with: elapsed time by default; with --clock thread the calling thread's
-# CPU time, which leaves out the time other jobs held the core (on a shared machine a wall-clock
-# median can be one third its own size from one run to the next, a thread-time one a few percent).
+# CPU time, which leaves out the time other jobs held the core (on a shared 2-core machine
+# wall-clock medians moved by a third from run to run, thread-time ones by a few percent).
 _clock = time.perf_counter
 
 
@@ -115,7 +115,8 @@ def use_clock(name):
 
 
 def median_time(fn, repeats=5, warmup=1):
-    """Median wall time of fn() in seconds (the machine is shared: medians, not minima)."""
+    """Median time of fn() in seconds, by the clock use_clock chose (the machine is shared:
+    medians, not minima)."""
     for _ in range(warmup):
         fn()
     ts = []
