@@ -87,15 +87,43 @@ def describe_machine(peers=("openblas",)):
               f"ATen {os.environ.get('ATEN_CPU_CAPABILITY') or 'its best'}")
 
 
+# What the benchmarks time with: elapsed time by default; with --clock thread the calling thread's
+# CPU time, which leaves out the time other jobs held the core (on a shared 2-core machine
+# wall-clock medians moved by a third from run to run, thread-time ones by a few percent).
+_clock = time.perf_counter
+
+
+def add_clock_argument(ap):
+    ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                    help="wall: elapsed time (default); thread: the calling thread's CPU time, "
+                         "for a shared machine; needs one thread on every side "
+                         "(OMP_NUM_THREADS=1), as only the calling thread is timed")
+
+
+def use_clock(name):
+    """Times everything after this with `name` ('wall' or 'thread'); 'thread' exits with a message
+    unless the CPU backend runs one thread (work on other threads would go uncounted)."""
+    global _clock
+    if name == "thread":
+        threads = convnet.device.module_for("cpu").num_threads()
+        if threads != 1:
+            sys.exit(f"--clock thread times the calling thread only: run with OMP_NUM_THREADS=1 "
+                     f"(the CPU backend has {threads} threads)")
+        _clock = time.thread_time
+    else:
+        _clock = time.perf_counter
+
+
 def median_time(fn, repeats=5, warmup=1):
-    """Median wall time of fn() in seconds (the machine is shared: medians, not minima)."""
+    """Median time of fn() in seconds, by the clock use_clock chose (the machine is shared:
+    medians, not minima)."""
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = _clock()
         fn()
-        ts.append(time.perf_counter() - t)
+        ts.append(_clock() - t)
     return statistics.median(ts)
 
 
@@ -107,9 +135,9 @@ def alternating_medians(fns, repeats):
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
-            t = time.perf_counter()
+            t = _clock()
             fn()
-            ts.append(time.perf_counter() - t)
+            ts.append(_clock() - t)
     return [statistics.median(ts) for ts in times]
 
 
@@ -121,7 +149,17 @@ def fma_peak(threads=None, isa=None, iters=20_000_000, repeats=5):
     cpu = convnet.device.module_for("cpu")
     isa = isa or ("avx512" if cpu.isa() == "avx512" else "avx2")
     threads = threads or cpu.num_threads()
-    return cpu.measure_fma_peak(isa, threads, iters, repeats)
+    if _clock is time.perf_counter:
+        return cpu.measure_fma_peak(isa, threads, iters, repeats)
+    # Thread time (one thread: use_clock checked): the probe's own FLOPs per iteration, 24 FMAs
+    # of 16 lanes or 12 of 8 (csrc/cpu/fma_peak_avx512.cpp, fma_peak_avx2.cpp), over the CPU
+    # time the call took.
+    flops, best = iters * (24 * 16 if isa == "avx512" else 12 * 8) * 2.0, 0.0
+    for _ in range(repeats):
+        t = _clock()
+        cpu.measure_fma_peak(isa, 1, iters, 1)
+        best = max(best, flops / (_clock() - t) * 1e-9)
+    return best
 
 
 def local_peak():

@@ -2,7 +2,7 @@
 across GPUs) on the CPU backend: forward, data gradient and weight gradient.
 
     python benchmarks/bench_conv.py [--batch 128] [--repeats 5] [--layers conv1 conv2 ...]
-                                    [--isa avx2|avx512|portable]
+                                    [--isa avx2|avx512|portable] [--clock wall|thread]
 
 Prints ms (median), GFLOP/s, % of the FMA peak (measured at the start and again next to each
 row; the best of all of them counts, as contention only lowers a measurement), and the ratio to a
@@ -12,7 +12,9 @@ with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The 
 itself in a child process whose environment holds both sides to one SIMD level with --isa
 (CONVNET_CPU_ISA; oneDNN, ATen and OpenBLAS capped by their own variables below the CPU's best
 level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
-unset). Each row times convnet and the peer alternately, call by call."""
+unset). Each row times convnet and the peer alternately, call by call. With OMP_NUM_THREADS=1,
+`--clock thread` times by the calling thread's CPU time (every side then runs on that thread),
+leaving out the time other jobs on a shared machine held the core."""
 import argparse
 import os
 import sys
@@ -21,8 +23,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import (add_isa_argument, alternating_medians, describe_machine,  # noqa: E402
-                     fma_peak, local_peak, run_at_isa)
+from _common import (add_clock_argument, add_isa_argument, alternating_medians,  # noqa: E402
+                     describe_machine, fma_peak, local_peak, run_at_isa, use_clock)
 
 import convnet  # noqa: E402
 from convnet import ops  # noqa: E402
@@ -84,8 +86,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--layers", nargs="+", default=list(CONV) + list(FC))
     add_isa_argument(ap)
+    add_clock_argument(ap)
     args = ap.parse_args()
     run_at_isa(args.isa)  # from here on, in the child whose libraries loaded with the caps
+    use_clock(args.clock)
     describe_machine(("openblas", "torch") if torch else ("openblas",))
     if torch is not None:
         torch.set_num_threads(convnet.device.module_for("cpu").num_threads())

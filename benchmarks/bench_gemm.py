@@ -2,14 +2,16 @@
 
     python benchmarks/bench_gemm.py [--sizes 512 1024 2048 4096] [--variant 0] [--repeats 7]
                                     [--isa avx2|avx512|portable] [--threads N]
+                                    [--clock wall|thread]
 
 The benchmark runs itself in a child process with OPENBLAS_L2_SIZE unset and, with --isa, both
 sides held to that SIMD level (CONVNET_CPU_ISA; OPENBLAS_CORETYPE below the CPU's best level;
 without --isa OPENBLAS_CORETYPE is unset, so OpenBLAS picks its best kernel). The two libraries'
 timings alternate call by call (a shared machine's load then weighs on both alike); medians.
-Prints the CPU model, the path on each side, ms, GFLOP/s, % of the measured FMA peak (the best of
-the measurements taken so far, one next to each size), and the ratio to numpy (> 1: convnet
-faster)."""
+`--clock thread --threads 1` times each call (and the FMA peak) by the calling thread's CPU time,
+which leaves out the time other jobs on a shared machine held the core. Prints the CPU model, the
+path on each side, ms, GFLOP/s, % of the measured FMA peak (the best of the measurements taken so
+far, one next to each size), and the ratio to numpy (> 1: convnet faster)."""
 import argparse
 import os
 import sys
@@ -18,8 +20,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import (add_isa_argument, alternating_medians, describe_machine,  # noqa: E402
-                     fma_peak, run_at_isa)
+from _common import (add_clock_argument, add_isa_argument, alternating_medians,  # noqa: E402
+                     describe_machine, fma_peak, run_at_isa, use_clock)
 
 from convnet import ops  # noqa: E402
 
@@ -32,10 +34,12 @@ def main():
     ap.add_argument("--threads", type=int, default=None,
                     help="threads on both sides (default: all cores)")
     add_isa_argument(ap)
+    add_clock_argument(ap)
     args = ap.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     run_at_isa(args.isa)  # from here on, in the child whose libraries loaded with the caps
+    use_clock(args.clock)
 
     describe_machine(("openblas",))
     peak = fma_peak(threads=args.threads)
