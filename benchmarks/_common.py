@@ -100,18 +100,24 @@ def add_clock_argument(ap):
                          "(OMP_NUM_THREADS=1), as only the calling thread is timed")
 
 
-def use_clock(name):
+def use_clock(name, threads=None):
     """Times everything after this with `name` ('wall' or 'thread'); 'thread' exits with a message
-    unless the CPU backend runs one thread (work on other threads would go uncounted)."""
+    unless the CPU backend runs one thread (work on other threads would go uncounted); `threads`:
+    the thread count of what is timed, where it is not convnet's CPU backend (a peer's child)."""
     global _clock
     if name == "thread":
-        threads = convnet.device.module_for("cpu").num_threads()
+        threads = threads or convnet.device.module_for("cpu").num_threads()
         if threads != 1:
             sys.exit(f"--clock thread times the calling thread only: run with OMP_NUM_THREADS=1 "
                      f"(the CPU backend has {threads} threads)")
         _clock = time.thread_time
     else:
         _clock = time.perf_counter
+
+
+def now():
+    """The clock use_clock chose, read now (seconds)."""
+    return _clock()
 
 
 def median_time(fn, repeats=5, warmup=1):

@@ -4,7 +4,7 @@ one fc layer, softmax + log-loss) on the CPU at batch 128, against the same net 
 NCHW and channels-last, in the same run.
 
     python benchmarks/bench_cifar.py [--batch 128] [--steps 20] [--rounds 3]
-                                     [--isa avx2|avx512|portable] [--cpu-time]
+                                     [--isa avx2|avx512|portable] [--clock wall|thread]
 
 A training step = forward + backward + SGD update of every layer, through convnet.net.Net for
 convnet. Small layers make small GEMMs (m = 32 or 64 filters), where packing, threading and the
@@ -15,8 +15,8 @@ SIMD level); images/s are medians over the rounds, ratios against PyTorch's fast
 PyTorch has no same-map normalisation layer: it is written as x * (min_div + scale/size^2 *
 box-sum of x^2 over size x size)^-pow, cuda-convnet's definition, from avg_pool2d.
 
---cpu-time: one thread on each side, each step timed by the process's CPU time
-(time.process_time), which leaves out the time the process waited for a core. On a shared,
+--clock thread: one thread on each side, each step timed by the calling thread's CPU time
+(time.thread_time), which leaves out the time the process waited for a core. On a shared,
 oversubscribed machine wall times measure the scheduler as much as the code (a two-thread step
 waits for whichever thread was descheduled); this measures the work, at one thread."""
 import argparse
@@ -24,14 +24,13 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import (add_isa_argument, describe_machine, fma_peak, run_at_isa,  # noqa: E402
-                     torch_in_child)
+from _common import (add_clock_argument, add_isa_argument, describe_machine, fma_peak,  # noqa: E402
+                     now, run_at_isa, torch_in_child, use_clock)
 
 import convnet  # noqa: E402
 from convnet.config import load_config  # noqa: E402
@@ -48,21 +47,21 @@ def convnet_net(batch):
     return net, x, y
 
 
-def time_convnet(net, x, y, steps, first_step, clock=time.perf_counter):
+def time_convnet(net, x, y, steps, first_step):
     """Seconds per step over `steps` steps (one timing of the whole loop: steps are ~0.1 s)."""
-    t0 = clock()
+    t0 = now()
     for i in range(steps):
         net.train_step(x, y, step=first_step + i, epoch=0, progress=0)
-    return (clock() - t0) / steps
+    return (now() - t0) / steps
 
 
-def torch_models(batch, steps, cpu_time=False):
+def torch_models(batch, steps, clock="wall"):
     """{layout: seconds per step} for PyTorch's version of the net (run in the child)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    torch.set_num_threads(1 if cpu_time else os.cpu_count())
-    clock = time.process_time if cpu_time else time.perf_counter
+    torch.set_num_threads(1 if clock == "thread" else os.cpu_count())
+    use_clock(clock, threads=1)
 
     class SameMapNorm(nn.Module):
         def __init__(self, size, scale, pow_):
@@ -101,10 +100,10 @@ def torch_models(batch, steps, cpu_time=False):
 
         for _ in range(3):
             step()
-        t0 = clock()
+        t0 = now()
         for _ in range(steps):
             step()
-        out[layout] = (clock() - t0) / steps
+        out[layout] = (now() - t0) / steps
     return out
 
 
@@ -113,46 +112,43 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="one thread each, timed by process CPU time (see the module's notes)")
     ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     add_isa_argument(ap)
+    add_clock_argument(ap)
     a = ap.parse_args()
     if a.torch_only:
         try:
-            print(json.dumps(torch_models(a.batch, a.steps, a.cpu_time)))
+            print(json.dumps(torch_models(a.batch, a.steps, a.clock)))
         except ImportError:
             print(json.dumps(None))
         return
     run_at_isa(a.isa)  # from here on, in the child whose libraries loaded with the caps
-    clock = time.perf_counter
-    if a.cpu_time:
-        clock = time.process_time
+    if a.clock == "thread":
         convnet.device.module_for("cpu").set_num_threads(1)
+    use_clock(a.clock)
     describe_machine(("torch",))
     net, x, y = convnet_net(a.batch)
     for i in range(3):  # warm-up: buffers, caches, the allocator
         net.train_step(x, y, step=i, epoch=0, progress=0)
     ours, peers = [], {}
     for r in range(a.rounds):
-        ours.append(time_convnet(net, x, y, a.steps, 3 + r * a.steps, clock))
+        ours.append(time_convnet(net, x, y, a.steps, 3 + r * a.steps))
         res = torch_in_child(__file__, "--batch", a.batch, "--steps", a.steps,
-                             *(["--cpu-time"] if a.cpu_time else []))
+                             "--clock", a.clock)
         for layout, t in (res or {}).items():
             peers.setdefault(layout, []).append(t)
         print(f"  round {r + 1}: convnet {a.batch / ours[-1]:.0f} images/s"
               + "".join(f", PyTorch {k} {a.batch / v[-1]:.0f}" for k, v in peers.items()),
               file=sys.stderr, flush=True)
     t = statistics.median(ours)
-    peak = fma_peak(threads=1 if a.cpu_time else None)
+    peak = fma_peak()
     net.timings = {}
     time_convnet(net, x, y, a.steps, 10_000)
     per_layer = {k: v / a.steps for k, v in net.timings.items()}
     net.timings = None
     flops = 3 * net.total_flops * a.batch
-    what = "CPU time, 1 thread" if a.cpu_time else "wall time"
-    # The peak probe times wall seconds: against CPU time its share would mean nothing.
-    share = "" if a.cpu_time else f"{100 * flops / t / 1e9 / peak:.0f}% of "
+    what = "thread CPU time, 1 thread" if a.clock == "thread" else "wall time"
+    share = f"{100 * flops / t / 1e9 / peak:.0f}% of "
     print(f"convnet CIFAR-18% net training, batch {a.batch}, {what}: {t * 1e3:.1f} ms/step "
           f"(median of {a.rounds} rounds of {a.steps} steps), {a.batch / t:.0f} images/s, "
           f"~{flops / t / 1e9:.0f} GFLOP/s ({share}the FMA peak measured now: {peak:.0f} "
