@@ -184,9 +184,13 @@ def test_a_hung_rank_is_named_within_the_timeout():
 
 
 def test_a_killed_rank_stops_the_others():
-    # Rank 1 is killed in step 2: MPICH's mpiexec ends the job at once and names the dead
-    # process by the process id that rank 0 printed for rank 1 at the start.
+    # Rank 1 is killed in step 2: MPICH's mpiexec ends the job at once and reports a process of
+    # the job killed by signal 9, naming it by process id (rank 0 prints both ranks' at the
+    # start). It names rank 1's as a rule; once, in a full test run on a loaded 2-core machine,
+    # its message did not hold rank 1's id (MPICH reports the first end it reaps, and its clean-up
+    # kills rank 0 right after), so either rank's id is accepted.
     r = job("die", timeout=30)
+    out = r.stdout + r.stderr
     assert r.returncode != 0 and r.seconds < 60
     pids = json.loads(r.stdout.splitlines()[0])["pids"]
-    assert f"PID {pids['1']} " in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "signal 9" in out and any(f"PID {pid} " in out for pid in pids.values()), out
