@@ -9,6 +9,8 @@
 //   weight grad.   dw_g (taps, Fg)  = im2col(x_g) (taps, P*N) x dy_g^T (P*N, Fg)
 // ConvParams::variant selects the SGEMM micro-kernel (gemm_cpu.h: 0 best, 1 portable, 2 AVX2,
 // 3 and 4 AVX-512 14x32 and 6x64), so every kernel path is tested through the convolutions too.
+// The forward and data gradient have one more, kWinogradVariant (winograd.h): Winograd
+// F(2x2,3x3) for 3x3 stride-1 layers, which variant 0 also takes where it pays.
 #include "conv.h"
 
 #include <omp.h>
@@ -19,10 +21,20 @@
 #include "conv_operands.h"
 #include "gemm_cpu.h"
 #include "parallel.h"
+#include "winograd.h"
 
 namespace convnet {
 
-int conv_variant_count_cpu(ConvOp) { return kGemmVariants; }
+int conv_variant_count_cpu(ConvOp op) {
+  return op == ConvOp::conv_fwd || op == ConvOp::conv_bwd_data ? kWinogradVariant + 1
+                                                               : kGemmVariants;
+}
+
+// Throws ArgError unless `variant` is a micro-kernel this CPU runs or Winograd's (whose shape
+// conditions conv_uses_winograd checks).
+static void check_conv_variant(const char* op, int variant) {
+  if (variant != kWinogradVariant) check_gemm_variant(op, variant);
+}
 
 static ImageGeometry input_geometry(const ConvParams& p, const float* x, int group) {
   int64_t cg = p.channels / p.groups;
@@ -33,7 +45,8 @@ static ImageGeometry input_geometry(const ConvParams& p, const float* x, int gro
 
 void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
                   bool accumulate, const Epilogue& epi) {
-  check_gemm_variant("conv_fwd", p.variant);
+  check_conv_variant("conv_fwd", p.variant);
+  if (conv_uses_winograd("conv_fwd", p)) return winograd_conv_fwd(p, x, w, y, accumulate, epi);
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
   int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
   for (int g = 0; g < p.groups; ++g) {
@@ -118,7 +131,9 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
 
 void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, float* dx,
                        bool accumulate) {
-  check_gemm_variant("conv_bwd_data", p.variant);
+  check_conv_variant("conv_bwd_data", p.variant);
+  if (conv_uses_winograd("conv_bwd_data", p))
+    return winograd_conv_bwd_data(p, dy, w, dx, accumulate);
   if (p.stride == 1)
     conv_bwd_data_stride1(p, dy, w, dx, accumulate);
   else
