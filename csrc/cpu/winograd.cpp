@@ -151,17 +151,15 @@ void winograd_run(const WinogradTiles& tiles, int64_t groups, int64_t in_group_s
   }
 }
 
-enum class WinogradChoice { automatic, on, off };
+}  // namespace
 
-WinogradChoice choice_from_environment(const char* op) {
+const char* winograd_setting(const char* op) {
   const char* env = std::getenv("CONVNET_WINOGRAD");
-  if (!env || !*env || !std::strcmp(env, "auto")) return WinogradChoice::automatic;
-  if (!std::strcmp(env, "on")) return WinogradChoice::on;
-  if (!std::strcmp(env, "off")) return WinogradChoice::off;
+  if (!env || !*env) return "auto";
+  for (const char* setting : {"auto", "on", "off"})
+    if (!std::strcmp(env, setting)) return setting;
   CONVNET_CHECK(false, op << ": CONVNET_WINOGRAD must be auto, on or off, got '" << env << "'");
 }
-
-}  // namespace
 
 bool conv_uses_winograd(const char* op, const ConvParams& p) {
   const bool applies = p.filter_size == 3 && p.stride == 1;
@@ -172,13 +170,11 @@ bool conv_uses_winograd(const char* op, const ConvParams& p) {
     return true;
   }
   if (p.variant != 0 || !applies) return false;
-  switch (choice_from_environment(op)) {
-    case WinogradChoice::on: return true;
-    case WinogradChoice::off: return false;
-    default:
-      return p.channels / p.groups >= kWinogradMinChannels &&
-             p.filters / p.groups >= kWinogradMinChannels;
-  }
+  const char* setting = winograd_setting(op);
+  if (!std::strcmp(setting, "auto"))
+    return p.channels / p.groups >= kWinogradMinChannels &&
+           p.filters / p.groups >= kWinogradMinChannels;
+  return !std::strcmp(setting, "on");
 }
 
 void winograd_conv_fwd(const ConvParams& p, const float* x, const float* w, float* y,

@@ -21,6 +21,10 @@ constexpr int kWinogradVariant = 5;
 constexpr int kWinogradMinChannels = 64;
 bool conv_uses_winograd(const char* op, const ConvParams& p);
 
+// CONVNET_WINOGRAD as variant 0 reads it: "auto", "on" or "off" (unset or empty: "auto");
+// throws ArgError naming `op` for any other value.
+const char* winograd_setting(const char* op);
+
 // y (F, Ho, Wo, N) (+)= conv(x, w), then the epilogue on each output as it is written.
 void winograd_conv_fwd(const ConvParams& p, const float* x, const float* w, float* y,
                        bool accumulate, const Epilogue& epi);

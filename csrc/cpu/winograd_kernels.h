@@ -81,41 +81,47 @@ CONVNET_BODY void winograd_input_transform_impl(const WinogradTiles& g, int64_t 
 
 // y (filters, out_h, out_w, images) (+)= A^T m A for every filter and tile of the chunk, m
 // (16, filters, cols), then the epilogue (bias of the filter, ReLU) on each output as it is
-// stored: the float operations of the direct path's GEMM store followed by its epilogue.
+// stored: the float operations of the direct path's GEMM store followed by its epilogue. Per run
+// of images, the 2x2 outputs go to a buffer in L1 first, so the transform vectorises whatever
+// part of the tile exists (odd output sizes leave half tiles at the far edges).
 CONVNET_BODY void winograd_output_transform_impl(const WinogradTiles& g, int64_t filters,
                                                  int64_t tile0, int64_t ntiles, const float* m,
                                                  float* y, bool accumulate, const Epilogue& epi) {
   const int64_t cols = ntiles * g.images, plane = filters * cols;
+  alignas(64) float o[4][kImageRun];
   for (int64_t f = 0; f < filters; ++f) {
     for (int64_t t = 0; t < ntiles; ++t) {
       const int64_t oy = (tile0 + t) / g.tiles_w * 2, ox = (tile0 + t) % g.tiles_w * 2;
-      // The outputs of the tile that exist (odd output sizes leave half tiles at the far edge).
       const bool right = ox + 1 < g.out_w, below = oy + 1 < g.out_h;
-      const float* s = m + f * cols + t * g.images;
       float* y00 = y + ((f * g.out_h + oy) * g.out_w + ox) * g.images;
-      float* y01 = y00 + g.images;
-      float* y10 = y00 + g.out_w * g.images;
-      float* y11 = y10 + g.images;
+      float* const outs[4] = {y00, right ? y00 + g.images : nullptr,
+                              below ? y00 + g.out_w * g.images : nullptr,
+                              right && below ? y00 + (g.out_w + 1) * g.images : nullptr};
+      for (int64_t n0 = 0; n0 < g.images; n0 += kImageRun) {
+        const int64_t len = std::min(kImageRun, g.images - n0);
+        const float* s[16];
+        for (int xi = 0; xi < 16; ++xi) s[xi] = m + xi * plane + f * cols + t * g.images + n0;
 #pragma omp simd
-      for (int64_t n = 0; n < g.images; ++n) {
-        float r[2][4];  // rows of A^T m
-        for (int j = 0; j < 4; ++j) {
-          const float m0 = s[j * plane + n], m1 = s[(4 + j) * plane + n];
-          const float m2 = s[(8 + j) * plane + n], m3 = s[(12 + j) * plane + n];
-          r[0][j] = m0 + m1 + m2, r[1][j] = m1 - m2 - m3;
+        for (int64_t n = 0; n < len; ++n) {
+          float r[2][4];  // rows of A^T m
+          for (int j = 0; j < 4; ++j) {
+            const float m0 = s[j][n], m1 = s[4 + j][n], m2 = s[8 + j][n], m3 = s[12 + j][n];
+            r[0][j] = m0 + m1 + m2, r[1][j] = m1 - m2 - m3;
+          }
+          o[0][n] = r[0][0] + r[0][1] + r[0][2], o[1][n] = r[0][1] - r[0][2] - r[0][3];
+          o[2][n] = r[1][0] + r[1][1] + r[1][2], o[3][n] = r[1][1] - r[1][2] - r[1][3];
         }
-        float o00 = r[0][0] + r[0][1] + r[0][2], o01 = r[0][1] - r[0][2] - r[0][3];
-        float o10 = r[1][0] + r[1][1] + r[1][2], o11 = r[1][1] - r[1][2] - r[1][3];
-        if (accumulate) {
-          o00 += y00[n];
-          if (right) o01 += y01[n];
-          if (below) o10 += y10[n];
-          if (right && below) o11 += y11[n];
+        for (int q = 0; q < 4; ++q) {
+          if (!outs[q]) continue;
+          float* yq = outs[q] + n0;
+          if (accumulate) {
+#pragma omp simd
+            for (int64_t n = 0; n < len; ++n) yq[n] = epi.apply(o[q][n] + yq[n], f);
+          } else {
+#pragma omp simd
+            for (int64_t n = 0; n < len; ++n) yq[n] = epi.apply(o[q][n], f);
+          }
         }
-        y00[n] = epi.apply(o00, f);
-        if (right) y01[n] = epi.apply(o01, f);
-        if (below) y10[n] = epi.apply(o10, f);
-        if (right && below) y11[n] = epi.apply(o11, f);
       }
     }
   }
