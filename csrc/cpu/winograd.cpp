@@ -35,8 +35,10 @@
 namespace convnet {
 namespace {
 
-// GEMM columns per unit of work: at AlexNet's 128 images, 2 tiles. Measured on conv3-conv5
-// (benchmarks/bench_conv.py): see README's convolution section.
+// GEMM columns per unit of work: at AlexNet's 128 images, 2 tiles, so conv3's 49 tiles make 25
+// units for the threads to share, and each GEMM's (out_ch x in_ch) filter block, packed per
+// call, serves 256 columns. Chunks of 64, 128 and 512 columns timed within the shared machine's
+// noise of this one (BENCHMARKS.md).
 constexpr int64_t kChunkColumns = 256;
 
 // A (k, n) matrix whose k rows are contiguous, `row_stride` floats apart, as a GEMM B operand
