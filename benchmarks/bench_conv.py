@@ -11,8 +11,8 @@ PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers; th
 with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The 3x3 stride-1
 layers (conv3-conv5) run their forward and data gradient both ways, "wino" (Winograd F(2x2,3x3),
 the variant the default takes there) and "direct" (the implicit GEMM, CONVNET_WINOGRAD=off); their
-GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. The benchmark runs
-itself in a child process whose environment holds both sides to one SIMD level with --isa
+GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. The benchmark
+runs itself in a child process whose environment holds both sides to one SIMD level with --isa
 (CONVNET_CPU_ISA; oneDNN, ATen and OpenBLAS capped by their own variables below the CPU's best
 level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
 unset). Each row times convnet and the peer alternately, call by call."""

@@ -383,7 +383,8 @@ def test_winograd(isa, rng, shape):
         got, direct = run(WINOGRAD).numpy(), run(1).numpy()
         assert_close(got, want, what=f"{what} winograd on {isa}")
         err, err_direct = _scaled_error(got, want), _scaled_error(direct, want)
-        assert err <= 4 * err_direct + 1e-7, f"{what} on {isa}: {err:.3g} vs direct {err_direct:.3g}"
+        assert err <= 4 * err_direct + 1e-7, \
+            f"{what} on {isa}: error {err:.3g}, direct path's {err_direct:.3g}"
 
 
 def test_winograd_fused_epilogue_and_bits(rng):
