@@ -1,10 +1,13 @@
 // Winograd F(2x2, 3x3) convolution on the CPU (winograd.h; the transforms in winograd_kernels.h).
 //
 // Layouts, per group (Cg = in_ch, Fg = out_ch for the forward; swapped for the data gradient):
-//   u (16, in_ch, out_ch)  transformed filters G g G^T, position xi of the 4x4 transform first;
-//                          computed on each call (the filters change every step), a small pass
+//   u (16, out_ch, in_ch)  transformed filters G g G^T, position xi of the 4x4 transform first;
+//                          computed on each call (the filters change every step), a small pass;
+//                          in_ch contiguous, so the GEMM packs it by transposes (in registers
+//                          on the AVX paths; with out_ch contiguous, copies of 6 floats per k
+//                          step: AlexNet's conv3-conv5 forward measured 3-6% slower)
 //   v (16, in_ch, cols)    transformed input tiles B^T d B of one chunk of tiles, all images
-//   m (16, out_ch, cols)   m[xi] = u[xi]^T v[xi]: 16 GEMMs (out_ch x in_ch) x (in_ch x cols)
+//   m (16, out_ch, cols)   m[xi] = u[xi] v[xi]: 16 GEMMs (out_ch x in_ch) x (in_ch x cols)
 // then y = A^T m A into the output tiles, with the epilogue. The GEMMs go through gemm_run (the
 // micro-kernel variant 0 picks for the ISA in use); v's rows are contiguous, so its full panels
 // are gathered by the micro-kernel itself.
@@ -76,7 +79,7 @@ inline void transform_filter(const float k[3][3], float u[16]) {
   }
 }
 
-// u (groups, 16, in_ch, out_ch) from w (Cg, 3, 3, F). Forward: in = channel c, out = filter f.
+// u (groups, 16, out_ch, in_ch) from w (Cg, 3, 3, F). Forward: in = channel c, out = filter f.
 // Data gradient (`flipped`): in = filter f, out = channel c, the filter rotated by 180 degrees.
 void transform_filters(const ConvParams& p, const float* w, bool flipped, float* u) {
   const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
@@ -85,7 +88,7 @@ void transform_filters(const ConvParams& p, const float* w, bool flipped, float*
 #pragma omp parallel for schedule(static) if (rows * out_ch >= 4096)
   for (int64_t gi = 0; gi < rows; ++gi) {
     const int64_t g = gi / in_ch, i = gi % in_ch;
-    float* ug = u + g * 16 * in_ch * out_ch + i * out_ch;
+    float* ug = u + g * 16 * in_ch * out_ch + i;
     for (int64_t o = 0; o < out_ch; ++o) {
       const int64_t c = flipped ? o : i, f = g * fg + (flipped ? i : o);
       float k[3][3], t[16];
@@ -95,7 +98,7 @@ void transform_filters(const ConvParams& p, const float* w, bool flipped, float*
           k[ky][kx] = w[((c * 3 + sy) * 3 + sx) * p.filters + f];
         }
       transform_filter(k, t);
-      for (int xi = 0; xi < 16; ++xi) ug[xi * in_ch * out_ch + o] = t[xi];
+      for (int xi = 0; xi < 16; ++xi) ug[xi * in_ch * out_ch + o * in_ch] = t[xi];
     }
   }
 }
@@ -141,7 +144,7 @@ void winograd_run(const WinogradTiles& tiles, int64_t groups, int64_t in_group_s
     input_transform(tg, tile0, ntiles, v);
     const float* ug = u + g * 16 * in_ch * out_ch;
     for (int xi = 0; xi < 16; ++xi) {
-      StridedOperand a(ug + xi * in_ch * out_ch, 1, out_ch);  // rows = o, k = i
+      StridedOperand a(ug + xi * in_ch * out_ch, in_ch, 1);  // rows = o, k = i
       ContiguousRowsOperand b(v + xi * in_ch * cols, cols);   // rows = column, k = i
       GemmProblem gp;
       gp.m = out_ch, gp.n = cols, gp.k = in_ch;
