@@ -8,14 +8,18 @@ Prints ms (median), GFLOP/s, % of the FMA peak (measured at the start and again 
 row; the best of all of them counts, as contention only lowers a measurement), and the ratio to a
 peer measured in the same run (> 1: convnet faster) with the peer's own % of the same peak:
 PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers; the conv forward
-with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The benchmark runs
-itself in a child process whose environment holds both sides to one SIMD level with --isa
+with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The 3x3 stride-1
+layers (conv3-conv5) run their forward and data gradient both ways, "wino" (Winograd F(2x2,3x3),
+the variant the default takes there) and "direct" (the implicit GEMM, CONVNET_WINOGRAD=off); their
+GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. The benchmark
+runs itself in a child process whose environment holds both sides to one SIMD level with --isa
 (CONVNET_CPU_ISA; oneDNN, ATen and OpenBLAS capped by their own variables below the CPU's best
 level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
 unset). Each row times convnet and the peer alternately, call by call. With OMP_NUM_THREADS=1,
 `--clock thread` times by the calling thread's CPU time (every side then runs on that thread),
 leaving out the time other jobs on a shared machine held the core."""
 import argparse
+import contextlib
 import os
 import sys
 
@@ -43,6 +47,21 @@ CONV = {
     "conv5": (384, 13, 13, 256, 3, 1, 1, 2),
 }
 FC = {"fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
+WINOGRAD = 5  # the CPU's Winograd variant of conv_fwd and conv_bwd_data (csrc/cpu/winograd.h)
+
+
+@contextlib.contextmanager
+def winograd_off():
+    """Variant 0 takes the direct implicit GEMM in the block, wherever Winograd would apply."""
+    previous = os.environ.get("CONVNET_WINOGRAD")
+    os.environ["CONVNET_WINOGRAD"] = "off"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["CONVNET_WINOGRAD"]
+        else:
+            os.environ["CONVNET_WINOGRAD"] = previous
 
 
 def torch_conv_peers(x, w, dy, pad, stride, groups):
@@ -71,13 +90,13 @@ def print_table(rows, peaks):
     peak = max(peaks)
     print(f"FMA peak: {peak:.0f} GFLOP/s (best of {len(peaks)} measurements through the run, "
           f"lowest {min(peaks):.0f})")
-    print(f"{'layer':>6} {'pass':>12} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6}   ratio (> 1: faster)")
+    print(f"{'layer':>6} {'pass':>15} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6}   ratio (> 1: faster)")
     for name, pass_, flops, t, t_peer, peer in rows:
         g = flops / t * 1e-9
         # The peer's own share of the same peak shows what this machine lets a GEMM reach.
         ratio = (f"{t_peer / t:6.2f} vs {peer} ({100 * flops / t_peer * 1e-9 / peak:.0f}% of "
                  f"peak)" if t_peer else "     -")
-        print(f"{name:>6} {pass_:>12} {t * 1e3:9.2f} {g:8.0f} {100 * g / peak:5.0f}%   {ratio}")
+        print(f"{name:>6} {pass_:>15} {t * 1e3:9.2f} {g:8.0f} {100 * g / peak:5.0f}%   {ratio}")
 
 
 def main():
@@ -120,12 +139,25 @@ def main():
                 "bwd_weights": lambda: ops.conv_bwd_weights(x, dy, fs, out=dw, **kw),
             }
             peers = torch_conv_peers(x, w, dy, pad, stride, groups) if torch else {}
-            for p, fn in ours.items():
-                if p in peers:
-                    t, tp = alternating_medians([fn, peers[p]], args.repeats)
-                else:
-                    (t,), tp = alternating_medians([fn], args.repeats), None
-                report(name, p, flops, t, tp, "torch")
+            # (row label, pass, our call, environment): both algorithms where Winograd applies.
+            runs = [(p, p, fn, contextlib.nullcontext) for p, fn in ours.items()]
+            if fs == 3 and stride == 1:
+                wino = {
+                    "fwd": lambda: ops.conv_fwd(x, w, out=y, variant=WINOGRAD, **kw),
+                    "bwd_data": lambda: ops.conv_bwd_data(dy, w, x.shape, out=dx,
+                                                          variant=WINOGRAD, **kw),
+                }
+                runs = [r for p in wino for r in ((f"{p} wino", p, wino[p], contextlib.nullcontext),
+                                                  (f"{p} direct", p, ours[p], winograd_off))]
+                runs.append(("bwd_weights", "bwd_weights", ours["bwd_weights"],
+                             contextlib.nullcontext))
+            for label, p, fn, environment in runs:
+                with environment():
+                    if p in peers:
+                        t, tp = alternating_medians([fn, peers[p]], args.repeats)
+                    else:
+                        (t,), tp = alternating_medians([fn], args.repeats), None
+                report(name, label, flops, t, tp, "torch")
             # The layer's bias and ReLU fused into the forward GEMM's store, against the same
             # three ops run one after the other (two more passes over y).
             b = rng.standard_normal(f, dtype=np.float32)

@@ -60,6 +60,7 @@ def check_environment():
     value is reported at start (naming the variable) rather than at the first kernel launch."""
     from .device import DeviceError, module_for
     readers = [("CONVNET_CPU_ISA", "cpu", lambda m: m.isa()),
+               ("CONVNET_WINOGRAD", "cpu", lambda m: m.winograd_setting()),
                ("CONVNET_SIMT_ORDER", "emu", lambda m: m.thread_order()),
                ("CONVNET_EMU_DEVICES", "emu", lambda m: m.device_count())]
     for name, kind, read in readers:
@@ -70,6 +71,6 @@ def check_environment():
             read(module_for(kind))
         except DeviceError:
             continue  # that backend is not built: the variable has no effect
-        except RuntimeError as e:
+        except (RuntimeError, ValueError) as e:
             text = str(e)
             raise UserError(text if name in text else f"{name}={value}: {text}") from None

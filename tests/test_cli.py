@@ -88,6 +88,7 @@ def test_config_without_a_cost_layer(tmp_path, capsys):
 @pytest.mark.parametrize("name, value, words", [
     ("CONVNET_CPU_ISA", "sse9", "CONVNET_CPU_ISA=sse9: expected avx512, avx2 or portable"),
     ("CONVNET_SIMT_ORDER", "sideways", "CONVNET_SIMT_ORDER=sideways"),
+    ("CONVNET_WINOGRAD", "yes", "CONVNET_WINOGRAD must be auto, on or off, got 'yes'"),
 ])
 def test_bad_environment_variable_is_one_line(tmp_path, name, value, words):
     # A subprocess: the backends read these variables once per process.

@@ -6,6 +6,7 @@ import convnet
 from convnet import ops
 
 import ref_conv as ref
+from isa_paths import isa  # noqa: F401  (fixture)
 from gradcheck import assert_close, assert_grad
 
 # (C, H, W, N, F, fs, padding, stride, groups): odd sizes, batch 1 and 3, non-square images,
@@ -44,8 +45,17 @@ def _problem(rng, shape):
     return x, wt, dy, dict(padding=pad, stride=stride, groups=groups)
 
 
-def _variants(op, device):
-    return range(ops.conv_variant_count(op, device=device.split("/")[0]))
+# The CPU's Winograd F(2x2,3x3) variant of conv_fwd and conv_bwd_data (csrc/cpu/winograd.h).
+WINOGRAD = 5
+
+
+def _variants(op, device, shape=None):
+    """The variants of `op` on `device`'s backend that take `shape` (C, H, W, N, F, fs, padding,
+    stride, groups): the CPU's Winograd variant only 3x3 filters with stride 1."""
+    vs = range(ops.conv_variant_count(op, device=device.split("/")[0]))
+    if device == "cpu" and shape is not None and (shape[5], shape[7]) != (3, 1):
+        return [v for v in vs if v != WINOGRAD]
+    return vs
 
 
 def _run_variant(fn, *args, **kw):
@@ -93,7 +103,7 @@ def test_reference_fc_and_bias_gradients(rng):
 def test_conv_fwd(device, rng, shape):
     x, w, dy, kw = _problem(rng, shape)
     want = ref.conv_fwd(x, w, **kw)
-    for v in _variants("conv_fwd", device):
+    for v in _variants("conv_fwd", device, shape):
         y = _run_variant(ops.conv_fwd, _on(device, x), _on(device, w), variant=v, **kw)
         assert_close(y.numpy(), want, what=f"conv_fwd variant {v}")
 
@@ -102,7 +112,7 @@ def test_conv_fwd(device, rng, shape):
 def test_conv_bwd_data(device, rng, shape):
     x, w, dy, kw = _problem(rng, shape)
     want = ref.conv_bwd_data(dy, w, x.shape, **kw)
-    for v in _variants("conv_bwd_data", device):
+    for v in _variants("conv_bwd_data", device, shape):
         dx = _run_variant(ops.conv_bwd_data, _on(device, dy), _on(device, w), x.shape, variant=v,
                           **kw)
         assert_close(dx.numpy(), want, what=f"conv_bwd_data variant {v}")
@@ -112,7 +122,7 @@ def test_conv_bwd_data(device, rng, shape):
 def test_conv_bwd_weights(device, rng, shape):
     x, w, dy, kw = _problem(rng, shape)
     want = ref.conv_bwd_weights(x, dy, w.shape[1], **kw)
-    for v in _variants("conv_bwd_weights", device):
+    for v in _variants("conv_bwd_weights", device, shape):
         dw = _run_variant(ops.conv_bwd_weights, _on(device, x), _on(device, dy), w.shape[1],
                           variant=v, **kw)
         assert_close(dw.numpy(), want, what=f"conv_bwd_weights variant {v}")
@@ -361,3 +371,114 @@ def test_every_cpu_path(rng):
                          ref.fc_bwd_weights(fx, fdy), what=isa)
     finally:
         cpu.set_isa(previous)
+
+
+# ---- Winograd F(2x2,3x3) on the CPU (csrc/cpu/winograd.h) ------------------------------------
+
+# (C, H, W, N, F, padding, groups): batch 1, odd batches, non-square images, odd output sizes
+# (half tiles at the far edges), a 1x1 image, padding 0 to 3 (3: the data gradient crops), groups
+# 2 and 3, channel and filter counts that are not multiples of a vector, 70 images (more than one
+# 64-image run), and problems large enough for the threads to split the tiles.
+WINOGRAD_SHAPES = [
+    (5, 7, 9, 1, 3, 1, 1),
+    (5, 8, 6, 3, 7, 0, 1),
+    (4, 9, 11, 5, 6, 1, 2),
+    (17, 6, 7, 2, 19, 2, 1),
+    (3, 1, 1, 3, 5, 1, 1),
+    (6, 5, 4, 2, 9, 3, 3),
+    (16, 9, 9, 70, 18, 1, 2),
+    (33, 13, 13, 32, 20, 1, 1),
+]
+WINOGRAD_IDS = ["x".join(map(str, s)) for s in WINOGRAD_SHAPES]
+
+
+def _scaled_error(actual, expected):
+    return float(np.max(np.abs(actual - expected))) / max(1.0, float(np.max(np.abs(expected))))
+
+
+@pytest.mark.parametrize("shape", WINOGRAD_SHAPES, ids=WINOGRAD_IDS)
+def test_winograd(isa, rng, shape):
+    # Against the float64 reference at the direct path's tolerance, on every SIMD path. The
+    # transforms add rounding (inputs combined in pairs before the product, outputs of up to 9
+    # products summed after it), so the error is also compared with the direct path's on the
+    # same data: within 4x of it (measured 0.4-1.9x on these shapes, 1.0-1.3x at AlexNet's
+    # conv3-conv5: each of the 16 GEMMs sums C products where the direct path sums 9C).
+    c, h, w, n, f, pad, groups = shape
+    x, wt, dy, kw = _problem(rng, (c, h, w, n, f, 3, pad, 1, groups))
+    b, prev = rng.standard_normal(f), rng.standard_normal(dy.shape)
+    f32 = lambda a: _on("cpu", a)  # noqa: E731
+    checks = [
+        ("conv_fwd", ref.conv_fwd(x, wt, **kw),
+         lambda v: ops.conv_fwd(f32(x), f32(wt), variant=v, **kw)),
+        ("conv_bwd_data", ref.conv_bwd_data(dy, wt, x.shape, **kw),
+         lambda v: ops.conv_bwd_data(f32(dy), f32(wt), x.shape, variant=v, **kw)),
+        ("conv_fwd bias+relu accumulate", np.maximum(prev + ref.conv_fwd(x, wt, **kw)
+                                                     + b[:, None, None, None], 0),
+         lambda v: ops.conv_fwd(f32(x), f32(wt), f32(b), relu=True, out=f32(prev),
+                                accumulate=True, variant=v, **kw)),
+        ("conv_bwd_data accumulate", x + ref.conv_bwd_data(dy, wt, x.shape, **kw),
+         lambda v: ops.conv_bwd_data(f32(dy), f32(wt), x.shape, out=f32(x), accumulate=True,
+                                     variant=v, **kw)),
+    ]
+    for what, want, run in checks:
+        got, direct = run(WINOGRAD).numpy(), run(1).numpy()
+        assert_close(got, want, what=f"{what} winograd on {isa}")
+        err, err_direct = _scaled_error(got, want), _scaled_error(direct, want)
+        assert err <= 4 * err_direct + 1e-7, \
+            f"{what} on {isa}: error {err:.3g}, direct path's {err_direct:.3g}"
+
+
+def test_winograd_fused_epilogue_and_bits(rng):
+    # The fused bias and ReLU give the bits of the unfused ops; the threads split the tiles
+    # (70 images, 25 tiles, 2 groups) and the bits are the same run after run.
+    x, wt, dy, kw = _problem(rng, (16, 9, 9, 70, 18, 3, 1, 1, 2))
+    x, wt, dy = (a.astype(np.float32) for a in (x, wt, dy))
+    b = rng.standard_normal(18).astype(np.float32)
+    fused = ops.conv_fwd(x, wt, b, relu=True, variant=WINOGRAD, **kw).numpy()
+    y = ops.conv_fwd(x, wt, variant=WINOGRAD, **kw)
+    ops.neuron_fwd(ops.bias_fwd(y, b), "relu", out=y)
+    assert np.array_equal(fused.view(np.uint32), y.numpy().view(np.uint32))
+    for _ in range(3):
+        again = ops.conv_fwd(x, wt, b, relu=True, variant=WINOGRAD, **kw).numpy()
+        assert np.array_equal(again.view(np.uint32), fused.view(np.uint32))
+    dx = ops.conv_bwd_data(dy, wt, x.shape, variant=WINOGRAD, **kw).numpy()
+    for _ in range(3):
+        again = ops.conv_bwd_data(dy, wt, x.shape, variant=WINOGRAD, **kw).numpy()
+        assert np.array_equal(again.view(np.uint32), dx.view(np.uint32))
+
+
+def test_winograd_selection(monkeypatch):
+    # Variant 0 takes Winograd for 3x3 stride-1 layers with at least 64 channels and filters per
+    # group; CONVNET_WINOGRAD=on / off forces it either way where it applies.
+    def bits(shape, variant):
+        x, wt, _, kw = _problem(np.random.default_rng(7), shape)
+        y = ops.conv_fwd(x.astype(np.float32), wt.astype(np.float32), variant=variant, **kw)
+        return y.numpy().view(np.uint32)
+
+    small, wide = (8, 6, 6, 4, 8, 3, 1, 1, 1), (64, 4, 4, 2, 64, 3, 1, 1, 1)
+    strided = (64, 7, 7, 2, 64, 3, 1, 2, 1)
+    assert np.array_equal(bits(wide, 0), bits(wide, WINOGRAD))
+    assert not np.array_equal(bits(small, 0), bits(small, WINOGRAD))
+    strided_direct = bits(strided, 0)
+    monkeypatch.setenv("CONVNET_WINOGRAD", "on")
+    assert np.array_equal(bits(small, 0), bits(small, WINOGRAD))
+    assert np.array_equal(bits(strided, 0), strided_direct)  # not stride 1: direct
+    monkeypatch.setenv("CONVNET_WINOGRAD", "off")
+    assert not np.array_equal(bits(wide, 0), bits(wide, WINOGRAD))
+    monkeypatch.setenv("CONVNET_WINOGRAD", "sometimes")
+    with pytest.raises(ValueError, match=r"conv_fwd: CONVNET_WINOGRAD must be auto, on or off, "
+                                         r"got 'sometimes'"):
+        bits(wide, 0)
+
+
+def test_winograd_bad_arguments():
+    x = np.zeros((4, 9, 9, 2), np.float32)
+    with pytest.raises(ValueError, match=r"conv_fwd: variant 5 \(Winograd F\(2x2,3x3\)\) needs 3x3 "
+                                         r"filters and stride 1, got 5x5 stride 1"):
+        ops.conv_fwd(x, np.zeros((4, 5, 5, 4), np.float32), variant=WINOGRAD)
+    with pytest.raises(ValueError, match=r"conv_bwd_data: variant 5 \(Winograd F\(2x2,3x3\)\) "
+                                         r"needs 3x3 filters and stride 1, got 3x3 stride 2"):
+        ops.conv_bwd_data(np.zeros((4, 4, 4, 2), np.float32), np.zeros((4, 3, 3, 4), np.float32),
+                          x.shape, stride=2, variant=WINOGRAD)
+    with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 5 does not exist"):
+        ops.conv_bwd_weights(x, np.zeros((4, 7, 7, 2), np.float32), 3, variant=WINOGRAD)

@@ -52,7 +52,7 @@ def test_conv_fwd_fused(device, rng, shape):
     x, w, b, prev, kw = _conv_problem(rng, shape)
     conv = ref.conv_fwd(x, w, **kw)
     bias = b[:, None, None, None]
-    for v in _variants("conv_fwd", device):
+    for v in _variants("conv_fwd", device, shape):
         xd, wd, bd = _on(device, x), _on(device, w), _on(device, b)
         y = _run(ops.conv_fwd, xd, wd, bd, relu=True, variant=v, **kw).numpy()
         assert_close(y, _relu(conv + bias), what=f"conv_fwd bias+relu variant {v}")

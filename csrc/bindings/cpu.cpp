@@ -1,4 +1,4 @@
-// CPU-backend controls: the SIMD path and the thread count.
+// CPU-backend controls: the SIMD path, the thread count, the convolution algorithm setting.
 #if defined(CONVNET_BACKEND_CPU)
 #include <omp.h>
 
@@ -7,6 +7,7 @@
 #include "check.h"
 #include "isa.h"
 #include "registry.h"
+#include "winograd.h"
 
 CONVNET_BINDINGS(cpu) {
   using namespace convnet;
@@ -18,6 +19,8 @@ CONVNET_BINDINGS(cpu) {
       if (name == isa_name(i)) return set_cpu_isa(i);
     CONVNET_CHECK(false, "set_isa: unknown path '" << name << "' (avx512, avx2, portable)");
   }, py::arg("name"));
+  m.def("winograd_setting", [] { return std::string(winograd_setting("winograd_setting")); },
+        "CONVNET_WINOGRAD as the convolutions read it: auto, on or off (ValueError otherwise)");
   m.def("num_threads", [] { return omp_get_max_threads(); });
   m.def("set_num_threads", [](int n) {
     CONVNET_CHECK(n >= 1, "set_num_threads: need n >= 1, got " << n);

@@ -9,9 +9,11 @@
 //   weight grad.   dw_g (taps, Fg)  = im2col(x_g) (taps, P*N) x dy_g^T (P*N, Fg)
 // ConvParams::variant selects the SGEMM micro-kernel (gemm_cpu.h: 0 best, 1 portable, 2 AVX2,
 // 3 and 4 AVX-512 14x32 and 6x64), so every kernel path is tested through the convolutions too.
-// The weight gradient has one more: 5, the direct kernel of conv_wgrad_kernels.h (no packing of
-// im2col; the process's SIMD path), which variant 0 runs when a group has at most
-// kDirectWgradMaxFilters filters.
+// Each pass has one more variant beyond the micro-kernels: the forward and data gradient
+// kWinogradVariant (winograd.h), Winograd F(2x2,3x3) for 3x3 stride-1 layers, which variant 0 also
+// takes where it pays; the weight gradient kDirectWgradVariant, the direct kernel of
+// conv_wgrad_kernels.h (no packing of im2col; the process's SIMD path), which variant 0 runs when
+// a group has at most kDirectWgradMaxFilters filters.
 #include "conv.h"
 
 #include <omp.h>
@@ -23,17 +25,23 @@
 #include "conv_wgrad.h"
 #include "gemm_cpu.h"
 #include "parallel.h"
+#include "winograd.h"
 
 namespace convnet {
 
 constexpr int kDirectWgradVariant = kGemmVariants;
+static_assert(kWinogradVariant == kGemmVariants, "one extra variant number per pass");
 // Up to this many filters per group the implicit GEMM's transposing pack of im2col (one per
 // tap x column, each used for 2 x filters FLOPs) costs enough that the direct kernel is faster:
 // measured 1.07-1.4x from 32 to 128 filters (one thread, AVX-512 and AVX2); not measured above.
 constexpr int64_t kDirectWgradMaxFilters = 128;
 
-int conv_variant_count_cpu(ConvOp op) {
-  return op == ConvOp::conv_bwd_weights ? kDirectWgradVariant + 1 : kGemmVariants;
+int conv_variant_count_cpu(ConvOp) { return kGemmVariants + 1; }
+
+// Throws ArgError unless `variant` is a micro-kernel this CPU runs or Winograd's (whose shape
+// conditions conv_uses_winograd checks).
+static void check_conv_variant(const char* op, int variant) {
+  if (variant != kWinogradVariant) check_gemm_variant(op, variant);
 }
 
 static ImageGeometry input_geometry(const ConvParams& p, const float* x, int group) {
@@ -45,7 +53,8 @@ static ImageGeometry input_geometry(const ConvParams& p, const float* x, int gro
 
 void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
                   bool accumulate, const Epilogue& epi) {
-  check_gemm_variant("conv_fwd", p.variant);
+  check_conv_variant("conv_fwd", p.variant);
+  if (conv_uses_winograd("conv_fwd", p)) return winograd_conv_fwd(p, x, w, y, accumulate, epi);
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
   int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
   for (int g = 0; g < p.groups; ++g) {
@@ -130,7 +139,9 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
 
 void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, float* dx,
                        bool accumulate) {
-  check_gemm_variant("conv_bwd_data", p.variant);
+  check_conv_variant("conv_bwd_data", p.variant);
+  if (conv_uses_winograd("conv_bwd_data", p))
+    return winograd_conv_bwd_data(p, dy, w, dx, accumulate);
   if (p.stride == 1)
     conv_bwd_data_stride1(p, dy, w, dx, accumulate);
   else
