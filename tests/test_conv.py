@@ -51,9 +51,11 @@ WINOGRAD = 5
 
 def _variants(op, device, shape=None):
     """The variants of `op` on `device`'s backend that take `shape` (C, H, W, N, F, fs, padding,
-    stride, groups): the CPU's Winograd variant only 3x3 filters with stride 1."""
+    stride, groups): the CPU's Winograd variant (of the forward and data gradient; the weight
+    gradient's variant 5 is its direct kernel) only 3x3 filters with stride 1."""
     vs = range(ops.conv_variant_count(op, device=device.split("/")[0]))
-    if device == "cpu" and shape is not None and (shape[5], shape[7]) != (3, 1):
+    if device == "cpu" and op != "conv_bwd_weights" and shape is not None \
+            and (shape[5], shape[7]) != (3, 1):
         return [v for v in vs if v != WINOGRAD]
     return vs
 
@@ -480,5 +482,5 @@ def test_winograd_bad_arguments():
                                          r"needs 3x3 filters and stride 1, got 3x3 stride 2"):
         ops.conv_bwd_data(np.zeros((4, 4, 4, 2), np.float32), np.zeros((4, 3, 3, 4), np.float32),
                           x.shape, stride=2, variant=WINOGRAD)
-    with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 5 does not exist"):
-        ops.conv_bwd_weights(x, np.zeros((4, 7, 7, 2), np.float32), 3, variant=WINOGRAD)
+    with pytest.raises(ValueError, match=r"conv_fwd: variant 6 does not exist"):
+        ops.conv_fwd(x, np.zeros((4, 3, 3, 4), np.float32), variant=WINOGRAD + 1)

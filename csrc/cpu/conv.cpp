@@ -36,7 +36,11 @@ static_assert(kWinogradVariant == kGemmVariants, "one extra variant number per p
 // measured 1.07-1.4x from 32 to 128 filters (one thread, AVX-512 and AVX2); not measured above.
 constexpr int64_t kDirectWgradMaxFilters = 128;
 
-int conv_variant_count_cpu(ConvOp) { return kGemmVariants + 1; }
+int conv_variant_count_cpu(ConvOp op) {
+  const bool conv = op == ConvOp::conv_fwd || op == ConvOp::conv_bwd_data ||
+                    op == ConvOp::conv_bwd_weights;
+  return conv ? kGemmVariants + 1 : kGemmVariants;  // the fc passes: the micro-kernels only
+}
 
 // Throws ArgError unless `variant` is a micro-kernel this CPU runs or Winograd's (whose shape
 // conditions conv_uses_winograd checks).
