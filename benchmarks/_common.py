@@ -33,9 +33,15 @@ def add_isa_argument(ap):
 def isa_environment(isa):
     """The environment a benchmark runs in at `isa`: convnet's path forced, the peers capped at the
     same level; OPENBLAS_L2_SIZE always unset (OpenBLAS then sizes its blocks from the CPU). At the
-    CPU's own best level the peers are left uncapped, so they pick their best kernels."""
+    CPU's own best level the peers are left uncapped, so they pick their best kernels.
+    OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's idle threads spin for 2^4 cycles before sleeping, not
+    its default 2^28 (~0.1 s). Calls alternate between convnet and numpy, and the spinning
+    OpenBLAS threads held a core through convnet's next call: on the 2-core Intel Xeon, SGEMM
+    2048 took 84-94 ms right after a numpy call and 58 ms alone, while numpy's own times did
+    not move with the setting (59 ms either way)."""
     env = dict(os.environ)
     env.pop("OPENBLAS_L2_SIZE", None)
+    env["OPENBLAS_THREAD_TIMEOUT"] = "4"
     cpu = convnet.device.module_for("cpu")
     best = cpu.isa_supported()
     if isa is None:
