@@ -36,8 +36,8 @@ def isa_environment(isa):
     CPU's own best level the peers are left uncapped, so they pick their best kernels.
     OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's idle threads spin for 2^4 cycles before sleeping, not
     its default 2^28 (~0.1 s). Calls alternate between convnet and numpy, and the spinning
-    OpenBLAS threads held a core through convnet's next call: on the 2-core Intel Xeon, SGEMM
-    2048 took 84-94 ms right after a numpy call and 58 ms alone, while numpy's own times did
+    OpenBLAS threads held a core through convnet's next call: on the 2-core Intel Xeon (AVX-512),
+    SGEMM 2048 took 83-94 ms right after a numpy call and 58 ms alone, while numpy's own times did
     not move with the setting (59 ms either way)."""
     env = dict(os.environ)
     env.pop("OPENBLAS_L2_SIZE", None)

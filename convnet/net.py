@@ -926,11 +926,7 @@ class Net:
         pinned buffer k % 2 (the only host wait of a step) and fills it; the layers read batch
         buffer k % 2."""
         if self.costs:
-            classes = min(C.classes for C in self.costs)
-            bad = np.flatnonzero((labels < 0) | (labels >= classes))
-            if bad.size:
-                raise ValueError(f"logreg_fwd: labels[{bad[0]}] = {labels[bad[0]]} is not a "
-                                 f"class index in [0, {classes})")
+            ops.check_labels(labels, min(C.classes for C in self.costs))
         self._issued += 1
         k = self._issued % 2
         self._seq = self._issued

@@ -25,8 +25,8 @@ import numpy as np
 from ..tensor import empty
 from ._dispatch import backend_of, device_of
 
-__all__ = ["COST_RECORD_INTS", "cost_records", "logreg_bwd", "logreg_cost", "logreg_record",
-           "softmax", "softmax_bwd", "softmax_xent_bwd", "softmax_xent_fwd"]
+__all__ = ["COST_RECORD_INTS", "check_labels", "cost_records", "logreg_bwd", "logreg_cost",
+           "logreg_record", "softmax", "softmax_bwd", "softmax_xent_bwd", "softmax_xent_fwd"]
 
 # A CostRecord (csrc/common/softmax.h) as a row of int32: logprob (float64), top1, top5,
 # bad_image, bad_label (int64).
@@ -91,6 +91,20 @@ def logreg_record(probs, labels, nll, rank, records, slot):
     backend_of(probs).logreg_record(probs, labels, nll, rank, records, int(slot))
 
 
+def _bad_label(image, label, classes):
+    # The kernels' message (csrc/common/softmax.h, throw_bad_label), for the host-side checks.
+    return ValueError(f"logreg_fwd: labels[{image}] = {label} is not a class index in "
+                      f"[0, {classes})")
+
+
+def check_labels(labels, classes):
+    """ValueError naming the first of `labels` (a host array) outside [0, classes), as the cost
+    kernels would: checked on the host, a device need not read its bad-label flag back."""
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if bad.size:
+        raise _bad_label(bad[0], labels[bad[0]], classes)
+
+
 def cost_records(records, rows, classes):
     """[{"logprob", "top1", "top5"}] of the given rows of `records` (a host copy), as
     logreg_cost returns them; ValueError naming the first bad label logreg_record saw."""
@@ -99,8 +113,7 @@ def cost_records(records, rows, classes):
     for r in rows:
         rec = table[r]
         if rec["bad_image"] >= 0:
-            raise ValueError(f"logreg_fwd: labels[{rec['bad_image']}] = {rec['bad_label']} is "
-                             f"not a class index in [0, {classes})")
+            raise _bad_label(rec["bad_image"], rec["bad_label"], classes)
         out.append({"logprob": float(rec["logprob"]), "top1": int(rec["top1"]),
                     "top5": int(rec["top5"])})
     return out
