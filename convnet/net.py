@@ -128,13 +128,15 @@ class StepStats(Mapping):
 class _Task:
     """One entry of a device's schedule: `fn(n, ctx)` on the `role` stream of `device`, after
     waiting the events `waits`, recording `records` when done. A transfer also has `xfer`:
-    (edge, direction, source buffer, destination buffer)."""
+    (edge, direction, source buffer, destination buffer). `helpers`: the other devices whose
+    compute streams are blocked for the whole of this task (see Net._find_helpers)."""
 
-    __slots__ = ("device", "role", "label", "fn", "waits", "records", "xfer")
+    __slots__ = ("device", "role", "label", "fn", "waits", "records", "xfer", "helpers")
 
     def __init__(self, device, role, label, fn, waits=(), records=(), xfer=None):
         self.device, self.role, self.label, self.fn = device, role, label, fn
         self.waits, self.records, self.xfer = list(waits), list(records), xfer
+        self.helpers = []
 
 
 class Net:
@@ -547,7 +549,20 @@ class Net:
         return self.edges[name][key[2]].target.device  # landed: on the gradient's target
 
     def _compile(self):
-        """The tasks of each phase in issue order (see the module docstring for the events)."""
+        """The tasks of each phase in issue order (see the module docstring for the events).
+        A layer whose backward pass would be split for other devices that are idle anyway
+        while its input gradients for them are computed (fc8 of the two towers: the other
+        tower has nothing left but to wait for it) runs it whole, helped by their cores."""
+        whole = set()
+        while True:
+            self._compile_tasks(whole)
+            more = {t.label.split()[1].rstrip(":") for t in self.tasks["backward"]
+                    if t.helpers and t.label.endswith(": gradients to other devices")}
+            if more <= whole:
+                return
+            whole |= more
+
+    def _compile_tasks(self, whole):
         self.events = {}
         ev = self._event
         remote_devs = {L.name: sorted({C.device for C in self.consumers[L.name]
@@ -602,7 +617,7 @@ class Net:
             waits = [ev("gsent", L.name, i) for i, _ in cross]
             sent = [ev("g", L.name, i) for i, _ in cross]
             used = [ev("used", P.name, d) for P in far]
-            if cross and L.SPLITS_PASSES:
+            if cross and L.SPLITS_PASSES and L.name not in whole:
                 # The gradients other devices wait for first, so that their copies overlap
                 # the rest of this layer's backward pass (the weight gradients, the local
                 # inputs' gradients): the same arithmetic, in another order.
@@ -642,6 +657,42 @@ class Net:
                 upd.append(_Task(p.layer.device, "copy", f"{p.full_name} -> {d}", None, done, [],
                                  (p.full_name, "weights", p.value, qs[0].value, None)))
         self.tasks = {"forward": fwd, "backward": bwd, "update": upd}
+        self._find_helpers(fwd + bwd + upd)
+
+    @staticmethod
+    def _find_helpers(tasks):
+        """Marks each compute task with the other devices that cannot run anything while it
+        runs, from the schedule alone (so the same tasks every step, whatever the timing): a
+        device e helps task T of device d when T starts only after e's compute stream has done
+        its first k items (T's waits say so, through any chain of events) and e's item k+1
+        cannot start before T is done (or e has no item k+1 in the step). Vector clocks over
+        the streams, in issue order: clock[s][r] = the items of stream r known done before
+        stream s's next item starts; an event carries the clock of its latest record."""
+        clock, count, items, fired = {}, {}, {}, {}
+        for t in tasks:
+            s = (t.device, t.role)
+            c = clock.setdefault(s, {})
+            for e in t.waits:
+                for r, k in fired.get(id(e), {}).items():
+                    c[r] = max(c.get(r, 0), k)
+            count[s] = count.get(s, 0) + 1
+            items.setdefault(s, []).append((t, dict(c), count[s]))
+            c[s] = count[s]
+            for e in t.records:
+                fired[id(e)] = dict(c)
+        compute = {d: s for s in items if s[1] == "compute" for d in [s[0]]}
+        for s, rows in items.items():
+            if s[1] != "compute":
+                continue
+            for t, start, k in rows:
+                t.helpers = []
+                for e, other in compute.items():
+                    if e == t.device or e.type != "cpu":
+                        continue
+                    done = start.get(other, 0)
+                    after = items[other][done:]
+                    if not after or after[0][1].get(s, 0) >= k:
+                        t.helpers.append(e)
 
     def _weight_devices(self, p):
         """[(device, the Params of p's instances there, in slice order)]: the owner's device
@@ -744,7 +795,7 @@ class Net:
             for e in t.waits:
                 stream.wait(e)
             if t.xfer is None:
-                stream.submit(lambda t=t: t.fn(n, ctx), t.label)
+                stream.submit(lambda t=t: t.fn(n, ctx), t.label, self._lent_cores(t))
             else:
                 edge, direction, src, dst, part = t.xfer
                 if part is not None:  # a slice of activations or gradients
@@ -757,6 +808,15 @@ class Net:
                         "bytes": src.nbytes, "from": str(src.device), "to": str(dst.device)})
             for e in t.records:
                 stream.record(e)
+
+    def _lent_cores(self, t):
+        """The cores task t runs on when the devices helping it lend theirs (CPU devices with
+        cores of their own), else None: its device's own."""
+        if not t.helpers or t.device.type != "cpu" or not self.cores:
+            return None
+        own = set(self.cores[str(t.device)])
+        cores = own.union(*(self.cores[str(e)] for e in t.helpers))
+        return cores if cores != own else None
 
     def drain(self):
         """Waits until every stream has run what was issued; raises the first error."""

@@ -78,7 +78,7 @@ class _InlineStream:
         self.busy_s = self.wait_s = 0.0
         self.trace = None
 
-    def submit(self, fn, label=None):
+    def submit(self, fn, label=None, cores=None):
         t0 = time.perf_counter()
         fn()
         t1 = time.perf_counter()
@@ -162,8 +162,27 @@ class _ThreadStream:
         self._submitted += 1
         self._queue.put((kind, arg))
 
-    def submit(self, fn, label=None):
-        self._put("run", (fn, label))
+    def submit(self, fn, label=None, cores=None):
+        """`cores`: run fn on these cores with as many OpenMP threads (other devices lend
+        theirs while they are blocked), then return to this stream's own."""
+        self._put("run", (fn if cores is None else self._on_cores(fn, cores), label))
+
+    def _on_cores(self, fn, cores):
+        mod = backend(self.device)
+
+        pin = hasattr(os, "sched_setaffinity")
+
+        def run():
+            if pin:
+                os.sched_setaffinity(0, cores)
+            mod.set_num_threads(len(cores))
+            try:
+                fn()
+            finally:
+                mod.set_num_threads(self._threads)
+                if pin:
+                    os.sched_setaffinity(0, self._cores)
+        return run
 
     def copy(self, dst, src, label=None):
         self._put("run", (lambda: dst.copy_(src), label))
@@ -200,7 +219,7 @@ class _DeviceStream:
         get = self._mod.compute_stream if role == "compute" else self._mod.copy_stream
         self.handle = get(device.index)
 
-    def submit(self, fn, label=None):
+    def submit(self, fn, label=None, cores=None):
         # Ops are issued on the device's compute stream; copies use `copy`.
         if self.role != "compute":
             raise AssertionError("only copies are issued on a copy stream")
