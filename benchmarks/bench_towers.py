@@ -11,7 +11,9 @@ one step each), so each ratio compares steps a few seconds apart (the machine ma
 medians, and the ratio of each round). Also reported: the share of each device's step time
 spent in transfers (its copy stream busy) and waiting on the other device (its compute stream
 blocked on an event), and, from one more step traced task by task (Net.set_tracing), each
-device's busy and waiting shares and the events it waited on longest.
+device's busy and waiting shares and the events it waited on longest. The tasks that run on
+the cores of a device blocked meanwhile (fc8 and the cost, while the other tower waits for
+fc8's gradient) are listed first.
 
 With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
 GPU) and the overlap of a copy with a kernel on the other stream; without one it says so. Then
@@ -174,6 +176,10 @@ def main():
     print(f"two towers: {os.path.relpath(towers_cfg, ROOT)} on {where}"
           f", {towers.total_params:,} parameters; one device: {os.path.relpath(a.one, ROOT)}, "
           f"{one.total_params:,} parameters" + ("" if on_gpu else f", {cpu.num_threads()} threads"))
+    if not on_gpu:
+        helped = [f"{t.label} on {t.device}" for ts in towers.tasks.values() for t in ts
+                  if t.helpers and towers._lent_cores(t)]
+        print("run on the cores of a device blocked meanwhile: " + (", ".join(helped) or "none"))
     towers.train_step(x, y, step=0, epoch=0, progress=0)  # warm-up
     one.train_step(x, y, step=0, epoch=0, progress=0)
     towers.drain()

@@ -27,6 +27,9 @@ Where a conv or fc layer C reads inputs from several devices, its passes run in 
   fwd(C) terms of its own device's inputs; then wait sent(P, d), the other terms, bias, neuron
   bwd(C) input gradients for other devices (record g(C, i)); then weight and local gradients
 and a land(P on t) is issued just before bwd(P), after the rest of t's work (see Gradient sums).
+A CPU device whose compute stream is blocked for the whole of another device's task (known from
+the schedule: _find_helpers) lends that task its cores: fc8, the softmax and the cost of the
+two towers run on both cores while the other tower waits for fc8's gradient.
 The batch is uploaded by every device that reads it. On CPU devices it is copied on the
 device's compute stream, and a step ends with the host waiting for every stream. On CUDA and
 emulated devices nothing in a step makes the host wait (see _start_forward):

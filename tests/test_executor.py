@@ -309,3 +309,50 @@ def test_planted_ordering_bugs_are_caught(batch, stream_order, bug, label, victi
     _plant(lucky, label, bug)
     lucky.forward(images, labels, train=True, step=0)
     assert _first_wrong_output(lucky, good) is None
+
+
+def test_helpers_from_the_schedule_follow_chains_of_events():
+    # Device a: a1, a2, a3; a1's output goes to b through a's copy stream, b's only task waits
+    # for it, and a3 waits for b's task. b cannot run anything during a1 (its task waits for
+    # a1 through the copy) but runs during a2; a waits for b's task before a3, after which b
+    # has nothing left in the step: it helps a1 and a3, not a2.
+    a, b = convnet.Device("cpu"), convnet.Device("cpu:1")
+    y, sent, done = (convnet.streams.Event(a, k) for k in ("y", "sent", "done"))
+    tasks = [_Task(a, "compute", "a1", None, records=[y]),
+             _Task(a, "copy", "a1 -> b", None, [y], [sent]),
+             _Task(a, "compute", "a2", None),
+             _Task(b, "compute", "b1", None, [sent], [done]),
+             _Task(a, "compute", "a3", None, [done])]
+    Net._find_helpers(tasks)
+    assert [(t.label, [str(e) for e in t.helpers]) for t in tasks if t.role == "compute"] == \
+        [("a1", ["cpu:1"]), ("a2", []), ("b1", []), ("a3", ["cpu:1"])]
+
+
+def test_a_blocked_tower_lends_its_core_to_fc8():
+    # fc8 (on cpu), the softmax and the cost run while cpu:1 has nothing to do but wait for
+    # fc8's gradient: exactly those tasks are helped, fc8's backward runs whole (its input
+    # gradient for cpu:1 is not sent ahead: cpu:1 would wait anyway) on both devices' cores,
+    # and afterwards the stream is back on its own core with one thread.
+    net = Net(load_config(os.path.join(ROOT, "layers", "tiny-alexnet-2gpu.cfg")),
+              image_shape=(3, 24, 24), device="cpu", batch_size=8)
+    helped = [(str(t.device), t.label, [str(e) for e in t.helpers])
+              for phase in ("forward", "backward", "update") for t in net.tasks[phase]
+              if t.helpers]
+    assert helped == [("cpu", f"{p} {L}", ["cpu:1"]) for p, L in
+                      (("fwd", "fc8"), ("fwd", "probs"), ("fwd", "logprob"),
+                       ("bwd", "logprob"), ("bwd", "fc8"))]
+    assert "[compute] bwd fc8: gradients to other devices" not in \
+        net.schedule()["cpu"]["backward"]
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: both devices share it, there is nothing to lend")
+    cpu0 = convnet.Device("cpu")
+    lent = net._lent_cores(next(t for t in net.tasks["forward"] if t.label == "fwd fc8"))
+    assert lent == set(net.cores["cpu"]) | set(net.cores["cpu:1"])
+    mod, seen = convnet.device.module_for("cpu"), []
+    stream = net.streams[(cpu0, "compute")]
+    probe = lambda: seen.append((os.sched_getaffinity(0), mod.num_threads()))  # noqa: E731
+    stream.submit(probe, "probe", lent)
+    stream.submit(probe, "probe")
+    net.drain()
+    assert seen == [(lent, len(lent)), (set(net.cores["cpu"]), len(net.cores["cpu"]))]
+    net.close()
