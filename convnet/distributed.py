@@ -310,6 +310,6 @@ class DistributedNet:
 
     def output(self, name, n=None):
         """The layer's output for the whole (global) batch of the last forward pass."""
-        mine = (np.zeros(self._net.y[name].shape + (0,), np.float32) if self._empty
+        mine = (np.zeros(self._net.by_name[name].out_shape + (0,), np.float32) if self._empty
                 else self._net.output(name, n))
         return self.world.gather_columns(mine, f"the output of {name}")

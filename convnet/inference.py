@@ -217,7 +217,7 @@ class Model:
 
     def layer_names(self):
         """Layers with an output (what --features accepts)."""
-        return [L.name for L in self.net.order if L.name in self.net.y]
+        return self.net.output_names()
 
     def last_hidden_layer(self):
         """The layer feeding the last weight layer before the softmax (fc7 in AlexNet): the

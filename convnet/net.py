@@ -30,9 +30,10 @@ and a land(P on t) is issued just before bwd(P), after the rest of t's work (see
 A CPU device whose compute stream is blocked for the whole of another device's task (known from
 the schedule: _find_helpers) lends that task its cores: fc8, the softmax and the cost of the
 two towers run on both cores while the other tower waits for fc8's gradient.
-The batch is uploaded by every device that reads it. On CPU devices it is copied on the
-device's compute stream, and a step ends with the host waiting for every stream. On CUDA and
-emulated devices nothing in a step makes the host wait (see _start_forward):
+On CPU devices the layers read the batch where the caller put it (host memory is theirs: no
+copy, no task), and a step ends with the host waiting for every stream. On CUDA and emulated
+devices every device that reads the batch uploads it, and nothing in a step makes the host
+wait (see _start_forward):
   host: wait uploaded(d, k % 2) (the upload of step k-2 from that pinned buffer); fill it
   copy(d): wait batchfree(d, k % 2); pinned -> batch buffer k % 2; record uploaded(d, k % 2)
   compute(d): wait uploaded(d, k % 2) before the batch's readers; after the step's last task
@@ -70,7 +71,7 @@ from .config import INT_MAX, ConfigError, LayerSpec
 from .device import Device, DeviceError, backend
 from .layers import BatchBuffer, make_layer
 from .streams import Event, cpu_core_split, make_stream
-from .tensor import empty, from_numpy
+from .tensor import Tensor, empty, from_numpy
 
 __all__ = ["Net", "Context", "StepStats"]
 
@@ -453,7 +454,7 @@ class Net:
         self.y, self.dy, self.remote = {}, {}, {}
         for L in self.order:
             L.build(N, L.device)
-            if not L.is_cost:
+            if not L.is_cost and (self._async or not L.is_data):  # CPU: the batch is read in place
                 dtype = np.int32 if L.is_data and L.is_labels else np.float32
                 self.y[L.name] = BatchBuffer(L.out_shape, N, L.device, dtype)
             if L.name in self.has_dy:
@@ -461,7 +462,7 @@ class Net:
         # Activations read on another device: one copy per (producer, device).
         for L in self.order:
             for P in L.inputs:
-                if P.device != L.device:
+                if P.device != L.device and (self._async or not P.is_data):
                     key = (P.name, L.device)
                     if key not in self.remote:
                         dtype = np.int32 if P.is_data and P.is_labels else np.float32
@@ -575,9 +576,10 @@ class Net:
         for L in self.order:
             d = L.device
             if L.is_data:
-                # The batch comes from the host: every device that reads it uploads it itself,
-                # in its own stream order (no event, no hop through the data layer's device).
-                for e in [d] + remote_devs[L.name]:
+                # The batch comes from the host: on CPU devices the layers read it there; else
+                # every device that reads it uploads it itself, in its own stream order (no
+                # event, no hop through the data layer's device).
+                for e in [d] + remote_devs[L.name] if self._async else []:
                     label = f"upload {L.name}" if e == d else f"upload {L.name} -> {e}"
                     fwd.append(_Task(e, "compute", label, self._upload_fn(L, e)))
                 continue
@@ -840,21 +842,6 @@ class Net:
         return (part + 1) * n // self.slices - part * n // self.slices
 
     def _upload_fn(self, L, device):
-        if self._async:
-            return self._upload_async_fn(L, device)
-        dst = self.y[L.name] if device == L.device else self.remote[(L.name, device)]
-
-        def run(n, ctx):
-            images, labels = self._parts[L.slice]
-            if not labels.shape[0]:
-                return
-            t0 = time.perf_counter() if self.timings is not None else 0.0
-            dst.view(labels.shape[0]).copy_(from_numpy(labels if L.is_labels else images))
-            if self.timings is not None:
-                self._time(L.name, "fwd", t0)
-        return run
-
-    def _upload_async_fn(self, L, device):
         """The upload of data layer L's slice to `device` from the pinned buffer filled by
         _start_forward, on the device's copy stream; its compute stream waits for it."""
         key = ("y", L.name, device) if device == L.device else ("remote", L.name, device)
@@ -962,6 +949,9 @@ class Net:
     # -- running ----------------------------------------------------------------------------
     def _input(self, L, i, n):
         P = L.inputs[i]
+        if P.is_data and not self._async:  # the caller's batch (CPU devices: host memory)
+            part = self._parts[P.slice][P.is_labels]
+            return Tensor(part.shape, part.dtype, L.device, array=part)
         if P.device == L.device:
             return self.y[P.name].view(n)
         return self.remote[(P.name, L.device)].view(n)
@@ -974,13 +964,24 @@ class Net:
         cuts = [k * n // self.slices for k in range(self.slices + 1)]
         if self._async:
             self._stage_batch(images, labels, cuts)
-        else:  # held until the step's streams are drained: the data tasks read them
+        else:  # read in place by the layers: held until the next batch
+            self._check_batch(images, labels)
             self._parts = [(np.ascontiguousarray(images[..., a:b]),
                             np.ascontiguousarray(labels[a:b])) for a, b in zip(cuts, cuts[1:])]
         ctx = Context(train, step, self.seed, self.slice_base)
         self._n, self._ctx, self._mean_over = n, ctx, n
         self.transfer_log = []
         self._issue("forward", n, ctx)
+
+    def _check_batch(self, images, labels):
+        """CPU devices read the caller's arrays as they are: float32 images (*image_shape, n)
+        and int32 labels (n,), or a clear error."""
+        n = images.shape[-1]
+        for what, a, dtype, shape in (("images", images, np.float32, self.image_shape + (n,)),
+                                      ("labels", labels, np.int32, (n,))):
+            if a.dtype != dtype or a.shape != shape:
+                raise ValueError(f"{what} {a.dtype} {a.shape}: the net takes {np.dtype(dtype)} "
+                                 f"{shape}")
 
     def _stage_batch(self, images, labels, cuts):
         """CUDA and emulated devices: checks the labels on the host (the device kernels then
@@ -1119,14 +1120,23 @@ class Net:
             self._synchronize()
         return self._stats()
 
+    def output_names(self):
+        """The layers (and replica instances) with an output that ``output`` reads."""
+        return [L.name for L in self.order if not L.is_cost]
+
     def output(self, name, n=None):
         """A layer's output for the last batch, as a host array (..., n)."""
-        if name not in self.y or name not in self.copies:
+        if name not in self.copies or self.by_name[name].is_cost:
             raise KeyError(f"no layer with an output named {name!r}")
         n = n or self._n
-        parts = [self.y[inst.name].view(self._count(inst.slice, n)).numpy()
+        parts = [self._output_part(inst, self._count(inst.slice, n))
                  for inst in self.copies[name] if self._count(inst.slice, n)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+
+    def _output_part(self, L, m):
+        if L.is_data and not self._async:  # the caller's batch, read in place
+            return self._parts[L.slice][L.is_labels][..., :m]
+        return self.y[L.name].view(m).numpy()
 
     # -- state ------------------------------------------------------------------------------
     def state_arrays(self):

@@ -666,9 +666,9 @@ class Trainer:
         self.say(f"saved {path}")
 
     def write_features(self, name):
-        if name not in self.net.y:
+        if name not in self.net.output_names():
             raise UserError(f"--write-features: no layer named {name!r} with an output; layers: "
-                            + ", ".join(L.name for L in self.net.order if L.name in self.net.y))
+                            + ", ".join(self.net.output_names()))
         feats, labs = [], []
         for images, labels in self.data.test_batches(self.batch_size):
             self.net.forward(images, labels, train=False, step=self.step)

@@ -143,15 +143,27 @@ def test_checkpoint_moves_between_one_and_two_devices(batch):
         np.testing.assert_array_equal(back.state_arrays()[k], v, err_msg=k)
 
 
-def test_each_device_uploads_the_batch_it_reads(batch):
+def test_cpu_devices_read_the_batch_in_place(batch):
+    # CPU devices read the caller's arrays: no upload task, no copy, no buffer for the batch;
+    # a reader of the data layer on another device reads them too, without a transfer.
     cfg = load_config(TOWERS)
     conv1 = cfg.layers[[s.name for s in cfg.layers].index("conv1")]
     conv1.values["gpu"] = ("1", conv1.file)  # the data layer stays on cpu, its reader on cpu:1
     two = Net(cfg, image_shape=(3, 16, 16), device="cpu", batch_size=16)
-    assert "[compute] upload data -> cpu:1" in two.schedule()["cpu:1"]["forward"]
+    sched = two.schedule()
+    assert not any("upload" in t for d in sched.values() for ph in d.values() for t in ph)
+    assert "data" not in two.y and not any(name == "data" for name, _ in two.remote)
     one = make("cpu", single=True)
     np.testing.assert_array_equal(train(two, *batch, steps=2), train(one, *batch, steps=2))
     assert not any(r["edge"] in ("data", "labels") for r in two.transfer_log)
+    np.testing.assert_array_equal(two.output("data"), batch[0])
+    np.testing.assert_array_equal(two.output("labels", 5), batch[1][:5])
+    assert "data" in two.output_names() and "logprob" not in two.output_names()
+    for images, labels, words in ((batch[0].astype(np.float64), batch[1], "images float64"),
+                                  (batch[0][:, :8], batch[1], r"images float32 \(3, 8, 16, 16\)"),
+                                  (batch[0], batch[1].astype(np.int64), "labels int64")):
+        with pytest.raises(ValueError, match=words):
+            two.train_step(images, labels, step=3, epoch=0, progress=0)
 
 
 def test_crossings_overlap_with_each_towers_own_work():

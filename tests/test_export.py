@@ -31,8 +31,7 @@ def reference(run_dir):
     model = Model.load(run_dir)
     with open_source(DATA, workers=0) as ds:
         batch, _, _, _ = model.prepare_source(ds.source, 1, np.arange(16))
-    probs, outs = model.probabilities(batch, layers=[L.name for L in model.net.order
-                                                     if L.name in model.net.y])
+    probs, outs = model.probabilities(batch, layers=model.net.output_names())
     mean = model.info.mean[None].transpose(0, 3, 1, 2)          # 13x13 crop = the whole image
     raw = np.moveaxis(batch, -1, 0) + mean
     return model, probs.T, outs, raw.astype(np.float32)
