@@ -133,6 +133,14 @@ def gpu_section():
           f"shorter hidden")
 
 
+def load():
+    """The 1-minute load average (the machine may be shared), or '?' where there is none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return "?"
+
+
 def timed(fn):
     t0 = time.perf_counter()
     fn()
@@ -204,7 +212,7 @@ def main():
                           f"{100 * wait / total:.1f}%")
         print(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
               f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x"
-              + "".join("; " + x for x in shares), flush=True)
+              + "".join("; " + x for x in shares) + f"; load {load()}", flush=True)
     if not on_gpu:
         traced_step(towers, x, y, 1 + a.rounds * a.steps)
     mt, mo = statistics.median(t_all), statistics.median(o_all)

@@ -4,7 +4,8 @@ saying how much it needs and how much there is) rather than ending in a MemoryEr
 out-of-memory kill or swapping, part way through building the net.
 
 The estimate is a lower bound: every weight tensor three times (the weights, their momentum and
-their gradient), and per image of the batch every layer's output, the gradient of those outputs
+their gradient), and per image of the batch every layer's output (but the data layers' on
+CPU devices, which read the caller's batch), the gradient of those outputs
 that receive one, and a neuron's separate input and gradient where the neuron cannot work in
 place; float32 throughout. Buffers of a few layers (LRN denominators, dropout masks, transfer
 buffers between devices) come on top. It is checked against the host's physical memory for the
@@ -27,7 +28,8 @@ def needed_bytes(net):
     out = {}
     for L in net.order:
         n = math.prod(L.out_shape) if L.out_shape else 1
-        buffers = 0 if L.is_cost else 1
+        # CPU devices read the batch where the caller put it: no buffer for the data layers.
+        buffers = 0 if L.is_cost or (L.is_data and not net._async) else 1
         buffers += L.name in net.has_dy
         if getattr(L, "neuron", None) and not L.neuron_in_place:
             buffers += 2
