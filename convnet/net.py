@@ -78,6 +78,8 @@ __all__ = ["Net", "Context", "StepStats"]
 # Cost records kept on a device per cost layer: the statistics of this many steps can wait
 # unread; reusing the slot of a step not read yet reads every pending one first (a host wait).
 STATS_RING = 64
+# The label's end of the first part of a split backward pass (the gradients other devices wait for).
+SENT_FIRST = ": gradients to other devices"
 
 
 class Context:
@@ -560,8 +562,8 @@ class Net:
         whole = set()
         while True:
             self._compile_tasks(whole)
-            more = {t.label.split()[1].rstrip(":") for t in self.tasks["backward"]
-                    if t.helpers and t.label.endswith(": gradients to other devices")}
+            more = {t.label[len("bwd "):-len(SENT_FIRST)] for t in self.tasks["backward"]
+                    if t.helpers and t.label.endswith(SENT_FIRST)}
             if more <= whole:
                 return
             whole |= more
@@ -626,7 +628,7 @@ class Net:
                 # The gradients other devices wait for first, so that their copies overlap
                 # the rest of this layer's backward pass (the weight gradients, the local
                 # inputs' gradients): the same arithmetic, in another order.
-                bwd.append(_Task(d, "compute", f"bwd {L.name}: gradients to other devices",
+                bwd.append(_Task(d, "compute", f"bwd {L.name}{SENT_FIRST}",
                                  self._bwd_fn(L, "inputs"), waits, sent))
                 bwd.append(_Task(d, "compute", f"bwd {L.name}", self._bwd_fn(L, "rest"),
                                  records=used))
@@ -685,7 +687,7 @@ class Net:
             c[s] = count[s]
             for e in t.records:
                 fired[id(e)] = dict(c)
-        compute = {d: s for s in items if s[1] == "compute" for d in [s[0]]}
+        compute = {s[0]: s for s in items if s[1] == "compute"}
         for s, rows in items.items():
             if s[1] != "compute":
                 continue

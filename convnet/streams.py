@@ -168,9 +168,7 @@ class _ThreadStream:
         self._put("run", (fn if cores is None else self._on_cores(fn, cores), label))
 
     def _on_cores(self, fn, cores):
-        mod = backend(self.device)
-
-        pin = hasattr(os, "sched_setaffinity")
+        mod, pin = backend(self.device), hasattr(os, "sched_setaffinity")
 
         def run():
             if pin:
