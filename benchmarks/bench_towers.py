@@ -136,7 +136,7 @@ def gpu_section():
 def load():
     """The 1-minute load average (the machine may be shared), or '?' where there is none."""
     try:
-        return os.getloadavg()[0]
+        return f"{os.getloadavg()[0]:.1f}"
     except OSError:
         return "?"
 
