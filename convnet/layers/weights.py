@@ -101,6 +101,16 @@ class WeightLayer(Layer):
             w.value.copy_(host)
         ops.fill_(self.b.value, self.cfg["initB"])
 
+    def backward(self, dy, xs, y, dxs, accs, n, ctx, part=None):
+        # The forward applied the bias and ReLU in its store (fused_neuron); the whole backward
+        # (part None) masks dy by y > 0 and sums the bias gradient in one pass over dy, where
+        # neuron_bwd then bias_bwd made two (the same mask bits). The two-part backward keeps
+        # them apart: its first part needs the masked dy before the bias gradient is due.
+        if part is not None or not self.fused_neuron:
+            return super().backward(dy, xs, y, dxs, accs, n, ctx, part)
+        ops.relu_bias_bwd(dy, y, self.b.grad)
+        self.bwd(dy, xs, None, dxs, accs, n, ctx, bias=False)
+
 
 CONV_DEFAULTS = {"padding": 0, "stride": 1, "groups": 1, "channels": None,
                  "randSparse": False}
@@ -201,9 +211,10 @@ class ConvLayer(WeightLayer):
         if not self.shared_biases and stop == len(order):
             ops.bias_fwd(self._flat_bias(y), self._flat_bias(self.b.value))
 
-    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True):
-        # weights=False: the input gradients in dxs only (see Layer.backward's parts).
-        if weights:
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True, bias=True):
+        # weights=False: the input gradients in dxs only (see Layer.backward's parts);
+        # bias=False: the bias gradient is already done (WeightLayer.backward).
+        if weights and bias:
             ops.bias_bwd(self._flat_bias(dy), out=self._flat_bias(self.b.grad))
         for i, (x, w) in enumerate(zip(xs, self.ws)):
             geo = self._geometry(i)
@@ -272,9 +283,10 @@ class FCLayer(WeightLayer):
                        self.b.value if k == last else None, out=y, accumulate=k > 0,
                        relu=relu and k == last)
 
-    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True):
-        # weights=False: the input gradients in dxs only (see Layer.backward's parts).
-        if weights:
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True, bias=True):
+        # weights=False: the input gradients in dxs only (see Layer.backward's parts);
+        # bias=False: the bias gradient is already done (WeightLayer.backward).
+        if weights and bias:
             ops.bias_bwd(dy, out=self.b.grad)
         for i, (x, w, f) in enumerate(zip(xs, self.ws, self.in_features)):
             if weights:

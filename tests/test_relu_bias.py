@@ -1,0 +1,153 @@
+"""The fused ReLU + bias backward (ops.relu_bias_bwd, csrc/*/relu_bias*): every backend against
+the float64 reference (mask dy by y > 0, sum each filter's row), with and without accumulation,
+on rows shorter than, equal to and longer than the CPU's 16 summing lanes, batch 1 and a row of
+one; the masked dy has neuron_bwd's bits; the CPU gives the same bits on every SIMD path and
+thread count, the emulated GPU in both thread orders; the layer graph uses it for conv and fc
+layers with a fused ReLU and computes the gradients the separate passes did."""
+import numpy as np
+import pytest
+
+import convnet
+from convnet import ops
+from convnet.config import load_config
+from convnet.net import Net
+
+from gradcheck import assert_close
+from isa_paths import PATHS, cpu_isa
+from test_conv import _on
+from test_net import TINY
+
+# dy shapes (F, ...): one element, odd rows under 16, exactly 16, conv-like (F, H, W, N) rows
+# with a 16-lane tail, batch 1, and one large enough for the CPU to split over threads.
+SHAPES = [(1, 1), (3, 7), (2, 16), (5, 3, 3, 7), (4, 5, 3, 1), (7, 4, 4, 33), (9, 70, 61)]
+IDS = ["x".join(map(str, s)) for s in SHAPES]
+
+
+def _bits(a):
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def _problem(rng, shape):
+    dy = rng.standard_normal(shape)
+    # y after a ReLU: zeros (exact ones, where the mask must drop dy) and positive values.
+    y = np.maximum(rng.standard_normal(shape), 0.0)
+    return dy, y
+
+
+def _ref(dy, y, prev=None):
+    masked = np.where(y > 0, dy, 0.0)
+    db = masked.reshape(dy.shape[0], -1).sum(axis=1)
+    return masked, db if prev is None else prev + db
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_relu_bias_bwd(device, rng, shape):
+    dy, y = _problem(rng, shape)
+    want_dy, want_db = _ref(dy, y)
+    tdy, ty, tdb = _on(device, dy), _on(device, y), _on(device, np.full(shape[0], np.nan))
+    assert ops.relu_bias_bwd(tdy, ty, tdb) is tdy
+    assert_close(tdy.numpy(), want_dy, what="relu_bias_bwd dy")
+    assert_close(tdb.numpy(), want_db, what="relu_bias_bwd db")
+    # The mask has neuron_bwd's relu bits (+0 where y is 0, whatever dy's sign).
+    plain = ops.neuron_bwd(_on(device, dy), None, ty, "relu").numpy()
+    assert np.array_equal(_bits(tdy.numpy()), _bits(plain))
+    prev = rng.standard_normal(shape[0])
+    tdb = _on(device, prev)
+    ops.relu_bias_bwd(_on(device, dy), ty, tdb, accumulate=True)
+    assert_close(tdb.numpy(), _ref(dy, y, prev)[1], what="relu_bias_bwd accumulate")
+
+
+def test_relu_bias_bwd_cpu_bits_every_path_and_thread_count(rng):
+    """One order of additions per filter, whatever the SIMD path or the number of threads."""
+    cpu = convnet.device.module_for("cpu")
+    dy, y = _problem(rng, (9, 70, 61))  # 9 x 4270: past the threshold for threads
+    threads = cpu.num_threads()
+    runs = {}
+    try:
+        for path in PATHS:
+            if PATHS.index(path) > PATHS.index(cpu.isa_supported()):
+                continue
+            with cpu_isa(path):
+                for t in (1, 2, 3):
+                    cpu.set_num_threads(t)
+                    tdy, tdb = _on("cpu", dy), _on("cpu", np.zeros(9))
+                    ops.relu_bias_bwd(tdy, _on("cpu", y), tdb)
+                    runs[path, t] = (_bits(tdy.numpy()), _bits(tdb.numpy()))
+    finally:
+        cpu.set_num_threads(threads)
+    first = next(iter(runs.values()))
+    for key, (d, b) in runs.items():
+        assert np.array_equal(d, first[0]) and np.array_equal(b, first[1]), key
+
+
+def test_relu_bias_bwd_thread_orders_bit_identical(rng):
+    if "emu" not in convnet.backends():
+        pytest.skip("convnet was built without the emulated backend")
+    emu = convnet.device.module_for("emu")
+    previous = emu.thread_order()
+    dy, y = _problem(rng, (7, 4, 4, 33))
+    try:
+        runs = []
+        for order in ("forward", "reverse"):
+            emu.set_thread_order(order)
+            tdy, tdb = _on("emu:0", dy), _on("emu:0", np.zeros(7))
+            ops.relu_bias_bwd(tdy, _on("emu:0", y), tdb)
+            runs.append((_bits(tdy.numpy()), _bits(tdb.numpy())))
+        assert all(np.array_equal(a, b) for a, b in zip(*runs))
+    finally:
+        emu.set_thread_order(previous)
+
+
+def test_relu_bias_bwd_bad_input(device):
+    dy, y, db = (_on(device, np.ones(s)) for s in ((3, 4), (3, 4), (3,)))
+    with pytest.raises(ValueError, match="relu_bias_bwd.*y"):
+        ops.relu_bias_bwd(dy, _on(device, np.ones((3, 5))), db)
+    with pytest.raises(ValueError, match="relu_bias_bwd.*db"):
+        ops.relu_bias_bwd(dy, y, _on(device, np.ones(4)))
+    with pytest.raises(ValueError, match="relu_bias_bwd.*dy"):
+        ops.relu_bias_bwd(_on(device, np.ones(())), y, db)
+
+
+def _two_part_backward(self, dy, xs, y, dxs, accs, n, ctx, part=None):
+    # The layers' two-part backward (part "inputs", then "rest"): neuron_bwd, then bias_bwd.
+    from convnet.layers.base import Layer
+    if part is not None:
+        return Layer.backward(self, dy, xs, y, dxs, accs, n, ctx, part)
+    Layer.backward(self, dy, xs, y, dxs, accs, n, ctx, "inputs")
+    Layer.backward(self, dy, xs, y, dxs, accs, n, ctx, "rest")
+
+
+def _net_grads(device, images, labels):
+    net = Net(load_config(TINY), image_shape=(3, 16, 16), device=device, batch_size=5, seed=3)
+    assert any(L.fused_neuron for L in net.layers)
+    net.forward(images, labels, train=True)
+    net.backward()
+    return {(L.name, p.name): p.grad.numpy().copy()
+            for L in net.layers for p in getattr(L, "params", [])}
+
+
+@pytest.mark.parametrize("device", ["cpu", "emu:0"])
+def test_net_gradients_as_with_separate_passes(rng, monkeypatch, device):
+    """One backward pass of the tiny net (a conv layer with a fused ReLU) through relu_bias_bwd,
+    and through neuron_bwd then bias_bwd: the weight gradients have the same bits (the mask is
+    the same), the bias gradients agree to rounding."""
+    if device == "emu:0" and "emu" not in convnet.backends():
+        pytest.skip("convnet was built without the emulated backend")
+    from convnet.layers.weights import WeightLayer
+    images = rng.standard_normal((3, 16, 16, 5)).astype(np.float32)
+    labels = np.arange(5, dtype=np.int32) % 10
+    calls = []
+    fused = ops.relu_bias_bwd
+    monkeypatch.setattr(ops, "relu_bias_bwd", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    one_pass = _net_grads(device, images, labels)
+    assert calls
+    calls.clear()
+    monkeypatch.setattr(WeightLayer, "backward", _two_part_backward)
+    separate = _net_grads(device, images, labels)
+    assert not calls
+    assert one_pass.keys() == separate.keys()
+    for key, g in one_pass.items():
+        if key[1] == "b":
+            assert_close(g, separate[key], what=f"{device} {key}")
+        else:
+            assert np.array_equal(_bits(g), _bits(separate[key])), f"{device} {key}"
