@@ -72,6 +72,7 @@ class WeightLayer(Layer):
     INPUTS = (1, 64)
     # Defaults of the per-input keys, given to every input.
     PER_INPUT_DEFAULTS = {"initW": 0.01, "wball": 0.0}
+    relu_bias_done = False  # see backward
 
     def __init__(self, spec, neurons):
         super().__init__(spec, neurons)
@@ -106,6 +107,11 @@ class WeightLayer(Layer):
         # (part None) masks dy by y > 0 and sums the bias gradient in one pass over dy, where
         # neuron_bwd then bias_bwd made two (the same mask bits). The two-part backward keeps
         # them apart: its first part needs the masked dy before the bias gradient is due.
+        # relu_bias_done: the layer's only consumer, a pool, did both in its own backward pass
+        # (set by the net; ops.pool_bwd's relu_bias).
+        if self.relu_bias_done:
+            extra = {} if part is None else {"weights": part == "rest"}
+            return self.bwd(dy, xs, None, dxs, accs, n, ctx, bias=False, **extra)
         if part is not None or not self.fused_neuron:
             return super().backward(dy, xs, y, dxs, accs, n, ctx, part)
         ops.relu_bias_bwd(dy, y, self.b.grad)

@@ -11,10 +11,18 @@
 // order (the backend's comment says which), so the bits do not depend on the thread count.
 #pragma once
 #include "op.h"
+#include "pool.h"
 
 namespace convnet {
 
 CONVNET_OP(void, relu_bias_bwd, (float* dy, const float* y, float* db, int64_t filters,
                                  int64_t per_filter, bool accumulate))
+
+// pool_bwd (writing dx, never adding) for a pool whose input x is a layer's output after its
+// fused bias + ReLU, and whose dx is that layer's whole gradient; then relu_bias_bwd(dx, x, db)
+// with filters = channels. The same bits as the two ops one after the other; the CPU masks and
+// sums each channel right after its plane of dx is done, while it is still in cache.
+CONVNET_OP(void, pool_bwd_relu_bias, (const PoolParams& p, const float* dy, const float* x,
+                                      const float* y, float* dx, float* db))
 
 }  // namespace convnet

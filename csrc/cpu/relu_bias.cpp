@@ -12,6 +12,7 @@
 
 #include "isa_variants.h"
 #include "parallel.h"
+#include "relu_bias_row.h"
 #include "relu_mask.h"
 
 namespace convnet {
@@ -19,50 +20,52 @@ namespace {
 
 constexpr int kLanes = 16;
 
-CONVNET_BODY void relu_bias_rows_body(float* dy, const float* y, float* db, int64_t f0, int64_t f1,
-                                      int64_t per, bool accumulate) {
+CONVNET_BODY void relu_bias_row_body(float* dy, const float* y, int64_t per, float* sum) {
   const int64_t full = per / kLanes * kLanes;
-  for (int64_t f = f0; f < f1; ++f) {
-    float* __restrict d = dy + f * per;
-    const float* __restrict yr = y + f * per;
-    float lane[kLanes] = {};
-    for (int64_t i = 0; i < full; i += kLanes) {
+  float* __restrict d = dy;
+  const float* __restrict yr = y;
+  float lane[kLanes] = {};
+  for (int64_t i = 0; i < full; i += kLanes) {
 #pragma omp simd
-      for (int j = 0; j < kLanes; ++j) {
-        const float g = relu_grad_times(d[i + j], yr[i + j]);
-        d[i + j] = g;
-        lane[j] += g;
-      }
+    for (int j = 0; j < kLanes; ++j) {
+      const float g = relu_grad_times(d[i + j], yr[i + j]);
+      d[i + j] = g;
+      lane[j] += g;
     }
-    for (int64_t i = full; i < per; ++i) {
-      const float g = relu_grad_times(d[i], yr[i]);
-      d[i] = g;
-      lane[i - full] += g;
-    }
-    for (int h = kLanes / 2; h > 0; h /= 2)
-      for (int j = 0; j < h; ++j) lane[j] += lane[j + h];
-    db[f] = accumulate ? db[f] + lane[0] : lane[0];
   }
+  for (int64_t i = full; i < per; ++i) {
+    const float g = relu_grad_times(d[i], yr[i]);
+    d[i] = g;
+    lane[i - full] += g;
+  }
+  for (int h = kLanes / 2; h > 0; h /= 2)
+    for (int j = 0; j < h; ++j) lane[j] += lane[j + h];
+  *sum = lane[0];
 }
-CONVNET_ISA_VARIANTS(relu_bias_rows,
-                     (float* dy, const float* y, float* db, int64_t f0, int64_t f1, int64_t per,
-                      bool accumulate),
-                     (dy, y, db, f0, f1, per, accumulate))
 
 }  // namespace
 
+CONVNET_ISA_VARIANTS(relu_bias_row, (float* dy, const float* y, int64_t per, float* sum),
+                     (dy, y, per, sum))
+
 void relu_bias_bwd_cpu(float* dy, const float* y, float* db, int64_t filters, int64_t per_filter,
                        bool accumulate) {
+  auto rows = [&](int64_t f0, int64_t f1) {
+    for (int64_t f = f0; f < f1; ++f) {
+      float s;
+      relu_bias_row(dy + f * per_filter, y + f * per_filter, per_filter, &s);
+      db[f] = accumulate ? db[f] + s : s;
+    }
+  };
   const bool parallel = filters > 1 && filters * per_filter >= kMinParallelWork &&
                         omp_get_max_threads() > 1;
-  if (!parallel) return relu_bias_rows(dy, y, db, 0, filters, per_filter, accumulate);
+  if (!parallel) return rows(0, filters);
 #pragma omp parallel
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t share = (filters + nt - 1) / nt;
     const int64_t f0 = std::min<int64_t>(filters, t * share);
-    const int64_t f1 = std::min<int64_t>(filters, f0 + share);
-    relu_bias_rows(dy, y, db, f0, f1, per_filter, accumulate);
+    rows(f0, std::min<int64_t>(filters, f0 + share));
   }
 }
 

@@ -2,7 +2,7 @@
 // (grid-strided over filters past 65535). Each thread masks its strided elements of the row in
 // place, as neuron_bwd's relu does (dy * float(y > 0): the same bits), and keeps their partial
 // sum; a shared-memory tree adds the partials, bias_bwd's fixed order, so the result is
-// deterministic without atomics.
+// deterministic without atomics. pool_bwd_relu_bias runs the pooling's kernel, then this one.
 #include <algorithm>
 
 #include "cuda_check.h"
@@ -45,6 +45,13 @@ void relu_bias_bwd_cuda(float* dy, const float* y, float* db, int64_t filters, i
   if (filters == 0) return;
   CONVNET_LAUNCH(relu_bias_bwd_kernel, unsigned(std::min<int64_t>(filters, 65535)), kThreads, 0,
                  current_stream(), dy, y, db, filters, per_filter, accumulate);
+}
+
+// Two launches on the stream, the pooling's then the mask and sum: no fused kernel on the GPU.
+void pool_bwd_relu_bias_cuda(const PoolParams& p, const float* dy, const float* x, const float* y,
+                             float* dx, float* db) {
+  pool_bwd_cuda(p, dy, x, y, dx, false);
+  relu_bias_bwd_cuda(dx, x, db, p.channels, int64_t(p.height) * p.width * p.images, false);
 }
 
 }  // namespace convnet
