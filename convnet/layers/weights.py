@@ -103,19 +103,22 @@ class WeightLayer(Layer):
         ops.fill_(self.b.value, self.cfg["initB"])
 
     def backward(self, dy, xs, y, dxs, accs, n, ctx, part=None):
-        # The forward applied the bias and ReLU in its store (fused_neuron); the whole backward
-        # (part None) masks dy by y > 0 and sums the bias gradient in one pass over dy, where
-        # neuron_bwd then bias_bwd made two (the same mask bits). The two-part backward keeps
-        # them apart: its first part needs the masked dy before the bias gradient is due.
-        # relu_bias_done: the layer's only consumer, a pool, did both in its own backward pass
-        # (set by the net; ops.pool_bwd's relu_bias).
+        # The forward applied the bias and ReLU in its store (fused_neuron): the backward masks
+        # dy and sums the bias gradient in one pass over dy (relu_bias_bwd), where neuron_bwd
+        # then bias_bwd made two (the same mask bits). relu_bias_done: the layer's only
+        # consumer, a pool, did both in its own backward pass (set by the net; ops.pool_bwd's
+        # relu_bias). In two parts, "inputs" masks dy first (neuron_bwd) and "rest" runs
+        # relu_bias_bwd on the masked dy, which changes none of its bits: the bias gradient is
+        # summed in the same order as in one call, so the parts give the same bits.
+        if not self.fused_neuron:
+            return super().backward(dy, xs, y, dxs, accs, n, ctx, part)
+        extra = {} if part is None else {"weights": part == "rest"}
         if self.relu_bias_done:
-            extra = {} if part is None else {"weights": part == "rest"}
             return self.bwd(dy, xs, None, dxs, accs, n, ctx, bias=False, **extra)
-        if part is not None or not self.fused_neuron:
+        if part == "inputs":
             return super().backward(dy, xs, y, dxs, accs, n, ctx, part)
         ops.relu_bias_bwd(dy, y, self.b.grad)
-        self.bwd(dy, xs, None, dxs, accs, n, ctx, bias=False)
+        self.bwd(dy, xs, None, dxs, accs, n, ctx, bias=False, **extra)
 
 
 CONV_DEFAULTS = {"padding": 0, "stride": 1, "groups": 1, "channels": None,
