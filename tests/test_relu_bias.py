@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 
 import convnet
-import ref_norm_pool as ref_pool
 from convnet import ops
 from convnet.config import load_config
-from convnet.net import Net
-
-from gradcheck import assert_close
-from isa_paths import PATHS, cpu_isa
-from test_conv import _on
-from test_net import TINY
 from convnet.layers.simple import PoolLayer
 from convnet.layers.weights import WeightLayer
+from convnet.net import Net
+
+import ref_norm_pool as ref_pool
+from gradcheck import assert_close
+from isa_paths import PATHS, cpu_isa, isa  # noqa: F401 (isa: a fixture)
+from test_conv import _on
+from test_net import TINY
 
 # dy shapes (F, ...): one element, odd rows under 16, exactly 16, conv-like (F, H, W, N) rows
 # with a 16-lane tail, batch 1, and one large enough for the CPU to split over threads.
@@ -186,6 +186,28 @@ def test_pool_bwd_relu_bias(device, rng, mode, case):
     # The same bits as the two ops one after the other.
     dx2 = ops.pool_bwd(_on(device, dy), tx, y, mode, size, stride, start)
     db2 = _on(device, np.zeros(c))
+    ops.relu_bias_bwd(dx2, tx, db2)
+    assert np.array_equal(_bits(dx.numpy()), _bits(dx2.numpy()))
+    assert np.array_equal(_bits(tdb.numpy()), _bits(db2.numpy()))
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_pool_bwd_relu_bias_cpu_every_path(isa, rng, mode):
+    """The pooling kernels and the row pass are built per SIMD path: each against the reference,
+    and with the bits of the two separate ops."""
+    case = POOLS[-1]
+    c, h, w, n, size, stride, start = case
+    x = np.maximum(rng.standard_normal((c, h, w, n)) - 0.4, 0.0).astype(np.float32)
+    tx = _on("cpu", x)
+    y = ops.pool_fwd(tx, mode, size, stride, start)
+    dy = rng.standard_normal(y.shape)
+    want_dx, want_db = _ref(ref_pool.pool_bwd(dy, x, mode, size, stride, start), x)
+    tdb = _on("cpu", np.zeros(c))
+    dx = ops.pool_bwd(_on("cpu", dy), tx, y, mode, size, stride, start, relu_bias=tdb)
+    assert_close(dx.numpy(), want_dx, rtol=1e-6, what=f"{isa} {mode} dx")
+    assert_close(tdb.numpy(), want_db, what=f"{isa} {mode} db")
+    dx2 = ops.pool_bwd(_on("cpu", dy), tx, y, mode, size, stride, start)
+    db2 = _on("cpu", np.zeros(c))
     ops.relu_bias_bwd(dx2, tx, db2)
     assert np.array_equal(_bits(dx.numpy()), _bits(dx2.numpy()))
     assert np.array_equal(_bits(tdb.numpy()), _bits(db2.numpy()))
