@@ -96,7 +96,9 @@ def backend(device):
     except DeviceError as e:
         raise DeviceError(f"{dev} is not available: {e}") from None
     if dev.type == "cpu":
-        count = cpu_device_count()
+        # cpu:0 always exists; the count (a system call) is read only past it: the ops look up
+        # their backend on every call, dozens of times per training step.
+        count = cpu_device_count() if dev.index > 0 else 1
         if dev.index >= count:
             raise DeviceError(f"{dev} does not exist: {count} logical CPU devices (one per core, "
                               f"at least two, or CONVNET_CPU_DEVICES), cpu:0..cpu:{count - 1}")

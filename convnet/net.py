@@ -445,6 +445,22 @@ class Net:
         for L, i, P in sends:
             self.edges[L.name][i] = _Edge(P, writer[P.name] != (L, i))
         self.has_dy = set(writer)
+        # A pool that is the only consumer of a layer with a fused bias + ReLU (conv, fc), on its
+        # device, masks that layer's gradient and writes its bias gradient in its own backward
+        # pass, as each channel of the gradient is done (ops.pool_bwd's relu_bias): one pass
+        # over the gradient fewer than the layer's relu_bias_bwd, the same bits.
+        senders = {}
+        for L, i, P in sends:
+            senders.setdefault(P.name, []).append((L, i))
+        for L in self.order:
+            if L.TYPE == "pool":
+                L.relu_bias_of = None
+            if L.fused_neuron:
+                L.relu_bias_done = False
+        for L, i, P in sends:
+            if (L.TYPE == "pool" and P.fused_neuron and senders[P.name] == [(L, i)]
+                    and L.device == P.device):
+                L.relu_bias_of, P.relu_bias_done = P, True
         self.trained = [p for p in self.params if self.active[p.layer.name]]
         for L in self.order:
             if self.active[L.name] and not L.is_cost and L.name not in self.has_dy:

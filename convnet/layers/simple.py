@@ -74,9 +74,14 @@ class PoolLayer(Layer):
     def fwd(self, xs, y, n, ctx):
         ops.pool_fwd(xs[0], self.cfg["pool"], out=y, **self._geo())
 
+    # The layer whose fused bias + ReLU output this pool reads, when the net lets the pool's
+    # backward mask that layer's gradient and write its bias gradient (Net._plan_backward).
+    relu_bias_of = None
+
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
+        P = self.relu_bias_of
         ops.pool_bwd(dy, xs[0], y, self.cfg["pool"], out=dxs[0], accumulate=accs[0],
-                     **self._geo())
+                     relu_bias=None if P is None else P.b.grad, **self._geo())
 
     def describe(self):
         c = self.cfg

@@ -72,6 +72,7 @@ class WeightLayer(Layer):
     INPUTS = (1, 64)
     # Defaults of the per-input keys, given to every input.
     PER_INPUT_DEFAULTS = {"initW": 0.01, "wball": 0.0}
+    relu_bias_done = False  # see backward
 
     def __init__(self, spec, neurons):
         super().__init__(spec, neurons)
@@ -100,6 +101,24 @@ class WeightLayer(Layer):
                                      rng.RNG_INIT | (i << 16) | self.index)
             w.value.copy_(host)
         ops.fill_(self.b.value, self.cfg["initB"])
+
+    def backward(self, dy, xs, y, dxs, accs, n, ctx, part=None):
+        # The forward applied the bias and ReLU in its store (fused_neuron): the backward masks
+        # dy and sums the bias gradient in one pass over dy (relu_bias_bwd), where neuron_bwd
+        # then bias_bwd made two (the same mask bits). relu_bias_done: the layer's only
+        # consumer, a pool, did both in its own backward pass (set by the net; ops.pool_bwd's
+        # relu_bias). In two parts, "inputs" masks dy first (neuron_bwd) and "rest" runs
+        # relu_bias_bwd on the masked dy, which changes none of its bits: the bias gradient is
+        # summed in the same order as in one call, so the parts give the same bits.
+        if not self.fused_neuron:
+            return super().backward(dy, xs, y, dxs, accs, n, ctx, part)
+        extra = {} if part is None else {"weights": part == "rest"}
+        if self.relu_bias_done:
+            return self.bwd(dy, xs, None, dxs, accs, n, ctx, bias=False, **extra)
+        if part == "inputs":
+            return super().backward(dy, xs, y, dxs, accs, n, ctx, part)
+        ops.relu_bias_bwd(dy, y, self.b.grad)
+        self.bwd(dy, xs, None, dxs, accs, n, ctx, bias=False, **extra)
 
 
 CONV_DEFAULTS = {"padding": 0, "stride": 1, "groups": 1, "channels": None,
@@ -201,9 +220,10 @@ class ConvLayer(WeightLayer):
         if not self.shared_biases and stop == len(order):
             ops.bias_fwd(self._flat_bias(y), self._flat_bias(self.b.value))
 
-    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True):
-        # weights=False: the input gradients in dxs only (see Layer.backward's parts).
-        if weights:
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True, bias=True):
+        # weights=False: the input gradients in dxs only (see Layer.backward's parts);
+        # bias=False: the bias gradient is already done (WeightLayer.backward).
+        if weights and bias:
             ops.bias_bwd(self._flat_bias(dy), out=self._flat_bias(self.b.grad))
         for i, (x, w) in enumerate(zip(xs, self.ws)):
             geo = self._geometry(i)
@@ -272,9 +292,10 @@ class FCLayer(WeightLayer):
                        self.b.value if k == last else None, out=y, accumulate=k > 0,
                        relu=relu and k == last)
 
-    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True):
-        # weights=False: the input gradients in dxs only (see Layer.backward's parts).
-        if weights:
+    def bwd(self, dy, xs, y, dxs, accs, n, ctx, weights=True, bias=True):
+        # weights=False: the input gradients in dxs only (see Layer.backward's parts);
+        # bias=False: the bias gradient is already done (WeightLayer.backward).
+        if weights and bias:
             ops.bias_bwd(dy, out=self.b.grad)
         for i, (x, w, f) in enumerate(zip(xs, self.ws, self.in_features)):
             if weights:

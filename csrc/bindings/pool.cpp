@@ -4,6 +4,7 @@
 
 #include "pool.h"
 #include "registry.h"
+#include "relu_bias.h"
 #include "tensor_arg.h"
 
 namespace convnet {
@@ -59,6 +60,25 @@ PoolParams pool_params(const char* op, const Arg& x, const Arg& y, int size, int
   return p;
 }
 
+// The checks of a pooling backward (pool_bwd, pool_bwd_relu_bias), and its params.
+PoolParams pool_bwd_params(const char* op, const TensorArg& dy, const TensorArg& x,
+                           const TensorArg& y, const TensorArg& dx, int size, int stride,
+                           int start, const std::string& mode) {
+  check_device(op, {{"dy", dy}, {"x", x}, {"y", y}, {"dx", dx}});
+  check_ndim(op, {"dy", dy}, 4);
+  PoolParams p = pool_params(op, {"x", x}, {"dy", dy}, size, stride, start, int(dy.dim(1)),
+                             int(dy.dim(2)), mode);
+  check_dtype(op, {"y", y}, 'f');
+  check_dtype(op, {"dx", dx}, 'f');
+  check_shape(op, {"y", y}, dy.shape);
+  check_shape(op, {"dx", dx}, x.shape);
+  check_writable(op, {"dx", dx});
+  check_disjoint(op, {"dx", dx}, {"dy", dy});
+  check_disjoint(op, {"dx", dx}, {"x", x});
+  check_disjoint(op, {"dx", dx}, {"y", y});
+  return p;
+}
+
 }  // namespace
 }  // namespace convnet
 
@@ -78,22 +98,29 @@ CONVNET_BINDINGS(pool) {
   // unused, the caller may pass dy).
   m.def("pool_bwd", [](TensorArg dy, TensorArg x, TensorArg y, TensorArg dx, int size, int stride,
                        int start, const std::string& mode, bool accumulate) {
-    check_device("pool_bwd", {{"dy", dy}, {"x", x}, {"y", y}, {"dx", dx}});
-    check_ndim("pool_bwd", {"dy", dy}, 4);
-    PoolParams p = pool_params("pool_bwd", {"x", x}, {"dy", dy}, size, stride, start,
-                               int(dy.dim(1)), int(dy.dim(2)), mode);
-    check_dtype("pool_bwd", {"y", y}, 'f');
-    check_dtype("pool_bwd", {"dx", dx}, 'f');
-    check_shape("pool_bwd", {"y", y}, dy.shape);
-    check_shape("pool_bwd", {"dx", dx}, x.shape);
-    check_writable("pool_bwd", {"dx", dx});
-    check_disjoint("pool_bwd", {"dx", dx}, {"dy", dy});
-    check_disjoint("pool_bwd", {"dx", dx}, {"x", x});
-    check_disjoint("pool_bwd", {"dx", dx}, {"y", y});
+    PoolParams p = pool_bwd_params("pool_bwd", dy, x, y, dx, size, stride, start, mode);
     without_gil([&] {
       OP(pool_bwd)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), dx.ptr<float>(),
           accumulate);
     });
   }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("dx"), py::arg("size"),
      py::arg("stride"), py::arg("start"), py::arg("mode"), py::arg("accumulate"));
+  // pool_bwd writing dx, then dx masked by x > 0 and its channels summed into db
+  // (csrc/common/relu_bias.h): x is a layer's output after its ReLU, db that layer's bias grad.
+  m.def("pool_bwd_relu_bias", [](TensorArg dy, TensorArg x, TensorArg y, TensorArg dx,
+                                 TensorArg db, int size, int stride, int start,
+                                 const std::string& mode) {
+    const char* op = "pool_bwd_relu_bias";
+    PoolParams p = pool_bwd_params(op, dy, x, y, dx, size, stride, start, mode);
+    check_device(op, {{"dx", dx}, {"db", db}});
+    check_dtype(op, {"db", db}, 'f');
+    check_writable(op, {"db", db});
+    check_shape(op, {"db", db}, {x.dim(0)});
+    check_disjoint(op, {"db", db}, {"dx", dx});
+    without_gil([&] {
+      OP(pool_bwd_relu_bias)(p, dy.ptr<float>(), x.ptr<float>(), y.ptr<float>(), dx.ptr<float>(),
+                             db.ptr<float>());
+    });
+  }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("dx"), py::arg("db"), py::arg("size"),
+     py::arg("stride"), py::arg("start"), py::arg("mode"));
 }

@@ -5,11 +5,10 @@
 // vectorisable versions (a few ulp, documented there; the CUDA kernels keep libm's).
 #include "neuron.h"
 
-#include <cstring>
-
 #include "check.h"
 #include "isa_variants.h"
 #include "parallel.h"
+#include "relu_mask.h"
 #include "vec_math.h"
 
 namespace convnet {
@@ -44,18 +43,6 @@ CONVNET_ISA_VARIANTS_T(NeuronKind K, K, fwd_chunk,
 template <NeuronKind K>
 void fwd_loop(const NeuronParams& p, const float* x, float* y, int64_t n) {
   parallel_range(n, [&](int64_t lo, int64_t hi) { fwd_chunk<K>(p.a, p.b, x, y, lo, hi); });
-}
-
-// relu's gradient as an integer mask: dy where y > 0 (y's bits, as an int, are > 0), else +0.
-// A float compare feeding a select does not vectorise on baseline x86-64 (it may trap, so it
-// stays a branch, mispredicted half the time on real activations); integer ops do.
-inline float relu_grad_times(float dy, float y) {
-  int32_t yb, db;
-  std::memcpy(&yb, &y, 4);
-  std::memcpy(&db, &dy, 4);
-  db &= -int32_t(yb > 0);
-  std::memcpy(&dy, &db, 4);
-  return dy;
 }
 
 // xs, ys: x and y, or a stand-in (dy) for one the kind does not read; the loads are dead code.

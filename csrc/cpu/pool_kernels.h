@@ -11,6 +11,9 @@
 //   first output row that touches them, so the plane is written while in cache. Max: per image, dy
 //   goes to the first window pixel (row-major) whose x equals y — the tie rule — tracked by an
 //   integer mask (integer selects keep the loop vectorised). Avg: dy / (pixels in the window).
+//   With db (pool_bwd_relu_bias, csrc/common/relu_bias.h): x is a layer's output after its ReLU,
+//   and each channel's finished dx plane, still in L2, is masked by x > 0 and summed into db[c]
+//   by relu_bias_row: the bits of relu_bias_bwd run after the pooling, one pass over memory less.
 #pragma once
 #include <omp.h>
 
@@ -21,6 +24,7 @@
 #include "isa.h"
 #include "parallel.h"
 #include "pool.h"
+#include "relu_bias_row.h"
 
 namespace convnet {
 namespace {
@@ -63,8 +67,9 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
   }
 }
 
+// db: null, or the bias gradient of the layer whose ReLU output x is (then !accumulate).
 void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const float* y,
-                   float* dx, bool accumulate) {
+                   float* dx, bool accumulate, float* db) {
   const int64_t N = p.images, row = int64_t(p.width) * N, plane = p.height * row;
   const int64_t oplane = int64_t(p.out_h) * p.out_w * N;
   const int64_t work = int64_t(p.channels) * (plane + oplane * p.size * p.size);
@@ -123,6 +128,7 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
       }
       // Rows no window reaches (when stride > size) get no gradient.
       if (!accumulate) std::fill(dxc + zeroed * row, dxc + plane, 0.f);
+      if (db) relu_bias_row(dxc, xc, plane, db + c);
     }
   }
 }
@@ -135,8 +141,8 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
   namespace isa {                                                                           \
   void pool_fwd(const PoolParams& p, const float* x, float* y) ENTRY(pool_fwd_impl(p, x, y)) \
   void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y,       \
-                float* dx, bool accumulate)                                                 \
-      ENTRY(pool_bwd_impl(p, dy, x, y, dx, accumulate))                                     \
+                float* dx, bool accumulate, float* db)                                      \
+      ENTRY(pool_bwd_impl(p, dy, x, y, dx, accumulate, db))                                 \
   }
 
 CONVNET_POOL_ENTRY_POINTS(avx512, CONVNET_DECLARE_ENTRY)
