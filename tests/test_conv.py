@@ -394,6 +394,7 @@ WINOGRAD_SHAPES = [
     (6, 5, 4, 2, 9, 3, 3),
     (16, 9, 9, 70, 18, 1, 2),
     (33, 13, 13, 32, 20, 1, 1),
+    (24, 9, 9, 70, 27, 1, 3),  # the weight gradient's thread shares end inside a group
 ]
 WINOGRAD_IDS = ["x".join(map(str, s)) for s in WINOGRAD_SHAPES]
 
@@ -457,11 +458,15 @@ def test_winograd_fused_epilogue_and_bits(rng):
     for _ in range(3):
         again = ops.conv_bwd_data(dy, wt, x.shape, variant=WINOGRAD, **kw).numpy()
         assert np.array_equal(again.view(np.uint32), dx.view(np.uint32))
-    # The weight gradient: 4 chunks of 7 tiles per group, shared between the threads.
-    dw = ops.conv_bwd_weights(x, dy, 3, variant=WINOGRAD_WGRAD, **kw).numpy()
-    for _ in range(3):
-        again = ops.conv_bwd_weights(x, dy, 3, variant=WINOGRAD_WGRAD, **kw).numpy()
-        assert np.array_equal(again.view(np.uint32), dw.view(np.uint32))
+    # The weight gradient: 9 chunks of 3 tiles per group, one group per thread; then 3 groups,
+    # the threads' shares ending inside the second.
+    for shape in [(16, 9, 9, 70, 18, 3, 1, 1, 2), (24, 9, 9, 70, 27, 3, 1, 1, 3)]:
+        x, _, dy, kw = _problem(rng, shape)
+        x, dy = x.astype(np.float32), dy.astype(np.float32)
+        dw = ops.conv_bwd_weights(x, dy, 3, variant=WINOGRAD_WGRAD, **kw).numpy()
+        for _ in range(3):
+            again = ops.conv_bwd_weights(x, dy, 3, variant=WINOGRAD_WGRAD, **kw).numpy()
+            assert np.array_equal(again.view(np.uint32), dw.view(np.uint32))
 
 
 def test_winograd_selection(monkeypatch):

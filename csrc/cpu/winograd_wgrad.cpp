@@ -14,11 +14,11 @@
 // multiply-adds where the direct paths do 9 Cg Fg Ho Wo N: 1.94x fewer at AlexNet's 13x13 (49
 // tiles for 169 outputs), 2.25x for even sizes.
 //
-// Threads: the tiles are cut into chunks of about kWgradChunkColumns GEMM columns; each thread
-// takes a fixed contiguous share of the chunks (a share of the reduction), transforms one chunk
-// at a time into its own scratch and accumulates its 16 single-threaded GEMMs into a private du.
-// The privates are summed in thread order by the inverse transform, so the bits depend on the
-// thread count only, never on timing.
+// Threads: each group's tiles are cut into chunks of about kWgradChunkColumns GEMM columns; each
+// thread takes a fixed contiguous share of the (group, chunk) units (a share of the reduction),
+// transforms one chunk at a time into its own scratch and accumulates its 16 single-threaded
+// GEMMs into a private du per group. The privates are summed in thread order by the inverse
+// transform, so the bits depend on the thread count only, never on timing.
 #include <omp.h>
 
 #include <algorithm>
@@ -89,63 +89,67 @@ void inverse_filter_transform(const float* du, int parts, size_t part, int64_t i
   }
 }
 
-// Per issuing thread (each logical CPU device issues from its own), grow-only.
-struct WgradScratch {
-  AlignedScratch partials;
-};
-
-void wgrad_group(const WinogradTiles& tiles, const float* dy, int64_t out_ch, float* dw,
-                 int64_t ld, bool accumulate, WgradScratch& s) {
-  const int64_t in_ch = tiles.channels, images = tiles.images;
-  const int64_t ntiles_all = (tiles.out_h + 1) / 2 * tiles.tiles_w;
-  const int64_t per_chunk = std::max<int64_t>(1, kWgradChunkColumns / images);
-  const int64_t chunks = (ntiles_all + per_chunk - 1) / per_chunk;
-  const double flops = 2.0 * 16 * double(in_ch) * double(out_ch) * double(ntiles_all * images);
-  const int threads = flops < 4e6 ? 1 : int(std::min<int64_t>(omp_get_max_threads(), chunks));
-  const size_t part = size_t(16 * in_ch * out_ch);
-  float* partials = s.partials.get(part * threads);
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    float* du = partials + part * t;
-    const int64_t q0 = chunks * t / nt, q1 = chunks * (t + 1) / nt;
-    thread_local AlignedScratch vbuf, wbuf, sumbuf;  // per team thread
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t tile0 = q * per_chunk, ntiles = std::min(per_chunk, ntiles_all - tile0);
-      const int64_t cols = ntiles * images;
-      float* v = vbuf.get(size_t(16 * in_ch * cols));
-      float* w = wbuf.get(size_t(16 * out_ch * cols));
-      winograd_input_transform_isa(tiles, tile0, ntiles, v);
-      grad_transform(tiles, dy, out_ch, tile0, ntiles, w);
-      for (int xi = 0; xi < 16; ++xi) {
-        StridedOperand a(v + xi * in_ch * cols, cols, 1);   // rows = channel, k = column
-        StridedOperand b(w + xi * out_ch * cols, cols, 1);  // rows = filter, k = column
-        GemmProblem gp;
-        gp.m = in_ch, gp.n = out_ch, gp.k = cols;
-        gp.a = &a, gp.b = &b, gp.c = du + xi * in_ch * out_ch, gp.ldc = out_ch;
-        gp.beta = q == q0 ? 0.f : 1.f;
-        gemm_run(gp, 0);
-      }
-    }
-#pragma omp barrier
-    const int64_t c0 = in_ch * t / nt, c1 = in_ch * (t + 1) / nt;
-    inverse_filter_transform(partials, nt, part, in_ch, out_ch, c0, c1, dw, ld, accumulate,
-                             sumbuf.get(size_t(16 * out_ch)));
-  }
-}
-
 }  // namespace
 
 void winograd_conv_bwd_weights(const ConvParams& p, const float* x, const float* dy, float* dw,
                                bool accumulate) {
-  thread_local WgradScratch scratch;
-  const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
-  const int64_t in_plane = int64_t(p.height) * p.width * p.images;
-  const int64_t out_plane = int64_t(p.out_h) * p.out_w * p.images;
-  for (int g = 0; g < p.groups; ++g) {
-    WinogradTiles tiles{x + g * cg * in_plane, cg, p.height, p.width, p.images, p.padding,
-                        p.out_h, p.out_w, (p.out_w + 1) / 2};
-    wgrad_group(tiles, dy + g * fg * out_plane, fg, dw + g * fg, p.filters, accumulate, scratch);
+  const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups, groups = p.groups;
+  const int64_t images = p.images;
+  const int64_t in_group = cg * p.height * p.width * images;
+  const int64_t out_group = fg * p.out_h * p.out_w * images;
+  const WinogradTiles tiles{x, cg, p.height, p.width, images, p.padding,
+                            p.out_h, p.out_w, (p.out_w + 1) / 2};
+  const int64_t ntiles_all = (tiles.out_h + 1) / 2 * tiles.tiles_w;
+  const int64_t per_chunk = std::max<int64_t>(1, kWgradChunkColumns / images);
+  const int64_t chunks = (ntiles_all + per_chunk - 1) / per_chunk, units = groups * chunks;
+  const double flops =
+      2.0 * 16 * double(groups * cg) * double(fg) * double(ntiles_all * images);
+  const int threads = flops < 4e6 ? 1 : int(std::min<int64_t>(omp_get_max_threads(), units));
+  // Private sums (thread, group, 16, cg, fg): per issuing thread (each logical CPU device issues
+  // from its own), grow-only.
+  const size_t part = size_t(16 * cg * fg), per_thread = part * size_t(groups);
+  thread_local AlignedScratch partial_buf;
+  float* partials = partial_buf.get(per_thread * threads);
+#pragma omp parallel num_threads(threads)
+  {
+    // A fixed contiguous share of the (group, chunk) units: with two groups and two threads,
+    // one group each, with no second team started and no chunk left over at a group's end.
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t u0 = units * t / nt, u1 = units * (t + 1) / nt;
+    float* mine = partials + per_thread * t;
+    for (int64_t g = 0; g < groups; ++g)  // groups out of this share add zeros below
+      if (g < u0 / chunks || g > (u1 - 1) / chunks) std::fill_n(mine + g * part, part, 0.f);
+    thread_local AlignedScratch vbuf, wbuf, sumbuf;  // per team thread
+    for (int64_t unit = u0; unit < u1; ++unit) {
+      const int64_t g = unit / chunks, q = unit % chunks;
+      const int64_t tile0 = q * per_chunk, ntiles = std::min(per_chunk, ntiles_all - tile0);
+      const int64_t cols = ntiles * images;
+      float* v = vbuf.get(size_t(16 * cg * cols));
+      float* w = wbuf.get(size_t(16 * fg * cols));
+      WinogradTiles tg = tiles;
+      tg.in += g * in_group;
+      winograd_input_transform_isa(tg, tile0, ntiles, v);
+      grad_transform(tg, dy + g * out_group, fg, tile0, ntiles, w);
+      float* du = mine + g * part;
+      for (int xi = 0; xi < 16; ++xi) {
+        StridedOperand a(v + xi * cg * cols, cols, 1);  // rows = channel, k = column
+        StridedOperand b(w + xi * fg * cols, cols, 1);  // rows = filter, k = column
+        GemmProblem gp;
+        gp.m = cg, gp.n = fg, gp.k = cols;
+        gp.a = &a, gp.b = &b, gp.c = du + xi * cg * fg, gp.ldc = fg;
+        gp.beta = unit == u0 || q == 0 ? 0.f : 1.f;  // the share's first chunk of the group
+        gemm_run(gp, 0);
+      }
+    }
+#pragma omp barrier
+    // dw rows (group, channel) split between the threads.
+    float* sum = sumbuf.get(size_t(16 * fg));
+    const int64_t rows = groups * cg, r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t g = r / cg, c = r % cg;
+      inverse_filter_transform(partials + g * part, nt, per_thread, cg, fg, c, c + 1,
+                               dw + g * fg, p.filters, accumulate, sum);
+    }
   }
 }
 
