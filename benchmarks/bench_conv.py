@@ -11,7 +11,9 @@ PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers; th
 with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The 3x3 stride-1
 layers (conv3-conv5) run their forward and data gradient both ways, "wino" (Winograd F(2x2,3x3),
 the variant the default takes there) and "direct" (the implicit GEMM, CONVNET_WINOGRAD=off); their
-GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. The benchmark
+GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. Their weight
+gradient too: "wino" variant 6, "direct" what variant 0 runs with CONVNET_WINOGRAD=off (the
+implicit GEMM above 128 filters per group, the direct kernel up to 128). The benchmark
 runs itself in a child process whose environment holds both sides to one SIMD level with --isa
 (CONVNET_CPU_ISA; oneDNN, ATen and OpenBLAS capped by their own variables below the CPU's best
 level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
@@ -48,6 +50,7 @@ CONV = {
 }
 FC = {"fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
 WINOGRAD = 5  # the CPU's Winograd variant of conv_fwd and conv_bwd_data (csrc/cpu/winograd.h)
+WINOGRAD_WGRAD = 6  # and of conv_bwd_weights
 
 
 @contextlib.contextmanager
@@ -146,11 +149,11 @@ def main():
                     "fwd": lambda: ops.conv_fwd(x, w, out=y, variant=WINOGRAD, **kw),
                     "bwd_data": lambda: ops.conv_bwd_data(dy, w, x.shape, out=dx,
                                                           variant=WINOGRAD, **kw),
+                    "bwd_weights": lambda: ops.conv_bwd_weights(x, dy, fs, out=dw,
+                                                                variant=WINOGRAD_WGRAD, **kw),
                 }
                 runs = [r for p in wino for r in ((f"{p} wino", p, wino[p], contextlib.nullcontext),
                                                   (f"{p} direct", p, ours[p], winograd_off))]
-                runs.append(("bwd_weights", "bwd_weights", ours["bwd_weights"],
-                             contextlib.nullcontext))
             for label, p, fn, environment in runs:
                 with environment():
                     if p in peers:

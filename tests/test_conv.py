@@ -45,18 +45,22 @@ def _problem(rng, shape):
     return x, wt, dy, dict(padding=pad, stride=stride, groups=groups)
 
 
-# The CPU's Winograd F(2x2,3x3) variant of conv_fwd and conv_bwd_data (csrc/cpu/winograd.h).
-WINOGRAD = 5
+# The CPU's Winograd F(2x2,3x3) variants (csrc/cpu/winograd.h): 5 of conv_fwd and conv_bwd_data,
+# 6 of conv_bwd_weights (whose variant 5 is its direct kernel).
+WINOGRAD, WINOGRAD_WGRAD = 5, 6
+
+
+def _winograd_variant(op):
+    return WINOGRAD_WGRAD if op == "conv_bwd_weights" else WINOGRAD
 
 
 def _variants(op, device, shape=None):
     """The variants of `op` on `device`'s backend that take `shape` (C, H, W, N, F, fs, padding,
-    stride, groups): the CPU's Winograd variant (of the forward and data gradient; the weight
-    gradient's variant 5 is its direct kernel) only 3x3 filters with stride 1."""
+    stride, groups): the CPU's Winograd variants only 3x3 filters with stride 1."""
     vs = range(ops.conv_variant_count(op, device=device.split("/")[0]))
-    if device == "cpu" and op != "conv_bwd_weights" and shape is not None \
+    if device == "cpu" and op.startswith("conv") and shape is not None \
             and (shape[5], shape[7]) != (3, 1):
-        return [v for v in vs if v != WINOGRAD]
+        return [v for v in vs if v != _winograd_variant(op)]
     return vs
 
 
@@ -390,6 +394,7 @@ WINOGRAD_SHAPES = [
     (6, 5, 4, 2, 9, 3, 3),
     (16, 9, 9, 70, 18, 1, 2),
     (33, 13, 13, 32, 20, 1, 1),
+    (24, 9, 9, 70, 27, 1, 3),  # the weight gradient's thread shares end inside a group
 ]
 WINOGRAD_IDS = ["x".join(map(str, s)) for s in WINOGRAD_SHAPES]
 
@@ -404,26 +409,33 @@ def test_winograd(isa, rng, shape):
     # transforms add rounding (inputs combined in pairs before the product, outputs of up to 9
     # products summed after it), so the error is also compared with the direct path's on the
     # same data: within 4x of it (measured 0.4-1.9x on these shapes, 1.0-1.3x at AlexNet's
-    # conv3-conv5: each of the 16 GEMMs sums C products where the direct path sums 9C).
+    # conv3-conv5: each of the 16 GEMMs sums C products where the direct path sums 9C). The
+    # weight gradient (variant 6) measured 0.67-1.57x the implicit GEMM's error on these shapes.
     c, h, w, n, f, pad, groups = shape
     x, wt, dy, kw = _problem(rng, (c, h, w, n, f, 3, pad, 1, groups))
     b, prev = rng.standard_normal(f), rng.standard_normal(dy.shape)
     f32 = lambda a: _on("cpu", a)  # noqa: E731
+    dw_want = ref.conv_bwd_weights(x, dy, 3, **kw)
     checks = [
-        ("conv_fwd", ref.conv_fwd(x, wt, **kw),
+        ("conv_fwd", WINOGRAD, ref.conv_fwd(x, wt, **kw),
          lambda v: ops.conv_fwd(f32(x), f32(wt), variant=v, **kw)),
-        ("conv_bwd_data", ref.conv_bwd_data(dy, wt, x.shape, **kw),
+        ("conv_bwd_data", WINOGRAD, ref.conv_bwd_data(dy, wt, x.shape, **kw),
          lambda v: ops.conv_bwd_data(f32(dy), f32(wt), x.shape, variant=v, **kw)),
-        ("conv_fwd bias+relu accumulate", np.maximum(prev + ref.conv_fwd(x, wt, **kw)
-                                                     + b[:, None, None, None], 0),
+        ("conv_fwd bias+relu accumulate", WINOGRAD,
+         np.maximum(prev + ref.conv_fwd(x, wt, **kw) + b[:, None, None, None], 0),
          lambda v: ops.conv_fwd(f32(x), f32(wt), f32(b), relu=True, out=f32(prev),
                                 accumulate=True, variant=v, **kw)),
-        ("conv_bwd_data accumulate", x + ref.conv_bwd_data(dy, wt, x.shape, **kw),
+        ("conv_bwd_data accumulate", WINOGRAD, x + ref.conv_bwd_data(dy, wt, x.shape, **kw),
          lambda v: ops.conv_bwd_data(f32(dy), f32(wt), x.shape, out=f32(x), accumulate=True,
                                      variant=v, **kw)),
+        ("conv_bwd_weights", WINOGRAD_WGRAD, dw_want,
+         lambda v: ops.conv_bwd_weights(f32(x), f32(dy), 3, variant=v, **kw)),
+        ("conv_bwd_weights accumulate", WINOGRAD_WGRAD, wt + dw_want,
+         lambda v: ops.conv_bwd_weights(f32(x), f32(dy), 3, out=f32(wt), accumulate=True,
+                                        variant=v, **kw)),
     ]
-    for what, want, run in checks:
-        got, direct = run(WINOGRAD).numpy(), run(1).numpy()
+    for what, variant, want, run in checks:
+        got, direct = run(variant).numpy(), run(1).numpy()
         assert_close(got, want, what=f"{what} winograd on {isa}")
         err, err_direct = _scaled_error(got, want), _scaled_error(direct, want)
         assert err <= 4 * err_direct + 1e-7, \
@@ -447,6 +459,15 @@ def test_winograd_fused_epilogue_and_bits(rng):
     for _ in range(3):
         again = ops.conv_bwd_data(dy, wt, x.shape, variant=WINOGRAD, **kw).numpy()
         assert np.array_equal(again.view(np.uint32), dx.view(np.uint32))
+    # The weight gradient: 9 chunks of 3 tiles per group, one group per thread; then 3 groups,
+    # the threads' shares ending inside the second.
+    for shape in [(16, 9, 9, 70, 18, 3, 1, 1, 2), (24, 9, 9, 70, 27, 3, 1, 1, 3)]:
+        x, _, dy, kw = _problem(rng, shape)
+        x, dy = x.astype(np.float32), dy.astype(np.float32)
+        dw = ops.conv_bwd_weights(x, dy, 3, variant=WINOGRAD_WGRAD, **kw).numpy()
+        for _ in range(3):
+            again = ops.conv_bwd_weights(x, dy, 3, variant=WINOGRAD_WGRAD, **kw).numpy()
+            assert np.array_equal(again.view(np.uint32), dw.view(np.uint32))
 
 
 def test_winograd_selection(monkeypatch):
@@ -484,3 +505,8 @@ def test_winograd_bad_arguments():
                           x.shape, stride=2, variant=WINOGRAD)
     with pytest.raises(ValueError, match=r"conv_fwd: variant 6 does not exist"):
         ops.conv_fwd(x, np.zeros((4, 3, 3, 4), np.float32), variant=WINOGRAD + 1)
+    with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 6 \(Winograd F\(2x2,3x3\)\) "
+                                         r"needs 3x3 filters and stride 1, got 5x5 stride 1"):
+        ops.conv_bwd_weights(x, np.zeros((4, 5, 5, 2), np.float32), 5, variant=WINOGRAD_WGRAD)
+    with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 7 does not exist"):
+        ops.conv_bwd_weights(x, np.zeros((4, 7, 7, 2), np.float32), 3, variant=WINOGRAD_WGRAD + 1)

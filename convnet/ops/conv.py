@@ -12,9 +12,10 @@ Outputs are allocated when `out` is None; with `accumulate=True` the result is a
 (0 = the default; conv_variant_count says how many the device's backend has). On the CPU,
 conv_fwd and conv_bwd_data variant 5 is Winograd F(2x2,3x3) (3x3 filters, stride 1 only), which
 variant 0 takes for such layers with >= 64 channels and filters per group; CONVNET_WINOGRAD=on|off
-makes variant 0 take it wherever it applies, or never; conv_bwd_weights variant 5 is a direct
-kernel reading the images in place (no im2col packing), which variant 0 takes up to 128 filters
-per group.
+makes variant 0 take it wherever it applies, or never; conv_bwd_weights variant 6 is its Winograd
+weight gradient (the same rule and setting for variant 0), and variant 5 a direct kernel reading
+the images in place (no im2col packing), which variant 0 takes up to 128 filters per group
+elsewhere.
 
 The forward ops fuse a layer's bias and ReLU into the GEMM's store (csrc/common/epilogue.h):
 ``conv_fwd(x, w, b, relu=True)`` = relu(conv(x, w) (+ out when accumulating) + b), in the bits of

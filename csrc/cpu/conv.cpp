@@ -9,11 +9,12 @@
 //   weight grad.   dw_g (taps, Fg)  = im2col(x_g) (taps, P*N) x dy_g^T (P*N, Fg)
 // ConvParams::variant selects the SGEMM micro-kernel (gemm_cpu.h: 0 best, 1 portable, 2 AVX2,
 // 3 and 4 AVX-512 14x32 and 6x64), so every kernel path is tested through the convolutions too.
-// Each pass has one more variant beyond the micro-kernels: the forward and data gradient
+// Each pass has more variants beyond the micro-kernels: the forward and data gradient
 // kWinogradVariant (winograd.h), Winograd F(2x2,3x3) for 3x3 stride-1 layers, which variant 0 also
 // takes where it pays; the weight gradient kDirectWgradVariant, the direct kernel of
 // conv_wgrad_kernels.h (no packing of im2col; the process's SIMD path), which variant 0 runs when
-// a group has at most kDirectWgradMaxFilters filters.
+// a group has at most kDirectWgradMaxFilters filters, and kWinogradWgradVariant, Winograd's
+// weight gradient (winograd_wgrad.cpp), which variant 0 takes where the forward would.
 #include "conv.h"
 
 #include <omp.h>
@@ -31,6 +32,7 @@ namespace convnet {
 
 constexpr int kDirectWgradVariant = kGemmVariants;
 static_assert(kWinogradVariant == kGemmVariants, "one extra variant number per pass");
+static_assert(kWinogradWgradVariant == kDirectWgradVariant + 1, "the weight gradient's second");
 // Up to this many filters per group the implicit GEMM's transposing pack of im2col (one per
 // tap x column, each used for 2 x filters FLOPs) costs enough that the direct kernel is faster:
 // measured 1.07-1.4x from 32 to 128 filters (one thread, AVX-512 and AVX2); not measured above.
@@ -39,6 +41,7 @@ constexpr int64_t kDirectWgradMaxFilters = 128;
 int conv_variant_count_cpu(ConvOp op) {
   const bool conv = op == ConvOp::conv_fwd || op == ConvOp::conv_bwd_data ||
                     op == ConvOp::conv_bwd_weights;
+  if (op == ConvOp::conv_bwd_weights) return kWinogradWgradVariant + 1;
   return conv ? kGemmVariants + 1 : kGemmVariants;  // the fc passes: the micro-kernels only
 }
 
@@ -155,6 +158,8 @@ void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, flo
 void conv_bwd_weights_cpu(const ConvParams& p, const float* x, const float* dy, float* dw,
                           bool accumulate) {
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  if (conv_uses_winograd("conv_bwd_weights", p, kWinogradWgradVariant))
+    return winograd_conv_bwd_weights(p, x, dy, dw, accumulate);
   if (p.variant == kDirectWgradVariant ||
       (p.variant == 0 && fg <= kDirectWgradMaxFilters))
     return conv_bwd_weights_direct(p, x, dy, dw, accumulate);

@@ -103,12 +103,6 @@ void transform_filters(const ConvParams& p, const float* w, bool flipped, float*
   }
 }
 
-void input_transform(const WinogradTiles& g, int64_t tile0, int64_t ntiles, float* v) {
-  if (cpu_isa() == Isa::avx512) return avx512::winograd_input_transform(g, tile0, ntiles, v);
-  if (cpu_isa() == Isa::avx2) return avx2::winograd_input_transform(g, tile0, ntiles, v);
-  winograd_input_transform_impl(g, tile0, ntiles, v);
-}
-
 void output_transform(const WinogradTiles& g, int64_t filters, int64_t tile0, int64_t ntiles,
                       const float* m, float* y, bool accumulate, const Epilogue& epi) {
   if (cpu_isa() == Isa::avx512)
@@ -141,7 +135,7 @@ void winograd_run(const WinogradTiles& tiles, int64_t groups, int64_t in_group_s
     float* m = mbuf.get(size_t(16 * out_ch * cols));
     WinogradTiles tg = tiles;
     tg.in += g * in_group_stride;
-    input_transform(tg, tile0, ntiles, v);
+    winograd_input_transform_isa(tg, tile0, ntiles, v);
     const float* ug = u + g * 16 * in_ch * out_ch;
     for (int xi = 0; xi < 16; ++xi) {
       StridedOperand a(ug + xi * in_ch * out_ch, in_ch, 1);  // rows = o, k = i
@@ -158,6 +152,13 @@ void winograd_run(const WinogradTiles& tiles, int64_t groups, int64_t in_group_s
 
 }  // namespace
 
+void winograd_input_transform_isa(const WinogradTiles& g, int64_t tile0, int64_t ntiles,
+                                  float* v) {
+  if (cpu_isa() == Isa::avx512) return avx512::winograd_input_transform(g, tile0, ntiles, v);
+  if (cpu_isa() == Isa::avx2) return avx2::winograd_input_transform(g, tile0, ntiles, v);
+  winograd_input_transform_impl(g, tile0, ntiles, v);
+}
+
 const char* winograd_setting(const char* op) {
   const char* env = std::getenv("CONVNET_WINOGRAD");
   if (!env || !*env) return "auto";
@@ -166,10 +167,10 @@ const char* winograd_setting(const char* op) {
   CONVNET_CHECK(false, op << ": CONVNET_WINOGRAD must be auto, on or off, got '" << env << "'");
 }
 
-bool conv_uses_winograd(const char* op, const ConvParams& p) {
+bool conv_uses_winograd(const char* op, const ConvParams& p, int forcing) {
   const bool applies = p.filter_size == 3 && p.stride == 1;
-  if (p.variant == kWinogradVariant) {
-    CONVNET_CHECK(applies, op << ": variant " << kWinogradVariant
+  if (p.variant == forcing) {
+    CONVNET_CHECK(applies, op << ": variant " << forcing
                               << " (Winograd F(2x2,3x3)) needs 3x3 filters and stride 1, got "
                               << p.filter_size << "x" << p.filter_size << " stride " << p.stride);
     return true;

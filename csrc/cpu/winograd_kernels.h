@@ -10,7 +10,8 @@
 //         | 0 -1  1  0 |       | 1/2 -1/2  1/2 |
 //         | 0  1  0 -1 |       | 0    0    1   |
 // The sum over channels of the 16 elementwise products is 16 GEMMs, one per position xi = 4i + j
-// of the transformed tile; these kernels are the transforms on either side of them.
+// of the transformed tile; these kernels are the transforms on either side of them, and the
+// weight gradient's transform of dy (A dY A^T, winograd_wgrad.cpp).
 //
 // Tiles are numbered row-major over the output, tile t covering outputs (2 ty .. 2 ty + 1,
 // 2 tx .. 2 tx + 1), ty = t / tiles_w, tx = t % tiles_w; a tile reads inputs from row 2 ty - pad,
@@ -127,6 +128,44 @@ CONVNET_BODY void winograd_output_transform_impl(const WinogradTiles& g, int64_t
   }
 }
 
+// w (16, filters, cols) = A dY A^T for every filter and tile of the chunk, dY the tile's 2x2 of
+// dy (filters, out_h, out_w, images), zero past the far edges (the outputs the forward's
+// round-up drops): the transform of the weight gradient (winograd_wgrad.cpp), the adjoint of
+// the output transform above. With A = A^T's transpose, the rows of A dY are Y0, Y0 + Y1,
+// Y0 - Y1 and -Y1 (Y0, Y1 the rows of dY), its columns combined the same way.
+CONVNET_BODY void winograd_grad_transform_impl(const WinogradTiles& g, const float* dy,
+                                               int64_t filters, int64_t tile0, int64_t ntiles,
+                                               float* w) {
+  const int64_t cols = ntiles * g.images, plane = filters * cols;
+  for (int64_t f = 0; f < filters; ++f) {
+    const float* df = dy + f * g.out_h * g.out_w * g.images;
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t oy = (tile0 + t) / g.tiles_w * 2, ox = (tile0 + t) % g.tiles_w * 2;
+      const bool right = ox + 1 < g.out_w, below = oy + 1 < g.out_h;
+      const float* y00 = df + (oy * g.out_w + ox) * g.images;
+      for (int64_t n0 = 0; n0 < g.images; n0 += kImageRun) {
+        const int64_t len = std::min(kImageRun, g.images - n0);
+        const float* s00 = y00 + n0;
+        const float* s01 = right ? s00 + g.images : kZeroRow;
+        const float* s10 = below ? s00 + g.out_w * g.images : kZeroRow;
+        const float* s11 = right && below ? s00 + (g.out_w + 1) * g.images : kZeroRow;
+        float* d = w + f * cols + t * g.images + n0;
+#pragma omp simd
+        for (int64_t n = 0; n < len; ++n) {
+          const float a0 = s00[n], a1 = s01[n], b0 = s10[n], b1 = s11[n];
+          const float q[4][2] = {{a0, a1}, {a0 + b0, a1 + b1}, {a0 - b0, a1 - b1}, {-b0, -b1}};
+          for (int i = 0; i < 4; ++i) {
+            d[(4 * i + 0) * plane + n] = q[i][0];
+            d[(4 * i + 1) * plane + n] = q[i][0] + q[i][1];
+            d[(4 * i + 2) * plane + n] = q[i][0] - q[i][1];
+            d[(4 * i + 3) * plane + n] = -q[i][1];
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 // The entry points of one SIMD path's build, in namespace `isa`: declared here with
@@ -140,8 +179,16 @@ CONVNET_BODY void winograd_output_transform_impl(const WinogradTiles& g, int64_t
                                  int64_t ntiles, const float* m, float* y, bool accumulate, \
                                  const Epilogue& epi)                                       \
       ENTRY(winograd_output_transform_impl(g, filters, tile0, ntiles, m, y, accumulate, epi)) \
+  void winograd_grad_transform(const WinogradTiles& g, const float* dy, int64_t filters,    \
+                               int64_t tile0, int64_t ntiles, float* w)                     \
+      ENTRY(winograd_grad_transform_impl(g, dy, filters, tile0, ntiles, w))                 \
   }
 CONVNET_WINOGRAD_ENTRY_POINTS(avx512, CONVNET_DECLARE_ENTRY)
 CONVNET_WINOGRAD_ENTRY_POINTS(avx2, CONVNET_DECLARE_ENTRY)
+
+// The input transform on the process's SIMD path (cpu_isa()), for winograd.cpp and
+// winograd_wgrad.cpp.
+void winograd_input_transform_isa(const WinogradTiles& g, int64_t tile0, int64_t ntiles,
+                                  float* v);
 
 }  // namespace convnet
