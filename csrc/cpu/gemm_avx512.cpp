@@ -1,8 +1,12 @@
 // The AVX-512 SGEMM micro-kernels: an MR x (16*NV) tile of C in MR*NV zmm accumulators. Each k
 // step loads NV 16-float vectors of the packed B panel and broadcasts MR values of the packed A
-// panel from memory: MR*NV FMAs per NV + MR loads, FMA-bound with two 512-bit FMA pipes. The C
-// tile (every cache line of it: the epilogue reads C from L2 otherwise) and the A stream are
-// prefetched. A partial tile (the last rows of m) runs a kernel of just those rows rather than
+// panel from memory: MR*NV FMAs per NV + MR loads, FMA-bound with two 512-bit FMA pipes. The A
+// stream and the C tile (every cache line of it: the epilogue reads C from L2 otherwise) are
+// prefetched. STREAM_B kernels, whose KC x NR B panel may outgrow L1, also prefetch the packed B
+// panel into L1 (kPrefetchB steps ahead) and take C into L2 when the tile starts and into L1
+// kPrefetchC steps before its end: into L1 at the start, C's lines (rows ldc floats apart, in
+// one L1 set when ldc is a multiple of 1024) were evicted again by the streams before the tile
+// stored them. A partial tile (the last rows of m) runs a kernel of just those rows rather than
 // MR rows of padding: m = 128 filters per group took 132 rows of FMAs with 6-row tiles.
 // One template, two shapes (numbered variants):
 //
@@ -12,8 +16,10 @@
 // KC = 512 ran large SGEMMs about 1.07x and the convolutions' weight gradients 1.01-1.07x as
 // fast as 256 (FC forward, k = 9216 over n = 128 images, 0.89-0.98x, still 1.2x numpy), though the
 // KC x 32 B micro-panel (64 KB) then streams from L2 rather than staying in L1 (L2 feeds 128
-// bytes per 14 cycles easily). The MC x KC A block stays at about 516 KB (504 x 256 on a 1 MB
-// L2, the constants tuned on Zen 5; 252 x 512 on 2 MB), NC = 4 KC.
+// bytes per 14 cycles easily, when prefetched: on the Intel Xeon, one thread, thread CPU time,
+// alternating in one process, the B and late-C prefetches ran 2048^2 and 4096^2 1.09-1.13x as
+// fast as without, either alone 1.03-1.08x). The MC x KC A block stays at about 516 KB (504 x
+// 256 on a 1 MB L2, the constants tuned on Zen 5; 252 x 512 on 2 MB), NC = 4 KC.
 //
 // SGEMM variant 4: 6x64 (24 accumulators; 10 loads per 24 FMAs, the fewest loads per FMA that
 // fit the 32 registers). Measured faster than 14x32 in cache, and its shape fits the
@@ -21,7 +27,9 @@
 // 6 (or nearly: 14 rows waste 9% at 128 and 14% at 48), and 64 divides a training batch, so a
 // panel is the images of one output position. KC = 128 keeps the KC x 64 micro-panel at 32 KB;
 // NC = 512 keeps the C block a thread revisits at every k block (384 x 512, 768 KB) in L2 with
-// the 256 KB B block (C is updated K/128 times: 18 for 3x3 convolutions of 256 channels).
+// the 256 KB B block (C is updated K/128 times: 18 for 3x3 convolutions of 256 channels). Not
+// STREAM_B: its B panel stays in L1, and with the 14x32 prefetches its GEMMs of Winograd conv3's
+// shapes (m = 256 or 384, n = 6272, k = 384 or 256) fell from 0.96-1.06x numpy to 0.84-0.93x.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -33,7 +41,7 @@
 namespace convnet {
 namespace {
 
-template <int MR_, int NV, int KC_, int MC_, int NC_>
+template <int MR_, int NV, int KC_, int MC_, int NC_, bool STREAM_B>
 struct KernelAvx512 {
   static constexpr int MR = MR_, NR = 16 * NV, KC = KC_, MC = MC_, NC = NC_;
 
@@ -65,21 +73,39 @@ struct KernelAvx512 {
     table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr);
   }
 
+  static constexpr int kPrefetchB = 8, kPrefetchC = 24;
+
+  template <int ROWS, decltype(_MM_HINT_T0) HINT>
+  static inline void prefetch_c(const float* c, int64_t ldc) {
+#pragma GCC unroll 16
+    for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), HINT);
+  }
+
   template <int ROWS, bool GATHER = false>
   static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                    float beta, int cols, const float* const* rows_b = nullptr,
                    float* packed_b = nullptr) {
     __m512 acc[ROWS][NV];
 #pragma GCC unroll 16
-    for (int r = 0; r < ROWS; ++r) {
+    for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v)
-        _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), _MM_HINT_T0);
-    }
+    if (STREAM_B)
+      prefetch_c<ROWS, _MM_HINT_T1>(c, ldc);
+    else
+      prefetch_c<ROWS, _MM_HINT_T0>(c, ldc);
+    const int64_t k_c = std::max<int64_t>(kc - kPrefetchC, 0);
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
+      if (STREAM_B && k == k_c) prefetch_c<ROWS, _MM_HINT_T0>(c, ldc);
+      if (STREAM_B && !GATHER) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+          _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB * NR + 16 * v), _MM_HINT_T0);
+      }
       __m512 bv[NV];
       if (GATHER) {
         const float* ahead = rows_b[std::min<int64_t>(k + kGatherPrefetch, kc - 1)];
@@ -131,7 +157,7 @@ struct KernelAvx512 {
 };
 
 // Variant 3: the blocking above, worked out once from the machine's L2 size.
-struct Kernel14x32 : KernelAvx512<14, 2, 256, 14 * 36, 1024> {
+struct Kernel14x32 : KernelAvx512<14, 2, 256, 14 * 36, 1024, true> {
   static gemm_detail::Blocking blocking() {
     static const gemm_detail::Blocking b = [] {
       int64_t kc = std::clamp<int64_t>(cache_sizes().l2 / 4096, 256, 512) / 8 * 8;
@@ -141,7 +167,7 @@ struct Kernel14x32 : KernelAvx512<14, 2, 256, 14 * 36, 1024> {
     return b;
   }
 };
-using Kernel6x64 = KernelAvx512<6, 4, 128, 6 * 64, 512>;
+using Kernel6x64 = KernelAvx512<6, 4, 128, 6 * 64, 512, false>;
 
 }  // namespace
 
