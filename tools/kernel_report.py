@@ -9,6 +9,14 @@
   backward branch enclosing the most FFMA, its FFMA share of all instructions (NOPs excluded),
   shared loads (LDS), global loads (LDG), integer ops (IMAD, IADD3, LEA, SHF, LOP3, ISETP, ...)
   and whether 64-bit integer arithmetic (IMAD.WIDE*, IADD3.X, LEA.HI.X) occurs in it;
+- 64-bit integer index arithmetic inside any loop of the kernel (loop_wide, column i64): the
+  instructions that produce a 64-bit integer or its high word or compare one (IMAD.WIDE*, IMAD.X,
+  IADD3.X, LEA.HI.X*, ISETP.*.EX and their uniform-datapath U* forms) in a backward-branch range,
+  except a load's or store's final address formation: an instruction whose 64-bit result is read,
+  until it is rewritten, only as the address of global memory instructions (the IMAD.WIDE of
+  `base[i]` with a 32-bit i, or a LEA / LEA.HI.X pair). A pointer increment (IADD3 + IADD3.X fed
+  back into itself), a 64-bit multiply-add feeding more arithmetic, a 64-bit loop counter's compare
+  and a 64-bit value copied into other registers count;
 - global load and store widths over the whole kernel: how many LDG / STG it holds and the share
   that move 128 bits (LDG.E.128, STG.E.128: the float4 paths of the memory-bound kernels);
 - integer divisions inside any loop of the kernel (backward-branch ranges), by what nvcc 13
@@ -225,6 +233,104 @@ def loop_divisions(func):
     return count
 
 
+# 64-bit integer arithmetic: the instructions that produce a 64-bit value or its high word, or
+# compare one (regular and uniform datapath).
+WIDE64 = re.compile(r"^U?(IMAD\.WIDE|IMAD\.X|IADD3\.X|LEA\.HI\.X|ISETP\.\S*\.EX)")
+MEMORY_OPS = ("LDG", "STG", "LD.", "ST.", "LD", "ST", "ATOMG", "ATOM", "RED", "REDG", "LDGSTS")
+REG = re.compile(r"\b(U?R)(\d+)(\.64)?\b")
+
+
+def _operands(text):
+    """(destination register or None, [operand strings]) of an instruction; stores, reductions
+    and compares write no register."""
+    body = re.sub(r"^@!?U?P\w+\s+", "", text)
+    parts = body.split(None, 1)
+    ops = [o.strip() for o in parts[1].split(",")] if len(parts) > 1 else []
+    op = parts[0] if parts else ""
+    writes = not op.startswith(("ST", "RED", "ISETP", "UISETP", "BRA", "EXIT", "BAR"))
+    m = REG.fullmatch(ops[0]) if ops and writes else None
+    return (m.group(1) + m.group(2) if m else None), ops
+
+
+def _reads(ops, dest_written):
+    """Registers an instruction reads, each as (name, in a memory address): a pair operand
+    Rn.64 reads Rn and Rn+1; `desc[URn]` (the memory descriptor) is not an address."""
+    out = []
+    for i, o in enumerate(ops):
+        if i == 0 and dest_written:
+            continue
+        addr = re.sub(r"desc\[[^\]]*\]", "", o)
+        in_mem = "[" in addr
+        for kind, num, pair in REG.findall(addr):
+            out.append((kind + num, in_mem))
+            if pair:
+                out.append((kind + str(int(num) + 1), in_mem))
+    return out
+
+
+def _is_address_only(body, p):
+    """Is the 64-bit value written by body[p] read, before it is rewritten, only as the address
+    of global memory instructions, scanning the loop body forward from p and around to p (the
+    next iteration)? Then body[p] is the load's or store's final address formation."""
+    text = body[p]
+    dest, ops = _operands(text)
+    if dest is None:
+        return False  # a 64-bit compare: index arithmetic by definition
+    kind, num = re.match(r"(U?R)(\d+)", dest).groups()
+    num = int(num)
+    op = opcode(text)
+    # IMAD.WIDE writes the pair (d, d+1); the .X forms write the high word d of (d-1, d).
+    pair = {kind + str(num), kind + str(num + 1)} if ".WIDE" in op else \
+        {kind + str(num - 1), kind + str(num)}
+    n = len(body)
+    for step in range(1, n):
+        q = (p + step) % n
+        qtext = body[q]
+        qop = opcode(qtext)
+        qdest, qops = _operands(qtext)
+        for reg, in_mem in _reads(qops, qdest is not None):
+            if reg in pair and not (in_mem and qop.startswith(MEMORY_OPS)):
+                return False
+        if qdest is not None:  # a rewrite, predicated or not, ends the value's life
+            k, d = re.match(r"(U?R)(\d+)", qdest).groups()
+            width = 4 if ".128" in qop else 2 if (".WIDE" in qop or ".64" in qop) else 1
+            pair = pair - {k + str(int(d) + i) for i in range(width)}
+            if not pair:
+                return True
+    return True
+
+
+def loop_wide(func):
+    """64-bit integer index arithmetic inside the kernel's loops: in each backward-branch range
+    (the innermost one holding it), the instructions of WIDE64 except a load's or store's final
+    address formation (_is_address_only: an IMAD.WIDE or LEA/LEA.HI.X pair whose value only
+    addresses memory before it is rewritten). A pointer increment (IADD3 + IADD3.X fed back
+    into itself), a 64-bit multiply-add feeding more arithmetic, a 64-bit loop counter's compare
+    (ISETP.*.EX) and a 64-bit value copied into other registers count; so do their uniform
+    forms (UIADD3.X, UIMAD.WIDE, ...)."""
+    insns, labels = func["insns"], func["labels"]
+    loops = []
+    for addr, text in insns:
+        if not opcode(text).startswith("BRA"):
+            continue
+        m, ma = TARGET.search(text), TARGET_ADDR.search(text)
+        target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
+        if target is not None and target <= addr:
+            loops.append((target, addr))
+    count = 0
+    for addr, text in insns:
+        if not WIDE64.match(opcode(text)):
+            continue
+        inner = [lp for lp in loops if lp[0] <= addr <= lp[1]]
+        if not inner:
+            continue
+        lo, hi = min(inner, key=lambda lp: lp[1] - lp[0])
+        body = [t for a, t in insns if lo <= a <= hi]
+        p = [a for a, _ in insns if lo <= a <= hi].index(addr)
+        count += not _is_address_only(body, p)
+    return count
+
+
 def memory_widths(func):
     """Global loads and stores of the whole kernel and how many move 128 bits."""
     ops = [opcode(t) for _, t in func["insns"]]
@@ -282,7 +388,8 @@ def sass_mix(module, archs):
         funcs = parse_sass(res.stdout)
         names = list(funcs)
         for mangled, name in zip(names, demangle(names)):
-            row = dict(memory_widths(funcs[mangled]), loop_div=loop_divisions(funcs[mangled]))
+            row = dict(memory_widths(funcs[mangled]), loop_div=loop_divisions(funcs[mangled]),
+                       loop_wide=loop_wide(funcs[mangled]))
             row.update(main_loop_mix(funcs[mangled]) or {})
             out[(name, f"sm_{arch}")] = row
     return out
@@ -325,28 +432,38 @@ def format_rows(rows, hot_only=False, memory=False):
     of every kernel instead of the mix."""
     head = (f"{'kernel':<44} {'arch':<6} {'regs':>4} {'spill':>5} {'smem':>6} {'blk/SM':>6} "
             f"{'limit':<7} ")
-    head += (f"{'LDG':>4} {'.128':>4} {'STG':>4} {'.128':>4} {'div':>3}" if memory else
-             f"{'loop':>4} {'FFMA%':>5} {'LDS':>3} {'LDG':>3} {'int%':>5} {'wide':>4} {'div':>3}")
+    head += (f"{'LDG':>4} {'.128':>4} {'STG':>4} {'.128':>4} {'div':>3} {'i64':>3}" if memory
+             else f"{'loop':>4} {'FFMA%':>5} {'LDS':>3} {'LDG':>3} {'int%':>5} {'wide':>4} "
+                  f"{'div':>3} {'i64':>3}")
     out = [head]
     for r in rows:
         if hot_only and not memory and "ffma_pct" not in r:
             continue
         if memory:
             tail = (f"{r['ldg_all']:>4} {r['ldg128']:>4} {r['stg_all']:>4} {r['stg128']:>4} "
-                    f"{r['loop_div']:>3}" if "ldg_all" in r else "")
+                    f"{r['loop_div']:>3} {r['loop_wide']:>3}" if "ldg_all" in r else "")
         else:
             tail = (f"{r['loop_insns']:>4} {r['ffma_pct']:>5.1f} {r['lds']:>3} {r['ldg']:>3} "
-                    f"{r['int_pct']:>5.1f} {r['wide_int']:>4} {r['loop_div']:>3}"
-                    if "ffma_pct" in r else "")
+                    f"{r['int_pct']:>5.1f} {r['wide_int']:>4} {r['loop_div']:>3} "
+                    f"{r['loop_wide']:>3}" if "ffma_pct" in r else "")
         out.append(f"{r['name'][:44]:<44} {r['arch']:<6} {r['regs']:>4} "
                    f"{r['spill_st'] + r['spill_ld']:>5} {r['smem']:>6} {r['blocks_per_sm']:>6} "
                    f"{r['limited_by']:<7} {tail}")
     return out
 
 
+def wide_index_instance(name, args):
+    """Is the kernel the 64-bit-index instance of a template: one of its template arguments is
+    in args ('foo_kernel<true, long>' with args ['long'])?"""
+    m = re.search(r"<(.*)>", name)
+    return bool(m) and any(a.strip() in args for a in m.group(1).split(","))
+
+
 def check(rows, targets):
     """Failures against the targets: no spills anywhere; no integer division in any loop of any
-    kernel with SASS measures (max_loop_div); for each targeted kernel (name prefix) and arch:
+    kernel with SASS measures (max_loop_div); no 64-bit index arithmetic in any loop (loop_wide
+    <= max_loop_wide) of any kernel but the 64-bit-index instances (a template argument named in
+    wide_index_args: `long`, the int64_t of index_width.cuh); for each targeted kernel (name prefix) and arch:
     blocks/SM >= min_blocks, FFMA share >= min_ffma_pct, at most max_wide_int 64-bit integer
     ops in the main loop; for each memory target: a share of 128-bit global loads (of the
     kernel's LDG) >= min_ldg128_pct and of stores >= min_stg128_pct."""
@@ -357,6 +474,10 @@ def check(rows, targets):
         if r.get("loop_div", 0) > targets.get("max_loop_div", 0):
             bad.append(f"{r['name']} {r['arch']}: {r['loop_div']} integer divisions in its "
                        f"loops > {targets.get('max_loop_div', 0)}")
+        if "max_loop_wide" in targets and r.get("loop_wide", 0) > targets["max_loop_wide"] \
+                and not wide_index_instance(r["name"], targets.get("wide_index_args", [])):
+            bad.append(f"{r['name']} {r['arch']}: {r['loop_wide']} 64-bit integer index "
+                       f"instructions in its loops > {targets['max_loop_wide']}")
     for t in targets.get("memory", []):
         hit = [r for r in rows if r["name"].startswith(t["name"]) and r["arch"] in t["archs"]]
         if not hit:
