@@ -14,9 +14,12 @@
   IADD3.X, LEA.HI.X*, ISETP.*.EX and their uniform-datapath U* forms) in a backward-branch range,
   except a load's or store's final address formation: an instruction whose 64-bit result is read,
   until it is rewritten, only as the address of global memory instructions (the IMAD.WIDE of
-  `base[i]` with a 32-bit i, or a LEA / LEA.HI.X pair). A pointer increment (IADD3 + IADD3.X fed
+  `base[i]` with a 32-bit i, or a LEA / LEA.HI.X pair), or as the base of another such address
+  formation (ptxas forms a loop's next address from the previous one, with as many instructions
+  per access as from the base pointer). A pointer increment (IADD3 + IADD3.X fed
   back into itself), a 64-bit multiply-add feeding more arithmetic, a 64-bit loop counter's compare
-  and a 64-bit value copied into other registers count;
+  and a 64-bit value copied into other registers count; a 32 x 32 -> 64-bit product by an
+  immediate with no addend (IMAD.WIDE.U32 Rd, Ra, imm, RZ: Philox's rounds) is data and does not;
 - global load and store widths over the whole kernel: how many LDG / STG it holds and the share
   that move 128 bits (LDG.E.128, STG.E.128: the float4 paths of the memory-bound kernels);
 - integer divisions inside any loop of the kernel (backward-branch ranges), by what nvcc 13
@@ -236,6 +239,9 @@ def loop_divisions(func):
 # 64-bit integer arithmetic: the instructions that produce a 64-bit value or its high word, or
 # compare one (regular and uniform datapath).
 WIDE64 = re.compile(r"^U?(IMAD\.WIDE|IMAD\.X|IADD3\.X|LEA\.HI\.X|ISETP\.\S*\.EX)")
+# A full 32 x 32 -> 64-bit product by an immediate with no addend: the multiply of a hash or
+# counter-based generator (Philox's rounds in dropout), data rather than an index.
+CONST_PRODUCT = re.compile(r"^(@!?U?P\w+\s+)?IMAD\.WIDE\.U32 R\d+, R\d+, -?0x[0-9a-f]+, RZ$")
 MEMORY_OPS = ("LDG", "STG", "LD.", "ST.", "LD", "ST", "ATOMG", "ATOM", "RED", "REDG", "LDGSTS")
 REG = re.compile(r"\b(U?R)(\d+)(\.64)?\b")
 
@@ -253,7 +259,8 @@ def _operands(text):
 
 
 def _reads(ops, dest_written):
-    """Registers an instruction reads, each as (name, in a memory address): a pair operand
+    """Registers an instruction reads, each as (name, in a memory address, operand index): a pair
+    operand
     Rn.64 reads Rn and Rn+1; `desc[URn]` (the memory descriptor) is not an address."""
     out = []
     for i, o in enumerate(ops):
@@ -262,39 +269,78 @@ def _reads(ops, dest_written):
         addr = re.sub(r"desc\[[^\]]*\]", "", o)
         in_mem = "[" in addr
         for kind, num, pair in REG.findall(addr):
-            out.append((kind + num, in_mem))
+            out.append((kind + num, in_mem, i))
             if pair:
-                out.append((kind + str(int(num) + 1), in_mem))
+                out.append((kind + str(int(num) + 1), in_mem, i))
     return out
 
 
-def _is_address_only(body, p):
-    """Is the 64-bit value written by body[p] read, before it is rewritten, only as the address
-    of global memory instructions, scanning the loop body forward from p and around to p (the
-    next iteration)? Then body[p] is the load's or store's final address formation."""
-    text = body[p]
-    dest, ops = _operands(text)
-    if dest is None:
-        return False  # a 64-bit compare: index arithmetic by definition
+def _written_pair(text):
+    """The register pair a 64-bit-producing instruction writes: (d, d+1) for IMAD.WIDE and a LEA
+    that starts a pair, (d-1, d) for the high-word forms (.X, LEA.HI.X)."""
+    dest, _ = _operands(text)
     kind, num = re.match(r"(U?R)(\d+)", dest).groups()
     num = int(num)
     op = opcode(text)
-    # IMAD.WIDE writes the pair (d, d+1); the .X forms write the high word d of (d-1, d).
-    pair = {kind + str(num), kind + str(num + 1)} if ".WIDE" in op else \
-        {kind + str(num - 1), kind + str(num)}
+    low = num if (".WIDE" in op or not (".X" in op or ".HI" in op)) else num - 1
+    return {kind + str(low), kind + str(low + 1)}
+
+
+def _chains_address(qop, k):
+    """Does operand k of an instruction `qop` take a 64-bit base from which it forms the next
+    address: the addend of IMAD.WIDE (operand 3: dest, a, b, addend), the base of LEA (dest, P,
+    index, base, shift), the base's high word of LEA.HI.X (dest, index, base hi, ...) or an
+    operand of the high-word add IMAD.X / IADD3.X?"""
+    base = qop.split(".")[0].lstrip("U")
+    if base == "IMAD" and ".WIDE" in qop:
+        return k == 3
+    if base == "LEA":
+        return k == (2 if ".HI" in qop else 3)
+    return base in ("IADD3", "IMAD") and ".X" in qop  # the high word of base + offset
+
+
+def _is_address_only(body, p, memo=None):
+    """Is the 64-bit value written by body[p] read, before it is rewritten, only as the address
+    of global memory instructions, scanning the loop body forward from p and around to p (the
+    next iteration)? A read as the base of another address formation (_chains_address) whose own
+    value is address-only counts as an address: ptxas forms a loop's next address from the
+    previous one in as many instructions as from the base pointer. Then body[p] is the load's or
+    store's final address formation. memo: answers so far by position."""
+    memo = {} if memo is None else memo
+    if p in memo:
+        return memo[p]
+    # A chain back to p carries a 64-bit value across iterations: through IMAD.WIDE that is
+    # still one instruction per address (next = previous + stride), as from the base pointer;
+    # through a two-instruction 64-bit add (IADD3 + IADD3.X, LEA + LEA.HI.X) it is a pointer
+    # induction variable and counts.
+    memo[p] = opcode(body[p]).lstrip("U").startswith("IMAD.WIDE")
+    memo[p] = _address_only_scan(body, p, memo)
+    return memo[p]
+
+
+def _address_only_scan(body, p, memo):
+    text = body[p]
+    dest, _ = _operands(text)
+    if dest is None:
+        return False  # a 64-bit compare: index arithmetic by definition
+    pair = _written_pair(text)
     n = len(body)
     for step in range(1, n):
         q = (p + step) % n
         qtext = body[q]
         qop = opcode(qtext)
         qdest, qops = _operands(qtext)
-        for reg, in_mem in _reads(qops, qdest is not None):
-            if reg in pair and not (in_mem and qop.startswith(MEMORY_OPS)):
-                return False
+        for reg, in_mem, k in _reads(qops, qdest is not None):
+            if reg not in pair or (in_mem and qop.startswith(MEMORY_OPS)):
+                continue
+            if (qdest is not None and _chains_address(qop, k)
+                    and _is_address_only(body, q, memo)):
+                continue
+            return False
         if qdest is not None:  # a rewrite, predicated or not, ends the value's life
-            k, d = re.match(r"(U?R)(\d+)", qdest).groups()
+            kind, d = re.match(r"(U?R)(\d+)", qdest).groups()
             width = 4 if ".128" in qop else 2 if (".WIDE" in qop or ".64" in qop) else 1
-            pair = pair - {k + str(int(d) + i) for i in range(width)}
+            pair = pair - {kind + str(int(d) + i) for i in range(width)}
             if not pair:
                 return True
     return True
@@ -317,9 +363,9 @@ def loop_wide(func):
         target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
         if target is not None and target <= addr:
             loops.append((target, addr))
-    count = 0
+    count, memos = 0, {}
     for addr, text in insns:
-        if not WIDE64.match(opcode(text)):
+        if not WIDE64.match(opcode(text)) or CONST_PRODUCT.match(text):
             continue
         inner = [lp for lp in loops if lp[0] <= addr <= lp[1]]
         if not inner:
@@ -327,7 +373,7 @@ def loop_wide(func):
         lo, hi = min(inner, key=lambda lp: lp[1] - lp[0])
         body = [t for a, t in insns if lo <= a <= hi]
         p = [a for a, _ in insns if lo <= a <= hi].index(addr)
-        count += not _is_address_only(body, p)
+        count += not _is_address_only(body, p, memos.setdefault((lo, hi), {}))
     return count
 
 
@@ -395,11 +441,24 @@ def sass_mix(module, archs):
     return out
 
 
+def _drop_arguments(name):
+    """'f<(Kind)1, int>(float*, int)' -> 'f<(Kind)1, int>': the trailing parenthesised argument
+    list, matched by depth (template arguments may hold parentheses of their own)."""
+    if not name.endswith(")"):
+        return name
+    depth = 0
+    for i in range(len(name) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(name[i], 0)
+        if depth == 0:
+            return name[:i]
+    return name
+
+
 def short(name):
     """A readable kernel name: namespace and argument list dropped, template arguments kept
     short ('conv_fwd_tile_kernel<TileShape<128,128,8,8,8>>' -> 'conv_fwd_tile_kernel<128x128>')."""
-    name = re.sub(r"\(.*\)$", "", name.replace("convnet::", "").replace("(anonymous namespace)::",
-                                                                          ""))
+    name = _drop_arguments(name.replace("convnet::", "").replace("(anonymous namespace)::", ""))
+    name = re.sub(r"\((NeuronKind)\)(\d+)", r"\1 \2", name)  # enum template arguments
     name = re.sub(r"^void ", "", name)
     m = re.search(r"TileShape<(\d+), (\d+), \d+, \d+, \d+>", name)
     tile = f"<{m.group(1)}x{m.group(2)}" if m else ""
@@ -459,11 +518,27 @@ def wide_index_instance(name, args):
     return bool(m) and any(a.strip() in args for a in m.group(1).split(","))
 
 
+def loop_wide_limit(row, targets):
+    """The most 64-bit index instructions the kernel's loops may hold: None for a 64-bit-index
+    instance (wide_index_args) or without the target; the ceiling recorded for its name prefix
+    and arch in loop_wide_ceilings ({"prefix sm_XX": n}: what ptxas still forms on the 32-bit path,
+    README), else max_loop_wide."""
+    if "max_loop_wide" not in targets or \
+            wide_index_instance(row["name"], targets.get("wide_index_args", [])):
+        return None
+    for key, n in targets.get("loop_wide_ceilings", {}).items():
+        prefix, arch = key.rsplit(" ", 1)
+        if row["name"].startswith(prefix) and row["arch"] == arch:
+            return n
+    return targets["max_loop_wide"]
+
+
 def check(rows, targets):
     """Failures against the targets: no spills anywhere; no integer division in any loop of any
     kernel with SASS measures (max_loop_div); no 64-bit index arithmetic in any loop (loop_wide
-    <= max_loop_wide) of any kernel but the 64-bit-index instances (a template argument named in
-    wide_index_args: `long`, the int64_t of index_width.cuh); for each targeted kernel (name prefix) and arch:
+    <= loop_wide_limit: max_loop_wide, or a recorded ceiling) of any kernel but the 64-bit-index
+    instances (a template argument named in wide_index_args: `long`, the int64_t of
+    index_width.cuh); for each targeted kernel (name prefix) and arch:
     blocks/SM >= min_blocks, FFMA share >= min_ffma_pct, at most max_wide_int 64-bit integer
     ops in the main loop; for each memory target: a share of 128-bit global loads (of the
     kernel's LDG) >= min_ldg128_pct and of stores >= min_stg128_pct."""
@@ -474,10 +549,10 @@ def check(rows, targets):
         if r.get("loop_div", 0) > targets.get("max_loop_div", 0):
             bad.append(f"{r['name']} {r['arch']}: {r['loop_div']} integer divisions in its "
                        f"loops > {targets.get('max_loop_div', 0)}")
-        if "max_loop_wide" in targets and r.get("loop_wide", 0) > targets["max_loop_wide"] \
-                and not wide_index_instance(r["name"], targets.get("wide_index_args", [])):
+        limit = loop_wide_limit(r, targets)
+        if limit is not None and r.get("loop_wide", 0) > limit:
             bad.append(f"{r['name']} {r['arch']}: {r['loop_wide']} 64-bit integer index "
-                       f"instructions in its loops > {targets['max_loop_wide']}")
+                       f"instructions in its loops > {limit}")
     for t in targets.get("memory", []):
         hit = [r for r in rows if r["name"].startswith(t["name"]) and r["arch"] in t["archs"]]
         if not hit:
