@@ -60,7 +60,16 @@ LIMITS = {
 }
 RESERVED_SMEM = 1024  # per block, sm_80 and later
 THREADS = 256
-BLOCK_THREADS = {"sgemm_tiled32_kernel": 1024}  # the kernels launched with other than 256
+# The kernels launched with other than 256 threads, by name before the template arguments: the
+# 32x32 SGEMM tile; the softmax column blocks (32 images x 16 class slices); the pixel-grid
+# kernels (pixel_grid.h: 128 threads from 128 images or filters a pixel up).
+BLOCK_THREADS = {"sgemm_tiled32_kernel": 1024, "softmax_fwd_kernel": 512,
+                 "softmax_bwd_kernel": 512, "logreg_fwd_kernel": 512}
+BLOCK_THREADS.update({k: 128 for k in (
+    "lrn_fwd_kernel", "lrn_bwd_kernel", "rnorm_fwd_kernel", "rnorm_bwd_kernel", "pool_fwd_kernel",
+    "pool_bwd_kernel", "conv_fwd_direct_kernel", "conv_bwd_data_direct_kernel",
+    "conv_bwd_weights_direct_kernel", "local_fwd_direct_kernel", "local_bwd_data_direct_kernel",
+    "local_bwd_weights_direct_kernel")})
 
 INT_OPS = ("IMAD", "IADD3", "IADD", "LEA", "SHF", "LOP3", "ISETP", "IABS", "IMNMX", "SEL",
            "SGXT", "PRMT", "BMSK", "POPC", "FLO", "BREV", "IMUL", "ISCADD", "I2F", "F2I")
@@ -477,7 +486,7 @@ def build_rows(ptxas_report, module, archs):
         if r["arch"].replace("sm_", "") not in archs:
             continue
         name = short(r["kernel"])
-        threads = BLOCK_THREADS.get(name, THREADS)
+        threads = BLOCK_THREADS.get(name.split("<")[0], THREADS)
         blocks, limit = occupancy(r["regs"], r["smem"], r["arch"], threads)
         row = dict(r, name=name, threads=threads, blocks_per_sm=blocks, limited_by=limit)
         row.update(mix.get((r["kernel"], r["arch"]), {}))
