@@ -20,6 +20,8 @@ __global__ void bias_fwd_kernel(float* __restrict__ y, const float* __restrict__
                                 I per) {
   const I step = I(gridDim.y) * per;
   I row = I(blockIdx.y) * per;
+  // Rows one after another, not unrolled (no trip-count division of the 64-bit path).
+#pragma unroll 1
   for (I f = blockIdx.y; f < filters; f += I(gridDim.y), row += step) {
     const float bf = b[f];
     const I rowq = row / 4;  // a multiple of 4 on the float4 path
@@ -47,6 +49,7 @@ __global__ void __launch_bounds__(kBiasThreads)
   __shared__ float part[kBiasThreads];
   const I step = I(gridDim.x) * per;
   I row = I(blockIdx.x) * per;
+#pragma unroll 1
   for (I f = blockIdx.x; f < filters; f += I(gridDim.x), row += step) {
     const I end = row + per;
     float s[4] = {0.f, 0.f, 0.f, 0.f};

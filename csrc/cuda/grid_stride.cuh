@@ -19,17 +19,23 @@ __device__ __forceinline__ void grid_stride_vec4(I n, Quad&& quad, Single&& sing
   const I tid = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
   const I stride = I(gridDim.x) * I(blockDim.x);
   I done = 0;
-  // The 64-bit path is not unrolled: the unroller's trip count, (n - i) / stride, would be a
-  // 64-bit division (a CALL) before each loop, inside any loop around this one.
-  constexpr int kUnroll = sizeof(I) == 8 ? 1 : 4;
-  if (kVec4) {
-    const I n4 = n / 4;
-#pragma unroll kUnroll
-    for (I i = tid; i < n4; i += stride) quad(i);
-    done = 4 * n4;
+  if constexpr (sizeof(I) == 8) {
+    // Not unrolled: the unroller's trip count, (n - i) / stride, would be a 64-bit division (a
+    // CALL) before each loop, inside any loop around this one.
+    if constexpr (kVec4) {
+      done = 4 * (n / 4);
+#pragma unroll 1
+      for (I i = tid; i < done / 4; i += stride) quad(i);
+    }
+#pragma unroll 1
+    for (I j = done + tid; j < n; j += stride) single(j);
+  } else {
+    if constexpr (kVec4) {
+      done = 4 * (n / 4);
+      for (I i = tid; i < done / 4; i += stride) quad(i);
+    }
+    for (I j = done + tid; j < n; j += stride) single(j);
   }
-#pragma unroll kUnroll
-  for (I j = done + tid; j < n; j += stride) single(j);
 }
 
 // Blocks for a grid-stride launch over n floats in groups of 4.
