@@ -162,6 +162,63 @@ def test_sass_loop_divisions_and_widths():
     assert kernel_report.check([dict(row, loop_div=0, ldg128=4)], targets) == []
 
 
+# Loops cut from nvcc 13's sm_90 code of this project's kernels: a walk by 64-bit pointer
+# increments (the pair fed back into its own add), a 32-bit offset from a base pointer (the
+# IMAD.WIDE only forms the load's address; the pair is then overwritten by a 128-bit shared load
+# and by the next iteration's reload of the base), a 64-bit loop counter (IMAD.X and the
+# compare's .EX half), and a Philox round's 32 x 32 -> 64-bit product (data, not an index).
+WIDE_SASS = """
+        Function : _Z6ptrincPKfPfi
+        /*0850*/                   LDG.E.CONSTANT R11, desc[UR22][R6.64] ;
+        /*0880*/                   IADD3 R6, P3, R6, UR32, RZ ;
+        /*08b0*/                   IADD3.X R7, R7, UR31, RZ, P3, !PT ;
+        /*08e0*/                   FFMA R20, R11, R8, R20 ;
+        /*08f0*/               @P0 BRA 0x850 ;
+        Function : _Z6offsetPKfPfi
+        /*0100*/              @!P0 LDC.64 R46, c[0x0][0x280] ;
+        /*0110*/              @!P0 IMAD.WIDE R46, R33, 0x4, R46 ;
+        /*0120*/              @!P0 LDG.E.CONSTANT R91, desc[UR12][R46.64] ;
+        /*0130*/                   IADD3 R33, R33, R10, RZ ;
+        /*0140*/                   LDS.128 R44, [R53] ;
+        /*0150*/                   FFMA R44, R44, R45, R46 ;
+        /*0160*/               @P1 BRA 0x100 ;
+        Function : _Z7counterPfl
+        /*0200*/                   IADD3 R4, P0, R4, 0x1, RZ ;
+        /*0210*/                   IMAD.X R5, RZ, RZ, R5, P0 ;
+        /*0220*/                   ISETP.NE.U32.AND P0, PT, R4, RZ, PT ;
+        /*0230*/                   ISETP.NE.AND.EX P0, PT, R5, RZ, PT, P0 ;
+        /*0240*/               @P0 BRA 0x200 ;
+        /*0250*/                   IMAD.WIDE R2, R4, 0x4, R2 ;
+        /*0260*/                   IADD3 R2, P0, R2, 0x4, RZ ;
+        Function : _Z6philoxPjj
+        /*0300*/                   IMAD.WIDE.U32 R4, R0, -0x2daee0ad, RZ ;
+        /*0310*/                   LOP3.LUT R0, R5, R6, R4, 0x96, !PT ;
+        /*0320*/               @P0 BRA 0x300 ;
+"""
+
+
+def test_sass_loop_wide_index_arithmetic():
+    funcs = kernel_report.parse_sass(WIDE_SASS)
+    wide = {name: kernel_report.loop_wide(f) for name, f in funcs.items()}
+    # The counter's function has 64-bit arithmetic after its loop too: not counted.
+    assert wide == {"_Z6ptrincPKfPfi": 1, "_Z6offsetPKfPfi": 0, "_Z7counterPfl": 2,
+                    "_Z6philoxPjj": 0}
+    row = {"name": "bias_fwd_kernel<true, int>", "arch": "sm_90", "spill_st": 0, "spill_ld": 0,
+           "loop_div": 0, "loop_wide": 1}
+    targets = {"max_loop_div": 0, "max_loop_wide": 0, "wide_index_args": ["long"],
+               "kernels": []}
+    bad = kernel_report.check([row], targets)
+    assert len(bad) == 1 and "1 64-bit integer index instructions" in bad[0]
+    # The int64_t instance of the same kernel is the path for 2^31 elements or more: exempt.
+    assert kernel_report.check([dict(row, name="bias_fwd_kernel<true, long>")], targets) == []
+    assert kernel_report.check([dict(row, loop_wide=0)], targets) == []
+    # A recorded ceiling (what ptxas still forms on a 32-bit path) holds the count where it is.
+    ceiling = dict(targets, loop_wide_ceilings={"bias_fwd_kernel<true, int> sm_90": 1})
+    assert kernel_report.check([row], ceiling) == []
+    assert "> 1" in kernel_report.check([dict(row, loop_wide=2)], ceiling)[0]
+    assert "> 0" in kernel_report.check([dict(row, arch="sm_80")], ceiling)[0]
+
+
 def test_kernel_names_and_check():
     name = ("void convnet::(anonymous namespace)::conv_fwd_tile_kernel<convnet::TileShape<128, 128, "
             "8, 8, 8> >(convnet::(anonymous namespace)::ConvDims, const float *)")

@@ -9,6 +9,17 @@
   backward branch enclosing the most FFMA, its FFMA share of all instructions (NOPs excluded),
   shared loads (LDS), global loads (LDG), integer ops (IMAD, IADD3, LEA, SHF, LOP3, ISETP, ...)
   and whether 64-bit integer arithmetic (IMAD.WIDE*, IADD3.X, LEA.HI.X) occurs in it;
+- 64-bit integer index arithmetic inside any loop of the kernel (loop_wide, column i64): the
+  instructions that produce a 64-bit integer or its high word or compare one (IMAD.WIDE*, IMAD.X,
+  IADD3.X, LEA.HI.X*, ISETP.*.EX and their uniform-datapath U* forms) in a backward-branch range,
+  except a load's or store's final address formation: an instruction whose 64-bit result is read,
+  until it is rewritten, only as the address of global memory instructions (the IMAD.WIDE of
+  `base[i]` with a 32-bit i, or a LEA / LEA.HI.X pair), or as the base of another such address
+  formation (ptxas forms a loop's next address from the previous one, with as many instructions
+  per access as from the base pointer). A pointer increment (IADD3 + IADD3.X fed
+  back into itself), a 64-bit multiply-add feeding more arithmetic, a 64-bit loop counter's compare
+  and a 64-bit value copied into other registers count; a 32 x 32 -> 64-bit product by an
+  immediate with no addend (IMAD.WIDE.U32 Rd, Ra, imm, RZ: Philox's rounds) is data and does not;
 - global load and store widths over the whole kernel: how many LDG / STG it holds and the share
   that move 128 bits (LDG.E.128, STG.E.128: the float4 paths of the memory-bound kernels);
 - integer divisions inside any loop of the kernel (backward-branch ranges), by what nvcc 13
@@ -49,7 +60,16 @@ LIMITS = {
 }
 RESERVED_SMEM = 1024  # per block, sm_80 and later
 THREADS = 256
-BLOCK_THREADS = {"sgemm_tiled32_kernel": 1024}  # the kernels launched with other than 256
+# The kernels launched with other than 256 threads, by name before the template arguments: the
+# 32x32 SGEMM tile; the softmax column blocks (32 images x 16 class slices); the pixel-grid
+# kernels (pixel_grid.h: 128 threads from 128 images or filters a pixel up).
+BLOCK_THREADS = {"sgemm_tiled32_kernel": 1024, "softmax_fwd_kernel": 512,
+                 "softmax_bwd_kernel": 512, "logreg_fwd_kernel": 512}
+BLOCK_THREADS.update({k: 128 for k in (
+    "lrn_fwd_kernel", "lrn_bwd_kernel", "rnorm_fwd_kernel", "rnorm_bwd_kernel", "pool_fwd_kernel",
+    "pool_bwd_kernel", "conv_fwd_direct_kernel", "conv_bwd_data_direct_kernel",
+    "conv_bwd_weights_direct_kernel", "local_fwd_direct_kernel", "local_bwd_data_direct_kernel",
+    "local_bwd_weights_direct_kernel")})
 
 INT_OPS = ("IMAD", "IADD3", "IADD", "LEA", "SHF", "LOP3", "ISETP", "IABS", "IMNMX", "SEL",
            "SGXT", "PRMT", "BMSK", "POPC", "FLO", "BREV", "IMUL", "ISCADD", "I2F", "F2I")
@@ -225,6 +245,147 @@ def loop_divisions(func):
     return count
 
 
+# 64-bit integer arithmetic: the instructions that produce a 64-bit value or its high word, or
+# compare one (regular and uniform datapath).
+WIDE64 = re.compile(r"^U?(IMAD\.WIDE|IMAD\.X|IADD3\.X|LEA\.HI\.X|ISETP\.\S*\.EX)")
+# A full 32 x 32 -> 64-bit product by an immediate with no addend: the multiply of a hash or
+# counter-based generator (Philox's rounds in dropout), data rather than an index.
+CONST_PRODUCT = re.compile(r"^(@!?U?P\w+\s+)?IMAD\.WIDE\.U32 R\d+, R\d+, -?0x[0-9a-f]+, RZ$")
+MEMORY_OPS = ("LDG", "STG", "LD.", "ST.", "LD", "ST", "ATOMG", "ATOM", "RED", "REDG", "LDGSTS")
+REG = re.compile(r"\b(U?R)(\d+)(\.64)?\b")
+
+
+def _operands(text):
+    """(destination register or None, [operand strings]) of an instruction; stores, reductions
+    and compares write no register."""
+    body = re.sub(r"^@!?U?P\w+\s+", "", text)
+    parts = body.split(None, 1)
+    ops = [o.strip() for o in parts[1].split(",")] if len(parts) > 1 else []
+    op = parts[0] if parts else ""
+    writes = not op.startswith(("ST", "RED", "ISETP", "UISETP", "BRA", "EXIT", "BAR"))
+    m = REG.fullmatch(ops[0]) if ops and writes else None
+    return (m.group(1) + m.group(2) if m else None), ops
+
+
+def _reads(ops, dest_written):
+    """Registers an instruction reads, each as (name, in a memory address, operand index): a pair
+    operand
+    Rn.64 reads Rn and Rn+1; `desc[URn]` (the memory descriptor) is not an address."""
+    out = []
+    for i, o in enumerate(ops):
+        if i == 0 and dest_written:
+            continue
+        addr = re.sub(r"desc\[[^\]]*\]", "", o)
+        in_mem = "[" in addr
+        for kind, num, pair in REG.findall(addr):
+            out.append((kind + num, in_mem, i))
+            if pair:
+                out.append((kind + str(int(num) + 1), in_mem, i))
+    return out
+
+
+def _written_pair(text):
+    """The register pair a 64-bit-producing instruction writes: (d, d+1) for IMAD.WIDE and a LEA
+    that starts a pair, (d-1, d) for the high-word forms (.X, LEA.HI.X)."""
+    dest, _ = _operands(text)
+    kind, num = re.match(r"(U?R)(\d+)", dest).groups()
+    num = int(num)
+    op = opcode(text)
+    low = num if (".WIDE" in op or not (".X" in op or ".HI" in op)) else num - 1
+    return {kind + str(low), kind + str(low + 1)}
+
+
+def _chains_address(qop, k):
+    """Does operand k of an instruction `qop` take a 64-bit base from which it forms the next
+    address: the addend of IMAD.WIDE (operand 3: dest, a, b, addend), the base of LEA (dest, P,
+    index, base, shift), the base's high word of LEA.HI.X (dest, index, base hi, ...) or an
+    operand of the high-word add IMAD.X / IADD3.X?"""
+    base = qop.split(".")[0].lstrip("U")
+    if base == "IMAD" and ".WIDE" in qop:
+        return k == 3
+    if base == "LEA":
+        return k == (2 if ".HI" in qop else 3)
+    return base in ("IADD3", "IMAD") and ".X" in qop  # the high word of base + offset
+
+
+def _is_address_only(body, p, memo=None):
+    """Is the 64-bit value written by body[p] read, before it is rewritten, only as the address
+    of global memory instructions, scanning the loop body forward from p and around to p (the
+    next iteration)? A read as the base of another address formation (_chains_address) whose own
+    value is address-only counts as an address: ptxas forms a loop's next address from the
+    previous one in as many instructions as from the base pointer. Then body[p] is the load's or
+    store's final address formation. memo: answers so far by position."""
+    memo = {} if memo is None else memo
+    if p in memo:
+        return memo[p]
+    # A chain back to p carries a 64-bit value across iterations: through IMAD.WIDE that is
+    # still one instruction per address (next = previous + stride), as from the base pointer;
+    # through a two-instruction 64-bit add (IADD3 + IADD3.X, LEA + LEA.HI.X) it is a pointer
+    # induction variable and counts.
+    memo[p] = opcode(body[p]).lstrip("U").startswith("IMAD.WIDE")
+    memo[p] = _address_only_scan(body, p, memo)
+    return memo[p]
+
+
+def _address_only_scan(body, p, memo):
+    text = body[p]
+    dest, _ = _operands(text)
+    if dest is None:
+        return False  # a 64-bit compare: index arithmetic by definition
+    pair = _written_pair(text)
+    n = len(body)
+    for step in range(1, n):
+        q = (p + step) % n
+        qtext = body[q]
+        qop = opcode(qtext)
+        qdest, qops = _operands(qtext)
+        for reg, in_mem, k in _reads(qops, qdest is not None):
+            if reg not in pair or (in_mem and qop.startswith(MEMORY_OPS)):
+                continue
+            if (qdest is not None and _chains_address(qop, k)
+                    and _is_address_only(body, q, memo)):
+                continue
+            return False
+        if qdest is not None:  # a rewrite, predicated or not, ends the value's life
+            kind, d = re.match(r"(U?R)(\d+)", qdest).groups()
+            width = 4 if ".128" in qop else 2 if (".WIDE" in qop or ".64" in qop) else 1
+            pair = pair - {kind + str(int(d) + i) for i in range(width)}
+            if not pair:
+                return True
+    return True
+
+
+def loop_wide(func):
+    """64-bit integer index arithmetic inside the kernel's loops: in each backward-branch range
+    (the innermost one holding it), the instructions of WIDE64 except a load's or store's final
+    address formation (_is_address_only: an IMAD.WIDE or LEA/LEA.HI.X pair whose value only
+    addresses memory before it is rewritten). A pointer increment (IADD3 + IADD3.X fed back
+    into itself), a 64-bit multiply-add feeding more arithmetic, a 64-bit loop counter's compare
+    (ISETP.*.EX) and a 64-bit value copied into other registers count; so do their uniform
+    forms (UIADD3.X, UIMAD.WIDE, ...)."""
+    insns, labels = func["insns"], func["labels"]
+    loops = []
+    for addr, text in insns:
+        if not opcode(text).startswith("BRA"):
+            continue
+        m, ma = TARGET.search(text), TARGET_ADDR.search(text)
+        target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
+        if target is not None and target <= addr:
+            loops.append((target, addr))
+    count, memos = 0, {}
+    for addr, text in insns:
+        if not WIDE64.match(opcode(text)) or CONST_PRODUCT.match(text):
+            continue
+        inner = [lp for lp in loops if lp[0] <= addr <= lp[1]]
+        if not inner:
+            continue
+        lo, hi = min(inner, key=lambda lp: lp[1] - lp[0])
+        body = [t for a, t in insns if lo <= a <= hi]
+        p = [a for a, _ in insns if lo <= a <= hi].index(addr)
+        count += not _is_address_only(body, p, memos.setdefault((lo, hi), {}))
+    return count
+
+
 def memory_widths(func):
     """Global loads and stores of the whole kernel and how many move 128 bits."""
     ops = [opcode(t) for _, t in func["insns"]]
@@ -282,17 +443,31 @@ def sass_mix(module, archs):
         funcs = parse_sass(res.stdout)
         names = list(funcs)
         for mangled, name in zip(names, demangle(names)):
-            row = dict(memory_widths(funcs[mangled]), loop_div=loop_divisions(funcs[mangled]))
+            row = dict(memory_widths(funcs[mangled]), loop_div=loop_divisions(funcs[mangled]),
+                       loop_wide=loop_wide(funcs[mangled]))
             row.update(main_loop_mix(funcs[mangled]) or {})
             out[(name, f"sm_{arch}")] = row
     return out
 
 
+def _drop_arguments(name):
+    """'f<(Kind)1, int>(float*, int)' -> 'f<(Kind)1, int>': the trailing parenthesised argument
+    list, matched by depth (template arguments may hold parentheses of their own)."""
+    if not name.endswith(")"):
+        return name
+    depth = 0
+    for i in range(len(name) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(name[i], 0)
+        if depth == 0:
+            return name[:i]
+    return name
+
+
 def short(name):
     """A readable kernel name: namespace and argument list dropped, template arguments kept
     short ('conv_fwd_tile_kernel<TileShape<128,128,8,8,8>>' -> 'conv_fwd_tile_kernel<128x128>')."""
-    name = re.sub(r"\(.*\)$", "", name.replace("convnet::", "").replace("(anonymous namespace)::",
-                                                                          ""))
+    name = _drop_arguments(name.replace("convnet::", "").replace("(anonymous namespace)::", ""))
+    name = re.sub(r"\((NeuronKind)\)(\d+)", r"\1 \2", name)  # enum template arguments
     name = re.sub(r"^void ", "", name)
     m = re.search(r"TileShape<(\d+), (\d+), \d+, \d+, \d+>", name)
     tile = f"<{m.group(1)}x{m.group(2)}" if m else ""
@@ -311,7 +486,7 @@ def build_rows(ptxas_report, module, archs):
         if r["arch"].replace("sm_", "") not in archs:
             continue
         name = short(r["kernel"])
-        threads = BLOCK_THREADS.get(name, THREADS)
+        threads = BLOCK_THREADS.get(name.split("<")[0], THREADS)
         blocks, limit = occupancy(r["regs"], r["smem"], r["arch"], threads)
         row = dict(r, name=name, threads=threads, blocks_per_sm=blocks, limited_by=limit)
         row.update(mix.get((r["kernel"], r["arch"]), {}))
@@ -325,28 +500,54 @@ def format_rows(rows, hot_only=False, memory=False):
     of every kernel instead of the mix."""
     head = (f"{'kernel':<44} {'arch':<6} {'regs':>4} {'spill':>5} {'smem':>6} {'blk/SM':>6} "
             f"{'limit':<7} ")
-    head += (f"{'LDG':>4} {'.128':>4} {'STG':>4} {'.128':>4} {'div':>3}" if memory else
-             f"{'loop':>4} {'FFMA%':>5} {'LDS':>3} {'LDG':>3} {'int%':>5} {'wide':>4} {'div':>3}")
+    head += (f"{'LDG':>4} {'.128':>4} {'STG':>4} {'.128':>4} {'div':>3} {'i64':>3}" if memory
+             else f"{'loop':>4} {'FFMA%':>5} {'LDS':>3} {'LDG':>3} {'int%':>5} {'wide':>4} "
+                  f"{'div':>3} {'i64':>3}")
     out = [head]
     for r in rows:
         if hot_only and not memory and "ffma_pct" not in r:
             continue
         if memory:
             tail = (f"{r['ldg_all']:>4} {r['ldg128']:>4} {r['stg_all']:>4} {r['stg128']:>4} "
-                    f"{r['loop_div']:>3}" if "ldg_all" in r else "")
+                    f"{r['loop_div']:>3} {r['loop_wide']:>3}" if "ldg_all" in r else "")
         else:
             tail = (f"{r['loop_insns']:>4} {r['ffma_pct']:>5.1f} {r['lds']:>3} {r['ldg']:>3} "
-                    f"{r['int_pct']:>5.1f} {r['wide_int']:>4} {r['loop_div']:>3}"
-                    if "ffma_pct" in r else "")
+                    f"{r['int_pct']:>5.1f} {r['wide_int']:>4} {r['loop_div']:>3} "
+                    f"{r['loop_wide']:>3}" if "ffma_pct" in r else "")
         out.append(f"{r['name'][:44]:<44} {r['arch']:<6} {r['regs']:>4} "
                    f"{r['spill_st'] + r['spill_ld']:>5} {r['smem']:>6} {r['blocks_per_sm']:>6} "
                    f"{r['limited_by']:<7} {tail}")
     return out
 
 
+def wide_index_instance(name, args):
+    """Is the kernel the 64-bit-index instance of a template: one of its template arguments is
+    in args ('foo_kernel<true, long>' with args ['long'])?"""
+    m = re.search(r"<(.*)>", name)
+    return bool(m) and any(a.strip() in args for a in m.group(1).split(","))
+
+
+def loop_wide_limit(row, targets):
+    """The most 64-bit index instructions the kernel's loops may hold: None for a 64-bit-index
+    instance (wide_index_args) or without the target; the ceiling recorded for its name prefix
+    and arch in loop_wide_ceilings ({"prefix sm_XX": n}: what ptxas still forms on the 32-bit path,
+    README), else max_loop_wide."""
+    if "max_loop_wide" not in targets or \
+            wide_index_instance(row["name"], targets.get("wide_index_args", [])):
+        return None
+    for key, n in targets.get("loop_wide_ceilings", {}).items():
+        prefix, arch = key.rsplit(" ", 1)
+        if row["name"].startswith(prefix) and row["arch"] == arch:
+            return n
+    return targets["max_loop_wide"]
+
+
 def check(rows, targets):
     """Failures against the targets: no spills anywhere; no integer division in any loop of any
-    kernel with SASS measures (max_loop_div); for each targeted kernel (name prefix) and arch:
+    kernel with SASS measures (max_loop_div); no 64-bit index arithmetic in any loop (loop_wide
+    <= loop_wide_limit: max_loop_wide, or a recorded ceiling) of any kernel but the 64-bit-index
+    instances (a template argument named in wide_index_args: `long`, the int64_t of
+    index_width.cuh); for each targeted kernel (name prefix) and arch:
     blocks/SM >= min_blocks, FFMA share >= min_ffma_pct, at most max_wide_int 64-bit integer
     ops in the main loop; for each memory target: a share of 128-bit global loads (of the
     kernel's LDG) >= min_ldg128_pct and of stores >= min_stg128_pct."""
@@ -357,6 +558,10 @@ def check(rows, targets):
         if r.get("loop_div", 0) > targets.get("max_loop_div", 0):
             bad.append(f"{r['name']} {r['arch']}: {r['loop_div']} integer divisions in its "
                        f"loops > {targets.get('max_loop_div', 0)}")
+        limit = loop_wide_limit(r, targets)
+        if limit is not None and r.get("loop_wide", 0) > limit:
+            bad.append(f"{r['name']} {r['arch']}: {r['loop_wide']} 64-bit integer index "
+                       f"instructions in its loops > {limit}")
     for t in targets.get("memory", []):
         hit = [r for r in rows if r["name"].startswith(t["name"]) and r["arch"] in t["archs"]]
         if not hit:

@@ -1,4 +1,4 @@
-// Convolution on cuda-convnet's layout, and biases (declared in csrc/common/conv.h).
+// Convolution on cuda-convnet's layout (declared in csrc/common/conv.h; its biases: bias.cu).
 //   x : (C, H, W, N)    w : (C/groups, fs, fs, F)    y : (F, Ho, Wo, N)
 // Pixels outside the image (padding, and the far-edge overhang of the round-up output size) read
 // as zero. Names below: Cg = C/groups and Fg = F/groups per group, P = Ho*Wo, K = Cg*fs*fs, and
@@ -38,6 +38,8 @@
 #include "conv_taps.cuh"
 #include "fast_div.cuh"
 #include "gemm.h"
+#include "index_width.cuh"
+#include "partial_sums.h"
 #include "pixel_grid.h"
 #include "tile_gemm.cuh"
 
@@ -68,9 +70,11 @@ ConvDims dims_of(const ConvParams& p) {
 // Thread mapping of the three (pixel_grid.h): one thread per (pixel, image) of the tensor written,
 // blockIdx.x the pixel, the images over blockIdx.y x threadIdx.x (consecutive in a warp:
 // coalesced). The pixel is decoded once per thread through FastDiv, and every loop walks its
-// tensors by pointer increments: no division and no 64-bit multiply in a loop. Offsets are 64-bit
-// pointer arithmetic, so a tensor may span 2^31 elements or more; pixel_grid refuses a grid of
-// 2^31 pixels or more (y's F*Ho*Wo, dx's C*H*W, dw's K taps), naming the op's kernel.
+// tensors by offsets of the index type I from the kernel's base pointers (index_width.cuh): int
+// where direct_span has checked the sizes, so a step is one 32-bit add and a load's address one
+// IMAD.WIDE; int64_t for tensors of 2^31 elements or more. No division and no multiply in a loop.
+// pixel_grid refuses a grid of 2^31 pixels or more (y's F*Ho*Wo, dx's C*H*W, dw's K taps), naming
+// the op's kernel.
 
 // The divisors a direct kernel decodes its pixel with (FastDiv: numerators below 2^31, which
 // pixel_grid's bound and the int-sized shapes guarantee).
@@ -81,6 +85,7 @@ struct DirectDivs {
 // Pixel (f, oy, ox) of y; divs: Wo, P, Fg. The taps of the window that lie in the image are a
 // clipped box, so the sum skips nothing inside its loops and adds the same terms in the same order
 // (c, ky, kx ascending) as a test per tap would.
+template <class I>
 __global__ void conv_fwd_direct_kernel(ConvDims d, DirectDivs divs, const float* __restrict__ x,
                                        const float* __restrict__ w, float* __restrict__ y,
                                        bool accumulate, Epilogue epi) {
@@ -92,23 +97,20 @@ __global__ void conv_fwd_direct_kernel(ConvDims d, DirectDivs divs, const float*
   const int iy0 = oy * d.stride - d.pad, ix0 = ox * d.stride - d.pad;
   const int ky_lo = max(0, -iy0), ky_hi = min(d.fs, d.H - iy0);
   const int kx_lo = max(0, -ix0), kx_hi = min(d.fs, d.W - ix0);
-  const int64_t x_row = int64_t(d.W) * d.N, w_plane = int64_t(d.taps) * d.F;
-  const int64_t w_row = int64_t(d.fs) * d.F;
+  const I x_row = I(d.W) * d.N, x_plane = I(d.HWN), w_plane = I(d.taps) * d.F;
+  const I w_row = I(d.fs) * d.F;
   // x[c0, iy0 + ky_lo, ix0 + kx_lo, n] and w[0, ky_lo, kx_lo, f]: channel 0's first inside tap.
-  const float* xc = x + (int64_t(divs.c.div(f)) * d.Cg * d.H + iy0 + ky_lo) * x_row +
-                    int64_t(ix0 + kx_lo) * d.N + n;
-  const float* wc = w + int64_t(ky_lo * d.fs + kx_lo) * d.F + f;
+  I xc = (I(divs.c.div(f)) * d.Cg * d.H + iy0 + ky_lo) * x_row + I(ix0 + kx_lo) * d.N + n;
+  I wc = I(ky_lo * d.fs + kx_lo) * d.F + f;
   float sum = 0.f;
-  for (int c = 0; c < d.Cg; ++c, xc += d.HWN, wc += w_plane) {
-    const float* xr = xc;
-    const float* wr = wc;
+  for (int c = 0; c < d.Cg; ++c, xc += x_plane, wc += w_plane) {
+    I xr = xc, wr = wc;
     for (int ky = ky_lo; ky < ky_hi; ++ky, xr += x_row, wr += w_row) {
-      const float* xp = xr;
-      const float* wp = wr;
-      for (int kx = kx_lo; kx < kx_hi; ++kx, xp += d.N, wp += d.F) sum = fmaf(*wp, *xp, sum);
+      I xp = xr, wp = wr;
+      for (int kx = kx_lo; kx < kx_hi; ++kx, xp += d.N, wp += d.F) sum = fmaf(w[wp], x[xp], sum);
     }
   }
-  float* out = y + int64_t(pix) * d.N + n;
+  float* out = y + (I(pix) * d.N + n);
   *out = epi.apply(accumulate ? *out + sum : sum, f);
 }
 
@@ -116,6 +118,7 @@ __global__ void conv_fwd_direct_kernel(ConvDims d, DirectDivs divs, const float*
 // outputs whose windows cover the pixel — no atomics. With iy + pad = qy*stride + ry, the taps
 // that reach the pixel are ky = ry + j*stride, read by output oy = qy - j (likewise x), so the
 // loops step through exactly those taps and outputs.
+template <class I>
 __global__ void conv_bwd_data_direct_kernel(ConvDims d, DirectDivs divs,
                                             const float* __restrict__ dy,
                                             const float* __restrict__ w, float* __restrict__ dx,
@@ -129,31 +132,30 @@ __global__ void conv_bwd_data_direct_kernel(ConvDims d, DirectDivs divs,
   const int qy = divs.d.div(iy + d.pad), ry = iy + d.pad - qy * d.stride;
   const int qx = divs.d.div(ix + d.pad), rx = ix + d.pad - qx * d.stride;
   // Steps: the next tap (stride rows or columns of w) is read by the previous output.
-  const int64_t w_ky = int64_t(d.stride) * d.fs * d.F, w_kx = int64_t(d.stride) * d.F;
-  const int64_t dy_oy = int64_t(d.Wo) * d.N;
+  const I w_ky = I(d.stride) * d.fs * d.F, w_kx = I(d.stride) * d.F;
+  const I dy_oy = I(d.Wo) * d.N, dy_f = I(d.PN);
   // w[cl, ry, rx, g*Fg] and dy[g*Fg, qy, qx, n].
-  const float* wr = w + (int64_t(cl * d.fs + ry) * d.fs + rx) * d.F + int64_t(g) * d.Fg;
-  const float* dyr = dy + int64_t(g) * d.Fg * d.PN + (int64_t(qy) * d.Wo + qx) * d.N + n;
+  I wr = (I(cl * d.fs + ry) * d.fs + rx) * d.F + I(g) * d.Fg;
+  I dyr = I(g) * d.Fg * dy_f + (I(qy) * d.Wo + qx) * d.N + n;
   float sum = 0.f;
   for (int ky = ry, oy = qy; ky < d.fs && oy >= 0; ky += d.stride, --oy, wr += w_ky,
            dyr -= dy_oy) {
     if (oy >= d.Ho) continue;
-    const float* wk = wr;
-    const float* dyk = dyr;
+    I wk = wr, dyk = dyr;
     for (int kx = rx, ox = qx; kx < d.fs && ox >= 0; kx += d.stride, --ox, wk += w_kx,
              dyk -= d.N) {
       if (ox >= d.Wo) continue;
-      const float* wf = wk;
-      const float* dyf = dyk;
-      for (int f = 0; f < d.Fg; ++f, ++wf, dyf += d.PN) sum = fmaf(*wf, *dyf, sum);
+      I wf = wk, dyf = dyk;
+      for (int f = 0; f < d.Fg; ++f, ++wf, dyf += dy_f) sum = fmaf(w[wf], dy[dyf], sum);
     }
   }
-  float* out = dx + int64_t(pix) * d.N + n;
+  float* out = dx + (I(pix) * d.N + n);
   *out = accumulate ? *out + sum : sum;
 }
 
 // Pixel = tap k of dw (K, F), the filters f over the threads; divs: taps, fs, Fg. Sums over the
 // positions (oy, ox ascending, those whose tap lies in the image) and images.
+template <class I>
 __global__ void conv_bwd_weights_direct_kernel(ConvDims d, DirectDivs divs,
                                                const float* __restrict__ x,
                                                const float* __restrict__ dy,
@@ -163,24 +165,35 @@ __global__ void conv_bwd_weights_direct_kernel(ConvDims d, DirectDivs divs,
   const int k = blockIdx.x;  // (c, ky, kx)
   const int c = divs.a.div(k), t = k - c * d.taps;
   const int ky = divs.b.div(t), kx = t - ky * d.fs;
-  const int64_t x_oy = int64_t(d.stride) * d.W * d.N, x_ox = int64_t(d.stride) * d.N;
-  const int64_t dy_oy = int64_t(d.Wo) * d.N;
+  const I x_oy = I(d.stride) * d.W * d.N, x_ox = I(d.stride) * d.N;
+  const I dy_oy = I(d.Wo) * d.N;
   // x[g*Cg + c, ky - pad, kx - pad, 0]: the tap's pixel for output (0, 0), maybe outside.
-  const float* xr = x + int64_t(divs.c.div(f) * d.Cg + c) * d.HWN +
-                    (int64_t(ky - d.pad) * d.W + (kx - d.pad)) * d.N;
-  const float* dyr = dy + int64_t(f) * d.PN;
+  I xr = I(divs.c.div(f) * d.Cg + c) * d.HWN + (I(ky - d.pad) * d.W + (kx - d.pad)) * d.N;
+  I dyr = I(f) * d.PN;
   float sum = 0.f;
   for (int oy = 0, iy = ky - d.pad; oy < d.Ho; ++oy, iy += d.stride, xr += x_oy, dyr += dy_oy) {
     if (iy < 0 || iy >= d.H) continue;
-    const float* xp = xr;
-    const float* dyp = dyr;
+    I xp = xr, dyp = dyr;
     for (int ox = 0, ix = kx - d.pad; ox < d.Wo; ++ox, ix += d.stride, xp += x_ox, dyp += d.N) {
       if (ix < 0 || ix >= d.W) continue;
-      for (int n = 0; n < d.N; ++n) sum = fmaf(xp[n], dyp[n], sum);
+      for (int n = 0; n < d.N; ++n) sum = fmaf(x[xp + n], dy[dyp + n], sum);
     }
   }
-  float* out = dw + int64_t(k) * d.F + f;
+  float* out = dw + (I(k) * d.F + f);
   *out = accumulate ? *out + sum : sum;
+}
+
+// A bound on the magnitude of every offset a direct kernel forms, those one step past a loop's
+// end and those of a window hanging over the top-left edge included: x's (rows up to C*H plus a
+// window past the last output, columns likewise) and dy's (F + 1 planes, rows and columns up to
+// fs + stride past the output) extents, and w's (a tap step past the last tap).
+int64_t direct_span(const ConvDims& d) {
+  const int64_t x = (int64_t(d.C) * d.H + int64_t(d.Ho) * d.stride + d.fs + d.pad + 1) *
+                    (int64_t(d.W) + int64_t(d.Wo) * d.stride + d.fs + d.pad + 1) * d.N;
+  const int64_t y = (int64_t(d.F) + 1) * (int64_t(d.Ho) + d.fs + d.stride + 1) *
+                    (int64_t(d.Wo) + d.fs + d.stride + 1) * d.N;
+  const int64_t w = (int64_t(d.Cg) * d.fs + d.fs + d.stride + 1) * (d.fs + d.stride + 1) * d.F;
+  return std::max({x, y, w});
 }
 
 // ======================= variant 2: implicit GEMM =================================================
@@ -433,52 +446,6 @@ __global__ void __launch_bounds__(S::kThreads, S::kMinBlocks)
   tile_store<S>(acc, out + s * d.K * d.F + g * d.Fg, d.F, d.K, d.Fg, m0, n0, 1.f, beta, vec_out);
 }
 
-// dw[i] (+)= sum over s of part[s*count + i], s in increasing order: the same bits every run.
-__global__ void sum_partials_kernel(const float* __restrict__ part, float* __restrict__ dw,
-                                    int64_t count, int splits, bool accumulate) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float sum = 0.f;
-    for (int s = 0; s < splits; ++s) sum += part[s * count + i];
-    dw[i] = accumulate ? dw[i] + sum : sum;
-  }
-}
-
-// ======================= biases ===================================================================
-
-// y (F, per) += b: blocks (x over a filter's elements, y over filters).
-__global__ void bias_fwd_kernel(float* __restrict__ y, const float* __restrict__ b, int64_t filters,
-                                int64_t per) {
-  for (int64_t f = blockIdx.y; f < filters; f += gridDim.y) {
-    const float bf = b[f];
-    float* row = y + f * per;
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < per;
-         i += int64_t(gridDim.x) * blockDim.x)
-      row[i] += bf;
-  }
-}
-
-// db[f] (+)= sum of dy row f: one block per filter, each thread a strided partial sum, then a
-// shared-memory tree; fixed order, so deterministic.
-constexpr int kBiasThreads = 256;
-__global__ void __launch_bounds__(kBiasThreads)
-    bias_bwd_kernel(const float* __restrict__ dy, float* __restrict__ db, int64_t filters,
-                    int64_t per, bool accumulate) {
-  __shared__ float part[kBiasThreads];
-  for (int64_t f = blockIdx.x; f < filters; f += gridDim.x) {
-    const float* row = dy + f * per;
-    float sum = 0.f;
-    for (int64_t i = threadIdx.x; i < per; i += kBiasThreads) sum += row[i];
-    part[threadIdx.x] = sum;
-    __syncthreads();
-    for (int half = kBiasThreads / 2; half > 0; half /= 2) {
-      if (int(threadIdx.x) < half) part[threadIdx.x] += part[threadIdx.x + half];
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) db[f] = accumulate ? db[f] + part[0] : part[0];
-    __syncthreads();  // part[] is rewritten for the next filter
-  }
-}
 
 // ======================= launchers ================================================================
 
@@ -656,33 +623,39 @@ void conv_bwd_weights_tiled(const ConvDims& d, const TilePlan& plan, const float
   CONVNET_LAUNCH(conv_bwd_weights_tile_kernel<S>, grid, S::kThreads, 0, s, td, x, dy, taps,
                  positions, part, int(plan.splits), int(plan.chunk), 0.f, vec_dy,
                  groups_aligned(part, d.Fg, d.F, d.groups));
-  CONVNET_LAUNCH(sum_partials_kernel, grid_for(count, 256), 256, 0, s, part, dw, count,
-                 int(plan.splits), accumulate);
+  sum_partials_cuda(part, dw, count, int(plan.splits), accumulate);
 }
 
-// Variant 1's launchers (the kernels' thread mapping above).
+// Variant 1's launchers (the kernels' thread mapping above), on 32-bit offsets where
+// direct_span allows.
 void conv_fwd_direct(const ConvDims& d, const float* x, const float* w, float* y,
                      bool accumulate, const Epilogue& epi) {
   const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N, "conv_fwd variant 1");
   const DirectDivs divs{FastDiv(d.Wo), FastDiv(int(d.P)), FastDiv(d.Fg), FastDiv()};
-  CONVNET_LAUNCH(conv_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs, x, w, y,
-                 accumulate, epi);
+  with_index(direct_span(d), [&](auto index) {
+    CONVNET_LAUNCH((conv_fwd_direct_kernel<decltype(index)>), g.grid, g.block, 0,
+                   current_stream(), d, divs, x, w, y, accumulate, epi);
+  });
 }
 
 void conv_bwd_data_direct(const ConvDims& d, const float* dy, const float* w, float* dx,
                           bool accumulate) {
   const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N, "conv_bwd_data variant 1");
   const DirectDivs divs{FastDiv(d.W), FastDiv(d.H), FastDiv(d.Cg), FastDiv(d.stride)};
-  CONVNET_LAUNCH(conv_bwd_data_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs, dy,
-                 w, dx, accumulate);
+  with_index(direct_span(d), [&](auto index) {
+    CONVNET_LAUNCH((conv_bwd_data_direct_kernel<decltype(index)>), g.grid, g.block, 0,
+                   current_stream(), d, divs, dy, w, dx, accumulate);
+  });
 }
 
 void conv_bwd_weights_direct(const ConvDims& d, const float* x, const float* dy, float* dw,
                              bool accumulate) {
   const PixelGrid g = pixel_grid(d.K, d.F, "conv_bwd_weights variant 1");
   const DirectDivs divs{FastDiv(d.taps), FastDiv(d.fs), FastDiv(d.Fg), FastDiv()};
-  CONVNET_LAUNCH(conv_bwd_weights_direct_kernel, g.grid, g.block, 0, current_stream(), d, divs,
-                 x, dy, dw, accumulate);
+  with_index(direct_span(d), [&](auto index) {
+    CONVNET_LAUNCH((conv_bwd_weights_direct_kernel<decltype(index)>), g.grid, g.block, 0,
+                   current_stream(), d, divs, x, dy, dw, accumulate);
+  });
 }
 
 // What variant 0 runs for `op` on device `dev`.
@@ -772,19 +745,6 @@ void conv_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy,
     default:
       conv_bwd_weights_tiled<Tile128>(d, plan, x, dy, dw, accumulate);
   }
-}
-
-void bias_fwd_cuda(float* y, const float* b, int64_t filters, int64_t per_filter) {
-  if (filters == 0 || per_filter == 0) return;
-  const dim3 grid{grid_for(per_filter, 256, 64), unsigned(std::min<int64_t>(filters, 65535))};
-  CONVNET_LAUNCH(bias_fwd_kernel, grid, 256, 0, current_stream(), y, b, filters, per_filter);
-}
-
-void bias_bwd_cuda(const float* dy, float* db, int64_t filters, int64_t per_filter,
-                   bool accumulate) {
-  if (filters == 0) return;
-  CONVNET_LAUNCH(bias_bwd_kernel, unsigned(std::min<int64_t>(filters, 65535)), kBiasThreads, 0,
-                 current_stream(), dy, db, filters, per_filter, accumulate);
 }
 
 }  // namespace convnet

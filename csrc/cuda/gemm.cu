@@ -17,35 +17,41 @@
 // Variant 0 picks 3 or 4 by whole waves on the device (tile_gemm.cuh's plan_tile; sgemm_plan_cuda
 // says what it chose), and 1 when an operand spans 2^31 elements or more (the tiles index in
 // 32 bits).
+#include <algorithm>
 #include <cstdint>
 
 #include "bench_support.h"
 #include "cuda_check.h"
 #include "gemm.h"
+#include "index_width.cuh"
 #include "tile_gemm.cuh"
 
 namespace convnet {
 namespace {
 
-__device__ __forceinline__ float load_a(const float* a, int64_t lda, bool ta, int64_t i,
-                                        int64_t p) {
+// Variants 1 and 2 index in the type I (index_width.cuh): int where gemm_span fits in 32 bits,
+// int64_t beyond (variant 0 runs variant 1 for operands of 2^31 elements or more).
+template <class I>
+__device__ __forceinline__ float load_a(const float* a, I lda, bool ta, I i, I p) {
   return ta ? a[p * lda + i] : a[i * lda + p];
 }
-__device__ __forceinline__ float load_b(const float* b, int64_t ldb, bool tb, int64_t p,
-                                        int64_t j) {
+template <class I>
+__device__ __forceinline__ float load_b(const float* b, I ldb, bool tb, I p, I j) {
   return tb ? b[j * ldb + p] : b[p * ldb + j];
 }
 
 // ---- variant 1: naive. Thread (x, y) of block (bx, by) computes C(by*8 + y, bx*32 + x).
+template <class I>
 __global__ void sgemm_naive_kernel(GemmParams p, const float* __restrict__ a,
                                    const float* __restrict__ b, float* __restrict__ c) {
-  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  const int64_t i = blockIdx.y * int64_t(blockDim.y) + threadIdx.y;
-  if (i >= p.m || j >= p.n) return;
+  const I j = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x);
+  const I i = I(blockIdx.y) * I(blockDim.y) + I(threadIdx.y);
+  if (i >= I(p.m) || j >= I(p.n)) return;
+  const I k = I(p.k), lda = I(p.lda), ldb = I(p.ldb);
   float sum = 0.f;
-  for (int64_t q = 0; q < p.k; ++q)
-    sum = fmaf(load_a(a, p.lda, p.trans_a, i, q), load_b(b, p.ldb, p.trans_b, q, j), sum);
-  float* cij = c + i * p.ldc + j;
+  for (I q = 0; q < k; ++q)
+    sum = fmaf(load_a(a, lda, p.trans_a, i, q), load_b(b, ldb, p.trans_b, q, j), sum);
+  float* cij = c + (i * I(p.ldc) + j);
   *cij = p.epi.apply(p.beta == 0.f ? p.alpha * sum : fmaf(p.beta, *cij, p.alpha * sum), i);
 }
 
@@ -53,31 +59,33 @@ __global__ void sgemm_naive_kernel(GemmParams p, const float* __restrict__ a,
 // Each k step every thread loads one element of each tile; the global index that varies with
 // threadIdx.x is the contiguous one of that operand's storage, so loads coalesce either way.
 constexpr int kT2 = 32;
+template <class I>
 __global__ void __launch_bounds__(kT2* kT2)
     sgemm_tiled32_kernel(GemmParams p, const float* __restrict__ a, const float* __restrict__ b,
                          float* __restrict__ c) {
   __shared__ float sa[kT2][kT2 + 1];  // sa[i][q] = A(m0 + i, k0 + q); +1 avoids bank conflicts
   __shared__ float sb[kT2][kT2 + 1];  // sb[q][j] = B(k0 + q, n0 + j)
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t m0 = int64_t(blockIdx.y) * kT2, n0 = int64_t(blockIdx.x) * kT2;
+  const I m0 = I(blockIdx.y) * kT2, n0 = I(blockIdx.x) * kT2;
+  const I m = I(p.m), n = I(p.n), k = I(p.k), lda = I(p.lda), ldb = I(p.ldb);
   float sum = 0.f;
-  for (int64_t k0 = 0; k0 < p.k; k0 += kT2) {
+  for (I k0 = 0; k0 < k; k0 += kT2) {
     // A(m0 + i, k0 + q): stored row-major (m, k) -> q = tx; transposed (k, m) -> i = tx.
     const int ai = p.trans_a ? tx : ty, aq = p.trans_a ? ty : tx;
-    sa[ai][aq] = (m0 + ai < p.m && k0 + aq < p.k) ? load_a(a, p.lda, p.trans_a, m0 + ai, k0 + aq)
-                                                  : 0.f;
+    sa[ai][aq] =
+        (m0 + ai < m && k0 + aq < k) ? load_a(a, lda, p.trans_a, m0 + ai, k0 + aq) : 0.f;
     // B(k0 + q, n0 + j): stored (k, n) -> j = tx; transposed (n, k) -> q = tx.
     const int bq = p.trans_b ? tx : ty, bj = p.trans_b ? ty : tx;
-    sb[bq][bj] = (k0 + bq < p.k && n0 + bj < p.n) ? load_b(b, p.ldb, p.trans_b, k0 + bq, n0 + bj)
-                                                  : 0.f;
+    sb[bq][bj] =
+        (k0 + bq < k && n0 + bj < n) ? load_b(b, ldb, p.trans_b, k0 + bq, n0 + bj) : 0.f;
     __syncthreads();
 #pragma unroll 8
     for (int q = 0; q < kT2; ++q) sum = fmaf(sa[ty][q], sb[q][tx], sum);
     __syncthreads();
   }
-  const int64_t i = m0 + ty, j = n0 + tx;
-  if (i < p.m && j < p.n) {
-    float* cij = c + i * p.ldc + j;
+  const I i = m0 + ty, j = n0 + tx;
+  if (i < m && j < n) {
+    float* cij = c + (i * I(p.ldc) + j);
     *cij = p.epi.apply(p.beta == 0.f ? p.alpha * sum : fmaf(p.beta, *cij, p.alpha * sum), i);
   }
 }
@@ -111,6 +119,14 @@ bool fits_tiles(const GemmParams& p) {
          fits_int32(p.trans_a ? span(p.k, p.m, p.lda) : span(p.m, p.k, p.lda)) &&
          fits_int32(p.trans_b ? span(p.n, p.k, p.ldb) : span(p.k, p.n, p.ldb)) &&
          fits_int32(span(p.m, p.n, p.ldc));
+}
+
+// Every index variants 1 and 2 form: within an operand's span, plus a 32-element tile past the
+// last row, column or k step (the bounds tests compare those before loading).
+int64_t gemm_span(const GemmParams& p) {
+  const int64_t sa = p.trans_a ? span(p.k, p.m, p.lda) : span(p.m, p.k, p.lda);
+  const int64_t sb = p.trans_b ? span(p.n, p.k, p.ldb) : span(p.k, p.n, p.ldb);
+  return std::max({sa, sb, span(p.m, p.n, p.ldc), p.m, p.n, p.k}) + 2 * kT2;
 }
 
 template <class S>
@@ -170,14 +186,19 @@ void sgemm_cuda(const GemmParams& p, const float* a, const float* b, float* c) {
       const int64_t gy = (p.m + 7) / 8;
       CONVNET_CHECK(gy <= 65535, "sgemm variant 1: m = " << p.m << " is too large (max 524280)");
       const dim3 grid(unsigned((p.n + 31) / 32), unsigned(gy));
-      CONVNET_LAUNCH(sgemm_naive_kernel, grid, block, 0, s, p, a, b, c);
+      with_index(gemm_span(p), [&](auto index) {
+        CONVNET_LAUNCH((sgemm_naive_kernel<decltype(index)>), grid, block, 0, s, p, a, b, c);
+      });
       break;
     }
     case 2: {
       const int64_t gy = (p.m + kT2 - 1) / kT2;
       CONVNET_CHECK(gy <= 65535, "sgemm variant 2: m = " << p.m << " is too large");
       const dim3 grid(unsigned((p.n + kT2 - 1) / kT2), unsigned(gy));
-      CONVNET_LAUNCH(sgemm_tiled32_kernel, grid, dim3(kT2, kT2), 0, s, p, a, b, c);
+      with_index(gemm_span(p), [&](auto index) {
+        CONVNET_LAUNCH((sgemm_tiled32_kernel<decltype(index)>), grid, dim3(kT2, kT2), 0, s, p, a,
+                       b, c);
+      });
       break;
     }
     case 3:

@@ -25,6 +25,7 @@
 
 #include "cuda_check.h"
 #include "fast_div.cuh"
+#include "index_width.cuh"
 #include "local.h"
 #include "pixel_grid.h"
 #include "shape.h"
@@ -59,13 +60,15 @@ LocalDims dims_of(const ConvParams& p) {
 }
 
 // x[c, iy, ix, n] for tap k of output position (oy, ox), channels counted from c0; 0 outside.
+// I: the kernels' index type (index_width.cuh; local_span bounds every offset).
+template <class I>
 __device__ __forceinline__ float patch_at(const LocalDims& d, const LocalDivs& v, const float* x,
                                           int c0, int oy, int ox, int k, int n) {
   const int c = v.by_taps.div(k), t = k - c * d.fs * d.fs;
   const int ky = v.by_fs.div(t), kx = t - ky * d.fs;
   const int iy = oy * d.stride - d.pad + ky, ix = ox * d.stride - d.pad + kx;
   if (iy < 0 || iy >= d.H || ix < 0 || ix >= d.W) return 0.f;
-  return x[((int64_t(c0 + c) * d.H + iy) * d.W + ix) * d.N + n];
+  return x[((I(c0 + c) * d.H + iy) * d.W + ix) * d.N + n];
 }
 
 // ======================= variant 1: direct =======================================================
@@ -74,31 +77,33 @@ __device__ __forceinline__ float patch_at(const LocalDims& d, const LocalDivs& v
 // images over blockIdx.y x threadIdx.x, so a warp reads 32 consecutive floats.
 
 // Pixel (f, oy, ox) of y: the position's filter f over the window.
+template <class I>
 __global__ void local_fwd_direct_kernel(LocalDims d, LocalDivs v, const float* __restrict__ x,
                                         const float* __restrict__ w, float* __restrict__ y,
                                         bool accumulate) {
   const int n = blockIdx.y * blockDim.x + threadIdx.x;
   if (n >= d.N) return;
-  const int64_t pix = blockIdx.x;  // f * P + pos
-  const int f = int(pix / d.P), pos = int(pix - int64_t(f) * d.P);  // block-uniform
+  const I pix = blockIdx.x;  // f * P + pos
+  const int f = int(pix / I(d.P)), pos = int(pix - I(f) * I(d.P));  // block-uniform
   const int oy = v.by_Wo.div(pos), ox = pos - oy * d.Wo, c0 = v.by_Fg.div(f) * d.Cg;
-  const float* wp = w + int64_t(pos) * d.K * d.F + f;
+  I wp = I(pos) * d.K * d.F + f;
   float sum = 0.f;
   for (int k = 0; k < d.K; ++k, wp += d.F)
-    sum = fmaf(*wp, patch_at(d, v, x, c0, oy, ox, k, n), sum);
-  float* out = y + pix * d.N + n;
+    sum = fmaf(w[wp], patch_at<I>(d, v, x, c0, oy, ox, k, n), sum);
+  float* out = y + (pix * d.N + n);
   *out = accumulate ? *out + sum : sum;
 }
 
 // Pixel (c, iy, ix) of dx: sums, over the output positions whose windows cover it, that
 // position's filters times dy (a gather: no atomics).
+template <class I>
 __global__ void local_bwd_data_direct_kernel(LocalDims d, const float* __restrict__ dy,
                                              const float* __restrict__ w, float* __restrict__ dx,
                                              bool accumulate) {
   const int n = blockIdx.y * blockDim.x + threadIdx.x;
   if (n >= d.N) return;
-  const int64_t pix = blockIdx.x;  // (c * H + iy) * W + ix
-  const int c = int(pix / (int64_t(d.H) * d.W)), iy = int(pix / d.W % d.H), ix = int(pix % d.W);
+  const I pix = blockIdx.x;  // (c * H + iy) * W + ix
+  const int c = int(pix / (I(d.H) * d.W)), iy = int(pix / d.W % d.H), ix = int(pix % d.W);
   const int g = c / d.Cg, cl = c % d.Cg;
   // Outputs o whose window o*stride - pad .. + fs - 1 holds the pixel, per axis.
   const int oy0 = max(0, int(ceil_div(iy + d.pad - d.fs + 1, d.stride)));
@@ -108,18 +113,19 @@ __global__ void local_bwd_data_direct_kernel(LocalDims d, const float* __restric
   float sum = 0.f;
   for (int oy = oy0; oy <= oy1; ++oy)
     for (int ox = ox0; ox <= ox1; ++ox) {
-      const int64_t pos = int64_t(oy) * d.Wo + ox;
+      const I pos = I(oy) * d.Wo + ox;
       const int tap = (cl * d.fs + iy + d.pad - oy * d.stride) * d.fs + ix + d.pad - ox * d.stride;
-      const float* wt = w + (pos * d.K + tap) * d.F + g * d.Fg;
-      const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N + n;
-      for (int f = 0; f < d.Fg; ++f) sum = fmaf(wt[f], dyp[f * d.PN], sum);
+      I wt = (pos * d.K + tap) * d.F + g * d.Fg;
+      I dyp = (I(g) * d.Fg * d.P + pos) * d.N + n;
+      for (int f = 0; f < d.Fg; ++f, ++wt, dyp += I(d.PN)) sum = fmaf(w[wt], dy[dyp], sum);
     }
-  float* out = dx + pix * d.N + n;
+  float* out = dx + (pix * d.N + n);
   *out = accumulate ? *out + sum : sum;
 }
 
 // Pixel (pos, k) of dw (P, K, F), the filters over the threads (pixel_grid.h: dw's writes
 // coalesce), summing over the images.
+template <class I>
 __global__ void local_bwd_weights_direct_kernel(LocalDims d, LocalDivs v,
                                                 const float* __restrict__ x,
                                                 const float* __restrict__ dy,
@@ -129,10 +135,10 @@ __global__ void local_bwd_weights_direct_kernel(LocalDims d, LocalDivs v,
   const int pix = blockIdx.x;  // pos * K + k
   const int pos = v.by_K.div(pix), k = pix - pos * d.K;
   const int oy = v.by_Wo.div(pos), ox = pos - oy * d.Wo, c0 = v.by_Fg.div(f) * d.Cg;
-  const float* dyp = dy + int64_t(f) * d.PN + int64_t(pos) * d.N;
+  const I dyp = I(f) * I(d.PN) + I(pos) * d.N;
   float sum = 0.f;
-  for (int n = 0; n < d.N; ++n) sum = fmaf(patch_at(d, v, x, c0, oy, ox, k, n), dyp[n], sum);
-  float* out = dw + int64_t(pix) * d.F + f;
+  for (int n = 0; n < d.N; ++n) sum = fmaf(patch_at<I>(d, v, x, c0, oy, ox, k, n), dy[dyp + n], sum);
+  float* out = dw + (I(pix) * d.F + f);
   *out = accumulate ? *out + sum : sum;
 }
 
@@ -153,6 +159,7 @@ __device__ __forceinline__ void tile_fma(const Staged& a, const Staged& b, int t
 
 // Block (tile, pos, g) with tile = image tile + tiles_n * filter tile. Thread (tx, ty) computes
 // filters f0 + ty + 8j (j < 4) for image n0 + tx.
+template <class I>
 __global__ void __launch_bounds__(kThreads)
     local_fwd_tile_kernel(LocalDims d, LocalDivs v, const float* __restrict__ x,
                           const float* __restrict__ w,
@@ -164,13 +171,13 @@ __global__ void __launch_bounds__(kThreads)
   const int n0 = int(blockIdx.x) % tiles_n * kTile, f0 = int(blockIdx.x) / tiles_n * kTile;
   const int pos = int(blockIdx.y), g = int(blockIdx.z);
   const int oy = v.by_Wo.div(pos), ox = pos - oy * d.Wo, n = n0 + tx;
-  const float* wp = w + int64_t(pos) * d.K * d.F + g * d.Fg;
+  const I wp = I(pos) * d.K * d.F + g * d.Fg + f0 + tx;
   float acc[kTile / kRows] = {};
   for (int k0 = 0; k0 < d.K; k0 += kTile) {
     for (int j = 0; j < kTile / kRows; ++j) {
       const int r = ty + kRows * j, k = k0 + r;
-      ws[r][tx] = k < d.K && f0 + tx < d.Fg ? wp[int64_t(k) * d.F + f0 + tx] : 0.f;
-      xs[r][tx] = k < d.K && n < d.N ? patch_at(d, v, x, g * d.Cg, oy, ox, k, n) : 0.f;
+      ws[r][tx] = k < d.K && f0 + tx < d.Fg ? w[wp + I(k) * d.F] : 0.f;
+      xs[r][tx] = k < d.K && n < d.N ? patch_at<I>(d, v, x, g * d.Cg, oy, ox, k, n) : 0.f;
     }
     __syncthreads();
     tile_fma(ws, xs, tx, ty, acc);
@@ -179,13 +186,14 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < kTile / kRows; ++j) {
     const int f = f0 + ty + kRows * j;
     if (f >= d.Fg || n >= d.N) continue;
-    float* out = y + (int64_t(g * d.Fg + f) * d.P + pos) * d.N + n;
+    float* out = y + ((I(g * d.Fg + f) * d.P + pos) * d.N + n);
     *out = accumulate ? *out + acc[j] : acc[j];
   }
 }
 
 // Block (tile, pos, g) with tile = filter tile + tiles_f * tap tile. Thread (tx, ty) computes
 // taps k0 + ty + 8j (j < 4) for filter f0 + tx, summing over the images 32 at a time.
+template <class I>
 __global__ void __launch_bounds__(kThreads)
     local_bwd_weights_tile_kernel(LocalDims d, LocalDivs v, const float* __restrict__ x,
                                   const float* __restrict__ dy, float* __restrict__ dw,
@@ -197,14 +205,15 @@ __global__ void __launch_bounds__(kThreads)
   const int f0 = int(blockIdx.x) % tiles_f * kTile, k0 = int(blockIdx.x) / tiles_f * kTile;
   const int pos = int(blockIdx.y), g = int(blockIdx.z);
   const int oy = v.by_Wo.div(pos), ox = pos - oy * d.Wo;
-  const float* dyp = dy + (int64_t(g) * d.Fg * d.P + pos) * d.N;
+  const I dyp = (I(g) * d.Fg * d.P + pos) * d.N;
   float acc[kTile / kRows] = {};
   for (int n0 = 0; n0 < d.N; n0 += kTile) {
     const int n = n0 + tx;
     for (int j = 0; j < kTile / kRows; ++j) {
       const int r = ty + kRows * j;  // a tap for ps, a filter for ds; the image is n
-      ps[tx][r] = k0 + r < d.K && n < d.N ? patch_at(d, v, x, g * d.Cg, oy, ox, k0 + r, n) : 0.f;
-      ds[tx][r] = f0 + r < d.Fg && n < d.N ? dyp[int64_t(f0 + r) * d.PN + n] : 0.f;
+      ps[tx][r] =
+          k0 + r < d.K && n < d.N ? patch_at<I>(d, v, x, g * d.Cg, oy, ox, k0 + r, n) : 0.f;
+      ds[tx][r] = f0 + r < d.Fg && n < d.N ? dy[dyp + I(f0 + r) * I(d.PN) + n] : 0.f;
     }
     __syncthreads();
     tile_fma(ps, ds, tx, ty, acc);
@@ -213,7 +222,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < kTile / kRows; ++j) {
     const int k = k0 + ty + kRows * j, f = f0 + tx;
     if (k >= d.K || f >= d.Fg) continue;
-    float* out = dw + (int64_t(pos) * d.K + k) * d.F + g * d.Fg + f;
+    float* out = dw + ((I(pos) * d.K + k) * d.F + g * d.Fg + f);
     *out = accumulate ? *out + acc[j] : acc[j];
   }
 }
@@ -227,6 +236,12 @@ dim3 tile_grid(int64_t tiles, const LocalDims& d, const char* op) {
 }
 
 int tiles(int n) { return (n + kTile - 1) / kTile; }
+
+// Every offset a local kernel forms lies inside x (C*H*W*N), w and dw (P*K*F) or y and dy
+// (F*P*N): the largest of the three.
+int64_t local_span(const LocalDims& d) {
+  return std::max({int64_t(d.C) * d.HWN, d.P * d.K * d.F, int64_t(d.F) * d.PN});
+}
 
 void check_variant(const ConvParams& p, LocalOp op, const char* name) {
   const int count = local_variant_count_cuda(op);
@@ -245,13 +260,17 @@ void local_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* 
   if (d.F == 0 || d.PN == 0) return;
   if (p.variant == 1) {
     const PixelGrid g = pixel_grid(int64_t(d.F) * d.P, d.N, "local_fwd variant 1");
-    CONVNET_LAUNCH(local_fwd_direct_kernel, g.grid, g.block, 0, current_stream(), d,
-                   LocalDivs(d), x, w, y, accumulate);
+    with_index(local_span(d), [&](auto index) {
+      CONVNET_LAUNCH((local_fwd_direct_kernel<decltype(index)>), g.grid, g.block, 0,
+                     current_stream(), d, LocalDivs(d), x, w, y, accumulate);
+    });
     return;
   }
-  CONVNET_LAUNCH(local_fwd_tile_kernel, tile_grid(int64_t(tiles(d.N)) * tiles(d.Fg), d,
-                                                  "local_fwd"),
-                 kThreads, 0, current_stream(), d, LocalDivs(d), x, w, y, accumulate);
+  const dim3 grid = tile_grid(int64_t(tiles(d.N)) * tiles(d.Fg), d, "local_fwd");
+  with_index(local_span(d), [&](auto index) {
+    CONVNET_LAUNCH((local_fwd_tile_kernel<decltype(index)>), grid, kThreads, 0,
+                   current_stream(), d, LocalDivs(d), x, w, y, accumulate);
+  });
 }
 
 void local_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, float* dx,
@@ -260,8 +279,10 @@ void local_bwd_data_cuda(const ConvParams& p, const float* dy, const float* w, f
   const LocalDims d = dims_of(p);
   if (d.C == 0 || d.HWN == 0) return;
   const PixelGrid g = pixel_grid(int64_t(d.C) * d.H * d.W, d.N, "local_bwd_data");
-  CONVNET_LAUNCH(local_bwd_data_direct_kernel, g.grid, g.block, 0, current_stream(), d, dy, w, dx,
-                 accumulate);
+  with_index(local_span(d), [&](auto index) {
+    CONVNET_LAUNCH((local_bwd_data_direct_kernel<decltype(index)>), g.grid, g.block, 0,
+                   current_stream(), d, dy, w, dx, accumulate);
+  });
 }
 
 void local_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy, float* dw,
@@ -272,13 +293,17 @@ void local_bwd_weights_cuda(const ConvParams& p, const float* x, const float* dy
   if (count == 0) return;
   if (p.variant == 1) {
     const PixelGrid g = pixel_grid(d.P * d.K, d.F, "local_bwd_weights variant 1");
-    CONVNET_LAUNCH(local_bwd_weights_direct_kernel, g.grid, g.block, 0, current_stream(), d,
-                   LocalDivs(d), x, dy, dw, accumulate);
+    with_index(local_span(d), [&](auto index) {
+      CONVNET_LAUNCH((local_bwd_weights_direct_kernel<decltype(index)>), g.grid, g.block, 0,
+                     current_stream(), d, LocalDivs(d), x, dy, dw, accumulate);
+    });
     return;
   }
-  CONVNET_LAUNCH(local_bwd_weights_tile_kernel, tile_grid(int64_t(tiles(d.K)) * tiles(d.Fg), d,
-                                                          "local_bwd_weights"),
-                 kThreads, 0, current_stream(), d, LocalDivs(d), x, dy, dw, accumulate);
+  const dim3 grid = tile_grid(int64_t(tiles(d.K)) * tiles(d.Fg), d, "local_bwd_weights");
+  with_index(local_span(d), [&](auto index) {
+    CONVNET_LAUNCH((local_bwd_weights_tile_kernel<decltype(index)>), grid, kThreads, 0,
+                   current_stream(), d, LocalDivs(d), x, dy, dw, accumulate);
+  });
 }
 
 }  // namespace convnet

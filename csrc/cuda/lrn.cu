@@ -17,6 +17,7 @@
 #include "cuda_check.h"
 #include "fast_div.cuh"
 #include "grid_stride.cuh"
+#include "index_width.cuh"
 #include "lanes.cuh"
 #include "lrn.h"
 #include "pixel_grid.h"
@@ -31,65 +32,63 @@ __device__ __forceinline__ float lrn_pow_neg(float d, float beta) {
 }
 
 // L images per thread (lanes.cuh): L = 4 when N % 4 == 0 and every buffer is 16-byte aligned,
-// else 1. Threads step through a window's channels or pixels by pointer increments: no division
-// in any loop and no 64-bit multiply in an inner one, whatever the tensor's size.
-template <int L, bool kThreeQuarters>
+// else 1. Threads step through a window's channels or pixels by offsets of the index type I from
+// the kernel's base pointers (index_width.cuh: int where norm_span fits in 32 bits, else
+// int64_t): no division in any loop, and on the 32-bit path no 64-bit arithmetic either.
+template <int L, bool kThreeQuarters, class I>
 __global__ void lrn_fwd_kernel(NormParams p, const float* __restrict__ x, float* __restrict__ y,
                                float* __restrict__ denoms) {
   using V = Lanes<L>;
-  const int64_t plane = int64_t(p.height) * p.width * p.images;
+  const I plane = I(p.height) * p.width * p.images;
   const int n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   if (n < p.images) {
-    const int64_t i = int64_t(blockIdx.x) * p.images + n;
-    const float* xc = x + i;  // channel c of this thread's pixel and images
-    float* yc = y + i;
-    float* dc = denoms + i;
-    for (int c = 0; c < p.channels; ++c, xc += plane, yc += plane, dc += plane) {
+    I oc = I(blockIdx.x) * p.images + n;  // channel c of this thread's pixel and images
+    for (int c = 0; c < p.channels; ++c, oc += plane) {
       const int first = norm_window_first(c, p.size);
       const int lo = max(0, first), hi = min(p.channels, first + p.size);
       V sum = V::fill(0.f);
-      const float* xj = xc + (lo - c) * plane;
-      for (int j = lo; j < hi; ++j, xj += plane) {
-        const V v = V::load(xj);
+      I oj = oc - I(c - lo) * plane;
+      for (int j = lo; j < hi; ++j, oj += plane) {
+        const V v = V::load(x + oj);
 #pragma unroll
         for (int l = 0; l < L; ++l) sum.v[l] += v.v[l] * v.v[l];
       }
-      const V xv = V::load(xc);
+      const V xv = V::load(x + oc);
       V d, out;
 #pragma unroll
       for (int l = 0; l < L; ++l) {
         d.v[l] = p.min_div + p.alpha * sum.v[l];
         out.v[l] = xv.v[l] * lrn_pow_neg<kThreeQuarters>(d.v[l], p.pow);
       }
-      d.store(dc);
-      out.store(yc);
+      d.store(denoms + oc);
+      out.store(y + oc);
     }
   }
 }
 
-template <int L, bool kThreeQuarters>
+template <int L, bool kThreeQuarters, class I>
 __global__ void lrn_bwd_kernel(NormParams p, const float* __restrict__ dy,
                                const float* __restrict__ x, const float* __restrict__ y,
                                const float* __restrict__ denoms, float* __restrict__ dx,
                                bool accumulate) {
   using V = Lanes<L>;
-  const int64_t plane = int64_t(p.height) * p.width * p.images;
+  const I plane = I(p.height) * p.width * p.images;
   const float coef = -2.f * p.alpha * p.pow;
   const int n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   if (n < p.images) {
-    const int64_t i = int64_t(blockIdx.x) * p.images + n;
-    for (int ch = 0; ch < p.channels; ++ch) {
+    I och = I(blockIdx.x) * p.images + n;  // channel ch of this thread's pixel and images
+    for (int ch = 0; ch < p.channels; ++ch, och += plane) {
       // Channels c whose windows contain ch: c - size/2 <= ch <= c - size/2 + size - 1.
       const int lo = max(0, ch - (p.size - 1 - p.size / 2));
       const int hi = min(p.channels, ch + p.size / 2 + 1);
       V sum = V::fill(0.f);
-      int64_t o = lo * plane + i;
+      I o = och - I(ch - lo) * plane;
       for (int c = lo; c < hi; ++c, o += plane) {
         const V dyv = V::load(dy + o), yv = V::load(y + o), dv = V::load(denoms + o);
 #pragma unroll
         for (int l = 0; l < L; ++l) sum.v[l] += dyv.v[l] * yv.v[l] / dv.v[l];
       }
-      o = ch * plane + i;
+      o = och;
       const V dyv = V::load(dy + o), dv = V::load(denoms + o), xv = V::load(x + o);
       V g = accumulate ? V::load(dx + o) : V::fill(0.f);
 #pragma unroll
@@ -104,7 +103,7 @@ __global__ void lrn_bwd_kernel(NormParams p, const float* __restrict__ dy,
 }
 
 // Same-map: blockIdx.x is the pixel (c, h, w), decoded once per block through FastDiv.
-template <int L, bool kThreeQuarters>
+template <int L, bool kThreeQuarters, class I>
 __global__ void rnorm_fwd_kernel(NormParams p, FastDiv by_width, FastDiv by_height,
                                  const float* __restrict__ x, float* __restrict__ y,
                                  float* __restrict__ denoms) {
@@ -115,19 +114,19 @@ __global__ void rnorm_fwd_kernel(NormParams p, FastDiv by_width, FastDiv by_heig
     const int pix = blockIdx.x;  // (c, h, w)
     const int i_row = by_width.div(pix), w = pix - i_row * p.width;
     const int h = i_row - by_height.div(i_row) * p.height;
-    const int64_t i = int64_t(pix) * N + n;
+    const I i = I(pix) * N + n;
     const int fy = norm_window_first(h, p.size), fx = norm_window_first(w, p.size);
     const int ylo = max(0, fy), yhi = min(p.height, fy + p.size);
     const int xlo = max(0, fx), xhi = min(p.width, fx + p.size);
-    const int64_t row_step = int64_t(p.width) * N;
-    // x at (channel c, row ylo, column xlo, image n).
-    const float* xr = x + i + (int64_t(ylo - h) * p.width + (xlo - w)) * N;
+    const I row_step = I(p.width) * N;
+    // Offset of (channel c, row ylo, column xlo, image n).
+    I xr = i + (I(ylo - h) * p.width + (xlo - w)) * N;
     V sum = V::fill(0.f);
     for (int yy = ylo; yy < yhi; ++yy, xr += row_step) {
       V row = V::fill(0.f);
-      const float* xp = xr;
+      I xp = xr;
       for (int xx = xlo; xx < xhi; ++xx, xp += N) {
-        const V v = V::load(xp);
+        const V v = V::load(x + xp);
 #pragma unroll
         for (int l = 0; l < L; ++l) row.v[l] += v.v[l] * v.v[l];
       }
@@ -146,7 +145,7 @@ __global__ void rnorm_fwd_kernel(NormParams p, FastDiv by_width, FastDiv by_heig
   }
 }
 
-template <int L, bool kThreeQuarters>
+template <int L, bool kThreeQuarters, class I>
 __global__ void rnorm_bwd_kernel(NormParams p, FastDiv by_width, FastDiv by_height,
                                  const float* __restrict__ dy, const float* __restrict__ x,
                                  const float* __restrict__ y, const float* __restrict__ denoms,
@@ -160,16 +159,16 @@ __global__ void rnorm_bwd_kernel(NormParams p, FastDiv by_width, FastDiv by_heig
     const int pix = blockIdx.x;  // (c, h, w)
     const int i_row = by_width.div(pix), w = pix - i_row * p.width;
     const int h = i_row - by_height.div(i_row) * p.height;
-    const int64_t i = int64_t(pix) * N + n;
+    const I i = I(pix) * N + n;
     const int ylo = max(0, h - back), yhi = min(p.height, h + ahead + 1);
     const int xlo = max(0, w - back), xhi = min(p.width, w + ahead + 1);
-    const int64_t row_step = int64_t(p.width) * N;
+    const I row_step = I(p.width) * N;
     // Offset of (channel c, row ylo, column xlo, image n).
-    int64_t orow = i + (int64_t(ylo - h) * p.width + (xlo - w)) * N;
+    I orow = i + (I(ylo - h) * p.width + (xlo - w)) * N;
     V sum = V::fill(0.f);
     for (int yy = ylo; yy < yhi; ++yy, orow += row_step) {
       V row = V::fill(0.f);
-      int64_t o = orow;
+      I o = orow;
       for (int xx = xlo; xx < xhi; ++xx, o += N) {
         const V dyv = V::load(dy + o), yv = V::load(y + o), dv = V::load(denoms + o);
 #pragma unroll
@@ -210,42 +209,55 @@ int norm_lanes(const NormParams& p, std::initializer_list<const void*> buffers) 
   return 4;
 }
 
-// Launches K<L, beta == 0.75> with L from norm_lanes: the four instantiations of a kernel.
-template <template <int, bool> class Launch, class... Args>
-void launch_norm(const NormParams& p, int lanes, const PixelGrid& g, Args... args) {
-  const bool three_quarters = p.pow == 0.75f;
-  if (lanes == 4)
-    three_quarters ? Launch<4, true>::run(g, p, args...) : Launch<4, false>::run(g, p, args...);
-  else
-    three_quarters ? Launch<1, true>::run(g, p, args...) : Launch<1, false>::run(g, p, args...);
+// Every offset a launch forms, a window's reach past the last channel or row included, stays
+// below this: (C + 1) planes plus a row.
+int64_t norm_span(const NormParams& p) {
+  return (int64_t(p.channels) + 1) * p.height * p.width * p.images + int64_t(p.width) * p.images;
 }
 
-template <int L, bool k34>
+// Launches K<L, beta == 0.75, I> with L from norm_lanes and I from norm_span: the eight
+// instantiations of a kernel.
+template <template <int, bool, class> class Launch, class... Args>
+void launch_norm(const NormParams& p, int lanes, const PixelGrid& g, Args... args) {
+  const bool three_quarters = p.pow == 0.75f;
+  with_index(norm_span(p), [&](auto index) {
+    using I = decltype(index);
+    if (lanes == 4)
+      three_quarters ? Launch<4, true, I>::run(g, p, args...)
+                     : Launch<4, false, I>::run(g, p, args...);
+    else
+      three_quarters ? Launch<1, true, I>::run(g, p, args...)
+                     : Launch<1, false, I>::run(g, p, args...);
+  });
+}
+
+template <int L, bool k34, class I>
 struct LrnFwd {
   static void run(const PixelGrid& g, const NormParams& p, const float* x, float* y, float* d) {
-    CONVNET_LAUNCH((lrn_fwd_kernel<L, k34>), g.grid, g.block, 0, current_stream(), p, x, y, d);
+    CONVNET_LAUNCH((lrn_fwd_kernel<L, k34, I>), g.grid, g.block, 0, current_stream(), p, x, y,
+                   d);
   }
 };
-template <int L, bool k34>
+template <int L, bool k34, class I>
 struct LrnBwd {
   static void run(const PixelGrid& g, const NormParams& p, const float* dy, const float* x,
                   const float* y, const float* d, float* dx, bool accumulate) {
-    CONVNET_LAUNCH((lrn_bwd_kernel<L, k34>), g.grid, g.block, 0, current_stream(), p, dy, x, y,
-                   d, dx, accumulate);
+    CONVNET_LAUNCH((lrn_bwd_kernel<L, k34, I>), g.grid, g.block, 0, current_stream(), p, dy, x,
+                   y, d, dx, accumulate);
   }
 };
-template <int L, bool k34>
+template <int L, bool k34, class I>
 struct RnormFwd {
   static void run(const PixelGrid& g, const NormParams& p, const float* x, float* y, float* d) {
-    CONVNET_LAUNCH((rnorm_fwd_kernel<L, k34>), g.grid, g.block, 0, current_stream(), p,
+    CONVNET_LAUNCH((rnorm_fwd_kernel<L, k34, I>), g.grid, g.block, 0, current_stream(), p,
                    FastDiv(p.width), FastDiv(p.height), x, y, d);
   }
 };
-template <int L, bool k34>
+template <int L, bool k34, class I>
 struct RnormBwd {
   static void run(const PixelGrid& g, const NormParams& p, const float* dy, const float* x,
                   const float* y, const float* d, float* dx, bool accumulate) {
-    CONVNET_LAUNCH((rnorm_bwd_kernel<L, k34>), g.grid, g.block, 0, current_stream(), p,
+    CONVNET_LAUNCH((rnorm_bwd_kernel<L, k34, I>), g.grid, g.block, 0, current_stream(), p,
                    FastDiv(p.width), FastDiv(p.height), dy, x, y, d, dx, accumulate);
   }
 };

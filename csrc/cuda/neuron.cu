@@ -4,6 +4,7 @@
 // the scalar tail).
 #include "cuda_check.h"
 #include "grid_stride.cuh"
+#include "index_width.cuh"
 #include "neuron.h"
 
 namespace convnet {
@@ -15,15 +16,15 @@ __device__ __forceinline__ float4 neuron_fwd4(float4 x, float a, float b) {
                      Neuron<K>::fwd(x.z, a, b), Neuron<K>::fwd(x.w, a, b));
 }
 
-template <NeuronKind K, bool kVec4>
-__global__ void neuron_fwd_kernel(NeuronParams p, const float* x, float* y, int64_t n) {
+template <NeuronKind K, bool kVec4, class I>
+__global__ void neuron_fwd_kernel(NeuronParams p, const float* x, float* y, I n) {
   grid_stride_vec4<kVec4>(
       n,
-      [&](int64_t i) {
+      [&](I i) {
         reinterpret_cast<float4*>(y)[i] =
             neuron_fwd4<K>(reinterpret_cast<const float4*>(x)[i], p.a, p.b);
       },
-      [&](int64_t j) { y[j] = Neuron<K>::fwd(x[j], p.a, p.b); });
+      [&](I j) { y[j] = Neuron<K>::fwd(x[j], p.a, p.b); });
 }
 
 template <NeuronKind K>
@@ -34,12 +35,12 @@ __device__ __forceinline__ float neuron_bwd1(float dy, float x, float y, float d
 }
 
 // x or y may be a stand-in (dy) when the kind does not read it: the loads are then dead code.
-template <NeuronKind K, bool kVec4>
+template <NeuronKind K, bool kVec4, class I>
 __global__ void neuron_bwd_kernel(NeuronParams p, const float* dy, const float* x, const float* y,
-                                  float* dx, int64_t n, bool accumulate) {
+                                  float* dx, I n, bool accumulate) {
   grid_stride_vec4<kVec4>(
       n,
-      [&](int64_t i) {
+      [&](I i) {
         const float4 d = reinterpret_cast<const float4*>(dy)[i];
         const float4 xv = reinterpret_cast<const float4*>(x)[i];
         const float4 yv = reinterpret_cast<const float4*>(y)[i];
@@ -51,7 +52,7 @@ __global__ void neuron_bwd_kernel(NeuronParams p, const float* dy, const float* 
         o.w = neuron_bwd1<K>(d.w, xv.w, yv.w, o.w, p.a, p.b, accumulate);
         reinterpret_cast<float4*>(dx)[i] = o;
       },
-      [&](int64_t j) {
+      [&](I j) {
         dx[j] = neuron_bwd1<K>(dy[j], x[j], y[j], accumulate ? dx[j] : 0.f, p.a, p.b, accumulate);
       });
 }
@@ -61,22 +62,29 @@ constexpr int kThreads = 256;
 template <NeuronKind K>
 struct Launch {
   static void fwd(const NeuronParams& p, const float* x, float* y, int64_t n) {
-    unsigned grid = grid_for_quads(n, kThreads);
-    if (aligned16(x) && aligned16(y))
-      CONVNET_LAUNCH((neuron_fwd_kernel<K, true>), grid, kThreads, 0, current_stream(), p, x, y, n);
-    else
-      CONVNET_LAUNCH((neuron_fwd_kernel<K, false>), grid, kThreads, 0, current_stream(), p, x, y,
-                     n);
+    const unsigned grid = grid_for_quads(n, kThreads);
+    with_index(n + int64_t(grid) * kThreads, [&](auto index) {
+      using I = decltype(index);
+      if (aligned16(x) && aligned16(y))
+        CONVNET_LAUNCH((neuron_fwd_kernel<K, true, I>), grid, kThreads, 0, current_stream(), p, x,
+                       y, I(n));
+      else
+        CONVNET_LAUNCH((neuron_fwd_kernel<K, false, I>), grid, kThreads, 0, current_stream(), p,
+                       x, y, I(n));
+    });
   }
   static void bwd(const NeuronParams& p, const float* dy, const float* x, const float* y,
                   float* dx, int64_t n, bool accumulate) {
-    unsigned grid = grid_for_quads(n, kThreads);
-    if (aligned16(dy) && aligned16(x) && aligned16(y) && aligned16(dx))
-      CONVNET_LAUNCH((neuron_bwd_kernel<K, true>), grid, kThreads, 0, current_stream(), p, dy, x,
-                     y, dx, n, accumulate);
-    else
-      CONVNET_LAUNCH((neuron_bwd_kernel<K, false>), grid, kThreads, 0, current_stream(), p, dy, x,
-                     y, dx, n, accumulate);
+    const unsigned grid = grid_for_quads(n, kThreads);
+    with_index(n + int64_t(grid) * kThreads, [&](auto index) {
+      using I = decltype(index);
+      if (aligned16(dy) && aligned16(x) && aligned16(y) && aligned16(dx))
+        CONVNET_LAUNCH((neuron_bwd_kernel<K, true, I>), grid, kThreads, 0, current_stream(), p,
+                       dy, x, y, dx, I(n), accumulate);
+      else
+        CONVNET_LAUNCH((neuron_bwd_kernel<K, false, I>), grid, kThreads, 0, current_stream(), p,
+                       dy, x, y, dx, I(n), accumulate);
+    });
   }
 };
 

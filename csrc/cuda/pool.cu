@@ -8,9 +8,12 @@
 // atomics, one writer per dx element, a fixed summation order (outputs row-major, like the CPU
 // backend's scatter), so the result is deterministic; 4 consecutive images per thread (float4)
 // under the forward's condition, each image with its own tie scan (lanes.cuh).
+#include <algorithm>
+
 #include "cuda_check.h"
 #include "fast_div.cuh"
 #include "grid_stride.cuh"
+#include "index_width.cuh"
 #include "lanes.cuh"
 #include "pixel_grid.h"
 #include "pool.h"
@@ -34,7 +37,7 @@ __device__ __forceinline__ float4 pool_scale(float4 a, float s) {
 
 // V = float: a thread per output element; V = float4: a thread per 4 consecutive images of an
 // output pixel (N % 4 == 0, x and y 16-byte aligned), loaded and stored as float4.
-template <class V>
+template <class V, class I>
 __global__ void pool_fwd_kernel(PoolParams p, FastDiv by_out_w, FastDiv by_out_h,
                                 const float* __restrict__ x, float* __restrict__ y) {
   constexpr int kImages = int(sizeof(V) / sizeof(float));
@@ -43,18 +46,18 @@ __global__ void pool_fwd_kernel(PoolParams p, FastDiv by_out_w, FastDiv by_out_h
   if (n < N) {
     const int row = by_out_w.div(pix), ox = pix - row * p.out_w;
     const int c = by_out_h.div(row), oy = row - c * p.out_h;
-    const int64_t i = int64_t(pix) * N + n;
+    const I i = I(pix) * N + n;
     int ylo, yhi, xlo, xhi;
     pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
     pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
-    const int64_t in_row = int64_t(p.width) * N;
-    // x at (c, ylo, xlo) for image n; the window is walked by pointer increments.
-    const float* xrow = x + ((int64_t(c) * p.height + ylo) * p.width + xlo) * N + n;
-    V acc = *reinterpret_cast<const V*>(xrow);
+    const I in_row = I(p.width) * N;
+    // Offset of x at (c, ylo, xlo) for image n; the window is walked by offset increments.
+    I xrow = ((I(c) * p.height + ylo) * p.width + xlo) * N + n;
+    V acc = *reinterpret_cast<const V*>(x + xrow);
     for (int iy = ylo; iy < yhi; ++iy, xrow += in_row) {
-      const float* xp = xrow + (iy == ylo ? N : 0);
+      I xp = xrow + (iy == ylo ? N : 0);
       for (int ix = (iy == ylo ? xlo + 1 : xlo); ix < xhi; ++ix, xp += N) {
-        const V v = *reinterpret_cast<const V*>(xp);
+        const V v = *reinterpret_cast<const V*>(x + xp);
         acc = p.mode == PoolMode::max ? pool_max(acc, v) : pool_add(acc, v);
       }
     }
@@ -66,8 +69,9 @@ __global__ void pool_fwd_kernel(PoolParams p, FastDiv by_out_w, FastDiv by_out_h
 // L images per thread (lanes.cuh): L = 4 when N % 4 == 0 and every buffer is 16-byte aligned,
 // else 1. Each lane keeps the scalar path's own tie scan and summation order, so both paths give
 // the same bits. blockIdx.x, the input pixel (c, iy, ix), is decoded once through FastDiv; the
-// loops step by pointer increments (no division; a 64-bit multiply only where a tie scan starts).
-template <int L>
+// loops step by offsets of the index type I (index_width.cuh): no division, and on the 32-bit
+// path no 64-bit arithmetic (a 32-bit multiply-add where a tie scan starts).
+template <int L, class I>
 __global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_height,
                                 const float* __restrict__ dy, const float* __restrict__ x,
                                 const float* __restrict__ y, float* __restrict__ dx,
@@ -78,20 +82,20 @@ __global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_heigh
   if (n < N) {
     const int row = by_width.div(pix), ix = pix - row * p.width;
     const int c = by_height.div(row), iy = row - c * p.height;
-    const int64_t i = int64_t(pix) * N + n;
+    const I i = I(pix) * N + n;
     int oylo, oyhi, oxlo, oxhi;
     pool_outputs_of(iy, p.size, p.stride, p.start, p.out_h, &oylo, &oyhi);
     pool_outputs_of(ix, p.size, p.stride, p.start, p.out_w, &oxlo, &oxhi);
-    const int64_t out_row = int64_t(p.out_w) * N, in_row = int64_t(p.width) * N;
+    const I out_row = I(p.out_w) * N, in_row = I(p.width) * N;
     // Offset of output (c, oylo, oxlo) for image n in dy and y.
-    const int64_t obase = ((int64_t(c) * p.out_h + oylo) * p.out_w + oxlo) * N + n;
+    const I obase = ((I(c) * p.out_h + oylo) * p.out_w + oxlo) * N + n;
     V sum = V::fill(0.f);
     if (p.mode == PoolMode::avg) {
-      int64_t orow = obase;
+      I orow = obase;
       for (int oy = oylo; oy < oyhi; ++oy, orow += out_row) {
         int ylo, yhi;
         pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
-        int64_t o = orow;
+        I o = orow;
         for (int ox = oxlo; ox < oxhi; ++ox, o += N) {
           int xlo, xhi;
           pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
@@ -103,12 +107,12 @@ __global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_heigh
       }
     } else {
       const V xi = V::load(x + i);
-      const float* xc = x + (i - (int64_t(iy) * p.width + ix) * N);  // (c, 0, 0, n)
-      int64_t orow = obase;
+      const I xc = i - (I(iy) * p.width + ix) * N;  // (c, 0, 0, n)
+      I orow = obase;
       for (int oy = oylo; oy < oyhi; ++oy, orow += out_row) {
         int ylo, yhi;
         pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
-        int64_t o = orow;
+        I o = orow;
         for (int ox = oxlo; ox < oxhi; ++ox, o += N) {
           int xlo, xhi;
           pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
@@ -118,11 +122,11 @@ __global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_heigh
 #pragma unroll
           for (int l = 0; l < L; ++l) any |= first[l] = xi.v[l] == m.v[l];
           if (!any) continue;
-          const float* qrow = xc + (int64_t(ylo) * p.width + xlo) * N;
+          I qrow = xc + (I(ylo) * p.width + xlo) * N;
           for (int qy = ylo; qy <= iy && any; ++qy, qrow += in_row) {
-            const float* q = qrow;
+            I q = qrow;
             for (int qx = xlo; qx < (qy == iy ? ix : xhi) && any; ++qx, q += N) {
-              const V v = V::load(q);
+              const V v = V::load(x + q);
               any = false;
 #pragma unroll
               for (int l = 0; l < L; ++l) any |= first[l] = first[l] && v.v[l] != m.v[l];
@@ -143,18 +147,29 @@ __global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_heigh
   }
 }
 
+namespace {
+// Every offset a pooling launch forms stays below this: (C + 1) planes of the larger of x and y.
+int64_t pool_span(const PoolParams& p) {
+  return (int64_t(p.channels) + 1) *
+         std::max(int64_t(p.height) * p.width, int64_t(p.out_h) * p.out_w) * p.images;
+}
+}  // namespace
+
 void pool_fwd_cuda(const PoolParams& p, const float* x, float* y) {
   const int64_t pixels = int64_t(p.channels) * p.out_h * p.out_w;
   if (pixels == 0 || p.images == 0) return;
   const bool vec = p.images % 4 == 0 && aligned16(x) && aligned16(y);
   const PixelGrid g = pixel_grid(pixels, vec ? p.images / 4 : p.images);
   const FastDiv by_out_w(p.out_w), by_out_h(p.out_h);
-  if (vec)
-    CONVNET_LAUNCH(pool_fwd_kernel<float4>, g.grid, g.block, 0, current_stream(), p, by_out_w,
-                   by_out_h, x, y);
-  else
-    CONVNET_LAUNCH(pool_fwd_kernel<float>, g.grid, g.block, 0, current_stream(), p, by_out_w,
-                   by_out_h, x, y);
+  with_index(pool_span(p), [&](auto index) {
+    using I = decltype(index);
+    if (vec)
+      CONVNET_LAUNCH((pool_fwd_kernel<float4, I>), g.grid, g.block, 0, current_stream(), p,
+                     by_out_w, by_out_h, x, y);
+    else
+      CONVNET_LAUNCH((pool_fwd_kernel<float, I>), g.grid, g.block, 0, current_stream(), p,
+                     by_out_w, by_out_h, x, y);
+  });
 }
 
 void pool_bwd_cuda(const PoolParams& p, const float* dy, const float* x, const float* y,
@@ -166,12 +181,15 @@ void pool_bwd_cuda(const PoolParams& p, const float* dy, const float* x, const f
                    (p.mode == PoolMode::avg || (aligned16(x) && aligned16(y)));
   const PixelGrid g = pixel_grid(pixels, vec ? p.images / 4 : p.images);
   const FastDiv by_width(p.width), by_height(p.height);
-  if (vec)
-    CONVNET_LAUNCH(pool_bwd_kernel<4>, g.grid, g.block, 0, current_stream(), p, by_width,
-                   by_height, dy, x, y, dx, accumulate);
-  else
-    CONVNET_LAUNCH(pool_bwd_kernel<1>, g.grid, g.block, 0, current_stream(), p, by_width,
-                   by_height, dy, x, y, dx, accumulate);
+  with_index(pool_span(p), [&](auto index) {
+    using I = decltype(index);
+    if (vec)
+      CONVNET_LAUNCH((pool_bwd_kernel<4, I>), g.grid, g.block, 0, current_stream(), p, by_width,
+                     by_height, dy, x, y, dx, accumulate);
+    else
+      CONVNET_LAUNCH((pool_bwd_kernel<1, I>), g.grid, g.block, 0, current_stream(), p, by_width,
+                     by_height, dy, x, y, dx, accumulate);
+  });
 }
 
 }  // namespace convnet

@@ -4,6 +4,7 @@
 // Products use __fmul_rn (never fused into an FMA) so the result is bit-identical to the CPU's.
 #include "cuda_check.h"
 #include "grid_stride.cuh"
+#include "index_width.cuh"
 #include "sgd.h"
 
 namespace convnet {
@@ -15,12 +16,12 @@ __device__ __forceinline__ void sgd1(float& w, float& v, float g, float mom, flo
   w = w + v;
 }
 
-template <bool kVec4>
-__global__ void sgd_update_kernel(float* w, float* v, const float* grad, int64_t n, float lr,
+template <bool kVec4, class I>
+__global__ void sgd_update_kernel(float* w, float* v, const float* grad, I n, float lr,
                                   float mom, float lrwd) {
   grid_stride_vec4<kVec4>(
       n,
-      [&](int64_t i) {
+      [&](I i) {
         float4 wv = reinterpret_cast<float4*>(w)[i];
         float4 vv = reinterpret_cast<float4*>(v)[i];
         const float4 g = reinterpret_cast<const float4*>(grad)[i];
@@ -31,7 +32,7 @@ __global__ void sgd_update_kernel(float* w, float* v, const float* grad, int64_t
         reinterpret_cast<float4*>(w)[i] = wv;
         reinterpret_cast<float4*>(v)[i] = vv;
       },
-      [&](int64_t j) { sgd1(w[j], v[j], grad[j], mom, lr, lrwd); });
+      [&](I j) { sgd1(w[j], v[j], grad[j], mom, lr, lrwd); });
 }
 
 }  // namespace
@@ -40,13 +41,16 @@ void sgd_update_cuda(const SgdParams& p, float* w, float* v, const float* grad, 
   if (n == 0) return;
   const float lrwd = p.lr * p.weight_decay;  // rounded once, on the host, as on the CPU
   const int threads = 256;
-  unsigned grid = grid_for_quads(n, threads);
-  if (aligned16(w) && aligned16(v) && aligned16(grad))
-    CONVNET_LAUNCH((sgd_update_kernel<true>), grid, threads, 0, current_stream(), w, v, grad, n,
-                   p.lr, p.momentum, lrwd);
-  else
-    CONVNET_LAUNCH((sgd_update_kernel<false>), grid, threads, 0, current_stream(), w, v, grad, n,
-                   p.lr, p.momentum, lrwd);
+  const unsigned grid = grid_for_quads(n, threads);
+  with_index(n + int64_t(grid) * threads, [&](auto index) {
+    using I = decltype(index);
+    if (aligned16(w) && aligned16(v) && aligned16(grad))
+      CONVNET_LAUNCH((sgd_update_kernel<true, I>), grid, threads, 0, current_stream(), w, v, grad,
+                     I(n), p.lr, p.momentum, lrwd);
+    else
+      CONVNET_LAUNCH((sgd_update_kernel<false, I>), grid, threads, 0, current_stream(), w, v,
+                     grad, I(n), p.lr, p.momentum, lrwd);
+  });
 }
 
 }  // namespace convnet
