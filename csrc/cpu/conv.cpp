@@ -13,7 +13,8 @@
 // kWinogradVariant (winograd.h), Winograd F(2x2,3x3) for 3x3 stride-1 layers, which variant 0 also
 // takes where it pays; the weight gradient kDirectWgradVariant, the direct kernel of
 // conv_wgrad_kernels.h (no packing of im2col; the process's SIMD path), which variant 0 runs when
-// a group has at most kDirectWgradMaxFilters filters.
+// a group has at most kDirectWgradMaxFilters filters. The forward and stride-1 data-gradient
+// GEMMs run in blocks of kImplicitGemmColumns columns of C, whatever the kernel's NC.
 #include "conv.h"
 
 #include <omp.h>
