@@ -14,7 +14,9 @@
 // takes where it pays; the weight gradient kDirectWgradVariant, the direct kernel of
 // conv_wgrad_kernels.h (no packing of im2col; the process's SIMD path), which variant 0 runs when
 // a group has at most kDirectWgradMaxFilters filters, and kWinogradWgradVariant, Winograd's
-// weight gradient (winograd_wgrad.cpp), which variant 0 takes where the forward would.
+// weight gradient (winograd_wgrad.cpp), which variant 0 takes where the forward would. The forward
+// and stride-1 data-gradient GEMMs run in blocks of kImplicitGemmColumns columns of C, whatever
+// the kernel's NC.
 #include "conv.h"
 
 #include <omp.h>
@@ -37,6 +39,15 @@ static_assert(kWinogradWgradVariant == kDirectWgradVariant + 1, "the weight grad
 // tap x column, each used for 2 x filters FLOPs) costs enough that the direct kernel is faster:
 // measured 1.07-1.4x from 32 to 128 filters (one thread, AVX-512 and AVX2); not measured above.
 constexpr int64_t kDirectWgradMaxFilters = 128;
+// Columns per block of C in the forward and stride-1 data-gradient GEMMs (GemmProblem::max_nc):
+// four output positions of a 128-image batch. m (filters or channels of a group) fits one block
+// of A, so C's block is revisited at every k block, and the panels gather image rows that
+// neighbouring positions share: with 512 columns both stay in L2. The AVX2 kernel's NC from the
+// L3 size (4096) left conv2's C block (128 x 4096 floats, 2 MB) and its gathered rows spilling
+// from L2: 512 ran conv2's forward 1.15-1.25x as fast (one thread, Intel Xeon, AVX2; 256 the
+// same, 1024 between), and its data gradient, with the AVX2 kernel's prefetch of gathered rows
+// (useless on the wide blocks), 1.3-1.4x. The AVX-512 6x64 kernel's NC is 512 already.
+constexpr int64_t kImplicitGemmColumns = 512;
 
 int conv_variant_count_cpu(ConvOp op) {
   const bool conv = op == ConvOp::conv_fwd || op == ConvOp::conv_bwd_data ||
@@ -73,6 +84,7 @@ void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
     gp.a = &wt, gp.b = &xcol, gp.c = y + g * fg * cols, gp.ldc = cols;
     gp.beta = accumulate ? 1.f : 0.f;
     gp.epi = epi.from_row(g * fg);
+    gp.max_nc = kImplicitGemmColumns;
     gemm_run(gp, p.variant);
   }
 }
@@ -93,6 +105,7 @@ static void conv_bwd_data_stride1(const ConvParams& p, const float* dy, const fl
     gp.m = cg, gp.n = in_cols, gp.k = fg * p.filter_size * p.filter_size;
     gp.a = &wf, gp.b = &dycol, gp.c = dx + g * cg * in_cols, gp.ldc = in_cols;
     gp.beta = accumulate ? 1.f : 0.f;
+    gp.max_nc = kImplicitGemmColumns;
     gemm_run(gp, p.variant);
   }
 }

@@ -37,6 +37,10 @@ struct GemmProblem {
   int64_t ldc = 0;
   float alpha = 1.f, beta = 0.f;
   Epilogue epi;
+  // At most this many columns per block of C (0: the kernel's NC). The implicit-GEMM
+  // convolutions set it: their m fits one block of A, so a wide block of B buys no reuse, while
+  // the C block revisited at every k block and the image rows its panels gather must stay in L2.
+  int64_t max_nc = 0;
 };
 
 // Variants (GemmParams::variant, ConvParams::variant and FcParams::variant on the CPU):

@@ -60,6 +60,14 @@ Blocking blocking_of() {
     return Blocking{K::MC, K::KC, K::NC};
 }
 
+// The kernel's blocking with NC lowered to the problem's max_nc (whole NR panels), if it sets one.
+template <class K>
+Blocking blocking_for(const GemmProblem& p) {
+  Blocking b = blocking_of<K>();
+  if (p.max_nc > 0) b.nc = std::min(b.nc, std::max<int64_t>(K::NR, p.max_nc / K::NR * K::NR));
+  return b;
+}
+
 template <class K, class = void>
 struct has_run_gather : std::false_type {};
 template <class K>
@@ -94,7 +102,7 @@ template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta,
                  std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = 0) {
-  const Blocking blk = blocking_of<K>();
+  const Blocking blk = blocking_for<K>(p);
   const int64_t MC = blk.mc, KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR;
   if (!chunk) chunk = NC;
   thread_local AlignedScratch abuf, bbuf;
@@ -190,7 +198,7 @@ void gemm_blocked(const GemmProblem& p) {
   if (omp_in_parallel()) threads = 1;
   if (threads == 1) return gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
 
-  const Blocking blk = blocking_of<K>();
+  const Blocking blk = blocking_for<K>(p);
   bool split_k = p.k >= 8 * std::max(p.m, p.n) && p.k >= int64_t(threads) * blk.kc;
   if (split_k) {
     // Each thread reduces a fixed contiguous share of k, thread 0 into C and the others into
