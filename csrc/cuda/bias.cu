@@ -2,13 +2,17 @@
 // per_filter), one bias a row. Both kernels take a row's floats 4 at a time as one float4 when
 // per_filter % 4 == 0 and the buffer is 16-byte aligned (kVec4), else one at a time, with the same
 // float operations per element either way (the same bits), and index in the type I
-// (index_width.cuh): int where the host has checked every offset stays below 2^31.
+// (index_width.cuh): int where the host has checked every offset stays below 2^31. The bias
+// gradient's kernel also runs the fused ReLU + bias backward (csrc/common/relu_bias.h): it masks
+// dy in place as it reads it, so the two ops sum in one order and give the same bits.
 #include <algorithm>
 
 #include "conv.h"
 #include "cuda_check.h"
 #include "grid_stride.cuh"
 #include "index_width.cuh"
+#include "neuron.h"
+#include "relu_bias.h"
 
 namespace convnet {
 namespace {
@@ -41,11 +45,14 @@ __global__ void bias_fwd_kernel(float* __restrict__ y, const float* __restrict__
 // of 4 floats g = t, t + 256, ... of its row into 4 lane sums (a float4 load, or 4 scalar loads
 // up to the row's end), adds them as (s0 + s1) + (s2 + s3), and the block adds the 256 thread
 // sums by a shared-memory tree: a fixed order, so deterministic, and the same on both paths.
+// kRelu: each element is first masked by the ReLU's gradient at y (neuron_bwd's relu: the same
+// bits) and written back to dy, then summed; without it dy is only read (and y unused).
 constexpr int kBiasThreads = 256;
-template <bool kVec4, class I>
+template <bool kVec4, bool kRelu, class I>
 __global__ void __launch_bounds__(kBiasThreads)
-    bias_bwd_kernel(const float* __restrict__ dy, float* __restrict__ db, I filters, I per,
-                    bool accumulate) {
+    bias_bwd_kernel(float* __restrict__ dy, const float* __restrict__ y, float* __restrict__ db,
+                    I filters, I per, bool accumulate) {
+  using Relu = Neuron<NeuronKind::relu>;
   __shared__ float part[kBiasThreads];
   const I step = I(gridDim.x) * per;
   I row = I(blockIdx.x) * per;
@@ -55,12 +62,25 @@ __global__ void __launch_bounds__(kBiasThreads)
     float s[4] = {0.f, 0.f, 0.f, 0.f};
     for (I o = row + 4 * I(threadIdx.x); o < end; o += 4 * kBiasThreads) {
       if (kVec4) {
-        const float4 v = *reinterpret_cast<const float4*>(dy + o);
+        float4 v = *reinterpret_cast<const float4*>(dy + o);
+        if (kRelu) {
+          const float4 a = *reinterpret_cast<const float4*>(y + o);
+          v.x *= Relu::grad(a.x, a.x, 0.f, 0.f), v.y *= Relu::grad(a.y, a.y, 0.f, 0.f);
+          v.z *= Relu::grad(a.z, a.z, 0.f, 0.f), v.w *= Relu::grad(a.w, a.w, 0.f, 0.f);
+          *reinterpret_cast<float4*>(dy + o) = v;
+        }
         s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
       } else {
 #pragma unroll
         for (int l = 0; l < 4; ++l)
-          if (o + l < end) s[l] += dy[o + l];
+          if (o + l < end) {
+            float g = dy[o + l];
+            if (kRelu) {
+              g *= Relu::grad(y[o + l], y[o + l], 0.f, 0.f);
+              dy[o + l] = g;
+            }
+            s[l] += g;
+          }
       }
     }
     part[threadIdx.x] = (s[0] + s[1]) + (s[2] + s[3]);
@@ -98,20 +118,32 @@ void bias_fwd_cuda(float* y, const float* b, int64_t filters, int64_t per_filter
   });
 }
 
-void bias_bwd_cuda(const float* dy, float* db, int64_t filters, int64_t per_filter,
-                   bool accumulate) {
+// kRelu false: dy is only read (the const_cast never writes through it).
+template <bool kRelu>
+static void launch_bias_bwd(float* dy, const float* y, float* db, int64_t filters,
+                            int64_t per_filter, bool accumulate) {
   if (filters == 0) return;
-  const bool vec = per_filter % 4 == 0 && aligned16(dy);
+  const bool vec = per_filter % 4 == 0 && aligned16(dy) && (!kRelu || aligned16(y));
   const unsigned grid = unsigned(std::min<int64_t>(filters, 65535));
   with_index(bias_span(filters, per_filter, 4 * kBiasThreads), [&](auto index) {
     using I = decltype(index);
     if (vec)
-      CONVNET_LAUNCH((bias_bwd_kernel<true, I>), grid, kBiasThreads, 0, current_stream(), dy, db,
-                     I(filters), I(per_filter), accumulate);
+      CONVNET_LAUNCH((bias_bwd_kernel<true, kRelu, I>), grid, kBiasThreads, 0, current_stream(),
+                     dy, y, db, I(filters), I(per_filter), accumulate);
     else
-      CONVNET_LAUNCH((bias_bwd_kernel<false, I>), grid, kBiasThreads, 0, current_stream(), dy,
-                     db, I(filters), I(per_filter), accumulate);
+      CONVNET_LAUNCH((bias_bwd_kernel<false, kRelu, I>), grid, kBiasThreads, 0, current_stream(),
+                     dy, y, db, I(filters), I(per_filter), accumulate);
   });
+}
+
+void bias_bwd_cuda(const float* dy, float* db, int64_t filters, int64_t per_filter,
+                   bool accumulate) {
+  launch_bias_bwd<false>(const_cast<float*>(dy), nullptr, db, filters, per_filter, accumulate);
+}
+
+void relu_bias_bwd_cuda(float* dy, const float* y, float* db, int64_t filters, int64_t per_filter,
+                        bool accumulate) {
+  launch_bias_bwd<true>(dy, y, db, filters, per_filter, accumulate);
 }
 
 }  // namespace convnet
