@@ -173,6 +173,21 @@ def opcode(insn):
     return parts[0] if parts else ""
 
 
+def backward_branches(func):
+    """The kernel's loops: (target, address) of each branch that jumps back (target <= address),
+    the address range target..address being the loop's body."""
+    insns, labels = func["insns"], func["labels"]
+    loops = []
+    for addr, text in insns:
+        if not opcode(text).startswith("BRA"):
+            continue
+        m, ma = TARGET.search(text), TARGET_ADDR.search(text)
+        target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
+        if target is not None and target <= addr:
+            loops.append((target, addr))
+    return loops
+
+
 def _call_target(text):
     m = re.search(r"CALL\S*\s+(?:`\((\S+?)\)|(0x[0-9a-f]+))", text)
     if not m:
@@ -221,13 +236,8 @@ def loop_divisions(func):
     of a division routine."""
     insns, labels = func["insns"], func["labels"]
     in_loop = set()
-    for addr, text in insns:
-        if not opcode(text).startswith("BRA"):
-            continue
-        m, ma = TARGET.search(text), TARGET_ADDR.search(text)
-        target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
-        if target is not None and target <= addr:
-            in_loop.update(a for a, _ in insns if target <= a <= addr)
+    for target, addr in backward_branches(func):
+        in_loop.update(a for a, _ in insns if target <= a <= addr)
     ops = [opcode(t) for _, t in insns]
     count, covered = 0, -1
     for i, (addr, text) in enumerate(insns):
@@ -363,15 +373,8 @@ def loop_wide(func):
     into itself), a 64-bit multiply-add feeding more arithmetic, a 64-bit loop counter's compare
     (ISETP.*.EX) and a 64-bit value copied into other registers count; so do their uniform
     forms (UIADD3.X, UIMAD.WIDE, ...)."""
-    insns, labels = func["insns"], func["labels"]
-    loops = []
-    for addr, text in insns:
-        if not opcode(text).startswith("BRA"):
-            continue
-        m, ma = TARGET.search(text), TARGET_ADDR.search(text)
-        target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
-        if target is not None and target <= addr:
-            loops.append((target, addr))
+    insns = func["insns"]
+    loops = backward_branches(func)
     count, memos = 0, {}
     for addr, text in insns:
         if not WIDE64.match(opcode(text)) or CONST_PRODUCT.match(text):
@@ -398,16 +401,9 @@ def memory_widths(func):
 def main_loop_mix(func):
     """Instruction mix of the loop (backward branch range) holding the most FFMA; None when no
     loop holds an FFMA."""
-    insns, labels = func["insns"], func["labels"]
+    insns = func["insns"]
     best = None
-    for i, (addr, text) in enumerate(insns):
-        op = opcode(text)
-        if not op.startswith("BRA"):
-            continue
-        m, ma = TARGET.search(text), TARGET_ADDR.search(text)
-        target = labels.get(m.group(1)) if m else (int(ma.group(1), 16) if ma else None)
-        if target is None or target > addr:
-            continue
+    for target, addr in backward_branches(func):
         body = [opcode(t) for a, t in insns if target <= a <= addr]
         ffma = sum(o.startswith("FFMA") for o in body)
         key = (ffma, -len(body))

@@ -6,6 +6,7 @@
 // gradient's kernel also runs the fused ReLU + bias backward (csrc/common/relu_bias.h): it masks
 // dy in place as it reads it, so the two ops sum in one order and give the same bits.
 #include <algorithm>
+#include <type_traits>
 
 #include "conv.h"
 #include "cuda_check.h"
@@ -48,10 +49,12 @@ __global__ void bias_fwd_kernel(float* __restrict__ y, const float* __restrict__
 // kRelu: each element is first masked by the ReLU's gradient at y (neuron_bwd's relu: the same
 // bits) and written back to dy, then summed; without it dy is only read (and y unused).
 constexpr int kBiasThreads = 256;
+template <bool kRelu>
+using BiasGradPtr = std::conditional_t<kRelu, float*, const float*>;  // dy: written if masked
 template <bool kVec4, bool kRelu, class I>
 __global__ void __launch_bounds__(kBiasThreads)
-    bias_bwd_kernel(float* __restrict__ dy, const float* __restrict__ y, float* __restrict__ db,
-                    I filters, I per, bool accumulate) {
+    bias_bwd_kernel(BiasGradPtr<kRelu> __restrict__ dy, const float* __restrict__ y,
+                    float* __restrict__ db, I filters, I per, bool accumulate) {
   using Relu = Neuron<NeuronKind::relu>;
   __shared__ float part[kBiasThreads];
   const I step = I(gridDim.x) * per;
@@ -63,7 +66,7 @@ __global__ void __launch_bounds__(kBiasThreads)
     for (I o = row + 4 * I(threadIdx.x); o < end; o += 4 * kBiasThreads) {
       if (kVec4) {
         float4 v = *reinterpret_cast<const float4*>(dy + o);
-        if (kRelu) {
+        if constexpr (kRelu) {
           const float4 a = *reinterpret_cast<const float4*>(y + o);
           v.x *= Relu::grad(a.x, a.x, 0.f, 0.f), v.y *= Relu::grad(a.y, a.y, 0.f, 0.f);
           v.z *= Relu::grad(a.z, a.z, 0.f, 0.f), v.w *= Relu::grad(a.w, a.w, 0.f, 0.f);
@@ -75,7 +78,7 @@ __global__ void __launch_bounds__(kBiasThreads)
         for (int l = 0; l < 4; ++l)
           if (o + l < end) {
             float g = dy[o + l];
-            if (kRelu) {
+            if constexpr (kRelu) {
               g *= Relu::grad(y[o + l], y[o + l], 0.f, 0.f);
               dy[o + l] = g;
             }
@@ -118,9 +121,8 @@ void bias_fwd_cuda(float* y, const float* b, int64_t filters, int64_t per_filter
   });
 }
 
-// kRelu false: dy is only read (the const_cast never writes through it).
 template <bool kRelu>
-static void launch_bias_bwd(float* dy, const float* y, float* db, int64_t filters,
+static void launch_bias_bwd(BiasGradPtr<kRelu> dy, const float* y, float* db, int64_t filters,
                             int64_t per_filter, bool accumulate) {
   if (filters == 0) return;
   const bool vec = per_filter % 4 == 0 && aligned16(dy) && (!kRelu || aligned16(y));
@@ -138,7 +140,7 @@ static void launch_bias_bwd(float* dy, const float* y, float* db, int64_t filter
 
 void bias_bwd_cuda(const float* dy, float* db, int64_t filters, int64_t per_filter,
                    bool accumulate) {
-  launch_bias_bwd<false>(const_cast<float*>(dy), nullptr, db, filters, per_filter, accumulate);
+  launch_bias_bwd<false>(dy, nullptr, db, filters, per_filter, accumulate);
 }
 
 void relu_bias_bwd_cuda(float* dy, const float* y, float* db, int64_t filters, int64_t per_filter,

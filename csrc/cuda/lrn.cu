@@ -31,6 +31,26 @@ __device__ __forceinline__ float lrn_pow_neg(float d, float beta) {
   return __powf(d, -beta);
 }
 
+// The forward's last step, shared by both normalisations: from the lanes' window sums, the
+// denominator d = min_div + alpha * sum (kept for the backward) and y = x * d^(-beta), at the
+// thread's offset o.
+template <bool kThreeQuarters, int L, class I>
+__device__ __forceinline__ void store_normalised(const NormParams& p, const Lanes<L>& sum,
+                                                 const float* __restrict__ x,
+                                                 float* __restrict__ y,
+                                                 float* __restrict__ denoms, I o) {
+  using V = Lanes<L>;
+  const V xv = V::load(x + o);
+  V d, out;
+#pragma unroll
+  for (int l = 0; l < L; ++l) {
+    d.v[l] = p.min_div + p.alpha * sum.v[l];
+    out.v[l] = xv.v[l] * lrn_pow_neg<kThreeQuarters>(d.v[l], p.pow);
+  }
+  d.store(denoms + o);
+  out.store(y + o);
+}
+
 // L images per thread (lanes.cuh): L = 4 when N % 4 == 0 and every buffer is 16-byte aligned,
 // else 1. Threads step through a window's channels or pixels by offsets of the index type I from
 // the kernel's base pointers (index_width.cuh: int where norm_span fits in 32 bits, else
@@ -53,15 +73,7 @@ __global__ void lrn_fwd_kernel(NormParams p, const float* __restrict__ x, float*
 #pragma unroll
         for (int l = 0; l < L; ++l) sum.v[l] += v.v[l] * v.v[l];
       }
-      const V xv = V::load(x + oc);
-      V d, out;
-#pragma unroll
-      for (int l = 0; l < L; ++l) {
-        d.v[l] = p.min_div + p.alpha * sum.v[l];
-        out.v[l] = xv.v[l] * lrn_pow_neg<kThreeQuarters>(d.v[l], p.pow);
-      }
-      d.store(denoms + oc);
-      out.store(y + oc);
+      store_normalised<kThreeQuarters>(p, sum, x, y, denoms, oc);
     }
   }
 }
@@ -133,15 +145,7 @@ __global__ void rnorm_fwd_kernel(NormParams p, FastDiv by_width, FastDiv by_heig
 #pragma unroll
       for (int l = 0; l < L; ++l) sum.v[l] += row.v[l];
     }
-    const V xv = V::load(x + i);
-    V d, out;
-#pragma unroll
-    for (int l = 0; l < L; ++l) {
-      d.v[l] = p.min_div + p.alpha * sum.v[l];
-      out.v[l] = xv.v[l] * lrn_pow_neg<kThreeQuarters>(d.v[l], p.pow);
-    }
-    d.store(denoms + i);
-    out.store(y + i);
+    store_normalised<kThreeQuarters>(p, sum, x, y, denoms, i);
   }
 }
 
