@@ -168,7 +168,8 @@ class _ThreadStream:
         self._put("run", (fn if cores is None else self._on_cores(fn, cores), label))
 
     def _on_cores(self, fn, cores):
-        mod, pin = backend(self.device), hasattr(os, "sched_setaffinity")
+        # Pinned back to this stream's own cores afterwards, so only where it has been pinned.
+        mod, pin = backend(self.device), bool(self._cores) and hasattr(os, "sched_setaffinity")
 
         def run():
             if pin:

@@ -368,3 +368,17 @@ def test_a_blocked_tower_lends_its_core_to_fc8():
     net.drain()
     assert seen == [(lent, len(lent)), (set(net.cores["cpu"]), len(net.cores["cpu"]))]
     net.close()
+
+
+def test_lent_cores_on_an_unpinned_stream_change_only_the_thread_count():
+    # A stream with no cores of its own (not pinned) runs a helped task with the lent cores'
+    # thread count and no pinning (there would be nothing to pin it back to), then its own.
+    from convnet.streams import make_stream
+    cpu0, mod, seen = convnet.Device("cpu"), convnet.device.module_for("cpu"), []
+    stream = make_stream(cpu0, "compute", concurrent=True, cores=None)
+    before = os.sched_getaffinity(0)
+    probe = lambda: seen.append((os.sched_getaffinity(0), mod.num_threads()))  # noqa: E731
+    stream.submit(probe, "helped", {0, 1})
+    stream.submit(probe, "own")
+    stream.synchronize()
+    assert seen == [(before, 2), (before, 1)]
