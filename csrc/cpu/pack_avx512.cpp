@@ -1,7 +1,9 @@
 // The packs of the GEMM operands on AVX-512.
 // Transposing: 16 rows x 16 k steps per block, loaded as 16 vectors, transposed in registers
 // (unpack -> shuffle -> 128-bit lane shuffles), stored as 16 k steps of the panel. Several times
-// faster than element-wise copies.
+// faster than element-wise copies. Panels of fewer than 16 rows (the 14- and 6-row A panels)
+// store whole vectors too: the lanes past the panel's rows land in slots of later k steps, written
+// after them; only a store that would leave the panel is masked (masked stores are slow on AMD).
 // Copying (rows contiguous in the source, k steps k_stride apart): see pack_rows_avx512.
 #include <immintrin.h>
 
@@ -37,6 +39,8 @@ static inline void transpose16x16(__m512 r[16]) {
 }
 
 void pack_transpose_avx512(const float* const* rows, int width, int64_t len, float* dst) {
+  const int64_t end = len * width;
+  const bool spill = width <= 16;  // one group: a store may run into later k steps' slots only
   for (int g = 0; g < width; g += 16) {
     int gw = std::min(16, width - g);
     __mmask16 store = gw == 16 ? __mmask16(0xFFFF) : __mmask16((1u << gw) - 1);
@@ -48,7 +52,13 @@ void pack_transpose_avx512(const float* const* rows, int width, int64_t len, flo
         r[i] = i < gw && rows[g + i] ? _mm512_maskz_loadu_ps(load, rows[g + i] + t0)
                                      : _mm512_setzero_ps();
       transpose16x16(r);
-      for (int t = 0; t < tn; ++t) _mm512_mask_storeu_ps(dst + (t0 + t) * width + g, store, r[t]);
+      for (int t = 0; t < tn; ++t) {
+        const int64_t at = (t0 + t) * width + g;
+        if (gw == 16 || (spill && at + 16 <= end))
+          _mm512_storeu_ps(dst + at, r[t]);
+        else
+          _mm512_mask_storeu_ps(dst + at, store, r[t]);
+      }
     }
   }
 }
