@@ -122,11 +122,10 @@ def test_sgemm_large_cpu(rng):
             assert_close(_sgemm(a, b, variant=v).numpy(), want, what=f"{m}x{n}x{k} variant {v}")
 
 
-def test_sgemm_row_blocks_bits_cpu(rng, isa):
-    """m > n: the threads take blocks of rows from a shared counter (two per thread when B is one
-    column block, as for the FC layers' 128 images; one per thread otherwise). Which thread takes
-    which block depends on timing, so the bits must not: each variant gives the bits of its
-    one-thread run, call after call."""
+def test_sgemm_row_split_bits_cpu(rng, isa):
+    """m > n: the threads split the rows (the FC layers' shapes: n = 128 images, or B wider than
+    one column block). Each element is summed in the same order whatever the split, so every
+    variant gives the bits of its one-thread run, call after call."""
     cpu = convnet.device.module_for("cpu")
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
     before = cpu.num_threads()

@@ -11,10 +11,10 @@
 // Threads run the serial loops with their own packing buffers. When m <= n they take blocks of
 // columns from a shared counter (A, the smaller side, is packed by every thread): on a shared
 // machine a core slowed by another job then simply takes fewer blocks, where fixed halves would
-// leave the other core waiting. Otherwise they take blocks of rows the same way (B, the smaller
-// side, packed for every block); k is split when it dwarfs m and n (convolution weight
-// gradients: the reduction runs over every image and position), each thread summing a fixed
-// share into its own buffer, so the bits never depend on timing.
+// leave the other core waiting. Otherwise each takes a contiguous share of m; k is split when it
+// dwarfs m and n (convolution weight gradients: the reduction runs over every image and
+// position), each thread summing a fixed share into its own buffer, so the bits never depend
+// on timing.
 //
 // Kernel provides MR, NR, the cache blocks MC, KC, NC (constants, or blocking() returning them when
 // they are worked out at run time from the machine's caches) and
@@ -249,17 +249,15 @@ void gemm_blocked(const GemmProblem& p) {
     gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta, &next_col, chunk);
     return;
   }
-  // Blocks of rows, whole tiles, taken from a shared counter as the columns above. Each block
-  // packs its own B: two blocks per thread where B is one block of columns (the FC layers' 128
-  // images: its packing is a few percent of A's), one per thread otherwise.
   int64_t units = (p.m + K::MR - 1) / K::MR;
   if (units < threads) threads = int(units);
-  int64_t blocks = p.n <= blk.nc ? 2 * threads : threads;
-  int64_t rows = (units + blocks - 1) / blocks * K::MR;
-  std::atomic<int64_t> next_row{0};
 #pragma omp parallel num_threads(threads)
-  for (int64_t b = next_row.fetch_add(rows); b < p.m; b = next_row.fetch_add(rows))
-    gemm_serial<K>(p, b, std::min(p.m, b + rows), 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
+  {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t per = (units + nt - 1) / nt;
+    int64_t b = std::min(p.m, t * per * K::MR), e = std::min(p.m, (t + 1) * per * K::MR);
+    if (b < e) gemm_serial<K>(p, b, e, 0, p.n, 0, p.k, p.c, p.ldc, p.beta);
+  }
 }
 
 }  // namespace gemm_detail
