@@ -71,7 +71,7 @@ void pack_transpose_avx512(const float* const* rows, int width, int64_t len, flo
 // that would leave the panel is masked (masked stores are slow on AMD cores). The rows lie
 // k_stride apart (16 KB for the FC layers' weights: a new page each), and each short segment
 // ends before the hardware prefetchers get going: the segments pack_rows_prefetch_steps() ahead
-// are prefetched into L2 (FC forward 1.06-1.13x, alternating runs, one thread, Zen 4).
+// are prefetched into L2 (FC forward 1.04-1.13x, alternating runs, one thread, Zen 4).
 void pack_rows_avx512(const float* src, int64_t k_stride, int64_t rows, int64_t kc, int width,
                       float* dst) {
   const int64_t panels = (rows + width - 1) / width, panel_size = kc * width;
