@@ -122,6 +122,30 @@ def test_sgemm_large_cpu(rng):
             assert_close(_sgemm(a, b, variant=v).numpy(), want, what=f"{m}x{n}x{k} variant {v}")
 
 
+def test_sgemm_row_split_bits_cpu(rng, isa):
+    """m > n: the threads split the rows (the FC layers' shapes: n = 128 images, or B wider than
+    one column block). Each element is summed in the same order whatever the split, so every
+    variant gives the bits of its one-thread run, call after call."""
+    cpu = convnet.device.module_for("cpu")
+    variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
+    before = cpu.num_threads()
+    try:
+        for m, n, k in [(2001, 128, 300), (997, 45, 640), (1500, 1100, 130)]:
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            want = a.astype(np.float64) @ b
+            for v in variants:
+                cpu.set_num_threads(1)
+                one = ops.sgemm(a, b, variant=v).numpy()
+                cpu.set_num_threads(2)
+                runs = [ops.sgemm(a, b, variant=v).numpy() for _ in range(3)]
+                assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+                for r in runs:
+                    assert np.array_equal(r.view(np.uint32), one.view(np.uint32)), (m, n, k, v)
+    finally:
+        cpu.set_num_threads(before)
+
+
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_sgemm_every_path_cpu(rng, isa, trans_a, trans_b):

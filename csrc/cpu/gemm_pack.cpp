@@ -1,16 +1,27 @@
 #include "gemm_pack.h"
 
+#include "cache_info.h"
 #include "isa.h"
 
 namespace convnet {
 
 alignas(64) const float kZeroRow[64] = {};
 
+int64_t pack_rows_prefetch_steps(int64_t segment_bytes) {
+  return std::clamp<int64_t>(cache_sizes().l2 / 8 / std::max<int64_t>(segment_bytes, 1), 1, 64);
+}
+
 CONVNET_PACK_CLONES
 void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
                   int64_t rows, int64_t k0, int64_t kc, int width, float* dst) {
   int64_t panels = (rows + width - 1) / width;
   if (row_stride == 1) {
+    const float* src = data + r0 + k0 * k_stride;
+    switch (cpu_isa()) {
+      case Isa::avx512: return pack_rows_avx512(src, k_stride, rows, kc, width, dst);
+      case Isa::avx2: return pack_rows_avx2(src, k_stride, rows, kc, width, dst);
+      default: break;
+    }
     // Rows contiguous: each k step of a panel is a straight copy. Blocks of 16 k steps across
     // all panels, so every source row segment is read once, whole, while it is in L1 (panel by
     // panel, each k step would touch a new row: a new page for large matrices).

@@ -42,6 +42,18 @@ void pack_transpose(const float* const* rows, int width, int64_t len, float* dst
 void pack_transpose_avx512(const float* const* rows, int width, int64_t len, float* dst);
 void pack_transpose_avx2(const float* const* rows, int width, int64_t len, float* dst);
 
+// The copying step of packing, when the rows are the contiguous direction of the source:
+// element (r, t) at src[r + t * k_stride] for r < rows, t < kc, written as the panels pack()
+// describes. Vector copies on the AVX-512 and AVX2 paths (pack_avx512.cpp, pack_avx2.cpp),
+// element copies otherwise.
+void pack_rows_avx512(const float* src, int64_t k_stride, int64_t rows, int64_t kc, int width,
+                      float* dst);
+void pack_rows_avx2(const float* src, int64_t k_stride, int64_t rows, int64_t kc, int width,
+                    float* dst);
+// How many k steps ahead those copies prefetch (into L2) rows of segment_bytes each: an eighth
+// of L2 ahead, at most 64 steps.
+int64_t pack_rows_prefetch_steps(int64_t segment_bytes);
+
 void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
                   int64_t rows, int64_t k0, int64_t kc, int width, float* dst);
 

@@ -1,8 +1,10 @@
-// The transposing pack of the GEMM operands on AVX2: 8 rows x 8 k steps per block, loaded as 8
-// vectors, transposed in registers (unpack -> shuffle -> 128-bit lane permutes), stored as 8 k
-// steps of the panel. Panels of at most 8 rows (the 6-row A panels of the AVX2 kernel) store each
-// k step as a full vector that spills into the next k step's slots, which the next store then
-// overwrites: only the block's last k step needs a masked store (slow on AMD cores).
+// The packs of the GEMM operands on AVX2.
+// Transposing: 8 rows x 8 k steps per block, loaded as 8 vectors, transposed in registers
+// (unpack -> shuffle -> 128-bit lane permutes), stored as 8 k steps of the panel. Panels of at
+// most 8 rows (the 6-row A panels of the AVX2 kernel) store each k step as a full vector that
+// spills into the next k step's slots, which the next store then overwrites: only the block's
+// last k step needs a masked store (slow on AMD cores).
+// Copying (rows contiguous in the source, k steps k_stride apart): see pack_rows_avx2.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -60,6 +62,42 @@ void pack_transpose_avx2(const float* const* rows, int width, int64_t len, float
         if (spill)
           for (; t < tn - 1; ++t) _mm256_storeu_ps(d + t * width, r[t]);
         for (; t < tn; ++t) _mm256_maskstore_ps(d + t * width, store, r[t]);
+      }
+    }
+  }
+}
+
+// As pack_rows_avx512 (pack_avx512.cpp), with 8-float vectors: the segments
+// pack_rows_prefetch_steps() ahead prefetched into L2, whole-vector copies whose spill lands in
+// later steps of the same panel, a masked store only where a vector would leave the panel, a
+// masked load where a panel's step is narrower than a vector (the 6-row A panels) or passes
+// `rows` (plain loads spilling into the next panel's values measured no different on Zen 4).
+void pack_rows_avx2(const float* src, int64_t k_stride, int64_t rows, int64_t kc, int width,
+                    float* dst) {
+  const int64_t panels = (rows + width - 1) / width, panel_size = kc * width;
+  const int vecs = (width + 7) / 8;
+  const int64_t segment_bytes = rows * int64_t(sizeof(float));
+  const int64_t ahead_steps = pack_rows_prefetch_steps(segment_bytes);
+  for (int64_t t = 0; t < kc; ++t, src += k_stride) {
+    if (t + ahead_steps < kc) {
+      const char* ahead = reinterpret_cast<const char*>(src + ahead_steps * k_stride);
+      for (int64_t b = 0; b < segment_bytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T1);
+      _mm_prefetch(ahead + segment_bytes - 1, _MM_HINT_T1);
+    }
+    const int64_t step = t * width;
+    for (int64_t q = 0; q < panels; ++q) {
+      const float* s = src + q * width;
+      float* d = dst + q * panel_size + step;
+      const int64_t valid = std::min<int64_t>(width, rows - q * width);
+      for (int v = 0; v < vecs; ++v) {
+        const int64_t lo = 8 * v;
+        const int64_t in_rows = std::max<int64_t>(valid - lo, 0);
+        const __m256 x = in_rows >= 8 ? _mm256_loadu_ps(s + lo)
+                                      : _mm256_maskload_ps(s + lo, lane_mask(int(in_rows)));
+        if (step + lo + 8 <= panel_size)
+          _mm256_storeu_ps(d + lo, x);
+        else
+          _mm256_maskstore_ps(d + lo, lane_mask(width - int(lo)), x);
       }
     }
   }
