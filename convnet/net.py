@@ -902,9 +902,15 @@ class Net:
 
     def _bwd_fn(self, L, part=None):
         """Layer L's backward pass, or one part of it (Layer.backward): part "inputs" computes
-        the input gradients staged for other devices, part "rest" everything else."""
-        edges = [e if part is None or (e is not None and (e.stage is None) == (part == "rest"))
-                 else None for e in self.edges[L.name]]
+        the input gradients staged for other devices (all of them where the layer computes
+        them in one call: input_grads_together), part "rest" everything else."""
+        def in_part(e):
+            if part is None or e is None:
+                return True
+            if L.input_grads_together:
+                return part == "inputs"
+            return (e.stage is None) == (part == "rest")
+        edges = [e if in_part(e) else None for e in self.edges[L.name]]
 
         def run(n, ctx):
             n = self._count(L.slice, n)

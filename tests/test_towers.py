@@ -19,6 +19,7 @@ from convnet.train import main
 import ref_conv as ref
 import ref_norm_pool as ref_norm
 from gradcheck import assert_close, assert_grad
+from isa_paths import isa  # noqa: F401  (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -152,6 +153,82 @@ def test_multi_input_conv_reference_gradients(rng):
         assert_grad(f_x, xs[i], dy, ref.conv_bwd_data(dy, ws[i], xs[i].shape, **g))
         assert_grad(f_w, ws[i], dy, ref.conv_bwd_weights(xs[i], dy, 3, **g))
     assert_grad(lambda bb: conv2_ref(xs, ws, bb), b, dy, dy.sum(axis=(1, 2, 3)))
+
+
+# Two inputs of one image size and geometry: the backward pass stacks them along their channels
+# (ConvLayer._stackable) and makes one input-gradient and one weight-gradient call.
+def stack2(c0, c1, f):
+    return f"""[mix]
+type=conv
+inputs=a,b
+channels={c0},{c1}
+filters={f}
+filterSize=3
+padding=1
+epsW=0.01
+epsB=0.01
+momW=0.9
+momB=0.9
+wc=0
+"""
+
+
+# (channels of a, channels of b, filters, image side): small (direct kernels) and wide enough
+# for the Winograd kernels that variant 0 takes from 64 channels and filters up.
+STACKED = [(4, 3, 5, 6), (64, 64, 64, 8)]
+
+
+@pytest.mark.parametrize("c0,c1,f,side", STACKED)
+@pytest.mark.parametrize("n", [1, 3])
+def test_stacked_conv_inputs_give_each_inputs_own_bits(isa, rng, c0, c1, f, side, n):
+    # Each input's gradients from the stacked calls have the bits of that input's own ops call
+    # (the same terms reduced in the same order), and match the float64 reference; an input
+    # gradient added to a buffer's sum (accumulate) is computed alone; in parts (the
+    # two-device executor's "inputs" then "rest") the bits are those of one call.
+    in_shapes = [(c0, side, side), (c1, side, side)]
+    xs64 = [rng.standard_normal(s + (n,)) for s in in_shapes]
+    xs = [on("cpu", x) for x in xs64]
+    dy64 = rng.standard_normal((f, side, side, n))
+    dy = on("cpu", dy64)
+    prior = rng.standard_normal(xs64[1].shape)
+    outs = []
+    for parts, accs in ((None, [False, False]), ("parts", [False, False]), (None, [False, True])):
+        L = standalone(stack2(c0, c1, f), in_shapes, "cpu", n)
+        assert L.stacked_shape == (c0 + c1, side, side) and L.input_grads_together
+        ws = set_params(L, np.random.default_rng(7))
+        y = convnet.empty((f, side, side, n))
+        L.forward(xs, y, n, None)
+        dxs = [convnet.empty(s + (n,)) for s in in_shapes]
+        if accs[1]:
+            dxs[1].copy_(on("cpu", prior))
+        if parts is None:
+            L.backward(dy, xs, y, dxs, accs, n, None)
+        else:
+            L.backward(dy, xs, y, dxs, accs, n, None, "inputs")
+            L.backward(dy, xs, y, [None, None], accs, n, None, "rest")
+        got = [t.numpy().copy() for t in dxs + [p.grad for p in L.params]]
+        outs.append(got)
+        for i, x in enumerate(xs):
+            alone_dx = ops.conv_bwd_data(dy, L.ws[i].value, x.shape, padding=1)
+            alone_dw = ops.conv_bwd_weights(x, dy, 3, padding=1)
+            np.testing.assert_array_equal(got[2 + i], alone_dw.numpy())
+            if not accs[i]:
+                np.testing.assert_array_equal(got[i], alone_dx.numpy())
+            want = ref.conv_bwd_data(dy64, ws[i], x.shape, padding=1) + (prior if accs[i] else 0)
+            assert_close(got[i], want, what=f"dx{i}")
+            assert_close(got[2 + i], ref.conv_bwd_weights(xs64[i], dy64, 3, padding=1),
+                         what=f"dw{i}")
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_inputs_of_other_geometries_are_not_stacked():
+    L = standalone(CONV2, CONV2_IN, "cpu", 2)  # another stride, padding and groups per input
+    assert L.stacked_shape is None and not L.input_grads_together
+    text = stack2(4, 3, 5).replace("padding=1", "padding=1,0")
+    assert standalone(text, [(4, 6, 6), (3, 8, 8)], "cpu", 2).stacked_shape is None
+    local = stack2(4, 3, 5).replace("type=conv", "type=local")
+    assert standalone(local, [(4, 6, 6), (3, 6, 6)], "cpu", 2).stacked_shape is None
 
 
 FC3 = """[mix]
@@ -374,6 +451,7 @@ def test_alexnet_2gpu_config():
     by = net.by_name
     assert by["conv1a"].out_shape == (48, 55, 55) and by["conv2b"].out_shape == (128, 27, 27)
     assert by["conv3a"].out_shape == (192, 13, 13) and by["pool3b"].out_shape == (128, 6, 6)
+    assert by["conv3a"].stacked_shape == by["conv3b"].stacked_shape == (256, 13, 13)
     assert [w.shape for w in by["fc6b"].ws] == [(4608, 2048)] * 2
     assert [w.shape for w in by["fc8"].ws] == [(2048, 1000)] * 2
     towers = [L for L in net.layers if L.params or L.name[-2:-1].isdigit()]

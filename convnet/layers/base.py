@@ -119,6 +119,7 @@ class Layer:
     BWD_READS_Y = True     # bwd() reads the layer's output (before the neuron)
     FUSES_RELU = False     # fwd(..., relu=True) applies a ReLU as it stores y (conv, fc)
     SPLITS_PASSES = False  # forward(..., terms=) and backward(..., part=) exist (conv, fc)
+    input_grads_together = False  # backward part "inputs" computes every input gradient
     is_data = is_cost = False
 
     def __init__(self, spec, neurons):

@@ -24,7 +24,8 @@ import math
 from .. import ops, rng
 from ..config import (REQUIRED, as_bool, as_float, as_int, parse_schedule, per_input,
                       unsupported)
-from .base import Layer, Param, register
+from ..tensor import empty
+from .base import BatchBuffer, Layer, Param, register
 
 
 def _update_period(spec, key):
@@ -125,9 +126,25 @@ CONV_DEFAULTS = {"padding": 0, "stride": 1, "groups": 1, "channels": None,
                  "randSparse": False}
 
 
+def _stack(parts, whole):
+    """parts side by side along the first axis of whole (their channels: contiguous blocks)."""
+    at = 0
+    for p in parts:
+        whole.narrow(at, p.shape[0]).copy_(p)
+        at += p.shape[0]
+
+
+def _unstack(whole, parts):
+    at = 0
+    for p in parts:
+        p.copy_(whole.narrow(at, p.shape[0]))
+        at += p.shape[0]
+
+
 @register
 class ConvLayer(WeightLayer):
     TYPE = "conv"
+    STACKS_INPUTS = True  # the backward pass may take several inputs as one (_stackable)
     KEYS = {"channels": (per_input(_int(1)), None),
             "filters": (per_input(_int(1)), REQUIRED),
             "filterSize": (per_input(_int(1)), REQUIRED),
@@ -178,7 +195,38 @@ class ConvLayer(WeightLayer):
         self.filters, self.out_hw = outs[0][0], outs[0][1:]
         self._make_params([self._weight_shape(i, s) for i, s in enumerate(in_shapes)],
                           (self.filters,) if self.shared_biases else outs[0])
+        self.stacked_shape = self._stackable(in_shapes)
         return outs[0]
+
+    def _stackable(self, in_shapes):
+        """(C, H, W) of the inputs stacked along their channels where the backward pass can take
+        them as one input of C channels (one weight tensor per input stacked alike): plain conv
+        inputs of one image size and geometry, groups=1. Else None."""
+        c = self.cfg
+        if not self.STACKS_INPUTS or len(in_shapes) < 2 or any(
+                s[1:] != in_shapes[0][1:] for s in in_shapes):
+            return None
+        if any(len(set(c[k])) > 1 for k in ("filterSize", "padding", "stride")) or \
+                set(c["groups"]) != {1}:
+            return None
+        return (sum(s[0] for s in in_shapes),) + tuple(in_shapes[0][1:])
+
+    @property
+    def input_grads_together(self):
+        # The input gradients come from one call (_stacked_input_grads), so the two-device
+        # executor computes them in one part of the backward pass (Net._bwd_fn).
+        return self.stacked_shape is not None
+
+    def allocate(self, batch, device):
+        super().allocate(batch, device)
+        if self.stacked_shape is None:
+            return
+        # Allocated once: the stacked images and their gradient, the stacked weights and theirs.
+        c, fs = self.stacked_shape[0], self.cfg["filterSize"][0]
+        self._x_stack = BatchBuffer(self.stacked_shape, batch, device)
+        self._dx_stack = BatchBuffer(self.stacked_shape, batch, device)
+        self._w_stack = empty((c, fs, fs, self.filters), device=device)
+        self._dw_stack = empty((c, fs, fs, self.filters), device=device)
 
     @property
     def shared_biases(self):
@@ -225,14 +273,41 @@ class ConvLayer(WeightLayer):
         # bias=False: the bias gradient is already done (WeightLayer.backward).
         if weights and bias:
             ops.bias_bwd(self._flat_bias(dy), out=self._flat_bias(self.b.grad))
+        stacked = self.stacked_shape is not None
+        if weights and stacked:
+            self._stacked_weight_grads(xs, dy, n)
+        # An input gradient added to another consumer's (accs) is computed alone: its kernel
+        # adds as it stores, which a stacked call followed by a separate add would not repeat.
+        data_stacked = stacked and None not in dxs and not any(accs)
+        if data_stacked:
+            self._stacked_input_grads(dy, dxs, n)
         for i, (x, w) in enumerate(zip(xs, self.ws)):
             geo = self._geometry(i)
-            if weights:
+            if weights and not stacked:
                 getattr(ops, self.BWD_WEIGHTS)(x, dy, self.cfg["filterSize"][i], out=w.grad,
                                                **geo)
-            if dxs[i] is not None:
+            if dxs[i] is not None and not data_stacked:
                 getattr(ops, self.BWD_DATA)(dy, w.value, x.shape, out=dxs[i], accumulate=accs[i],
                                             **geo)
+
+    # Stacked inputs: one call with the inputs' channels side by side instead of one call per
+    # input. The input gradient and weight gradient of each channel are reduced over the same
+    # terms in the same order either way (over filters and taps, over images and positions), so
+    # each input's part has the bits of its own call; the stacked call transforms dy once (not
+    # once per input) and runs GEMMs twice as deep, paying for copies of the images and
+    # weights in and the gradients out.
+    def _stacked_weight_grads(self, xs, dy, n):
+        x_stack = self._x_stack.view(n)
+        _stack(xs, x_stack)
+        ops.conv_bwd_weights(x_stack, dy, self.cfg["filterSize"][0], out=self._dw_stack,
+                             **self._geometry(0))
+        _unstack(self._dw_stack, [w.grad for w in self.ws])
+
+    def _stacked_input_grads(self, dy, dxs, n):
+        _stack([w.value for w in self.ws], self._w_stack)
+        dx_stack = self._dx_stack.view(n)
+        ops.conv_bwd_data(dy, self._w_stack, dx_stack.shape, out=dx_stack, **self._geometry(0))
+        _unstack(dx_stack, dxs)
 
     def describe(self):
         parts = []
@@ -253,6 +328,7 @@ class LocalLayer(ConvLayer):
     KEYS = {k: v for k, v in ConvLayer.KEYS.items() if k != "sharedBiases"}
     FWD, BWD_DATA, BWD_WEIGHTS = "local_fwd", "local_bwd_data", "local_bwd_weights"
     BIAS_NOTE = ""  # always per position
+    STACKS_INPUTS = False  # weights per position: not one conv call
 
     @property
     def shared_biases(self):
