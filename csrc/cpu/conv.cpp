@@ -72,7 +72,7 @@ static ImageGeometry input_geometry(const ConvParams& p, const float* x, int gro
 void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
                   bool accumulate, const Epilogue& epi) {
   check_conv_variant("conv_fwd", p.variant);
-  if (conv_uses_winograd("conv_fwd", p)) return winograd_conv_fwd(p, x, w, y, accumulate, epi);
+  if (conv_uses_winograd(ConvOp::conv_fwd, p)) return winograd_conv_fwd(p, x, w, y, accumulate, epi);
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
   int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
   for (int g = 0; g < p.groups; ++g) {
@@ -160,7 +160,7 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
 void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, float* dx,
                        bool accumulate) {
   check_conv_variant("conv_bwd_data", p.variant);
-  if (conv_uses_winograd("conv_bwd_data", p))
+  if (conv_uses_winograd(ConvOp::conv_bwd_data, p))
     return winograd_conv_bwd_data(p, dy, w, dx, accumulate);
   if (p.stride == 1)
     conv_bwd_data_stride1(p, dy, w, dx, accumulate);
@@ -171,7 +171,7 @@ void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, flo
 void conv_bwd_weights_cpu(const ConvParams& p, const float* x, const float* dy, float* dw,
                           bool accumulate) {
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
-  if (conv_uses_winograd("conv_bwd_weights", p, kWinogradWgradVariant))
+  if (conv_uses_winograd(ConvOp::conv_bwd_weights, p))
     return winograd_conv_bwd_weights(p, x, dy, dw, accumulate);
   if (p.variant == kDirectWgradVariant ||
       (p.variant == 0 && fg <= kDirectWgradMaxFilters))

@@ -25,7 +25,7 @@ constexpr int kWinogradWgradVariant = kWinogradVariant + 1;
 // applies, "off" never, unset or "auto" where it applies and both channels and filters per group
 // are at least kWinogradMinChannels (fewer and the GEMMs are too thin to gain from the 2.25x).
 constexpr int kWinogradMinChannels = 64;
-bool conv_uses_winograd(const char* op, const ConvParams& p, int forcing = kWinogradVariant);
+bool conv_uses_winograd(ConvOp pass, const ConvParams& p);
 
 // CONVNET_WINOGRAD as variant 0 reads it: "auto", "on" or "off" (unset or empty: "auto");
 // throws ArgError naming `op` for any other value.
