@@ -519,6 +519,26 @@ def test_winograd_selection(monkeypatch):
         bits(wide, 0)
 
 
+def test_winograd_5x5_selection(isa):
+    # Variant 0 takes Winograd F(2x2,5x5) for 5x5 stride-1 layers with at least 32 channels and
+    # filters per group: the forward and data gradient on every path, the weight gradient on the
+    # AVX-512 path only (winograd.h: winograd_pays).
+    def same_bits(shape, op):
+        x, wt, dy, kw = _problem(np.random.default_rng(7), shape)
+        x, wt, dy = (a.astype(np.float32) for a in (x, wt, dy))
+        run = {"conv_fwd": lambda v: ops.conv_fwd(x, wt, variant=v, **kw),
+               "conv_bwd_data": lambda v: ops.conv_bwd_data(dy, wt, x.shape, variant=v, **kw),
+               "conv_bwd_weights": lambda v: ops.conv_bwd_weights(x, dy, 5, variant=v, **kw)}[op]
+        bits = lambda v: run(v).numpy().view(np.uint32)  # noqa: E731
+        return np.array_equal(bits(0), bits(_winograd_variant(op)))
+
+    wide, narrow = (64, 6, 6, 2, 64, 5, 2, 1, 2), (3, 6, 6, 2, 32, 5, 2, 1, 1)
+    assert same_bits(wide, "conv_fwd") and same_bits(wide, "conv_bwd_data")
+    assert same_bits(wide, "conv_bwd_weights") == (isa == "avx512")
+    for op in ["conv_fwd", "conv_bwd_data", "conv_bwd_weights"]:
+        assert not same_bits(narrow, op)
+
+
 def test_winograd_bad_arguments():
     x = np.zeros((4, 9, 9, 2), np.float32)
     with pytest.raises(ValueError, match=r"conv_fwd: variant 5 \(Winograd F\(2x2,3x3\) or "

@@ -36,6 +36,7 @@
 #include "isa.h"
 #include "parallel.h"
 #include "winograd_kernels.h"
+#include "winograd_tiles.h"
 
 namespace convnet {
 namespace {
@@ -162,6 +163,13 @@ void winograd_input_transform_isa(const WinogradTiles& g, int64_t tile0, int64_t
   winograd_input_transform_impl(g, tile0, ntiles, v);
 }
 
+bool winograd_pays(ConvOp pass, const ConvParams& p) {
+  const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  if (p.filter_size == 3) return cg >= kWinogradMinChannels && fg >= kWinogradMinChannels;
+  if (cg < kWinograd5MinChannels || fg < kWinograd5MinChannels) return false;
+  return pass != ConvOp::conv_bwd_weights || cpu_isa() == Isa::avx512;
+}
+
 const char* winograd_setting(const char* op) {
   const char* env = std::getenv("CONVNET_WINOGRAD");
   if (!env || !*env) return "auto";
@@ -185,11 +193,7 @@ bool conv_uses_winograd(ConvOp pass, const ConvParams& p) {
   }
   if (p.variant != 0 || !applies) return false;
   const char* setting = winograd_setting(op);
-  if (!std::strcmp(setting, "auto")) {
-    if (p.filter_size == 5) return false;
-    return p.channels / p.groups >= kWinogradMinChannels &&
-           p.filters / p.groups >= kWinogradMinChannels;
-  }
+  if (!std::strcmp(setting, "auto")) return winograd_pays(pass, p);
   return !std::strcmp(setting, "on");
 }
 
