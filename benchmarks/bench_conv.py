@@ -8,12 +8,13 @@ Prints ms (median), GFLOP/s, % of the FMA peak (measured at the start and again 
 row; the best of all of them counts, as contention only lowers a measurement), and the ratio to a
 peer measured in the same run (> 1: convnet faster) with the peer's own % of the same peak:
 PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers; the conv forward
-with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The 3x3 stride-1
-layers (conv3-conv5) run their forward and data gradient both ways, "wino" (Winograd F(2x2,3x3),
-the variant the default takes there) and "direct" (the implicit GEMM, CONVNET_WINOGRAD=off); their
-GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. Their weight
-gradient too: "wino" variant 6, "direct" what variant 0 runs with CONVNET_WINOGRAD=off (the
-implicit GEMM above 128 filters per group, the direct kernel up to 128). The benchmark
+with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The 3x3 and 5x5
+stride-1 layers (conv2-conv5) run their forward and data gradient both ways, "wino" (Winograd
+F(2x2,3x3) or F(2x2,5x5), variant 5) and "direct" (the implicit GEMM, CONVNET_WINOGRAD=off);
+their GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. Their
+weight gradient too: "wino" variant 6, "direct" what variant 0 runs with CONVNET_WINOGRAD=off
+(the implicit GEMM above 128 filters per group, the direct kernel up to 128). Plain "fwd",
+"bwd_data", "bwd_weights" rows (the other layers) are variant 0. The benchmark
 runs itself in a child process whose environment holds both sides to one SIMD level with --isa
 (CONVNET_CPU_ISA; oneDNN, ATen and OpenBLAS capped by their own variables below the CPU's best
 level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
@@ -144,7 +145,7 @@ def main():
             peers = torch_conv_peers(x, w, dy, pad, stride, groups) if torch else {}
             # (row label, pass, our call, environment): both algorithms where Winograd applies.
             runs = [(p, p, fn, contextlib.nullcontext) for p, fn in ours.items()]
-            if fs == 3 and stride == 1:
+            if fs in (3, 5) and stride == 1:
                 wino = {
                     "fwd": lambda: ops.conv_fwd(x, w, out=y, variant=WINOGRAD, **kw),
                     "bwd_data": lambda: ops.conv_bwd_data(dy, w, x.shape, out=dx,

@@ -45,8 +45,8 @@ def _problem(rng, shape):
     return x, wt, dy, dict(padding=pad, stride=stride, groups=groups)
 
 
-# The CPU's Winograd F(2x2,3x3) variants (csrc/cpu/winograd.h): 5 of conv_fwd and conv_bwd_data,
-# 6 of conv_bwd_weights (whose variant 5 is its direct kernel).
+# The CPU's Winograd F(2x2,3x3) and F(2x2,5x5) variants (csrc/cpu/winograd.h): 5 of conv_fwd and
+# conv_bwd_data, 6 of conv_bwd_weights (whose variant 5 is its direct kernel).
 WINOGRAD, WINOGRAD_WGRAD = 5, 6
 
 
@@ -56,10 +56,10 @@ def _winograd_variant(op):
 
 def _variants(op, device, shape=None):
     """The variants of `op` on `device`'s backend that take `shape` (C, H, W, N, F, fs, padding,
-    stride, groups): the CPU's Winograd variants only 3x3 filters with stride 1."""
+    stride, groups): the CPU's Winograd variants only 3x3 and 5x5 filters with stride 1."""
     vs = range(ops.conv_variant_count(op, device=device.split("/")[0]))
     if device == "cpu" and op.startswith("conv") and shape is not None \
-            and (shape[5], shape[7]) != (3, 1):
+            and (shape[5], shape[7]) not in ((3, 1), (5, 1)):
         return [v for v in vs if v != _winograd_variant(op)]
     return vs
 
@@ -379,7 +379,7 @@ def test_every_cpu_path(rng):
         cpu.set_isa(previous)
 
 
-# ---- Winograd F(2x2,3x3) on the CPU (csrc/cpu/winograd.h) ------------------------------------
+# ---- Winograd F(2x2,3x3) and F(2x2,5x5) on the CPU (csrc/cpu/winograd.h) --------------------
 
 # (C, H, W, N, F, padding, groups): batch 1, odd batches, non-square images, odd output sizes
 # (half tiles at the far edges), a 1x1 image, padding 0 to 3 (3: the data gradient crops), groups
@@ -396,26 +396,48 @@ WINOGRAD_SHAPES = [
     (33, 13, 13, 32, 20, 1, 1),
     (24, 9, 9, 70, 27, 1, 3),  # the weight gradient's thread shares end inside a group
 ]
-WINOGRAD_IDS = ["x".join(map(str, s)) for s in WINOGRAD_SHAPES]
+# The same for 5x5 filters: padding 0 to 2 and 5 (the data gradient crops: 4 - 5 < 0), a 1x1
+# image (padding 2), images smaller than the filter, conv2's 48 channels per group.
+WINOGRAD5_SHAPES = [
+    (5, 7, 9, 1, 3, 2, 1),
+    (5, 8, 6, 3, 7, 0, 1),
+    (4, 9, 11, 5, 6, 1, 2),
+    (17, 6, 7, 2, 19, 2, 1),
+    (3, 1, 1, 3, 5, 2, 1),
+    (6, 3, 4, 2, 9, 5, 3),
+    (16, 9, 9, 70, 18, 2, 2),
+    (96, 7, 7, 16, 20, 2, 2),
+    (24, 9, 8, 70, 27, 1, 3),  # the weight gradient's thread shares end inside a group
+]
+WINOGRAD_CASES = [(3, s) for s in WINOGRAD_SHAPES] + [(5, s) for s in WINOGRAD5_SHAPES]
+WINOGRAD_IDS = [f"{fs}x{fs}-" + "x".join(map(str, s)) for fs, s in WINOGRAD_CASES]
+# How many times the direct path's error Winograd's may be on the same data (test_winograd), per
+# filter size: (forward and data gradient, weight gradient, plus this much of the largest
+# output). The 5x5 transforms' own rounding (thirds and fifteenths, several float32 ulps) shows
+# undiluted where the direct sum is short: at a 1x1 image only the centre tap reads data.
+WINOGRAD_ERROR_RATIO = {3: (4, 4, 1e-7), 5: (10, 25, 1e-6)}
 
 
 def _scaled_error(actual, expected):
     return float(np.max(np.abs(actual - expected))) / max(1.0, float(np.max(np.abs(expected))))
 
 
-@pytest.mark.parametrize("shape", WINOGRAD_SHAPES, ids=WINOGRAD_IDS)
-def test_winograd(isa, rng, shape):
+@pytest.mark.parametrize("fs,shape", WINOGRAD_CASES, ids=WINOGRAD_IDS)
+def test_winograd(isa, rng, fs, shape):
     # Against the float64 reference at the direct path's tolerance, on every SIMD path. The
-    # transforms add rounding (inputs combined in pairs before the product, outputs of up to 9
-    # products summed after it), so the error is also compared with the direct path's on the
-    # same data: within 4x of it (measured 0.4-1.9x on these shapes, 1.0-1.3x at AlexNet's
-    # conv3-conv5: each of the 16 GEMMs sums C products where the direct path sums 9C). The
-    # weight gradient (variant 6) measured 0.67-1.57x the implicit GEMM's error on these shapes.
+    # transforms add rounding (inputs combined before the product, outputs of up to a^2 products
+    # summed after it), so the error is also compared with the direct path's on the same data
+    # (WINOGRAD_ERROR_RATIO). 3x3: the forward and data gradient measured 0.4-1.9x the direct
+    # error on these shapes, 1.0-1.3x at AlexNet's conv3-conv5 (each of the 16 GEMMs sums C
+    # products where the direct path sums 9C); the weight gradient (variant 6) 0.67-1.57x. 5x5:
+    # larger transform coefficients (B^T's up to 5/2, G's thirds and fifteenths): the forward and
+    # data gradient measured 1.6-7.1x, the weight gradient 5.9-18x (absolute: at most 5e-6 of the
+    # largest output, against the tolerance's 1e-5).
     c, h, w, n, f, pad, groups = shape
-    x, wt, dy, kw = _problem(rng, (c, h, w, n, f, 3, pad, 1, groups))
+    x, wt, dy, kw = _problem(rng, (c, h, w, n, f, fs, pad, 1, groups))
     b, prev = rng.standard_normal(f), rng.standard_normal(dy.shape)
     f32 = lambda a: _on("cpu", a)  # noqa: E731
-    dw_want = ref.conv_bwd_weights(x, dy, 3, **kw)
+    dw_want = ref.conv_bwd_weights(x, dy, fs, **kw)
     checks = [
         ("conv_fwd", WINOGRAD, ref.conv_fwd(x, wt, **kw),
          lambda v: ops.conv_fwd(f32(x), f32(wt), variant=v, **kw)),
@@ -429,23 +451,26 @@ def test_winograd(isa, rng, shape):
          lambda v: ops.conv_bwd_data(f32(dy), f32(wt), x.shape, out=f32(x), accumulate=True,
                                      variant=v, **kw)),
         ("conv_bwd_weights", WINOGRAD_WGRAD, dw_want,
-         lambda v: ops.conv_bwd_weights(f32(x), f32(dy), 3, variant=v, **kw)),
+         lambda v: ops.conv_bwd_weights(f32(x), f32(dy), fs, variant=v, **kw)),
         ("conv_bwd_weights accumulate", WINOGRAD_WGRAD, wt + dw_want,
-         lambda v: ops.conv_bwd_weights(f32(x), f32(dy), 3, out=f32(wt), accumulate=True,
+         lambda v: ops.conv_bwd_weights(f32(x), f32(dy), fs, out=f32(wt), accumulate=True,
                                         variant=v, **kw)),
     ]
     for what, variant, want, run in checks:
         got, direct = run(variant).numpy(), run(1).numpy()
-        assert_close(got, want, what=f"{what} winograd on {isa}")
+        assert_close(got, want, what=f"{what} winograd {fs}x{fs} on {isa}")
         err, err_direct = _scaled_error(got, want), _scaled_error(direct, want)
-        assert err <= 4 * err_direct + 1e-7, \
-            f"{what} on {isa}: error {err:.3g}, direct path's {err_direct:.3g}"
+        bounds = WINOGRAD_ERROR_RATIO[fs]
+        assert err <= bounds[variant == WINOGRAD_WGRAD] * err_direct + bounds[2], \
+            f"{what} {fs}x{fs} on {isa}: error {err:.3g}, direct path's {err_direct:.3g}"
 
 
-def test_winograd_fused_epilogue_and_bits(rng):
+@pytest.mark.parametrize("fs", [3, 5])
+def test_winograd_fused_epilogue_and_bits(rng, fs):
     # The fused bias and ReLU give the bits of the unfused ops; the threads split the tiles
     # (70 images, 25 tiles, 2 groups) and the bits are the same run after run.
-    x, wt, dy, kw = _problem(rng, (16, 9, 9, 70, 18, 3, 1, 1, 2))
+    pad = fs // 2
+    x, wt, dy, kw = _problem(rng, (16, 9, 9, 70, 18, fs, pad, 1, 2))
     x, wt, dy = (a.astype(np.float32) for a in (x, wt, dy))
     b = rng.standard_normal(18).astype(np.float32)
     fused = ops.conv_fwd(x, wt, b, relu=True, variant=WINOGRAD, **kw).numpy()
@@ -461,12 +486,12 @@ def test_winograd_fused_epilogue_and_bits(rng):
         assert np.array_equal(again.view(np.uint32), dx.view(np.uint32))
     # The weight gradient: 9 chunks of 3 tiles per group, one group per thread; then 3 groups,
     # the threads' shares ending inside the second.
-    for shape in [(16, 9, 9, 70, 18, 3, 1, 1, 2), (24, 9, 9, 70, 27, 3, 1, 1, 3)]:
+    for shape in [(16, 9, 9, 70, 18, fs, pad, 1, 2), (24, 9, 9, 70, 27, fs, pad, 1, 3)]:
         x, _, dy, kw = _problem(rng, shape)
         x, dy = x.astype(np.float32), dy.astype(np.float32)
-        dw = ops.conv_bwd_weights(x, dy, 3, variant=WINOGRAD_WGRAD, **kw).numpy()
+        dw = ops.conv_bwd_weights(x, dy, fs, variant=WINOGRAD_WGRAD, **kw).numpy()
         for _ in range(3):
-            again = ops.conv_bwd_weights(x, dy, 3, variant=WINOGRAD_WGRAD, **kw).numpy()
+            again = ops.conv_bwd_weights(x, dy, fs, variant=WINOGRAD_WGRAD, **kw).numpy()
             assert np.array_equal(again.view(np.uint32), dw.view(np.uint32))
 
 
@@ -494,19 +519,42 @@ def test_winograd_selection(monkeypatch):
         bits(wide, 0)
 
 
+def test_winograd_5x5_selection(isa):
+    # Variant 0 takes Winograd F(2x2,5x5) for 5x5 stride-1 layers with at least 32 channels and
+    # filters per group: the forward and data gradient on every path, the weight gradient on the
+    # AVX-512 path only (winograd.h: winograd_pays).
+    def same_bits(shape, op):
+        x, wt, dy, kw = _problem(np.random.default_rng(7), shape)
+        x, wt, dy = (a.astype(np.float32) for a in (x, wt, dy))
+        run = {"conv_fwd": lambda v: ops.conv_fwd(x, wt, variant=v, **kw),
+               "conv_bwd_data": lambda v: ops.conv_bwd_data(dy, wt, x.shape, variant=v, **kw),
+               "conv_bwd_weights": lambda v: ops.conv_bwd_weights(x, dy, 5, variant=v, **kw)}[op]
+        bits = lambda v: run(v).numpy().view(np.uint32)  # noqa: E731
+        return np.array_equal(bits(0), bits(_winograd_variant(op)))
+
+    wide, narrow = (64, 6, 6, 2, 64, 5, 2, 1, 2), (3, 6, 6, 2, 32, 5, 2, 1, 1)
+    assert same_bits(wide, "conv_fwd") and same_bits(wide, "conv_bwd_data")
+    assert same_bits(wide, "conv_bwd_weights") == (isa == "avx512")
+    for op in ["conv_fwd", "conv_bwd_data", "conv_bwd_weights"]:
+        assert not same_bits(narrow, op)
+
+
 def test_winograd_bad_arguments():
     x = np.zeros((4, 9, 9, 2), np.float32)
-    with pytest.raises(ValueError, match=r"conv_fwd: variant 5 \(Winograd F\(2x2,3x3\)\) needs 3x3 "
-                                         r"filters and stride 1, got 5x5 stride 1"):
-        ops.conv_fwd(x, np.zeros((4, 5, 5, 4), np.float32), variant=WINOGRAD)
-    with pytest.raises(ValueError, match=r"conv_bwd_data: variant 5 \(Winograd F\(2x2,3x3\)\) "
-                                         r"needs 3x3 filters and stride 1, got 3x3 stride 2"):
-        ops.conv_bwd_data(np.zeros((4, 4, 4, 2), np.float32), np.zeros((4, 3, 3, 4), np.float32),
+    with pytest.raises(ValueError, match=r"conv_fwd: variant 5 \(Winograd F\(2x2,3x3\) or "
+                                         r"F\(2x2,5x5\)\) needs 3x3 or 5x5 filters and stride 1, "
+                                         r"got 7x7 stride 1"):
+        ops.conv_fwd(x, np.zeros((4, 7, 7, 4), np.float32), variant=WINOGRAD)
+    with pytest.raises(ValueError, match=r"conv_bwd_data: variant 5 \(Winograd F\(2x2,3x3\) or "
+                                         r"F\(2x2,5x5\)\) needs 3x3 or 5x5 filters and stride 1, "
+                                         r"got 5x5 stride 2"):
+        ops.conv_bwd_data(np.zeros((4, 3, 3, 2), np.float32), np.zeros((4, 5, 5, 4), np.float32),
                           x.shape, stride=2, variant=WINOGRAD)
     with pytest.raises(ValueError, match=r"conv_fwd: variant 6 does not exist"):
         ops.conv_fwd(x, np.zeros((4, 3, 3, 4), np.float32), variant=WINOGRAD + 1)
-    with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 6 \(Winograd F\(2x2,3x3\)\) "
-                                         r"needs 3x3 filters and stride 1, got 5x5 stride 1"):
-        ops.conv_bwd_weights(x, np.zeros((4, 5, 5, 2), np.float32), 5, variant=WINOGRAD_WGRAD)
+    with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 6 \(Winograd F\(2x2,3x3\) "
+                                         r"or F\(2x2,5x5\)\) needs 3x3 or 5x5 filters and stride "
+                                         r"1, got 4x4 stride 1"):
+        ops.conv_bwd_weights(x, np.zeros((4, 6, 6, 2), np.float32), 4, variant=WINOGRAD_WGRAD)
     with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 7 does not exist"):
         ops.conv_bwd_weights(x, np.zeros((4, 7, 7, 2), np.float32), 3, variant=WINOGRAD_WGRAD + 1)

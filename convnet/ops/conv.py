@@ -10,11 +10,12 @@
 Outputs are allocated when `out` is None; with `accumulate=True` the result is added to `out`
 (several inputs or consumers summing into one buffer). `variant` selects a numbered kernel
 (0 = the default; conv_variant_count says how many the device's backend has). On the CPU,
-conv_fwd and conv_bwd_data variant 5 is Winograd F(2x2,3x3) (3x3 filters, stride 1 only), which
-variant 0 takes for such layers with >= 64 channels and filters per group; CONVNET_WINOGRAD=on|off
-makes variant 0 take it wherever it applies, or never; conv_bwd_weights variant 6 is its Winograd
-weight gradient (the same rule and setting for variant 0), and variant 5 a direct kernel reading
-the images in place (no im2col packing), which variant 0 takes up to 128 filters per group
+conv_fwd and conv_bwd_data variant 5 is Winograd F(2x2,3x3) or F(2x2,5x5) (3x3 or 5x5 filters,
+stride 1 only), which variant 0 takes for 3x3 layers with >= 64 channels and filters per group
+and 5x5 layers with >= 32; CONVNET_WINOGRAD=on|off makes variant 0 take it wherever it applies,
+or never; conv_bwd_weights variant 6 is its Winograd weight gradient (the same rule and setting
+for variant 0, but for 5x5 on the AVX-512 path only), and variant 5 a direct kernel reading the
+images in place (no im2col packing), which variant 0 takes up to 128 filters per group
 elsewhere.
 
 The forward ops fuse a layer's bias and ReLU into the GEMM's store (csrc/common/epilogue.h):

@@ -10,13 +10,13 @@
 // ConvParams::variant selects the SGEMM micro-kernel (gemm_cpu.h: 0 best, 1 portable, 2 AVX2,
 // 3 and 4 AVX-512 14x32 and 6x64), so every kernel path is tested through the convolutions too.
 // Each pass has more variants beyond the micro-kernels: the forward and data gradient
-// kWinogradVariant (winograd.h), Winograd F(2x2,3x3) for 3x3 stride-1 layers, which variant 0 also
-// takes where it pays; the weight gradient kDirectWgradVariant, the direct kernel of
-// conv_wgrad_kernels.h (no packing of im2col; the process's SIMD path), which variant 0 runs when
-// a group has at most kDirectWgradMaxFilters filters, and kWinogradWgradVariant, Winograd's
-// weight gradient (winograd_wgrad.cpp), which variant 0 takes where the forward would. The forward
-// and stride-1 data-gradient GEMMs run in blocks of kImplicitGemmColumns columns of C, whatever
-// the kernel's NC.
+// kWinogradVariant (winograd.h), Winograd F(2x2,3x3) or F(2x2,5x5) for 3x3 or 5x5 stride-1
+// layers; the weight gradient kDirectWgradVariant, the direct kernel of conv_wgrad_kernels.h (no
+// packing of im2col; the process's SIMD path), which variant 0 runs when a group has at most
+// kDirectWgradMaxFilters filters, and kWinogradWgradVariant, Winograd's weight gradient
+// (winograd_wgrad.cpp). Variant 0 takes Winograd where winograd_pays says so for the pass. The
+// forward and stride-1 data-gradient GEMMs run in blocks of kImplicitGemmColumns columns of C,
+// whatever the kernel's NC.
 #include "conv.h"
 
 #include <omp.h>
@@ -72,7 +72,8 @@ static ImageGeometry input_geometry(const ConvParams& p, const float* x, int gro
 void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
                   bool accumulate, const Epilogue& epi) {
   check_conv_variant("conv_fwd", p.variant);
-  if (conv_uses_winograd("conv_fwd", p)) return winograd_conv_fwd(p, x, w, y, accumulate, epi);
+  if (conv_uses_winograd(ConvOp::conv_fwd, p))
+    return winograd_conv_fwd(p, x, w, y, accumulate, epi);
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
   int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
   for (int g = 0; g < p.groups; ++g) {
@@ -160,7 +161,7 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
 void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, float* dx,
                        bool accumulate) {
   check_conv_variant("conv_bwd_data", p.variant);
-  if (conv_uses_winograd("conv_bwd_data", p))
+  if (conv_uses_winograd(ConvOp::conv_bwd_data, p))
     return winograd_conv_bwd_data(p, dy, w, dx, accumulate);
   if (p.stride == 1)
     conv_bwd_data_stride1(p, dy, w, dx, accumulate);
@@ -171,7 +172,7 @@ void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, flo
 void conv_bwd_weights_cpu(const ConvParams& p, const float* x, const float* dy, float* dw,
                           bool accumulate) {
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
-  if (conv_uses_winograd("conv_bwd_weights", p, kWinogradWgradVariant))
+  if (conv_uses_winograd(ConvOp::conv_bwd_weights, p))
     return winograd_conv_bwd_weights(p, x, dy, dw, accumulate);
   if (p.variant == kDirectWgradVariant ||
       (p.variant == 0 && fg <= kDirectWgradMaxFilters))
