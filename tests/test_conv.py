@@ -182,6 +182,43 @@ def test_direct_weight_gradient_every_cpu_path(rng, shape):
         cpu.set_isa(previous)
 
 
+# The direct forward (CPU conv_fwd variant 6, csrc/cpu/conv_fwd_direct_kernels.h): tiles of 6
+# filters x 64 images (AVX-512), 16 (AVX2) or 8 (baseline); here 40 filters (six full blocks and
+# one of 4 rows), 1 and 7, batches of whole tiles and not (130: two images past them; 3: none in
+# a tile), stride 2, two groups, and positions whose windows hang over every border.
+DIRECT_FWD_SHAPES = [
+    (8, 12, 11, 64, 40, 5, 2, 1, 1),
+    (3, 9, 8, 130, 7, 5, 2, 2, 1),
+    (4, 6, 7, 3, 6, 3, 1, 1, 2),
+    (2, 5, 5, 16, 1, 3, 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("shape", DIRECT_FWD_SHAPES,
+                         ids=["x".join(map(str, s)) for s in DIRECT_FWD_SHAPES])
+def test_direct_forward_every_cpu_path(isa, rng, shape):
+    x, w, dy, kw = _problem(rng, shape)
+    b, prev = rng.standard_normal(w.shape[3]), rng.standard_normal(dy.shape)
+    conv = ref.conv_fwd(x, w, **kw)
+    x32, w32, b32, prev32 = (a.astype(np.float32) for a in (x, w, b, prev))
+    assert_close(np.asarray(ops.conv_fwd(x32, w32, variant=6, **kw)), conv, what=isa)
+    y = np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, out=prev32.copy(), accumulate=True,
+                                variant=6, **kw))
+    assert_close(y, np.maximum(prev + conv + b[:, None, None, None], 0),
+                 what=f"{isa} bias+relu accumulate")
+    # Each output is one tile's sum: the same bits with any number of threads.
+    cpu = convnet.device.module_for("cpu")
+    threads = cpu.num_threads()
+    try:
+        runs = []
+        for t in (1, 2, 3):
+            cpu.set_num_threads(t)
+            runs.append(np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, variant=6, **kw)))
+    finally:
+        cpu.set_num_threads(threads)
+    assert all(np.array_equal(r.view(np.uint32), runs[0].view(np.uint32)) for r in runs[1:])
+
+
 def test_conv_accumulate(device, rng):
     x, w, dy, kw = _problem(rng, SHAPES[2])
     prev_y, prev_dx, prev_dw = (rng.standard_normal(a.shape) for a in (dy, x, w))
@@ -503,8 +540,11 @@ def test_winograd_bad_arguments():
                                          r"needs 3x3 filters and stride 1, got 3x3 stride 2"):
         ops.conv_bwd_data(np.zeros((4, 4, 4, 2), np.float32), np.zeros((4, 3, 3, 4), np.float32),
                           x.shape, stride=2, variant=WINOGRAD)
-    with pytest.raises(ValueError, match=r"conv_fwd: variant 6 does not exist"):
-        ops.conv_fwd(x, np.zeros((4, 3, 3, 4), np.float32), variant=WINOGRAD + 1)
+    with pytest.raises(ValueError, match=r"conv_fwd: variant 7 does not exist"):
+        ops.conv_fwd(x, np.zeros((4, 3, 3, 4), np.float32), variant=WINOGRAD + 2)  # 6: direct
+    with pytest.raises(ValueError, match=r"conv_bwd_data: variant 6 does not exist"):
+        ops.conv_bwd_data(np.zeros((4, 9, 9, 2), np.float32), np.zeros((4, 3, 3, 4), np.float32),
+                          x.shape, padding=1, variant=WINOGRAD + 1)
     with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 6 \(Winograd F\(2x2,3x3\)\) "
                                          r"needs 3x3 filters and stride 1, got 5x5 stride 1"):
         ops.conv_bwd_weights(x, np.zeros((4, 5, 5, 2), np.float32), 5, variant=WINOGRAD_WGRAD)
