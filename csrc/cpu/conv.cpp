@@ -25,23 +25,36 @@
 #include <algorithm>
 #include <cstring>
 
+#include "check.h"
 #include "conv_fwd_direct.h"
 #include "conv_operands.h"
 #include "conv_wgrad.h"
 #include "gemm_cpu.h"
+#include "isa.h"
 #include "parallel.h"
 #include "winograd.h"
 
 namespace convnet {
 
 constexpr int kDirectWgradVariant = kGemmVariants;
-// conv_fwd's variant after Winograd's: the direct forward (conv_fwd_direct.h), which variant 0
-// takes up to kDirectFwdMaxFilters filters per group when the batch is a multiple of 64 (whole
-// register tiles on every SIMD path). Measured against the implicit GEMM on the CIFAR-18% net's
-// layers (32 and 64 filters, 5x5; AMD Zen 4, one thread): 1.02 / 1.29 / 1.45x at AVX-512 and
-// 1.17 / 1.09 / 1.04x at AVX2 for its conv1-conv3; not measured above 64 filters.
+// conv_fwd's and conv_bwd_data's variant after Winograd's: the direct kernel of
+// conv_fwd_direct.h (the data gradient at stride 1 only). Variant 0 takes the forward up to
+// kDirectFwdMaxFilters filters per group when the batch is a multiple of 64 (whole register tiles
+// on every SIMD path). Measured against the implicit GEMM on the CIFAR-18% net's layers (32 and
+// 64 filters, 5x5; AMD Zen 4, one thread): forward 1.02 / 1.29 / 1.45x at AVX-512 and 1.17 /
+// 1.09 / 1.04x at AVX2 for its conv1-conv3; not measured above 64 filters.
 constexpr int kDirectFwdVariant = kWinogradVariant + 1;
 constexpr int64_t kDirectFwdMaxFilters = 64;
+
+// The stride-1 data gradient, the same way with up to kDirectFwdMaxFilters channels per group:
+// 1.22 / 1.28 / 1.49x the GEMM at AVX-512 (conv1 with 3 channels, conv2, conv3), but 0.94 /
+// 0.95x at AVX2 for conv2 and conv3 (the 6x16 tile's 12 accumulators against the GEMM's), where
+// only conv1's 3 channels gained (3.3x: 3 rows of the GEMM's 6-row tile).
+static bool direct_data_gradient_pays(const ConvParams& p) {
+  const int64_t cg = p.channels / p.groups;
+  return p.stride == 1 && cg <= kDirectFwdMaxFilters && p.images % 64 == 0 &&
+         (cpu_isa() == Isa::avx512 || cg <= 4);
+}
 static_assert(kWinogradVariant == kGemmVariants, "one extra variant number per pass");
 static_assert(kWinogradWgradVariant == kDirectWgradVariant + 1, "the weight gradient's second");
 // Up to this many filters per group the implicit GEMM's transposing pack of im2col (one per
@@ -62,7 +75,7 @@ int conv_variant_count_cpu(ConvOp op) {
   const bool conv = op == ConvOp::conv_fwd || op == ConvOp::conv_bwd_data ||
                     op == ConvOp::conv_bwd_weights;
   if (op == ConvOp::conv_bwd_weights) return kWinogradWgradVariant + 1;
-  if (op == ConvOp::conv_fwd) return kDirectFwdVariant + 1;
+  if (op == ConvOp::conv_fwd || op == ConvOp::conv_bwd_data) return kDirectFwdVariant + 1;
   return conv ? kGemmVariants + 1 : kGemmVariants;  // the fc passes: the micro-kernels only
 }
 
@@ -172,9 +185,16 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
 
 void conv_bwd_data_cpu(const ConvParams& p, const float* dy, const float* w, float* dx,
                        bool accumulate) {
+  if (p.variant == kDirectFwdVariant) {
+    CONVNET_CHECK(p.stride == 1, "conv_bwd_data: variant " << kDirectFwdVariant
+                                     << " (direct) needs stride 1, got stride " << p.stride);
+    return conv_bwd_data_direct(p, dy, w, dx, accumulate);
+  }
   check_conv_variant("conv_bwd_data", p.variant);
   if (conv_uses_winograd("conv_bwd_data", p))
     return winograd_conv_bwd_data(p, dy, w, dx, accumulate);
+  if (p.variant == 0 && direct_data_gradient_pays(p))
+    return conv_bwd_data_direct(p, dy, w, dx, accumulate);
   if (p.stride == 1)
     conv_bwd_data_stride1(p, dy, w, dx, accumulate);
   else

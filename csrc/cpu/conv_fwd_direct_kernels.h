@@ -113,62 +113,99 @@ void fwd_tile_rows(int rows, const FwdWindow& win, int64_t cg, int fs, int64_t p
   table[rows - 1](win, cg, fs, plane, row, N, wp, x, y, ldy, accumulate, epi, f0);
 }
 
+// One group's direct convolution: y (m, out_h, out_w, N) [+]= conv(x (cin, H, W, N)), where
+// pack(b, t, r) is the weight of output row b * kFwdRows + r (< m) at input tap t = (c, ky, kx).
+struct DirectConv {
+  int64_t cin, m, H, W, N, out_h, out_w;
+  int fs, padding, stride;
+};
+
+template <class Pack>
+void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* y,
+                       bool accumulate, const Epilogue& epi) {
+  const int64_t N = d.N, W = d.W, H = d.H, row = W * N, plane = H * row;
+  const int fs = d.fs;
+  const int64_t taps = d.cin * fs * fs, blocks = (d.m + kFwdRows - 1) / kFwdRows;
+  const int64_t positions = d.out_h * d.out_w, ldy = positions * N;
+  const int64_t full = N / kFwdCols * kFwdCols;
+  // Per issuing thread (two logical CPU devices issue from two threads), grow-only.
+  thread_local AlignedScratch packed;
+  float* wp = packed.get(size_t(blocks * taps * kFwdRows));
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t t = 0; t < taps; ++t)
+      for (int r = 0; r < kFwdRows; ++r) wp[(b * taps + t) * kFwdRows + r] = pack(b, t, r);
+  const double flops = 2.0 * double(d.m) * double(taps) * double(ldy);
+  const int threads = flops < 4e6 ? 1 : int(std::min<int64_t>(omp_get_max_threads(), positions));
+  // Positions from a shared counter (dynamic): every output is one tile's sum whichever thread
+  // takes it, so the bits do not depend on the schedule.
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+  for (int64_t pos = 0; pos < positions; ++pos) {
+    const int64_t oy = pos / d.out_w, ox = pos % d.out_w;
+    const int64_t iy0 = oy * d.stride - d.padding, ix0 = ox * d.stride - d.padding;
+    FwdWindow win;
+    win.ky0 = int(std::max<int64_t>(0, -iy0)), win.ky1 = int(std::min<int64_t>(fs, H - iy0));
+    win.kx0 = int(std::max<int64_t>(0, -ix0)), win.kx1 = int(std::min<int64_t>(fs, W - ix0));
+    win.x0 = ((iy0 + win.ky0) * W + ix0 + win.kx0) * N;
+    float* yp = y + pos * N;
+    for (int64_t n0 = 0; n0 < full; n0 += kFwdCols)
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int rows = int(std::min<int64_t>(kFwdRows, d.m - b * kFwdRows));
+        fwd_tile_rows(rows, win, d.cin, fs, plane, row, N, wp + b * taps * kFwdRows, x + n0,
+                      yp + b * kFwdRows * ldy + n0, ldy, accumulate, epi, b * kFwdRows,
+                      std::make_integer_sequence<int, kFwdRows>());
+      }
+    // Images past the whole tiles: the same sums one output at a time.
+    for (int64_t n = full; n < N; ++n)
+      for (int64_t f = 0; f < d.m; ++f) {
+        const float* wf = wp + (f / kFwdRows) * taps * kFwdRows + f % kFwdRows;
+        float s = 0.f;
+        for (int64_t c = 0; c < d.cin; ++c)
+          for (int ky = win.ky0; ky < win.ky1; ++ky)
+            for (int kx = win.kx0; kx < win.kx1; ++kx)
+              s += wf[((c * fs + ky) * fs + kx) * kFwdRows] *
+                   x[c * plane + win.x0 + ((ky - win.ky0) * W + kx - win.kx0) * N + n];
+        float* yo = yp + f * ldy + n;
+        if (accumulate) s = *yo + s;
+        *yo = epi.apply(s, f);
+      }
+  }
+}
+
 void conv_fwd_direct_impl(const ConvParams& p, const float* x, const float* w, float* y,
                           bool accumulate, const Epilogue& epi) {
-  const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups, N = p.images;
-  const int fs = p.filter_size;
-  const int64_t H = p.height, W = p.width, row = W * N, plane = H * row;
-  const int64_t taps = cg * fs * fs, blocks = (fg + kFwdRows - 1) / kFwdRows;
-  const int64_t positions = int64_t(p.out_h) * p.out_w, ldy = positions * N;
-  const int64_t full = N / kFwdCols * kFwdCols;
-  thread_local AlignedScratch packed;
-  float* wp_all = packed.get(size_t(blocks * taps * kFwdRows));
-  const double flops = 2.0 * double(p.filters) * double(taps) * double(ldy);
-  const int threads = flops < 4e6 ? 1 : int(std::min<int64_t>(omp_get_max_threads(), positions));
+  const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  const DirectConv d{cg, fg, p.height, p.width, p.images, p.out_h, p.out_w,
+                     p.filter_size, p.padding, p.stride};
+  const int64_t in_plane = d.H * d.W * d.N, out_plane = d.out_h * d.out_w * d.N;
   for (int g = 0; g < p.groups; ++g) {
-    // Filters of the group by blocks of kFwdRows: wp[block][tap][r] (zeros past fg).
-    for (int64_t b = 0; b < blocks; ++b)
-      for (int64_t t = 0; t < taps; ++t)
-        for (int r = 0; r < kFwdRows; ++r) {
-          const int64_t f = b * kFwdRows + r;
-          wp_all[(b * taps + t) * kFwdRows + r] = f < fg ? w[t * p.filters + g * fg + f] : 0.f;
-        }
-    const float* xg = x + g * cg * plane;
-    float* yg = y + g * fg * ldy;
-    const Epilogue eg = epi.from_row(g * fg);
-    // Positions from a shared counter (dynamic): every output is one tile's sum whichever thread
-    // takes it, so the bits do not depend on the schedule.
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
-    for (int64_t pos = 0; pos < positions; ++pos) {
-      const int64_t oy = pos / p.out_w, ox = pos % p.out_w;
-      const int64_t iy0 = oy * p.stride - p.padding, ix0 = ox * p.stride - p.padding;
-      FwdWindow win;
-      win.ky0 = int(std::max<int64_t>(0, -iy0)), win.ky1 = int(std::min<int64_t>(fs, H - iy0));
-      win.kx0 = int(std::max<int64_t>(0, -ix0)), win.kx1 = int(std::min<int64_t>(fs, W - ix0));
-      win.x0 = ((iy0 + win.ky0) * W + ix0 + win.kx0) * N;
-      float* yp = yg + pos * N;
-      for (int64_t n0 = 0; n0 < full; n0 += kFwdCols)
-        for (int64_t b = 0; b < blocks; ++b) {
-          const int rows = int(std::min<int64_t>(kFwdRows, fg - b * kFwdRows));
-          fwd_tile_rows(rows, win, cg, fs, plane, row, N, wp_all + b * taps * kFwdRows, xg + n0,
-                        yp + b * kFwdRows * ldy + n0, ldy, accumulate, eg, b * kFwdRows,
-                        std::make_integer_sequence<int, kFwdRows>());
-        }
-      // Images past the whole tiles: the same sums one output at a time.
-      for (int64_t n = full; n < N; ++n)
-        for (int64_t f = 0; f < fg; ++f) {
-          const float* wf = wp_all + (f / kFwdRows) * taps * kFwdRows + f % kFwdRows;
-          float s = 0.f;
-          for (int64_t c = 0; c < cg; ++c)
-            for (int ky = win.ky0; ky < win.ky1; ++ky)
-              for (int kx = win.kx0; kx < win.kx1; ++kx)
-                s += wf[((c * fs + ky) * fs + kx) * kFwdRows] *
-                     xg[c * plane + win.x0 + ((ky - win.ky0) * W + kx - win.kx0) * N + n];
-          float* yo = yp + f * ldy + n;
-          if (accumulate) s = *yo + s;
-          *yo = eg.apply(s, f);
-        }
-    }
+    const float* wg = w + g * fg;
+    auto pack = [&](int64_t b, int64_t t, int r) {
+      const int64_t f = b * kFwdRows + r;
+      return f < fg ? wg[t * p.filters + f] : 0.f;
+    };
+    direct_conv_group(d, pack, x + g * cg * in_plane, y + g * fg * out_plane, accumulate,
+                      epi.from_row(g * fg));
+  }
+}
+
+// Stride 1: the data gradient is the convolution of dy (Fg, Ho, Wo, N) with the filters rotated
+// by 180 degrees and transposed (channel c's weight at tap (f, ky, kx) is w[c, fs-1-ky, fs-1-kx,
+// f]), padding fs-1-padding: the same kernel, its output exactly (Cg, H, W, N).
+void conv_bwd_data_direct_impl(const ConvParams& p, const float* dy, const float* w, float* dx,
+                               bool accumulate) {
+  const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  const int fs = p.filter_size;
+  const DirectConv d{fg, cg, p.out_h, p.out_w, p.images, p.height, p.width,
+                     fs, fs - 1 - p.padding, 1};
+  const int64_t in_plane = d.H * d.W * d.N, out_plane = d.out_h * d.out_w * d.N;
+  for (int g = 0; g < p.groups; ++g) {
+    const float* wg = w + g * fg;
+    auto pack = [&](int64_t b, int64_t t, int r) {
+      const int64_t c = b * kFwdRows + r, f = t / (fs * fs), ky = (t / fs) % fs, kx = t % fs;
+      return c < cg ? wg[((c * fs + fs - 1 - ky) * fs + fs - 1 - kx) * p.filters + f] : 0.f;
+    };
+    direct_conv_group(d, pack, dy + g * fg * in_plane, dx + g * cg * out_plane, accumulate,
+                      Epilogue{});
   }
 }
 
@@ -179,6 +216,9 @@ void conv_fwd_direct_impl(const ConvParams& p, const float* x, const float* w, f
   void conv_fwd_direct(const ConvParams& p, const float* x, const float* w, float* y,       \
                        bool accumulate, const Epilogue& epi)                               \
       ENTRY(conv_fwd_direct_impl(p, x, w, y, accumulate, epi))                             \
+  void conv_bwd_data_direct(const ConvParams& p, const float* dy, const float* w, float* dx, \
+                            bool accumulate)                                               \
+      ENTRY(conv_bwd_data_direct_impl(p, dy, w, dx, accumulate))                           \
   }
 
 CONVNET_FWD_DIRECT_ENTRY_POINTS(avx512, CONVNET_DECLARE_ENTRY)
