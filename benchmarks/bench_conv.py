@@ -1,24 +1,27 @@
 """AlexNet's convolution and fully-connected layers (paper shapes, groups=2 where the paper splits
-across GPUs) on the CPU backend: forward, data gradient and weight gradient.
+across GPUs) on the CPU backend: forward, data gradient and weight gradient; with --layers
+cifar-conv1 cifar-conv2 cifar-conv3, the three 5x5 layers of the 18% CIFAR-10 net instead
+(layers/cifar18.cfg: 32, 32 and 64 filters on 32x32, 16x16 and 8x8 images).
 
     python benchmarks/bench_conv.py [--batch 128] [--repeats 5] [--layers conv1 conv2 ...]
                                     [--isa avx2|avx512|portable] [--clock wall|thread]
+                                    [--channels-last]
 
-Prints ms (median), GFLOP/s, % of the FMA peak (measured at the start and again next to each
-row; the best of all of them counts, as contention only lowers a measurement), and the ratio to a
-peer measured in the same run (> 1: convnet faster) with the peer's own % of the same peak:
-PyTorch CPU's layer when torch is importable, numpy.matmul for the FC layers; the conv forward
-with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The 3x3 and 5x5
-stride-1 layers (conv2-conv5) run their forward and data gradient both ways, "wino" (Winograd
-F(2x2,3x3) or F(2x2,5x5), variant 5) and "direct" (the implicit GEMM, CONVNET_WINOGRAD=off);
-their GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. Their
-weight gradient too: "wino" variant 6, "direct" what variant 0 runs with CONVNET_WINOGRAD=off
-(the implicit GEMM above 128 filters per group, the direct kernel up to 128). Plain "fwd",
-"bwd_data", "bwd_weights" rows (the other layers) are variant 0. The benchmark
-runs itself in a child process whose environment holds both sides to one SIMD level with --isa
+Prints ms (median), GFLOP/s, % of the FMA peak (measured at the start and again next to each row;
+the best of all of them counts, as contention only lowers a measurement), and the ratio to a peer
+measured in the same run (> 1: convnet faster) with the peer's own % of the same peak: PyTorch
+CPU's layer when torch is importable (its tensors NCHW, or channels-last with --channels-last, the
+layout PyTorch trains the CIFAR net faster in), numpy.matmul for the FC layers; the conv forward
+with its bias and ReLU fused (fwd+bias+relu) against the three unfused ops. The 3x3 and 5x5 stride-1 layers
+(conv2-conv5) run their forward and data gradient both ways, "wino" (Winograd F(2x2,3x3) or
+F(2x2,5x5), variant 5) and "direct" (the implicit GEMM, CONVNET_WINOGRAD=off); their
+GFLOP/s count the direct convolution's FLOPs, so the two rows compare as times do. Their weight
+gradient too: "wino" variant 6, "direct" what variant 0 runs with CONVNET_WINOGRAD=off (the
+implicit GEMM above 128 filters per group, the direct kernel up to 128). The benchmark runs itself
+in a child process whose environment holds both sides to one SIMD level with --isa
 (CONVNET_CPU_ISA; oneDNN, ATen and OpenBLAS capped by their own variables below the CPU's best
-level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
-unset). Each row times convnet and the peer alternately, call by call. With OMP_NUM_THREADS=1,
+level) and leaves the peers at their best otherwise (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset).
+Each row times convnet and the peer alternately, call by call. With OMP_NUM_THREADS=1,
 `--clock thread` times by the calling thread's CPU time (every side then runs on that thread),
 leaving out the time other jobs on a shared machine held the core."""
 import argparse
@@ -49,6 +52,13 @@ CONV = {
     "conv4": (384, 13, 13, 384, 3, 1, 1, 2),
     "conv5": (384, 13, 13, 256, 3, 1, 1, 2),
 }
+# The 18% CIFAR-10 net's (layers/cifar18.cfg), after its 3/2 pools (32 -> 16 -> 8); not run by
+# default.
+CIFAR_CONV = {
+    "cifar-conv1": (3, 32, 32, 32, 5, 2, 1, 1),
+    "cifar-conv2": (32, 16, 16, 32, 5, 2, 1, 1),
+    "cifar-conv3": (32, 8, 8, 64, 5, 2, 1, 1),
+}
 FC = {"fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
 WINOGRAD = 5  # the CPU's Winograd variant of conv_fwd and conv_bwd_data (csrc/cpu/winograd.h)
 WINOGRAD_WGRAD = 6  # and of conv_bwd_weights
@@ -68,9 +78,9 @@ def winograd_off():
             os.environ["CONVNET_WINOGRAD"] = previous
 
 
-def torch_conv_peers(x, w, dy, pad, stride, groups):
-    """PyTorch's NCHW layer on the same problem (PyTorch rounds output sizes down, so the input is
-    zero-extended to give the same output size)."""
+def torch_conv_peers(x, w, dy, pad, stride, groups, channels_last=False):
+    """PyTorch's NCHW (or channels-last) layer on the same problem (PyTorch rounds output sizes
+    down, so the input is zero-extended to give the same output size)."""
     c, h, wd, n = x.shape
     fs = w.shape[1]
     ho, wo = dy.shape[1], dy.shape[2]
@@ -79,6 +89,8 @@ def torch_conv_peers(x, w, dy, pad, stride, groups):
     tx[:, :, :h, :wd] = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)))
     tw = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 0, 1, 2)))
     tdy = torch.from_numpy(np.ascontiguousarray(dy.transpose(3, 0, 1, 2)))
+    if channels_last:
+        tx, tw, tdy = (t.contiguous(memory_format=torch.channels_last) for t in (tx, tw, tdy))
     g = torch.ops.aten.convolution_backward
     fwd = lambda: torch.nn.functional.conv2d(tx, tw, None, stride, pad, 1, groups)  # noqa: E731
     common = (tdy, tx, tw, None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], groups)
@@ -94,20 +106,26 @@ def print_table(rows, peaks):
     peak = max(peaks)
     print(f"FMA peak: {peak:.0f} GFLOP/s (best of {len(peaks)} measurements through the run, "
           f"lowest {min(peaks):.0f})")
-    print(f"{'layer':>6} {'pass':>15} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6}   ratio (> 1: faster)")
+    width = max([6] + [len(r[0]) for r in rows])
+    print(f"{'layer':>{width}} {'pass':>15} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6}   "
+          f"ratio (> 1: faster)")
     for name, pass_, flops, t, t_peer, peer in rows:
         g = flops / t * 1e-9
         # The peer's own share of the same peak shows what this machine lets a GEMM reach.
         ratio = (f"{t_peer / t:6.2f} vs {peer} ({100 * flops / t_peer * 1e-9 / peak:.0f}% of "
                  f"peak)" if t_peer else "     -")
-        print(f"{name:>6} {pass_:>15} {t * 1e3:9.2f} {g:8.0f} {100 * g / peak:5.0f}%   {ratio}")
+        print(f"{name:>{width}} {pass_:>15} {t * 1e3:9.2f} {g:8.0f} {100 * g / peak:5.0f}%   "
+              f"{ratio}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--layers", nargs="+", default=list(CONV) + list(FC))
+    ap.add_argument("--layers", nargs="+", default=list(CONV) + list(FC),
+                    choices=list(CONV) + list(FC) + list(CIFAR_CONV))
+    ap.add_argument("--channels-last", action="store_true",
+                    help="PyTorch's conv tensors in channels-last layout (NHWC in memory)")
     add_isa_argument(ap)
     add_clock_argument(ap)
     args = ap.parse_args()
@@ -128,8 +146,8 @@ def main():
     rng = np.random.default_rng(0)
     n = args.batch
     for name in args.layers:
-        if name in CONV:
-            c, h, wd, f, fs, pad, stride, groups = CONV[name]
+        if name in CONV or name in CIFAR_CONV:
+            c, h, wd, f, fs, pad, stride, groups = {**CONV, **CIFAR_CONV}[name]
             ho, wo = ops.conv_out_size(h, fs, pad, stride), ops.conv_out_size(wd, fs, pad, stride)
             x = rng.standard_normal((c, h, wd, n), dtype=np.float32)
             w = rng.standard_normal((c // groups, fs, fs, f), dtype=np.float32)
@@ -142,7 +160,8 @@ def main():
                 "bwd_data": lambda: ops.conv_bwd_data(dy, w, x.shape, out=dx, **kw),
                 "bwd_weights": lambda: ops.conv_bwd_weights(x, dy, fs, out=dw, **kw),
             }
-            peers = torch_conv_peers(x, w, dy, pad, stride, groups) if torch else {}
+            peers = (torch_conv_peers(x, w, dy, pad, stride, groups, args.channels_last)
+                     if torch else {})
             # (row label, pass, our call, environment): both algorithms where Winograd applies.
             runs = [(p, p, fn, contextlib.nullcontext) for p, fn in ours.items()]
             if fs in (3, 5) and stride == 1:
@@ -161,7 +180,7 @@ def main():
                         t, tp = alternating_medians([fn, peers[p]], args.repeats)
                     else:
                         (t,), tp = alternating_medians([fn], args.repeats), None
-                report(name, label, flops, t, tp, "torch")
+                report(name, label, flops, t, tp, "torch-cl" if args.channels_last else "torch")
             # The layer's bias and ReLU fused into the forward GEMM's store, against the same
             # three ops run one after the other (two more passes over y).
             b = rng.standard_normal(f, dtype=np.float32)
@@ -190,8 +209,6 @@ def main():
             }
             for p, (fn, peer) in passes.items():
                 report(name, p, flops, *alternating_medians([fn, peer], args.repeats), "numpy")
-        else:
-            sys.exit(f"unknown layer {name!r}: {', '.join(list(CONV) + list(FC))}")
     print_table(rows, peaks)
 
 

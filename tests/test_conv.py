@@ -46,8 +46,10 @@ def _problem(rng, shape):
 
 
 # The CPU's Winograd F(2x2,3x3) and F(2x2,5x5) variants (csrc/cpu/winograd.h): 5 of conv_fwd and
-# conv_bwd_data, 6 of conv_bwd_weights (whose variant 5 is its direct kernel).
-WINOGRAD, WINOGRAD_WGRAD = 5, 6
+# conv_bwd_data, 6 of conv_bwd_weights (whose variant 5 is its direct kernel). Variant 6 of
+# conv_fwd and conv_bwd_data is the direct kernel of csrc/cpu/conv_fwd_direct_kernels.h (the data
+# gradient at stride 1 only).
+WINOGRAD, WINOGRAD_WGRAD, DIRECT = 5, 6, 6
 
 
 def _winograd_variant(op):
@@ -56,11 +58,14 @@ def _winograd_variant(op):
 
 def _variants(op, device, shape=None):
     """The variants of `op` on `device`'s backend that take `shape` (C, H, W, N, F, fs, padding,
-    stride, groups): the CPU's Winograd variants only 3x3 and 5x5 filters with stride 1."""
-    vs = range(ops.conv_variant_count(op, device=device.split("/")[0]))
-    if device == "cpu" and op.startswith("conv") and shape is not None \
-            and (shape[5], shape[7]) not in ((3, 1), (5, 1)):
-        return [v for v in vs if v != _winograd_variant(op)]
+    stride, groups): the CPU's Winograd variants only 3x3 and 5x5 filters with stride 1, its
+    direct data gradient only stride 1."""
+    vs = list(range(ops.conv_variant_count(op, device=device.split("/")[0])))
+    if device == "cpu" and op.startswith("conv") and shape is not None:
+        if (shape[5], shape[7]) not in ((3, 1), (5, 1)):
+            vs = [v for v in vs if v != _winograd_variant(op)]
+        if op == "conv_bwd_data" and shape[7] != 1:
+            vs = [v for v in vs if v != DIRECT]
     return vs
 
 
@@ -180,6 +185,61 @@ def test_direct_weight_gradient_every_cpu_path(rng, shape):
             assert_close(dw, prev + want, what=f"{isa} accumulate")
     finally:
         cpu.set_isa(previous)
+
+
+# The direct kernel (CPU conv_fwd and conv_bwd_data variant 6, csrc/cpu/conv_fwd_direct_kernels.h):
+# tiles of 6 filters (or channels) x 64 images (AVX-512), 16 (AVX2) or 8 (baseline); here 40
+# filters (six full blocks and one of 4 rows), 1 and 7, 8 and 13 channels, batches of whole tiles
+# and not (130: two images past them; 3: none in a tile), stride 2 (forward only), two groups,
+# padding wider than the filter (the data gradient's own padding negative), and positions whose
+# windows hang over every border.
+DIRECT_FWD_SHAPES = [
+    (8, 12, 11, 64, 40, 5, 2, 1, 1),
+    (3, 9, 8, 130, 7, 5, 2, 2, 1),
+    (4, 6, 7, 3, 6, 3, 1, 1, 2),
+    (2, 5, 5, 16, 1, 3, 2, 1, 1),
+    (13, 5, 6, 16, 3, 2, 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("shape", DIRECT_FWD_SHAPES,
+                         ids=["x".join(map(str, s)) for s in DIRECT_FWD_SHAPES])
+def test_direct_kernel_every_cpu_path(isa, rng, shape):
+    x, w, dy, kw = _problem(rng, shape)
+    b, prev = rng.standard_normal(w.shape[3]), rng.standard_normal(dy.shape)
+    conv = ref.conv_fwd(x, w, **kw)
+    x32, w32, b32, prev32 = (a.astype(np.float32) for a in (x, w, b, prev))
+    assert_close(np.asarray(ops.conv_fwd(x32, w32, variant=6, **kw)), conv, what=isa)
+    y = np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, out=prev32.copy(), accumulate=True,
+                                variant=6, **kw))
+    assert_close(y, np.maximum(prev + conv + b[:, None, None, None], 0),
+                 what=f"{isa} bias+relu accumulate")
+    # Each output is one tile's sum: the same bits with any number of threads.
+    cpu = convnet.device.module_for("cpu")
+    threads = cpu.num_threads()
+    try:
+        runs = []
+        for t in (1, 2, 3):
+            cpu.set_num_threads(t)
+            runs.append(np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, variant=6, **kw)))
+    finally:
+        cpu.set_num_threads(threads)
+    assert all(np.array_equal(r.view(np.uint32), runs[0].view(np.uint32)) for r in runs[1:])
+    if kw["stride"] != 1:
+        return
+    dx = np.asarray(ops.conv_bwd_data(dy.astype(np.float32), w32, x.shape, variant=6, **kw))
+    assert_close(dx, ref.conv_bwd_data(dy, w, x.shape, **kw), what=f"{isa} data gradient")
+    dx = np.asarray(ops.conv_bwd_data(dy.astype(np.float32), w32, x.shape, out=x32.copy(),
+                                      accumulate=True, variant=6, **kw))
+    assert_close(dx, x + ref.conv_bwd_data(dy, w, x.shape, **kw),
+                 what=f"{isa} data gradient accumulate")
+
+
+def test_direct_data_gradient_needs_stride_1():
+    with pytest.raises(ValueError, match=r"conv_bwd_data: variant 6 \(direct\) needs stride 1, "
+                                         r"got stride 2"):
+        ops.conv_bwd_data(np.zeros((4, 4, 4, 2), np.float32), np.zeros((4, 3, 3, 4), np.float32),
+                          (4, 9, 9, 2), stride=2, variant=DIRECT)
 
 
 def test_conv_accumulate(device, rng):
@@ -550,8 +610,11 @@ def test_winograd_bad_arguments():
                                          r"got 5x5 stride 2"):
         ops.conv_bwd_data(np.zeros((4, 3, 3, 2), np.float32), np.zeros((4, 5, 5, 4), np.float32),
                           x.shape, stride=2, variant=WINOGRAD)
-    with pytest.raises(ValueError, match=r"conv_fwd: variant 6 does not exist"):
-        ops.conv_fwd(x, np.zeros((4, 3, 3, 4), np.float32), variant=WINOGRAD + 1)
+    with pytest.raises(ValueError, match=r"conv_fwd: variant 7 does not exist"):
+        ops.conv_fwd(x, np.zeros((4, 3, 3, 4), np.float32), variant=WINOGRAD + 2)  # 6: direct
+    with pytest.raises(ValueError, match=r"conv_bwd_data: variant 7 does not exist"):
+        ops.conv_bwd_data(np.zeros((4, 9, 9, 2), np.float32), np.zeros((4, 3, 3, 4), np.float32),
+                          x.shape, padding=1, variant=WINOGRAD + 2)
     with pytest.raises(ValueError, match=r"conv_bwd_weights: variant 6 \(Winograd F\(2x2,3x3\) "
                                          r"or F\(2x2,5x5\)\) needs 3x3 or 5x5 filters and stride "
                                          r"1, got 4x4 stride 1"):

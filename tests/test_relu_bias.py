@@ -164,9 +164,10 @@ def test_net_gradients(rng, monkeypatch, device):
 
 # Pools (C, H, W, N, size, stride, start): batch 1, non-square, windows overhanging the far edge,
 # a negative start, a channel plane that is not a multiple of 16, and one large enough for the
-# CPU to split channels over threads.
+# CPU to split channels over threads; planes that are whole multiples of the bias sum's 16 lanes
+# with a negative start and with rows no window reaches (stride > size: zeros, masked and summed).
 POOLS = [(3, 7, 9, 1, 3, 2, 0), (2, 8, 5, 3, 2, 2, -1), (5, 6, 6, 5, 4, 1, -1),
-         (8, 16, 16, 33, 3, 2, 0)]
+         (3, 10, 6, 8, 3, 2, -1), (4, 10, 10, 16, 2, 3, 0), (8, 16, 16, 33, 3, 2, 0)]
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
