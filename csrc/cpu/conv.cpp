@@ -42,7 +42,9 @@ constexpr int kDirectWgradVariant = kGemmVariants;
 // kDirectFwdMaxFilters filters per group when the batch is a multiple of 64 (whole register tiles
 // on every SIMD path). Measured against the implicit GEMM on the CIFAR-18% net's layers (32 and
 // 64 filters, 5x5; AMD Zen 4, one thread): forward 1.02 / 1.29 / 1.45x at AVX-512 and 1.17 /
-// 1.09 / 1.04x at AVX2 for its conv1-conv3; not measured above 64 filters.
+// 1.09 / 1.04x at AVX2 for its conv1-conv3; not measured above 64 filters. Winograd, where
+// winograd_pays, comes first: on conv2 and conv3 it ran 1.00-1.06x this kernel at AVX-512 and
+// 1.26-1.43x at AVX2 (forward and data gradient, one thread).
 constexpr int kDirectFwdVariant = kWinogradVariant + 1;
 constexpr int64_t kDirectFwdMaxFilters = 64;
 
