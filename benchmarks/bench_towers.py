@@ -264,7 +264,7 @@ def main():
         print(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
               f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x"
               + "".join("; " + x for x in shares) + f"; load {load()}", flush=True)
-        if not on_gpu:  # the same steps from their CPU seconds: what load does not move
+        if not on_gpu:  # the same steps by CPU seconds, which load moves least
             ct = statistics.median(s for s, _ in rt)
             co = statistics.median(s for s, _ in ro)
             idle = ", ".join(f"{d} idles {w * 1e3:.0f} ms" for d, w in rt[0][1].items())
