@@ -15,6 +15,11 @@ device's busy and waiting shares and the events it waited on longest. The tasks 
 the cores of a device blocked meanwhile (fc8 and the cost, while the other tower waits for
 fc8's gradient) are listed first.
 
+By CPU time (what a shared machine's load moves least): every timed step is traced with each
+task's CPU seconds, and the towers' step is replayed over its schedule as if each task took
+its CPU seconds (the waits where the towers meet included), against the one-device step's
+process CPU seconds over its threads; each round prints both ratios.
+
 With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
 GPU) and the overlap of a copy with a kernel on the other stream; without one it says so. Then
 --device cuda:N times the two nets there: on a machine with one GPU both towers run on it as
@@ -50,22 +55,29 @@ def batch(size, n, classes):
     return x, y
 
 
-def time_steps(net, x, y, steps, first):
+def time_steps(net, x, y, steps, first, on_gpu):
+    """Wall seconds of each step, the streams' busy and waiting seconds over them, and (CPU
+    devices) each step replayed from its tasks' CPU seconds (see replay)."""
     before = net.stream_times()
-    times = []
+    times, replays = [], []
     for i in range(steps):
+        net.set_tracing(not on_gpu)
         t0 = time.perf_counter()
         net.train_step(x, y, step=first + i, epoch=0, progress=0)
         net.drain()  # CUDA steps are issued without waiting: time the device's work too
         times.append(time.perf_counter() - t0)
+        if not on_gpu:
+            replays.append(replay(net, net.trace()))
+    net.set_tracing(False)
     after = net.stream_times()
     spent = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
-    return times, spent
+    return times, spent, replays
 
 
 def traced_step(net, x, y, step):
     """One step of `net` traced: per device, the shares of the step its compute stream ran
-    tasks and waited on events, and the longest waits with the event waited on."""
+    tasks (and of that, on a CPU: a shared machine's other jobs take the rest) and waited on
+    events, and the longest waits with the event waited on."""
     net.set_tracing(True)
     t0 = time.perf_counter()
     net.train_step(x, y, step=step, epoch=0, progress=0)
@@ -76,13 +88,52 @@ def traced_step(net, x, y, step):
     for (d, role), rows in trace.items():
         if role != "compute":
             continue
-        waits = [(b - a, label[len("wait "):]) for label, a, b in rows
+        waits = [(b - a, label[len("wait "):]) for label, a, b, _ in rows
                  if label.startswith("wait ")]
         waited = sum(w for w, _ in waits)
-        busy = sum(b - a for label, a, b in rows) - waited
+        busy = sum(b - a for _, a, b, _ in rows) - waited
+        on_cpu = sum(c for *_, c in rows)
         longest = ", ".join(f"{e} {w * 1e3:.0f} ms" for w, e in sorted(waits, reverse=True)[:4])
-        print(f"  {d}: busy {100 * busy / total:.1f}%, waiting {100 * waited / total:.1f}%"
+        print(f"  {d}: busy {100 * busy / total:.1f}% (on a CPU {100 * on_cpu / total:.1f}%), "
+              f"waiting {100 * waited / total:.1f}%"
               + (f" (longest: {longest})" if waits else ""))
+
+
+def replay(net, trace):
+    """A traced step as an unloaded machine would run it: each task taking the CPU seconds its
+    thread spent in it, replayed over the schedule (each stream in order, a wait until the
+    event's record has run). Returns (the replayed step's seconds, {device: seconds its compute
+    stream idles, not counting a wait while it lends its cores}). A one-device net runs inline:
+    its tasks' process CPU seconds (the OpenMP team's, barrier spinning included) over its
+    threads."""
+    if len(net.devices) == 1:
+        threads = convnet.device.module_for("cpu").num_threads()
+        return sum(c for rows in trace.values() for *_, c in rows) / threads, {}
+    cpu_s = {}
+    for key, rows in trace.items():
+        ran = [(label, c) for label, _, _, c in rows if not label.startswith("wait ")]
+        tasks = [t for phase in ("forward", "backward", "update") for t in net.tasks[phase]
+                 if (str(t.device), t.role) == key]
+        if [t.label for t in tasks] != [label for label, _ in ran]:
+            raise AssertionError(f"the trace of {key} is not its schedule")
+        cpu_s.update((id(t), c) for t, (_, c) in zip(tasks, ran))
+    free, fired, records, idle = {}, {}, {}, {}
+    for phase in ("forward", "backward", "update"):
+        for t in net.tasks[phase]:
+            stream = (t.device, t.role)
+            ready = free.get(stream, 0.0)
+            start = max([ready] + [fired[(id(e), records[id(e)])] for e in t.waits
+                                   if records.get(id(e))])
+            if t.role == "compute":
+                d = str(t.device)
+                idle[d] = idle.get(d, 0.0) + start - ready
+                for e in t.helpers if net._lent_cores(t) else ():
+                    idle[str(e)] = idle.get(str(e), 0.0) - cpu_s[id(t)]
+            free[stream] = start + cpu_s[id(t)]
+            for e in t.records:
+                records[id(e)] = records.get(id(e), 0) + 1
+                fired[(id(e), records[id(e)])] = free[stream]
+    return max(free.values()), idle
 
 
 def gpu_section():
@@ -195,10 +246,10 @@ def main():
     per_step = sum(r["bytes"] for r in towers.transfer_log)
     print(f"transfers per step: {len(towers.transfer_log)} copies, {per_step / 1e6:.1f} MB "
           f"({per_step / a.batch / 1e3:.0f} KB per image)")
-    ratios, t_all, o_all = [], [], []
+    ratios, cpu_ratios, t_all, o_all = [], [], [], []
     for r in range(a.rounds):
-        tt, spent = time_steps(towers, x, y, a.steps, 1 + r * a.steps)
-        to, _ = time_steps(one, x, y, a.steps, 1 + r * a.steps)
+        tt, spent, rt = time_steps(towers, x, y, a.steps, 1 + r * a.steps, on_gpu)
+        to, _, ro = time_steps(one, x, y, a.steps, 1 + r * a.steps, on_gpu)
         mt, mo = statistics.median(tt), statistics.median(to)
         t_all += tt
         o_all += to
@@ -213,12 +264,22 @@ def main():
         print(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
               f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x"
               + "".join("; " + x for x in shares) + f"; load {load()}", flush=True)
+        if not on_gpu:  # the same steps by CPU seconds, which load moves least
+            ct = statistics.median(s for s, _ in rt)
+            co = statistics.median(s for s, _ in ro)
+            idle = ", ".join(f"{d} idles {w * 1e3:.0f} ms" for d, w in rt[0][1].items())
+            cpu_ratios.append(co / ct)
+            print(f"  by CPU time: two towers {ct * 1e3:.0f} ms/step replayed ({idle}), one "
+                  f"device {co * 1e3:.0f} ms of CPU per thread: {co / ct:.2f}x", flush=True)
     if not on_gpu:
         traced_step(towers, x, y, 1 + a.rounds * a.steps)
     mt, mo = statistics.median(t_all), statistics.median(o_all)
     print(f"median over all rounds: two towers {a.batch / mt:.1f} images/s, one device "
           f"{a.batch / mo:.1f} images/s; ratio per round {min(ratios):.2f}-{max(ratios):.2f}x, "
           f"median {statistics.median(ratios):.2f}x")
+    if cpu_ratios:
+        print(f"by CPU time: ratio per round {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}x, "
+              f"median {statistics.median(cpu_ratios):.2f}x")
     towers.close()
     if not on_gpu:
         gpu_section()

@@ -800,14 +800,15 @@ class Net:
         return {(str(d), r): (s.busy_s, s.wait_s) for (d, r), s in self.streams.items()}
 
     def set_tracing(self, on):
-        """Tracing on: every CPU stream keeps (label, start, end) of each task it runs and of
-        each wait that blocked (perf_counter seconds), read with ``trace()``; off: forgotten.
-        Switch it between steps, not while a step runs."""
+        """Tracing on: every CPU stream keeps (label, start, end, cpu) of each task it runs
+        and of each wait that blocked (perf_counter seconds; cpu: the CPU seconds the stream's
+        thread spent in the task, its OpenMP team's too on a one-device net, 0 for a wait), read
+        with ``trace()``; off: forgotten. Switch it between steps, not while a step runs."""
         for s in self.streams.values():
             s.trace = [] if on else None
 
     def trace(self):
-        """{(device, role): [(label, start, end), ...]} since tracing was turned on (CPU
+        """{(device, role): [(label, start, end, cpu), ...]} since tracing was turned on (CPU
         streams; the labels are those of ``schedule()``, a blocked wait is "wait EVENT")."""
         return {(str(d), r): list(s.trace) for (d, r), s in self.streams.items()
                 if s.trace is not None}

@@ -79,12 +79,14 @@ class _InlineStream:
         self.trace = None
 
     def submit(self, fn, label=None, cores=None):
+        # Process CPU time: the kernels' OpenMP team works for this thread.
+        c0 = time.process_time() if self.trace is not None else 0.0
         t0 = time.perf_counter()
         fn()
         t1 = time.perf_counter()
         self.busy_s += t1 - t0
         if self.trace is not None:
-            self.trace.append((label, t0, t1))
+            self.trace.append((label, t0, t1, time.process_time() - c0))
 
     def copy(self, dst, src, label=None):
         self.submit(lambda: dst.copy_(src), label)
@@ -106,8 +108,10 @@ class _InlineStream:
 class _ThreadStream:
     """A CPU stream: one worker thread running its queue in order. After a failure the stream
     still fires its events (so no other stream waits forever) but skips work; ``synchronize``
-    raises the first error. ``trace``: None, or a list the worker appends (label, start, end)
-    to for every task and every wait (label "wait EVENT") that blocked."""
+    raises the first error. ``trace``: None, or a list the worker appends (label, start, end,
+    cpu) to for every task and every wait (label "wait EVENT", cpu 0) that blocked; cpu is the
+    worker thread's CPU seconds in the task (other jobs on a shared machine take the rest of
+    end - start; on lent cores, this thread's share only)."""
 
     def __init__(self, device, role, cores=None, threads=1):
         self.device, self.role = device, role
@@ -134,12 +138,13 @@ class _ThreadStream:
                 if kind == "run":
                     if self._error is None:
                         fn, label = arg
+                        c0 = time.thread_time() if self.trace is not None else 0.0
                         t0 = time.perf_counter()
                         fn()
                         t1 = time.perf_counter()
                         self.busy_s += t1 - t0
                         if self.trace is not None:
-                            self.trace.append((label, t0, t1))
+                            self.trace.append((label, t0, t1, time.thread_time() - c0))
                 elif kind == "wait":
                     event, count = arg
                     t0 = time.perf_counter()
@@ -147,7 +152,7 @@ class _ThreadStream:
                     t1 = time.perf_counter()
                     self.wait_s += t1 - t0
                     if blocked and self.trace is not None:
-                        self.trace.append((f"wait {event.name}", t0, t1))
+                        self.trace.append((f"wait {event.name}", t0, t1, 0.0))
                 else:  # record
                     event, count = arg
                     event._fire(count)

@@ -198,14 +198,19 @@ def test_tracing_records_every_task_in_schedule_order(batch):
     sched = net.schedule()
     for d in ("cpu", "cpu:1"):
         rows = trace[(d, "compute")]
-        assert all(a <= b for _, a, b in rows)
-        assert all(b <= a for (_, _, b), (_, a, _) in zip(rows, rows[1:]))
-        ran = [f"[compute] {label}" for label, _, _ in rows if not label.startswith("wait ")]
+        assert all(a <= b for _, a, b, _ in rows)
+        assert all(b <= a for (_, _, b, _), (_, a, _, _) in zip(rows, rows[1:]))
+        # The worker thread's CPU seconds: none in a wait, at most the task's span (it runs on
+        # one thread; a task on lent cores counts this thread's share), and some in the step.
+        assert all(c == 0 for label, _, _, c in rows if label.startswith("wait "))
+        assert all(0 <= c <= b - a + 1e-3 for _, a, b, c in rows)
+        assert sum(c for *_, c in rows) > 0
+        ran = [f"[compute] {label}" for label, *_ in rows if not label.startswith("wait ")]
         assert ran == [t for phase in ("forward", "backward", "update")
                        for t in sched[d][phase] if t.startswith("[compute]")]
         assert all(label.split()[1].split("/")[0] in ("sent", "gsent", "landed", "used", "y")
-                   for label, _, _ in rows if label.startswith("wait "))
-    copies = [label for label, _, _ in trace[("cpu", "copy")]]
+                   for label, *_ in rows if label.startswith("wait "))
+    copies = [label for label, *_ in trace[("cpu", "copy")]]
     assert "pool1 -> cpu:1" in copies
     net.set_tracing(False)
     assert net.trace() == {}
