@@ -455,6 +455,10 @@ WINOGRAD_SHAPES = [
     (16, 9, 9, 70, 18, 1, 2),
     (33, 13, 13, 32, 20, 1, 1),
     (24, 9, 9, 70, 27, 1, 3),  # the weight gradient's thread shares end inside a group
+    # 9 tiles of 32 images: chunks of 8 tiles (256 columns) and a last one of 32 columns, whose
+    # GEMMs take the 14x32 micro-kernel at AVX-512 where the full chunks' take 6x64: the filter
+    # panels laid out for 6 rows are packed element by element for it.
+    (8, 6, 6, 32, 10, 1, 1),
 ]
 # The same for 5x5 filters: padding 0 to 2 and 5 (the data gradient crops: 4 - 5 < 0), a 1x1
 # image (padding 2), images smaller than the filter, conv2's 48 channels per group.

@@ -36,12 +36,24 @@ int gemm_avx512_shape_for(const GemmProblem& p) {
   return (p.m <= 512 || p.k <= 128) && padded(6, 64) <= 1.15 * padded(14, 32) ? 4 : 3;
 }
 
+static int resolved_variant(const GemmProblem& p, int variant) {
+  if (variant != 0) return variant;
+  Isa isa = cpu_isa();
+  return isa == Isa::avx512 ? gemm_avx512_shape_for(p) : isa == Isa::avx2 ? 2 : 1;
+}
+
+int gemm_panel_rows(const GemmProblem& p, int variant) {
+  switch (resolved_variant(p, variant)) {
+    case 4: return 6;   // 6x64
+    case 3: return 14;  // 14x32
+    case 2: return 6;   // 6x16
+    default: return 4;  // 4x16
+  }
+}
+
 void gemm_run(const GemmProblem& p, int variant) {
   check_gemm_variant("sgemm", variant);
-  if (variant == 0) {
-    Isa isa = cpu_isa();
-    variant = isa == Isa::avx512 ? gemm_avx512_shape_for(p) : isa == Isa::avx2 ? 2 : 1;
-  }
+  variant = resolved_variant(p, variant);
   switch (variant) {
     case 4: return gemm_avx512_6x64(p);
     case 3: return gemm_avx512_14x32(p);

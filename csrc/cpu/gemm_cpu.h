@@ -61,6 +61,9 @@ void gemm_portable(const GemmProblem& p);
 void gemm_avx2(const GemmProblem& p);
 void gemm_avx512_14x32(const GemmProblem& p);
 void gemm_avx512_6x64(const GemmProblem& p);
+// The rows of the A panels (the micro-kernel's MR) that gemm_run(p, variant) packs or reads
+// (GemmOperand::panels).
+int gemm_panel_rows(const GemmProblem& p, int variant);
 // The AVX-512 variant (3 or 4) that variant 0 runs for this problem.
 int gemm_avx512_shape_for(const GemmProblem& p);
 

@@ -149,12 +149,17 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             }
       for (int64_t ic = m0; ic < m1; ic += MC) {
         int64_t mc = std::min<int64_t>(MC, m1 - ic);
-        float* pa = pa_all;
-        if (keep_a) {
-          pa += size_t(((pc - k0) / KC) * mblocks + (ic - m0) / MC) * ablock;
-          if (first) p.a->pack(ic, mc, pc, kc, K::MR, pa);
-        } else {
-          p.a->pack(ic, mc, pc, kc, K::MR, pa);
+        int64_t a_stride = kc * K::MR;  // floats from one A panel to the next
+        const float* pa = p.a->panels(ic, pc, K::MR, &a_stride);
+        if (!pa) {
+          float* dst = pa_all;
+          if (keep_a) {
+            dst += size_t(((pc - k0) / KC) * mblocks + (ic - m0) / MC) * ablock;
+            if (first) p.a->pack(ic, mc, pc, kc, K::MR, dst);
+          } else {
+            p.a->pack(ic, mc, pc, kc, K::MR, dst);
+          }
+          pa = dst;
         }
         for (int64_t jr = 0; jr < nc; jr += K::NR) {
           int64_t q = jr / K::NR;
@@ -162,7 +167,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
           const float* bp = pb + q * kc * K::NR;
           for (int64_t ir = 0; ir < mc; ir += K::MR) {
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
-            const float* ap = pa + (ir / K::MR) * kc * K::MR;
+            const float* ap = pa + (ir / K::MR) * a_stride;
             float* ct = c + (ic + ir) * ldc + (jc + jr);
             micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, bp,
                           bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k,

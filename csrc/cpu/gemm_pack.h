@@ -24,6 +24,15 @@ struct GemmOperand {
                             const float** /*ptrs*/) const {
     return false;
   }
+  // An A operand held in the micro-kernels' panel layout already (Winograd's transformed
+  // filters, laid out once per call and read by every chunk's GEMMs): the panels of rows r0,
+  // r0 + width, ... from k step k0, panel q at the returned pointer + q * *panel_stride, step t
+  // of it `t * width` floats further. nullptr when it has no panels of `width` rows: the driver
+  // then packs.
+  virtual const float* panels(int64_t /*r0*/, int64_t /*k0*/, int /*width*/,
+                              int64_t* /*panel_stride*/) const {
+    return nullptr;
+  }
   virtual ~GemmOperand() = default;
 };
 

@@ -4,10 +4,8 @@
 // Layouts, per group (Cg = in_ch, Fg = out_ch for the forward; swapped for the data gradient),
 // with a = r + 1 the side of the transformed tile (4 or 6) and a^2 its positions xi:
 //   u (a^2, out_ch, in_ch) transformed filters G g G^T, position xi first; computed on each call
-//                          (the filters change every step), a small pass; in_ch contiguous, so
-//                          the GEMM packs it by transposes (in registers on the AVX paths; with
-//                          out_ch contiguous, copies of 6 floats per k step: AlexNet's
-//                          conv3-conv5 forward measured 3-6% slower)
+//                          (the filters change every step), a small pass, straight into the
+//                          micro-kernel's A panel layout (FilterPanels), so no GEMM packs them
 //   v (a^2, in_ch, cols)   transformed input tiles B^T d B of one chunk of tiles, all images
 //   m (a^2, out_ch, cols)  m[xi] = u[xi] v[xi]: a^2 GEMMs (out_ch x in_ch) x (in_ch x cols)
 // then y = A^T m A into the output tiles, with the epilogue. The GEMMs go through gemm_run (the
@@ -65,19 +63,57 @@ struct ContiguousRowsOperand final : GemmOperand {
   }
 };
 
-// u (groups, a^2, out_ch, in_ch) from w (Cg, r, r, F). Forward: in = channel c, out = filter
-// f. Data gradient (`flipped`): in = filter f, out = channel c, the filter rotated by 180 degrees.
+// The transformed filters of every group as the GEMMs' A operands, in the micro-kernel's panel
+// layout: per (group, xi) a plane of ceil(out_ch / width) panels, panel q holding rows (out
+// channels) q width .. q width + width - 1 (zeros past out_ch) at every k step (in channel) i,
+// element (o, i) at (o / width) width in_ch + i width + o % width. Laid out once per call by the
+// filter transform, so the a^2 GEMMs of every chunk read their A panels in place instead of
+// transposing the (out_ch, in_ch) blocks again per chunk: 7-10% of AlexNet's conv3 forward, one
+// thread, AVX-512 (perf).
+struct FilterPanels {
+  int64_t out_ch, in_ch;
+  int width;
+  int64_t plane() const { return (out_ch + width - 1) / width * width * in_ch; }
+  int64_t at(int64_t o, int64_t i) const { return o / width * width * in_ch + i * width + o % width; }
+};
+
+// One (group, xi) plane of FilterPanels as a GEMM A operand (rows = o, k = i).
+struct FilterPanelsOperand final : GemmOperand {
+  const float* data;
+  FilterPanels layout;
+  FilterPanelsOperand(const float* d, const FilterPanels& l) : data(d), layout(l) {}
+
+  const float* panels(int64_t r0, int64_t k0, int width, int64_t* panel_stride) const override {
+    if (width != layout.width) return nullptr;
+    *panel_stride = int64_t(width) * layout.in_ch;
+    return data + layout.at(r0, k0);  // r0 is a multiple of width: the start of a panel
+  }
+  // Other widths (a chunk whose GEMM picks another micro-kernel): element by element.
+  void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
+            float* dst) const override {
+    for (int64_t q = 0; q * width < rows; ++q)
+      for (int64_t t = 0; t < kc; ++t)
+        for (int i = 0; i < width; ++i) {
+          const int64_t o = q * width + i;
+          dst[(q * kc + t) * width + i] = o < rows ? data[layout.at(r0 + o, k0 + t)] : 0.f;
+        }
+  }
+};
+
+// u (groups, a^2, FilterPanels) from w (Cg, r, r, F). Forward: in = channel c, out = filter f.
+// Data gradient (`flipped`): in = filter f, out = channel c, the filter rotated by 180 degrees.
 template <class T>
-void transform_filters(const ConvParams& p, const float* w, bool flipped, float* u) {
+void transform_filters(const ConvParams& p, const float* w, bool flipped, const FilterPanels& l,
+                       float* u) {
   constexpr int r = T::kR, a = T::kAlpha;
   using Math = typename T::FilterMath;
-  const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
-  const int64_t in_ch = flipped ? fg : cg, out_ch = flipped ? cg : fg;
-  const int64_t rows = int64_t(p.groups) * in_ch;
+  const int64_t in_ch = l.in_ch, out_ch = l.out_ch, plane = l.plane();
+  const int64_t fg = p.filters / p.groups, rows = int64_t(p.groups) * in_ch;
+  if (out_ch % l.width) std::fill_n(u, size_t(p.groups * a * a * plane), 0.f);  // pad rows
 #pragma omp parallel for schedule(static) if (rows * out_ch >= 4096)
   for (int64_t gi = 0; gi < rows; ++gi) {
     const int64_t g = gi / in_ch, i = gi % in_ch;
-    float* ug = u + g * a * a * in_ch * out_ch + i;
+    float* ug = u + g * a * a * plane;
     for (int64_t o = 0; o < out_ch; ++o) {
       const int64_t c = flipped ? o : i, f = g * fg + (flipped ? i : o);
       Math k[r][r], gk[a][r];  // the filter, G k
@@ -95,15 +131,16 @@ void transform_filters(const ConvParams& p, const float* w, bool flipped, float*
       for (int y = 0; y < a; ++y) {  // (G k) G^T, row y
         Math out[a];
         T::filter(gk[y], out);
-        for (int x = 0; x < a; ++x) ug[(a * y + x) * in_ch * out_ch + o * in_ch] = float(out[x]);
+        for (int x = 0; x < a; ++x) ug[(a * y + x) * plane + l.at(o, i)] = float(out[x]);
       }
     }
   }
 }
 
-void transform_filters(const ConvParams& p, const float* w, bool flipped, float* u) {
-  if (p.filter_size == 5) return transform_filters<WinogradF2x5>(p, w, flipped, u);
-  transform_filters<WinogradF2x3>(p, w, flipped, u);
+void transform_filters(const ConvParams& p, const float* w, bool flipped, const FilterPanels& l,
+                       float* u) {
+  if (p.filter_size == 5) return transform_filters<WinogradF2x5>(p, w, flipped, l, u);
+  transform_filters<WinogradF2x3>(p, w, flipped, l, u);
 }
 
 void output_transform(const WinogradTiles& g, int64_t filters, int64_t tile0, int64_t ntiles,
@@ -115,16 +152,30 @@ void output_transform(const WinogradTiles& g, int64_t filters, int64_t tile0, in
   winograd_output_transform_impl(g, filters, tile0, ntiles, m, y, accumulate, epi);
 }
 
+int64_t tiles_per_chunk(const WinogradTiles& tiles) {
+  return std::max<int64_t>(1, kChunkColumns / tiles.images);
+}
+
+// The panel layout of the filters for the GEMMs of a full chunk (those of a shorter last chunk
+// may pick another micro-kernel; FilterPanelsOperand packs for them).
+FilterPanels filter_panels(const WinogradTiles& tiles, int64_t out_ch) {
+  const int64_t ntiles_all = (tiles.out_h + 1) / 2 * tiles.tiles_w;
+  GemmProblem gp;
+  gp.m = out_ch, gp.k = tiles.channels;
+  gp.n = std::min(tiles_per_chunk(tiles), ntiles_all) * tiles.images;
+  return FilterPanels{out_ch, tiles.channels, gemm_panel_rows(gp, 0)};
+}
+
 // One Winograd convolution: `tiles` describes group 0's input (group g's starts
-// g * in_group_stride floats later), u the transformed filters of every group, out (groups *
-// out_ch, out_h, out_w, images).
+// g * in_group_stride floats later), u the transformed filters of every group (layout `l`), out
+// (groups * out_ch, out_h, out_w, images).
 void winograd_run(const WinogradTiles& tiles, int64_t groups, int64_t in_group_stride,
-                  const float* u, int64_t out_ch, float* out, bool accumulate,
+                  const float* u, const FilterPanels& l, float* out, bool accumulate,
                   const Epilogue& epi) {
-  const int64_t in_ch = tiles.channels, images = tiles.images;
+  const int64_t in_ch = tiles.channels, images = tiles.images, out_ch = l.out_ch;
   const int xis = winograd_positions(tiles.filter_size);
   const int64_t ntiles_all = (tiles.out_h + 1) / 2 * tiles.tiles_w;
-  const int64_t per_chunk = std::max<int64_t>(1, kChunkColumns / images);
+  const int64_t per_chunk = tiles_per_chunk(tiles);
   const int64_t chunks = (ntiles_all + per_chunk - 1) / per_chunk;
   const int64_t out_group_stride = out_ch * tiles.out_h * tiles.out_w * images;
   const int64_t units = groups * chunks;
@@ -140,9 +191,9 @@ void winograd_run(const WinogradTiles& tiles, int64_t groups, int64_t in_group_s
     WinogradTiles tg = tiles;
     tg.in += g * in_group_stride;
     winograd_input_transform_isa(tg, tile0, ntiles, v);
-    const float* ug = u + g * xis * in_ch * out_ch;
+    const float* ug = u + g * xis * l.plane();
     for (int xi = 0; xi < xis; ++xi) {
-      StridedOperand a(ug + xi * in_ch * out_ch, in_ch, 1);  // rows = o, k = i
+      FilterPanelsOperand a(ug + xi * l.plane(), l);  // rows = o, k = i
       ContiguousRowsOperand b(v + xi * in_ch * cols, cols);   // rows = column, k = i
       GemmProblem gp;
       gp.m = out_ch, gp.n = cols, gp.k = in_ch;
@@ -200,24 +251,26 @@ bool conv_uses_winograd(ConvOp pass, const ConvParams& p) {
 void winograd_conv_fwd(const ConvParams& p, const float* x, const float* w, float* y,
                        bool accumulate, const Epilogue& epi) {
   const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
-  thread_local AlignedScratch ubuf;  // per issuing thread (each logical CPU device has one)
-  float* u = ubuf.get(size_t(winograd_positions(p.filter_size) * cg * p.filters));
-  transform_filters(p, w, false, u);
   WinogradTiles tiles{x, cg, p.height, p.width, p.images, p.padding,
                       p.out_h, p.out_w, (p.out_w + 1) / 2, p.filter_size};
-  winograd_run(tiles, p.groups, cg * p.height * p.width * int64_t(p.images), u, fg, y,
+  const FilterPanels l = filter_panels(tiles, fg);
+  thread_local AlignedScratch ubuf;  // per issuing thread (each logical CPU device has one)
+  float* u = ubuf.get(size_t(winograd_positions(p.filter_size) * p.groups * l.plane()));
+  transform_filters(p, w, false, l, u);
+  winograd_run(tiles, p.groups, cg * p.height * p.width * int64_t(p.images), u, l, y,
                accumulate, epi);
 }
 
 void winograd_conv_bwd_data(const ConvParams& p, const float* dy, const float* w, float* dx,
                             bool accumulate) {
   const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
-  thread_local AlignedScratch ubuf;
-  float* u = ubuf.get(size_t(winograd_positions(p.filter_size) * cg * p.filters));
-  transform_filters(p, w, true, u);
   WinogradTiles tiles{dy, fg, p.out_h, p.out_w, p.images, p.filter_size - 1 - int64_t(p.padding),
                       p.height, p.width, (p.width + 1) / 2, p.filter_size};
-  winograd_run(tiles, p.groups, fg * p.out_h * p.out_w * int64_t(p.images), u, cg, dx,
+  const FilterPanels l = filter_panels(tiles, cg);
+  thread_local AlignedScratch ubuf;
+  float* u = ubuf.get(size_t(winograd_positions(p.filter_size) * p.groups * l.plane()));
+  transform_filters(p, w, true, l, u);
+  winograd_run(tiles, p.groups, fg * p.out_h * p.out_w * int64_t(p.images), u, l, dx,
                accumulate, Epilogue{});
 }
 

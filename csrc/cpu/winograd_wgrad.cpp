@@ -111,6 +111,10 @@ void winograd_conv_bwd_weights(const ConvParams& p, const float* x, const float*
   // Private sums (thread, group, a^2, cg, fg): per issuing thread (each logical CPU device issues
   // from its own), grow-only.
   const size_t part = size_t(xis * cg * fg), per_thread = part * size_t(groups);
+  // The GEMMs' micro-kernel: on the AVX-512 path 14x32 (variant 3), whose 14-row A panels use
+  // 14 of the 16 rows of each in-register transpose that packs v (6x64's 6-row panels use 6),
+  // and whose k block holds a chunk's 256 columns whole (C written once, not twice).
+  const int gemm_variant = cpu_isa() == Isa::avx512 ? 3 : 0;
   thread_local AlignedScratch partial_buf;
   float* partials = partial_buf.get(per_thread * threads);
 #pragma omp parallel num_threads(threads)
@@ -141,7 +145,7 @@ void winograd_conv_bwd_weights(const ConvParams& p, const float* x, const float*
         gp.m = cg, gp.n = fg, gp.k = cols;
         gp.a = &a, gp.b = &b, gp.c = du + xi * cg * fg, gp.ldc = fg;
         gp.beta = unit == u0 || q == 0 ? 0.f : 1.f;  // the share's first chunk of the group
-        gemm_run(gp, 0);
+        gemm_run(gp, gemm_variant);
       }
     }
 #pragma omp barrier
