@@ -1,14 +1,17 @@
 """The two-tower AlexNet on two logical CPU devices against the one-device AlexNet, batch 128.
 
     python benchmarks/bench_towers.py [CONFIG] [--one layers/alexnet.cfg] [--batch 128]
-                                      [--size 224] [--steps 1] [--rounds 6]
+                                      [--size 224] [--warmup 2] [--steps 3] [--rounds 4]
 
 CONFIG is a two-tower net (layers with gpu=0 / gpu=1), by default layers/alexnet-2gpu.cfg. It
 runs with --device cpu: cpu:0 and cpu:1, each a worker thread bound to its share of
 the cores (one core each on a 2-core machine), single-threaded kernels, the towers concurrent.
-The one-device net runs on all the cores as OpenMP threads. Rounds alternate the two (by default
-one step each), so each ratio compares steps a few seconds apart (the machine may be shared:
-medians, and the ratio of each round). Also reported: the share of each device's step time
+The one-device net runs on all the cores as OpenMP threads. After --warmup steps of each net
+(the first allocates and faults in every buffer; by thread CPU time the steps after it cost
+the same), rounds alternate the two, --steps steps of each (the median of a round's steps is
+the round's figure), so each ratio compares steps seconds apart (the machine may be shared:
+medians, and the ratio of each round). One step per round made the per-round ratio mostly
+noise on a quiet machine (0.86-0.99x in four rounds of one tree). Also reported: the share of each device's step time
 spent in transfers (its copy stream busy) and waiting on the other device (its compute stream
 blocked on an event), and, from one more step traced task by task (Net.set_tracing), each
 device's busy and waiting shares and the events it waited on longest. The tasks that run on
@@ -192,6 +195,11 @@ def load():
         return "?"
 
 
+def load_range(loads):
+    known = sorted(float(v) for v in loads if v != "?")
+    return f"{known[0]:.1f}-{known[-1]:.1f}" if known else "?"
+
+
 def timed(fn):
     t0 = time.perf_counter()
     fn()
@@ -205,8 +213,9 @@ def main():
     p.add_argument("--one", default=ONE, help="the one-device equivalent")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--steps", type=int, default=1, help="timed steps of each net per round")
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps of each net first")
+    p.add_argument("--steps", type=int, default=3, help="timed steps of each net per round")
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--device", default="cpu",
                    help="cpu (two logical CPU devices against one), or cuda:N: the peer-copy and "
                         "overlap figures first, then both nets on cuda:N (and cuda:N+1)")
@@ -215,7 +224,8 @@ def main():
     cpu = convnet.device.module_for("cpu")
     cores = len(os.sched_getaffinity(0))
     print(f"{cpu_model()}, {cpu.isa()}, {cores} cores; batch {a.batch}, {a.size}x{a.size}, "
-          f"{a.steps} timed steps per round, {a.rounds} rounds, --device {a.device}")
+          f"{a.warmup} warm-up and {a.steps} timed steps per round, {a.rounds} rounds, "
+          f"--device {a.device}")
     on_gpu = not a.device.startswith("cpu")
     if on_gpu:
         gpu_section()
@@ -239,17 +249,17 @@ def main():
         helped = [f"{t.label} on {t.device}" for ts in towers.tasks.values() for t in ts
                   if t.helpers and towers._lent_cores(t)]
         print("run on the cores of a device blocked meanwhile: " + (", ".join(helped) or "none"))
-    towers.train_step(x, y, step=0, epoch=0, progress=0)  # warm-up
-    one.train_step(x, y, step=0, epoch=0, progress=0)
-    towers.drain()
-    one.drain()
+    for i in range(a.warmup):
+        for net in (towers, one):
+            net.train_step(x, y, step=i, epoch=0, progress=0)
+            net.drain()
     per_step = sum(r["bytes"] for r in towers.transfer_log)
     print(f"transfers per step: {len(towers.transfer_log)} copies, {per_step / 1e6:.1f} MB "
           f"({per_step / a.batch / 1e3:.0f} KB per image)")
-    ratios, cpu_ratios, t_all, o_all = [], [], [], []
+    ratios, cpu_ratios, t_all, o_all, loads = [], [], [], [], []
     for r in range(a.rounds):
-        tt, spent, rt = time_steps(towers, x, y, a.steps, 1 + r * a.steps, on_gpu)
-        to, _, ro = time_steps(one, x, y, a.steps, 1 + r * a.steps, on_gpu)
+        tt, spent, rt = time_steps(towers, x, y, a.steps, a.warmup + r * a.steps, on_gpu)
+        to, _, ro = time_steps(one, x, y, a.steps, a.warmup + r * a.steps, on_gpu)
         mt, mo = statistics.median(tt), statistics.median(to)
         t_all += tt
         o_all += to
@@ -264,6 +274,7 @@ def main():
         print(f"round {r + 1}: two towers {a.batch / mt:.1f} images/s ({mt * 1e3:.0f} ms/step), "
               f"one device {a.batch / mo:.1f} images/s ({mo * 1e3:.0f} ms/step): {mo / mt:.2f}x"
               + "".join("; " + x for x in shares) + f"; load {load()}", flush=True)
+        loads.append(load())
         if not on_gpu:  # the same steps by CPU seconds, which load moves least
             ct = statistics.median(s for s, _ in rt)
             co = statistics.median(s for s, _ in ro)
@@ -272,11 +283,11 @@ def main():
             print(f"  by CPU time: two towers {ct * 1e3:.0f} ms/step replayed ({idle}), one "
                   f"device {co * 1e3:.0f} ms of CPU per thread: {co / ct:.2f}x", flush=True)
     if not on_gpu:
-        traced_step(towers, x, y, 1 + a.rounds * a.steps)
+        traced_step(towers, x, y, a.warmup + a.rounds * a.steps)
     mt, mo = statistics.median(t_all), statistics.median(o_all)
     print(f"median over all rounds: two towers {a.batch / mt:.1f} images/s, one device "
           f"{a.batch / mo:.1f} images/s; ratio per round {min(ratios):.2f}-{max(ratios):.2f}x, "
-          f"median {statistics.median(ratios):.2f}x")
+          f"median {statistics.median(ratios):.2f}x; load {load_range(loads)}")
     if cpu_ratios:
         print(f"by CPU time: ratio per round {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}x, "
               f"median {statistics.median(cpu_ratios):.2f}x")
