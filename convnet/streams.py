@@ -161,7 +161,11 @@ class _ThreadStream:
                     self._error = e
             with self._idle:
                 self._done += 1
-                self._idle.notify_all()
+                # Only synchronize waits on this, for the queue to be empty: waking the host at
+                # every item (a few hundred a step) would take cycles and the GIL from the
+                # other devices' workers. Only the host submits, so _submitted is final by then.
+                if self._done == self._submitted:
+                    self._idle.notify_all()
 
     def _put(self, kind, arg):
         self._submitted += 1
