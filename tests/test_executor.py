@@ -387,3 +387,35 @@ def test_lent_cores_on_an_unpinned_stream_change_only_the_thread_count():
     stream.submit(probe, "own")
     stream.synchronize()
     assert seen == [(before, 2), (before, 1)]
+
+
+def test_a_cpu_stream_wakes_the_host_once_its_queue_is_empty():
+    # The host blocks in synchronize until the worker has run every item; the worker wakes it
+    # when its queue runs empty, not after every item (a step has hundreds). Held at a wait
+    # until all 50 items are queued, the worker wakes it exactly once, after the last.
+    import threading
+    from convnet.streams import Event, make_stream
+
+    class Counting(threading.Condition):
+        wakes = 0
+
+        def notify_all(self):
+            Counting.wakes += 1
+            super().notify_all()
+
+    cpu0 = convnet.Device("cpu")
+    stream = make_stream(cpu0, "compute", concurrent=True, cores=None)
+    stream._idle = Counting()
+    gate, ran = Event(cpu0, "gate"), []
+    gate.records = 1  # recorded on no stream: fired below by the host
+    stream.wait(gate)
+    for i in range(50):
+        stream.submit(lambda i=i: ran.append(i), "item")
+    gate._fire(1)
+    stream.synchronize()
+    assert ran == list(range(50))
+    assert Counting.wakes == 1
+    stream.submit(lambda: ran.append(50), "item")  # and again for the next batch of items
+    stream.synchronize()
+    assert ran == list(range(51)) and Counting.wakes == 2
+    stream.close()
