@@ -21,7 +21,10 @@ fc8's gradient) are listed first.
 By CPU time (what a shared machine's load moves least): every timed step is traced with each
 task's CPU seconds, and the towers' step is replayed over its schedule as if each task took
 its CPU seconds (the waits where the towers meet included), against the one-device step's
-process CPU seconds over its threads; each round prints both ratios.
+process CPU seconds over its threads; each round prints both ratios. Under load that process
+time includes the OpenMP threads spinning at barriers for a descheduled partner, which a quiet
+machine has little of: the CPU-time ratio then flatters the towers (run both nets with
+OMP_WAIT_POLICY=passive to count work only); the quiet wall-clock ratio is the measure.
 
 With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
 GPU) and the overlap of a copy with a kernel on the other stream; without one it says so. Then
