@@ -281,7 +281,8 @@ def main():
         if not on_gpu:  # the same steps by CPU seconds, which load moves least
             ct = statistics.median(s for s, _ in rt)
             co = statistics.median(s for s, _ in ro)
-            idle = ", ".join(f"{d} idles {w * 1e3:.0f} ms" for d, w in rt[0][1].items())
+            mid = sorted(rt, key=lambda r: r[0])[len(rt) // 2]  # the round's median step
+            idle = ", ".join(f"{d} idles {w * 1e3:.0f} ms" for d, w in mid[1].items())
             cpu_ratios.append(co / ct)
             print(f"  by CPU time: two towers {ct * 1e3:.0f} ms/step replayed ({idle}), one "
                   f"device {co * 1e3:.0f} ms of CPU per thread: {co / ct:.2f}x", flush=True)
