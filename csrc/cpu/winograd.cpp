@@ -8,6 +8,7 @@
 //                          micro-kernel's A panel layout (FilterPanels), so no GEMM packs them
 //   v (a^2, in_ch, cols)   transformed input tiles B^T d B of one chunk of tiles, all images
 //   m (a^2, out_ch, cols)  m[xi] = u[xi] v[xi]: a^2 GEMMs (out_ch x in_ch) x (in_ch x cols)
+// (v's and m's planes winograd_plane apart, winograd_kernels.h)
 // then y = A^T m A into the output tiles, with the epilogue. The GEMMs go through gemm_run (the
 // micro-kernel variant 0 picks for the ISA in use); v's rows are contiguous, so its full panels
 // are gathered by the micro-kernel itself.
@@ -185,19 +186,20 @@ void winograd_run(const WinogradTiles& tiles, int64_t groups, int64_t in_group_s
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t g = unit / chunks, tile0 = unit % chunks * per_chunk;
     const int64_t ntiles = std::min(per_chunk, ntiles_all - tile0), cols = ntiles * images;
+    const int64_t vplane = winograd_plane(in_ch, cols), mplane = winograd_plane(out_ch, cols);
     thread_local AlignedScratch vbuf, mbuf;
-    float* v = vbuf.get(size_t(xis * in_ch * cols));
-    float* m = mbuf.get(size_t(xis * out_ch * cols));
+    float* v = vbuf.get(size_t(xis * vplane));
+    float* m = mbuf.get(size_t(xis * mplane));
     WinogradTiles tg = tiles;
     tg.in += g * in_group_stride;
     winograd_input_transform_isa(tg, tile0, ntiles, v);
     const float* ug = u + g * xis * l.plane();
     for (int xi = 0; xi < xis; ++xi) {
       FilterPanelsOperand a(ug + xi * l.plane(), l);  // rows = o, k = i
-      ContiguousRowsOperand b(v + xi * in_ch * cols, cols);   // rows = column, k = i
+      ContiguousRowsOperand b(v + xi * vplane, cols);  // rows = column, k = i
       GemmProblem gp;
       gp.m = out_ch, gp.n = cols, gp.k = in_ch;
-      gp.a = &a, gp.b = &b, gp.c = m + xi * out_ch * cols, gp.ldc = cols;
+      gp.a = &a, gp.b = &b, gp.c = m + xi * mplane, gp.ldc = cols;
       gemm_run(gp, 0);
     }
     output_transform(tg, out_ch, tile0, ntiles, m, out + g * out_group_stride, accumulate,
@@ -218,7 +220,9 @@ bool winograd_pays(ConvOp pass, const ConvParams& p) {
   const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
   if (p.filter_size == 3) return cg >= kWinogradMinChannels && fg >= kWinogradMinChannels;
   if (cg < kWinograd5MinChannels || fg < kWinograd5MinChannels) return false;
-  return pass != ConvOp::conv_bwd_weights || cpu_isa() == Isa::avx512;
+  if (pass != ConvOp::conv_bwd_weights || cpu_isa() == Isa::avx512) return true;
+  return cpu_isa() == Isa::avx2 && cg <= kWinograd5WgradMaxChannelsAvx2 &&
+         fg <= kWinograd5WgradMaxChannelsAvx2;
 }
 
 const char* winograd_setting(const char* op) {

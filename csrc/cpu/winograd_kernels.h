@@ -40,6 +40,17 @@ inline int winograd_positions(int64_t filter_size) {
   return int((filter_size + 1) * (filter_size + 1));
 }
 
+// Floats from one position's (rows, cols) plane of a chunk (v, m, the weight gradient's w) to
+// the next: rows x cols rounded up to an odd number of 64-byte lines. The transforms write (or
+// read) all a^2 planes at once, one row of each per run of images; at plain rows x cols these
+// rows lie a multiple of 4 KB apart at the CIFAR net's and AlexNet's shapes (32 x 256 floats:
+// 32 KB), so all 36 fell into one L1 set (and one store-to-load 4 KB alias) and evicted each
+// other. An odd number of lines puts the a^2 <= 64 rows in distinct sets.
+inline int64_t winograd_plane(int64_t rows, int64_t cols) {
+  const int64_t lines = (rows * cols + 15) / 16;
+  return (lines | 1) * 16;
+}
+
 namespace {
 
 // Images at a time: a run within kZeroRow's 64 floats.
@@ -50,14 +61,14 @@ constexpr int64_t kImageRun = 64;
 // `omp simd`: that one makes the small arrays the one-dimensional transforms take by pointer
 // per-lane arrays in memory before inlining, and GCC 12 then left every such loop scalar.
 
-// v (a^2, channels, cols) = B^T d B for every channel and tile of the chunk. Channel by channel,
-// tile by tile: the a^2 source rows (or kZeroRow outside the image) are found once per run of
-// images, then the run is transformed with no index arithmetic.
+// v (a^2, channels, cols; planes winograd_plane apart) = B^T d B for every channel and tile of
+// the chunk. Channel by channel, tile by tile: the a^2 source rows (or kZeroRow outside the
+// image) are found once per run of images, then the run is transformed with no index arithmetic.
 template <class T>
 CONVNET_BODY void transform_input(const WinogradTiles& g, int64_t tile0, int64_t ntiles,
                                   float* v) {
   constexpr int a = T::kAlpha;
-  const int64_t cols = ntiles * g.images, plane = g.channels * cols;
+  const int64_t cols = ntiles * g.images, plane = winograd_plane(g.channels, cols);
   for (int64_t c = 0; c < g.channels; ++c) {
     const float* xc = g.in + c * g.in_h * g.in_w * g.images;
     for (int64_t t = 0; t < ntiles; ++t) {
@@ -105,16 +116,17 @@ CONVNET_BODY void winograd_input_transform_impl(const WinogradTiles& g, int64_t 
 }
 
 // y (filters, out_h, out_w, images) (+)= A^T m A for every filter and tile of the chunk, m
-// (a^2, filters, cols), then the epilogue (bias of the filter, ReLU) on each output as it is
-// stored: the float operations of the direct path's GEMM store followed by its epilogue. Per run
-// of images, the 2x2 outputs go to a buffer in L1 first, so the transform vectorises whatever
-// part of the tile exists (odd output sizes leave half tiles at the far edges).
+// (a^2, filters, cols; planes winograd_plane apart), then the epilogue (bias of the filter,
+// ReLU) on each output as it is stored: the float operations of the direct path's GEMM store
+// followed by its epilogue. Per run of images, the 2x2 outputs go to a buffer in L1 first, so
+// the transform vectorises whatever part of the tile exists (odd output sizes leave half tiles
+// at the far edges).
 template <class T>
 CONVNET_BODY void transform_output(const WinogradTiles& g, int64_t filters, int64_t tile0,
                                    int64_t ntiles, const float* m, float* y, bool accumulate,
                                    const Epilogue& epi) {
   constexpr int a = T::kAlpha;
-  const int64_t cols = ntiles * g.images, plane = filters * cols;
+  const int64_t cols = ntiles * g.images, plane = winograd_plane(filters, cols);
   alignas(64) float o[4][kImageRun];
   for (int64_t f = 0; f < filters; ++f) {
     for (int64_t t = 0; t < ntiles; ++t) {
@@ -170,15 +182,15 @@ CONVNET_BODY void winograd_output_transform_impl(const WinogradTiles& g, int64_t
   transform_output<WinogradF2x3>(g, filters, tile0, ntiles, m, y, accumulate, epi);
 }
 
-// w (a^2, filters, cols) = A dY A^T for every filter and tile of the chunk, dY the tile's 2x2
-// of dy (filters, out_h, out_w, images), zero past the far edges (the outputs the forward's
-// round-up drops): the transform of the weight gradient (winograd_wgrad.cpp), the adjoint of
-// the output transform above.
+// w (a^2, filters, cols; planes winograd_plane apart) = A dY A^T for every filter and tile of
+// the chunk, dY the tile's 2x2 of dy (filters, out_h, out_w, images), zero past the far edges
+// (the outputs the forward's round-up drops): the transform of the weight gradient
+// (winograd_wgrad.cpp), the adjoint of the output transform above.
 template <class T>
 CONVNET_BODY void transform_grad(const WinogradTiles& g, const float* dy, int64_t filters,
                                  int64_t tile0, int64_t ntiles, float* w) {
   constexpr int a = T::kAlpha;
-  const int64_t cols = ntiles * g.images, plane = filters * cols;
+  const int64_t cols = ntiles * g.images, plane = winograd_plane(filters, cols);
   for (int64_t f = 0; f < filters; ++f) {
     const float* df = dy + f * g.out_h * g.out_w * g.images;
     for (int64_t t = 0; t < ntiles; ++t) {

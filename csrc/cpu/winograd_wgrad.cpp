@@ -12,6 +12,7 @@
 //   v  (a^2, in_ch, cols)    B^T d B (winograd.cpp's input transform)
 //   w  (a^2, out_ch, cols)   A dY A^T
 //   du (a^2, in_ch, out_ch)  du[xi] += v[xi] w[xi]^T: a^2 GEMMs with k = the chunk's columns
+// (v's and w's planes winograd_plane apart, winograd_kernels.h)
 // then dw[c, ky, kx, f] (+)= (G^T du[.][c][f] G)[ky][kx]. The GEMMs do a^2 Cg Fg tiles N
 // multiply-adds where the direct paths do r^2 Cg Fg Ho Wo N: for 3x3, 1.94x fewer at AlexNet's
 // 13x13 (49 tiles for 169 outputs), 2.25x for even sizes; for 5x5, 2.58x at conv2's 27x27 (196
@@ -131,16 +132,17 @@ void winograd_conv_bwd_weights(const ConvParams& p, const float* x, const float*
       const int64_t g = unit / chunks, q = unit % chunks;
       const int64_t tile0 = q * per_chunk, ntiles = std::min(per_chunk, ntiles_all - tile0);
       const int64_t cols = ntiles * images;
-      float* v = vbuf.get(size_t(xis * cg * cols));
-      float* w = wbuf.get(size_t(xis * fg * cols));
+      const int64_t vplane = winograd_plane(cg, cols), wplane = winograd_plane(fg, cols);
+      float* v = vbuf.get(size_t(xis * vplane));
+      float* w = wbuf.get(size_t(xis * wplane));
       WinogradTiles tg = tiles;
       tg.in += g * in_group;
       winograd_input_transform_isa(tg, tile0, ntiles, v);
       grad_transform(tg, dy + g * out_group, fg, tile0, ntiles, w);
       float* du = mine + g * part;
       for (int xi = 0; xi < xis; ++xi) {
-        StridedOperand a(v + xi * cg * cols, cols, 1);  // rows = channel, k = column
-        StridedOperand b(w + xi * fg * cols, cols, 1);  // rows = filter, k = column
+        StridedOperand a(v + xi * vplane, cols, 1);  // rows = channel, k = column
+        StridedOperand b(w + xi * wplane, cols, 1);  // rows = filter, k = column
         GemmProblem gp;
         gp.m = cg, gp.n = fg, gp.k = cols;
         gp.a = &a, gp.b = &b, gp.c = du + xi * cg * fg, gp.ldc = fg;
