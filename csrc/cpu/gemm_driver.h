@@ -15,10 +15,9 @@
 // so each packs about 1/threads of A, where every thread used to pack all of it (or, too large to
 // keep, all of it again for every column block); a thread woken late finds most of it packed, and
 // waits only for a block the other is still packing when it needs it. Otherwise each thread takes
-// a contiguous share of m; k is split when it
-// dwarfs m and n (convolution weight gradients: the reduction runs over every image and
-// position), each thread summing a fixed share into its own buffer, so the bits never depend
-// on timing.
+// a contiguous share of m; k is split when it dwarfs m and n (convolution weight gradients: the
+// reduction runs over every image and position), each thread summing a fixed share into its own
+// buffer, so the bits never depend on timing.
 //
 // Kernel provides MR, NR, the cache blocks MC, KC, NC (constants, or blocking() returning them when
 // they are worked out at run time from the machine's caches) and
