@@ -146,6 +146,32 @@ def test_sgemm_row_split_bits_cpu(rng, isa):
         cpu.set_num_threads(before)
 
 
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_sgemm_column_split_bits_cpu(rng, isa, trans_a):
+    """m <= n: the threads take blocks of columns, and A is packed once for both, each thread
+    packing the MC x KC blocks it takes first (several blocks each way here, partial ones at the
+    ends; trans_a switches between the transposing and the copying pack). Whichever thread packs
+    a block, every variant gives the bits of its one-thread run, call after call."""
+    cpu = convnet.device.module_for("cpu")
+    variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
+    before = cpu.num_threads()
+    try:
+        for m, n, k in [(700, 1500, 600), (1001, 1001, 513), (130, 2100, 300)]:
+            a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            want = (a.T if trans_a else a).astype(np.float64) @ b
+            for v in variants:
+                cpu.set_num_threads(1)
+                one = ops.sgemm(a, b, trans_a=trans_a, variant=v).numpy()
+                cpu.set_num_threads(2)
+                runs = [ops.sgemm(a, b, trans_a=trans_a, variant=v).numpy() for _ in range(3)]
+                assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+                for r in runs:
+                    assert np.array_equal(r.view(np.uint32), one.view(np.uint32)), (m, n, k, v)
+    finally:
+        cpu.set_num_threads(before)
+
+
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_sgemm_every_path_cpu(rng, isa, trans_a, trans_b):

@@ -8,13 +8,16 @@
 // -> m in MC blocks (pack A: MC x KC, lives in L2) -> NR columns (one B micro-panel, KC x NR,
 // stays in L1 while...) -> MR rows: the micro-kernel, an MR x NR tile of C in registers.
 //
-// Threads run the serial loops with their own packing buffers. When m <= n they take blocks of
-// columns from a shared counter (A, the smaller side, is packed by every thread): on a shared
-// machine a core slowed by another job then simply takes fewer blocks, where fixed halves would
-// leave the other core waiting. Otherwise each takes a contiguous share of m; k is split when it
-// dwarfs m and n (convolution weight gradients: the reduction runs over every image and
-// position), each thread summing a fixed share into its own buffer, so the bits never depend
-// on timing.
+// Threads run the serial loops with their own B packing buffers. When m <= n they take blocks of
+// columns from a shared counter: on a shared machine a core slowed by another job then simply
+// takes fewer blocks, where fixed halves would leave the other core waiting. A is then packed once
+// for the team (TeamA): each thread first packs the MC x KC blocks it takes from another counter,
+// so each packs about 1/threads of A, where every thread used to pack all of it (or, too large to
+// keep, all of it again for every column block); a thread woken late finds most of it packed, and
+// waits only for a block the other is still packing when it needs it. Otherwise each thread takes
+// a contiguous share of m; k is split when it dwarfs m and n (convolution weight gradients: the
+// reduction runs over every image and position), each thread summing a fixed share into its own
+// buffer, so the bits never depend on timing.
 //
 // Kernel provides MR, NR, the cache blocks MC, KC, NC (constants, or blocking() returning them when
 // they are worked out at run time from the machine's caches) and
@@ -34,6 +37,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -95,13 +100,35 @@ inline void finish_tile(const Epilogue& epi, float* c, int64_t ldc, int64_t row0
   }
 }
 
+// The most floats of A a thread keeps packed across column blocks (32 MB).
+constexpr size_t kKeptAFloats = size_t(1) << 23;
+
+// A packed once for a team of threads: its MC x KC blocks for rows [0, m) and k [0, k), block
+// u = kb * mblocks + mb at blocks + u * block (laid out as GemmOperand::pack writes it), and per
+// block a flag raised once it is packed.
+struct TeamA {
+  float* blocks;
+  std::atomic<bool>* ready;
+  int64_t mblocks, kblocks;
+  size_t block;
+  int64_t units() const { return mblocks * kblocks; }
+  // Block (kb, mb), once whichever thread took it has packed it.
+  const float* wait_for(int64_t kb, int64_t mb) const {
+    const int64_t u = kb * mblocks + mb;
+    while (!ready[u].load(std::memory_order_acquire)) std::this_thread::yield();
+    return blocks + size_t(u) * block;
+  }
+};
+
 // Columns [n0, n1) in blocks of NC, or, with `shared_n`, in blocks of `chunk` columns taken from
-// that counter (starting at n0) until it passes n1. Runs the epilogue on each tile after the last
-// k block when [k0, k1) is the whole reduction.
+// that counter (starting at n0) until it passes n1. With `team_a` (whole m and k only) A comes
+// packed from there. Runs the epilogue on each tile after the last k block when [k0, k1) is the
+// whole reduction.
 template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta,
-                 std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = 0) {
+                 std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = 0,
+                 const TeamA* team_a = nullptr) {
   const Blocking blk = blocking_for<K>(p);
   const int64_t MC = blk.mc, KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR;
   if (!chunk) chunk = NC;
@@ -112,9 +139,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   // a convolution: packed once per call, not once per 1024 columns of images).
   int64_t mblocks = (m1 - m0 + MC - 1) / MC, kblocks = (k1 - k0 + KC - 1) / KC;
   size_t ablock = size_t(MC) * KC;
-  bool keep_a = (shared_n || n1 - n0 > NC) &&
-                size_t(mblocks * kblocks) * ablock <= (size_t(1) << 23);
-  float* pa_all = abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
+  bool keep_a = !team_a && (shared_n || n1 - n0 > NC) &&
+                size_t(mblocks * kblocks) * ablock <= kKeptAFloats;
+  float* pa_all =
+      team_a ? nullptr : abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * KC);
   bptrs.resize(size_t(kPanels) * KC), gathered.resize(kPanels);
   auto next = [&](int64_t jc) { return shared_n ? shared_n->fetch_add(chunk) : jc + NC; };
@@ -151,7 +179,9 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         int64_t mc = std::min<int64_t>(MC, m1 - ic);
         int64_t a_stride = kc * K::MR;  // floats from one A panel to the next
         const float* pa = p.a->panels(ic, pc, K::MR, &a_stride);
-        if (!pa) {
+        if (!pa && team_a) {
+          pa = team_a->wait_for((pc - k0) / KC, (ic - m0) / MC);
+        } else if (!pa) {
           float* dst = pa_all;
           if (keep_a) {
             dst += size_t(((pc - k0) / KC) * mblocks + (ic - m0) / MC) * ablock;
@@ -250,8 +280,37 @@ void gemm_blocked(const GemmProblem& p) {
     int64_t chunk = std::min<int64_t>(blk.nc, (panels + 2 * threads - 1) / (2 * threads) * K::NR);
     if (panels < threads) threads = int(panels);
     std::atomic<int64_t> next_col{0};
+    // A packed once for the team, unless it comes in panels already or outgrows what the
+    // threads would keep packed between them. The buffers are the issuing thread's (grow-only);
+    // the team reads them through `team`. Which thread packs a block changes no bits.
+    thread_local AlignedScratch team_blocks;
+    thread_local std::unique_ptr<std::atomic<bool>[]> team_ready;
+    thread_local int64_t team_ready_size = 0;
+    TeamA team{nullptr, nullptr, (p.m + blk.mc - 1) / blk.mc, (p.k + blk.kc - 1) / blk.kc,
+               size_t(blk.mc) * size_t(blk.kc)};
+    int64_t a_stride;
+    const bool share_a = !p.a->panels(0, 0, K::MR, &a_stride) &&
+                         size_t(team.units()) * team.block <= kKeptAFloats * size_t(threads);
+    if (share_a) {
+      team.blocks = team_blocks.get(size_t(team.units()) * team.block);
+      if (team_ready_size < team.units())
+        team_ready.reset(new std::atomic<bool>[team.units()]), team_ready_size = team.units();
+      team.ready = team_ready.get();
+      for (int64_t u = 0; u < team.units(); ++u) team.ready[u].store(false);
+    }
+    std::atomic<int64_t> next_a{0};
+    const int64_t a_units = share_a ? team.units() : 0;
 #pragma omp parallel num_threads(threads)
-    gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta, &next_col, chunk);
+    {
+      for (int64_t u; (u = next_a.fetch_add(1)) < a_units;) {
+        const int64_t ic = (u % team.mblocks) * blk.mc, pc = (u / team.mblocks) * blk.kc;
+        p.a->pack(ic, std::min(blk.mc, p.m - ic), pc, std::min(blk.kc, p.k - pc), K::MR,
+                  team.blocks + size_t(u) * team.block);
+        team.ready[u].store(true, std::memory_order_release);
+      }
+      gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta, &next_col, chunk,
+                     share_a ? &team : nullptr);
+    }
     return;
   }
   int64_t units = (p.m + K::MR - 1) / K::MR;
