@@ -35,6 +35,10 @@ before the device finishes, so each timed step ends with net.drain().
 """
 import argparse
 import os
+try:
+    import resource  # page faults per step (POSIX)
+except ImportError:
+    resource = None
 import statistics
 import sys
 import time
@@ -61,10 +65,20 @@ def batch(size, n, classes):
     return x, y
 
 
+def faults():
+    """(minor page faults, system CPU seconds) of this process so far ((0, 0) without
+    getrusage): a step that first touches its buffers shows both, in the kernel."""
+    if resource is None:
+        return 0, 0.0
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_minflt, r.ru_stime
+
+
 def time_steps(net, x, y, steps, first, on_gpu):
-    """Wall seconds of each step, the streams' busy and waiting seconds over them, and (CPU
-    devices) each step replayed from its tasks' CPU seconds (see replay)."""
-    before = net.stream_times()
+    """Wall seconds of each step, the streams' busy and waiting seconds over them, (CPU
+    devices) each step replayed from its tasks' CPU seconds (see replay), and the page faults
+    and system CPU seconds per step."""
+    before, f0 = net.stream_times(), faults()
     times, replays = [], []
     for i in range(steps):
         net.set_tracing(not on_gpu)
@@ -75,9 +89,10 @@ def time_steps(net, x, y, steps, first, on_gpu):
         if not on_gpu:
             replays.append(replay(net, net.trace()))
     net.set_tracing(False)
-    after = net.stream_times()
+    after, f1 = net.stream_times(), faults()
     spent = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
-    return times, spent, replays
+    per_step = ((f1[0] - f0[0]) / steps, (f1[1] - f0[1]) / steps)
+    return times, spent, replays, per_step
 
 
 def traced_step(net, x, y, step):
@@ -252,17 +267,24 @@ def main():
         helped = [f"{t.label} on {t.device}" for ts in towers.tasks.values() for t in ts
                   if t.helpers and towers._lent_cores(t)]
         print("run on the cores of a device blocked meanwhile: " + (", ".join(helped) or "none"))
+    first_touch = {"two towers": [], "one device": []}
     for i in range(a.warmup):
-        for net in (towers, one):
+        for name, net in (("two towers", towers), ("one device", one)):
+            f0 = faults()
             net.train_step(x, y, step=i, epoch=0, progress=0)
             net.drain()
+            f1 = faults()
+            first_touch[name].append(f"{f1[0] - f0[0]} faults, {f1[1] - f0[1]:.2f} s system")
+    if a.warmup:
+        print("warm-up steps (the first touches the buffers): " + "; ".join(
+            f"{name} {', then '.join(v)}" for name, v in first_touch.items()))
     per_step = sum(r["bytes"] for r in towers.transfer_log)
     print(f"transfers per step: {len(towers.transfer_log)} copies, {per_step / 1e6:.1f} MB "
           f"({per_step / a.batch / 1e3:.0f} KB per image)")
     ratios, cpu_ratios, t_all, o_all, loads = [], [], [], [], []
     for r in range(a.rounds):
-        tt, spent, rt = time_steps(towers, x, y, a.steps, a.warmup + r * a.steps, on_gpu)
-        to, _, ro = time_steps(one, x, y, a.steps, a.warmup + r * a.steps, on_gpu)
+        tt, spent, rt, ft = time_steps(towers, x, y, a.steps, a.warmup + r * a.steps, on_gpu)
+        to, _, ro, fo = time_steps(one, x, y, a.steps, a.warmup + r * a.steps, on_gpu)
         mt, mo = statistics.median(tt), statistics.median(to)
         t_all += tt
         o_all += to
@@ -285,7 +307,9 @@ def main():
             idle = ", ".join(f"{d} idles {w * 1e3:.0f} ms" for d, w in mid[1].items())
             cpu_ratios.append(co / ct)
             print(f"  by CPU time: two towers {ct * 1e3:.0f} ms/step replayed ({idle}), one "
-                  f"device {co * 1e3:.0f} ms of CPU per thread: {co / ct:.2f}x", flush=True)
+                  f"device {co * 1e3:.0f} ms of CPU per thread: {co / ct:.2f}x; page faults "
+                  f"per step {ft[0]:.0f} / {fo[0]:.0f}, system CPU {ft[1] * 1e3:.0f} / "
+                  f"{fo[1] * 1e3:.0f} ms", flush=True)
     if not on_gpu:
         traced_step(towers, x, y, a.warmup + a.rounds * a.steps)
     mt, mo = statistics.median(t_all), statistics.median(o_all)
