@@ -24,7 +24,9 @@ its CPU seconds (the waits where the towers meet included), against the one-devi
 process CPU seconds over its threads; each round prints both ratios. Under load that process
 time includes the OpenMP threads spinning at barriers for a descheduled partner, which a quiet
 machine has little of: the CPU-time ratio then flatters the towers (run both nets with
-OMP_WAIT_POLICY=passive to count work only); the quiet wall-clock ratio is the measure.
+OMP_WAIT_POLICY=passive to count work only); the quiet wall-clock ratio is the measure. The
+page faults and system CPU of each warm-up step and per timed step of each round tell a round
+slowed by first touches of memory (the kernel's time) from one slowed by the kernels.
 
 With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
 GPU) and the overlap of a copy with a kernel on the other stream; without one it says so. Then
