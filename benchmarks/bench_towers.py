@@ -37,13 +37,14 @@ before the device finishes, so each timed step ends with net.drain().
 """
 import argparse
 import os
+import statistics
+import sys
+import time
+
 try:
     import resource  # page faults per step (POSIX)
 except ImportError:
     resource = None
-import statistics
-import sys
-import time
 
 import numpy as np
 
