@@ -111,6 +111,18 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const 
 // 32 panels or more and pack as before; nothing between 8 and 32 was measured.
 constexpr int64_t kInPlaceMaxPanels = 8;
 
+// Part `part` of `parts` of the k steps [0, kc) of an A block read in place (rows floats from
+// a, k steps a_step apart) into L2.
+inline void prefetch_in_place(const float* a, int64_t a_step, int64_t rows, int64_t kc,
+                              int64_t part, int64_t parts) {
+  const int64_t bytes = rows * int64_t(sizeof(float));
+  for (int64_t t = kc * part / parts, e = kc * (part + 1) / parts; t < e; ++t) {
+    const char* row = reinterpret_cast<const char*>(a + t * a_step);
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
+    __builtin_prefetch(row + bytes - 1, 0, 2);
+  }
+}
+
 // The epilogue on rows [row0, row0 + rows) x cols of C at c, once they hold their final sums
 // (while the micro-kernel's tile is still in L1).
 inline void finish_tile(const Epilogue& epi, float* c, int64_t ldc, int64_t row0, int64_t rows,
@@ -233,6 +245,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         const bool prefetch_next = in_place && next_pc < k1;
         const int64_t next_mc = std::min<int64_t>(MC, m1 - next_ic),
                       next_kc = std::min<int64_t>(KC, k1 - next_pc);
+        const float* next_src =
+            prefetch_next ? p.a->rows_in_place(next_ic, next_pc, &a_step) : nullptr;
         const int64_t parts = ((nc + K::NR - 1) / K::NR) * ((mc + K::MR - 1) / K::MR);
         int64_t part = 0;
         for (int64_t jr = 0; jr < nc; jr += K::NR) {
@@ -247,7 +261,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                           bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k,
                           rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
-            if (prefetch_next) p.a->prefetch(next_ic, next_mc, next_pc, next_kc, part++, parts);
+            if (prefetch_next) prefetch_in_place(next_src, a_step, next_mc, next_kc, part++, parts);
           }
         }
       }

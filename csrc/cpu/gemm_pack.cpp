@@ -11,20 +11,6 @@ int64_t pack_rows_prefetch_steps(int64_t segment_bytes) {
   return std::clamp<int64_t>(cache_sizes().l2 / 8 / std::max<int64_t>(segment_bytes, 1), 1, 64);
 }
 
-void prefetch_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
-                      int64_t rows, int64_t k0, int64_t kc, int64_t part, int64_t parts) {
-  const bool rows_contiguous = row_stride == 1;
-  const int64_t segments = rows_contiguous ? kc : rows, length = rows_contiguous ? rows : kc;
-  const int64_t stride = rows_contiguous ? k_stride : row_stride;
-  const int64_t bytes = length * int64_t(sizeof(float));
-  const char* base = reinterpret_cast<const char*>(data + r0 * row_stride + k0 * k_stride);
-  for (int64_t s = segments * part / parts, e = segments * (part + 1) / parts; s < e; ++s) {
-    const char* seg = base + s * stride * int64_t(sizeof(float));
-    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(seg + b, 0, 2);
-    __builtin_prefetch(seg + bytes - 1, 0, 2);
-  }
-}
-
 CONVNET_PACK_CLONES
 void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
                   int64_t rows, int64_t k0, int64_t kc, int width, float* dst) {

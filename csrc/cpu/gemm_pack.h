@@ -34,17 +34,11 @@ struct GemmOperand {
     return nullptr;
   }
   // An A operand whose rows are contiguous in memory (element (r, k) at ptr[r + k * *k_step]):
-  // the element (r0, k0), for kernels that read the panels in place instead of packing them
-  // (GemmProblem::a_in_place). nullptr otherwise.
+  // the element (r0, k0), for micro-kernels that read A in place instead of packing it
+  // (gemm_driver.h, kInPlaceMaxPanels). nullptr otherwise.
   virtual const float* rows_in_place(int64_t /*r0*/, int64_t /*k0*/, int64_t* /*k_step*/) const {
     return nullptr;
   }
-  // Asks for part `part` of `parts` of the source of block (rows [r0, r0 + rows), k steps
-  // [k0, k0 + kc)) to be brought into L2 before the micro-kernels read it in place: the driver
-  // spreads the next block's parts over the micro-tiles of the block before, so the memory
-  // reads overlap the FMAs. The default does nothing.
-  virtual void prefetch(int64_t /*r0*/, int64_t /*rows*/, int64_t /*k0*/, int64_t /*kc*/,
-                        int64_t /*part*/, int64_t /*parts*/) const {}
   virtual ~GemmOperand() = default;
 };
 
@@ -77,10 +71,6 @@ int64_t pack_rows_prefetch_steps(int64_t segment_bytes);
 
 void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
                   int64_t rows, int64_t k0, int64_t kc, int width, float* dst);
-// GemmOperand::prefetch for a strided matrix: the contiguous segments (a k step's rows when
-// row_stride is 1, a row's k steps otherwise) in order, part `part` of `parts` of them.
-void prefetch_strided(const float* data, int64_t row_stride, int64_t k_stride, int64_t r0,
-                      int64_t rows, int64_t k0, int64_t kc, int64_t part, int64_t parts);
 
 // element(r, k) = data[r * row_stride + k * k_stride]; one of the strides is 1.
 struct StridedOperand final : GemmOperand {
@@ -96,10 +86,6 @@ struct StridedOperand final : GemmOperand {
     if (row_stride != 1) return nullptr;
     *k_step = k_stride;
     return data + r0 + k0 * k_stride;
-  }
-  void prefetch(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int64_t part,
-                int64_t parts) const override {
-    prefetch_strided(data, row_stride, k_stride, r0, rows, k0, kc, part, parts);
   }
 };
 
