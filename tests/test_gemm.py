@@ -235,3 +235,31 @@ def test_variants_cover_every_isa_cpu():
         else:
             with pytest.raises(ValueError, match="not supported by this CPU"):
                 ops.sgemm(a, b, variant=v)
+
+
+def test_sgemm_a_in_place_bits_cpu(rng, isa):
+    """With few columns (at most 8 B panels) and A's rows contiguous (trans_a: the FC forward's
+    w^T), the micro-kernels read A in place instead of packing it; the AVX2 kernel packs when the
+    k steps are a multiple of 4 KB apart (m = 1024). Either way each element of C sums the same
+    products in the same order as with A packed from a row-major copy: the same bits, on one
+    thread and two, call after call."""
+    cpu = convnet.device.module_for("cpu")
+    variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
+    before = cpu.num_threads()
+    try:
+        for m, n, k in [(1000, 128, 700), (1024, 100, 300), (45, 1, 9), (31, 130, 257)]:
+            at = rng.standard_normal((k, m), dtype=np.float32)
+            a = np.ascontiguousarray(at.T)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            want = a.astype(np.float64) @ b
+            for v in variants:
+                for threads in (1, 2):
+                    cpu.set_num_threads(threads)
+                    packed = ops.sgemm(a, b, variant=v).numpy()
+                    runs = [ops.sgemm(at, b, trans_a=True, variant=v).numpy() for _ in range(2)]
+                    assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+                    for r in runs:
+                        assert np.array_equal(r.view(np.uint32), packed.view(np.uint32)), (
+                            m, n, k, v, threads)
+    finally:
+        cpu.set_num_threads(before)

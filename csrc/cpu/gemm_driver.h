@@ -24,6 +24,9 @@
 //   run(kc, a_panel, b_panel, c, ldc, alpha, beta, rows, cols): C[rows x cols] tile of
 //   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C).
 //
+// With few columns (kInPlaceMaxPanels) and A's rows contiguous in memory (the FC forward's w^T),
+// kernels with run_strided_a read A in place, k steps a row stride apart, instead of packing it.
+//
 // B panels whose k steps are contiguous rows somewhere (GemmOperand::row_pointers: the images of
 // an implicit-GEMM convolution) are packed by plain row copies rather than read in place: rows
 // of images lie 512 bytes apart (128 images), so in place they fall into a quarter of the L1
@@ -78,16 +81,46 @@ struct has_run_gather : std::false_type {};
 template <class K>
 struct has_run_gather<K, std::void_t<decltype(&K::run_gather)>> : std::true_type {};
 
-// One MR x NR tile of C: the micro-kernel, reading the B panel in place through its row
-// pointers and packing it on the way when `gather` (kernels with run_gather).
+template <class K, class = void>
+struct has_run_strided_a : std::false_type {};
 template <class K>
-void micro_tile(bool gather, int64_t kc, const float* ap, const float* bp,
+struct has_run_strided_a<K, std::void_t<decltype(&K::run_strided_a)>> : std::true_type {};
+
+// One MR x NR tile of C: the micro-kernel, reading the B panel in place through its row
+// pointers and packing it on the way when `gather` (kernels with run_gather), reading A in
+// place with k steps a_step apart when a_step is not MR (kernels with run_strided_a).
+template <class K>
+void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const float* bp,
                 const float* const* rows_b, float* pb, float* ct, int64_t ldc, float alpha,
                 float beta, int rows, int cols) {
+  if constexpr (has_run_strided_a<K>::value) {
+    if (a_step != K::MR)
+      return K::run_strided_a(kc, ap, a_step, bp, ct, ldc, alpha, beta, rows, cols);
+  }
   if constexpr (has_run_gather<K>::value) {
     if (gather) return K::run_gather(kc, ap, rows_b, pb, ct, ldc, alpha, beta, cols);
   }
   K::run(kc, ap, bp, ct, ldc, alpha, beta, rows, cols);
+}
+
+// A is read in place rather than packed (GemmOperand::rows_in_place) when the columns make at
+// most this many B panels, so that a packed A element would be read that few times: the FC
+// forward's 128 images (4 panels of 14x32, 8 of 6x16). There the pack was a fifth to a quarter
+// of the time (one thread, Zen 4): it ran at 5-7 GB/s even with its source in L2 (its stores
+// alone at about 7 GB/s), against the 1.6 GB/s of weights the FMAs consume. Square GEMMs have
+// 32 panels or more and pack as before; nothing between 8 and 32 was measured.
+constexpr int64_t kInPlaceMaxPanels = 8;
+
+// Part `part` of `parts` of the k steps [0, kc) of an A block read in place (rows floats from
+// a, k steps a_step apart) into L2.
+inline void prefetch_in_place(const float* a, int64_t a_step, int64_t rows, int64_t kc,
+                              int64_t part, int64_t parts) {
+  const int64_t bytes = rows * int64_t(sizeof(float));
+  for (int64_t t = kc * part / parts, e = kc * (part + 1) / parts; t < e; ++t) {
+    const char* row = reinterpret_cast<const char*>(a + t * a_step);
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
+    __builtin_prefetch(row + bytes - 1, 0, 2);
+  }
 }
 
 // The epilogue on rows [row0, row0 + rows) x cols of C at c, once they hold their final sums
@@ -139,10 +172,20 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   // a convolution: packed once per call, not once per 1024 columns of images).
   int64_t mblocks = (m1 - m0 + MC - 1) / MC, kblocks = (k1 - k0 + KC - 1) / KC;
   size_t ablock = size_t(MC) * KC;
-  bool keep_a = !team_a && (shared_n || n1 - n0 > NC) &&
+  int64_t a_step = K::MR;  // floats from one k step of an A panel to the next
+  bool in_place = has_run_strided_a<K>::value && !team_a &&
+                 (n1 - n0 + K::NR - 1) / K::NR <= kInPlaceMaxPanels &&
+                 p.a->rows_in_place(m0, k0, &a_step);
+  if constexpr (has_run_strided_a<K>::value) {
+    // L1 sets are indexed within the 4 KB page (virtually indexed, physically tagged).
+    if (in_place && !K::kStridedAInOneSet && a_step * int64_t(sizeof(float)) % 4096 == 0)
+      in_place = false, a_step = K::MR;
+  }
+  bool keep_a = !in_place && !team_a && (shared_n || n1 - n0 > NC) &&
                 size_t(mblocks * kblocks) * ablock <= kKeptAFloats;
-  float* pa_all =
-      team_a ? nullptr : abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
+  float* pa_all = team_a || in_place
+                      ? nullptr
+                      : abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * KC);
   bptrs.resize(size_t(kPanels) * KC), gathered.resize(kPanels);
   auto next = [&](int64_t jc) { return shared_n ? shared_n->fetch_add(chunk) : jc + NC; };
@@ -179,7 +222,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         int64_t mc = std::min<int64_t>(MC, m1 - ic);
         int64_t a_stride = kc * K::MR;  // floats from one A panel to the next
         const float* pa = p.a->panels(ic, pc, K::MR, &a_stride);
-        if (!pa && team_a) {
+        if (!pa && in_place) {
+          pa = p.a->rows_in_place(ic, pc, &a_step);
+          a_stride = K::MR;
+        } else if (!pa && team_a) {
           pa = team_a->wait_for((pc - k0) / KC, (ic - m0) / MC);
         } else if (!pa) {
           float* dst = pa_all;
@@ -191,6 +237,18 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
           }
           pa = dst;
         }
+        // A read in place: the next block's source is prefetched into L2 a part per micro-tile
+        // of this one, so its first tiles do not wait on memory (fc8 forward 1.05-1.08x, fc6
+        // no different; one thread, Zen 4).
+        int64_t next_ic = ic + MC, next_pc = pc;
+        if (next_ic >= m1) next_ic = m0, next_pc = pc + KC;
+        const bool prefetch_next = in_place && next_pc < k1;
+        const int64_t next_mc = std::min<int64_t>(MC, m1 - next_ic),
+                      next_kc = std::min<int64_t>(KC, k1 - next_pc);
+        const float* next_src =
+            prefetch_next ? p.a->rows_in_place(next_ic, next_pc, &a_step) : nullptr;
+        const int64_t parts = ((nc + K::NR - 1) / K::NR) * ((mc + K::MR - 1) / K::MR);
+        int64_t part = 0;
         for (int64_t jr = 0; jr < nc; jr += K::NR) {
           int64_t q = jr / K::NR;
           int cols = int(std::min<int64_t>(K::NR, nc - jr));
@@ -199,10 +257,11 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
             const float* ap = pa + (ir / K::MR) * a_stride;
             float* ct = c + (ic + ir) * ldc + (jc + jr);
-            micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, bp,
+            micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, a_step, bp,
                           bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k,
                           rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
+            if (prefetch_next) prefetch_in_place(next_src, a_step, next_mc, next_kc, part++, parts);
           }
         }
       }

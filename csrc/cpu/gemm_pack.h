@@ -33,6 +33,12 @@ struct GemmOperand {
                               int64_t* /*panel_stride*/) const {
     return nullptr;
   }
+  // An A operand whose rows are contiguous in memory (element (r, k) at ptr[r + k * *k_step]):
+  // the element (r0, k0), for micro-kernels that read A in place instead of packing it
+  // (gemm_driver.h, kInPlaceMaxPanels). nullptr otherwise.
+  virtual const float* rows_in_place(int64_t /*r0*/, int64_t /*k0*/, int64_t* /*k_step*/) const {
+    return nullptr;
+  }
   virtual ~GemmOperand() = default;
 };
 
@@ -75,6 +81,11 @@ struct StridedOperand final : GemmOperand {
   void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
             float* dst) const override {
     pack_strided(data, row_stride, k_stride, r0, rows, k0, kc, width, dst);
+  }
+  const float* rows_in_place(int64_t r0, int64_t k0, int64_t* k_step) const override {
+    if (row_stride != 1) return nullptr;
+    *k_step = k_stride;
+    return data + r0 + k0 * k_stride;
   }
 };
 
