@@ -30,6 +30,7 @@
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "winograd.h"
+#include "winograd_dots.h"
 #include "winograd_kernels.h"
 #include "winograd_tiles.h"
 
@@ -50,6 +51,18 @@ void grad_transform(const WinogradTiles& g, const float* dy, int64_t filters, in
   if (cpu_isa() == Isa::avx2)
     return avx2::winograd_grad_transform(g, dy, filters, tile0, ntiles, w);
   winograd_grad_transform_impl(g, dy, filters, tile0, ntiles, w);
+}
+
+void dots(int planes, const float* a, int64_t aplane, int64_t lda, const float* b, int64_t bplane,
+          int64_t ldb, int64_t m, int64_t n, int64_t k, float* c, int64_t cplane,
+          bool accumulate) {
+  if (cpu_isa() == Isa::avx512)
+    return avx512::winograd_dots(planes, a, aplane, lda, b, bplane, ldb, m, n, k, c, cplane,
+                                 accumulate);
+  if (cpu_isa() == Isa::avx2)
+    return avx2::winograd_dots(planes, a, aplane, lda, b, bplane, ldb, m, n, k, c, cplane,
+                               accumulate);
+  winograd_dots_impl(planes, a, aplane, lda, b, bplane, ldb, m, n, k, c, cplane, accumulate);
 }
 
 // dw rows (c, ky, kx) of filters [0, out_ch) at stride `ld` (+)= G^T du G, du the sum of the
@@ -112,10 +125,6 @@ void winograd_conv_bwd_weights(const ConvParams& p, const float* x, const float*
   // Private sums (thread, group, a^2, cg, fg): per issuing thread (each logical CPU device issues
   // from its own), grow-only.
   const size_t part = size_t(xis * cg * fg), per_thread = part * size_t(groups);
-  // The GEMMs' micro-kernel: on the AVX-512 path 14x32 (variant 3), whose 14-row A panels use
-  // 14 of the 16 rows of each in-register transpose that packs v (6x64's 6-row panels use 6),
-  // and whose k block holds a chunk's 256 columns whole (C written once, not twice).
-  const int gemm_variant = cpu_isa() == Isa::avx512 ? 3 : 0;
   thread_local AlignedScratch partial_buf;
   float* partials = partial_buf.get(per_thread * threads);
 #pragma omp parallel num_threads(threads)
@@ -139,16 +148,9 @@ void winograd_conv_bwd_weights(const ConvParams& p, const float* x, const float*
       tg.in += g * in_group;
       winograd_input_transform_isa(tg, tile0, ntiles, v);
       grad_transform(tg, dy + g * out_group, fg, tile0, ntiles, w);
-      float* du = mine + g * part;
-      for (int xi = 0; xi < xis; ++xi) {
-        StridedOperand a(v + xi * vplane, cols, 1);  // rows = channel, k = column
-        StridedOperand b(w + xi * wplane, cols, 1);  // rows = filter, k = column
-        GemmProblem gp;
-        gp.m = cg, gp.n = fg, gp.k = cols;
-        gp.a = &a, gp.b = &b, gp.c = du + xi * cg * fg, gp.ldc = fg;
-        gp.beta = unit == u0 || q == 0 ? 0.f : 1.f;  // the share's first chunk of the group
-        gemm_run(gp, gemm_variant);
-      }
+      // The share's first chunk of the group starts its sums.
+      dots(xis, v, vplane, cols, w, wplane, cols, cg, fg, cols, mine + g * part, cg * fg,
+           unit != u0 && q != 0);
     }
 #pragma omp barrier
     // dw rows (group, channel) split between the threads.
