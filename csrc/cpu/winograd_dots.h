@@ -1,40 +1,41 @@
-// The a^2 products of the Winograd weight gradient (winograd_wgrad.cpp) as dot products,
-// compiled once per SIMD path: winograd_wgrad.cpp (baseline x86-64), winograd_avx2.cpp and
-// winograd_avx512.cpp include this file, and winograd_wgrad.cpp picks one at run time.
+// The a^2 products of the Winograd weight gradient (winograd_wgrad.cpp) on the AVX-512 path as
+// dot products: winograd_avx512.cpp compiles them, winograd_wgrad.cpp calls them there.
 //
 //   du[xi] (m, n) (+)= v[xi] (m, k) w[xi] (n, k)^T,  k = a chunk's columns
 //
 // Both operands hold k contiguous (the transforms write a row of images at a time), so a GEMM
 // micro-kernel, which wants one of them k-major, gets both transposed by its packing: a quarter
 // of conv2's weight gradient in the CIFAR net at AVX-512 (perf), beside the micro-kernel's
-// 14-row tiles padding m = 32 to 42. Here a register tile of MR x NR dot products reads the rows
-// where they lie, one vector of k at a time (MR + NR loads for MR NR multiply-adds), and folds its
-// MR NR vectors of partial sums into MR NR sums at the end of the row (a transposing add tree:
-// log2(VW) levels of two shuffles and one add per pair of vectors). Rows past m or n (edge
-// tiles) repeat the last row, their sums dropped; the k % VW columns past the last whole vector
-// are added one by one after the fold. Every sum is taken in the same order whatever the
-// threads, so the bits depend on the inputs only.
+// 14-row tiles padding m = 32 to 42. Here a register tile of 4 x 4 dot products reads the rows
+// where they lie, one vector of k at a time (8 loads for 16 multiply-adds; 16 accumulators and
+// the 8 loaded vectors take 24 of the 32 registers), and folds its 16 vectors of partial sums
+// into 16 sums at the end of the row (a transposing add tree: 4 levels of two shuffles and one
+// add per pair of vectors). Rows past m or n (edge tiles) repeat the last row, their sums
+// dropped; the k % 16 columns past the last whole vector are added one by one after the fold.
+// Every sum is taken in the same order whatever the threads, so the bits depend on the inputs
+// only. The AVX2 path keeps the GEMMs: its 16 registers hold a 2 x 4 tile (6 loads for 8
+// multiply-adds), which ran CIFAR's conv3 weight gradient about 12% slower than they do on Zen 4.
 #pragma once
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <utility>
 
-#include "isa_variants.h"
-
 namespace convnet {
-namespace {
+
+namespace avx512 {
+// For each of `planes` planes p: c + p cplane (m, n; rows n apart) (+)= (a + p aplane) (m rows,
+// k floats, rows lda apart) times (b + p bplane) (n rows, k floats, rows ldb apart) transposed.
+void winograd_dots(int planes, const float* a, int64_t aplane, int64_t lda, const float* b,
+                   int64_t bplane, int64_t ldb, int64_t m, int64_t n, int64_t k, float* c,
+                   int64_t cplane, bool accumulate);
+}  // namespace avx512
 
 #if defined(__AVX512F__)
+namespace {
+
 constexpr int kDotFloats = 16;
-constexpr int kDotRows = 4, kDotCols = 4;  // 16 accumulators + 8 loads of the 32 registers
-#elif defined(__AVX2__)
-constexpr int kDotFloats = 8;
-constexpr int kDotRows = 2, kDotCols = 4;  // 8 accumulators + 6 loads of the 16 registers
-#else
-constexpr int kDotFloats = 4;
-constexpr int kDotRows = 2, kDotCols = 4;
-#endif
+constexpr int kDotRows = 4, kDotCols = 4;
 constexpr int kDotTile = kDotRows * kDotCols;
 static_assert(kDotTile % kDotFloats == 0, "the fold takes groups of kDotFloats accumulators");
 
@@ -54,7 +55,7 @@ constexpr DotMask fold_mask(std::integer_sequence<int, L...>) {
   return DotMask{fold_lane(L, H, High)...};
 }
 template <int H>
-CONVNET_BODY DotVec fold(DotVec x, DotVec y) {
+inline DotVec fold(DotVec x, DotVec y) {
   constexpr auto lanes = std::make_integer_sequence<int, kDotFloats>{};
   return __builtin_shuffle(x, y, fold_mask<H, false>(lanes)) +
          __builtin_shuffle(x, y, fold_mask<H, true>(lanes));
@@ -81,7 +82,7 @@ constexpr std::array<int, kDotFloats> fold_order() {
 
 // kDotFloats vectors of partial sums -> one vector of their sums, in fold_order().
 template <int H>
-CONVNET_BODY void fold_levels(DotVec* v, int count) {
+inline void fold_levels(DotVec* v, int count) {
   if constexpr (H >= 1) {
     for (int p = 0; p < count / 2; ++p) v[p] = fold<H>(v[2 * p], v[2 * p + 1]);
     fold_levels<H / 2>(v, count / 2);
@@ -90,7 +91,7 @@ CONVNET_BODY void fold_levels(DotVec* v, int count) {
 
 // c (mr x nr of the tile, rows ldc apart) (+)= the dot products of a's rows a[i] (i < mr) and
 // b's rows b[j] (j < nr) over k floats.
-CONVNET_BODY void dot_tile(const float* const* a, const float* const* b, int64_t k, int mr,
+inline void dot_tile(const float* const* a, const float* const* b, int64_t k, int mr,
                            int nr, float* c, int64_t ldc, bool accumulate) {
   DotVec acc[kDotTile];
 #pragma GCC unroll 16
@@ -138,12 +139,11 @@ CONVNET_BODY void dot_tile(const float* const* a, const float* const* b, int64_t
     }
 }
 
-// For each of `planes` planes p: c + p cplane (m, n; rows n apart) (+)= (a + p aplane) (m rows,
-// k floats, rows lda apart) times (b + p bplane) (n rows, k floats, rows ldb apart) transposed.
-CONVNET_BODY void winograd_dots_impl(int planes, const float* a, int64_t aplane, int64_t lda,
-                                     const float* b, int64_t bplane, int64_t ldb, int64_t m,
-                                     int64_t n, int64_t k, float* c, int64_t cplane,
-                                     bool accumulate) {
+}  // namespace
+
+void avx512::winograd_dots(int planes, const float* a, int64_t aplane, int64_t lda,
+                           const float* b, int64_t bplane, int64_t ldb, int64_t m, int64_t n,
+                           int64_t k, float* c, int64_t cplane, bool accumulate) {
   for (int p = 0; p < planes; ++p) {
     const float* ap = a + p * aplane;
     const float* bp = b + p * bplane;
@@ -161,18 +161,6 @@ CONVNET_BODY void winograd_dots_impl(int planes, const float* a, int64_t aplane,
     }
   }
 }
-
-}  // namespace
-
-#define CONVNET_WINOGRAD_DOTS_ENTRY_POINTS(isa, ENTRY)                                         \
-  namespace isa {                                                                            \
-  void winograd_dots(int planes, const float* a, int64_t aplane, int64_t lda, const float* b, \
-                     int64_t bplane, int64_t ldb, int64_t m, int64_t n, int64_t k, float* c,  \
-                     int64_t cplane, bool accumulate)                                        \
-      ENTRY(winograd_dots_impl(planes, a, aplane, lda, b, bplane, ldb, m, n, k, c, cplane,    \
-                               accumulate))                                                  \
-  }
-CONVNET_WINOGRAD_DOTS_ENTRY_POINTS(avx512, CONVNET_DECLARE_ENTRY)
-CONVNET_WINOGRAD_DOTS_ENTRY_POINTS(avx2, CONVNET_DECLARE_ENTRY)
+#endif  // __AVX512F__
 
 }  // namespace convnet

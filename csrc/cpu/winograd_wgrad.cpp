@@ -12,6 +12,7 @@
 //   v  (a^2, in_ch, cols)    B^T d B (winograd.cpp's input transform)
 //   w  (a^2, out_ch, cols)   A dY A^T
 //   du (a^2, in_ch, out_ch)  du[xi] += v[xi] w[xi]^T: a^2 GEMMs with k = the chunk's columns
+//                            (on the AVX-512 path dot products, winograd_dots.h)
 // (v's and w's planes winograd_plane apart, winograd_kernels.h)
 // then dw[c, ky, kx, f] (+)= (G^T du[.][c][f] G)[ky][kx]. The GEMMs do a^2 Cg Fg tiles N
 // multiply-adds where the direct paths do r^2 Cg Fg Ho Wo N: for 3x3, 1.94x fewer at AlexNet's
@@ -51,18 +52,6 @@ void grad_transform(const WinogradTiles& g, const float* dy, int64_t filters, in
   if (cpu_isa() == Isa::avx2)
     return avx2::winograd_grad_transform(g, dy, filters, tile0, ntiles, w);
   winograd_grad_transform_impl(g, dy, filters, tile0, ntiles, w);
-}
-
-void dots(int planes, const float* a, int64_t aplane, int64_t lda, const float* b, int64_t bplane,
-          int64_t ldb, int64_t m, int64_t n, int64_t k, float* c, int64_t cplane,
-          bool accumulate) {
-  if (cpu_isa() == Isa::avx512)
-    return avx512::winograd_dots(planes, a, aplane, lda, b, bplane, ldb, m, n, k, c, cplane,
-                                 accumulate);
-  if (cpu_isa() == Isa::avx2)
-    return avx2::winograd_dots(planes, a, aplane, lda, b, bplane, ldb, m, n, k, c, cplane,
-                               accumulate);
-  winograd_dots_impl(planes, a, aplane, lda, b, bplane, ldb, m, n, k, c, cplane, accumulate);
 }
 
 // dw rows (c, ky, kx) of filters [0, out_ch) at stride `ld` (+)= G^T du G, du the sum of the
@@ -148,9 +137,22 @@ void winograd_conv_bwd_weights(const ConvParams& p, const float* x, const float*
       tg.in += g * in_group;
       winograd_input_transform_isa(tg, tile0, ntiles, v);
       grad_transform(tg, dy + g * out_group, fg, tile0, ntiles, w);
-      // The share's first chunk of the group starts its sums.
-      dots(xis, v, vplane, cols, w, wplane, cols, cg, fg, cols, mine + g * part, cg * fg,
-           unit != u0 && q != 0);
+      const bool first = unit == u0 || q == 0;  // the share's first chunk of the group
+      float* du = mine + g * part;
+      if (cpu_isa() == Isa::avx512) {
+        avx512::winograd_dots(xis, v, vplane, cols, w, wplane, cols, cg, fg, cols, du, cg * fg,
+                              !first);
+        continue;
+      }
+      for (int xi = 0; xi < xis; ++xi) {
+        StridedOperand a(v + xi * vplane, cols, 1);  // rows = channel, k = column
+        StridedOperand b(w + xi * wplane, cols, 1);  // rows = filter, k = column
+        GemmProblem gp;
+        gp.m = cg, gp.n = fg, gp.k = cols;
+        gp.a = &a, gp.b = &b, gp.c = du + xi * cg * fg, gp.ldc = fg;
+        gp.beta = first ? 0.f : 1.f;
+        gemm_run(gp, 0);
+      }
     }
 #pragma omp barrier
     // dw rows (group, channel) split between the threads.
