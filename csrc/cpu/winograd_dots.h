@@ -23,6 +23,7 @@
 
 namespace convnet {
 
+// Declared for winograd_wgrad.cpp; defined below where the file is compiled for AVX-512.
 namespace avx512 {
 // For each of `planes` planes p: c + p cplane (m, n; rows n apart) (+)= (a + p aplane) (m rows,
 // k floats, rows lda apart) times (b + p bplane) (n rows, k floats, rows ldb apart) transposed.
@@ -91,8 +92,8 @@ inline void fold_levels(DotVec* v, int count) {
 
 // c (mr x nr of the tile, rows ldc apart) (+)= the dot products of a's rows a[i] (i < mr) and
 // b's rows b[j] (j < nr) over k floats.
-inline void dot_tile(const float* const* a, const float* const* b, int64_t k, int mr,
-                           int nr, float* c, int64_t ldc, bool accumulate) {
+inline void dot_tile(const float* const* a, const float* const* b, int64_t k, int mr, int nr,
+                     float* c, int64_t ldc, bool accumulate) {
   DotVec acc[kDotTile];
 #pragma GCC unroll 16
   for (int q = 0; q < kDotTile; ++q) acc[q] = DotVec{};

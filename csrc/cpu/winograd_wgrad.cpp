@@ -12,8 +12,8 @@
 //   v  (a^2, in_ch, cols)    B^T d B (winograd.cpp's input transform)
 //   w  (a^2, out_ch, cols)   A dY A^T
 //   du (a^2, in_ch, out_ch)  du[xi] += v[xi] w[xi]^T: a^2 GEMMs with k = the chunk's columns
-//                            (on the AVX-512 path up to 64 channels and filters, dot
-//                            products: winograd_dots.h)
+//                            (on the AVX-512 path up to 64 filters, dot products:
+//                            winograd_dots.h)
 // (v's and w's planes winograd_plane apart, winograd_kernels.h)
 // then dw[c, ky, kx, f] (+)= (G^T du[.][c][f] G)[ky][kx]. The GEMMs do a^2 Cg Fg tiles N
 // multiply-adds where the direct paths do r^2 Cg Fg Ho Wo N: for 3x3, 1.94x fewer at AlexNet's
@@ -46,8 +46,8 @@ namespace {
 // 128 and 256 columns, 4-30% slower at 512 to 2048.
 constexpr int64_t kWgradChunkColumns = 256;
 
-// Channels and filters per group up to which the AVX-512 path takes the dot products.
-constexpr int64_t kWinogradDotsMaxChannels = 64;
+// Filters per group up to which the AVX-512 path takes the dot products.
+constexpr int64_t kWinogradDotsMaxFilters = 64;
 
 void grad_transform(const WinogradTiles& g, const float* dy, int64_t filters, int64_t tile0,
                     int64_t ntiles, float* w) {
@@ -122,8 +122,9 @@ void winograd_conv_bwd_weights(const ConvParams& p, const float* x, const float*
   // alternating builds, CIFAR's conv2 / conv3 (32 -> 32, 32 -> 64 channels) 1.2-1.4x as fast;
   // AlexNet's conv2 (48 -> 128 per group) 0.8x and conv3 (256 -> 384) 0.73x, where the GEMMs'
   // packing is a smaller share (it scales with 1/Cg + 1/Fg) and their cache blocking counts.
-  const bool dots = cpu_isa() == Isa::avx512 && cg <= kWinogradDotsMaxChannels &&
-                    fg <= kWinogradDotsMaxChannels;
+  // By the filters alone: each channel's sums are the same bits either way it is computed, so a
+  // layer's inputs stacked along the channels (ConvLayer) get the bits of their own calls.
+  const bool dots = cpu_isa() == Isa::avx512 && fg <= kWinogradDotsMaxFilters;
   // Elsewhere the GEMMs' micro-kernel: on the AVX-512 path 14x32 (variant 3), whose 14-row A
   // panels use 14 of the 16 rows of each in-register transpose that packs v (6x64's 6-row panels
   // use 6), and whose k block holds a chunk's 256 columns whole (C written once, not twice).
