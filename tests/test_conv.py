@@ -472,6 +472,11 @@ WINOGRAD5_SHAPES = [
     (16, 9, 9, 70, 18, 2, 2),
     (96, 7, 7, 16, 20, 2, 2),
     (24, 9, 8, 70, 27, 1, 3),  # the weight gradient's thread shares end inside a group
+    # The AVX-512 weight gradient's 4 x 4 dot-product tiles (csrc/cpu/winograd_dots.h): chunks
+    # of 256 columns (whole vectors, the tiles' fast store) and a last one of 64; 19 channels and
+    # 33 filters: edge tiles of 3 rows and of 1 filter.
+    (19, 6, 6, 64, 33, 2, 1),
+    (6, 5, 5, 3, 66, 2, 1),  # 66 filters: the AVX-512 weight gradient's GEMMs, not its dots
 ]
 WINOGRAD_CASES = [(3, s) for s in WINOGRAD_SHAPES] + [(5, s) for s in WINOGRAD5_SHAPES]
 WINOGRAD_IDS = [f"{fs}x{fs}-" + "x".join(map(str, s)) for fs, s in WINOGRAD_CASES]
