@@ -70,12 +70,12 @@ void pack_transpose_avx2(const float* const* rows, int width, int64_t len, float
 // As pack_rows_avx512 (pack_avx512.cpp), with 8-float vectors: the segments
 // pack_rows_prefetch_steps() ahead prefetched into L2, whole-vector copies whose spill lands in
 // later steps of the same panel, a masked store only where a vector would leave the panel, a
-// masked load where a panel's step is narrower than a vector (the 6-row A panels) or passes
-// `rows` (plain loads spilling into the next panel's values measured no different on Zen 4).
+// masked load only where a vector passes `rows` (the 6-row A panels load 8 floats: the next
+// panel's 2 rows spill with the store; 9.2 GB/s on fc6's w^T against 7.5 with masked loads).
 // Blocks of kStepsPerBlock k steps, panel by panel within a block: each panel then receives
 // one contiguous run of stores (8 steps of a 6-row panel: 192 bytes) where step by step across
 // all panels every store went to another panel's line (56 of them for a 336-row A block). fc6's
-// w^T (rows 16 KB apart) packed at 6.9 GB/s so against 3.1 (one thread, Zen 4). 8 steps: their
+// w^T (rows 16 KB apart) packed at 7.5 GB/s so against 3.1 (one thread, Zen 4). 8 steps: their
 // source segments, when a multiple of 4 KB apart, share L1 sets, 8 ways deep on the x86 cores
 // this runs on (16 steps: 5.1 GB/s).
 void pack_rows_avx2(const float* src, int64_t k_stride, int64_t rows, int64_t kc, int width,
@@ -96,13 +96,21 @@ void pack_rows_avx2(const float* src, int64_t k_stride, int64_t rows, int64_t kc
       const int64_t valid = std::min<int64_t>(width, rows - q * width);
       const float* s = src + t0 * k_stride + q * width;
       float* d = dst + q * panel_size + t0 * width;
+      // Vector v loads plainly when the segment holds 8 floats from its start and every lane
+      // inside the panel's step is a valid row: lanes past the step (the next panel's rows)
+      // only spill into the next step's slots.
+      unsigned plain = 0;
+      for (int v = 0; v < vecs; ++v) {
+        const int64_t lo = 8 * v, lanes = std::min<int64_t>(8, width - lo);
+        if (valid - lo >= lanes && rows - q * width - lo >= 8) plain |= 1u << v;
+      }
       for (int64_t t = t0; t < t1; ++t, s += k_stride, d += width) {
         const int64_t step = t * width;
         for (int v = 0; v < vecs; ++v) {
           const int64_t lo = 8 * v;
           const int64_t in_rows = std::max<int64_t>(valid - lo, 0);
-          const __m256 x = in_rows >= 8 ? _mm256_loadu_ps(s + lo)
-                                        : _mm256_maskload_ps(s + lo, lane_mask(int(in_rows)));
+          const __m256 x = plain >> v & 1u ? _mm256_loadu_ps(s + lo)
+                                           : _mm256_maskload_ps(s + lo, lane_mask(int(in_rows)));
           if (step + lo + 8 <= panel_size)
             _mm256_storeu_ps(d + lo, x);
           else
