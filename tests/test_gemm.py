@@ -263,3 +263,25 @@ def test_sgemm_a_in_place_bits_cpu(rng, isa):
                             m, n, k, v, threads)
     finally:
         cpu.set_num_threads(before)
+
+
+def test_sgemm_copying_pack_edges_cpu(rng, isa):
+    """The copying pack (rows contiguous in the source: A with trans_a, B without trans_b) copies
+    blocks of 8 k steps panel by panel, loading whole vectors wherever the source row holds
+    them and masking only past the last row: every m from 1 to 26 (6-row panels ending at each
+    offset into an 8-float vector), k tails of 1, 7 and 9 steps past a block, and more than 8 B
+    panels, so A is packed rather than read in place. The same bits as A and B packed from
+    their transposes (the transposing pack)."""
+    variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
+    for k in (1, 15, 17):
+        for m in range(1, 27):
+            n = 130 + m % 3
+            at = rng.standard_normal((k, m), dtype=np.float32)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            a, bt = np.ascontiguousarray(at.T), np.ascontiguousarray(b.T)
+            want = a.astype(np.float64) @ b
+            for v in variants:
+                got = ops.sgemm(at, b, trans_a=True, variant=v).numpy()
+                assert_close(got, want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+                transposed = ops.sgemm(a, bt, trans_b=True, variant=v).numpy()
+                assert np.array_equal(got.view(np.uint32), transposed.view(np.uint32)), (m, k, v)
