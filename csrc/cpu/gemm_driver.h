@@ -108,7 +108,8 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const 
 // forward's 128 images (4 panels of 14x32, 8 of 6x16). There the pack was a fifth to a quarter
 // of the time (one thread, Zen 4): it ran at 5-7 GB/s even with its source in L2 (its stores
 // alone at about 7 GB/s), against the 1.6 GB/s of weights the FMAs consume. Square GEMMs have
-// 32 panels or more and pack as before; nothing between 8 and 32 was measured.
+// 32 panels or more and pack as before; nothing between 8 and 32 was measured. (The AVX2 pack,
+// which fc6/fc7 still take, since copied in blocks of 8 k steps: 9 GB/s; pack_avx2.cpp.)
 constexpr int64_t kInPlaceMaxPanels = 8;
 
 // Part `part` of `parts` of the k steps [0, kc) of an A block read in place (rows floats from
