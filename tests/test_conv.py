@@ -188,9 +188,8 @@ def test_direct_weight_gradient_every_cpu_path(rng, shape):
 
 
 # The direct kernel (CPU conv_fwd and conv_bwd_data variant 6, csrc/cpu/conv_fwd_direct_kernels.h):
-# tiles of up to 6 filters (or channels) x 64 images (AVX-512), 16 (AVX2) or 8 (baseline), the rows
-# split evenly over the blocks; here 40 filters (blocks of 6 6 6 6 6 5 5), 1 and 7 (4 3), 8 and 13
-# channels (4 4; 5 4 4), batches of whole tiles
+# tiles of 6 filters (or channels) x 64 images (AVX-512), 16 (AVX2) or 8 (baseline); here 40
+# filters (six full blocks and one of 4 rows), 1 and 7, 8 and 13 channels, batches of whole tiles
 # and not (130: two images past them; 3: none in a tile), stride 2 (forward only), two groups,
 # padding wider than the filter (the data gradient's own padding negative), and positions whose
 # windows hang over every border.

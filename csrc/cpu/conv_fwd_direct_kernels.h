@@ -19,8 +19,8 @@
 // with the same order.
 //
 // Tiles: MR = 6 filters, NR = 4 x 16 images with AVX-512 (24 accumulators), 2 vectors of 8 with
-// AVX2 and 2 of 4 on the baseline SSE path (12 accumulators in 16 registers); m filters take
-// ceil(m / MR) tiles, their rows split evenly (direct_conv_group).
+// AVX2 and 2 of 4 on the baseline SSE path (12 accumulators in 16 registers); the last block of
+// filters runs a tile of just its rows.
 #pragma once
 #include <omp.h>
 
@@ -114,7 +114,7 @@ void fwd_tile_rows(int rows, const FwdWindow& win, int64_t cg, int fs, int64_t p
 }
 
 // One group's direct convolution: y (m, out_h, out_w, N) [+]= conv(x (cin, H, W, N)), where
-// pack(f, t) is the weight of output row f (< m) at input tap t = (c, ky, kx).
+// pack(b, t, r) is the weight of output row b * kFwdRows + r (< m) at input tap t = (c, ky, kx).
 struct DirectConv {
   int64_t cin, m, H, W, N, out_h, out_w;
   int fs, padding, stride;
@@ -126,12 +126,6 @@ void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* 
   const int64_t N = d.N, W = d.W, H = d.H, row = W * N, plane = H * row;
   const int fs = d.fs;
   const int64_t taps = d.cin * fs * fs, blocks = (d.m + kFwdRows - 1) / kFwdRows;
-  // The rows split evenly over the blocks (m = 32: 6 6 5 5 5 5, not 6 6 6 6 6 2): a tile's loads
-  // of its images and its loop cost the same at any row count, so a 2-row tile took 80% of a 6-row
-  // one's time (AMD Zen 4, AVX-512, one thread).
-  const int64_t base_rows = d.m / blocks, extra_rows = d.m % blocks;
-  auto block_rows = [&](int64_t b) { return int(base_rows + (b < extra_rows)); };
-  auto block_row0 = [&](int64_t b) { return b * base_rows + std::min(b, extra_rows); };
   const int64_t positions = d.out_h * d.out_w, ldy = positions * N;
   const int64_t full = N / kFwdCols * kFwdCols;
   // Per issuing thread (two logical CPU devices issue from two threads), grow-only.
@@ -139,8 +133,7 @@ void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* 
   float* wp = packed.get(size_t(blocks * taps * kFwdRows));
   for (int64_t b = 0; b < blocks; ++b)
     for (int64_t t = 0; t < taps; ++t)
-      for (int r = 0; r < kFwdRows; ++r)
-        wp[(b * taps + t) * kFwdRows + r] = r < block_rows(b) ? pack(block_row0(b) + r, t) : 0.f;
+      for (int r = 0; r < kFwdRows; ++r) wp[(b * taps + t) * kFwdRows + r] = pack(b, t, r);
   const double flops = 2.0 * double(d.m) * double(taps) * double(ldy);
   const int threads = flops < 4e6 ? 1 : int(std::min<int64_t>(omp_get_max_threads(), positions));
   // Positions from a shared counter (dynamic): every output is one tile's sum whichever thread
@@ -156,27 +149,25 @@ void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* 
     float* yp = y + pos * N;
     for (int64_t n0 = 0; n0 < full; n0 += kFwdCols)
       for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t f0 = block_row0(b);
-        fwd_tile_rows(block_rows(b), win, d.cin, fs, plane, row, N, wp + b * taps * kFwdRows,
-                      x + n0, yp + f0 * ldy + n0, ldy, accumulate, epi, f0,
+        const int rows = int(std::min<int64_t>(kFwdRows, d.m - b * kFwdRows));
+        fwd_tile_rows(rows, win, d.cin, fs, plane, row, N, wp + b * taps * kFwdRows, x + n0,
+                      yp + b * kFwdRows * ldy + n0, ldy, accumulate, epi, b * kFwdRows,
                       std::make_integer_sequence<int, kFwdRows>());
       }
     // Images past the whole tiles: the same sums one output at a time.
     for (int64_t n = full; n < N; ++n)
-      for (int64_t b = 0; b < blocks; ++b)
-        for (int r = 0; r < block_rows(b); ++r) {
-          const int64_t f = block_row0(b) + r;
-          const float* wf = wp + b * taps * kFwdRows + r;
-          float s = 0.f;
-          for (int64_t c = 0; c < d.cin; ++c)
-            for (int ky = win.ky0; ky < win.ky1; ++ky)
-              for (int kx = win.kx0; kx < win.kx1; ++kx)
-                s += wf[((c * fs + ky) * fs + kx) * kFwdRows] *
-                     x[c * plane + win.x0 + ((ky - win.ky0) * W + kx - win.kx0) * N + n];
-          float* yo = yp + f * ldy + n;
-          if (accumulate) s = *yo + s;
-          *yo = epi.apply(s, f);
-        }
+      for (int64_t f = 0; f < d.m; ++f) {
+        const float* wf = wp + (f / kFwdRows) * taps * kFwdRows + f % kFwdRows;
+        float s = 0.f;
+        for (int64_t c = 0; c < d.cin; ++c)
+          for (int ky = win.ky0; ky < win.ky1; ++ky)
+            for (int kx = win.kx0; kx < win.kx1; ++kx)
+              s += wf[((c * fs + ky) * fs + kx) * kFwdRows] *
+                   x[c * plane + win.x0 + ((ky - win.ky0) * W + kx - win.kx0) * N + n];
+        float* yo = yp + f * ldy + n;
+        if (accumulate) s = *yo + s;
+        *yo = epi.apply(s, f);
+      }
   }
 }
 
@@ -188,7 +179,10 @@ void conv_fwd_direct_impl(const ConvParams& p, const float* x, const float* w, f
   const int64_t in_plane = d.H * d.W * d.N, out_plane = d.out_h * d.out_w * d.N;
   for (int g = 0; g < p.groups; ++g) {
     const float* wg = w + g * fg;
-    auto pack = [&](int64_t f, int64_t t) { return wg[t * p.filters + f]; };
+    auto pack = [&](int64_t b, int64_t t, int r) {
+      const int64_t f = b * kFwdRows + r;
+      return f < fg ? wg[t * p.filters + f] : 0.f;
+    };
     direct_conv_group(d, pack, x + g * cg * in_plane, y + g * fg * out_plane, accumulate,
                       epi.from_row(g * fg));
   }
@@ -206,9 +200,9 @@ void conv_bwd_data_direct_impl(const ConvParams& p, const float* dy, const float
   const int64_t in_plane = d.H * d.W * d.N, out_plane = d.out_h * d.out_w * d.N;
   for (int g = 0; g < p.groups; ++g) {
     const float* wg = w + g * fg;
-    auto pack = [&](int64_t c, int64_t t) {
-      const int64_t f = t / (fs * fs), ky = (t / fs) % fs, kx = t % fs;
-      return wg[((c * fs + fs - 1 - ky) * fs + fs - 1 - kx) * p.filters + f];
+    auto pack = [&](int64_t b, int64_t t, int r) {
+      const int64_t c = b * kFwdRows + r, f = t / (fs * fs), ky = (t / fs) % fs, kx = t % fs;
+      return c < cg ? wg[((c * fs + fs - 1 - ky) * fs + fs - 1 - kx) * p.filters + f] : 0.f;
     };
     direct_conv_group(d, pack, dy + g * fg * in_plane, dx + g * cg * out_plane, accumulate,
                       Epilogue{});
