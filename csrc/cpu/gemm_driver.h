@@ -88,7 +88,8 @@ struct has_run_strided_a<K, std::void_t<decltype(&K::run_strided_a)>> : std::tru
 
 // One MR x NR tile of C: the micro-kernel, reading the B panel in place through its row
 // pointers and packing it on the way when `gather` (kernels with run_gather), reading A in
-// place with k steps a_step apart when a_step is not MR (kernels with run_strided_a).
+// place with k steps a_step apart when a_step is not MR (kernels with run_strided_a; A in place
+// with steps MR apart is a packed panel's layout, which run reads as it is).
 template <class K>
 void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const float* bp,
                 const float* const* rows_b, float* pb, float* ct, int64_t ldc, float alpha,
