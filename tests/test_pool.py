@@ -6,6 +6,7 @@ from convnet import ops
 
 import ref_norm_pool as ref
 from gradcheck import assert_close, assert_grad, tensor_at
+from isa_paths import isa  # noqa: F401  (fixture)
 
 # (C, H, W, N, size, stride, start, outputs)
 CASES = [
@@ -91,6 +92,26 @@ def test_max_ties_go_to_first_pixel(device, rng, case):
     again = ops.pool_bwd(convnet.tensor(dy, device), convnet.tensor(x, device), y, "max", size,
                          stride, start).numpy()
     np.testing.assert_array_equal(dx, again)
+
+
+@pytest.mark.parametrize("images", [16, 37])
+def test_cpu_max_backward_image_blocks(isa, rng, images):
+    """The CPU's max backward routes whole blocks of 16 images, then the rest one mask in memory
+    (csrc/cpu/pool_kernels.h): with many ties, each image's dx has the reference's values and the
+    bits of that image pooled alone (a batch of 1: no whole block), with and without the fused
+    ReLU + bias gradient."""
+    x = rng.integers(0, 3, (3, 9, 8, images)).astype(np.float32)
+    y = ops.pool_fwd(x, "max", 3, 2)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = ops.pool_bwd(dy, x, y, "max", 3, 2).numpy()
+    db = np.empty(3, np.float32)
+    dx_fused = ops.pool_bwd(dy, x, y, "max", 3, 2, relu_bias=db).numpy()
+    assert_close(dx, ref.pool_bwd(dy, x, "max", 3, 2), rtol=1e-6, what=f"{isa} dx")
+    np.testing.assert_array_equal(dx_fused, np.where(x > 0, dx, 0))
+    for n in (0, images // 2, images - 1):
+        xn, dyn = np.ascontiguousarray(x[..., n:n + 1]), np.ascontiguousarray(dy[..., n:n + 1])
+        alone = ops.pool_bwd(dyn, xn, ops.pool_fwd(xn, "max", 3, 2), "max", 3, 2).numpy()
+        np.testing.assert_array_equal(dx[..., n:n + 1], alone)
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])

@@ -10,7 +10,8 @@
 //   are visited in row-major order and scatter into dx. Input rows are zeroed just before the
 //   first output row that touches them, so the plane is written while in cache. Max: per image, dy
 //   goes to the first window pixel (row-major) whose x equals y — the tie rule — tracked by an
-//   integer mask (integer selects keep the loop vectorised). Avg: dy / (pixels in the window).
+//   integer mask (integer selects keep the loop vectorised), 16 images at a time over the whole
+//   window so the mask stays in registers (route_max). Avg: dy / (pixels in the window).
 //   With db (pool_bwd_relu_bias, csrc/common/relu_bias.h): x is a layer's output after its ReLU,
 //   and each channel's finished dx plane, still in L2, is masked by x > 0 and summed into db[c]
 //   by relu_bias_row: the bits of relu_bias_bwd run after the pooling, one pass over memory less.
@@ -67,6 +68,33 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
   }
 }
 
+// The max pool's backward for one output and `lanes` images (L of them when L > 0, a
+// compile-time count whose mask the compiler keeps in registers; else any count, the mask in
+// `done`): each image's dy goes to the first window pixel (row-major) whose x equals y. x and
+// d point at the window's first pixel; pixels are `pixel` floats apart, rows `row`.
+constexpr int64_t kRouteLanes = 16;
+
+template <int L>
+void route_max(const float* __restrict g, const float* __restrict yo, const float* x, float* d,
+               int64_t lanes, int rows, int cols, int64_t row, int64_t pixel, int32_t* done) {
+  int32_t local[L > 0 ? L : 1];
+  int32_t* __restrict dn = L > 0 ? local : done;
+  const int64_t n_end = L > 0 ? L : lanes;
+  std::fill(dn, dn + n_end, 0);
+  for (int iy = 0; iy < rows; ++iy)
+    for (int ix = 0; ix < cols; ++ix) {
+      const int64_t i = iy * row + ix * pixel;
+      const float* __restrict in = x + i;
+      float* __restrict di = d + i;
+#pragma omp simd
+      for (int64_t n = 0; n < n_end; ++n) {
+        int32_t hit = -int32_t(in[n] == yo[n]) & ~dn[n];
+        dn[n] |= hit;
+        di[n] += __builtin_bit_cast(float, __builtin_bit_cast(int32_t, g[n]) & hit);
+      }
+    }
+}
+
 // db: null, or the bias gradient of the layer whose ReLU output x is (then !accumulate).
 void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const float* y,
                    float* dx, bool accumulate, float* db) {
@@ -97,21 +125,17 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
           const int64_t o = c * oplane + (int64_t(oy) * p.out_w + ox) * N;
           const float* __restrict g = dy + o;
           if (p.mode == PoolMode::max) {
-            const float* __restrict yo = y + o;
-            int32_t* __restrict dn = done.data();
-            std::fill(dn, dn + N, 0);
-            for (int iy = ylo; iy < yhi; ++iy)
-              for (int ix = xlo; ix < xhi; ++ix) {
-                const int64_t i = int64_t(iy) * row + int64_t(ix) * N;
-                const float* __restrict in = xc + i;
-                float* __restrict d = dxc + i;
-#pragma omp simd
-                for (int64_t n = 0; n < N; ++n) {
-                  int32_t hit = -int32_t(in[n] == yo[n]) & ~dn[n];
-                  dn[n] |= hit;
-                  d[n] += __builtin_bit_cast(float, __builtin_bit_cast(int32_t, g[n]) & hit);
-                }
-              }
+            // Blocks of kRouteLanes images, each over the whole window, so a block's dy, y and
+            // routed mask stay in registers; then the images past the last whole block.
+            const float* yo = y + o;
+            const int64_t base = int64_t(ylo) * row + int64_t(xlo) * N;
+            const int64_t whole = N / kRouteLanes * kRouteLanes;
+            for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
+              route_max<kRouteLanes>(g + n0, yo + n0, xc + base + n0, dxc + base + n0,
+                                     kRouteLanes, yhi - ylo, xhi - xlo, row, N, done.data());
+            if (whole < N)
+              route_max<0>(g + whole, yo + whole, xc + base + whole, dxc + base + whole,
+                           N - whole, yhi - ylo, xhi - xlo, row, N, done.data());
           } else {
             const float inv = 1.f / float((yhi - ylo) * (xhi - xlo));
             float* __restrict gs = grad.data();
