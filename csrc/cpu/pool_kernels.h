@@ -15,6 +15,8 @@
 //   With db (pool_bwd_relu_bias, csrc/common/relu_bias.h): x is a layer's output after its ReLU,
 //   and each channel's finished dx plane, still in L2, is masked by x > 0 and summed into db[c]
 //   by relu_bias_row: the bits of relu_bias_bwd run after the pooling, one pass over memory less.
+//   Max masks as it routes (a winner's x is y), so its plane is only summed (bias_row): no second
+//   read of x nor store of dx.
 #pragma once
 #include <omp.h>
 
@@ -74,13 +76,19 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
 // d point at the window's first pixel; pixels are `pixel` floats apart, rows `row`.
 constexpr int64_t kRouteLanes = 16;
 
+// relu: x is a ReLU's output and dx is masked by x > 0 as relu_bias_row masks it: the winner's x
+// is y, so images whose y fails the mask route nothing (marked done from the start).
 template <int L>
 void route_max(const float* __restrict g, const float* __restrict yo, const float* x, float* d,
-               int64_t lanes, int rows, int cols, int64_t row, int64_t pixel, int32_t* done) {
+               int64_t lanes, int rows, int cols, int64_t row, int64_t pixel, bool relu,
+               int32_t* done) {
   int32_t local[L > 0 ? L : 1];
   int32_t* __restrict dn = L > 0 ? local : done;
   const int64_t n_end = L > 0 ? L : lanes;
-  std::fill(dn, dn + n_end, 0);
+  const int32_t gate = relu ? -1 : 0;
+#pragma omp simd
+  for (int64_t n = 0; n < n_end; ++n)
+    dn[n] = gate & ~-int32_t(__builtin_bit_cast(int32_t, yo[n]) > 0);
   for (int iy = 0; iy < rows; ++iy)
     for (int ix = 0; ix < cols; ++ix) {
       const int64_t i = iy * row + ix * pixel;
@@ -132,10 +140,11 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
             const int64_t whole = N / kRouteLanes * kRouteLanes;
             for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
               route_max<kRouteLanes>(g + n0, yo + n0, xc + base + n0, dxc + base + n0,
-                                     kRouteLanes, yhi - ylo, xhi - xlo, row, N, done.data());
+                                     kRouteLanes, yhi - ylo, xhi - xlo, row, N, db != nullptr,
+                                     done.data());
             if (whole < N)
               route_max<0>(g + whole, yo + whole, xc + base + whole, dxc + base + whole,
-                           N - whole, yhi - ylo, xhi - xlo, row, N, done.data());
+                           N - whole, yhi - ylo, xhi - xlo, row, N, db != nullptr, done.data());
           } else {
             const float inv = 1.f / float((yhi - ylo) * (xhi - xlo));
             float* __restrict gs = grad.data();
@@ -152,7 +161,9 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
       }
       // Rows no window reaches (when stride > size) get no gradient.
       if (!accumulate) std::fill(dxc + zeroed * row, dxc + plane, 0.f);
-      if (db) relu_bias_row(dxc, xc, plane, db + c);
+      // Max: dx is masked already (route_max), only summed; avg: masked here.
+      if (db && p.mode == PoolMode::max) bias_row(dxc, plane, db + c);
+      else if (db) relu_bias_row(dxc, xc, plane, db + c);
     }
   }
 }

@@ -43,10 +43,27 @@ CONVNET_BODY void relu_bias_row_body(float* dy, const float* y, int64_t per, flo
   *sum = lane[0];
 }
 
+// relu_bias_row's sum alone, of a row already masked: the same lanes in the same order, so the
+// same bits as relu_bias_row on the unmasked row.
+CONVNET_BODY void bias_row_body(const float* dy, int64_t per, float* sum) {
+  const int64_t full = per / kLanes * kLanes;
+  const float* __restrict d = dy;
+  float lane[kLanes] = {};
+  for (int64_t i = 0; i < full; i += kLanes) {
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) lane[j] += d[i + j];
+  }
+  for (int64_t i = full; i < per; ++i) lane[i - full] += d[i];
+  for (int h = kLanes / 2; h > 0; h /= 2)
+    for (int j = 0; j < h; ++j) lane[j] += lane[j + h];
+  *sum = lane[0];
+}
+
 }  // namespace
 
 CONVNET_ISA_VARIANTS(relu_bias_row, (float* dy, const float* y, int64_t per, float* sum),
                      (dy, y, per, sum))
+CONVNET_ISA_VARIANTS(bias_row, (const float* dy, int64_t per, float* sum), (dy, per, sum))
 
 void relu_bias_bwd_cpu(float* dy, const float* y, float* db, int64_t filters, int64_t per_filter,
                        bool accumulate) {

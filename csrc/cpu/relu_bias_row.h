@@ -9,4 +9,7 @@ namespace convnet {
 // Runs the build of the SIMD path in use (cpu_isa()).
 void relu_bias_row(float* dy, const float* y, int64_t n, float* sum);
 
+// *sum = the sum of dy[0, n), already masked, in relu_bias_row's order (the same bits).
+void bias_row(const float* dy, int64_t n, float* sum);
+
 }  // namespace convnet
