@@ -70,12 +70,13 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
   }
 }
 
+// Images per block of the max backward's routing: one AVX-512 vector, two AVX2 ones.
+constexpr int64_t kRouteLanes = 16;
+
 // The max pool's backward for one output and `lanes` images (L of them when L > 0, a
 // compile-time count whose mask the compiler keeps in registers; else any count, the mask in
 // `done`): each image's dy goes to the first window pixel (row-major) whose x equals y. x and
 // d point at the window's first pixel; pixels are `pixel` floats apart, rows `row`.
-constexpr int64_t kRouteLanes = 16;
-
 // relu: x is a ReLU's output and dx is masked by x > 0 as relu_bias_row masks it: the winner's x
 // is y, so images whose y fails the mask route nothing (marked done from the start).
 template <int L>
