@@ -32,7 +32,7 @@ slowed by first touches of memory (the kernel's time) from one slowed by the ker
 towers as usual, the towers taking turns (a lock around every task: each still runs on its own
 core, but never beside another pass; copies, 0.1% of the step, still overlap) and the one-device
 net, alternating; per pass, the thread CPU ms per tower core (both towers' tasks of that layer,
-over two) in each mode against the one-device net's process CPU ms per thread. Concurrent over
+over two) in each mode against the one-device net's process CPU ms per thread. Together over
 taking turns is what running beside the other tower costs each pass (shared L3 and memory);
 taking turns over the one-device net is what the split itself costs.
 
@@ -213,6 +213,8 @@ def pass_cpu(net, trace, per):
 
 
 def passes_section(towers, one, x, y, steps, first):
+    """Prints each pass's CPU ms per core: the towers together, taking turns, the one-device
+    net (see the module docstring, --passes), sorted by what running together adds, most first."""
     turns = TakeTurns(towers)
     threads = convnet.device.module_for("cpu").num_threads()
     modes = (("together", towers, False), ("turns", towers, True), ("one", one, False))
