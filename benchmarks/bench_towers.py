@@ -28,6 +28,14 @@ OMP_WAIT_POLICY=passive to count work only); the quiet wall-clock ratio is the m
 page faults and system CPU of each warm-up step and per timed step of each round tell a round
 slowed by first touches of memory (the kernel's time) from one slowed by the kernels.
 
+--passes N (CPU devices): where the towers' CPU time goes pass by pass. N steps each of the
+towers as usual, the towers taking turns (a lock around every task: each still runs on its own
+core, but never beside another pass; copies, 0.1% of the step, still overlap) and the one-device
+net, alternating; per pass, the thread CPU ms per tower core (both towers' tasks of that layer,
+over two) in each mode against the one-device net's process CPU ms per thread. Together over
+taking turns is what running beside the other tower costs each pass (shared L3 and memory);
+taking turns over the one-device net is what the split itself costs.
+
 With a GPU, the same script measures peer-copy GB/s between cuda:0 and cuda:1 (or within one
 GPU) and the overlap of a copy with a kernel on the other stream; without one it says so. Then
 --device cuda:N times the two nets there: on a machine with one GPU both towers run on it as
@@ -36,9 +44,12 @@ device-to-device copies on the copy streams), which the script prints. A CUDA st
 before the device finishes, so each timed step ends with net.drain().
 """
 import argparse
+import collections
 import os
+import re
 import statistics
 import sys
+import threading
 import time
 
 try:
@@ -160,6 +171,80 @@ def replay(net, trace):
     return max(free.values()), idle
 
 
+class TakeTurns:
+    """While `on`, the tasks of a multi-device CPU net run one at a time: each stream's tasks
+    are wrapped in one lock (switch between steps only)."""
+
+    def __init__(self, net):
+        self.on = False
+        self._lock = threading.Lock()
+        for s in net.streams.values():
+            s.submit = self._wrapped(s.submit)
+
+    def _wrapped(self, submit):
+        def take_turn(fn, label=None, cores=None):
+            def run():
+                if not self.on:
+                    return fn()
+                with self._lock:
+                    return fn()
+            submit(run, label, cores)
+        return take_turn
+
+
+def pass_name(label):
+    """A task's pass with the tower's letter dropped ("bwd conv3a: gradients to other devices"
+    -> "bwd conv3", "update fc6b.w1" -> "update fc6.w"): the one-device net's label."""
+    kind, _, name = label.split(":")[0].partition(" ")
+    name = re.sub(r"[.]w\d+$", ".w", re.sub(r"^(\D+\d+)[a-z]\b", r"\1", name))
+    return f"{kind} {name}"
+
+
+def pass_cpu(net, trace, per):
+    """{pass: CPU seconds per core} of one traced step: the tasks' thread CPU seconds summed
+    per pass over `per` (the towers: their count; the one-device net: its threads, whose
+    team's process CPU each inline task holds)."""
+    out = collections.defaultdict(float)
+    for rows in trace.values():
+        for label, _, _, c in rows:
+            if not label.startswith("wait "):
+                out[pass_name(label)] += c / per
+    return out
+
+
+def passes_section(towers, one, x, y, steps, first):
+    """Prints each pass's CPU ms per core: the towers together, taking turns, the one-device
+    net (see the module docstring, --passes), sorted by what running together adds, most first."""
+    turns = TakeTurns(towers)
+    threads = convnet.device.module_for("cpu").num_threads()
+    modes = (("together", towers, False), ("turns", towers, True), ("one", one, False))
+    got = {m: [] for m, *_ in modes}
+    for i in range(steps):
+        for mode, net, on in (modes if i % 2 == 0 else modes[::-1]):
+            turns.on = on
+            net.set_tracing(True)
+            net.train_step(x, y, step=first + i, epoch=0, progress=0)
+            net.drain()
+            per = len(net.devices) if len(net.devices) > 1 else threads
+            got[mode].append(pass_cpu(net, net.trace(), per))
+            net.set_tracing(False)
+    turns.on = False
+    med = {m: {k: statistics.median(s.get(k, 0.0) for s in v) for k in set().union(*v)}
+           for m, v in got.items()}
+    totals = {m: statistics.median(sum(s.values()) for s in v) for m, v in got.items()}
+    print(f"pass by pass, thread CPU ms per core, median of {steps} alternated steps (load "
+          f"{load()}): the towers together | taking turns | one device (per thread)")
+    rows = sorted(med["together"], key=lambda k: med["turns"].get(k, 0) - med["together"][k])
+    for k in rows:
+        t, s, o = (1e3 * med[m].get(k, 0.0) for m in ("together", "turns", "one"))
+        if max(t, s) >= 5:
+            print(f"  {k:14s} {t:7.1f} {s:7.1f} {o:7.1f}   together/turns {t / s:.2f}"
+                  + (f", turns/one {s / o:.2f}" if o else ""))
+    t, s, o = (1e3 * totals[m] for m in ("together", "turns", "one"))
+    print(f"  {'step':14s} {t:7.1f} {s:7.1f} {o:7.1f}   together/turns {t / s:.2f}, "
+          f"turns/one {s / o:.2f}, together/one {t / o:.2f}")
+
+
 def gpu_section():
     if not convnet.cuda.is_available():
         print(f"no GPU: peer-copy GB/s and copy/compute overlap not measured "
@@ -237,6 +322,9 @@ def main():
     p.add_argument("--warmup", type=int, default=2, help="untimed steps of each net first")
     p.add_argument("--steps", type=int, default=3, help="timed steps of each net per round")
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--passes", type=int, default=0,
+                   help="then N steps each of the towers, the towers taking turns and the "
+                        "one-device net: CPU ms pass by pass (CPU devices)")
     p.add_argument("--device", default="cpu",
                    help="cpu (two logical CPU devices against one), or cuda:N: the peer-copy and "
                         "overlap figures first, then both nets on cuda:N (and cuda:N+1)")
@@ -322,6 +410,8 @@ def main():
     if cpu_ratios:
         print(f"by CPU time: ratio per round {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}x, "
               f"median {statistics.median(cpu_ratios):.2f}x")
+    if a.passes and not on_gpu:
+        passes_section(towers, one, x, y, a.passes, a.warmup + a.rounds * a.steps + 1)
     towers.close()
     if not on_gpu:
         gpu_section()
