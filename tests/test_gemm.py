@@ -6,7 +6,7 @@ import convnet
 from convnet import ops
 
 from gradcheck import assert_close
-from isa_paths import isa  # noqa: F401  (fixture)
+from isa_paths import cpu_isa, isa  # noqa: F401  (isa: fixture)
 
 SIZES = [(1, 1, 1), (7, 9, 5), (13, 33, 17), (37, 45, 300), (100, 70, 513), (15, 129, 2)]
 
@@ -285,3 +285,17 @@ def test_sgemm_copying_pack_edges_cpu(rng, isa):
                 assert_close(got, want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
                 transposed = ops.sgemm(a, bt, trans_b=True, variant=v).numpy()
                 assert np.array_equal(got.view(np.uint32), transposed.view(np.uint32)), (m, k, v)
+
+
+def test_sgemm_avx512_tile_choice_cpu(rng):
+    """On AVX-512, variant 0 keeps the 6x64 tile while m fits one of its A blocks (384 rows: the
+    convolutions' filters) and takes 14x32 past it (square 512^3). The two tiles sum k in
+    different blocks (128 and 256-512 steps), so their bits differ and name the tile run."""
+    with cpu_isa("avx512"):
+        for m, tile in [(384, 4), (385, 3), (512, 3)]:
+            a = rng.standard_normal((m, 512), dtype=np.float32)
+            b = rng.standard_normal((512, 512), dtype=np.float32)
+            bits = {v: ops.sgemm(a, b, variant=v).numpy().view(np.uint32) for v in (0, 3, 4)}
+            assert_close(bits[0].view(np.float32), a.astype(np.float64) @ b, what=f"m = {m}")
+            assert not np.array_equal(bits[3], bits[4]), m
+            assert np.array_equal(bits[0], bits[tile]), (m, tile)
