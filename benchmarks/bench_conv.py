@@ -152,7 +152,9 @@ def main():
             x = rng.standard_normal((c, h, wd, n), dtype=np.float32)
             w = rng.standard_normal((c // groups, fs, fs, f), dtype=np.float32)
             dy = rng.standard_normal((f, ho, wo, n), dtype=np.float32)
-            y, dx, dw = (np.empty(s, np.float32) for s in (dy.shape, x.shape, w.shape))
+            # Outputs 64-byte aligned, as the net's tensors are (the direct forward streams
+            # large aligned outputs).
+            y, dx, dw = (convnet.empty(s).numpy() for s in (dy.shape, x.shape, w.shape))
             kw = dict(padding=pad, stride=stride, groups=groups)
             flops = 2.0 * f * ho * wo * n * (c // groups) * fs * fs
             ours = {

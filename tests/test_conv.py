@@ -235,6 +235,44 @@ def test_direct_kernel_every_cpu_path(isa, rng, shape):
                  what=f"{isa} data gradient accumulate")
 
 
+# Outputs larger than L2 (here 3.3 and 4 MB) are streamed to memory when the output array is
+# aligned to the SIMD vector (convnet's host tensors are 64-byte aligned): the same bits as plain
+# stores into an array 4 bytes off alignment, at every thread count; 80 images leave 16 past the
+# AVX-512 tiles (plain stores beside the streamed ones).
+DIRECT_STREAMED_SHAPES = [
+    (3, 16, 16, 256, 16, 5, 2, 1, 1),
+    (3, 16, 16, 80, 40, 5, 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("shape", DIRECT_STREAMED_SHAPES,
+                         ids=["x".join(map(str, s)) for s in DIRECT_STREAMED_SHAPES])
+def test_direct_kernel_streamed_output(isa, rng, shape):
+    x, w, _, kw = _problem(rng, shape)
+    b = rng.standard_normal(w.shape[3])
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
+    want = np.maximum(ref.conv_fwd(x, w, **kw) + b[:, None, None, None], 0)
+    size = want.size
+    raw = np.empty(size + 32, np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    aligned = raw[start:start + size].reshape(want.shape)
+    assert aligned.ctypes.data % 64 == 0
+    off = np.empty(size + 1, np.float32)[1:].reshape(want.shape)
+    assert off.ctypes.data % 64 != 0
+    cpu = convnet.device.module_for("cpu")
+    threads = cpu.num_threads()
+    try:
+        for t in (1, 2, 3):
+            cpu.set_num_threads(t)
+            for y in (aligned, off):
+                y.fill(np.nan)
+                ops.conv_fwd(x32, w32, b32, relu=True, out=y, variant=6, **kw)
+            assert_close(aligned, want, what=f"{isa} streamed, {t} threads")
+            assert np.array_equal(aligned.view(np.uint32), off.view(np.uint32))
+    finally:
+        cpu.set_num_threads(threads)
+
+
 def test_direct_data_gradient_needs_stride_1():
     with pytest.raises(ValueError, match=r"conv_bwd_data: variant 6 \(direct\) needs stride 1, "
                                          r"got stride 2"):

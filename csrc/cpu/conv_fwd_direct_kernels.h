@@ -22,12 +22,14 @@
 // AVX2 and 2 of 4 on the baseline SSE path (12 accumulators in 16 registers); the last block of
 // filters runs a tile of just its rows.
 #pragma once
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <utility>
 
+#include "cache_info.h"
 #include "conv.h"
 #include "epilogue.h"
 #include "gemm_cpu.h"
@@ -52,6 +54,17 @@ inline FVec load_fvec(const float* p) {
   return v;
 }
 inline void store_fvec(float* p, FVec v) { __builtin_memcpy(p, &v, sizeof v); }
+// A non-temporal store (p aligned to the vector): the line goes to memory without first being
+// read for ownership.
+inline void stream_fvec(float* p, FVec v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, reinterpret_cast<__m512>(v));
+#elif defined(__AVX2__)
+  _mm256_stream_ps(p, reinterpret_cast<__m256>(v));
+#else
+  _mm_stream_ps(p, reinterpret_cast<__m128>(v));
+#endif
+}
 
 // What a tile needs of its output position: the in-image window [ky0, ky1) x [kx0, kx1) and the
 // offset of image pixel (c = 0, ky0, kx0).
@@ -64,7 +77,7 @@ struct FwdWindow {
 template <int ROWS>
 void fwd_tile(const FwdWindow& win, int64_t cg, int fs, int64_t plane, int64_t row, int64_t N,
               const float* wp, const float* x, float* y, int64_t ldy, bool accumulate,
-              const Epilogue& epi, int64_t f0) {
+              bool stream, const Epilogue& epi, int64_t f0) {
   FVec acc[ROWS][kFwdVectors];
 #pragma GCC unroll 8
   for (int r = 0; r < ROWS; ++r)
@@ -97,7 +110,10 @@ void fwd_tile(const FwdWindow& win, int64_t cg, int fs, int64_t plane, int64_t r
       if (accumulate) s = load_fvec(yr + v * kFwdVecFloats) + s;
       if (epi.bias) s += bias;
       if (epi.relu) s = s > 0.f ? s : FVec{};
-      store_fvec(yr + v * kFwdVecFloats, s);
+      if (stream)
+        stream_fvec(yr + v * kFwdVecFloats, s);
+      else
+        store_fvec(yr + v * kFwdVecFloats, s);
     }
   }
 }
@@ -105,12 +121,12 @@ void fwd_tile(const FwdWindow& win, int64_t cg, int fs, int64_t plane, int64_t r
 template <int... R>
 void fwd_tile_rows(int rows, const FwdWindow& win, int64_t cg, int fs, int64_t plane, int64_t row,
                    int64_t N, const float* wp, const float* x, float* y, int64_t ldy,
-                   bool accumulate, const Epilogue& epi, int64_t f0,
+                   bool accumulate, bool stream, const Epilogue& epi, int64_t f0,
                    std::integer_sequence<int, R...>) {
   using Fn = void (*)(const FwdWindow&, int64_t, int, int64_t, int64_t, int64_t, const float*,
-                      const float*, float*, int64_t, bool, const Epilogue&, int64_t);
+                      const float*, float*, int64_t, bool, bool, const Epilogue&, int64_t);
   static constexpr Fn table[] = {&fwd_tile<R + 1>...};
-  table[rows - 1](win, cg, fs, plane, row, N, wp, x, y, ldy, accumulate, epi, f0);
+  table[rows - 1](win, cg, fs, plane, row, N, wp, x, y, ldy, accumulate, stream, epi, f0);
 }
 
 // One group's direct convolution: y (m, out_h, out_w, N) [+]= conv(x (cin, H, W, N)), where
@@ -136,38 +152,51 @@ void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* 
       for (int r = 0; r < kFwdRows; ++r) wp[(b * taps + t) * kFwdRows + r] = pack(b, t, r);
   const double flops = 2.0 * double(d.m) * double(taps) * double(ldy);
   const int threads = flops < 4e6 ? 1 : int(std::min<int64_t>(omp_get_max_threads(), positions));
-  // Positions from a shared counter (dynamic): every output is one tile's sum whichever thread
-  // takes it, so the bits do not depend on the schedule.
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
-  for (int64_t pos = 0; pos < positions; ++pos) {
-    const int64_t oy = pos / d.out_w, ox = pos % d.out_w;
-    const int64_t iy0 = oy * d.stride - d.padding, ix0 = ox * d.stride - d.padding;
-    FwdWindow win;
-    win.ky0 = int(std::max<int64_t>(0, -iy0)), win.ky1 = int(std::min<int64_t>(fs, H - iy0));
-    win.kx0 = int(std::max<int64_t>(0, -ix0)), win.kx1 = int(std::min<int64_t>(fs, W - ix0));
-    win.x0 = ((iy0 + win.ky0) * W + ix0 + win.kx0) * N;
-    float* yp = y + pos * N;
-    for (int64_t n0 = 0; n0 < full; n0 += kFwdCols)
-      for (int64_t b = 0; b < blocks; ++b) {
-        const int rows = int(std::min<int64_t>(kFwdRows, d.m - b * kFwdRows));
-        fwd_tile_rows(rows, win, d.cin, fs, plane, row, N, wp + b * taps * kFwdRows, x + n0,
-                      yp + b * kFwdRows * ldy + n0, ldy, accumulate, epi, b * kFwdRows,
-                      std::make_integer_sequence<int, kFwdRows>());
-      }
-    // Images past the whole tiles: the same sums one output at a time.
-    for (int64_t n = full; n < N; ++n)
-      for (int64_t f = 0; f < d.m; ++f) {
-        const float* wf = wp + (f / kFwdRows) * taps * kFwdRows + f % kFwdRows;
-        float s = 0.f;
-        for (int64_t c = 0; c < d.cin; ++c)
-          for (int ky = win.ky0; ky < win.ky1; ++ky)
-            for (int kx = win.kx0; kx < win.kx1; ++kx)
-              s += wf[((c * fs + ky) * fs + kx) * kFwdRows] *
-                   x[c * plane + win.x0 + ((ky - win.ky0) * W + kx - win.kx0) * N + n];
-        float* yo = yp + f * ldy + n;
-        if (accumulate) s = *yo + s;
-        *yo = epi.apply(s, f);
-      }
+  // An output larger than L2 reaches at least L3 before its reader reads it, so its tiles are
+  // streamed to memory: plain stores would first read each line for ownership. On AMD Zen 4
+  // (1 MB L2) that read cost conv1 of the CIFAR net (16 MB of output) a fifth of its time, and
+  // the pooling that reads the output back from memory, not L3, lost 4%. Whole vectors only, so
+  // y and N must keep them aligned (convnet's host tensors are 64-byte aligned).
+  const bool stream = !accumulate && double(d.m) * double(ldy) * 4 > double(cache_sizes().l2) &&
+                      reinterpret_cast<uintptr_t>(y) % sizeof(FVec) == 0 &&
+                      N % kFwdVecFloats == 0;
+#pragma omp parallel num_threads(threads)
+  {
+    // Positions from a shared counter (dynamic): every output is one tile's sum whichever thread
+    // takes it, so the bits do not depend on the schedule.
+#pragma omp for schedule(dynamic, 4) nowait
+    for (int64_t pos = 0; pos < positions; ++pos) {
+      const int64_t oy = pos / d.out_w, ox = pos % d.out_w;
+      const int64_t iy0 = oy * d.stride - d.padding, ix0 = ox * d.stride - d.padding;
+      FwdWindow win;
+      win.ky0 = int(std::max<int64_t>(0, -iy0)), win.ky1 = int(std::min<int64_t>(fs, H - iy0));
+      win.kx0 = int(std::max<int64_t>(0, -ix0)), win.kx1 = int(std::min<int64_t>(fs, W - ix0));
+      win.x0 = ((iy0 + win.ky0) * W + ix0 + win.kx0) * N;
+      float* yp = y + pos * N;
+      for (int64_t n0 = 0; n0 < full; n0 += kFwdCols)
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int rows = int(std::min<int64_t>(kFwdRows, d.m - b * kFwdRows));
+          fwd_tile_rows(rows, win, d.cin, fs, plane, row, N, wp + b * taps * kFwdRows, x + n0,
+                        yp + b * kFwdRows * ldy + n0, ldy, accumulate, stream, epi, b * kFwdRows,
+                        std::make_integer_sequence<int, kFwdRows>());
+        }
+      // Images past the whole tiles: the same sums one output at a time.
+      for (int64_t n = full; n < N; ++n)
+        for (int64_t f = 0; f < d.m; ++f) {
+          const float* wf = wp + (f / kFwdRows) * taps * kFwdRows + f % kFwdRows;
+          float s = 0.f;
+          for (int64_t c = 0; c < d.cin; ++c)
+            for (int ky = win.ky0; ky < win.ky1; ++ky)
+              for (int kx = win.kx0; kx < win.kx1; ++kx)
+                s += wf[((c * fs + ky) * fs + kx) * kFwdRows] *
+                     x[c * plane + win.x0 + ((ky - win.ky0) * W + kx - win.kx0) * N + n];
+          float* yo = yp + f * ldy + n;
+          if (accumulate) s = *yo + s;
+          *yo = epi.apply(s, f);
+        }
+    }
+    // The streamed lines are visible to other threads before the region's closing barrier.
+    if (stream) _mm_sfence();
   }
 }
 
