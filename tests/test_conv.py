@@ -187,6 +187,18 @@ def test_direct_weight_gradient_every_cpu_path(rng, shape):
         cpu.set_isa(previous)
 
 
+def cpu_threads(*counts):
+    """Yields each thread count with the CPU backend set to it; restores its count afterwards."""
+    cpu = convnet.device.module_for("cpu")
+    threads = cpu.num_threads()
+    try:
+        for t in counts:
+            cpu.set_num_threads(t)
+            yield t
+    finally:
+        cpu.set_num_threads(threads)
+
+
 # The direct kernel (CPU conv_fwd and conv_bwd_data variant 6, csrc/cpu/conv_fwd_direct_kernels.h):
 # tiles of 6 filters (or channels) x 64 images (AVX-512), 16 (AVX2) or 8 (baseline); here 40
 # filters (six full blocks and one of 4 rows), 1 and 7, 8 and 13 channels, batches of whole tiles
@@ -215,15 +227,9 @@ def test_direct_kernel_every_cpu_path(isa, rng, shape):
     assert_close(y, np.maximum(prev + conv + b[:, None, None, None], 0),
                  what=f"{isa} bias+relu accumulate")
     # Each output is one tile's sum: the same bits with any number of threads.
-    cpu = convnet.device.module_for("cpu")
-    threads = cpu.num_threads()
-    try:
-        runs = []
-        for t in (1, 2, 3):
-            cpu.set_num_threads(t)
-            runs.append(np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, variant=6, **kw)))
-    finally:
-        cpu.set_num_threads(threads)
+    runs = []
+    for _ in cpu_threads(1, 2, 3):
+        runs.append(np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, variant=6, **kw)))
     assert all(np.array_equal(r.view(np.uint32), runs[0].view(np.uint32)) for r in runs[1:])
     if kw["stride"] != 1:
         return
@@ -259,18 +265,12 @@ def test_direct_kernel_streamed_output(isa, rng, shape):
     assert aligned.ctypes.data % 64 == 0
     off = np.empty(size + 1, np.float32)[1:].reshape(want.shape)
     assert off.ctypes.data % 64 != 0
-    cpu = convnet.device.module_for("cpu")
-    threads = cpu.num_threads()
-    try:
-        for t in (1, 2, 3):
-            cpu.set_num_threads(t)
-            for y in (aligned, off):
-                y.fill(np.nan)
-                ops.conv_fwd(x32, w32, b32, relu=True, out=y, variant=6, **kw)
-            assert_close(aligned, want, what=f"{isa} streamed, {t} threads")
-            assert np.array_equal(aligned.view(np.uint32), off.view(np.uint32))
-    finally:
-        cpu.set_num_threads(threads)
+    for t in cpu_threads(1, 2, 3):
+        for y in (aligned, off):
+            y.fill(np.nan)
+            ops.conv_fwd(x32, w32, b32, relu=True, out=y, variant=6, **kw)
+        assert_close(aligned, want, what=f"{isa} streamed, {t} threads")
+        assert np.array_equal(aligned.view(np.uint32), off.view(np.uint32))
 
 
 def test_direct_data_gradient_needs_stride_1():
