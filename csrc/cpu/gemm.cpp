@@ -25,21 +25,22 @@ void check_gemm_variant(const char* op, int variant) {
 // Measured at AlexNet's shapes: 6x64 runs the convolutions' forward and data-gradient GEMMs
 // 1.2-1.4x faster (m = the filters or channels of one group, at most a few hundred), while
 // 14x32 stays ahead by up to 1.15x on long-m GEMMs (convolution weight gradients: m = taps; FC
-// forward and data gradient, large SGEMM), where its deeper k block (256, 512 on a 2 MB L2)
-// halves the traffic on C or better. With k within one 6x64 k block (FC weight gradients: k =
-// 128 images) C is written once either way, and 6x64 measured 1.0-1.1x. 14x32 also wins where
-// 64-wide panels would pad much more (n = 96: 128 columns computed, 96 kept). "Few rows" is m
-// within one 6x64 A block (MC = 384 rows, the most filters per group AlexNet has): past it 6x64
-// takes a second, mostly empty m block per B block (512 = 384 + 128), and plain 448^3, 512^3 and
-// 512 x 1024 x 512 ran 1.06x as fast on 14x32 (one thread, thread CPU time, Zen 4). Plain square
-// GEMMs at 256^3-384^3 also ran 1.04-1.05x faster on 14x32, but there the convolutions (packed
-// filter panels, gathered images) measured 1.2-1.4x for 6x64, so they keep it.
-constexpr int64_t kAvx512FewRows = 6 * 64;
+// forward and data gradient, large SGEMM), where its deeper k block (L2 / 2 KB: 512 steps on a
+// 1 MB L2 or more) halves the traffic on C or better. With k within one 6x64 k block (FC weight
+// gradients: k = 128 images) C is written once either way, and 6x64 measured 1.0-1.1x. 14x32
+// also wins where 64-wide panels would pad much more (n = 96: 128 columns computed, 96 kept).
+// "Few rows" is m within one 6x64 A block (kAvx512_6x64BlockRows = 384, the most filters per
+// group AlexNet has): past it 6x64 takes a second, mostly empty m block per B block (512 = 384 +
+// 128), and 448^3, 512^3 and 512 x 1024 x 512 ran 1.06x as fast on 14x32 (AMD Zen 4, AVX-512,
+// one thread, thread CPU time). Square GEMMs at 256^3-384^3 also ran 1.04-1.05x faster on 14x32,
+// but there the convolutions (packed filter panels, gathered images) measured 1.2-1.4x for 6x64,
+// so they keep it.
 int gemm_avx512_shape_for(const GemmProblem& p) {
   auto padded = [&](int64_t mr, int64_t nr) {
     return double((p.m + mr - 1) / mr * mr) * double((p.n + nr - 1) / nr * nr);
   };
-  return (p.m <= kAvx512FewRows || p.k <= 128) && padded(6, 64) <= 1.15 * padded(14, 32) ? 4 : 3;
+  const bool few_rows = p.m <= kAvx512_6x64BlockRows || p.k <= 128;
+  return few_rows && padded(6, 64) <= 1.15 * padded(14, 32) ? 4 : 3;
 }
 
 static int resolved_variant(const GemmProblem& p, int variant) {

@@ -192,7 +192,7 @@ struct Kernel14x32 : KernelAvx512<14, 2, 256, 14 * 36, 1024, true> {
     return b;
   }
 };
-using Kernel6x64 = KernelAvx512<6, 4, 128, 6 * 64, 512, false>;
+using Kernel6x64 = KernelAvx512<6, 4, 128, kAvx512_6x64BlockRows, 512, false>;
 
 }  // namespace
 

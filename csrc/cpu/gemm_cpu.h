@@ -61,6 +61,8 @@ void gemm_portable(const GemmProblem& p);
 void gemm_avx2(const GemmProblem& p);
 void gemm_avx512_14x32(const GemmProblem& p);
 void gemm_avx512_6x64(const GemmProblem& p);
+// The 6x64 kernel's m block (MC): rows of A it packs per block.
+constexpr int64_t kAvx512_6x64BlockRows = 6 * 64;
 // The rows of the A panels (the micro-kernel's MR) that gemm_run(p, variant) packs or reads
 // (GemmOperand::panels).
 int gemm_panel_rows(const GemmProblem& p, int variant);
