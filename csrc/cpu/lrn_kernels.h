@@ -74,39 +74,109 @@ inline void sum_rows(float* __restrict sum, const float* __restrict x, int64_t s
 }
 
 NORM_FAST_MATH_BEGIN
-// y = x * d^-beta, d = k + alpha * sum, for n elements.
+// The element loops that call pow_neg (or divide) run kPowLanes = 8 floats at a time, a fixed
+// count, whatever the path's vector width: at 256 bits GCC takes 1/sqrt(x) from one approximation
+// (rsqrtps) and a Newton step; at 512 bits it takes sqrt(x) and then 1/x from two (vrsqrt14ps,
+// vrcp14ps) with about as many instructions per float, and where 512-bit operations are split in
+// two halves (Zen 4) that loop ran 1.6x slower per float (BENCHMARKS.md). (A simdlen(8) clause
+// is dropped by the link-time optimiser; a fixed trip count is not.) A loop's last n % 8
+// elements go through the same lanes in padded local blocks, so every element takes the same
+// operations wherever it lies.
+constexpr int64_t kPowLanes = 8;
+
+// block[0, kPowLanes) = src[0, count), then `pad` (a value the lanes can take harmlessly).
+inline void tail_in(float* block, const float* src, int64_t count, float pad) {
+  for (int64_t l = 0; l < kPowLanes; ++l) block[l] = l < count ? src[l] : pad;
+}
+
+inline void tail_out(float* dst, const float* block, int64_t count) {
+  for (int64_t l = 0; l < count; ++l) dst[l] = block[l];
+}
+
+// y = x * d^-beta, d = k + alpha * sum, for kPowLanes elements.
 template <PowKind K>
-inline void norm_out(float* __restrict y, float* __restrict d, const float* __restrict x,
-                     const float* __restrict sum, int64_t n, float k, float alpha, float beta) {
+inline void norm_out_lanes(float* __restrict y, float* __restrict d, const float* __restrict x,
+                           const float* __restrict sum, float k, float alpha, float beta) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    float dv = k + alpha * sum[i];
-    d[i] = dv;
-    y[i] = x[i] * pow_neg<K>(dv, beta);
+  for (int64_t l = 0; l < kPowLanes; ++l) {
+    float dv = k + alpha * sum[l];
+    d[l] = dv;
+    y[l] = x[l] * pow_neg<K>(dv, beta);
   }
 }
 
-// r = dy * y / d for n elements.
-inline void norm_ratio(float* __restrict r, const float* __restrict dy, const float* __restrict y,
-                       const float* __restrict d, int64_t n) {
+// norm_out_lanes over n elements.
+template <PowKind K>
+inline void norm_out(float* y, float* d, const float* x, const float* sum, int64_t n, float k,
+                     float alpha, float beta) {
+  int64_t i = 0;
+  for (; i + kPowLanes <= n; i += kPowLanes)
+    norm_out_lanes<K>(y + i, d + i, x + i, sum + i, k, alpha, beta);
+  if (i == n) return;
+  alignas(32) float yb[kPowLanes], db[kPowLanes], xb[kPowLanes], sb[kPowLanes];
+  tail_in(xb, x + i, n - i, 0.f);
+  tail_in(sb, sum + i, n - i, 0.f);
+  norm_out_lanes<K>(yb, db, xb, sb, k, alpha, beta);
+  tail_out(y + i, yb, n - i);
+  tail_out(d + i, db, n - i);
+}
+
+// r = dy * y / d for kPowLanes elements.
+inline void norm_ratio_lanes(float* __restrict r, const float* __restrict dy,
+                             const float* __restrict y, const float* __restrict d) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) r[i] = dy[i] * y[i] / d[i];
+  for (int64_t l = 0; l < kPowLanes; ++l) r[l] = dy[l] * y[l] / d[l];
+}
+
+// norm_ratio_lanes over n elements.
+inline void norm_ratio(float* r, const float* dy, const float* y, const float* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + kPowLanes <= n; i += kPowLanes) norm_ratio_lanes(r + i, dy + i, y + i, d + i);
+  if (i == n) return;
+  alignas(32) float rb[kPowLanes], gb[kPowLanes], yb[kPowLanes], db[kPowLanes];
+  tail_in(gb, dy + i, n - i, 0.f);
+  tail_in(yb, y + i, n - i, 0.f);
+  tail_in(db, d + i, n - i, 1.f);
+  norm_ratio_lanes(rb, gb, yb, db);
+  tail_out(r + i, rb, n - i);
+}
+
+// dx (+)= dy * d^-beta + c x sum (c = -2 alpha beta) for kPowLanes elements.
+template <PowKind K, bool accumulate>
+inline void norm_grad_lanes(float* __restrict dx, const float* __restrict dy,
+                            const float* __restrict x, const float* __restrict d,
+                            const float* __restrict sum, float c, float beta) {
+#pragma omp simd
+  for (int64_t l = 0; l < kPowLanes; ++l) {
+    const float g = dy[l] * pow_neg<K>(d[l], beta) + c * x[l] * sum[l];
+    dx[l] = accumulate ? dx[l] + g : g;
+  }
 }
 
 // dx (+)= dy * d^-beta - 2 alpha beta x sum, for n elements.
+template <PowKind K, bool accumulate>
+inline void norm_grad_n(float* dx, const float* dy, const float* x, const float* d,
+                        const float* sum, int64_t n, float c, float beta) {
+  int64_t i = 0;
+  for (; i + kPowLanes <= n; i += kPowLanes)
+    norm_grad_lanes<K, accumulate>(dx + i, dy + i, x + i, d + i, sum + i, c, beta);
+  if (i == n) return;
+  alignas(32) float xb[kPowLanes], gb[kPowLanes], vb[kPowLanes], db[kPowLanes], sb[kPowLanes];
+  tail_in(xb, dx + i, n - i, 0.f);
+  tail_in(gb, dy + i, n - i, 0.f);
+  tail_in(vb, x + i, n - i, 0.f);
+  tail_in(db, d + i, n - i, 1.f);
+  tail_in(sb, sum + i, n - i, 0.f);
+  norm_grad_lanes<K, accumulate>(xb, gb, vb, db, sb, c, beta);
+  tail_out(dx + i, xb, n - i);
+}
+
 template <PowKind K>
-inline void norm_grad(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
-                      const float* __restrict d, const float* __restrict sum, int64_t n,
-                      float alpha, float beta, bool accumulate) {
+inline void norm_grad(float* dx, const float* dy, const float* x, const float* d,
+                      const float* sum, int64_t n, float alpha, float beta, bool accumulate) {
   const float c = -2.f * alpha * beta;
-  if (accumulate) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i)
-      dx[i] += dy[i] * pow_neg<K>(d[i], beta) + c * x[i] * sum[i];
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * pow_neg<K>(d[i], beta) + c * x[i] * sum[i];
-  }
+  if (accumulate) norm_grad_n<K, true>(dx, dy, x, d, sum, n, c, beta);
+  else norm_grad_n<K, false>(dx, dy, x, d, sum, n, c, beta);
 }
 NORM_FAST_MATH_END
 
