@@ -6,6 +6,7 @@ from convnet import ops
 
 import ref_norm_pool as ref
 from gradcheck import assert_close, assert_grad, tensor_at
+from isa_paths import isa  # noqa: F401  (fixture)
 
 # (C, H, W, N, size): odd and even windows at the channel edges, C smaller than the window,
 # batch 1, non-square images, size 1.
@@ -119,6 +120,25 @@ def test_cpu_simd_paths_agree(rng, kind):
             assert_close(dx.numpy(), rdx, rtol=1e-5, what=f"{path} dx")
     finally:
         cpu.set_isa(previous)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_loop_tails_take_the_blocks_operations(isa, rng, beta):
+    """The CPU's pow and division loops run 8 lanes at a time and their last n % 8 elements in
+    a padded block: with a 1-channel window each element is on its own, so a value gives the
+    same bits in a loop's tail (13 elements: 8 + 5) as in a whole block, forward, backward and
+    accumulated."""
+    v, g, acc = _x(rng, 13, 3), _x(rng, 13), _x(rng, 13)
+    rows = {}
+    for name, order in (("tail", np.arange(13)), ("block", np.r_[8:13, 0:3])):
+        x, dy, out = (a[order].reshape(1, 1, 1, -1).copy() for a in (v, g, acc))
+        y, d = ops.lrn_fwd(x, 1, 0.5, beta, 2.0)
+        dx = ops.lrn_bwd(dy, x, y, d, 1, 0.5, beta)
+        ops.lrn_bwd(dy, x, y, d, 1, 0.5, beta, out=out, accumulate=True)
+        rows[name] = [t.numpy().ravel() if hasattr(t, "numpy") else t.ravel()
+                      for t in (y, d, dx, out)]
+    for tail, block in zip(rows["tail"], rows["block"]):
+        np.testing.assert_array_equal(tail[8:13], block[0:5])
 
 
 def test_general_pow_accuracy(rng):

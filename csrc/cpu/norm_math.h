@@ -27,8 +27,11 @@ inline PowKind pow_kind(float beta) {
 // GCC then computes 1/sqrt(x) and 1/x with the approximate reciprocal instructions plus a
 // Newton step (~1 ulp) instead of the divider, which otherwise bounds these loops (two square
 // roots and a division per element ran at ~10 cycles per element, far below memory speed).
-// Inputs are finite here (min_div > 0, alpha >= 0 checked by the bindings).
-#define NORM_FAST_MATH_BEGIN _Pragma("GCC push_options") _Pragma("GCC optimize(\"fast-math\")")
+// Inputs are finite here (min_div > 0, alpha >= 0 checked by the bindings). Without associative
+// math: each inlined copy of a loop then rounds its sums as written, so a loop's tail, run by a
+// second copy (lrn_kernels.h), gives the bits of its whole blocks.
+#define NORM_FAST_MATH_BEGIN \
+  _Pragma("GCC push_options") _Pragma("GCC optimize(\"fast-math\", \"no-associative-math\")")
 #define NORM_FAST_MATH_END _Pragma("GCC pop_options")
 
 NORM_FAST_MATH_BEGIN
