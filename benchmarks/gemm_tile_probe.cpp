@@ -67,6 +67,10 @@ int main(int argc, char** argv) {
   if (kcs.empty()) kcs = {64, 128, 256, 384, 512};
   const bool l1 = !std::strcmp(mode, "l1"), block = !std::strcmp(mode, "block");
   const bool bstream = !std::strcmp(mode, "bstream");
+  if (!l1 && !block && !bstream && std::strcmp(mode, "l2")) {
+    std::fprintf(stderr, "usage: %s [l1|l2|bstream|block] [kc ...]\n", argv[0]);
+    return 2;
+  }
   const int64_t apanels = l1 ? 1 : 56, bpanels = block || bstream ? 128 : 1;
   const int64_t ldc = block ? bpanels * K::NR : K::NR;
   const int pairs = 11;
