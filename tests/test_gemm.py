@@ -299,3 +299,55 @@ def test_sgemm_avx512_tile_choice_cpu(rng):
             assert_close(bits[0].view(np.float32), a.astype(np.float64) @ b, what=f"m = {m}")
             assert not np.array_equal(bits[3], bits[4]), m
             assert np.array_equal(bits[0], bits[tile]), (m, tile)
+
+
+_GROWTH_SCRIPT = """
+import sys
+import numpy as np
+import convnet
+from convnet import ops
+cpu = convnet.device.module_for("cpu")
+rng = np.random.default_rng(7)
+out = {}
+for i, (m, n, k) in enumerate([(300, 600, 200), (300, 3000, 2000), (300, 600, 200), (700, 2100, 600)]):
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    for v in (3, 4):
+        for threads in (1, 2):
+            cpu.set_num_threads(threads)
+            out[f"{i}_{v}_{threads}"] = ops.sgemm(a, b, variant=v).numpy()
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_sgemm_packed_buffers_growing_cpu(tmp_path):
+    """The driver's packed blocks grow with the problem and switch to 2 MB-aligned huge-page
+    buffers from 2 MB up (AlignedScratch): a fresh process growing them from small (6x64's
+    256 KB B block) to huge (its kept A, the team's A blocks) gives the float64 answer and the
+    bits of this process, whose buffers are already grown, at one and two threads."""
+    import subprocess
+    import sys
+    cpu = convnet.device.module_for("cpu")
+    if cpu.isa_supported() != "avx512":
+        pytest.skip("variants 3 and 4 need AVX-512")
+    path = tmp_path / "growth.npz"
+    subprocess.run([sys.executable, "-c", _GROWTH_SCRIPT, str(path)], check=True)
+    fresh = np.load(path)
+    rng = np.random.default_rng(7)
+    before = cpu.num_threads()
+    try:
+        for i, (m, n, k) in enumerate([(300, 600, 200), (300, 3000, 2000), (300, 600, 200),
+                                       (700, 2100, 600)]):
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            want = a.astype(np.float64) @ b
+            for v in (3, 4):
+                for threads in (1, 2):
+                    cpu.set_num_threads(threads)
+                    got = ops.sgemm(a, b, variant=v).numpy()
+                    what = f"{m}x{n}x{k} variant {v}, {threads} threads"
+                    assert_close(got, want, what=what)
+                    child = fresh[f"{i}_{v}_{threads}"]
+                    assert np.array_equal(got.view(np.uint32), child.view(np.uint32)), what
+    finally:
+        cpu.set_num_threads(before)

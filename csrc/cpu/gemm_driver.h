@@ -167,7 +167,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   const Blocking blk = blocking_for<K>(p);
   const int64_t MC = blk.mc, KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR;
   if (!chunk) chunk = NC;
-  thread_local AlignedScratch abuf, bbuf;
+  thread_local AlignedScratch abuf(true), bbuf(true);  // packed blocks: huge pages
   thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
   thread_local std::vector<char> gathered;
   // A is packed once for all n blocks when there are several and it is not huge (the filters of
@@ -344,7 +344,7 @@ void gemm_blocked(const GemmProblem& p) {
     // A packed once for the team, unless it comes in panels already or outgrows what the
     // threads would keep packed between them. The buffers are the issuing thread's (grow-only);
     // the team reads them through `team`. Which thread packs a block changes no bits.
-    thread_local AlignedScratch team_blocks;
+    thread_local AlignedScratch team_blocks(true);
     thread_local std::unique_ptr<std::atomic<bool>[]> team_ready;
     thread_local int64_t team_ready_size = 0;
     TeamA team{nullptr, nullptr, (p.m + blk.mc - 1) / blk.mc, (p.k + blk.kc - 1) / blk.kc,
