@@ -23,6 +23,18 @@ def cpu_isa(path):
         cpu.set_isa(previous)
 
 
+@contextlib.contextmanager
+def cpu_threads(count):
+    """Run the block with the CPU backend on `count` threads; its previous count is restored."""
+    cpu = convnet.device.module_for("cpu")
+    previous = cpu.num_threads()
+    cpu.set_num_threads(count)
+    try:
+        yield
+    finally:
+        cpu.set_num_threads(previous)
+
+
 @pytest.fixture(params=PATHS)
 def isa(request):
     """The test body runs with the CPU backend on each SIMD path in turn."""

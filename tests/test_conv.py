@@ -6,7 +6,7 @@ import convnet
 from convnet import ops
 
 import ref_conv as ref
-from isa_paths import isa  # noqa: F401  (fixture)
+from isa_paths import cpu_threads, isa  # noqa: F401  (isa: fixture)
 from gradcheck import assert_close, assert_grad
 
 # (C, H, W, N, F, fs, padding, stride, groups): odd sizes, batch 1 and 3, non-square images,
@@ -187,18 +187,6 @@ def test_direct_weight_gradient_every_cpu_path(rng, shape):
         cpu.set_isa(previous)
 
 
-def cpu_threads(*counts):
-    """Yields each thread count with the CPU backend set to it; restores its count afterwards."""
-    cpu = convnet.device.module_for("cpu")
-    threads = cpu.num_threads()
-    try:
-        for t in counts:
-            cpu.set_num_threads(t)
-            yield t
-    finally:
-        cpu.set_num_threads(threads)
-
-
 # The direct kernel (CPU conv_fwd and conv_bwd_data variant 6, csrc/cpu/conv_fwd_direct_kernels.h):
 # tiles of 6 filters (or channels) x 64 images (AVX-512), 16 (AVX2) or 8 (baseline); here 40
 # filters (six full blocks and one of 4 rows), 1 and 7, 8 and 13 channels, batches of whole tiles
@@ -214,13 +202,20 @@ DIRECT_FWD_SHAPES = [
 ]
 
 
+def _direct_problem(rng, shape):
+    """_problem plus a bias, the float32 operands and the float64 convolution (no bias)."""
+    x, w, dy, kw = _problem(rng, shape)
+    b = rng.standard_normal(w.shape[3])
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
+    return x, w, b, dy, kw, (x32, w32, b32), ref.conv_fwd(x, w, **kw)
+
+
 @pytest.mark.parametrize("shape", DIRECT_FWD_SHAPES,
                          ids=["x".join(map(str, s)) for s in DIRECT_FWD_SHAPES])
 def test_direct_kernel_every_cpu_path(isa, rng, shape):
-    x, w, dy, kw = _problem(rng, shape)
-    b, prev = rng.standard_normal(w.shape[3]), rng.standard_normal(dy.shape)
-    conv = ref.conv_fwd(x, w, **kw)
-    x32, w32, b32, prev32 = (a.astype(np.float32) for a in (x, w, b, prev))
+    x, w, b, dy, kw, (x32, w32, b32), conv = _direct_problem(rng, shape)
+    prev = rng.standard_normal(dy.shape)
+    prev32 = prev.astype(np.float32)
     assert_close(np.asarray(ops.conv_fwd(x32, w32, variant=6, **kw)), conv, what=isa)
     y = np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, out=prev32.copy(), accumulate=True,
                                 variant=6, **kw))
@@ -228,8 +223,9 @@ def test_direct_kernel_every_cpu_path(isa, rng, shape):
                  what=f"{isa} bias+relu accumulate")
     # Each output is one tile's sum: the same bits with any number of threads.
     runs = []
-    for _ in cpu_threads(1, 2, 3):
-        runs.append(np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, variant=6, **kw)))
+    for t in (1, 2, 3):
+        with cpu_threads(t):
+            runs.append(np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, variant=6, **kw)))
     assert all(np.array_equal(r.view(np.uint32), runs[0].view(np.uint32)) for r in runs[1:])
     if kw["stride"] != 1:
         return
@@ -254,10 +250,8 @@ DIRECT_STREAMED_SHAPES = [
 @pytest.mark.parametrize("shape", DIRECT_STREAMED_SHAPES,
                          ids=["x".join(map(str, s)) for s in DIRECT_STREAMED_SHAPES])
 def test_direct_kernel_streamed_output(isa, rng, shape):
-    x, w, _, kw = _problem(rng, shape)
-    b = rng.standard_normal(w.shape[3])
-    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
-    want = np.maximum(ref.conv_fwd(x, w, **kw) + b[:, None, None, None], 0)
+    _, _, b, _, kw, (x32, w32, b32), conv = _direct_problem(rng, shape)
+    want = np.maximum(conv + b[:, None, None, None], 0)
     size = want.size
     raw = np.empty(size + 32, np.float32)
     start = (-raw.ctypes.data % 64) // 4
@@ -265,10 +259,11 @@ def test_direct_kernel_streamed_output(isa, rng, shape):
     assert aligned.ctypes.data % 64 == 0
     off = np.empty(size + 1, np.float32)[1:].reshape(want.shape)
     assert off.ctypes.data % 64 != 0
-    for t in cpu_threads(1, 2, 3):
+    for t in (1, 2, 3):
         for y in (aligned, off):
             y.fill(np.nan)
-            ops.conv_fwd(x32, w32, b32, relu=True, out=y, variant=6, **kw)
+            with cpu_threads(t):
+                ops.conv_fwd(x32, w32, b32, relu=True, out=y, variant=6, **kw)
         assert_close(aligned, want, what=f"{isa} streamed, {t} threads")
         assert np.array_equal(aligned.view(np.uint32), off.view(np.uint32))
 

@@ -6,7 +6,7 @@ import convnet
 from convnet import ops
 
 from gradcheck import assert_close
-from isa_paths import cpu_isa, isa  # noqa: F401  (isa: fixture)
+from isa_paths import cpu_isa, cpu_threads, isa  # noqa: F401  (isa: fixture)
 
 SIZES = [(1, 1, 1), (7, 9, 5), (13, 33, 17), (37, 45, 300), (100, 70, 513), (15, 129, 2)]
 
@@ -301,21 +301,32 @@ def test_sgemm_avx512_tile_choice_cpu(rng):
             assert np.array_equal(bits[0], bits[tile]), (m, tile)
 
 
+# m x n x k, small, then large enough for 2 MB packed blocks, small again, then larger still.
+_GROWTH_SHAPES = [(300, 600, 200), (300, 3000, 2000), (300, 600, 200), (700, 2100, 600)]
+
+
+def _growth_runs():
+    """Yields (key, m x n x k, a, b, threads, variant) for the growth sequence, seed 7."""
+    rng = np.random.default_rng(7)
+    for i, (m, n, k) in enumerate(_GROWTH_SHAPES):
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        for v in (3, 4):
+            for threads in (1, 2):
+                yield f"{i}_{v}_{threads}", (m, n, k), a, b, threads, v
+
+
 _GROWTH_SCRIPT = """
 import sys
 import numpy as np
-import convnet
+sys.path.insert(0, sys.argv[2])
+from isa_paths import cpu_threads
+from test_gemm import _growth_runs
 from convnet import ops
-cpu = convnet.device.module_for("cpu")
-rng = np.random.default_rng(7)
 out = {}
-for i, (m, n, k) in enumerate([(300, 600, 200), (300, 3000, 2000), (300, 600, 200), (700, 2100, 600)]):
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    b = rng.standard_normal((k, n), dtype=np.float32)
-    for v in (3, 4):
-        for threads in (1, 2):
-            cpu.set_num_threads(threads)
-            out[f"{i}_{v}_{threads}"] = ops.sgemm(a, b, variant=v).numpy()
+for key, _, a, b, threads, v in _growth_runs():
+    with cpu_threads(threads):
+        out[key] = ops.sgemm(a, b, variant=v).numpy()
 np.savez(sys.argv[1], **out)
 """
 
@@ -325,29 +336,19 @@ def test_sgemm_packed_buffers_growing_cpu(tmp_path):
     buffers from 2 MB up (AlignedScratch): a fresh process growing them from small (6x64's
     256 KB B block) to huge (its kept A, the team's A blocks) gives the float64 answer and the
     bits of this process, whose buffers are already grown, at one and two threads."""
+    import os
     import subprocess
     import sys
     cpu = convnet.device.module_for("cpu")
     if cpu.isa_supported() != "avx512":
         pytest.skip("variants 3 and 4 need AVX-512")
     path = tmp_path / "growth.npz"
-    subprocess.run([sys.executable, "-c", _GROWTH_SCRIPT, str(path)], check=True)
+    subprocess.run([sys.executable, "-c", _GROWTH_SCRIPT, str(path),
+                    os.path.dirname(os.path.abspath(__file__))], check=True)
     fresh = np.load(path)
-    rng = np.random.default_rng(7)
-    before = cpu.num_threads()
-    try:
-        for i, (m, n, k) in enumerate([(300, 600, 200), (300, 3000, 2000), (300, 600, 200),
-                                       (700, 2100, 600)]):
-            a = rng.standard_normal((m, k), dtype=np.float32)
-            b = rng.standard_normal((k, n), dtype=np.float32)
-            want = a.astype(np.float64) @ b
-            for v in (3, 4):
-                for threads in (1, 2):
-                    cpu.set_num_threads(threads)
-                    got = ops.sgemm(a, b, variant=v).numpy()
-                    what = f"{m}x{n}x{k} variant {v}, {threads} threads"
-                    assert_close(got, want, what=what)
-                    child = fresh[f"{i}_{v}_{threads}"]
-                    assert np.array_equal(got.view(np.uint32), child.view(np.uint32)), what
-    finally:
-        cpu.set_num_threads(before)
+    for key, (m, n, k), a, b, threads, v in _growth_runs():
+        with cpu_threads(threads):
+            got = ops.sgemm(a, b, variant=v).numpy()
+        what = f"{m}x{n}x{k} variant {v}, {threads} threads"
+        assert_close(got, a.astype(np.float64) @ b, what=what)
+        assert np.array_equal(got.view(np.uint32), fresh[key].view(np.uint32)), what

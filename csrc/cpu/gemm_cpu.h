@@ -18,8 +18,9 @@ namespace convnet {
 // otherwise): the GEMM's packed blocks (the 14x32 tile's 4 MB B block, 1024 pages of 4 KB) then
 // take a TLB entry per 2 MB, where each new B micro-panel's first tile walked 16 pages (the
 // first tile of a panel took 1.16-1.50x a later tile's time with 4 KB pages, 1.10-1.16x with 2 MB;
-// Zen 4, one thread, 2048^2 and 4096^2; SGEMM 1.02-1.05x, AVX2's 1.06x). Not measured on the Intel
-// Xeon or Zen 5: the same page walks are saved there. Under THP "never" the advice is ignored.
+// Zen 4, one thread, 2048^2-4096^2: AVX-512 SGEMM 1.02-1.05x; AVX2 2048^2 1.06x). Not measured
+// on the Intel Xeon or Zen 3, which take the same page walks. Under THP "never" the advice is
+// ignored.
 struct AlignedScratch {
   static constexpr size_t kHugePage = size_t(2) << 20;  // x86-64's PMD page
   float* ptr = nullptr;
