@@ -148,10 +148,12 @@ def test_sgemm_row_split_bits_cpu(rng, isa):
 
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_sgemm_column_split_bits_cpu(rng, isa, trans_a):
-    """m <= n: the threads take blocks of columns, and A is packed once for both, each thread
-    packing the MC x KC blocks it takes first (several blocks each way here, partial ones at the
-    ends; trans_a switches between the transposing and the copying pack). Whichever thread packs
-    a block, every variant gives the bits of its one-thread run, call after call."""
+    """m <= n: the threads claim blocks of columns, and A is packed once for the team, each thread
+    packing the MC x KC blocks it claims first (several blocks each way here, partial ones at the
+    ends; trans_a switches between the transposing and the copying pack). Three threads on a
+    two-core machine leave one late, so the others take over its blocks. Whichever thread packs
+    a block or computes a column block, every variant gives the bits of its one-thread run, call
+    after call."""
     cpu = convnet.device.module_for("cpu")
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
     before = cpu.num_threads()
@@ -163,11 +165,13 @@ def test_sgemm_column_split_bits_cpu(rng, isa, trans_a):
             for v in variants:
                 cpu.set_num_threads(1)
                 one = ops.sgemm(a, b, trans_a=trans_a, variant=v).numpy()
-                cpu.set_num_threads(2)
-                runs = [ops.sgemm(a, b, trans_a=trans_a, variant=v).numpy() for _ in range(3)]
-                assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
-                for r in runs:
-                    assert np.array_equal(r.view(np.uint32), one.view(np.uint32)), (m, n, k, v)
+                assert_close(one, want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+                for threads in (2, 3):
+                    cpu.set_num_threads(threads)
+                    for _ in range(3):
+                        r = ops.sgemm(a, b, trans_a=trans_a, variant=v).numpy()
+                        assert np.array_equal(r.view(np.uint32), one.view(np.uint32)), (
+                            m, n, k, v, threads)
     finally:
         cpu.set_num_threads(before)
 
