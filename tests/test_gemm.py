@@ -148,12 +148,12 @@ def test_sgemm_row_split_bits_cpu(rng, isa):
 
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_sgemm_column_split_bits_cpu(rng, isa, trans_a):
-    """m <= n: the threads claim blocks of columns, and A is packed once for the team, each thread
-    packing the MC x KC blocks it claims first (several blocks each way here, partial ones at the
-    ends; trans_a switches between the transposing and the copying pack). Three threads on a
-    two-core machine leave one late, so the others take over its blocks. Whichever thread packs
-    a block or computes a column block, every variant gives the bits of its one-thread run, call
-    after call."""
+    """m <= n: the threads take blocks of columns from a counter, and A is packed once for the
+    team, each thread packing the MC x KC blocks it takes first (several blocks each way here,
+    partial ones at the ends; trans_a switches between the transposing and the copying pack).
+    Three threads on a two-core machine leave one late, so the others take its share. Whichever
+    thread packs a block or computes a column block, every variant gives the bits of its
+    one-thread run, call after call."""
     cpu = convnet.device.module_for("cpu")
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
     before = cpu.num_threads()

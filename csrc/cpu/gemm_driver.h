@@ -9,13 +9,12 @@
 // stays in L1 while...) -> MR rows: the micro-kernel, an MR x NR tile of C in registers.
 //
 // Threads run the serial loops with their own B packing buffers. When m <= n they take blocks of
-// columns as ClaimedItems (parallel.h): each its own blocks first, then any the other has not
-// started; on a shared machine a core slowed by another job then simply takes fewer blocks, where
-// fixed halves would leave the other core waiting. A is then packed once for the team (TeamA):
-// each thread first packs the MC x KC blocks it claims the same way, so each packs about
-// 1/threads of A, where every thread used to pack all of it (or, too large to keep, all of it
-// again for every column block); a thread woken late finds most of it packed, and waits only for
-// a block the other is still packing when it needs it. Otherwise each thread takes
+// columns from a shared counter: on a shared machine a core slowed by another job then simply
+// takes fewer blocks, where fixed halves would leave the other core waiting. A is then packed once
+// for the team (TeamA): each thread first packs the MC x KC blocks it takes from another counter,
+// so each packs about 1/threads of A, where every thread used to pack all of it (or, too large to
+// keep, all of it again for every column block); a thread woken late finds most of it packed, and
+// waits only for a block the other is still packing when it needs it. Otherwise each thread takes
 // a contiguous share of m; k is split when it dwarfs m and n (convolution weight gradients: the
 // reduction runs over every image and position), each thread summing a fixed share into its own
 // buffer, so the bits never depend on timing.
@@ -48,7 +47,6 @@
 
 #include "gemm_cpu.h"
 #include "gemm_pack.h"
-#include "parallel.h"
 
 namespace convnet {
 namespace gemm_detail {
@@ -140,17 +138,6 @@ inline void finish_tile(const Epilogue& epi, float* c, int64_t ldc, int64_t row0
 // The most floats of A a thread keeps packed across column blocks (32 MB).
 constexpr size_t kKeptAFloats = size_t(1) << 23;
 
-// Grow-only atomic flags, all false after cleared(n): one array per issuing thread and purpose.
-struct FlagArray {
-  std::unique_ptr<std::atomic<bool>[]> flags;
-  int64_t size = 0;
-  std::atomic<bool>* cleared(int64_t n) {
-    if (size < n) flags.reset(new std::atomic<bool>[n]), size = n;
-    for (int64_t i = 0; i < n; ++i) flags[i].store(false, std::memory_order_relaxed);
-    return flags.get();
-  }
-};
-
 // A packed once for a team of threads: its MC x KC blocks for rows [0, m) and k [0, k), block
 // u = kb * mblocks + mb at blocks + u * block (laid out as GemmOperand::pack writes it), and per
 // block a flag raised once it is packed.
@@ -168,14 +155,14 @@ struct TeamA {
   }
 };
 
-// Columns [n0, n1) in blocks of NC, or, with `shared_chunks`, the blocks of `chunk` columns
-// (counted from n0) that this thread claims there. With `team_a` (whole m and k only) A comes
+// Columns [n0, n1) in blocks of NC, or, with `shared_n`, in blocks of `chunk` columns taken from
+// that counter (starting at n0) until it passes n1. With `team_a` (whole m and k only) A comes
 // packed from there. Runs the epilogue on each tile after the last k block when [k0, k1) is the
 // whole reduction.
 template <class K>
 void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta,
-                 const ClaimedItems* shared_chunks = nullptr, int64_t chunk = 0,
+                 std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = 0,
                  const TeamA* team_a = nullptr) {
   const Blocking blk = blocking_for<K>(p);
   const int64_t MC = blk.mc, KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR;
@@ -196,24 +183,17 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
     if (in_place && !K::kStridedAInOneSet && a_step * int64_t(sizeof(float)) % 4096 == 0)
       in_place = false, a_step = K::MR;
   }
-  bool keep_a = !in_place && !team_a && (shared_chunks || n1 - n0 > NC) &&
+  bool keep_a = !in_place && !team_a && (shared_n || n1 - n0 > NC) &&
                 size_t(mblocks * kblocks) * ablock <= kKeptAFloats;
   float* pa_all = team_a || in_place
                       ? nullptr
                       : abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * KC);
   bptrs.resize(size_t(kPanels) * KC), gathered.resize(kPanels);
-  const int thread = omp_get_thread_num();
-  ClaimedItems::Cursor claimed =
-      shared_chunks ? shared_chunks->start(thread) : ClaimedItems::Cursor{};
-  auto next = [&](int64_t jc) {
-    if (!shared_chunks) return jc + NC;
-    const int64_t i = shared_chunks->next(thread, claimed);
-    return i < 0 ? n1 : n0 + i * chunk;
-  };
+  auto next = [&](int64_t jc) { return shared_n ? shared_n->fetch_add(chunk) : jc + NC; };
   bool first = true;
-  for (int64_t jc = next(n0 - NC); jc < n1; jc = next(jc), first = false) {
-    int64_t nc = std::min<int64_t>(shared_chunks ? chunk : NC, n1 - jc);
+  for (int64_t jc = shared_n ? next(0) : n0; jc < n1; jc = next(jc), first = false) {
+    int64_t nc = std::min<int64_t>(shared_n ? chunk : NC, n1 - jc);
     for (int64_t pc = k0; pc < k1; pc += KC) {
       int64_t kc = std::min<int64_t>(KC, k1 - pc);
       float beta_k = pc == k0 ? beta : 1.f;
@@ -360,12 +340,13 @@ void gemm_blocked(const GemmProblem& p) {
     int64_t panels = (p.n + K::NR - 1) / K::NR;
     int64_t chunk = std::min<int64_t>(blk.nc, (panels + 2 * threads - 1) / (2 * threads) * K::NR);
     if (panels < threads) threads = int(panels);
+    std::atomic<int64_t> next_col{0};
     // A packed once for the team, unless it comes in panels already or outgrows what the
     // threads would keep packed between them. The buffers are the issuing thread's (grow-only);
-    // the team reads them through `team` and the claims. Which thread packs a block or computes
-    // a column block changes no bits.
+    // the team reads them through `team`. Which thread packs a block changes no bits.
     thread_local AlignedScratch team_blocks(true);
-    thread_local FlagArray team_ready, a_taken, chunk_taken;
+    thread_local std::unique_ptr<std::atomic<bool>[]> team_ready;
+    thread_local int64_t team_ready_size = 0;
     TeamA team{nullptr, nullptr, (p.m + blk.mc - 1) / blk.mc, (p.k + blk.kc - 1) / blk.kc,
                size_t(blk.mc) * size_t(blk.kc)};
     int64_t a_stride;
@@ -373,23 +354,22 @@ void gemm_blocked(const GemmProblem& p) {
                          size_t(team.units()) * team.block <= kKeptAFloats * size_t(threads);
     if (share_a) {
       team.blocks = team_blocks.get(size_t(team.units()) * team.block);
-      team.ready = team_ready.cleared(team.units());
+      if (team_ready_size < team.units())
+        team_ready.reset(new std::atomic<bool>[team.units()]), team_ready_size = team.units();
+      team.ready = team_ready.get();
+      for (int64_t u = 0; u < team.units(); ++u) team.ready[u].store(false);
     }
+    std::atomic<int64_t> next_a{0};
     const int64_t a_units = share_a ? team.units() : 0;
-    const ClaimedItems a_claims(a_taken.cleared(a_units), a_units, threads);
-    const int64_t chunks = (p.n + chunk - 1) / chunk;
-    const ClaimedItems column_claims(chunk_taken.cleared(chunks), chunks, threads);
 #pragma omp parallel num_threads(threads)
     {
-      const int t = omp_get_thread_num();
-      ClaimedItems::Cursor at = a_claims.start(t);
-      for (int64_t u; (u = a_claims.next(t, at)) >= 0;) {
+      for (int64_t u; (u = next_a.fetch_add(1)) < a_units;) {
         const int64_t ic = (u % team.mblocks) * blk.mc, pc = (u / team.mblocks) * blk.kc;
         p.a->pack(ic, std::min(blk.mc, p.m - ic), pc, std::min(blk.kc, p.k - pc), K::MR,
                   team.blocks + size_t(u) * team.block);
         team.ready[u].store(true, std::memory_order_release);
       }
-      gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta, &column_claims, chunk,
+      gemm_serial<K>(p, 0, p.m, 0, p.n, 0, p.k, p.c, p.ldc, p.beta, &next_col, chunk,
                      share_a ? &team : nullptr);
     }
     return;
