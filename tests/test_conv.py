@@ -342,6 +342,23 @@ def test_fc(device, rng, i, o, n):
     assert_close(dw.numpy(), prev_dw + ref.fc_bwd_weights(x, dy), what="fc_bwd_weights accumulate")
 
 
+def test_fc_bwd_data_prefetched_blocks_keep_bits(isa, rng):
+    """The data gradient with few images (few B panels) and w larger than L2 packs w in smaller A
+    blocks while prefetching the next block's rows (gemm_driver.h, rows_ahead): the same sums in
+    the same order as with many images, where it does not, so the shared columns match bit for
+    bit, and both match the float64 reference. m, k span several A and k blocks."""
+    i, o, n, wide = 600, 1100, 40, 340
+    w = rng.standard_normal((i, o)).astype(np.float32)
+    dy_wide = rng.standard_normal((o, wide)).astype(np.float32)
+    dy = np.ascontiguousarray(dy_wide[:, :n])
+    with cpu_threads(1):
+        dx = ops.fc_bwd_data(dy, w).numpy()
+        dx_wide = ops.fc_bwd_data(dy_wide, w).numpy()
+    assert_close(dx, ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64)),
+                 what=f"fc_bwd_data {isa}")
+    assert np.array_equal(dx, dx_wide[:, :n]), f"{isa}: few-image columns differ from wide run"
+
+
 # ---- AlexNet's layers (paper shapes, small batch), CPU only ----------------------------------
 
 # name: (C, H, W, F, fs, padding, stride, groups)

@@ -45,6 +45,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cache_info.h"
 #include "gemm_cpu.h"
 #include "gemm_pack.h"
 
@@ -125,6 +126,28 @@ inline void prefetch_in_place(const float* a, int64_t a_step, int64_t rows, int6
   }
 }
 
+// The rows of an A block packed while the next block's source is prefetched (gemm_serial's
+// rows_ahead): the B block (cols x KC), the A block and its successor's source in three quarters
+// of L2, within the kernel's MC and at least MR: 14x32 126 rows on a 1 MB L2, its 252 on 2 MB;
+// 6x16 318 on 1 MB, 126 on 512 KB.
+inline int64_t rows_ahead_block(const Blocking& blk, int64_t mr, int64_t cols) {
+  const int64_t room = cache_sizes().l2 * 3 / 4 - cols * blk.kc * int64_t(sizeof(float));
+  const int64_t rows = room / (2 * blk.kc * int64_t(sizeof(float))) / mr * mr;
+  return std::clamp<int64_t>(rows, mr, blk.mc);
+}
+
+// Part `part` of `parts` of the rows [0, rows) of an A block whose k steps are contiguous
+// (kc floats from a, rows row_stride apart) into L2: the source of the block's transposing pack.
+inline void prefetch_rows(const float* a, int64_t row_stride, int64_t rows, int64_t kc,
+                          int64_t part, int64_t parts) {
+  const int64_t bytes = kc * int64_t(sizeof(float));
+  for (int64_t r = rows * part / parts, e = rows * (part + 1) / parts; r < e; ++r) {
+    const char* row = reinterpret_cast<const char*>(a + r * row_stride);
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
+    __builtin_prefetch(row + bytes - 1, 0, 2);
+  }
+}
+
 // The epilogue on rows [row0, row0 + rows) x cols of C at c, once they hold their final sums
 // (while the micro-kernel's tile is still in L1).
 inline void finish_tile(const Epilogue& epi, float* c, int64_t ldc, int64_t row0, int64_t rows,
@@ -165,24 +188,34 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                  std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = 0,
                  const TeamA* team_a = nullptr) {
   const Blocking blk = blocking_for<K>(p);
-  const int64_t MC = blk.mc, KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR;
+  const int64_t KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR;
   if (!chunk) chunk = NC;
   thread_local AlignedScratch abuf(true), bbuf(true);  // packed blocks: huge pages
   thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
   thread_local std::vector<char> gathered;
-  // A is packed once for all n blocks when there are several and it is not huge (the filters of
-  // a convolution: packed once per call, not once per 1024 columns of images).
-  int64_t mblocks = (m1 - m0 + MC - 1) / MC, kblocks = (k1 - k0 + KC - 1) / KC;
-  size_t ablock = size_t(MC) * KC;
   int64_t a_step = K::MR;  // floats from one k step of an A panel to the next
-  bool in_place = has_run_strided_a<K>::value && !team_a &&
-                 (n1 - n0 + K::NR - 1) / K::NR <= kInPlaceMaxPanels &&
+  const bool few_panels = (n1 - n0 + K::NR - 1) / K::NR <= kInPlaceMaxPanels;
+  bool in_place = has_run_strided_a<K>::value && !team_a && few_panels &&
                  p.a->rows_in_place(m0, k0, &a_step);
   if constexpr (has_run_strided_a<K>::value) {
     // L1 sets are indexed within the 4 KB page (virtually indexed, physically tagged).
     if (in_place && !K::kStridedAInOneSet && a_step * int64_t(sizeof(float)) % 4096 == 0)
       in_place = false, a_step = K::MR;
   }
+  // A packed by transposing rows (k contiguous: the FC data gradient's w, rows 16 KB apart for
+  // fc6/fc7) under few B panels, where the pack weighs most: the next block's rows are
+  // prefetched into L2 during this block's tiles (when A outgrows L2), so that its pack reads
+  // them from cache, where 14 rows a page or more apart from memory ran it at 7 GB/s (24 from
+  // L2). The A block then shrinks so that it, the next one's source and the B block share L2.
+  int64_t src_row_stride = 0;
+  const bool rows_ahead = few_panels && !in_place && !team_a &&
+                          (m1 - m0) * (k1 - k0) * int64_t(sizeof(float)) > cache_sizes().l2 &&
+                          p.a->rows_k_contiguous(m0, k0, &src_row_stride);
+  const int64_t MC = rows_ahead ? rows_ahead_block(blk, K::MR, n1 - n0) : blk.mc;
+  // A is packed once for all n blocks when there are several and it is not huge (the filters of
+  // a convolution: packed once per call, not once per 1024 columns of images).
+  int64_t mblocks = (m1 - m0 + MC - 1) / MC, kblocks = (k1 - k0 + KC - 1) / KC;
+  size_t ablock = size_t(MC) * KC;
   bool keep_a = !in_place && !team_a && (shared_n || n1 - n0 > NC) &&
                 size_t(mblocks * kblocks) * ablock <= kKeptAFloats;
   float* pa_all = team_a || in_place
@@ -249,6 +282,9 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                       next_kc = std::min<int64_t>(KC, k1 - next_pc);
         const float* next_src =
             prefetch_next ? p.a->rows_in_place(next_ic, next_pc, &a_step) : nullptr;
+        const float* next_rows = rows_ahead && (!keep_a || first) && next_pc < k1
+                                     ? p.a->rows_k_contiguous(next_ic, next_pc, &src_row_stride)
+                                     : nullptr;
         const int64_t parts = ((nc + K::NR - 1) / K::NR) * ((mc + K::MR - 1) / K::MR);
         int64_t part = 0;
         for (int64_t jr = 0; jr < nc; jr += K::NR) {
@@ -263,7 +299,9 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                           bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k,
                           rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
-            if (prefetch_next) prefetch_in_place(next_src, a_step, next_mc, next_kc, part++, parts);
+            if (prefetch_next) prefetch_in_place(next_src, a_step, next_mc, next_kc, part, parts);
+            if (next_rows) prefetch_rows(next_rows, src_row_stride, next_mc, next_kc, part, parts);
+            ++part;
           }
         }
       }

@@ -39,6 +39,13 @@ struct GemmOperand {
   virtual const float* rows_in_place(int64_t /*r0*/, int64_t /*k0*/, int64_t* /*k_step*/) const {
     return nullptr;
   }
+  // An operand whose k steps are contiguous in memory (element (r, k) at ptr[r * *row_stride +
+  // k]): the element (r0, k0), so that the driver can prefetch the rows a transposing pack will
+  // read next. nullptr otherwise.
+  virtual const float* rows_k_contiguous(int64_t /*r0*/, int64_t /*k0*/,
+                                         int64_t* /*row_stride*/) const {
+    return nullptr;
+  }
   virtual ~GemmOperand() = default;
 };
 
@@ -86,6 +93,11 @@ struct StridedOperand final : GemmOperand {
     if (row_stride != 1) return nullptr;
     *k_step = k_stride;
     return data + r0 + k0 * k_stride;
+  }
+  const float* rows_k_contiguous(int64_t r0, int64_t k0, int64_t* rs) const override {
+    if (k_stride != 1) return nullptr;
+    *rs = row_stride;
+    return data + r0 * row_stride + k0;
   }
 };
 

@@ -37,10 +37,11 @@ static inline __m256i lane_mask(int n) {  // the first n (0..8) lanes
 }
 
 void pack_transpose_avx2(const float* const* rows, int width, int64_t len, float* dst) {
+  const int64_t end = len * width;
   for (int g = 0; g < width; g += 8) {
     int gw = std::min(8, width - g);
     __m256i store = lane_mask(gw);
-    bool spill = width <= 8;  // one group: a store may run into the next k step's slots
+    bool spill = width <= 8;  // one group: a store may run into later k steps' slots
     for (int64_t t0 = 0; t0 < len; t0 += 8) {
       int tn = int(std::min<int64_t>(8, len - t0));
       __m256 r[8];
@@ -58,9 +59,12 @@ void pack_transpose_avx2(const float* const* rows, int width, int64_t len, float
       if (gw == 8) {
         for (int t = 0; t < tn; ++t) _mm256_storeu_ps(d + t * width, r[t]);
       } else {
+        // Only a store that would leave the panel is masked: the last k step's spill lands in
+        // the next block's first slots, written after it.
         int t = 0;
         if (spill)
-          for (; t < tn - 1; ++t) _mm256_storeu_ps(d + t * width, r[t]);
+          for (; t < tn && (t0 + t) * width + g + 8 <= end; ++t)
+            _mm256_storeu_ps(d + t * width, r[t]);
         for (; t < tn; ++t) _mm256_maskstore_ps(d + t * width, store, r[t]);
       }
     }
