@@ -17,6 +17,9 @@
 //   by relu_bias_row: the bits of relu_bias_bwd run after the pooling, one pass over memory less.
 //   Max masks as it routes (a winner's x is y), so its plane is only summed (bias_row): no second
 //   read of x nor store of dx.
+// Winners (pool.h): the max forward records them in blocks of 16 images over the whole window
+//   (max_with_winner, state in registers); the backward then routes by offset (route_winners),
+//   reading dy and one byte per output instead of x and y: the same masked adds, the same bits.
 #pragma once
 #include <omp.h>
 
@@ -32,7 +35,49 @@
 namespace convnet {
 namespace {
 
-void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
+// Images per block of the max kernels that keep a per-image state over a whole window (winner,
+// routed mask): one AVX-512 vector, two AVX2 ones.
+constexpr int64_t kRouteLanes = 16;
+
+// The max forward recording winners (pool.h) for one output and `lanes` images (L of them when
+// L > 0, a compile-time count whose state the compiler keeps in registers; else any count up to
+// kRouteLanes): the running max takes the forward's own select (the same y bits), and the
+// winner moves only when a pixel is strictly greater — the first pixel equal to the final max.
+// x points at the window's first pixel; pixels are `pixel` floats apart, rows `row`.
+template <int L>
+void max_with_winner(const float* x, float* __restrict yo, uint8_t* __restrict wo, int64_t lanes,
+                     int rows, int cols, int64_t row, int64_t pixel) {
+  float best[kRouteLanes];
+  int32_t at[kRouteLanes];
+  const int64_t n_end = L > 0 ? L : lanes;
+#pragma omp simd
+  for (int64_t n = 0; n < n_end; ++n) {
+    best[n] = x[n];
+    at[n] = 0;
+  }
+  int32_t offset = 0;
+  for (int iy = 0; iy < rows; ++iy)
+    for (int ix = iy == 0 ? 1 : 0; ix < cols; ++ix) {
+      const float* __restrict in = x + iy * row + ix * pixel;
+      const int32_t k = ++offset;
+#pragma omp simd
+      for (int64_t n = 0; n < n_end; ++n) {
+        const bool more = in[n] > best[n];
+        best[n] = more ? in[n] : best[n];
+        at[n] = more ? k : at[n];
+      }
+    }
+#pragma omp simd
+  for (int64_t n = 0; n < n_end; ++n) {
+    yo[n] = best[n];
+    const int32_t code = best[n] == best[n] ? at[n] : kPoolNoWinner;
+    const bool positive = __builtin_bit_cast(int32_t, best[n]) > 0;
+    wo[n] = uint8_t(code | (positive ? 0 : kPoolNotPositive));
+  }
+}
+
+// winners: null, or the max pool's winners to record (pool.h).
+void pool_fwd_impl(const PoolParams& p, const float* x, float* y, uint8_t* winners) {
   const int64_t N = p.images, plane = int64_t(p.height) * p.width * N;
   const int64_t rows = int64_t(p.channels) * p.out_h;
   const int64_t work = rows * p.out_w * N * p.size * p.size;
@@ -48,6 +93,17 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
       pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
       float* __restrict out = yr + ox * N;
       const float* first = xc + (int64_t(ylo) * p.width + xlo) * N;
+      if (winners) {
+        uint8_t* wr = winners + (r * p.out_w + ox) * N;
+        const int64_t whole = N / kRouteLanes * kRouteLanes;
+        for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
+          max_with_winner<kRouteLanes>(first + n0, out + n0, wr + n0, kRouteLanes, yhi - ylo,
+                                       xhi - xlo, int64_t(p.width) * N, N);
+        if (whole < N)
+          max_with_winner<0>(first + whole, out + whole, wr + whole, N - whole, yhi - ylo,
+                             xhi - xlo, int64_t(p.width) * N, N);
+        continue;
+      }
 #pragma omp simd
       for (int64_t n = 0; n < N; ++n) out[n] = first[n];
       for (int iy = ylo; iy < yhi; ++iy)
@@ -69,9 +125,6 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
     }
   }
 }
-
-// Images per block of the max backward's routing: one AVX-512 vector, two AVX2 ones.
-constexpr int64_t kRouteLanes = 16;
 
 // The max pool's backward for one output and `lanes` images (L of them when L > 0, a
 // compile-time count whose mask the compiler keeps in registers; else any count, the mask in
@@ -104,9 +157,33 @@ void route_max(const float* __restrict g, const float* __restrict yo, const floa
     }
 }
 
+// route_max's routing from the winners the forward recorded (pool.h): image n's dy goes to the
+// window pixel whose offset is its winner's, by the same masked adds (the same dx bits). relu:
+// winners marked kPoolNotPositive route nothing, as route_max's gate.
+template <int L>
+void route_winners(const float* __restrict g, const uint8_t* __restrict wo, float* d,
+                   int64_t lanes, int rows, int cols, int64_t row, int64_t pixel, bool relu) {
+  int32_t key[kRouteLanes];
+  const int64_t n_end = L > 0 ? L : lanes;
+  const int32_t used = relu ? 0xff : kPoolNoWinner;  // with the bit, never an offset
+#pragma omp simd
+  for (int64_t n = 0; n < n_end; ++n) key[n] = wo[n] & used;
+  int32_t offset = 0;
+  for (int iy = 0; iy < rows; ++iy)
+    for (int ix = 0; ix < cols; ++ix, ++offset) {
+      float* __restrict di = d + iy * row + ix * pixel;
+#pragma omp simd
+      for (int64_t n = 0; n < n_end; ++n) {
+        const int32_t hit = -int32_t(key[n] == offset);
+        di[n] += __builtin_bit_cast(float, __builtin_bit_cast(int32_t, g[n]) & hit);
+      }
+    }
+}
+
 // db: null, or the bias gradient of the layer whose ReLU output x is (then !accumulate).
+// winners: null (max: route by comparing x with y), or the forward's (then x and y unused).
 void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const float* y,
-                   float* dx, bool accumulate, float* db) {
+                   const uint8_t* winners, float* dx, bool accumulate, float* db) {
   const int64_t N = p.images, row = int64_t(p.width) * N, plane = p.height * row;
   const int64_t oplane = int64_t(p.out_h) * p.out_w * N;
   const int64_t work = int64_t(p.channels) * (plane + oplane * p.size * p.size);
@@ -136,9 +213,19 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
           if (p.mode == PoolMode::max) {
             // Blocks of kRouteLanes images, each over the whole window, so a block's dy, y and
             // routed mask stay in registers; then the images past the last whole block.
-            const float* yo = y + o;
             const int64_t base = int64_t(ylo) * row + int64_t(xlo) * N;
             const int64_t whole = N / kRouteLanes * kRouteLanes;
+            if (winners) {
+              const uint8_t* wo = winners + o;
+              for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
+                route_winners<kRouteLanes>(g + n0, wo + n0, dxc + base + n0, kRouteLanes,
+                                           yhi - ylo, xhi - xlo, row, N, db != nullptr);
+              if (whole < N)
+                route_winners<0>(g + whole, wo + whole, dxc + base + whole, N - whole, yhi - ylo,
+                                 xhi - xlo, row, N, db != nullptr);
+              continue;
+            }
+            const float* yo = y + o;
             for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
               route_max<kRouteLanes>(g + n0, yo + n0, xc + base + n0, dxc + base + n0,
                                      kRouteLanes, yhi - ylo, xhi - xlo, row, N, db != nullptr,
@@ -175,10 +262,11 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
 // CONVNET_DECLARE_ENTRY, defined in pool_<isa>.cpp with CONVNET_DEFINE_ENTRY (isa.h).
 #define CONVNET_POOL_ENTRY_POINTS(isa, ENTRY)                                                 \
   namespace isa {                                                                           \
-  void pool_fwd(const PoolParams& p, const float* x, float* y) ENTRY(pool_fwd_impl(p, x, y)) \
+  void pool_fwd(const PoolParams& p, const float* x, float* y, uint8_t* winners)           \
+      ENTRY(pool_fwd_impl(p, x, y, winners))                                                \
   void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y,       \
-                float* dx, bool accumulate, float* db)                                      \
-      ENTRY(pool_bwd_impl(p, dy, x, y, dx, accumulate, db))                                 \
+                const uint8_t* winners, float* dx, bool accumulate, float* db)              \
+      ENTRY(pool_bwd_impl(p, dy, x, y, winners, dx, accumulate, db))                        \
   }
 
 CONVNET_POOL_ENTRY_POINTS(avx512, CONVNET_DECLARE_ENTRY)
