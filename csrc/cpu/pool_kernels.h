@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "isa.h"
@@ -39,41 +40,51 @@ namespace {
 // routed mask): one AVX-512 vector, two AVX2 ones.
 constexpr int64_t kRouteLanes = 16;
 
+// kRouteLanes images' floats, their int32 bits and bytes as GCC vector types (one register at
+// AVX-512, two at AVX2, four on the baseline build), which keep the max kernels' per-image state
+// in registers; unaligned in memory.
+typedef float PoolVec __attribute__((vector_size(kRouteLanes * 4), aligned(4)));
+typedef int32_t PoolInts __attribute__((vector_size(kRouteLanes * 4), aligned(4)));
+typedef uint8_t PoolBytes __attribute__((vector_size(kRouteLanes), aligned(1)));
+
+// v = the first n (<= kRouteLanes) lanes of p, the others 0 (n = kRouteLanes: one load); and
+// back. By reference: a vector wider than the build's registers is not returned by value.
+template <class V, class T>
+void load_lanes(V& v, const T* p, size_t n) {
+  v = V{};
+  std::memcpy(&v, p, n * sizeof(T));
+}
+template <class V, class T>
+void store_lanes(T* p, const V& v, size_t n) {
+  std::memcpy(p, &v, n * sizeof(T));
+}
+
 // The max forward recording winners (pool.h) for one output and `lanes` images (L of them when
-// L > 0, a compile-time count whose state the compiler keeps in registers; else any count up to
-// kRouteLanes): the running max takes the forward's own select (the same y bits), and the
-// winner moves only when a pixel is strictly greater — the first pixel equal to the final max.
-// x points at the window's first pixel; pixels are `pixel` floats apart, rows `row`.
+// L > 0, a compile-time count; else fewer than kRouteLanes): the running max takes the plain
+// forward's select (the same y bits), and the winner moves only when a pixel is strictly
+// greater — the first pixel equal to the final max. x points at the window's first pixel;
+// pixels are `pixel` floats apart, rows `row`.
 template <int L>
-void max_with_winner(const float* x, float* __restrict yo, uint8_t* __restrict wo, int64_t lanes,
-                     int rows, int cols, int64_t row, int64_t pixel) {
-  float best[kRouteLanes];
-  int32_t at[kRouteLanes];
-  const int64_t n_end = L > 0 ? L : lanes;
-#pragma omp simd
-  for (int64_t n = 0; n < n_end; ++n) {
-    best[n] = x[n];
-    at[n] = 0;
-  }
+void max_with_winner(const float* x, float* yo, uint8_t* wo, int64_t lanes, int rows, int cols,
+                     int64_t row, int64_t pixel) {
+  const size_t n = size_t(L > 0 ? L : lanes);
+  PoolVec best, v;
+  load_lanes(best, x, n);
+  PoolInts at = {};
   int32_t offset = 0;
   for (int iy = 0; iy < rows; ++iy)
     for (int ix = iy == 0 ? 1 : 0; ix < cols; ++ix) {
-      const float* __restrict in = x + iy * row + ix * pixel;
-      const int32_t k = ++offset;
-#pragma omp simd
-      for (int64_t n = 0; n < n_end; ++n) {
-        const bool more = in[n] > best[n];
-        best[n] = more ? in[n] : best[n];
-        at[n] = more ? k : at[n];
-      }
+      load_lanes(v, x + iy * row + ix * pixel, n);
+      const PoolInts more = v > best;
+      const PoolInts k = PoolInts{} + ++offset;
+      best = more ? v : best;
+      at = more ? k : at;
     }
-#pragma omp simd
-  for (int64_t n = 0; n < n_end; ++n) {
-    yo[n] = best[n];
-    const int32_t code = best[n] == best[n] ? at[n] : kPoolNoWinner;
-    const bool positive = __builtin_bit_cast(int32_t, best[n]) > 0;
-    wo[n] = uint8_t(code | (positive ? 0 : kPoolNotPositive));
-  }
+  const PoolInts none = PoolInts{} + kPoolNoWinner, zero = {};
+  const PoolInts sign = (PoolInts)best > zero ? zero : zero + kPoolNotPositive;
+  const PoolInts code = (best == best ? at : none) | sign;
+  store_lanes(yo, best, n);
+  store_lanes(wo, __builtin_convertvector(code, PoolBytes), n);
 }
 
 // winners: null, or the max pool's winners to record (pool.h).
@@ -161,22 +172,22 @@ void route_max(const float* __restrict g, const float* __restrict yo, const floa
 // window pixel whose offset is its winner's, by the same masked adds (the same dx bits). relu:
 // winners marked kPoolNotPositive route nothing, as route_max's gate.
 template <int L>
-void route_winners(const float* __restrict g, const uint8_t* __restrict wo, float* d,
-                   int64_t lanes, int rows, int cols, int64_t row, int64_t pixel, bool relu) {
-  int32_t key[kRouteLanes];
-  const int64_t n_end = L > 0 ? L : lanes;
-  const int32_t used = relu ? 0xff : kPoolNoWinner;  // with the bit, never an offset
-#pragma omp simd
-  for (int64_t n = 0; n < n_end; ++n) key[n] = wo[n] & used;
+void route_winners(const float* g, const uint8_t* wo, float* d, int64_t lanes, int rows,
+                   int cols, int64_t row, int64_t pixel, bool relu) {
+  const size_t n = size_t(L > 0 ? L : lanes);
+  const PoolInts used = PoolInts{} + (relu ? 0xff : kPoolNoWinner);  // with the bit: no offset
+  PoolBytes bytes;
+  PoolVec gv, dv;
+  load_lanes(bytes, wo, n);
+  load_lanes(gv, g, n);
+  const PoolInts key = __builtin_convertvector(bytes, PoolInts) & used, grad = (PoolInts)gv;
   int32_t offset = 0;
   for (int iy = 0; iy < rows; ++iy)
     for (int ix = 0; ix < cols; ++ix, ++offset) {
-      float* __restrict di = d + iy * row + ix * pixel;
-#pragma omp simd
-      for (int64_t n = 0; n < n_end; ++n) {
-        const int32_t hit = -int32_t(key[n] == offset);
-        di[n] += __builtin_bit_cast(float, __builtin_bit_cast(int32_t, g[n]) & hit);
-      }
+      float* di = d + iy * row + ix * pixel;
+      const PoolInts hit = key == (PoolInts{} + offset);
+      load_lanes(dv, di, n);
+      store_lanes(di, dv + (PoolVec)(grad & hit), n);
     }
 }
 
