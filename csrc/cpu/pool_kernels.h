@@ -17,74 +17,72 @@
 //   by relu_bias_row: the bits of relu_bias_bwd run after the pooling, one pass over memory less.
 //   Max masks as it routes (a winner's x is y), so its plane is only summed (bias_row): no second
 //   read of x nor store of dx.
-// Winners (pool.h): the max forward records them in blocks of 16 images over the whole window
-//   (max_with_winner, state in registers); the backward then routes by offset (route_winners),
-//   reading dy and one byte per output instead of x and y: the same masked adds, the same bits.
+// Winners (pool.h): the max forward records them in blocks of one register's images over the
+//   whole window (max_with_winner, state in registers); the backward then routes by offset
+//   (route_winners), reading dy and one byte per output instead of x and y: the same masked
+//   adds, the same bits.
 #pragma once
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "isa.h"
 #include "parallel.h"
 #include "pool.h"
+#include "pool_lanes.h"
 #include "relu_bias_row.h"
 
 namespace convnet {
 namespace {
 
-// Images per block of the max kernels that keep a per-image state over a whole window (winner,
-// routed mask): one AVX-512 vector, two AVX2 ones.
+// Images per block of the max backward's routing by comparing x with y: one AVX-512 vector, two
+// AVX2 ones.
 constexpr int64_t kRouteLanes = 16;
 
-// kRouteLanes images' floats, their int32 bits and bytes as GCC vector types (one register at
-// AVX-512, two at AVX2, four on the baseline build), which keep the max kernels' per-image state
-// in registers; unaligned in memory.
-typedef float PoolVec __attribute__((vector_size(kRouteLanes * 4), aligned(4)));
-typedef int32_t PoolInts __attribute__((vector_size(kRouteLanes * 4), aligned(4)));
-typedef uint8_t PoolBytes __attribute__((vector_size(kRouteLanes), aligned(1)));
+// Registers of images per block of the max forward with winners: each register's running max
+// is a chain of dependent compares and selects through the window; four chains interleaved
+// keep the vector units busy where one waited on its own latency (0.7x of the plain forward).
+constexpr int kWinnerRegs = 4;
 
-// v = the first n (<= kRouteLanes) lanes of p, the others 0 (n = kRouteLanes: one load); and
-// back. By reference: a vector wider than the build's registers is not returned by value.
-template <class V, class T>
-void load_lanes(V& v, const T* p, size_t n) {
-  v = V{};
-  std::memcpy(&v, p, n * sizeof(T));
-}
-template <class V, class T>
-void store_lanes(T* p, const V& v, size_t n) {
-  std::memcpy(p, &v, n * sizeof(T));
-}
-
-// The max forward recording winners (pool.h) for one output and `lanes` images (L of them when
-// L > 0, a compile-time count; else fewer than kRouteLanes): the running max takes the plain
+// The max forward recording winners (pool.h) for one output: R whole registers of images (R > 0)
+// or the first `lanes` images of one (R == 0, a partial block). The running max takes the plain
 // forward's select (the same y bits), and the winner moves only when a pixel is strictly
 // greater — the first pixel equal to the final max. x points at the window's first pixel;
 // pixels are `pixel` floats apart, rows `row`.
-template <int L>
+template <int R>
 void max_with_winner(const float* x, float* yo, uint8_t* wo, int64_t lanes, int rows, int cols,
                      int64_t row, int64_t pixel) {
-  const size_t n = size_t(L > 0 ? L : lanes);
-  PoolVec best, v;
-  load_lanes(best, x, n);
-  PoolInts at = {};
+  constexpr int L = R > 0 ? int(kWinnerLanes) : 0, regs = R > 0 ? R : 1;
+  const size_t n = size_t(lanes);
+  PoolVec best[regs];
+  PoolInts at[regs];
+#pragma GCC unroll 8
+  for (int r = 0; r < regs; ++r) {
+    best[r] = load_floats<L>(x + r * kWinnerLanes, n);
+    at[r] = PoolInts{};
+  }
   int32_t offset = 0;
   for (int iy = 0; iy < rows; ++iy)
     for (int ix = iy == 0 ? 1 : 0; ix < cols; ++ix) {
-      load_lanes(v, x + iy * row + ix * pixel, n);
-      const PoolInts more = v > best;
+      const float* in = x + iy * row + ix * pixel;
       const PoolInts k = PoolInts{} + ++offset;
-      best = more ? v : best;
-      at = more ? k : at;
+#pragma GCC unroll 8
+      for (int r = 0; r < regs; ++r) {
+        const PoolVec v = load_floats<L>(in + r * kWinnerLanes, n);
+        const PoolInts more = v > best[r];
+        best[r] = select_max(v, best[r]);
+        at[r] = more ? k : at[r];
+      }
     }
   const PoolInts none = PoolInts{} + kPoolNoWinner, zero = {};
-  const PoolInts sign = (PoolInts)best > zero ? zero : zero + kPoolNotPositive;
-  const PoolInts code = (best == best ? at : none) | sign;
-  store_lanes(yo, best, n);
-  store_lanes(wo, __builtin_convertvector(code, PoolBytes), n);
+#pragma GCC unroll 8
+  for (int r = 0; r < regs; ++r) {
+    const PoolInts sign = (PoolInts)best[r] > zero ? zero : zero + kPoolNotPositive;
+    store_floats<L>(yo + r * kWinnerLanes, best[r], n);
+    store_bytes<L>(wo + r * kWinnerLanes, (best[r] == best[r] ? at[r] : none) | sign, n);
+  }
 }
 
 // winners: null, or the max pool's winners to record (pool.h).
@@ -106,13 +104,19 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y, uint8_t* winne
       const float* first = xc + (int64_t(ylo) * p.width + xlo) * N;
       if (winners) {
         uint8_t* wr = winners + (r * p.out_w + ox) * N;
-        const int64_t whole = N / kRouteLanes * kRouteLanes;
-        for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
-          max_with_winner<kRouteLanes>(first + n0, out + n0, wr + n0, kRouteLanes, yhi - ylo,
-                                       xhi - xlo, int64_t(p.width) * N, N);
+        // Blocks of kWinnerRegs registers, then of one, then the images left.
+        constexpr int64_t block = kWinnerRegs * kWinnerLanes;
+        const int64_t blocks = N / block * block, whole = N / kWinnerLanes * kWinnerLanes;
+        const int64_t in_row = int64_t(p.width) * N;
+        for (int64_t n0 = 0; n0 < blocks; n0 += block)
+          max_with_winner<kWinnerRegs>(first + n0, out + n0, wr + n0, block, yhi - ylo,
+                                       xhi - xlo, in_row, N);
+        for (int64_t n0 = blocks; n0 < whole; n0 += kWinnerLanes)
+          max_with_winner<1>(first + n0, out + n0, wr + n0, kWinnerLanes, yhi - ylo, xhi - xlo,
+                             in_row, N);
         if (whole < N)
           max_with_winner<0>(first + whole, out + whole, wr + whole, N - whole, yhi - ylo,
-                             xhi - xlo, int64_t(p.width) * N, N);
+                             xhi - xlo, in_row, N);
         continue;
       }
 #pragma omp simd
@@ -174,20 +178,16 @@ void route_max(const float* __restrict g, const float* __restrict yo, const floa
 template <int L>
 void route_winners(const float* g, const uint8_t* wo, float* d, int64_t lanes, int rows,
                    int cols, int64_t row, int64_t pixel, bool relu) {
-  const size_t n = size_t(L > 0 ? L : lanes);
+  const size_t n = size_t(lanes);
   const PoolInts used = PoolInts{} + (relu ? 0xff : kPoolNoWinner);  // with the bit: no offset
-  PoolBytes bytes;
-  PoolVec gv, dv;
-  load_lanes(bytes, wo, n);
-  load_lanes(gv, g, n);
-  const PoolInts key = __builtin_convertvector(bytes, PoolInts) & used, grad = (PoolInts)gv;
+  const PoolInts key = load_bytes<L>(wo, n) & used;
+  const PoolInts grad = (PoolInts)load_floats<L>(g, n);
   int32_t offset = 0;
   for (int iy = 0; iy < rows; ++iy)
     for (int ix = 0; ix < cols; ++ix, ++offset) {
       float* di = d + iy * row + ix * pixel;
       const PoolInts hit = key == (PoolInts{} + offset);
-      load_lanes(dv, di, n);
-      store_lanes(di, dv + (PoolVec)(grad & hit), n);
+      store_floats<L>(di, load_floats<L>(di, n) + (PoolVec)(grad & hit), n);
     }
 }
 
@@ -225,17 +225,18 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
             // Blocks of kRouteLanes images, each over the whole window, so a block's dy, y and
             // routed mask stay in registers; then the images past the last whole block.
             const int64_t base = int64_t(ylo) * row + int64_t(xlo) * N;
-            const int64_t whole = N / kRouteLanes * kRouteLanes;
             if (winners) {
               const uint8_t* wo = winners + o;
-              for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
-                route_winners<kRouteLanes>(g + n0, wo + n0, dxc + base + n0, kRouteLanes,
-                                           yhi - ylo, xhi - xlo, row, N, db != nullptr);
+              const int64_t whole = N / kWinnerLanes * kWinnerLanes;
+              for (int64_t n0 = 0; n0 < whole; n0 += kWinnerLanes)
+                route_winners<kWinnerLanes>(g + n0, wo + n0, dxc + base + n0, kWinnerLanes,
+                                            yhi - ylo, xhi - xlo, row, N, db != nullptr);
               if (whole < N)
                 route_winners<0>(g + whole, wo + whole, dxc + base + whole, N - whole, yhi - ylo,
                                  xhi - xlo, row, N, db != nullptr);
               continue;
             }
+            const int64_t whole = N / kRouteLanes * kRouteLanes;
             const float* yo = y + o;
             for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
               route_max<kRouteLanes>(g + n0, yo + n0, xc + base + n0, dxc + base + n0,
