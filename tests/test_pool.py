@@ -319,10 +319,12 @@ def test_winners_special_values(device, rng):
         assert np.array_equal(_bits(a), _bits(b)), what
 
 
-@pytest.mark.parametrize("images", [1, 16, 37])
+@pytest.mark.parametrize("images", [1, 16, 37, 85])
 def test_cpu_winners_every_path(isa, rng, images):
-    """The CPU forward records and the backward routes 16 images a block, then the rest: each
-    SIMD path gives the (x, y) backward's bits, also fused with the ReLU + bias gradient."""
+    """The CPU forward records blocks of four registers of images (4, 8 or 16 lanes by the SIMD
+    path), then of one, then the rest; the backward one register at a time, then the rest (85 =
+    64 + 16 + 5 takes every kind at AVX-512): each path gives the (x, y) backward's bits, also
+    fused with the ReLU + bias gradient."""
     x = _tied(rng, (3, 9, 8, images))
     dy = rng.standard_normal(ops.pool_output_shape(x.shape, 3, 2)).astype(np.float32)
     acc = rng.standard_normal(x.shape).astype(np.float32)

@@ -222,10 +222,8 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
           const int64_t o = c * oplane + (int64_t(oy) * p.out_w + ox) * N;
           const float* __restrict g = dy + o;
           if (p.mode == PoolMode::max) {
-            // Blocks of kRouteLanes images, each over the whole window, so a block's dy, y and
-            // routed mask stay in registers; then the images past the last whole block.
             const int64_t base = int64_t(ylo) * row + int64_t(xlo) * N;
-            if (winners) {
+            if (winners) {  // registers of images, then the images left
               const uint8_t* wo = winners + o;
               const int64_t whole = N / kWinnerLanes * kWinnerLanes;
               for (int64_t n0 = 0; n0 < whole; n0 += kWinnerLanes)
@@ -236,6 +234,8 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
                                  xhi - xlo, row, N, db != nullptr);
               continue;
             }
+            // Blocks of kRouteLanes images, each over the whole window, so a block's dy, y and
+            // routed mask stay in registers; then the images past the last whole block.
             const int64_t whole = N / kRouteLanes * kRouteLanes;
             const float* yo = y + o;
             for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
