@@ -1,7 +1,8 @@
 """Weightless layers on one input: pool, cmrnorm (the paper's LRN), rnorm, neuron, dropout.
 
 Buffers: x (C, H, W, N), y (C, Ho, Wo, N) for pool, (C, H, W, N) for the rest; LRN keeps its
-denominators (C, H, W, N) from the forward pass for the backward pass; dropout its mask.
+denominators (C, H, W, N) from the forward pass for the backward pass; dropout its mask; a trained
+max pool its windows' winners (uint8, y's shape).
 """
 import math
 
