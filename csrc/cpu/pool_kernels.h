@@ -71,9 +71,8 @@ void max_with_winner(const float* x, float* yo, uint8_t* wo, int64_t lanes, int 
 #pragma GCC unroll 8
       for (int r = 0; r < regs; ++r) {
         const PoolVec v = load_floats<L>(in + r * kWinnerLanes, n);
-        const PoolInts more = v > best[r];
+        at[r] = select_later(v > best[r], k, at[r]);
         best[r] = select_max(v, best[r]);
-        at[r] = more ? k : at[r];
       }
     }
   const PoolInts none = PoolInts{} + kPoolNoWinner, zero = {};

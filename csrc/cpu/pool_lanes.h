@@ -34,6 +34,18 @@ inline PoolVec select_max(PoolVec a, PoolVec b) {
 #endif
 }
 
+// more ? k : at per lane, where k exceeds every lane of at: with a signed max (SSE4.1 and up)
+// the larger of at and (more & k), two cheap operations against a variable blend; the baseline
+// build has no such max and keeps the select.
+inline PoolInts select_later(PoolInts more, PoolInts k, PoolInts at) {
+#if defined(__SSE4_1__)
+  const PoolInts moved = more & k;
+  return moved > at ? moved : at;
+#else
+  return more ? k : at;
+#endif
+}
+
 // kWinnerLanes bytes at p, zero-extended.
 inline PoolInts widen_bytes(const uint8_t* p) {
 #if defined(__AVX512F__)
