@@ -7,8 +7,8 @@ The estimate is a lower bound: every weight tensor three times (the weights, the
 their gradient), and per image of the batch every layer's output (but the data layers' on
 CPU devices, which read the caller's batch), the gradient of those outputs
 that receive one, and a neuron's separate input and gradient where the neuron cannot work in
-place; float32 throughout. Buffers of a few layers (LRN denominators, dropout masks, transfer
-buffers between devices) come on top. It is checked against the host's physical memory for the
+place; float32 throughout. Buffers of a few layers (LRN denominators, dropout masks, the winners
+of trained max pools, transfer buffers between devices) come on top. It is checked against the host's physical memory for the
 devices whose memory is the host's (``cpu``, ``emu``); a CUDA device's allocator reports for
 itself.
 """

@@ -455,6 +455,7 @@ class Net:
         for L in self.order:
             if L.TYPE == "pool":
                 L.relu_bias_of = None
+                L.backward_runs = self.active[L.name]
             if L.fused_neuron:
                 L.relu_bias_done = False
         for L, i, P in sends:

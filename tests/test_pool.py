@@ -221,3 +221,227 @@ def test_emulated_thread_orders_bit_identical(rng):
         emu.set_thread_order(previous)
     for a, b in zip(results["forward"], results["reverse"]):
         np.testing.assert_array_equal(a, b)
+
+
+# -- Winners: the max forward records each window's winner, the backward routes from it --------
+
+def _bits(a):
+    return np.ascontiguousarray(a, np.float32).view(np.int32)
+
+
+def _tied(rng, shape):
+    """Values with ties in most windows, exact +0 and -0, and negatives: a ReLU output's zeros,
+    and whole windows whose max is -0 or negative (routed by the plain backward, masked by the
+    ReLU's)."""
+    x = rng.integers(-2, 3, shape).astype(np.float32)
+    x[rng.random(shape) < 0.2] = -0.0
+    return x
+
+
+def _ref_winners(x, size, stride, start, outputs):
+    """The byte pool_fwd records (csrc/common/pool.h): the first max's offset in its clipped
+    window (numpy's argmax takes the first), 0x80 when the max is not > 0 by its bits."""
+    C, H, W, N = x.shape
+    y = ref.pool_fwd(x, "max", size, stride, start, outputs)
+    out = np.empty(y.shape, np.uint8)
+    for oy in range(y.shape[1]):
+        ylo, yhi = ref.pool_window(oy, size, stride, start, H)
+        for ox in range(y.shape[2]):
+            xlo, xhi = ref.pool_window(ox, size, stride, start, W)
+            win = x[:, ylo:yhi, xlo:xhi].reshape(C, -1, N)
+            m = y[:, oy, ox].astype(np.float32)
+            sign = np.where(m.view(np.int32) > 0, 0, 0x80)
+            out[:, oy, ox] = np.argmax(win, axis=1) | sign
+    return out
+
+
+def _winner_runs(device, x, dy, acc, size, stride, start, outs):
+    """(y, dx, dx accumulated, fused dx, fused db) by the (x, y) backward and from winners."""
+    tx, tdy = convnet.tensor(x, device), convnet.tensor(dy, device)
+    runs = []
+    for recorded in (False, True):
+        y = ops.pool_fwd(tx, "max", size, stride, start, outputs=outs)
+        winners = ops.pool_winners(y) if recorded else None
+        if recorded:
+            ops.pool_fwd(tx, "max", size, stride, start, outputs=outs, out=y, winners=winners)
+        # With winners the backward gets neither x nor y: it cannot read them.
+        xs, ys = (None, None) if recorded else (tx, y)
+        dx = ops.pool_bwd(tdy, xs, ys, "max", size, stride, start, winners=winners,
+                          out=convnet.empty(x.shape, device=device))
+        out = convnet.tensor(acc, device)
+        ops.pool_bwd(tdy, xs, ys, "max", size, stride, start, out=out, accumulate=True,
+                     winners=winners)
+        db = convnet.tensor(np.full(x.shape[0], np.nan, np.float32), device)
+        fused = ops.pool_bwd(tdy, xs, ys, "max", size, stride, start, relu_bias=db,
+                             winners=winners, out=convnet.empty(x.shape, device=device))
+        runs.append([y.numpy(), dx.numpy(), out.numpy(), fused.numpy(), db.numpy()])
+        if recorded:
+            runs.append(winners.numpy())
+    return runs
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_winners_backward_bit_identical(device, rng, case):
+    """Every geometry of CASES, with ties, signed zeros and non-positive windows: the forward
+    with winners gives the same y bits, the winners are the reference's, and the backward from
+    them the (x, y) backward's bits: written, accumulated, and fused with the ReLU + bias
+    gradient."""
+    c, h, w, n, size, stride, start, outs = case
+    x = _tied(rng, (c, h, w, n))
+    dy = rng.standard_normal(ops.pool_output_shape(x.shape, size, stride, start, outs))
+    dy = dy.astype(np.float32)
+    acc = rng.standard_normal(x.shape).astype(np.float32)
+    old, new, winners = _winner_runs(device, x, dy, acc, size, stride, start, outs)
+    np.testing.assert_array_equal(winners, _ref_winners(x, size, stride, start, outs))
+    for what, a, b in zip(("y", "dx", "dx accumulated", "fused dx", "fused db"), old, new):
+        assert np.array_equal(_bits(a), _bits(b)), what
+    assert_close(new[1], ref.pool_bwd(dy, x, "max", size, stride, start), rtol=1e-6, what="dx")
+
+
+def test_winners_special_values(device, rng):
+    """NaN first in a window (y is NaN: no pixel equals it, nothing routed), NaN later (never
+    the max), infinities, and -0 against +0 in either order: the (x, y) backward's bits."""
+    x = rng.standard_normal((2, 7, 9, 8)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    x[0, 2, 3, 1] = -np.nan
+    x[0, 4, 4, 2] = np.inf
+    x[1, :3, :3, 3] = -np.inf
+    x[1, :3, :3, 4] = [[-0.0, 0.0, -0.0], [0.0, -1.0, 0.0], [-0.0, -0.0, -0.0]]
+    x[1, :3, :3, 5] = [[0.0, -0.0, 0.0], [-0.0, -1.0, 0.0], [-3.0, -0.0, -0.0]]
+    dy = rng.standard_normal(ops.pool_output_shape(x.shape, 3, 2)).astype(np.float32)
+    dy[1, 0, 0, 6] = np.inf
+    acc = rng.standard_normal(x.shape).astype(np.float32)
+    old, new, winners = _winner_runs(device, x, dy, acc, 3, 2, 0, None)
+    assert winners[0, 0, 0, 0] == 0x7f  # a positive NaN: no winner, and not masked
+    # -0 then +0 and +0 then -0: the first pixel wins, masked by a ReLU either way.
+    assert winners[1, 0, 0, 4] == 0x80 and winners[1, 0, 0, 5] == 0x80
+    for what, a, b in zip(("y", "dx", "dx accumulated", "fused dx", "fused db"), old, new):
+        assert np.array_equal(_bits(a), _bits(b)), what
+
+
+@pytest.mark.parametrize("images", [1, 16, 37, 85])
+def test_cpu_winners_every_path(isa, rng, images):
+    """The CPU forward records blocks of four registers of images (4, 8 or 16 lanes by the SIMD
+    path), then of one, then the rest; the backward one register at a time, then the rest (85 =
+    64 + 16 + 5 takes every kind at AVX-512): each path gives the (x, y) backward's bits, also
+    fused with the ReLU + bias gradient."""
+    x = _tied(rng, (3, 9, 8, images))
+    dy = rng.standard_normal(ops.pool_output_shape(x.shape, 3, 2)).astype(np.float32)
+    acc = rng.standard_normal(x.shape).astype(np.float32)
+    old, new, winners = _winner_runs("cpu", x, dy, acc, 3, 2, 0, None)
+    np.testing.assert_array_equal(winners, _ref_winners(x, 3, 2, 0, None))
+    for what, a, b in zip(("y", "dx", "dx accumulated", "fused dx", "fused db"), old, new):
+        assert np.array_equal(_bits(a), _bits(b)), f"{isa} {what}"
+
+
+def test_winners_bad_arguments(device):
+    x = convnet.zeros((2, 7, 7, 3), device=device)
+    y = ops.pool_fwd(x, "max", 3, 2)
+    w = ops.pool_winners(y)
+    with pytest.raises(ValueError, match="pool_fwd: winners are for max pooling only"):
+        ops.pool_fwd(x, "avg", 3, 2, winners=w)
+    with pytest.raises(ValueError, match="pool_bwd: winners are for max pooling only"):
+        ops.pool_bwd(y, x, None, "avg", 3, 2, winners=w)
+    with pytest.raises(ValueError, match=r"pool_fwd: winners has shape \(2, 2, 2, 3\)"):
+        ops.pool_fwd(x, "max", 3, 2, winners=convnet.zeros((2, 2, 2, 3), np.uint8, device))
+    with pytest.raises(TypeError, match="pool_fwd: winners must be uint8"):
+        ops.pool_fwd(x, "max", 3, 2, winners=convnet.zeros(y.shape, device=device))
+    big = convnet.zeros((1, 12, 12, 1), device=device)
+    yb = ops.pool_fwd(big, "max", 12, 1)
+    with pytest.raises(ValueError, match="pool_fwd: winners need windows of at most 11x11"):
+        ops.pool_fwd(big, "max", 12, 1, winners=ops.pool_winners(yb))
+    with pytest.raises(ValueError, match="pool_bwd_winners: winners has shape"):
+        ops.pool_bwd(y, x, None, "max", 3, 2, winners=convnet.zeros((2, 3, 3, 2), np.uint8,
+                                                                    device))
+    with pytest.raises(ValueError, match="pool_bwd: give x or out"):
+        ops.pool_bwd(y, None, None, "max", 3, 2, winners=w)
+    with pytest.raises(ValueError, match="pool_bwd_winners_relu_bias: .*db"):
+        ops.pool_bwd(y, x, None, "max", 3, 2, winners=w,
+                     relu_bias=convnet.zeros((3,), device=device))
+
+
+# data -> pool0 (max, on the images: no backward) -> conv1 (ReLU) -> pool1 (max, fused with
+# conv1's ReLU + bias gradient) -> conv2 (ReLU) -> pool2 (max, beside an fc: not fused) -> fc3.
+WINNER_NET = """
+[data]
+type=data
+dataIdx=0
+[labels]
+type=data
+dataIdx=1
+[pool0]
+type=pool
+pool=max
+inputs=data
+sizeX=2
+stride=1
+[conv1]
+type=conv
+inputs=pool0
+channels=3
+filters=6
+filterSize=3
+padding=1
+neuron=relu
+{learn}
+[pool1]
+type=pool
+pool=max
+inputs=conv1
+sizeX=3
+stride=2
+[conv2]
+type=conv
+inputs=pool1
+filters=5
+filterSize=3
+padding=1
+neuron=relu
+{learn}
+[pool2]
+type=pool
+pool=max
+inputs=conv2
+sizeX=3
+stride=2
+start=-1
+[fc3]
+type=fc
+inputs=pool2,conv2
+outputs=10
+{learn}
+[probs]
+type=softmax
+inputs=fc3
+[logprob]
+type=cost.logreg
+inputs=labels,probs
+""".format(learn="initW=0.1\nepsW=0.01\nepsB=0.02\nmomW=0.9\nmomB=0.9\nwc=0.0")
+
+
+@pytest.mark.parametrize("device", ["cpu", "emu:0"])
+def test_net_routes_from_winners(rng, tmp_path, device):
+    """Pools whose backward runs keep winners, recorded by training forwards only; the gradients
+    from them are the bits of the (x, y) backward (run after a test-time forward)."""
+    if device == "emu:0" and "emu" not in convnet.backends():
+        pytest.skip("convnet was built without the emulated backend")
+    from convnet.config import load_config
+    from convnet.net import Net
+    cfg = tmp_path / "winners.cfg"
+    cfg.write_text(WINNER_NET)
+    images = rng.integers(-2, 3, (3, 11, 13, 4)).astype(np.float32)
+    labels = np.arange(4, dtype=np.int32) % 10
+    net = Net(load_config(str(cfg)), image_shape=(3, 11, 13), device=device, batch_size=5, seed=5)
+    layers = {L.name: L for L in net.layers}
+    assert layers["pool0"].winners is None
+    assert layers["pool1"].winners is not None and layers["pool2"].winners is not None
+    assert layers["pool1"].relu_bias_of is layers["conv1"]
+    grads = {}
+    for train in (True, False):
+        net.forward(images, labels, train=train)
+        assert (layers["pool1"]._winners_of == 4) == train
+        net.backward()
+        grads[train] = {(L.name, p.name): p.grad.numpy().copy()
+                        for L in net.layers for p in getattr(L, "params", [])}
+    for key, g in grads[True].items():
+        assert np.array_equal(_bits(g), _bits(grads[False][key])), key

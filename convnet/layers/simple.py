@@ -1,7 +1,8 @@
 """Weightless layers on one input: pool, cmrnorm (the paper's LRN), rnorm, neuron, dropout.
 
 Buffers: x (C, H, W, N), y (C, Ho, Wo, N) for pool, (C, H, W, N) for the rest; LRN keeps its
-denominators (C, H, W, N) from the forward pass for the backward pass; dropout its mask.
+denominators (C, H, W, N) from the forward pass for the backward pass; dropout its mask; a trained
+max pool its windows' winners (uint8, y's shape).
 """
 import math
 
@@ -71,8 +72,22 @@ class PoolLayer(Layer):
         c = self.cfg
         return dict(size=c["sizeX"], stride=c["stride"], start=c["start"])
 
+    # Whether this layer's backward pass runs (set by Net._plan_backward): a max pool then keeps
+    # its windows' winners from a training forward for the backward, which routes from them
+    # without reading x or y (ops.pool_bwd's winners); nets that only infer keep none.
+    backward_runs = False
+
+    def allocate(self, batch, device):
+        self.winners = None
+        self._winners_of = None  # the batch size of the forward the winners are from
+        if (self.backward_runs and self.cfg["pool"] == "max"
+                and self.cfg["sizeX"] <= ops.MAX_WINNER_SIZE):
+            self.winners = BatchBuffer(self.out_shape, batch, device, np.uint8)
+
     def fwd(self, xs, y, n, ctx):
-        ops.pool_fwd(xs[0], self.cfg["pool"], out=y, **self._geo())
+        w = self.winners.view(n) if self.winners is not None and ctx.train else None
+        ops.pool_fwd(xs[0], self.cfg["pool"], out=y, winners=w, **self._geo())
+        self._winners_of = n if w is not None else None
 
     # The layer whose fused bias + ReLU output this pool reads, when the net lets the pool's
     # backward mask that layer's gradient and write its bias gradient (Net._plan_backward).
@@ -80,8 +95,10 @@ class PoolLayer(Layer):
 
     def bwd(self, dy, xs, y, dxs, accs, n, ctx):
         P = self.relu_bias_of
+        # After a forward that kept no winners (a test-time one), the (x, y) backward: the same.
+        w = self.winners.view(n) if self._winners_of == n else None
         ops.pool_bwd(dy, xs[0], y, self.cfg["pool"], out=dxs[0], accumulate=accs[0],
-                     relu_bias=None if P is None else P.b.grad, **self._geo())
+                     relu_bias=None if P is None else P.b.grad, winners=w, **self._geo())
 
     def describe(self):
         c = self.cfg

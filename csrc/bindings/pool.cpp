@@ -1,5 +1,8 @@
 // Pooling bindings. The output size comes from the caller (convnet/ops/pool.py computes
 // pool_out_size, or takes cuda-convnet's explicit outputsX); every window must hold a pixel.
+#include <pybind11/stl.h>
+
+#include <optional>
 #include <string>
 
 #include "pool.h"
@@ -28,9 +31,11 @@ void check_windows(const char* op, const char* axis, int img, int size, int stri
                    << ".." << last + size - 1 << " must each overlap the image");
 }
 
+int64_t bytes_of(const TensorArg& t) { return t.numel() * (t.dtype == 'B' ? 1 : 4); }
+
 void check_disjoint(const char* op, const Arg& out, const Arg& in) {
   const char *a = out.t.ptr<char>(), *b = in.t.ptr<char>();
-  const int64_t na = out.t.numel() * 4, nb = in.t.numel() * 4;
+  const int64_t na = bytes_of(out.t), nb = bytes_of(in.t);
   CONVNET_CHECK(na == 0 || nb == 0 || a + na <= b || b + nb <= a,
                 op << ": output " << out.name << " overlaps input " << in.name);
 }
@@ -79,21 +84,55 @@ PoolParams pool_bwd_params(const char* op, const TensorArg& dy, const TensorArg&
   return p;
 }
 
+// Max pooling's winners (pool.h): uint8 of the outputs' shape `like`, for a window that fits.
+void check_winners(const char* op, const PoolParams& p, const Arg& winners, const Arg& like) {
+  CONVNET_CHECK(p.mode == PoolMode::max, op << ": winners are for max pooling only");
+  CONVNET_CHECK(p.size <= kPoolMaxWinnerSize,
+                op << ": winners need windows of at most " << kPoolMaxWinnerSize << "x"
+                   << kPoolMaxWinnerSize << " pixels, got size " << p.size);
+  check_dtype(op, winners, 'B');
+  check_shape(op, winners, like.t.shape);
+}
+
+// The checks of a backward from winners (dx's shape is x's), and its params.
+PoolParams pool_winners_bwd_params(const char* op, const TensorArg& dy, const TensorArg& winners,
+                                   const TensorArg& dx, int size, int stride, int start) {
+  check_device(op, {{"dy", dy}, {"winners", winners}, {"dx", dx}});
+  check_ndim(op, {"dy", dy}, 4);
+  PoolParams p = pool_params(op, {"dx", dx}, {"dy", dy}, size, stride, start, int(dy.dim(1)),
+                             int(dy.dim(2)), "max");
+  check_winners(op, p, {"winners", winners}, {"dy", dy});
+  check_writable(op, {"dx", dx});
+  check_disjoint(op, {"dx", dx}, {"dy", dy});
+  check_disjoint(op, {"dx", dx}, {"winners", winners});
+  return p;
+}
+
 }  // namespace
 }  // namespace convnet
 
 CONVNET_BINDINGS(pool) {
   using namespace convnet;
+  // winners: None, or uint8 of y's shape that records each max window's winner (pool.h).
   m.def("pool_fwd", [](TensorArg x, TensorArg y, int size, int stride, int start, int out_h,
-                       int out_w, const std::string& mode) {
-    check_device("pool_fwd", {{"x", x}, {"y", y}});
-    PoolParams p = pool_params("pool_fwd", {"x", x}, {"y", y}, size, stride, start, out_h, out_w,
-                               mode);
-    check_writable("pool_fwd", {"y", y});
-    check_disjoint("pool_fwd", {"y", y}, {"x", x});
-    without_gil([&] { OP(pool_fwd)(p, x.ptr<float>(), y.ptr<float>()); });
+                       int out_w, const std::string& mode, std::optional<TensorArg> winners) {
+    const char* op = "pool_fwd";
+    check_device(op, {{"x", x}, {"y", y}});
+    PoolParams p = pool_params(op, {"x", x}, {"y", y}, size, stride, start, out_h, out_w, mode);
+    check_writable(op, {"y", y});
+    check_disjoint(op, {"y", y}, {"x", x});
+    uint8_t* w = nullptr;
+    if (winners) {
+      check_device(op, {{"x", x}, {"winners", *winners}});
+      check_winners(op, p, {"winners", *winners}, {"y", y});
+      check_writable(op, {"winners", *winners});
+      check_disjoint(op, {"winners", *winners}, {"x", x});
+      check_disjoint(op, {"winners", *winners}, {"y", y});
+      w = winners->ptr<uint8_t>();
+    }
+    without_gil([&] { OP(pool_fwd)(p, x.ptr<float>(), y.ptr<float>(), w); });
   }, py::arg("x"), py::arg("y"), py::arg("size"), py::arg("stride"), py::arg("start"),
-     py::arg("out_h"), py::arg("out_w"), py::arg("mode"));
+     py::arg("out_h"), py::arg("out_w"), py::arg("mode"), py::arg("winners") = py::none());
   // y is pool_fwd's output (max: the backward finds the argmax by comparing x with it; avg:
   // unused, the caller may pass dy).
   m.def("pool_bwd", [](TensorArg dy, TensorArg x, TensorArg y, TensorArg dx, int size, int stride,
@@ -123,4 +162,31 @@ CONVNET_BINDINGS(pool) {
     });
   }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("dx"), py::arg("db"), py::arg("size"),
      py::arg("stride"), py::arg("start"), py::arg("mode"));
+  // The max backward from pool_fwd's winners (x and y are not read): the bits of pool_bwd.
+  m.def("pool_bwd_winners", [](TensorArg dy, TensorArg winners, TensorArg dx, int size, int stride,
+                               int start, bool accumulate) {
+    PoolParams p = pool_winners_bwd_params("pool_bwd_winners", dy, winners, dx, size, stride,
+                                           start);
+    without_gil([&] {
+      OP(pool_bwd_winners)(p, dy.ptr<float>(), winners.ptr<uint8_t>(), dx.ptr<float>(),
+                           accumulate);
+    });
+  }, py::arg("dy"), py::arg("winners"), py::arg("dx"), py::arg("size"), py::arg("stride"),
+     py::arg("start"), py::arg("accumulate"));
+  // pool_bwd_relu_bias from the winners: the same bits.
+  m.def("pool_bwd_winners_relu_bias", [](TensorArg dy, TensorArg winners, TensorArg dx,
+                                         TensorArg db, int size, int stride, int start) {
+    const char* op = "pool_bwd_winners_relu_bias";
+    PoolParams p = pool_winners_bwd_params(op, dy, winners, dx, size, stride, start);
+    check_device(op, {{"dx", dx}, {"db", db}});
+    check_dtype(op, {"db", db}, 'f');
+    check_writable(op, {"db", db});
+    check_shape(op, {"db", db}, {dx.dim(0)});
+    check_disjoint(op, {"db", db}, {"dx", dx});
+    without_gil([&] {
+      OP(pool_bwd_winners_relu_bias)(p, dy.ptr<float>(), winners.ptr<uint8_t>(), dx.ptr<float>(),
+                                     db.ptr<float>());
+    });
+  }, py::arg("dy"), py::arg("winners"), py::arg("dx"), py::arg("db"), py::arg("size"),
+     py::arg("stride"), py::arg("start"));
 }

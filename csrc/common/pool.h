@@ -12,7 +12,21 @@
 //   avg: the sum over the window divided by the number of pixels in the clipped window (as
 //        cuda-convnet does), so an edge output averages only real pixels.
 // Backward writes dx, or adds to it when `accumulate`. x and y are unused by the avg backward.
+//
+// Winners (max only): pool_fwd given `winners` (one byte per element of y) records each window's
+// winner so that pool_bwd_winners routes dy without reading x or y (C x H x W x N floats, the
+// largest activation of a net, against C x Ho x Wo x N bytes). A byte holds
+//   bits 0-6: the winner's offset in its clipped window, row-major: (iy - ylo) * (xhi - xlo) +
+//             ix - xlo, by the tie rule above; kPoolNoWinner when y is NaN (x == y never holds:
+//             the (x, y) backward routes nothing either);
+//   bit 7:    kPoolNotPositive, y's bits are not > 0 as an int32 (+0, negatives, -0, negative
+//             NaNs): a ReLU's gradient that masks by x > 0 drops this window's dy (the winner's x
+//             is y), what pool_bwd_relu_bias does; plain pool_bwd_winners ignores the bit.
+// So the winners backward gives the (x, y) backward's bits. Windows must fit 7 bits: size <=
+// kPoolMaxWinnerSize (the bindings refuse more; such pools keep the (x, y) backward).
 #pragma once
+#include <cstdint>
+
 #include "op.h"
 #include "shape.h"
 
@@ -46,8 +60,16 @@ CONVNET_HD void pool_outputs_of(int i, int size, int stride, int start, int outs
   *hi = h < outs ? h : outs;
 }
 
-CONVNET_OP(void, pool_fwd, (const PoolParams& p, const float* x, float* y))
+constexpr int kPoolNoWinner = 0x7f;
+constexpr int kPoolNotPositive = 0x80;
+constexpr int kPoolMaxWinnerSize = 11;  // 121 pixels: offsets 0..120 stay below kPoolNoWinner
+
+// winners: null, or (channels, out_h, out_w, images) bytes to record (max mode only).
+CONVNET_OP(void, pool_fwd, (const PoolParams& p, const float* x, float* y, uint8_t* winners))
 CONVNET_OP(void, pool_bwd, (const PoolParams& p, const float* dy, const float* x, const float* y,
                             float* dx, bool accumulate))
+// The max backward from pool_fwd's winners: the bits of pool_bwd given that forward's x and y.
+CONVNET_OP(void, pool_bwd_winners, (const PoolParams& p, const float* dy, const uint8_t* winners,
+                                    float* dx, bool accumulate))
 
 }  // namespace convnet

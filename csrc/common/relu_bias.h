@@ -24,5 +24,9 @@ CONVNET_OP(void, relu_bias_bwd, (float* dy, const float* y, float* db, int64_t f
 // sums each channel right after its plane of dx is done, while it is still in cache.
 CONVNET_OP(void, pool_bwd_relu_bias, (const PoolParams& p, const float* dy, const float* x,
                                       const float* y, float* dx, float* db))
+// The same from max pooling's winners (pool.h), reading neither x nor y: a window whose winner
+// fails the ReLU's mask (kPoolNotPositive) routes nothing; the same bits as pool_bwd_relu_bias.
+CONVNET_OP(void, pool_bwd_winners_relu_bias, (const PoolParams& p, const float* dy,
+                                              const uint8_t* winners, float* dx, float* db))
 
 }  // namespace convnet

@@ -17,6 +17,10 @@
 //   by relu_bias_row: the bits of relu_bias_bwd run after the pooling, one pass over memory less.
 //   Max masks as it routes (a winner's x is y), so its plane is only summed (bias_row): no second
 //   read of x nor store of dx.
+// Winners (pool.h): the max forward records them in blocks of one register's images over the
+//   whole window (max_with_winner, state in registers); the backward then routes by offset
+//   (route_winners), reading dy and one byte per output instead of x and y: the same masked
+//   adds, the same bits.
 #pragma once
 #include <omp.h>
 
@@ -27,12 +31,61 @@
 #include "isa.h"
 #include "parallel.h"
 #include "pool.h"
+#include "pool_lanes.h"
 #include "relu_bias_row.h"
 
 namespace convnet {
 namespace {
 
-void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
+// Images per block of the max backward's routing by comparing x with y: one AVX-512 vector, two
+// AVX2 ones.
+constexpr int64_t kRouteLanes = 16;
+
+// Registers of images per block of the max forward with winners: each register's running max
+// is a chain of dependent compares and selects through the window; four chains interleaved
+// keep the vector units busy where one waited on its own latency (0.7x of the plain forward).
+constexpr int kWinnerRegs = 4;
+
+// The max forward recording winners (pool.h) for one output: R whole registers of images (R > 0)
+// or the first `lanes` images of one (R == 0, a partial block). The running max takes the plain
+// forward's select (the same y bits), and the winner moves only when a pixel is strictly
+// greater — the first pixel equal to the final max. x points at the window's first pixel;
+// pixels are `pixel` floats apart, rows `row`.
+template <int R>
+void max_with_winner(const float* x, float* yo, uint8_t* wo, int64_t lanes, int rows, int cols,
+                     int64_t row, int64_t pixel) {
+  constexpr int L = R > 0 ? int(kWinnerLanes) : 0, regs = R > 0 ? R : 1;
+  const size_t n = size_t(lanes);
+  PoolVec best[regs];
+  PoolInts at[regs];
+#pragma GCC unroll 8
+  for (int r = 0; r < regs; ++r) {
+    best[r] = load_floats<L>(x + r * kWinnerLanes, n);
+    at[r] = PoolInts{};
+  }
+  int32_t offset = 0;
+  for (int iy = 0; iy < rows; ++iy)
+    for (int ix = iy == 0 ? 1 : 0; ix < cols; ++ix) {
+      const float* in = x + iy * row + ix * pixel;
+      const PoolInts k = PoolInts{} + ++offset;
+#pragma GCC unroll 8
+      for (int r = 0; r < regs; ++r) {
+        const PoolVec v = load_floats<L>(in + r * kWinnerLanes, n);
+        at[r] = select_later(v > best[r], k, at[r]);
+        best[r] = select_max(v, best[r]);
+      }
+    }
+  const PoolInts none = PoolInts{} + kPoolNoWinner, zero = {};
+#pragma GCC unroll 8
+  for (int r = 0; r < regs; ++r) {
+    const PoolInts sign = (PoolInts)best[r] > zero ? zero : zero + kPoolNotPositive;
+    store_floats<L>(yo + r * kWinnerLanes, best[r], n);
+    store_bytes<L>(wo + r * kWinnerLanes, (best[r] == best[r] ? at[r] : none) | sign, n);
+  }
+}
+
+// winners: null, or the max pool's winners to record (pool.h).
+void pool_fwd_impl(const PoolParams& p, const float* x, float* y, uint8_t* winners) {
   const int64_t N = p.images, plane = int64_t(p.height) * p.width * N;
   const int64_t rows = int64_t(p.channels) * p.out_h;
   const int64_t work = rows * p.out_w * N * p.size * p.size;
@@ -48,6 +101,23 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
       pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
       float* __restrict out = yr + ox * N;
       const float* first = xc + (int64_t(ylo) * p.width + xlo) * N;
+      if (winners) {
+        uint8_t* wr = winners + (r * p.out_w + ox) * N;
+        // Blocks of kWinnerRegs registers, then of one, then the images left.
+        constexpr int64_t block = kWinnerRegs * kWinnerLanes;
+        const int64_t blocks = N / block * block, whole = N / kWinnerLanes * kWinnerLanes;
+        const int64_t in_row = int64_t(p.width) * N;
+        for (int64_t n0 = 0; n0 < blocks; n0 += block)
+          max_with_winner<kWinnerRegs>(first + n0, out + n0, wr + n0, block, yhi - ylo,
+                                       xhi - xlo, in_row, N);
+        for (int64_t n0 = blocks; n0 < whole; n0 += kWinnerLanes)
+          max_with_winner<1>(first + n0, out + n0, wr + n0, kWinnerLanes, yhi - ylo, xhi - xlo,
+                             in_row, N);
+        if (whole < N)
+          max_with_winner<0>(first + whole, out + whole, wr + whole, N - whole, yhi - ylo,
+                             xhi - xlo, in_row, N);
+        continue;
+      }
 #pragma omp simd
       for (int64_t n = 0; n < N; ++n) out[n] = first[n];
       for (int iy = ylo; iy < yhi; ++iy)
@@ -69,9 +139,6 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y) {
     }
   }
 }
-
-// Images per block of the max backward's routing: one AVX-512 vector, two AVX2 ones.
-constexpr int64_t kRouteLanes = 16;
 
 // The max pool's backward for one output and `lanes` images (L of them when L > 0, a
 // compile-time count whose mask the compiler keeps in registers; else any count, the mask in
@@ -104,9 +171,29 @@ void route_max(const float* __restrict g, const float* __restrict yo, const floa
     }
 }
 
+// route_max's routing from the winners the forward recorded (pool.h): image n's dy goes to the
+// window pixel whose offset is its winner's, by the same masked adds (the same dx bits). relu:
+// winners marked kPoolNotPositive route nothing, as route_max's gate.
+template <int L>
+void route_winners(const float* g, const uint8_t* wo, float* d, int64_t lanes, int rows,
+                   int cols, int64_t row, int64_t pixel, bool relu) {
+  const size_t n = size_t(lanes);
+  const PoolInts used = PoolInts{} + (relu ? 0xff : kPoolNoWinner);  // with the bit: no offset
+  const PoolInts key = load_bytes<L>(wo, n) & used;
+  const PoolInts grad = (PoolInts)load_floats<L>(g, n);
+  int32_t offset = 0;
+  for (int iy = 0; iy < rows; ++iy)
+    for (int ix = 0; ix < cols; ++ix, ++offset) {
+      float* di = d + iy * row + ix * pixel;
+      const PoolInts hit = key == (PoolInts{} + offset);
+      store_floats<L>(di, load_floats<L>(di, n) + (PoolVec)(grad & hit), n);
+    }
+}
+
 // db: null, or the bias gradient of the layer whose ReLU output x is (then !accumulate).
+// winners: null (max: route by comparing x with y), or the forward's (then x and y unused).
 void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const float* y,
-                   float* dx, bool accumulate, float* db) {
+                   const uint8_t* winners, float* dx, bool accumulate, float* db) {
   const int64_t N = p.images, row = int64_t(p.width) * N, plane = p.height * row;
   const int64_t oplane = int64_t(p.out_h) * p.out_w * N;
   const int64_t work = int64_t(p.channels) * (plane + oplane * p.size * p.size);
@@ -134,11 +221,22 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
           const int64_t o = c * oplane + (int64_t(oy) * p.out_w + ox) * N;
           const float* __restrict g = dy + o;
           if (p.mode == PoolMode::max) {
+            const int64_t base = int64_t(ylo) * row + int64_t(xlo) * N;
+            if (winners) {  // registers of images, then the images left
+              const uint8_t* wo = winners + o;
+              const int64_t whole = N / kWinnerLanes * kWinnerLanes;
+              for (int64_t n0 = 0; n0 < whole; n0 += kWinnerLanes)
+                route_winners<kWinnerLanes>(g + n0, wo + n0, dxc + base + n0, kWinnerLanes,
+                                            yhi - ylo, xhi - xlo, row, N, db != nullptr);
+              if (whole < N)
+                route_winners<0>(g + whole, wo + whole, dxc + base + whole, N - whole, yhi - ylo,
+                                 xhi - xlo, row, N, db != nullptr);
+              continue;
+            }
             // Blocks of kRouteLanes images, each over the whole window, so a block's dy, y and
             // routed mask stay in registers; then the images past the last whole block.
-            const float* yo = y + o;
-            const int64_t base = int64_t(ylo) * row + int64_t(xlo) * N;
             const int64_t whole = N / kRouteLanes * kRouteLanes;
+            const float* yo = y + o;
             for (int64_t n0 = 0; n0 < whole; n0 += kRouteLanes)
               route_max<kRouteLanes>(g + n0, yo + n0, xc + base + n0, dxc + base + n0,
                                      kRouteLanes, yhi - ylo, xhi - xlo, row, N, db != nullptr,
@@ -175,10 +273,11 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
 // CONVNET_DECLARE_ENTRY, defined in pool_<isa>.cpp with CONVNET_DEFINE_ENTRY (isa.h).
 #define CONVNET_POOL_ENTRY_POINTS(isa, ENTRY)                                                 \
   namespace isa {                                                                           \
-  void pool_fwd(const PoolParams& p, const float* x, float* y) ENTRY(pool_fwd_impl(p, x, y)) \
+  void pool_fwd(const PoolParams& p, const float* x, float* y, uint8_t* winners)           \
+      ENTRY(pool_fwd_impl(p, x, y, winners))                                                \
   void pool_bwd(const PoolParams& p, const float* dy, const float* x, const float* y,       \
-                float* dx, bool accumulate, float* db)                                      \
-      ENTRY(pool_bwd_impl(p, dy, x, y, dx, accumulate, db))                                 \
+                const uint8_t* winners, float* dx, bool accumulate, float* db)              \
+      ENTRY(pool_bwd_impl(p, dy, x, y, winners, dx, accumulate, db))                        \
   }
 
 CONVNET_POOL_ENTRY_POINTS(avx512, CONVNET_DECLARE_ENTRY)

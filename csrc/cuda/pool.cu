@@ -8,8 +8,12 @@
 // atomics, one writer per dx element, a fixed summation order (outputs row-major, like the CPU
 // backend's scatter), so the result is deterministic; 4 consecutive images per thread (float4)
 // under the forward's condition, each image with its own tie scan (lanes.cuh).
+// Winners (pool.h): the max forward records each lane's winner as it reduces (a strict > moves
+// it: the first pixel equal to the max); the backward's thread then compares each covering
+// output's winner with its own offset in that window instead of rescanning x against y.
 #include <algorithm>
 
+#include "conv.h"
 #include "cuda_check.h"
 #include "fast_div.cuh"
 #include "grid_stride.cuh"
@@ -17,6 +21,7 @@
 #include "lanes.cuh"
 #include "pixel_grid.h"
 #include "pool.h"
+#include "relu_bias.h"
 
 namespace convnet {
 
@@ -63,6 +68,47 @@ __global__ void pool_fwd_kernel(PoolParams p, FastDiv by_out_w, FastDiv by_out_h
     }
     if (p.mode == PoolMode::avg) acc = pool_scale(acc, 1.f / float((yhi - ylo) * (xhi - xlo)));
     *reinterpret_cast<V*>(y + i) = acc;
+  }
+}
+
+// The max forward recording winners, L images per thread (lanes.cuh): the same window walk and
+// select as pool_fwd_kernel (the same y bits), with each lane's winner offset beside its max.
+template <int L, class I>
+__global__ void pool_fwd_winners_kernel(PoolParams p, FastDiv by_out_w, FastDiv by_out_h,
+                                        const float* __restrict__ x, float* __restrict__ y,
+                                        uint8_t* __restrict__ winners) {
+  using V = Lanes<L>;
+  const int N = p.images, n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
+  const int pix = blockIdx.x;  // (c, oy, ox)
+  if (n < N) {
+    const int row = by_out_w.div(pix), ox = pix - row * p.out_w;
+    const int c = by_out_h.div(row), oy = row - c * p.out_h;
+    const I i = I(pix) * N + n;
+    int ylo, yhi, xlo, xhi;
+    pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
+    pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
+    const I in_row = I(p.width) * N;
+    I xrow = ((I(c) * p.height + ylo) * p.width + xlo) * N + n;
+    V best = V::load(x + xrow);
+    int at[L] = {};
+    int offset = 0;
+    for (int iy = ylo; iy < yhi; ++iy, xrow += in_row) {
+      I xp = xrow + (iy == ylo ? N : 0);
+      for (int ix = (iy == ylo ? xlo + 1 : xlo); ix < xhi; ++ix, xp += N) {
+        const V v = V::load(x + xp);
+        ++offset;
+#pragma unroll
+        for (int l = 0; l < L; ++l)
+          if (v.v[l] > best.v[l]) best.v[l] = v.v[l], at[l] = offset;
+      }
+    }
+    best.store(y + i);
+#pragma unroll
+    for (int l = 0; l < L; ++l) {
+      const float m = best.v[l];
+      const int sign = __float_as_int(m) > 0 ? 0 : kPoolNotPositive;
+      winners[i + l] = uint8_t((m == m ? at[l] : kPoolNoWinner) | sign);
+    }
   }
 }
 
@@ -147,6 +193,58 @@ __global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_heigh
   }
 }
 
+// pool_bwd_kernel's max gather from the forward's winners: an output routes to this pixel when
+// its winner's offset is the pixel's offset in its window; the same adds in the same order (the
+// same bits). relu (pool_bwd_winners_relu_bias): the sum is then multiplied by the ReLU's
+// gradient at x, as relu_bias_bwd multiplies dx: a pixel that wins any window has x = that
+// window's y, whose sign its winner byte carries (kPoolNotPositive); one that wins none has
+// the sum +0, whatever its x.
+template <int L, class I>
+__global__ void pool_bwd_winners_kernel(PoolParams p, FastDiv by_width, FastDiv by_height,
+                                        const float* __restrict__ dy,
+                                        const uint8_t* __restrict__ winners,
+                                        float* __restrict__ dx, bool accumulate, bool relu) {
+  using V = Lanes<L>;
+  const int N = p.images, n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
+  const int pix = blockIdx.x;  // (c, iy, ix)
+  if (n < N) {
+    const int row = by_width.div(pix), ix = pix - row * p.width;
+    const int c = by_height.div(row), iy = row - c * p.height;
+    const I i = I(pix) * N + n;
+    int oylo, oyhi, oxlo, oxhi;
+    pool_outputs_of(iy, p.size, p.stride, p.start, p.out_h, &oylo, &oyhi);
+    pool_outputs_of(ix, p.size, p.stride, p.start, p.out_w, &oxlo, &oxhi);
+    const I out_row = I(p.out_w) * N;
+    V sum = V::fill(0.f), keep = V::fill(1.f);
+    I orow = ((I(c) * p.out_h + oylo) * p.out_w + oxlo) * N + n;
+    for (int oy = oylo; oy < oyhi; ++oy, orow += out_row) {
+      int ylo, yhi;
+      pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
+      I o = orow;
+      for (int ox = oxlo; ox < oxhi; ++ox, o += N) {
+        int xlo, xhi;
+        pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
+        const int offset = (iy - ylo) * (xhi - xlo) + (ix - xlo);
+#pragma unroll
+        for (int l = 0; l < L; ++l) {
+          const int code = winners[o + l];
+          if ((code & kPoolNoWinner) == offset) {
+            sum.v[l] += dy[o + l];
+            if (code & kPoolNotPositive) keep.v[l] = 0.f;
+          }
+        }
+      }
+    }
+    V g = accumulate ? V::load(dx + i) : V::fill(0.f);
+#pragma unroll
+    for (int l = 0; l < L; ++l) {
+      const float s = relu ? sum.v[l] * keep.v[l] : sum.v[l];
+      g.v[l] = accumulate ? g.v[l] + s : s;
+    }
+    g.store(dx + i);
+  }
+}
+
 namespace {
 // Every offset a pooling launch forms stays below this: (C + 1) planes of the larger of x and y.
 int64_t pool_span(const PoolParams& p) {
@@ -155,7 +253,7 @@ int64_t pool_span(const PoolParams& p) {
 }
 }  // namespace
 
-void pool_fwd_cuda(const PoolParams& p, const float* x, float* y) {
+void pool_fwd_cuda(const PoolParams& p, const float* x, float* y, uint8_t* winners) {
   const int64_t pixels = int64_t(p.channels) * p.out_h * p.out_w;
   if (pixels == 0 || p.images == 0) return;
   const bool vec = p.images % 4 == 0 && aligned16(x) && aligned16(y);
@@ -163,7 +261,13 @@ void pool_fwd_cuda(const PoolParams& p, const float* x, float* y) {
   const FastDiv by_out_w(p.out_w), by_out_h(p.out_h);
   with_index(pool_span(p), [&](auto index) {
     using I = decltype(index);
-    if (vec)
+    if (winners && vec)
+      CONVNET_LAUNCH((pool_fwd_winners_kernel<4, I>), g.grid, g.block, 0, current_stream(), p,
+                     by_out_w, by_out_h, x, y, winners);
+    else if (winners)
+      CONVNET_LAUNCH((pool_fwd_winners_kernel<1, I>), g.grid, g.block, 0, current_stream(), p,
+                     by_out_w, by_out_h, x, y, winners);
+    else if (vec)
       CONVNET_LAUNCH((pool_fwd_kernel<float4, I>), g.grid, g.block, 0, current_stream(), p,
                      by_out_w, by_out_h, x, y);
     else
@@ -190,6 +294,42 @@ void pool_bwd_cuda(const PoolParams& p, const float* dy, const float* x, const f
       CONVNET_LAUNCH((pool_bwd_kernel<1, I>), g.grid, g.block, 0, current_stream(), p, by_width,
                      by_height, dy, x, y, dx, accumulate);
   });
+}
+
+namespace {
+// relu: for pool_bwd_winners_relu_bias, dx masked by the ReLU's gradient.
+void pool_bwd_winners_launch(const PoolParams& p, const float* dy, const uint8_t* winners,
+                             float* dx, bool accumulate, bool relu) {
+  const int64_t pixels = int64_t(p.channels) * p.height * p.width;
+  if (pixels == 0 || p.images == 0) return;
+  const bool vec = p.images % 4 == 0 && aligned16(dy) && aligned16(dx);
+  const PixelGrid g = pixel_grid(pixels, vec ? p.images / 4 : p.images);
+  const FastDiv by_width(p.width), by_height(p.height);
+  with_index(pool_span(p), [&](auto index) {
+    using I = decltype(index);
+    if (vec)
+      CONVNET_LAUNCH((pool_bwd_winners_kernel<4, I>), g.grid, g.block, 0, current_stream(), p,
+                     by_width, by_height, dy, winners, dx, accumulate, relu);
+    else
+      CONVNET_LAUNCH((pool_bwd_winners_kernel<1, I>), g.grid, g.block, 0, current_stream(), p,
+                     by_width, by_height, dy, winners, dx, accumulate, relu);
+  });
+}
+
+}  // namespace
+
+void pool_bwd_winners_cuda(const PoolParams& p, const float* dy, const uint8_t* winners,
+                           float* dx, bool accumulate) {
+  pool_bwd_winners_launch(p, dy, winners, dx, accumulate, false);
+}
+
+// Declared in relu_bias.h: the winners backward with the ReLU's mask applied as it stores dx
+// (relu_bias_bwd's product), then the plain bias gradient, the kernel relu_bias_bwd runs, on the
+// same values: pool_bwd_relu_bias's bits (relu_bias.cu) without reading x.
+void pool_bwd_winners_relu_bias_cuda(const PoolParams& p, const float* dy,
+                                     const uint8_t* winners, float* dx, float* db) {
+  pool_bwd_winners_launch(p, dy, winners, dx, false, true);
+  bias_bwd_cuda(dx, db, p.channels, int64_t(p.height) * p.width * p.images, false);
 }
 
 }  // namespace convnet
