@@ -225,14 +225,22 @@ __global__ void pool_bwd_winners_kernel(PoolParams p, FastDiv by_width, FastDiv 
         int xlo, xhi;
         pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
         const int offset = (iy - ylo) * (xhi - xlo) + (ix - xlo);
+        // The L lanes' winners as one word (L = 4: 4-byte aligned, indexed in words so the
+        // address is formed per access from the 32-bit offset, as the float loads' are).
+        const uint32_t codes = L == 4 ? reinterpret_cast<const uint32_t*>(winners)[o >> 2]
+                                      : uint32_t(winners[o]);
+        bool hit[L], any = false;
 #pragma unroll
-        for (int l = 0; l < L; ++l) {
-          const int code = winners[o + l];
-          if ((code & kPoolNoWinner) == offset) {
-            sum.v[l] += dy[o + l];
-            if (code & kPoolNotPositive) keep.v[l] = 0.f;
+        for (int l = 0; l < L; ++l)
+          any |= hit[l] = int((codes >> (8 * l)) & kPoolNoWinner) == offset;
+        if (!any) continue;
+        const V d = V::load(dy + o);
+#pragma unroll
+        for (int l = 0; l < L; ++l)
+          if (hit[l]) {
+            sum.v[l] += d.v[l];
+            if ((codes >> (8 * l)) & kPoolNotPositive) keep.v[l] = 0.f;
           }
-        }
       }
     }
     V g = accumulate ? V::load(dx + i) : V::fill(0.f);
@@ -302,7 +310,8 @@ void pool_bwd_winners_launch(const PoolParams& p, const float* dy, const uint8_t
                              float* dx, bool accumulate, bool relu) {
   const int64_t pixels = int64_t(p.channels) * p.height * p.width;
   if (pixels == 0 || p.images == 0) return;
-  const bool vec = p.images % 4 == 0 && aligned16(dy) && aligned16(dx);
+  const bool vec = p.images % 4 == 0 && aligned16(dy) && aligned16(dx) &&
+                   reinterpret_cast<uintptr_t>(winners) % 4 == 0;
   const PixelGrid g = pixel_grid(pixels, vec ? p.images / 4 : p.images);
   const FastDiv by_width(p.width), by_height(p.height);
   with_index(pool_span(p), [&](auto index) {
