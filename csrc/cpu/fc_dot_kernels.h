@@ -2,7 +2,8 @@
 // once per SIMD path: fc_dot.cpp (baseline x86-64), fc_dot_avx2.cpp and fc_dot_avx512.cpp include
 // this file, and fc_dot.cpp picks one at run time (csrc/cpu/isa.h).
 //
-//   dx[i, n] = sum over o of w[i, o] * dyT[n, o],   dyT (N, Op) = dy^T, zero-padded to Op floats
+//   dx[i, n] = sum over o of w[i, o] * dyT[n, o],   dyT = dy^T, rows of dyt_stride(O) floats, zeros
+//                                                   past O
 //
 // Why not the SGEMM driver: there w (I, O) is the A operand with k = o contiguous, so every pass
 // packs all of w (151 MB for AlexNet's fc6) by a transposing gather of rows 16 KB apart, which
@@ -13,8 +14,8 @@
 //
 // Loops: threads take fixed contiguous shares of the rows i (each dx row has one writer) -> k
 // blocks of kb floats of o (the dyT block, N x kb, stays in L2 while the share's rows stream
-// through it) -> tiles of MR rows (the w panel, MR x kb, stays in L1 for all images) -> tiles of
-// NC images. The sum of a dx element is the same sequence of k blocks, lanes and reduction for
+// through it) -> tiles of MR rows (the w panel, MR x kb, read from memory by the first image tile
+// and from cache by the others) -> tiles of NC images. The sum of a dx element is the same sequence of k blocks, lanes and reduction for
 // any thread count, so its bits depend on the SIMD path only.
 #pragma once
 #include <immintrin.h>
