@@ -15,8 +15,9 @@
 // Loops: threads take fixed contiguous shares of the rows i (each dx row has one writer) -> k
 // blocks of kb floats of o (the dyT block, N x kb, stays in L2 while the share's rows stream
 // through it) -> tiles of MR rows (the w panel, MR x kb, read from memory by the first image tile
-// and from cache by the others) -> tiles of NC images. The sum of a dx element is the same sequence of k blocks, lanes and reduction for
-// any thread count, so its bits depend on the SIMD path only.
+// and from cache by the others) -> tiles of NC images. The sum of a dx element is the same
+// sequence of k blocks, lanes and reduction for any thread count, so its bits depend on the SIMD
+// path only.
 #pragma once
 #include <immintrin.h>
 #include <omp.h>
