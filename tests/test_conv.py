@@ -342,6 +342,42 @@ def test_fc(device, rng, i, o, n):
     assert_close(dw.numpy(), prev_dw + ref.fc_bwd_weights(x, dy), what="fc_bwd_weights accumulate")
 
 
+FC_DOT = ops.conv_variant_count("fc_bwd_data", device="cpu") - 1  # the inner-product variant
+
+
+@pytest.mark.parametrize("i,o", [(1, 1), (7, 19), (37, 1001), (130, 4100)])
+@pytest.mark.parametrize("n", [1, 3, 37, 128])
+def test_fc_bwd_data_dot(isa, rng, i, o, n):
+    """The inner-product data gradient (no pack of w): rows and outputs off the register tiles,
+    o past a k block (4100 at 128 images), against float64, plain and accumulating; variant 0
+    runs it (the same bits) up to 32 images."""
+    w = rng.standard_normal((i, o)).astype(np.float32)
+    dy = rng.standard_normal((o, n)).astype(np.float32)
+    expect = ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64))
+    dx = ops.fc_bwd_data(dy, w, variant=FC_DOT).numpy()
+    assert_close(dx, expect, what=f"fc_bwd_data dot {isa}")
+    prev = rng.standard_normal((i, n)).astype(np.float32)
+    acc = ops.fc_bwd_data(dy, w, out=prev.copy(), accumulate=True, variant=FC_DOT)
+    assert_close(acc, prev + expect, what=f"fc_bwd_data dot accumulate {isa}")
+    if n <= 32:
+        assert np.array_equal(ops.fc_bwd_data(dy, w).numpy(), dx), "variant 0 is not the dot path"
+
+
+def test_fc_bwd_data_dot_bits_across_threads(isa, rng):
+    """Threads take fixed shares of the rows and each dx element's sum keeps its order, so 1, 2
+    and 3 threads give the same bits."""
+    w = rng.standard_normal((203, 2100)).astype(np.float32)
+    dy = rng.standard_normal((2100, 37)).astype(np.float32)
+    runs = []
+    for threads in (1, 2, 3):
+        with cpu_threads(threads):
+            runs.append(ops.fc_bwd_data(dy, w, variant=FC_DOT).numpy())
+    assert_close(runs[0], ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64)),
+                 what=f"fc_bwd_data dot {isa}")
+    assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2]), \
+        f"{isa}: bits depend on the thread count"
+
+
 def test_fc_bwd_data_prefetched_blocks_keep_bits(isa, rng):
     """The data gradient with few images (few B panels) and w larger than L2 packs w in smaller A
     blocks while prefetching the next block's rows (gemm_driver.h, rows_ahead): the same sums in

@@ -29,6 +29,7 @@
 #include "conv_fwd_direct.h"
 #include "conv_operands.h"
 #include "conv_wgrad.h"
+#include "fc_dot.h"
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -76,7 +77,8 @@ constexpr int64_t kImplicitGemmColumns = 512;
 int conv_variant_count_cpu(ConvOp op) {
   if (op == ConvOp::conv_bwd_weights) return kWinogradWgradVariant + 1;
   if (op == ConvOp::conv_fwd || op == ConvOp::conv_bwd_data) return kDirectFwdVariant + 1;
-  return kGemmVariants;  // the fc passes: the micro-kernels only
+  if (op == ConvOp::fc_bwd_data) return kFcDotVariant + 1;
+  return kGemmVariants;  // the other fc passes: the micro-kernels only
 }
 
 // Throws ArgError unless `variant` is a micro-kernel this CPU runs or Winograd's (whose shape

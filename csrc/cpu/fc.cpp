@@ -1,9 +1,11 @@
 // Fully-connected layers on the CPU: one SGEMM each (FcParams::variant selects its micro-kernel).
 //   forward       y (O, N)  = w^T (O, I) x (I, N), then the epilogue (bias, ReLU)
-//   data grad.    dx (I, N) = w (I, O) dy (O, N)
+//   data grad.    dx (I, N) = w (I, O) dy (O, N); variant kFcDotVariant (and variant 0 up to
+//                 kFcDotMaxImages images): inner products along o, no pack of w (fc_dot.h)
 //   weight grad.  dw (I, O) = x (I, N) dy^T (N, O)
 #include "fc.h"
 
+#include "fc_dot.h"
 #include "gemm_cpu.h"
 
 namespace convnet {
@@ -29,6 +31,8 @@ void fc_fwd_cpu(const FcParams& p, const float* x, const float* w, float* y, boo
 
 void fc_bwd_data_cpu(const FcParams& p, const float* dy, const float* w, float* dx,
                      bool accumulate) {
+  if (p.variant == kFcDotVariant || (p.variant == 0 && p.images <= kFcDotMaxImages))
+    return fc_bwd_data_dot(p, dy, w, dx, accumulate);
   StridedOperand ws(w, p.outputs, 1);   // rows = i, k = o
   StridedOperand dys(dy, 1, p.images);  // rows = n, k = o
   run("fc_bwd_data", p.variant, p.inputs, p.images, p.outputs, ws, dys, dx, accumulate);
