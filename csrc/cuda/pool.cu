@@ -40,6 +40,54 @@ __device__ __forceinline__ float4 pool_scale(float4 a, float s) {
   return make_float4(a.x * s, a.y * s, a.z * s, a.w * s);
 }
 
+// An output pixel of the forward's grid (blockIdx.x = (c, oy, ox)) for image n: its element
+// offset in y and its clipped window, with x's offset at the window's first pixel.
+template <class I>
+struct PoolOutput {
+  I y;       // (c, oy, ox, n)
+  I xfirst;  // (c, ylo, xlo, n)
+  int ylo, yhi, xlo, xhi;
+};
+
+template <class I>
+__device__ __forceinline__ PoolOutput<I> pool_output(const PoolParams& p, FastDiv by_out_w,
+                                                     FastDiv by_out_h, int pix, int n) {
+  const int N = p.images;
+  const int row = by_out_w.div(pix), ox = pix - row * p.out_w;
+  const int c = by_out_h.div(row), oy = row - c * p.out_h;
+  PoolOutput<I> o;
+  o.y = I(pix) * N + n;
+  pool_window(oy, p.size, p.stride, p.start, p.height, &o.ylo, &o.yhi);
+  pool_window(ox, p.size, p.stride, p.start, p.width, &o.xlo, &o.xhi);
+  o.xfirst = ((I(c) * p.height + o.ylo) * p.width + o.xlo) * N + n;
+  return o;
+}
+
+// An input pixel of the backward's grid (blockIdx.x = (c, iy, ix)) for image n: its element
+// offset in x and dx, its position, and the outputs whose windows hold it, with their first
+// one's offset in y and dy.
+template <class I>
+struct PoolInput {
+  I x;       // (c, iy, ix, n)
+  I ofirst;  // (c, oylo, oxlo, n)
+  int iy, ix, oylo, oyhi, oxlo, oxhi;
+};
+
+template <class I>
+__device__ __forceinline__ PoolInput<I> pool_input(const PoolParams& p, FastDiv by_width,
+                                                   FastDiv by_height, int pix, int n) {
+  const int N = p.images;
+  const int row = by_width.div(pix);
+  const int c = by_height.div(row);
+  PoolInput<I> q;
+  q.ix = pix - row * p.width, q.iy = row - c * p.height;
+  q.x = I(pix) * N + n;
+  pool_outputs_of(q.iy, p.size, p.stride, p.start, p.out_h, &q.oylo, &q.oyhi);
+  pool_outputs_of(q.ix, p.size, p.stride, p.start, p.out_w, &q.oxlo, &q.oxhi);
+  q.ofirst = ((I(c) * p.out_h + q.oylo) * p.out_w + q.oxlo) * N + n;
+  return q;
+}
+
 // V = float: a thread per output element; V = float4: a thread per 4 consecutive images of an
 // output pixel (N % 4 == 0, x and y 16-byte aligned), loaded and stored as float4.
 template <class V, class I>
@@ -49,15 +97,11 @@ __global__ void pool_fwd_kernel(PoolParams p, FastDiv by_out_w, FastDiv by_out_h
   const int N = p.images, n = (blockIdx.y * blockDim.x + threadIdx.x) * kImages;
   const int pix = blockIdx.x;  // (c, oy, ox)
   if (n < N) {
-    const int row = by_out_w.div(pix), ox = pix - row * p.out_w;
-    const int c = by_out_h.div(row), oy = row - c * p.out_h;
-    const I i = I(pix) * N + n;
-    int ylo, yhi, xlo, xhi;
-    pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
-    pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
+    const PoolOutput<I> o = pool_output<I>(p, by_out_w, by_out_h, pix, n);
+    const I i = o.y;
+    const int ylo = o.ylo, yhi = o.yhi, xlo = o.xlo, xhi = o.xhi;
     const I in_row = I(p.width) * N;
-    // Offset of x at (c, ylo, xlo) for image n; the window is walked by offset increments.
-    I xrow = ((I(c) * p.height + ylo) * p.width + xlo) * N + n;
+    I xrow = o.xfirst;  // the window is walked by offset increments
     V acc = *reinterpret_cast<const V*>(x + xrow);
     for (int iy = ylo; iy < yhi; ++iy, xrow += in_row) {
       I xp = xrow + (iy == ylo ? N : 0);
@@ -81,14 +125,11 @@ __global__ void pool_fwd_winners_kernel(PoolParams p, FastDiv by_out_w, FastDiv 
   const int N = p.images, n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   const int pix = blockIdx.x;  // (c, oy, ox)
   if (n < N) {
-    const int row = by_out_w.div(pix), ox = pix - row * p.out_w;
-    const int c = by_out_h.div(row), oy = row - c * p.out_h;
-    const I i = I(pix) * N + n;
-    int ylo, yhi, xlo, xhi;
-    pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
-    pool_window(ox, p.size, p.stride, p.start, p.width, &xlo, &xhi);
+    const PoolOutput<I> o = pool_output<I>(p, by_out_w, by_out_h, pix, n);
+    const I i = o.y;
+    const int ylo = o.ylo, yhi = o.yhi, xlo = o.xlo, xhi = o.xhi;
     const I in_row = I(p.width) * N;
-    I xrow = ((I(c) * p.height + ylo) * p.width + xlo) * N + n;
+    I xrow = o.xfirst;
     V best = V::load(x + xrow);
     int at[L] = {};
     int offset = 0;
@@ -126,15 +167,10 @@ __global__ void pool_bwd_kernel(PoolParams p, FastDiv by_width, FastDiv by_heigh
   const int N = p.images, n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   const int pix = blockIdx.x;  // (c, iy, ix)
   if (n < N) {
-    const int row = by_width.div(pix), ix = pix - row * p.width;
-    const int c = by_height.div(row), iy = row - c * p.height;
-    const I i = I(pix) * N + n;
-    int oylo, oyhi, oxlo, oxhi;
-    pool_outputs_of(iy, p.size, p.stride, p.start, p.out_h, &oylo, &oyhi);
-    pool_outputs_of(ix, p.size, p.stride, p.start, p.out_w, &oxlo, &oxhi);
+    const PoolInput<I> q = pool_input<I>(p, by_width, by_height, pix, n);
+    const I i = q.x, obase = q.ofirst;
+    const int iy = q.iy, ix = q.ix, oylo = q.oylo, oyhi = q.oyhi, oxlo = q.oxlo, oxhi = q.oxhi;
     const I out_row = I(p.out_w) * N, in_row = I(p.width) * N;
-    // Offset of output (c, oylo, oxlo) for image n in dy and y.
-    const I obase = ((I(c) * p.out_h + oylo) * p.out_w + oxlo) * N + n;
     V sum = V::fill(0.f);
     if (p.mode == PoolMode::avg) {
       I orow = obase;
@@ -208,15 +244,12 @@ __global__ void pool_bwd_winners_kernel(PoolParams p, FastDiv by_width, FastDiv 
   const int N = p.images, n = (blockIdx.y * blockDim.x + threadIdx.x) * L;
   const int pix = blockIdx.x;  // (c, iy, ix)
   if (n < N) {
-    const int row = by_width.div(pix), ix = pix - row * p.width;
-    const int c = by_height.div(row), iy = row - c * p.height;
-    const I i = I(pix) * N + n;
-    int oylo, oyhi, oxlo, oxhi;
-    pool_outputs_of(iy, p.size, p.stride, p.start, p.out_h, &oylo, &oyhi);
-    pool_outputs_of(ix, p.size, p.stride, p.start, p.out_w, &oxlo, &oxhi);
+    const PoolInput<I> q = pool_input<I>(p, by_width, by_height, pix, n);
+    const I i = q.x;
+    const int iy = q.iy, ix = q.ix, oylo = q.oylo, oyhi = q.oyhi, oxlo = q.oxlo, oxhi = q.oxhi;
     const I out_row = I(p.out_w) * N;
     V sum = V::fill(0.f), keep = V::fill(1.f);
-    I orow = ((I(c) * p.out_h + oylo) * p.out_w + oxlo) * N + n;
+    I orow = q.ofirst;
     for (int oy = oylo; oy < oyhi; ++oy, orow += out_row) {
       int ylo, yhi;
       pool_window(oy, p.size, p.stride, p.start, p.height, &ylo, &yhi);
