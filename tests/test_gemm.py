@@ -126,24 +126,19 @@ def test_sgemm_row_split_bits_cpu(rng, isa):
     """m > n: the threads split the rows (the FC layers' shapes: n = 128 images, or B wider than
     one column block). Each element is summed in the same order whatever the split, so every
     variant gives the bits of its one-thread run, call after call."""
-    cpu = convnet.device.module_for("cpu")
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
-    before = cpu.num_threads()
-    try:
-        for m, n, k in [(2001, 128, 300), (997, 45, 640), (1500, 1100, 130)]:
-            a = rng.standard_normal((m, k), dtype=np.float32)
-            b = rng.standard_normal((k, n), dtype=np.float32)
-            want = a.astype(np.float64) @ b
-            for v in variants:
-                cpu.set_num_threads(1)
+    for m, n, k in [(2001, 128, 300), (997, 45, 640), (1500, 1100, 130)]:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        want = a.astype(np.float64) @ b
+        for v in variants:
+            with cpu_threads(1):
                 one = ops.sgemm(a, b, variant=v).numpy()
-                cpu.set_num_threads(2)
+            with cpu_threads(2):
                 runs = [ops.sgemm(a, b, variant=v).numpy() for _ in range(3)]
-                assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
-                for r in runs:
-                    assert np.array_equal(r.view(np.uint32), one.view(np.uint32)), (m, n, k, v)
-    finally:
-        cpu.set_num_threads(before)
+            assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+            for r in runs:
+                assert np.array_equal(r.view(np.uint32), one.view(np.uint32)), (m, n, k, v)
 
 
 @pytest.mark.parametrize("trans_a", [False, True])
@@ -154,26 +149,21 @@ def test_sgemm_column_split_bits_cpu(rng, isa, trans_a):
     Three threads on a two-core machine leave one late, so the others take its share. Whichever
     thread packs a block or computes a column block, every variant gives the bits of its
     one-thread run, call after call."""
-    cpu = convnet.device.module_for("cpu")
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
-    before = cpu.num_threads()
-    try:
-        for m, n, k in [(700, 1500, 600), (1001, 1001, 513), (130, 2100, 300)]:
-            a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
-            b = rng.standard_normal((k, n), dtype=np.float32)
-            want = (a.T if trans_a else a).astype(np.float64) @ b
-            for v in variants:
-                cpu.set_num_threads(1)
+    for m, n, k in [(700, 1500, 600), (1001, 1001, 513), (130, 2100, 300)]:
+        a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        want = (a.T if trans_a else a).astype(np.float64) @ b
+        for v in variants:
+            with cpu_threads(1):
                 one = ops.sgemm(a, b, trans_a=trans_a, variant=v).numpy()
-                assert_close(one, want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
-                for threads in (2, 3):
-                    cpu.set_num_threads(threads)
+            assert_close(one, want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+            for threads in (2, 3):
+                with cpu_threads(threads):
                     for _ in range(3):
                         r = ops.sgemm(a, b, trans_a=trans_a, variant=v).numpy()
                         assert np.array_equal(r.view(np.uint32), one.view(np.uint32)), (
                             m, n, k, v, threads)
-    finally:
-        cpu.set_num_threads(before)
 
 
 @pytest.mark.parametrize("trans_b", [False, True])
@@ -247,26 +237,21 @@ def test_sgemm_a_in_place_bits_cpu(rng, isa):
     k steps are a multiple of 4 KB apart (m = 1024). Either way each element of C sums the same
     products in the same order as with A packed from a row-major copy: the same bits, on one
     thread and two, call after call."""
-    cpu = convnet.device.module_for("cpu")
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
-    before = cpu.num_threads()
-    try:
-        for m, n, k in [(1000, 128, 700), (1024, 100, 300), (45, 1, 9), (31, 130, 257)]:
-            at = rng.standard_normal((k, m), dtype=np.float32)
-            a = np.ascontiguousarray(at.T)
-            b = rng.standard_normal((k, n), dtype=np.float32)
-            want = a.astype(np.float64) @ b
-            for v in variants:
-                for threads in (1, 2):
-                    cpu.set_num_threads(threads)
+    for m, n, k in [(1000, 128, 700), (1024, 100, 300), (45, 1, 9), (31, 130, 257)]:
+        at = rng.standard_normal((k, m), dtype=np.float32)
+        a = np.ascontiguousarray(at.T)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        want = a.astype(np.float64) @ b
+        for v in variants:
+            for threads in (1, 2):
+                with cpu_threads(threads):
                     packed = ops.sgemm(a, b, variant=v).numpy()
                     runs = [ops.sgemm(at, b, trans_a=True, variant=v).numpy() for _ in range(2)]
-                    assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
-                    for r in runs:
-                        assert np.array_equal(r.view(np.uint32), packed.view(np.uint32)), (
-                            m, n, k, v, threads)
-    finally:
-        cpu.set_num_threads(before)
+                assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+                for r in runs:
+                    assert np.array_equal(r.view(np.uint32), packed.view(np.uint32)), (
+                        m, n, k, v, threads)
 
 
 def test_sgemm_copying_pack_edges_cpu(rng, isa):
