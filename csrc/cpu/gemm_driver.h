@@ -114,15 +114,16 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const 
 // which fc6/fc7 still take, since copied in blocks of 8 k steps: 9 GB/s; pack_avx2.cpp.)
 constexpr int64_t kInPlaceMaxPanels = 8;
 
-// Part `part` of `parts` of the k steps [0, kc) of an A block read in place (rows floats from
-// a, k steps a_step apart) into L2.
-inline void prefetch_in_place(const float* a, int64_t a_step, int64_t rows, int64_t kc,
-                              int64_t part, int64_t parts) {
-  const int64_t bytes = rows * int64_t(sizeof(float));
-  for (int64_t t = kc * part / parts, e = kc * (part + 1) / parts; t < e; ++t) {
-    const char* row = reinterpret_cast<const char*>(a + t * a_step);
-    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
-    __builtin_prefetch(row + bytes - 1, 0, 2);
+// Part `part` of `parts` of `runs` runs of `len` floats, `stride` floats apart from a, into L2:
+// the next A block's source, a share per micro-tile. Read in place, a run is one k step of the
+// block's rows; packed by transposing rows (k contiguous), a run is one row of its k steps.
+inline void prefetch_runs(const float* a, int64_t stride, int64_t runs, int64_t len,
+                          int64_t part, int64_t parts) {
+  const int64_t bytes = len * int64_t(sizeof(float));
+  for (int64_t r = runs * part / parts, e = runs * (part + 1) / parts; r < e; ++r) {
+    const char* run = reinterpret_cast<const char*>(a + r * stride);
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(run + b, 0, 2);
+    __builtin_prefetch(run + bytes - 1, 0, 2);
   }
 }
 
@@ -134,18 +135,6 @@ inline int64_t rows_ahead_block(const Blocking& blk, int64_t mr, int64_t cols) {
   const int64_t room = cache_sizes().l2 * 3 / 4 - cols * blk.kc * int64_t(sizeof(float));
   const int64_t rows = room / (2 * blk.kc * int64_t(sizeof(float))) / mr * mr;
   return std::clamp<int64_t>(rows, mr, blk.mc);
-}
-
-// Part `part` of `parts` of the rows [0, rows) of an A block whose k steps are contiguous
-// (kc floats from a, rows row_stride apart) into L2: the source of the block's transposing pack.
-inline void prefetch_rows(const float* a, int64_t row_stride, int64_t rows, int64_t kc,
-                          int64_t part, int64_t parts) {
-  const int64_t bytes = kc * int64_t(sizeof(float));
-  for (int64_t r = rows * part / parts, e = rows * (part + 1) / parts; r < e; ++r) {
-    const char* row = reinterpret_cast<const char*>(a + r * row_stride);
-    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
-    __builtin_prefetch(row + bytes - 1, 0, 2);
-  }
 }
 
 // The epilogue on rows [row0, row0 + rows) x cols of C at c, once they hold their final sums
@@ -299,8 +288,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                           bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k,
                           rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
-            if (prefetch_next) prefetch_in_place(next_src, a_step, next_mc, next_kc, part, parts);
-            if (next_rows) prefetch_rows(next_rows, src_row_stride, next_mc, next_kc, part, parts);
+            if (prefetch_next) prefetch_runs(next_src, a_step, next_kc, next_mc, part, parts);
+            if (next_rows) prefetch_runs(next_rows, src_row_stride, next_mc, next_kc, part, parts);
             ++part;
           }
         }
