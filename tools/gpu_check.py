@@ -414,8 +414,10 @@ def main(argv=None):
     built = step["rc"] == 0
     if info and built:
         junit = os.path.join(outdir, "junit.xml")
+        # -v: each test's outcome is in tests.log as it ends, so a step killed at its timeout
+        # (no JUnit then) still says which tests passed and which one hung.
         report["steps"].append(step_or_skip(
-            "tests", [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+            "tests", [sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider",
                       "-m", "gpu and not slow", "--junitxml", junit],
             STEP_TIMEOUTS["tests"][quick], os.path.join(outdir, "tests.log")))
         report["tests"] = parse_junit(junit) if os.path.exists(junit) else None
