@@ -2,7 +2,7 @@
 over a fixed set of kernel tests, benchmark every kernel family and the AlexNet step against
 PyTorch (cuBLAS/cuDNN, TF32 off and on), write OUTDIR/report.md + report.json + raw logs.
 
-  tools/gpu_check.sh OUTDIR [--quick] [--dry] [--build-dir DIR] [--no-build]
+  tools/gpu_check.sh OUTDIR [--quick] [--dry] [--budget SECONDS] [--build-dir DIR] [--no-build]
 
 Budgets on one H200-class GPU with 16 cores: full <= 8 min, --quick <= 3 min; every step has its
 own timeout (STEP_TIMEOUTS), so a hang costs that step only. Exit status: 1 if the build failed, a
@@ -16,6 +16,7 @@ Run from the repository root's parent or anywhere: paths are taken relative to t
 current Python (`pip install --no-build-isolation --no-index`: nothing from the network); the
 build tree is build/gpu-check, separate from a development build."""
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -368,6 +369,9 @@ def main(argv=None):
     ap.add_argument("--dry", action="store_true", help="act as if there were no GPU")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build", "gpu-check"),
                     help="CMake build tree (default build/gpu-check)")
+    ap.add_argument("--budget", type=float,
+                    help="seconds for the whole run instead of 470 (full) / 175 (--quick): a GPU "
+                         "lent for a fixed time; steps past it are skipped and reported so")
     ap.add_argument("--no-build", action="store_true",
                     help="use the modules already built in this tree (CI's dry run, right after "
                          "its own install)")
@@ -389,7 +393,8 @@ def main(argv=None):
         print(f"no GPU ({why}): dry run — build (_cpu), arch detection, benchmarks' no-GPU path, "
               "report from FAKE figures; exit 0 unless the build fails")
 
-    budget = Budget(BUDGET[quick] if info else DRY_BUILD_SECONDS + BUDGET[quick])
+    seconds = args.budget or BUDGET[quick]
+    budget = Budget(seconds if info else DRY_BUILD_SECONDS + seconds)
 
     def step_or_skip(name, cmd, timeout, log):
         left = budget.timeout(timeout)
@@ -415,10 +420,14 @@ def main(argv=None):
     if info and built:
         junit = os.path.join(outdir, "junit.xml")
         # -v: each test's outcome is in tests.log as it ends, so a step killed at its timeout
-        # (no JUnit then) still says which tests passed and which one hung.
+        # (no JUnit then) still says which tests passed and which one hung. With pytest-xdist,
+        # 8 workers (each its own CUDA context): a test that crashes its worker is reported as
+        # failed and the others still run.
+        workers = (["-n", str(min(8, os.cpu_count() or 1))]
+                   if importlib.util.find_spec("xdist") else [])
         report["steps"].append(step_or_skip(
             "tests", [sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider",
-                      "-m", "gpu and not slow", "--junitxml", junit],
+                      *workers, "-m", "gpu and not slow", "--junitxml", junit],
             STEP_TIMEOUTS["tests"][quick], os.path.join(outdir, "tests.log")))
         report["tests"] = parse_junit(junit) if os.path.exists(junit) else None
         report["sanitizer"] = []

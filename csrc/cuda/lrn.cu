@@ -24,11 +24,26 @@
 
 namespace convnet {
 
+// Arithmetic: every product and sum is an explicit intrinsic (__fmaf_rn, __fmul_rn, __fadd_rn),
+// which nvcc never fuses or splits. With plain operators it contracts a * b + c into an FMA where
+// the surrounding code lets it, differently in the 4-lane and 1-lane instances: on an H200 the
+// two paths then differed in the last bit. Spelled out, both round at the same steps.
+
 // d^(-beta): AlexNet's beta = 0.75 as two reciprocal square roots, any other through __powf.
 template <bool kThreeQuarters>
 __device__ __forceinline__ float lrn_pow_neg(float d, float beta) {
-  if (kThreeQuarters) return rsqrtf(d) * rsqrtf(sqrtf(d));
+  if (kThreeQuarters) return __fmul_rn(rsqrtf(d), rsqrtf(sqrtf(d)));
   return __powf(d, -beta);
+}
+
+// dx's element from the window sum of dy y / d: dy d^(-beta) + coef x sum (+ dx when
+// accumulating).
+template <bool kThreeQuarters>
+__device__ __forceinline__ float lrn_grad(float dy, float d, float x, float sum, float coef,
+                                          float beta, bool accumulate, float dx) {
+  const float g = __fadd_rn(__fmul_rn(dy, lrn_pow_neg<kThreeQuarters>(d, beta)),
+                            __fmul_rn(__fmul_rn(coef, x), sum));
+  return accumulate ? __fadd_rn(dx, g) : g;
 }
 
 // The forward's last step, shared by both normalisations: from the lanes' window sums, the
@@ -44,8 +59,8 @@ __device__ __forceinline__ void store_normalised(const NormParams& p, const Lane
   V d, out;
 #pragma unroll
   for (int l = 0; l < L; ++l) {
-    d.v[l] = p.min_div + p.alpha * sum.v[l];
-    out.v[l] = xv.v[l] * lrn_pow_neg<kThreeQuarters>(d.v[l], p.pow);
+    d.v[l] = __fmaf_rn(p.alpha, sum.v[l], p.min_div);
+    out.v[l] = __fmul_rn(xv.v[l], lrn_pow_neg<kThreeQuarters>(d.v[l], p.pow));
   }
   d.store(denoms + o);
   out.store(y + o);
@@ -71,7 +86,7 @@ __global__ void lrn_fwd_kernel(NormParams p, const float* __restrict__ x, float*
       for (int j = lo; j < hi; ++j, oj += plane) {
         const V v = V::load(x + oj);
 #pragma unroll
-        for (int l = 0; l < L; ++l) sum.v[l] += v.v[l] * v.v[l];
+        for (int l = 0; l < L; ++l) sum.v[l] = __fmaf_rn(v.v[l], v.v[l], sum.v[l]);
       }
       store_normalised<kThreeQuarters>(p, sum, x, y, denoms, oc);
     }
@@ -98,17 +113,16 @@ __global__ void lrn_bwd_kernel(NormParams p, const float* __restrict__ dy,
       for (int c = lo; c < hi; ++c, o += plane) {
         const V dyv = V::load(dy + o), yv = V::load(y + o), dv = V::load(denoms + o);
 #pragma unroll
-        for (int l = 0; l < L; ++l) sum.v[l] += dyv.v[l] * yv.v[l] / dv.v[l];
+        for (int l = 0; l < L; ++l)
+          sum.v[l] = __fadd_rn(sum.v[l], __fmul_rn(dyv.v[l], yv.v[l]) / dv.v[l]);
       }
       o = och;
       const V dyv = V::load(dy + o), dv = V::load(denoms + o), xv = V::load(x + o);
       V g = accumulate ? V::load(dx + o) : V::fill(0.f);
 #pragma unroll
-      for (int l = 0; l < L; ++l) {
-        const float gl = dyv.v[l] * lrn_pow_neg<kThreeQuarters>(dv.v[l], p.pow) +
-                         coef * xv.v[l] * sum.v[l];
-        g.v[l] = accumulate ? g.v[l] + gl : gl;
-      }
+      for (int l = 0; l < L; ++l)
+        g.v[l] = lrn_grad<kThreeQuarters>(dyv.v[l], dv.v[l], xv.v[l], sum.v[l], coef, p.pow,
+                                          accumulate, g.v[l]);
       g.store(dx + o);
     }
   }
@@ -140,10 +154,10 @@ __global__ void rnorm_fwd_kernel(NormParams p, FastDiv by_width, FastDiv by_heig
       for (int xx = xlo; xx < xhi; ++xx, xp += N) {
         const V v = V::load(x + xp);
 #pragma unroll
-        for (int l = 0; l < L; ++l) row.v[l] += v.v[l] * v.v[l];
+        for (int l = 0; l < L; ++l) row.v[l] = __fmaf_rn(v.v[l], v.v[l], row.v[l]);
       }
 #pragma unroll
-      for (int l = 0; l < L; ++l) sum.v[l] += row.v[l];
+      for (int l = 0; l < L; ++l) sum.v[l] = __fadd_rn(sum.v[l], row.v[l]);
     }
     store_normalised<kThreeQuarters>(p, sum, x, y, denoms, i);
   }
@@ -176,19 +190,18 @@ __global__ void rnorm_bwd_kernel(NormParams p, FastDiv by_width, FastDiv by_heig
       for (int xx = xlo; xx < xhi; ++xx, o += N) {
         const V dyv = V::load(dy + o), yv = V::load(y + o), dv = V::load(denoms + o);
 #pragma unroll
-        for (int l = 0; l < L; ++l) row.v[l] += dyv.v[l] * yv.v[l] / dv.v[l];
+        for (int l = 0; l < L; ++l)
+          row.v[l] = __fadd_rn(row.v[l], __fmul_rn(dyv.v[l], yv.v[l]) / dv.v[l]);
       }
 #pragma unroll
-      for (int l = 0; l < L; ++l) sum.v[l] += row.v[l];
+      for (int l = 0; l < L; ++l) sum.v[l] = __fadd_rn(sum.v[l], row.v[l]);
     }
     const V dyv = V::load(dy + i), dv = V::load(denoms + i), xv = V::load(x + i);
     V g = accumulate ? V::load(dx + i) : V::fill(0.f);
 #pragma unroll
-    for (int l = 0; l < L; ++l) {
-      const float gl =
-          dyv.v[l] * lrn_pow_neg<kThreeQuarters>(dv.v[l], p.pow) + coef * xv.v[l] * sum.v[l];
-      g.v[l] = accumulate ? g.v[l] + gl : gl;
-    }
+    for (int l = 0; l < L; ++l)
+      g.v[l] = lrn_grad<kThreeQuarters>(dyv.v[l], dv.v[l], xv.v[l], sum.v[l], coef, p.pow,
+                                        accumulate, g.v[l]);
     g.store(dx + i);
   }
 }
