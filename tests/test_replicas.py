@@ -310,7 +310,8 @@ def test_output_joins_the_slices():
     ("0,x", "fc3", "expected an integer"),
     ("0,5", "fc3", "cpu:5 does not exist"),
 ])
-def test_bad_replica_lists_name_file_section_key(tmp_path, value, section, words):
+def test_bad_replica_lists_name_file_section_key(tmp_path, monkeypatch, value, section, words):
+    monkeypatch.setenv("CONVNET_CPU_DEVICES", "4")  # cpu:5 past the end on any machine
     path = tmp_path / "net.cfg"
     text = open(TINY_DATA).read().replace("[fc3]\n", f"[fc3]\ngpu={value}\n", 1)
     path.write_text(text)
