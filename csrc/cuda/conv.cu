@@ -658,12 +658,31 @@ void conv_bwd_weights_direct(const ConvDims& d, const float* x, const float* dy,
   });
 }
 
+// bwd_data's tile walks every tap of every dy column (K = fs*fs*Fg), but at stride s only about
+// 1/s^2 of the taps land on an output position; and with fewer channels than its 64 rows, the
+// rest of the tile idles. The product is the work done per useful FMA. The direct kernel does
+// only useful work at about 5x the tile's time per FMA (conv2-conv5 on an H200: 4.5-5.1x), so
+// past a waste of 8 it is the cheaper one. Measured there: conv1's data gradient (3 channels,
+// stride 4, waste 341) took 306 ms tiled and 5.1 ms direct. Stride 1 keeps the tile: its
+// waste is the rows alone, where the estimate has not been measured.
+double bwd_data_tile_waste(const ConvDims& d) {
+  const int64_t rows = (int64_t(d.Cg) + 63) / 64 * 64;
+  return double(d.stride) * d.stride * double(rows) / d.Cg;
+}
+constexpr double kTileWasteLimit = 8;
+
 // What variant 0 runs for `op` on device `dev`.
 TilePlan plan_conv(ConvOp op, const ConvDims& d, int dev) {
   switch (op) {
     case ConvOp::conv_fwd:
       return plan_gemm_like(d, d.Fg, d.PN, dev);
     case ConvOp::conv_bwd_data:
+      if (d.stride > 1 && bwd_data_tile_waste(d) > kTileWasteLimit) {
+        TilePlan direct;
+        direct.variant = 1;
+        direct.why = "strided, few channels: the tile would mostly multiply zero taps";
+        return direct;
+      }
       return plan_gemm_like(d, d.Cg, d.HWN, dev);
     default:
       return plan_bwd_weights(d, dev, 0);
@@ -685,8 +704,11 @@ int conv_variant_count_cuda(ConvOp op) {
 
 std::string conv_plan_cuda(ConvOp op, const ConvParams& p, int dev) {
   const TilePlan plan = plan_conv(op, dims_of(p), dev);
-  return plan.variant == 1 ? "variant 1 (beyond the tiles: 32-bit indices, filters <= 15 wide)"
-                           : "variant " + std::to_string(plan.variant) + ": " + plan.describe();
+  if (plan.variant == 1)
+    return "variant 1 (" + std::string(plan.why ? plan.why
+                                                : "beyond the tiles: 32-bit indices, filters "
+                                                  "<= 15 wide") + ")";
+  return "variant " + std::to_string(plan.variant) + ": " + plan.describe();
 }
 
 void conv_fwd_cuda(const ConvParams& p, const float* x, const float* w, float* y,

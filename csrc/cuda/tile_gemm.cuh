@@ -285,6 +285,7 @@ struct TilePlan {
   int64_t blocks = 0;         // tiles x splits
   int64_t splits = 1, chunk = 0;
   int sms = 0, wave = 0;      // wave = sms x resident blocks per SM
+  const char* why = nullptr;  // variant 1 (direct) only: why no tile
   int64_t waves() const { return (blocks + wave - 1) / wave; }
   std::string describe() const {
     std::ostringstream o;
