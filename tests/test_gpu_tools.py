@@ -297,6 +297,18 @@ def test_verdict():
     broken["steps"][0]["rc"] = 1
     assert not gpu_check.verdict(broken)[0]
     assert gpu_check.verdict(_report("dry"))[0]
+    crashed = _report("gpu", **fake)  # an error message that kills the process (rc -11)
+    crashed["steps"].append({"name": "import", "rc": -11, "log": "import.log"})
+    ok, why = gpu_check.verdict(crashed)
+    assert not ok and why == ["import or error path failed (rc -11, log import.log)"]
+
+
+def test_import_check_raises_through_every_built_module():
+    """The import step's script: a shape error comes back as ValueError from each backend."""
+    out = subprocess.run([sys.executable, "-c", gpu_check.IMPORT_CHECK], capture_output=True,
+                         text=True, timeout=120, cwd=gpu_check.ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "cpu error path: scale_by_denoms: denoms has shape (2, 3, 3)" in out.stdout
 
 
 def test_write_report_labels_fake_figures(tmp_path):

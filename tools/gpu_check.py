@@ -69,6 +69,23 @@ def skipped_step(name, why):
             "skipped": why}
 
 
+# The import step: the backends, then an error raised through each built module. A module whose
+# error path is broken (on one GPU machine its compiler linked libstdc++ statically and the
+# first error message crashed the process) fails here in a second, before the tests.
+IMPORT_CHECK = """
+import json, convnet
+print(json.dumps({'backends': convnet.backends(), 'cuda': convnet.cuda.is_available(),
+                  'why': convnet.cuda.unavailable_reason()}))
+for dev in ['cpu'] + (['cuda:0'] if convnet.cuda.is_available() else []):
+    x = convnet.zeros((2, 3, 3, 2), device=dev)
+    try:
+        convnet.ops.scale_by_denoms(x, convnet.zeros((2, 3, 3), device=dev), 0.75)
+    except ValueError as e:
+        print(dev, 'error path:', e)
+    else:
+        raise SystemExit(dev + ': a shape error was not raised')
+"""
+
 # compute-sanitizer's fixed set: small kernel tests, run on cuda:0 only (-m gpu). The first two
 # are the --quick set. LRN and pooling run their float4 and scalar paths (aligned and one float
 # into the buffers), pooling with ties.
@@ -206,6 +223,9 @@ def verdict(report):
     steps = {s["name"]: s for s in report["steps"]}
     if "build" in steps and steps["build"]["rc"] != 0:
         reasons.append(f"build failed (rc {steps['build']['rc']}, log {steps['build']['log']})")
+    if "import" in steps and steps["import"]["rc"] != 0:
+        reasons.append(f"import or error path failed (rc {steps['import']['rc']}, log "
+                       f"{steps['import']['log']})")
     if report["mode"] == "gpu":
         t = report.get("tests")
         if not t:
@@ -410,10 +430,7 @@ def main(argv=None):
     report["steps"].append(step)
     if step["rc"] == 0:
         report["steps"].append(step_or_skip(
-            "import", [sys.executable, "-c", "import convnet, json; "
-                       "print(json.dumps({'backends': convnet.backends(), "
-                       "'cuda': convnet.cuda.is_available(), "
-                       "'why': convnet.cuda.unavailable_reason()}))"],
+            "import", [sys.executable, "-c", IMPORT_CHECK],
             STEP_TIMEOUTS["import"][quick], os.path.join(outdir, "import.log")))
 
     built = step["rc"] == 0
