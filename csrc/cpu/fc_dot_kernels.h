@@ -172,11 +172,20 @@ FC_DOT_INLINE void tile_sums(const Vec (&acc)[kTileRows][kTileImages],
 static_assert(kTileImages == 4, "tile_sums packs a row's sums in one 128-bit vector");
 
 // The last, partial vector of a w row (len < kVecFloats floats), zeros past it: w is not padded,
-// and a load past the row would read the next row (or past the array). Once per tile per call.
+// and a load past the row would read the next row (or past the array). Once per tile per k block
+// where o is not whole vectors (fc8's 1000 at AVX-512): a masked load on the AVX paths, as a copy
+// through the stack stalls each tile on the store-to-load forward of its MR rows.
 FC_DOT_INLINE Vec vload_part(const float* p, int64_t len) {
+#if defined(__AVX512F__)
+  return _mm512_maskz_loadu_ps(__mmask16((1u << len) - 1), p);
+#elif defined(__AVX2__)
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(len)), lanes));
+#else
   alignas(64) float part[kVecFloats] = {};
   std::memcpy(part, p, len * sizeof(float));
   return vload(part);
+#endif
 }
 
 // One register tile: dx[r, c] (+)= sum over the block of w rows r x dyT rows c. `full` whole
