@@ -303,7 +303,8 @@ void transpose_dy(const float* dy, int64_t outputs, int64_t images, float* dyt, 
 // panels streaming through and to dx's rows; whole vectors, at least 16 of them (the tile's lane
 // reductions, MR*NC per k block, stay a small share), at most all of o.
 int64_t k_block(int64_t outputs, int64_t images) {
-  const int64_t fit = cache_sizes().l2 / 2 / (images * int64_t(sizeof(float)));
+  const CacheSizes& cache = cache_sizes();
+  const int64_t fit = std::min(cache.l2 / 2 / images, cache.l1d / 2 / kTileRows) / int64_t(sizeof(float));
   const int64_t kb = std::max<int64_t>(16 * kVecFloats, fit / kVecFloats * kVecFloats);
   return std::min(kb, (outputs + kVecFloats - 1) / kVecFloats * kVecFloats);
 }
