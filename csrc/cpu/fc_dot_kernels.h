@@ -300,11 +300,15 @@ void transpose_dy(const float* dy, int64_t outputs, int64_t images, float* dyt, 
 }
 
 // Floats of o per k block: the dyT block (N x kb) fills half of L2, leaving the rest to the w
-// panels streaming through and to dx's rows; whole vectors, at least 16 of them (the tile's lane
-// reductions, MR*NC per k block, stay a small share), at most all of o.
+// panels streaming through and to dx's rows, and the w panel (MR x kb), read by every image tile
+// from L1, fills at most half of L1 (AVX-512, 64 images, fc6 / fc7: the 6-row panel of 2048
+// floats, 48 KB, ran at 129-131 GFLOP/s, of 1024 floats at 166-167; a third of L1 lost at 64 and
+// 128 images); whole vectors, at least 16 of them (the tile's reduction, once per k block, stays
+// a small share), at most all of o.
 int64_t k_block(int64_t outputs, int64_t images) {
   const CacheSizes& cache = cache_sizes();
-  const int64_t fit = std::min(cache.l2 / 2 / images, cache.l1d / 2 / kTileRows) / int64_t(sizeof(float));
+  const int64_t fit =
+      std::min(cache.l2 / 2 / images, cache.l1d / 2 / kTileRows) / int64_t(sizeof(float));
   const int64_t kb = std::max<int64_t>(16 * kVecFloats, fit / kVecFloats * kVecFloats);
   return std::min(kb, (outputs + kVecFloats - 1) / kVecFloats * kVecFloats);
 }
