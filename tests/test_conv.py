@@ -343,14 +343,16 @@ def test_fc(device, rng, i, o, n):
 
 
 FC_DOT = ops.conv_variant_count("fc_bwd_data", device="cpu") - 1  # the inner-product variant
+# The most images for which variant 0 takes FC_DOT, per SIMD path (csrc/cpu/fc_dot.h).
+FC_DOT_MAX_IMAGES = {"avx512": 64, "avx2": 256, "portable": 256}
 
 
 @pytest.mark.parametrize("i,o", [(1, 1), (7, 19), (37, 1001), (130, 4100)])
-@pytest.mark.parametrize("n", [1, 3, 37, 128])
+@pytest.mark.parametrize("n", [1, 3, 37, 64, 65, 128, 256])
 def test_fc_bwd_data_dot(isa, rng, i, o, n):
     """The inner-product data gradient (no pack of w): rows and outputs off the register tiles,
     o past a k block (4100 at 128 images), against float64, plain and accumulating; variant 0
-    runs it (the same bits) up to 32 images."""
+    runs it (the same bits) up to the path's FC_DOT_MAX_IMAGES."""
     w = rng.standard_normal((i, o)).astype(np.float32)
     dy = rng.standard_normal((o, n)).astype(np.float32)
     expect = ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64))
@@ -359,40 +361,68 @@ def test_fc_bwd_data_dot(isa, rng, i, o, n):
     prev = rng.standard_normal((i, n)).astype(np.float32)
     acc = ops.fc_bwd_data(dy, w, out=prev.copy(), accumulate=True, variant=FC_DOT)
     assert_close(acc, prev + expect, what=f"fc_bwd_data dot accumulate {isa}")
-    if n <= 32:
+    if n <= FC_DOT_MAX_IMAGES[isa]:
         assert np.array_equal(ops.fc_bwd_data(dy, w).numpy(), dx), "variant 0 is not the dot path"
 
 
-def test_fc_bwd_data_dot_bits_across_threads(isa, rng):
+@pytest.mark.parametrize("i,o,n", [(203, 2100, 37), (131, 2100, 128)])
+def test_fc_bwd_data_dot_bits_across_threads(isa, rng, i, o, n):
     """Threads take fixed shares of the rows and each dx element's sum keeps its order, so 1, 2
-    and 3 threads give the same bits."""
-    w = rng.standard_normal((203, 2100)).astype(np.float32)
-    dy = rng.standard_normal((2100, 37)).astype(np.float32)
-    runs = []
+    and 3 threads give the same bits, plain and accumulating: whole register tiles (one
+    transposing reduction each) and the edge tiles, o in k blocks with a partial last vector."""
+    w = rng.standard_normal((i, o)).astype(np.float32)
+    dy = rng.standard_normal((o, n)).astype(np.float32)
+    prev = rng.standard_normal((i, n)).astype(np.float32)
+    runs, accs = [], []
     for threads in (1, 2, 3):
         with cpu_threads(threads):
             runs.append(ops.fc_bwd_data(dy, w, variant=FC_DOT).numpy())
-    assert_close(runs[0], ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64)),
+            accs.append(ops.fc_bwd_data(dy, w, out=prev.copy(), accumulate=True, variant=FC_DOT))
+    expect = ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64))
+    assert_close(runs[0], expect, what=f"fc_bwd_data dot {isa}")
+    assert_close(accs[0], prev + expect, what=f"fc_bwd_data dot accumulate {isa}")
+    for r in (runs, accs):
+        assert np.array_equal(r[0], r[1]) and np.array_equal(r[0], r[2]), \
+            f"{isa}: bits depend on the thread count"
+
+
+def test_fc_bwd_data_dot_whole_and_edge_tiles_agree(isa, rng):
+    """A whole register tile reduces its accumulators together (tile_sums), an edge tile one at a
+    time (vsum), both adding each one's lanes in the same order: dx rows and images that fall in
+    whole tiles in one call and in edge tiles in a call with fewer rows or images keep their bits.
+    o = 250 is one k block (a partial vector at every path) whatever the image count."""
+    i, o, n = 25, 250, 41
+    w = rng.standard_normal((i, o)).astype(np.float32)
+    dy = rng.standard_normal((o, n)).astype(np.float32)
+    dx = ops.fc_bwd_data(dy, w, variant=FC_DOT).numpy()
+    assert_close(dx, ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64)),
                  what=f"fc_bwd_data dot {isa}")
-    assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2]), \
-        f"{isa}: bits depend on the thread count"
+    for rows in range(1, i):
+        part = ops.fc_bwd_data(dy, np.ascontiguousarray(w[:rows]), variant=FC_DOT).numpy()
+        assert np.array_equal(part, dx[:rows]), f"{isa}: {rows} rows differ from the whole run"
+    for images in range(1, n):
+        part = ops.fc_bwd_data(np.ascontiguousarray(dy[:, :images]), w, variant=FC_DOT).numpy()
+        assert np.array_equal(part, dx[:, :images]), f"{isa}: {images} images differ"
 
 
 def test_fc_bwd_data_prefetched_blocks_keep_bits(isa, rng):
-    """The data gradient with few images (few B panels) and w larger than L2 packs w in smaller A
-    blocks while prefetching the next block's rows (gemm_driver.h, rows_ahead): the same sums in
-    the same order as with many images, where it does not, so the shared columns match bit for
-    bit, and both match the float64 reference. m, k span several A and k blocks."""
+    """The SGEMM data gradient with few images (few B panels) and w larger than L2 packs w in
+    smaller A blocks while prefetching the next block's rows (gemm_driver.h, rows_ahead): the same
+    sums in the same order as with many images, where it does not, so the shared columns match bit
+    for bit, and both match the float64 reference. m, k span several A and k blocks. Each SGEMM
+    micro-kernel of the path is named, as variant 0 takes the inner products at 40 images."""
     i, o, n, wide = 600, 1100, 40, 340
     w = rng.standard_normal((i, o)).astype(np.float32)
     dy_wide = rng.standard_normal((o, wide)).astype(np.float32)
     dy = np.ascontiguousarray(dy_wide[:, :n])
-    with cpu_threads(1):
-        dx = ops.fc_bwd_data(dy, w).numpy()
-        dx_wide = ops.fc_bwd_data(dy_wide, w).numpy()
-    assert_close(dx, ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64)),
-                 what=f"fc_bwd_data {isa}")
-    assert np.array_equal(dx, dx_wide[:, :n]), f"{isa}: few-image columns differ from wide run"
+    for v in {"portable": (1,), "avx2": (2,), "avx512": (3, 4)}[isa]:
+        with cpu_threads(1):
+            dx = ops.fc_bwd_data(dy, w, variant=v).numpy()
+            dx_wide = ops.fc_bwd_data(dy_wide, w, variant=v).numpy()
+        assert_close(dx, ref.fc_bwd_data(dy.astype(np.float64), w.astype(np.float64)),
+                     what=f"fc_bwd_data {isa} variant {v}")
+        assert np.array_equal(dx, dx_wide[:, :n]), \
+            f"{isa} variant {v}: few-image columns differ from wide run"
 
 
 # ---- AlexNet's layers (paper shapes, small batch), CPU only ----------------------------------

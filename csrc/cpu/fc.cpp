@@ -1,7 +1,7 @@
 // Fully-connected layers on the CPU: one SGEMM each (FcParams::variant selects its micro-kernel).
 //   forward       y (O, N)  = w^T (O, I) x (I, N), then the epilogue (bias, ReLU)
 //   data grad.    dx (I, N) = w (I, O) dy (O, N); variant kFcDotVariant (and variant 0 up to
-//                 kFcDotMaxImages images): inner products along o, no pack of w (fc_dot.h)
+//                 fc_dot_max_images() images): inner products along o, no pack of w (fc_dot.h)
 //   weight grad.  dw (I, O) = x (I, N) dy^T (N, O)
 #include "fc.h"
 
@@ -31,7 +31,7 @@ void fc_fwd_cpu(const FcParams& p, const float* x, const float* w, float* y, boo
 
 void fc_bwd_data_cpu(const FcParams& p, const float* dy, const float* w, float* dx,
                      bool accumulate) {
-  if (p.variant == kFcDotVariant || (p.variant == 0 && p.images <= kFcDotMaxImages))
+  if (p.variant == kFcDotVariant || (p.variant == 0 && p.images <= fc_dot_max_images()))
     return fc_bwd_data_dot(p, dy, w, dx, accumulate);
   StridedOperand ws(w, p.outputs, 1);   // rows = i, k = o
   StridedOperand dys(dy, 1, p.images);  // rows = n, k = o

@@ -7,6 +7,8 @@
 
 namespace convnet {
 
+int64_t fc_dot_max_images() { return cpu_isa() == Isa::avx512 ? 64 : 256; }
+
 void fc_bwd_data_dot(const FcParams& p, const float* dy, const float* w, float* dx,
                      bool accumulate) {
   if (cpu_isa() == Isa::avx512) return avx512::fc_bwd_data_dot(p, dy, w, dx, accumulate);

@@ -12,6 +12,12 @@
 // MR*NC vector accumulators whose lanes hold partial sums along o, reduced across lanes at the
 // end of each k block and added into dx. dy is transposed once per call (2 MB at 4096 x 128).
 //
+// The reduction of a whole tile is one transposing fold (tile_sums): accumulators are added
+// pairwise after shuffles that line up equal lanes, so the MR*NC sums come out packed, a row of
+// dx's NC = 4 images per 128-bit store. Each sum adds its lanes in the order vsum does (lane j +
+// j+8, then + j+4, + j+2, + j+1), so tiles cut short at the edges, reduced one accumulator at a
+// time, give the same bits as whole tiles.
+//
 // Loops: threads take fixed contiguous shares of the rows i (each dx row has one writer) -> k
 // blocks of kb floats of o (the dyT block, N x kb, stays in L2 while the share's rows stream
 // through it) -> tiles of MR rows (the w panel, MR x kb, read from memory by the first image tile
@@ -38,11 +44,14 @@ namespace {
 #define FC_DOT_INLINE inline __attribute__((always_inline))
 
 // One SIMD register of floats and its operations, and the register tile (MR x NC) for the path
-// this file is compiled for: AVX-512 4 x 6 (24 of 32 registers, 10 loads per 24 FMAs), AVX2 and
-// SSE 3 x 4 (12 accumulators + 3 w rows + 1 dyT row = 16 registers).
+// this file is compiled for: AVX-512 6 x 4 (24 accumulators + 6 w rows + 1 dyT row = 31 of 32
+// registers), AVX2 and SSE 3 x 4 (12 + 3 + 1 = 16 registers). The w panel stays in L1 while the
+// dyT block comes from L2, so a step's dyT loads (NC) are what L2 must feed: 4 per 24 FMAs
+// rather than 4 x 6's 6, which on a core with full-width AVX-512 FMAs held the tile at ~60% of
+// the FMA peak.
 #if defined(__AVX512F__)
 typedef __m512 Vec;
-constexpr int kVecFloats = 16, kTileRows = 4, kTileImages = 6;
+constexpr int kVecFloats = 16, kTileRows = 6, kTileImages = 4;
 FC_DOT_INLINE Vec vzero() { return _mm512_setzero_ps(); }
 FC_DOT_INLINE Vec vload(const float* p) { return _mm512_loadu_ps(p); }
 FC_DOT_INLINE Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
@@ -51,6 +60,47 @@ FC_DOT_INLINE float vsum(Vec v) {
   __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
   q = _mm_add_ps(q, _mm_movehl_ps(q, q));
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+// The folds of tile_sums, each the pairwise add of one vsum step for two vectors at once:
+// fold256 (x, y) -> 128-bit lanes (x0 + x2, x1 + x3, y0 + y2, y1 + y3): lane j + j+8;
+// fold128 (s, t) -> (s0 + s1, s2 + s3, t0 + t1, t2 + t3): + j+4, a vector per lane;
+// fold64 (u, v) -> in each lane (u0 + u2, v0 + v2, u1 + u3, v1 + v3);
+// fold32 (m, n) -> in each lane (m0 + m2, m1 + m3, n0 + n2, n1 + n3).
+FC_DOT_INLINE Vec fold256(Vec x, Vec y) {
+  return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
+}
+FC_DOT_INLINE Vec fold128(Vec s, Vec t) {
+  return _mm512_add_ps(_mm512_shuffle_f32x4(s, t, 0x88), _mm512_shuffle_f32x4(s, t, 0xDD));
+}
+FC_DOT_INLINE Vec fold64(Vec u, Vec v) {
+  return _mm512_add_ps(_mm512_unpacklo_ps(u, v), _mm512_unpackhi_ps(u, v));
+}
+FC_DOT_INLINE Vec fold32(Vec m, Vec n) {
+  const __m512d a = _mm512_castps_pd(m), b = _mm512_castps_pd(n);
+  return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                       _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+}
+// The 6 x 4 tile's sums, row r's four images in sums[r]. Rows 0-3: per image, the four rows'
+// accumulators folded into one vector (row r's partial sums in 128-bit lane r), then the four
+// images folded together. Rows 4-5: images (0, 2) and (1, 3) folded into two vectors of lanes
+// (row 4, row 5) x (first image, second), then those, and the last step adds the images 2-3
+// half to the 0-1 half (brought down by a lane swap).
+FC_DOT_INLINE void tile_sums(const Vec (&acc)[kTileRows][kTileImages],
+                             __m128 (&sums)[kTileRows]) {
+  Vec col[kTileImages];
+  for (int c = 0; c < kTileImages; ++c)
+    col[c] = fold128(fold256(acc[0][c], acc[1][c]), fold256(acc[2][c], acc[3][c]));
+  const Vec top = fold32(fold64(col[0], col[1]), fold64(col[2], col[3]));
+  const Vec even = fold128(fold256(acc[4][0], acc[5][0]), fold256(acc[4][2], acc[5][2]));
+  const Vec odd = fold128(fold256(acc[4][1], acc[5][1]), fold256(acc[4][3], acc[5][3]));
+  const Vec pair = fold64(even, odd);
+  const Vec low = fold32(pair, _mm512_shuffle_f32x4(pair, pair, 0x4E));
+  sums[0] = _mm512_castps512_ps128(top);
+  sums[1] = _mm512_extractf32x4_ps(top, 1);
+  sums[2] = _mm512_extractf32x4_ps(top, 2);
+  sums[3] = _mm512_extractf32x4_ps(top, 3);
+  sums[4] = _mm512_castps512_ps128(low);
+  sums[5] = _mm512_extractf32x4_ps(low, 1);
 }
 #elif defined(__AVX2__)
 typedef __m256 Vec;
@@ -63,6 +113,39 @@ FC_DOT_INLINE float vsum(Vec v) {
   q = _mm_add_ps(q, _mm_movehl_ps(q, q));
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
 }
+// The folds of tile_sums, each the pairwise add of one vsum step for two vectors at once:
+// fold128 (x, y) -> 128-bit lanes (x0 + x1, y0 + y1): lane j + j+4;
+// fold64 (u, v) -> in each lane (u0 + u2, v0 + v2, u1 + u3, v1 + v3);
+// fold32 (m, n) -> in each lane (m0 + m2, m1 + m3, n0 + n2, n1 + n3).
+FC_DOT_INLINE Vec fold128(Vec x, Vec y) {
+  return _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+}
+FC_DOT_INLINE Vec fold64(Vec u, Vec v) {
+  return _mm256_add_ps(_mm256_unpacklo_ps(u, v), _mm256_unpackhi_ps(u, v));
+}
+FC_DOT_INLINE __m128 fold32(__m128 m, __m128 n) {
+  const __m128d a = _mm_castps_pd(m), b = _mm_castps_pd(n);
+  return _mm_add_ps(_mm_castpd_ps(_mm_unpacklo_pd(a, b)), _mm_castpd_ps(_mm_unpackhi_pd(a, b)));
+}
+FC_DOT_INLINE Vec fold32(Vec m, Vec n) {
+  const __m256d a = _mm256_castps_pd(m), b = _mm256_castps_pd(n);
+  return _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)),
+                       _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+}
+// The 3 x 4 tile's sums, row r's four images in sums[r]. Rows 0-1: per image, the two rows'
+// accumulators folded into one vector (row r's partial sums in 128-bit lane r), then the four
+// images folded together. Row 2: images (0, 2) and (1, 3) folded into two vectors of lanes
+// (first image, second), then those, and the last step adds the images 2-3 lane to the 0-1 one.
+FC_DOT_INLINE void tile_sums(const Vec (&acc)[kTileRows][kTileImages],
+                             __m128 (&sums)[kTileRows]) {
+  Vec col[kTileImages];
+  for (int c = 0; c < kTileImages; ++c) col[c] = fold128(acc[0][c], acc[1][c]);
+  const Vec top = fold32(fold64(col[0], col[1]), fold64(col[2], col[3]));
+  const Vec pair = fold64(fold128(acc[2][0], acc[2][2]), fold128(acc[2][1], acc[2][3]));
+  sums[0] = _mm256_castps256_ps128(top);
+  sums[1] = _mm256_extractf128_ps(top, 1);
+  sums[2] = fold32(_mm256_castps256_ps128(pair), _mm256_extractf128_ps(pair, 1));
+}
 #else
 typedef __m128 Vec;
 constexpr int kVecFloats = 4, kTileRows = 3, kTileImages = 4;
@@ -74,14 +157,35 @@ FC_DOT_INLINE float vsum(Vec v) {
   Vec q = _mm_add_ps(v, _mm_movehl_ps(v, v));
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
 }
+// The 3 x 4 tile's sums, row r's four images in sums[r]: per row, images (0, 1) and (2, 3) are
+// folded into lanes (u0 + u2, v0 + v2, u1 + u3, v1 + v3), then the two halves are added.
+FC_DOT_INLINE void tile_sums(const Vec (&acc)[kTileRows][kTileImages],
+                             __m128 (&sums)[kTileRows]) {
+  for (int r = 0; r < kTileRows; ++r) {
+    const Vec (&a)[kTileImages] = acc[r];
+    const Vec lo = _mm_add_ps(_mm_unpacklo_ps(a[0], a[1]), _mm_unpackhi_ps(a[0], a[1]));
+    const Vec hi = _mm_add_ps(_mm_unpacklo_ps(a[2], a[3]), _mm_unpackhi_ps(a[2], a[3]));
+    sums[r] = _mm_add_ps(_mm_movelh_ps(lo, hi), _mm_movehl_ps(hi, lo));
+  }
+}
 #endif
+static_assert(kTileImages == 4, "tile_sums packs a row's sums in one 128-bit vector");
 
 // The last, partial vector of a w row (len < kVecFloats floats), zeros past it: w is not padded,
-// and a load past the row would read the next row (or past the array). Once per tile per call.
+// and a load past the row would read the next row (or past the array). Once per tile per k block
+// where o is not whole vectors (fc8's 1000 at AVX-512): a masked load on the AVX paths, as a copy
+// through the stack stalls each tile on the store-to-load forward of its MR rows.
 FC_DOT_INLINE Vec vload_part(const float* p, int64_t len) {
+#if defined(__AVX512F__)
+  return _mm512_maskz_loadu_ps(__mmask16((1u << len) - 1), p);
+#elif defined(__AVX2__)
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(len)), lanes));
+#else
   alignas(64) float part[kVecFloats] = {};
   std::memcpy(part, p, len * sizeof(float));
   return vload(part);
+#endif
 }
 
 // One register tile: dx[r, c] (+)= sum over the block of w rows r x dyT rows c. `full` whole
@@ -122,12 +226,21 @@ FC_DOT_INLINE void dot_tile(const float* w, const float* next, int64_t ldw, cons
     for (int r = 0; r < MR; ++r) a[r] = vload_part(wr[r] + end, part);
     step(a, end);
   }
-  for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NC; ++c) {
-      const float s = vsum(acc[r][c]);
-      float& d = dx[r * ldx + c];
-      d = add ? d + s : s;
+  if constexpr (MR == kTileRows && NC == kTileImages) {
+    __m128 sums[MR];
+    tile_sums(acc, sums);
+    for (int r = 0; r < MR; ++r) {
+      float* d = dx + r * ldx;
+      _mm_storeu_ps(d, add ? _mm_add_ps(_mm_loadu_ps(d), sums[r]) : sums[r]);
     }
+  } else {
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) {
+        const float s = vsum(acc[r][c]);
+        float& d = dx[r * ldx + c];
+        d = add ? d + s : s;
+      }
+  }
 }
 
 // The last `rest` (1 .. NC) images of a panel, in one tile NC wide or narrower.
@@ -187,10 +300,15 @@ void transpose_dy(const float* dy, int64_t outputs, int64_t images, float* dyt, 
 }
 
 // Floats of o per k block: the dyT block (N x kb) fills half of L2, leaving the rest to the w
-// panels streaming through and to dx's rows; whole vectors, at least 16 of them (the tile's lane
-// reductions, MR*NC per k block, stay a small share), at most all of o.
+// panels streaming through and to dx's rows, and the w panel (MR x kb), read by every image tile
+// from L1, fills at most half of L1 (AVX-512, 64 images, fc6 / fc7: the 6-row panel of 2048
+// floats, 48 KB, ran at 129-131 GFLOP/s, of 1024 floats at 166-167; a third of L1 lost at 64 and
+// 128 images); whole vectors, at least 16 of them (the tile's reduction, once per k block, stays
+// a small share), at most all of o.
 int64_t k_block(int64_t outputs, int64_t images) {
-  const int64_t fit = cache_sizes().l2 / 2 / (images * int64_t(sizeof(float)));
+  const CacheSizes& cache = cache_sizes();
+  const int64_t fit =
+      std::min(cache.l2 / 2 / images, cache.l1d / 2 / kTileRows) / int64_t(sizeof(float));
   const int64_t kb = std::max<int64_t>(16 * kVecFloats, fit / kVecFloats * kVecFloats);
   return std::min(kb, (outputs + kVecFloats - 1) / kVecFloats * kVecFloats);
 }
