@@ -237,6 +237,29 @@ def test_direct_kernel_every_cpu_path(isa, rng, shape):
                  what=f"{isa} data gradient accumulate")
 
 
+# Where a position adds several columns (stride > 1) and the image rows one output row reads
+# outgrow L2 (here 5.9 MB: 8 channels x 9 rows of 160 x 128 floats), the direct forward prefetches
+# the columns the next position adds and the direct weight gradient the next tap tile's rows
+# (conv_window_prefetch.h, conv_wgrad_kernels.h): the same sums, with windows clipped by the
+# padding at every border (the prefetched runs clipped with them), 10 filters (a partial block).
+PREFETCHED_SHAPE = (8, 15, 160, 128, 10, 9, 2, 3, 1)
+
+
+def test_direct_kernels_prefetching_the_image(isa, rng):
+    x, w, b, dy, kw, (x32, w32, b32), conv = _direct_problem(rng, PREFETCHED_SHAPE)
+    want = np.maximum(conv + b[:, None, None, None], 0)
+    runs = []
+    for t in (1, 2, 3):
+        with cpu_threads(t):
+            runs.append(np.asarray(ops.conv_fwd(x32, w32, b32, relu=True, variant=6, **kw)))
+    assert_close(runs[0], want, what=f"{isa} forward")
+    assert all(np.array_equal(r.view(np.uint32), runs[0].view(np.uint32)) for r in runs[1:])
+    dy32 = dy.astype(np.float32)
+    dws = [ops.conv_bwd_weights(x32, dy32, w.shape[1], variant=5, **kw).numpy() for _ in range(2)]
+    assert_close(dws[0], ref.conv_bwd_weights(x, dy, w.shape[1], **kw), what=f"{isa} wgrad")
+    assert np.array_equal(dws[0].view(np.uint32), dws[1].view(np.uint32)), isa
+
+
 # Outputs larger than L2 (here 3.3 and 4 MB) are streamed to memory when the output array is
 # aligned to the SIMD vector (convnet's host tensors are 64-byte aligned): the same bits as plain
 # stores into an array 4 bytes off alignment, at every thread count; 80 images leave 16 past the

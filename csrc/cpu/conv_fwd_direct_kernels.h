@@ -31,6 +31,7 @@
 
 #include "cache_info.h"
 #include "conv.h"
+#include "conv_window_prefetch.h"
 #include "epilogue.h"
 #include "gemm_cpu.h"
 #include "isa.h"
@@ -160,6 +161,13 @@ void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* 
   const bool stream = !accumulate && double(d.m) * double(ldy) * 4 > double(cache_sizes().l2) &&
                       reinterpret_cast<uintptr_t>(y) % sizeof(FVec) == 0 &&
                       N % kFwdVecFloats == 0;
+  // Only where a position adds several columns (stride > 1) and the image rows one output row
+  // reads (fs per channel) outgrow L2, so that those the next output row shares are gone by then
+  // and the new columns come from further out (AlexNet's conv1: 4 of 11 columns, 3.8 MB of rows).
+  // Elsewhere the prefetches only cost: CIFAR's conv1 (stride 1, 240 KB) ran 1-3% slower.
+  const bool fetch_ahead = d.stride > 1 && double(d.cin) * fs * double(row) * sizeof(float) >
+                                               double(cache_sizes().l2);
+  const int64_t shares = fetch_ahead ? full / kFwdCols * blocks : 0;
 #pragma omp parallel num_threads(threads)
   {
     // Positions from a shared counter (dynamic): every output is one tile's sum whichever thread
@@ -172,9 +180,14 @@ void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* 
       win.ky0 = int(std::max<int64_t>(0, -iy0)), win.ky1 = int(std::min<int64_t>(fs, H - iy0));
       win.kx0 = int(std::max<int64_t>(0, -ix0)), win.kx1 = int(std::min<int64_t>(fs, W - ix0));
       win.x0 = ((iy0 + win.ky0) * W + ix0 + win.kx0) * N;
+      // The image columns the next position adds, a share before each tile
+      // (conv_window_prefetch.h).
+      NewColumns next(x, d.cin, H, W, N, fs, d.stride, d.padding, d.out_h, d.out_w, pos + 1,
+                      shares);
       float* yp = y + pos * N;
       for (int64_t n0 = 0; n0 < full; n0 += kFwdCols)
         for (int64_t b = 0; b < blocks; ++b) {
+          next.prefetch_share();
           const int rows = int(std::min<int64_t>(kFwdRows, d.m - b * kFwdRows));
           fwd_tile_rows(rows, win, d.cin, fs, plane, row, N, wp + b * taps * kFwdRows, x + n0,
                         yp + b * kFwdRows * ldy + n0, ldy, accumulate, stream, epi, b * kFwdRows,
