@@ -35,19 +35,20 @@
 #include "epilogue.h"
 #include "gemm_cpu.h"
 #include "isa.h"
+#include "simd_width.h"
 
 namespace convnet {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int kFwdVecFloats = 16, kFwdVectors = 4;
+constexpr int kFwdVectors = 4;
 #elif defined(__AVX2__)
-constexpr int kFwdVecFloats = 8, kFwdVectors = 2;
+constexpr int kFwdVectors = 2;
 #else
-constexpr int kFwdVecFloats = 4, kFwdVectors = 2;
+constexpr int kFwdVectors = 2;
 #endif
-constexpr int kFwdRows = 6, kFwdCols = kFwdVecFloats * kFwdVectors;
-typedef float FVec __attribute__((vector_size(kFwdVecFloats * 4)));
+constexpr int kFwdRows = 6, kFwdCols = kSimdFloats * kFwdVectors;
+typedef float FVec __attribute__((vector_size(kSimdFloats * 4)));
 
 inline FVec load_fvec(const float* p) {
   FVec v;
@@ -92,7 +93,7 @@ void fwd_tile(const FwdWindow& win, int64_t cg, int fs, int64_t plane, int64_t r
       for (int t = 0; t < kw; ++t, xr += N, wr += kFwdRows) {
         FVec b[kFwdVectors];
 #pragma GCC unroll 4
-        for (int v = 0; v < kFwdVectors; ++v) b[v] = load_fvec(xr + v * kFwdVecFloats);
+        for (int v = 0; v < kFwdVectors; ++v) b[v] = load_fvec(xr + v * kSimdFloats);
 #pragma GCC unroll 8
         for (int r = 0; r < ROWS; ++r) {
           const float a = wr[r];
@@ -108,13 +109,13 @@ void fwd_tile(const FwdWindow& win, int64_t cg, int fs, int64_t plane, int64_t r
 #pragma GCC unroll 4
     for (int v = 0; v < kFwdVectors; ++v) {
       FVec s = acc[r][v];
-      if (accumulate) s = load_fvec(yr + v * kFwdVecFloats) + s;
+      if (accumulate) s = load_fvec(yr + v * kSimdFloats) + s;
       if (epi.bias) s += bias;
       if (epi.relu) s = s > 0.f ? s : FVec{};
       if (stream)
-        stream_fvec(yr + v * kFwdVecFloats, s);
+        stream_fvec(yr + v * kSimdFloats, s);
       else
-        store_fvec(yr + v * kFwdVecFloats, s);
+        store_fvec(yr + v * kSimdFloats, s);
     }
   }
 }
@@ -160,7 +161,7 @@ void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* 
   // y and N must keep them aligned (convnet's host tensors are 64-byte aligned).
   const bool stream = !accumulate && double(d.m) * double(ldy) * 4 > double(cache_sizes().l2) &&
                       reinterpret_cast<uintptr_t>(y) % sizeof(FVec) == 0 &&
-                      N % kFwdVecFloats == 0;
+                      N % kSimdFloats == 0;
   // Only where a position adds several columns (stride > 1) and the image rows one output row
   // reads (fs per channel) outgrow L2, so that those the next output row shares are gone by then
   // and the new columns come from further out (AlexNet's conv1: 4 of 11 columns, 3.8 MB of rows).

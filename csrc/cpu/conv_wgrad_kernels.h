@@ -22,7 +22,7 @@
 // tiles of MR taps -> chunks of NR filters: the tile's sums are read from the private buffer,
 // run over the block's positions and images in registers, and written back.
 //
-// Tile shapes (MR x NR, NR = NV vectors of VW = kVecFloats floats): AVX-512 (32 registers)
+// Tile shapes (MR x NR, NR = NV vectors of VW = kSimdFloats floats): AVX-512 (32 registers)
 // 12 x 16, 8 x 32, 8 x 48 or 6 x 64, AVX2 and baseline SSE (16 registers) 8 x VW or 6 x 2VW,
 // the widest whose filter chunks pad Fg the least (Fg = 32: one 8 x 32 chunk; 48 and 96:
 // 8 x 48; 128: 6 x 64). MR row pointers, the NV loads and the MR*NV accumulators fit the
@@ -39,21 +39,15 @@
 #include "conv_wgrad.h"
 #include "gemm_cpu.h"
 #include "isa.h"
+#include "simd_width.h"
 
 namespace convnet {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kVecFloats = 16;
-#elif defined(__AVX2__)
-constexpr int kVecFloats = 8;
-#else
-constexpr int kVecFloats = 4;
-#endif
 // One SIMD register of floats (GCC vector extension: the file's -m flags pick the instructions).
 // Loads and stores through it are aligned: dyT rows and the sums are whole vectors from 64-byte
 // aligned buffers.
-typedef float WVec __attribute__((vector_size(kVecFloats * 4)));
+typedef float WVec __attribute__((vector_size(kSimdFloats * 4)));
 
 // About this many columns (positions x images) per block: the block's dyT rows (cols x NR floats,
 // 16 KB at NR = 32, 32 KB at 64) stay in L1 beside the tiles' image rows while every tap tile
@@ -67,13 +61,13 @@ constexpr int64_t kBlockCols = 128;
 template <int MR, int NV>
 void wgrad_tile(const float* const* rows, int64_t row_step, int64_t positions, int64_t images,
                 const float* b, float* acc, int64_t ld) {
-  constexpr int NR = NV * kVecFloats;
+  constexpr int NR = NV * kSimdFloats;
   WVec c[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
-      c[i][v] = *reinterpret_cast<const WVec*>(acc + i * ld + v * kVecFloats);
+      c[i][v] = *reinterpret_cast<const WVec*>(acc + i * ld + v * kSimdFloats);
   for (int64_t p = 0; p < positions; ++p, rows += row_step) {
     const float* r[MR];
 #pragma GCC unroll 16
@@ -81,7 +75,7 @@ void wgrad_tile(const float* const* rows, int64_t row_step, int64_t positions, i
     for (int64_t n = 0; n < images; ++n, b += NR) {
       WVec bv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) bv[v] = *reinterpret_cast<const WVec*>(b + v * kVecFloats);
+      for (int v = 0; v < NV; ++v) bv[v] = *reinterpret_cast<const WVec*>(b + v * kSimdFloats);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         const float a = r[i][n];
@@ -93,7 +87,7 @@ void wgrad_tile(const float* const* rows, int64_t row_step, int64_t positions, i
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) *reinterpret_cast<WVec*>(acc + i * ld + v * kVecFloats) = c[i][v];
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<WVec*>(acc + i * ld + v * kSimdFloats) = c[i][v];
 }
 
 // The last tap tile when the taps are not a multiple of MR: a tile of exactly its `live` taps
@@ -120,7 +114,7 @@ struct WgradScratch {
 template <int MR, int NV>
 void wgrad_group(const ConvParams& p, const float* x, const float* dy, float* dw, bool accumulate,
                  WgradScratch& s) {
-  constexpr int NR = NV * kVecFloats;
+  constexpr int NR = NV * kSimdFloats;
   const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups, fs = p.filter_size;
   const int64_t N = p.images, H = p.height, W = p.width;
   const int64_t taps = cg * fs * fs, tiles = (taps + MR - 1) / MR;
@@ -247,7 +241,7 @@ void conv_bwd_weights_direct_impl(const ConvParams& p, const float* x, const flo
     float* dwg = dw + g * fg;
     // The widest tile whose filter chunks pad the fewest columns (the last chunk is partial).
     auto padded = [fg](int64_t nr) { return (fg + nr - 1) / nr * nr; };
-    if (kVecFloats == 16) {
+    if (kSimdFloats == 16) {
       int nv = 4;
       for (int v = 3; v >= 1; --v)
         if (padded(16 * v) < padded(16 * nv)) nv = v;
@@ -259,7 +253,7 @@ void conv_bwd_weights_direct_impl(const ConvParams& p, const float* x, const flo
         wgrad_group<8, 2>(p, xg, dyg, dwg, accumulate, scratch);
       else
         wgrad_group<12, 1>(p, xg, dyg, dwg, accumulate, scratch);
-    } else if (padded(2 * kVecFloats) <= padded(kVecFloats)) {
+    } else if (padded(2 * kSimdFloats) <= padded(kSimdFloats)) {
       wgrad_group<6, 2>(p, xg, dyg, dwg, accumulate, scratch);
     } else {
       wgrad_group<8, 1>(p, xg, dyg, dwg, accumulate, scratch);

@@ -37,6 +37,7 @@
 #include "fc.h"
 #include "fc_dot.h"
 #include "isa.h"
+#include "simd_width.h"
 
 namespace convnet {
 namespace {
@@ -51,7 +52,7 @@ namespace {
 // the FMA peak.
 #if defined(__AVX512F__)
 typedef __m512 Vec;
-constexpr int kVecFloats = 16, kTileRows = 6, kTileImages = 4;
+constexpr int kTileRows = 6, kTileImages = 4;
 FC_DOT_INLINE Vec vzero() { return _mm512_setzero_ps(); }
 FC_DOT_INLINE Vec vload(const float* p) { return _mm512_loadu_ps(p); }
 FC_DOT_INLINE Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
@@ -104,7 +105,7 @@ FC_DOT_INLINE void tile_sums(const Vec (&acc)[kTileRows][kTileImages],
 }
 #elif defined(__AVX2__)
 typedef __m256 Vec;
-constexpr int kVecFloats = 8, kTileRows = 3, kTileImages = 4;
+constexpr int kTileRows = 3, kTileImages = 4;
 FC_DOT_INLINE Vec vzero() { return _mm256_setzero_ps(); }
 FC_DOT_INLINE Vec vload(const float* p) { return _mm256_loadu_ps(p); }
 FC_DOT_INLINE Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
@@ -148,7 +149,7 @@ FC_DOT_INLINE void tile_sums(const Vec (&acc)[kTileRows][kTileImages],
 }
 #else
 typedef __m128 Vec;
-constexpr int kVecFloats = 4, kTileRows = 3, kTileImages = 4;
+constexpr int kTileRows = 3, kTileImages = 4;
 FC_DOT_INLINE Vec vzero() { return _mm_setzero_ps(); }
 FC_DOT_INLINE Vec vload(const float* p) { return _mm_loadu_ps(p); }
 FC_DOT_INLINE Vec vfma(Vec a, Vec b, Vec c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
@@ -171,7 +172,7 @@ FC_DOT_INLINE void tile_sums(const Vec (&acc)[kTileRows][kTileImages],
 #endif
 static_assert(kTileImages == 4, "tile_sums packs a row's sums in one 128-bit vector");
 
-// The last, partial vector of a w row (len < kVecFloats floats), zeros past it: w is not padded,
+// The last, partial vector of a w row (len < kSimdFloats floats), zeros past it: w is not padded,
 // and a load past the row would read the next row (or past the array). Once per tile per k block
 // where o is not whole vectors (fc8's 1000 at AVX-512): a masked load on the AVX paths, as a copy
 // through the stack stalls each tile on the store-to-load forward of its MR rows.
@@ -182,14 +183,14 @@ FC_DOT_INLINE Vec vload_part(const float* p, int64_t len) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(len)), lanes));
 #else
-  alignas(64) float part[kVecFloats] = {};
+  alignas(64) float part[kSimdFloats] = {};
   std::memcpy(part, p, len * sizeof(float));
   return vload(part);
 #endif
 }
 
 // One register tile: dx[r, c] (+)= sum over the block of w rows r x dyT rows c. `full` whole
-// vectors of o, then `part` (< kVecFloats) more floats, which the dyT rows have (zero-padded).
+// vectors of o, then `part` (< kSimdFloats) more floats, which the dyT rows have (zero-padded).
 // With `next` (the panel after this one, MR rows at ldw), the tile also prefetches it into L2 a
 // line per row per step: w comes from memory once, in 4 KB pieces of rows 16 KB apart that the
 // hardware prefetchers start too late on, so the first image tile of each panel fetches the next
@@ -212,8 +213,8 @@ FC_DOT_INLINE void dot_tile(const float* w, const float* next, int64_t ldw, cons
       for (int r = 0; r < MR; ++r) acc[r][c] = vfma(a[r], b, acc[r][c]);
     }
   };
-  const int64_t end = full * kVecFloats;
-  for (int64_t o = 0; o < end; o += kVecFloats) {
+  const int64_t end = full * kSimdFloats;
+  for (int64_t o = 0; o < end; o += kSimdFloats) {
     Vec a[MR];
     for (int r = 0; r < MR; ++r) a[r] = vload(wr[r] + o);
     if constexpr (kPrefetch)
@@ -309,8 +310,8 @@ int64_t k_block(int64_t outputs, int64_t images) {
   const CacheSizes& cache = cache_sizes();
   const int64_t fit =
       std::min(cache.l2 / 2 / images, cache.l1d / 2 / kTileRows) / int64_t(sizeof(float));
-  const int64_t kb = std::max<int64_t>(16 * kVecFloats, fit / kVecFloats * kVecFloats);
-  return std::min(kb, (outputs + kVecFloats - 1) / kVecFloats * kVecFloats);
+  const int64_t kb = std::max<int64_t>(16 * kSimdFloats, fit / kSimdFloats * kSimdFloats);
+  return std::min(kb, (outputs + kSimdFloats - 1) / kSimdFloats * kSimdFloats);
 }
 
 // Floats per dyT row: o rounded up to whole cache lines, plus one line. With a power of two
@@ -346,7 +347,7 @@ void fc_bwd_data_dot_impl(const FcParams& p, const float* dy, const float* w, fl
     const int64_t i1 = std::min(in, tiles * (t + 1) / nt * kTileRows);
     for (int64_t o0 = 0; o0 < out; o0 += kb) {
       const int64_t len = std::min(kb, out - o0);
-      const int64_t full = len / kVecFloats, part = len % kVecFloats;
+      const int64_t full = len / kSimdFloats, part = len % kSimdFloats;
       const bool add = accumulate || o0 > 0;
       const float* tblock = dyt + o0;
       // The panel after the share's last one is its first at the next k block.

@@ -54,13 +54,13 @@ constexpr int kWinnerRegs = 4;
 template <int R>
 void max_with_winner(const float* x, float* yo, uint8_t* wo, int64_t lanes, int rows, int cols,
                      int64_t row, int64_t pixel) {
-  constexpr int L = R > 0 ? int(kWinnerLanes) : 0, regs = R > 0 ? R : 1;
+  constexpr int L = R > 0 ? kSimdFloats : 0, regs = R > 0 ? R : 1;
   const size_t n = size_t(lanes);
   PoolVec best[regs];
   PoolInts at[regs];
 #pragma GCC unroll 8
   for (int r = 0; r < regs; ++r) {
-    best[r] = load_floats<L>(x + r * kWinnerLanes, n);
+    best[r] = load_floats<L>(x + r * kSimdFloats, n);
     at[r] = PoolInts{};
   }
   int32_t offset = 0;
@@ -70,7 +70,7 @@ void max_with_winner(const float* x, float* yo, uint8_t* wo, int64_t lanes, int 
       const PoolInts k = PoolInts{} + ++offset;
 #pragma GCC unroll 8
       for (int r = 0; r < regs; ++r) {
-        const PoolVec v = load_floats<L>(in + r * kWinnerLanes, n);
+        const PoolVec v = load_floats<L>(in + r * kSimdFloats, n);
         at[r] = select_later(v > best[r], k, at[r]);
         best[r] = select_max(v, best[r]);
       }
@@ -79,8 +79,8 @@ void max_with_winner(const float* x, float* yo, uint8_t* wo, int64_t lanes, int 
 #pragma GCC unroll 8
   for (int r = 0; r < regs; ++r) {
     const PoolInts sign = (PoolInts)best[r] > zero ? zero : zero + kPoolNotPositive;
-    store_floats<L>(yo + r * kWinnerLanes, best[r], n);
-    store_bytes<L>(wo + r * kWinnerLanes, (best[r] == best[r] ? at[r] : none) | sign, n);
+    store_floats<L>(yo + r * kSimdFloats, best[r], n);
+    store_bytes<L>(wo + r * kSimdFloats, (best[r] == best[r] ? at[r] : none) | sign, n);
   }
 }
 
@@ -104,14 +104,14 @@ void pool_fwd_impl(const PoolParams& p, const float* x, float* y, uint8_t* winne
       if (winners) {
         uint8_t* wr = winners + (r * p.out_w + ox) * N;
         // Blocks of kWinnerRegs registers, then of one, then the images left.
-        constexpr int64_t block = kWinnerRegs * kWinnerLanes;
-        const int64_t blocks = N / block * block, whole = N / kWinnerLanes * kWinnerLanes;
+        constexpr int64_t block = kWinnerRegs * kSimdFloats;
+        const int64_t blocks = N / block * block, whole = N / kSimdFloats * kSimdFloats;
         const int64_t in_row = int64_t(p.width) * N;
         for (int64_t n0 = 0; n0 < blocks; n0 += block)
           max_with_winner<kWinnerRegs>(first + n0, out + n0, wr + n0, block, yhi - ylo,
                                        xhi - xlo, in_row, N);
-        for (int64_t n0 = blocks; n0 < whole; n0 += kWinnerLanes)
-          max_with_winner<1>(first + n0, out + n0, wr + n0, kWinnerLanes, yhi - ylo, xhi - xlo,
+        for (int64_t n0 = blocks; n0 < whole; n0 += kSimdFloats)
+          max_with_winner<1>(first + n0, out + n0, wr + n0, kSimdFloats, yhi - ylo, xhi - xlo,
                              in_row, N);
         if (whole < N)
           max_with_winner<0>(first + whole, out + whole, wr + whole, N - whole, yhi - ylo,
@@ -224,9 +224,9 @@ void pool_bwd_impl(const PoolParams& p, const float* dy, const float* x, const f
             const int64_t base = int64_t(ylo) * row + int64_t(xlo) * N;
             if (winners) {  // registers of images, then the images left
               const uint8_t* wo = winners + o;
-              const int64_t whole = N / kWinnerLanes * kWinnerLanes;
-              for (int64_t n0 = 0; n0 < whole; n0 += kWinnerLanes)
-                route_winners<kWinnerLanes>(g + n0, wo + n0, dxc + base + n0, kWinnerLanes,
+              const int64_t whole = N / kSimdFloats * kSimdFloats;
+              for (int64_t n0 = 0; n0 < whole; n0 += kSimdFloats)
+                route_winners<kSimdFloats>(g + n0, wo + n0, dxc + base + n0, kSimdFloats,
                                             yhi - ylo, xhi - xlo, row, N, db != nullptr);
               if (whole < N)
                 route_winners<0>(g + whole, wo + whole, dxc + base + whole, N - whole, yhi - ylo,

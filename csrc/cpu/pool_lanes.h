@@ -9,18 +9,13 @@
 #include <cstdint>
 #include <cstring>
 
+#include "simd_width.h"
+
 namespace convnet {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int64_t kWinnerLanes = 16;
-#elif defined(__AVX2__)
-constexpr int64_t kWinnerLanes = 8;
-#else
-constexpr int64_t kWinnerLanes = 4;
-#endif
-typedef float PoolVec __attribute__((vector_size(kWinnerLanes * 4), aligned(4)));
-typedef int32_t PoolInts __attribute__((vector_size(kWinnerLanes * 4), aligned(4)));
+typedef float PoolVec __attribute__((vector_size(kSimdFloats * 4), aligned(4)));
+typedef int32_t PoolInts __attribute__((vector_size(kSimdFloats * 4), aligned(4)));
 
 // a > b ? a : b per lane, the plain max forward's select, in one instruction: x86's max returns
 // its second operand unless the first is greater (NaNs and signed zeros included).
@@ -46,7 +41,7 @@ inline PoolInts select_later(PoolInts more, PoolInts k, PoolInts at) {
 #endif
 }
 
-// kWinnerLanes bytes at p, zero-extended.
+// kSimdFloats bytes at p, zero-extended.
 inline PoolInts widen_bytes(const uint8_t* p) {
 #if defined(__AVX512F__)
   // Zero-masked forms here and below: GCC's plain ones read an undefined register (a false
@@ -63,7 +58,7 @@ inline PoolInts widen_bytes(const uint8_t* p) {
 #endif
 }
 
-// The low byte of each lane of v (each 0..255) to p, kWinnerLanes bytes.
+// The low byte of each lane of v (each 0..255) to p, kSimdFloats bytes.
 inline void narrow_to_bytes(uint8_t* p, PoolInts v) {
 #if defined(__AVX512F__)
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_maskz_cvtepi32_epi8(0xffff, (__m512i)v));
@@ -81,7 +76,7 @@ inline void narrow_to_bytes(uint8_t* p, PoolInts v) {
 }
 
 // A block's lanes in memory: L > 0 a whole register (one load or store); L == 0 the first n
-// (< kWinnerLanes) through a zero-padded copy (a partial block, after the whole ones).
+// (< kSimdFloats) through a zero-padded copy (a partial block, after the whole ones).
 template <int L>
 PoolVec load_floats(const float* p, size_t n) {
   if constexpr (L > 0) return *reinterpret_cast<const PoolVec*>(p);
@@ -99,14 +94,14 @@ void store_floats(float* p, PoolVec v, size_t n) {
 template <int L>
 PoolInts load_bytes(const uint8_t* p, size_t n) {
   if constexpr (L > 0) return widen_bytes(p);
-  uint8_t padded[kWinnerLanes] = {};
+  uint8_t padded[kSimdFloats] = {};
   std::memcpy(padded, p, n);
   return widen_bytes(padded);
 }
 template <int L>
 void store_bytes(uint8_t* p, PoolInts v, size_t n) {
   if constexpr (L > 0) return narrow_to_bytes(p, v);
-  uint8_t padded[kWinnerLanes];
+  uint8_t padded[kSimdFloats];
   narrow_to_bytes(padded, v);
   std::memcpy(p, padded, n);
 }

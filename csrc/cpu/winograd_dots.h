@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <utility>
 
+#include "simd_width.h"
+
 namespace convnet {
 
 // Declared for winograd_wgrad.cpp; defined below where the file is compiled for AVX-512.
@@ -35,21 +37,20 @@ void winograd_dots(int planes, const float* a, int64_t aplane, int64_t lda, cons
 #if defined(__AVX512F__)
 namespace {
 
-constexpr int kDotFloats = 16;
 constexpr int kDotRows = 4, kDotCols = 4;
 constexpr int kDotTile = kDotRows * kDotCols;
-static_assert(kDotTile % kDotFloats == 0, "the fold takes groups of kDotFloats accumulators");
+static_assert(kDotTile % kSimdFloats == 0, "the fold takes groups of kSimdFloats accumulators");
 
-typedef float DotVec __attribute__((vector_size(kDotFloats * 4)));
-typedef float DotVecU __attribute__((vector_size(kDotFloats * 4), aligned(4)));  // unaligned rows
-typedef int32_t DotMask __attribute__((vector_size(kDotFloats * 4)));
+typedef float DotVec __attribute__((vector_size(kSimdFloats * 4)));
+typedef float DotVecU __attribute__((vector_size(kSimdFloats * 4), aligned(4)));  // unaligned rows
+typedef int32_t DotMask __attribute__((vector_size(kSimdFloats * 4)));
 
 // Lane `lane` of one fold step's shuffle of (x, y) at half-block h: the vectors hold blocks of 2h
 // lanes, each block one sum's partials; the step leaves block b holding x's block b folded to h
 // lanes, then y's. `high` picks the block's upper halves (added to the lower ones).
 constexpr int fold_lane(int lane, int h, bool high) {
   const int block = lane / (2 * h) * 2 * h, within = lane % (2 * h), off = high ? h : 0;
-  return within < h ? block + within + off : kDotFloats + block + within - h + off;
+  return within < h ? block + within + off : kSimdFloats + block + within - h + off;
 }
 template <int H, bool High, int... L>
 constexpr DotMask fold_mask(std::integer_sequence<int, L...>) {
@@ -57,31 +58,31 @@ constexpr DotMask fold_mask(std::integer_sequence<int, L...>) {
 }
 template <int H>
 inline DotVec fold(DotVec x, DotVec y) {
-  constexpr auto lanes = std::make_integer_sequence<int, kDotFloats>{};
+  constexpr auto lanes = std::make_integer_sequence<int, kSimdFloats>{};
   return __builtin_shuffle(x, y, fold_mask<H, false>(lanes)) +
          __builtin_shuffle(x, y, fold_mask<H, true>(lanes));
 }
 
-// Which of a group's kDotFloats accumulators each lane of the folded vector sums: the fold
+// Which of a group's kSimdFloats accumulators each lane of the folded vector sums: the fold
 // above applied to labels.
-constexpr std::array<int, kDotFloats> fold_order() {
-  std::array<std::array<int, kDotFloats>, kDotFloats> lab{};
-  for (int q = 0; q < kDotFloats; ++q)
-    for (int l = 0; l < kDotFloats; ++l) lab[q][l] = q;
-  int count = kDotFloats;
-  for (int h = kDotFloats / 2; h >= 1; h /= 2, count /= 2)
+constexpr std::array<int, kSimdFloats> fold_order() {
+  std::array<std::array<int, kSimdFloats>, kSimdFloats> lab{};
+  for (int q = 0; q < kSimdFloats; ++q)
+    for (int l = 0; l < kSimdFloats; ++l) lab[q][l] = q;
+  int count = kSimdFloats;
+  for (int h = kSimdFloats / 2; h >= 1; h /= 2, count /= 2)
     for (int p = 0; p < count / 2; ++p) {
-      std::array<int, kDotFloats> z{};
-      for (int l = 0; l < kDotFloats; ++l) {
+      std::array<int, kSimdFloats> z{};
+      for (int l = 0; l < kSimdFloats; ++l) {
         const int src = fold_lane(l, h, false);
-        z[l] = src < kDotFloats ? lab[2 * p][src] : lab[2 * p + 1][src - kDotFloats];
+        z[l] = src < kSimdFloats ? lab[2 * p][src] : lab[2 * p + 1][src - kSimdFloats];
       }
       lab[p] = z;
     }
   return lab[0];
 }
 
-// kDotFloats vectors of partial sums -> one vector of their sums, in fold_order().
+// kSimdFloats vectors of partial sums -> one vector of their sums, in fold_order().
 template <int H>
 inline void fold_levels(DotVec* v, int count) {
   if constexpr (H >= 1) {
@@ -97,8 +98,8 @@ inline void dot_tile(const float* const* a, const float* const* b, int64_t k, in
   DotVec acc[kDotTile];
 #pragma GCC unroll 16
   for (int q = 0; q < kDotTile; ++q) acc[q] = DotVec{};
-  const int64_t kv = k / kDotFloats * kDotFloats;
-  for (int64_t t = 0; t < kv; t += kDotFloats) {
+  const int64_t kv = k / kSimdFloats * kSimdFloats;
+  for (int64_t t = 0; t < kv; t += kSimdFloats) {
     DotVec av[kDotRows], bv[kDotCols];
 #pragma GCC unroll 4
     for (int i = 0; i < kDotRows; ++i) av[i] = *reinterpret_cast<const DotVecU*>(a[i] + t);
@@ -109,16 +110,16 @@ inline void dot_tile(const float* const* a, const float* const* b, int64_t k, in
 #pragma GCC unroll 4
       for (int j = 0; j < kDotCols; ++j) acc[i * kDotCols + j] += av[i] * bv[j];
   }
-  // Each group of kDotFloats accumulators folds into one vector of their sums, lane l holding
+  // Each group of kSimdFloats accumulators folds into one vector of their sums, lane l holding
   // tile element g + l: the accumulators enter the tree where fold_order() puts them there.
   alignas(64) float sums[kDotTile];
-  constexpr std::array<int, kDotFloats> order = fold_order();
+  constexpr std::array<int, kSimdFloats> order = fold_order();
 #pragma GCC unroll 4
-  for (int g = 0; g < kDotTile; g += kDotFloats) {
-    DotVec v[kDotFloats];
+  for (int g = 0; g < kDotTile; g += kSimdFloats) {
+    DotVec v[kSimdFloats];
 #pragma GCC unroll 16
-    for (int l = 0; l < kDotFloats; ++l) v[order[l]] = acc[g + l];
-    fold_levels<kDotFloats / 2>(v, kDotFloats);
+    for (int l = 0; l < kSimdFloats; ++l) v[order[l]] = acc[g + l];
+    fold_levels<kSimdFloats / 2>(v, kSimdFloats);
     *reinterpret_cast<DotVec*>(sums + g) = v[0];
   }
   if (mr == kDotRows && nr == kDotCols && kv == k) {  // a whole tile: bounds known, no tail
