@@ -391,7 +391,7 @@ def main(argv=None):
                     help="CMake build tree (default build/gpu-check)")
     ap.add_argument("--budget", type=float,
                     help="seconds for the whole run instead of 470 (full) / 175 (--quick): a GPU "
-                         "lent for a fixed time; steps past it are skipped and reported so")
+                         "available for a fixed time; steps past it are skipped and reported so")
     ap.add_argument("--no-build", action="store_true",
                     help="use the modules already built in this tree (CI's dry run, right after "
                          "its own install)")
