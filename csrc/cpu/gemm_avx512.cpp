@@ -11,19 +11,20 @@
 // One template, two shapes (numbered variants):
 //
 // SGEMM variant 3: 14x32 (28 accumulators; 16 loads per 28 FMAs). Blocking from the cache sizes
-// read at run time (cache_info.h), for the long-m, long-k GEMMs it runs: KC grows with L2 (L2 /
-// 2 KB, 256 to 512 steps): C is read and written once per k block, and the deeper block halves
-// that traffic. On a 2 MB L2 (Intel Xeon) KC = 512 ran large SGEMMs about 1.07x and the
-// convolutions' weight gradients 1.01-1.07x as fast as 256 (FC forward, k = 9216 over n = 128
-// images, 0.89-0.98x, still 1.2x numpy); on Zen 4's 1 MB L2 (one thread, thread CPU time,
-// alternating in one process) SGEMM 1024^2-4096^2 1.07-1.14x, the FC forward and data gradient
-// 1.08-1.12x, weight-gradient shapes 1.08-1.12x (1024 steps: no faster than 512). Zen 5's 1 MB
-// L2 (256 before, unmeasured) is expected to gain alike. The KC x 32 B micro-panel (64 KB) then
-// streams from L2 rather than staying in L1 (L2 feeds 128 bytes per 14 cycles easily, when
-// prefetched: on the Intel Xeon, one thread, thread CPU time, alternating in one process, the B
-// and late-C prefetches ran 2048^2 and 4096^2 1.09-1.13x as fast as without, either alone
-// 1.03-1.08x). The MC x KC A block stays at about 516 KB (252 x 512; 504 x 256 on an L2 under
-// 1 MB, the constants tuned on Zen 5 at KC 256), NC = 4 KC.
+// read at run time (cache_info.h), for the long-m, long-k GEMMs it runs: KC grows with L2 (L2 / 2
+// KB, 256 to 512 steps): C is read and written once per k block, and the deeper block halves that
+// traffic. On a 2 MB L2 (Intel Xeon) KC = 512 ran large SGEMMs about 1.07x and the convolutions'
+// weight gradients 1.01-1.07x as fast as 256 (FC forward, k = 9216 over n = 128 images, 0.89-0.98x,
+// still 1.2x numpy); on Zen 4's 1 MB L2 (one thread, thread CPU time, alternating in one process)
+// SGEMM 1024^2-4096^2 1.07-1.14x, the FC forward and data gradient 1.08-1.12x, weight-gradient
+// shapes 1.08-1.12x (1024 steps: no faster than 512). On Zen 5's 1 MB L2 with full-width FMAs (two
+// threads, bench_gemm.py, builds alternated) KC = 256 ran 3072^2 and 4096^2 at 0.80-0.85x of KC =
+// 512's speed, KC = 768 level with it. The KC x 32 B micro-panel (64 KB) then streams from L2
+// rather than staying in L1 (L2 feeds 128 bytes per 14 cycles easily, when prefetched: on the Intel
+// Xeon, one thread, thread CPU time, alternating in one process, the B and late-C prefetches ran
+// 2048^2 and 4096^2 1.09-1.13x as fast as without, either alone 1.03-1.08x). The MC x KC A block
+// stays at about 516 KB (252 x 512; 504 x 256 on an L2 under 1 MB, the constants tuned on Zen 5 at
+// KC 256), NC = 4 KC.
 //
 // SGEMM variant 4: 6x64 (24 accumulators; 10 loads per 24 FMAs, the fewest loads per FMA that
 // fit the 32 registers). Measured faster than 14x32 in cache, and its shape fits the
