@@ -162,29 +162,23 @@ void direct_conv_group(const DirectConv& d, Pack&& pack, const float* x, float* 
   const bool stream = !accumulate && double(d.m) * double(ldy) * 4 > double(cache_sizes().l2) &&
                       reinterpret_cast<uintptr_t>(y) % sizeof(FVec) == 0 &&
                       N % kSimdFloats == 0;
-  // Only where a position adds several columns (stride > 1) and the image rows one output row
-  // reads (fs per channel) outgrow L2, so that those the next output row shares are gone by then
-  // and the new columns come from further out (AlexNet's conv1: 4 of 11 columns, 3.8 MB of rows).
-  // Elsewhere the prefetches only cost: CIFAR's conv1 (stride 1, 240 KB) ran 1-3% slower.
-  const bool fetch_ahead = d.stride > 1 && double(d.cin) * fs * double(row) * sizeof(float) >
-                                               double(cache_sizes().l2);
-  const int64_t shares = fetch_ahead ? full / kFwdCols * blocks : 0;
+  // The next position's new image columns, a share before each tile, where that pays.
+  const int64_t shares =
+      image_rows_outgrow_l2(d.stride, d.cin, fs, row) ? full / kFwdCols * blocks : 0;
 #pragma omp parallel num_threads(threads)
   {
     // Positions from a shared counter (dynamic): every output is one tile's sum whichever thread
     // takes it, so the bits do not depend on the schedule.
 #pragma omp for schedule(dynamic, 4) nowait
     for (int64_t pos = 0; pos < positions; ++pos) {
-      const int64_t oy = pos / d.out_w, ox = pos % d.out_w;
-      const int64_t iy0 = oy * d.stride - d.padding, ix0 = ox * d.stride - d.padding;
+      const ConvWindow cw = conv_window(pos, d.out_w, d.stride, d.padding, fs, H, W);
       FwdWindow win;
-      win.ky0 = int(std::max<int64_t>(0, -iy0)), win.ky1 = int(std::min<int64_t>(fs, H - iy0));
-      win.kx0 = int(std::max<int64_t>(0, -ix0)), win.kx1 = int(std::min<int64_t>(fs, W - ix0));
-      win.x0 = ((iy0 + win.ky0) * W + ix0 + win.kx0) * N;
-      // The image columns the next position adds, a share before each tile
-      // (conv_window_prefetch.h).
-      NewColumns next(x, d.cin, H, W, N, fs, d.stride, d.padding, d.out_h, d.out_w, pos + 1,
-                      shares);
+      win.ky0 = int(cw.ky0), win.ky1 = int(cw.ky1), win.kx0 = int(cw.kx0), win.kx1 = int(cw.kx1);
+      win.x0 = ((cw.iy0 + cw.ky0) * W + cw.ix0 + cw.kx0) * N;
+      NewColumns next;
+      if (shares > 0 && pos + 1 < positions)
+        next = NewColumns(x, d.cin, H, W, N, fs, d.stride,
+                          conv_window(pos + 1, d.out_w, d.stride, d.padding, fs, H, W), shares);
       float* yp = y + pos * N;
       for (int64_t n0 = 0; n0 < full; n0 += kFwdCols)
         for (int64_t b = 0; b < blocks; ++b) {

@@ -34,9 +34,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "cache_info.h"
 #include "conv.h"
 #include "conv_wgrad.h"
+#include "conv_window_prefetch.h"
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "simd_width.h"
@@ -133,14 +133,11 @@ void wgrad_group(const ConvParams& p, const float* x, const float* dy, float* dw
     s.tap_offset[t] = ((c * H + ky) * W + kx) * N;
   }
 
-  // The next tile's image rows are prefetched into L1 while a tile runs where a position adds
-  // several columns (stride > 1) and the image rows one output row reads (fs per channel) outgrow
-  // L2: there a tile's first pass over its rows waited on them, its new columns from L3 or memory
-  // (AlexNet's conv1: 4 of 11 columns, 3.8 MB of rows; 48 filters, one 48-wide chunk per tile at
-  // AVX-512, had no second pass to share the wait). Elsewhere the prefetches only cost, up to 6%
-  // slower in CIFAR's conv1 (stride 1, 240 KB) and the towers' conv2 and conv5 (stride 1).
-  const bool fetch_ahead = p.stride > 1 && double(cg) * fs * double(W * N) * sizeof(float) >
-                                               double(cache_sizes().l2);
+  // The next tile's image rows are prefetched into L1 while a tile runs where that pays
+  // (image_rows_outgrow_l2): there a tile's first pass over its rows waited on them, its new
+  // columns from L3 or memory (48 filters, one 48-wide chunk per tile at AVX-512, had no second
+  // pass to share the wait).
+  const bool fetch_ahead = image_rows_outgrow_l2(p.stride, cg, fs, W * N);
   const double flops = 2.0 * double(taps) * double(fg) * double(cols);
   const int threads = flops < 4e6 ? 1 : int(std::min<int64_t>(omp_get_max_threads(), positions));
   const size_t part = size_t(tiles * MR) * fp;

@@ -48,8 +48,8 @@ namespace {
 // this file is compiled for: AVX-512 6 x 4 (24 accumulators + 6 w rows + 1 dyT row = 31 of 32
 // registers), AVX2 and SSE 3 x 4 (12 + 3 + 1 = 16 registers). The w panel stays in L1 while the
 // dyT block comes from L2, so a step's dyT loads (NC) are what L2 must feed: 4 per 24 FMAs
-// rather than 4 x 6's 6, which on a core with full-width AVX-512 FMAs held the tile at ~60% of
-// the FMA peak.
+// rather than 4 x 6's 6, which on a core with full-width AVX-512 FMAs (AMD Zen 5) held the tile
+// at ~60% of the FMA peak.
 #if defined(__AVX512F__)
 typedef __m512 Vec;
 constexpr int kTileRows = 6, kTileImages = 4;
@@ -302,7 +302,7 @@ void transpose_dy(const float* dy, int64_t outputs, int64_t images, float* dyt, 
 
 // Floats of o per k block: the dyT block (N x kb) fills half of L2, leaving the rest to the w
 // panels streaming through and to dx's rows, and the w panel (MR x kb), read by every image tile
-// from L1, fills at most half of L1 (AVX-512, 64 images, fc6 / fc7: the 6-row panel of 2048
+// from L1, fills at most half of L1 (Zen 5, AVX-512, 64 images, fc6 / fc7: the 6-row panel of 2048
 // floats, 48 KB, ran at 129-131 GFLOP/s, of 1024 floats at 166-167; a third of L1 lost at 64 and
 // 128 images); whole vectors, at least 16 of them (the tile's reduction, once per k block, stays
 // a small share), at most all of o.
