@@ -40,13 +40,9 @@
 namespace convnet {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kFwdVectors = 4;
-#elif defined(__AVX2__)
-constexpr int kFwdVectors = 2;
-#else
-constexpr int kFwdVectors = 2;
-#endif
+// The tile: 6 filters x kFwdVectors registers of images, 4 with AVX-512's 32 registers (24
+// accumulators), 2 with 16 (12).
+constexpr int kFwdVectors = kSimdFloats == 16 ? 4 : 2;
 constexpr int kFwdRows = 6, kFwdCols = kSimdFloats * kFwdVectors;
 typedef float FVec __attribute__((vector_size(kSimdFloats * 4)));
 
