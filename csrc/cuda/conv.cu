@@ -493,7 +493,7 @@ TilePlan plan_bwd_weights(const ConvDims& d, int dev, int force_variant) {
       const int64_t chunk = ((d.PN + s - 1) / s + bk - 1) / bk * bk;
       const int64_t splits = (d.PN + chunk - 1) / chunk;
       if (splits != s || !fits_tiles(d, splits)) continue;
-      const double c = plan_cost(tiles * splits, p.wave, tile * tile / 256, chunk);
+      const double c = plan_cost(tiles * splits, p.wave, tile, chunk);
       if (s == 1 || c < cost) cost = c, p.splits = splits, p.chunk = chunk;
     }
     p.blocks = tiles * p.splits;

@@ -297,23 +297,33 @@ struct TilePlan {
   }
 };
 
+// What one thread's FMA costs in the 64x64 tile (4x4 per thread) against the 128x128 one (8x8):
+// per FMA it reads shared memory twice as often. On an H200 at full waves the 128x128 tile ran
+// SGEMM 4096^2 at 1.29x the 64x64's rate (41,571-41,641 against 32,205-32,210 GFLOP/s, two runs);
+// costed as equal, variant 0 had planned the 64x64 tile for conv1's and conv2's forward and
+// conv2's, conv3's and conv5's weight gradients, which the 128x128 ran 1.18-1.36x as fast. 1.25
+// picks the faster tile for all 15 AlexNet conv passes of that run.
+constexpr double kTile64FmaCost = 1.25;
+
 // Estimated time of a launch in arbitrary units: its whole waves times one thread's FMAs per
-// wave (TM x TN per k, `k_per_block` k: both tiles run 256 threads). A partly filled last wave
-// costs a whole one; so do the idle SMs of a small grid.
-inline double plan_cost(int64_t blocks, int wave, int fmas_per_k, int64_t k_per_block) {
-  return double((blocks + wave - 1) / wave) * fmas_per_k * double(k_per_block);
+// wave (TM x TN per k, `k_per_block` k: both tiles run 256 threads), each FMA weighted by its
+// tile's cost (kTile64FmaCost). A partly filled last wave costs a whole one; so do the idle SMs
+// of a small grid.
+inline double plan_cost(int64_t blocks, int wave, int tile, int64_t k_per_block) {
+  const double fma_cost = tile == 64 ? kTile64FmaCost : 1.0;
+  return double((blocks + wave - 1) / wave) * (tile * tile / 256) * fma_cost *
+         double(k_per_block);
 }
 
 // Tile of a GEMM-shaped launch (rows x cols per group, `groups` of them), between the 128x128
-// tile (8x8 per thread) and the 64x64 one (4x4): the cheaper in whole waves; ties go to 128x128,
-// which reads shared memory half as often per FMA.
+// tile (8x8 per thread) and the 64x64 one (4x4): the cheaper by plan_cost; ties go to 128x128.
 inline TilePlan plan_tile(int64_t rows, int64_t cols, int64_t groups, int dev, int variant128,
                           int variant64) {
   TilePlan p;
   p.wave = wave_of(dev, &p.sms);
   const int64_t b128 = ((rows + 127) / 128) * ((cols + 127) / 128) * groups;
   const int64_t b64 = ((rows + 63) / 64) * ((cols + 63) / 64) * groups;
-  const bool big = plan_cost(b128, p.wave, 64, 1) <= plan_cost(b64, p.wave, 16, 1);
+  const bool big = plan_cost(b128, p.wave, 128, 1) <= plan_cost(b64, p.wave, 64, 1);
   p.variant = big ? variant128 : variant64;
   p.tile = big ? 128 : 64;
   p.blocks = big ? b128 : b64;
