@@ -234,11 +234,14 @@ def test_variants_cover_every_isa_cpu():
 def test_sgemm_a_in_place_bits_cpu(rng, isa):
     """With few columns (at most 8 B panels) and A's rows contiguous (trans_a: the FC forward's
     w^T), the micro-kernels read A in place instead of packing it; the AVX2 kernel packs when the
-    k steps are a multiple of 4 KB apart (m = 1024). Either way each element of C sums the same
-    products in the same order as with A packed from a row-major copy: the same bits, on one
-    thread and two, call after call."""
+    k steps are a multiple of 4 KB apart (m = 1024), prefetching each next block's source. In
+    place, A is read a tile row at a time, each prefetching the next (within a k block and, at
+    k = 1100, into the next whole k block). Either way each element of C sums the same products
+    in the same order as with A packed from a row-major copy: the same bits, on one thread and
+    two, call after call."""
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
-    for m, n, k in [(1000, 128, 700), (1024, 100, 300), (45, 1, 9), (31, 130, 257)]:
+    for m, n, k in [(1000, 128, 700), (1024, 100, 300), (45, 1, 9), (31, 130, 257),
+                    (1024, 128, 1100)]:
         at = rng.standard_normal((k, m), dtype=np.float32)
         a = np.ascontiguousarray(at.T)
         b = rng.standard_normal((k, n), dtype=np.float32)

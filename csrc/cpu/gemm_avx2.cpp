@@ -54,21 +54,26 @@ struct Kernel6x16 {
     tile<MR, true>(kc, a, nullptr, c, ldc, alpha, beta, cols, rows_b, packed_b);
   }
 
-  // A read in place (GemmOperand::rows_in_place): step k of the panel at a + k * a_step.
-  static void run_strided_a(int64_t kc, const float* a, int64_t a_step, const float* b, float* c,
-                            int64_t ldc, float alpha, float beta, int rows, int cols) {
+  // A read in place (GemmOperand::rows_in_place): step k of the panel at a + k * a_step; with
+  // a_next, the next tile row's MR rows (step k at a_next + k * a_step) are prefetched into L2,
+  // four steps per four steps (gemm_driver.h: the first panel's tile of each tile row; the last
+  // kc % 4 steps are left to the L1 prefetch).
+  static void run_strided_a(int64_t kc, const float* a, int64_t a_step, const float* a_next,
+                            const float* b, float* c, int64_t ldc, float alpha, float beta,
+                            int rows, int cols) {
     run_rows<true>(kc, a, b, c, ldc, alpha, beta, rows, cols,
-                   std::make_integer_sequence<int, MR>(), a_step);
+                   std::make_integer_sequence<int, MR>(), a_step, a_next);
   }
 
   template <bool STRIDED_A = false, int... R>
   static void run_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                        float alpha, float beta, int rows, int cols,
-                       std::integer_sequence<int, R...>, int64_t a_step = MR) {
+                       std::integer_sequence<int, R...>, int64_t a_step = MR,
+                       const float* a_next = nullptr) {
     using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int,
-                        const float* const*, float*, int64_t);
+                        const float* const*, float*, int64_t, const float*);
     static constexpr Fn table[] = {&tile<R + 1, false, STRIDED_A>...};
-    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr, a_step);
+    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr, a_step, a_next);
   }
 
   // A read in place has one k step per cache line (or two), each prefetched into L1 this many
@@ -77,6 +82,8 @@ struct Kernel6x16 {
   // Not with k steps a multiple of 4 KB apart (fc6 and fc7's weights), which puts all of a
   // tile's A lines into one L1 set: at 6 cycles of FMAs per k step, fc6's forward ran 0.54x
   // as fast as packed (0.68x without the prefetch), where fc8's (4000 bytes apart) ran 1.11x.
+  // On Zen 5 (12-way L1), in place by tile rows with the next row prefetched into L2: fc6 / fc7
+  // still 0.74 / 0.75x as fast as packed (one thread, thread CPU time, 9 pairs).
   static constexpr bool kStridedAInOneSet = false;
 
   static inline __m256i lane_mask(int n) {  // the first n (clamped to 0..8) lanes
@@ -87,7 +94,8 @@ struct Kernel6x16 {
   template <int ROWS, bool GATHER = false, bool STRIDED_A = false>
   static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                    float beta, int cols, const float* const* rows_b = nullptr,
-                   float* packed_b = nullptr, int64_t a_step = MR) {
+                   float* packed_b = nullptr, int64_t a_step = MR,
+                   const float* a_next = nullptr) {
     if (!STRIDED_A) a_step = MR;
     __m256 acc0[ROWS], acc1[ROWS];
 #pragma GCC unroll 6
@@ -122,6 +130,14 @@ struct Kernel6x16 {
           const float* ahead = a + (k + u + kPrefetchStridedA) * a_step;
           _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
           _mm_prefetch(reinterpret_cast<const char*>(ahead + ROWS - 1), _MM_HINT_T0);
+        }
+        if (a_next) {
+#pragma GCC unroll 4
+          for (int u = 0; u < 4; ++u) {
+            _mm_prefetch(reinterpret_cast<const char*>(a_next), _MM_HINT_T1);
+            _mm_prefetch(reinterpret_cast<const char*>(a_next + MR - 1), _MM_HINT_T1);
+            a_next += a_step;
+          }
         }
       } else {
         _mm_prefetch(reinterpret_cast<const char*>(a + (k + 16) * MR), _MM_HINT_T0);

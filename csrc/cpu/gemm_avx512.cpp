@@ -68,21 +68,25 @@ struct KernelAvx512 {
     tile<MR, true>(kc, a, nullptr, c, ldc, alpha, beta, cols, rows_b, packed_b);
   }
 
-  // A read in place (GemmOperand::rows_in_place): step k of the panel at a + k * a_step.
-  static void run_strided_a(int64_t kc, const float* a, int64_t a_step, const float* b, float* c,
-                            int64_t ldc, float alpha, float beta, int rows, int cols) {
+  // A read in place (GemmOperand::rows_in_place): step k of the panel at a + k * a_step; with
+  // a_next, step k of the next tile row's MR rows (at a_next + k * a_step) is prefetched into L2
+  // at step k (gemm_driver.h: the first panel's tile of each tile row).
+  static void run_strided_a(int64_t kc, const float* a, int64_t a_step, const float* a_next,
+                            const float* b, float* c, int64_t ldc, float alpha, float beta,
+                            int rows, int cols) {
     run_rows<true>(kc, a, b, c, ldc, alpha, beta, rows, cols,
-                   std::make_integer_sequence<int, MR>(), a_step);
+                   std::make_integer_sequence<int, MR>(), a_step, a_next);
   }
 
   template <bool STRIDED_A = false, int... R>
   static void run_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                        float alpha, float beta, int rows, int cols,
-                       std::integer_sequence<int, R...>, int64_t a_step = MR) {
+                       std::integer_sequence<int, R...>, int64_t a_step = MR,
+                       const float* a_next = nullptr) {
     using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int,
-                        const float* const*, float*, int64_t);
+                        const float* const*, float*, int64_t, const float*);
     static constexpr Fn table[] = {&tile<R + 1, false, STRIDED_A>...};
-    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr, a_step);
+    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr, a_step, a_next);
   }
 
   // A read in place has one k step per cache line (or two): each is prefetched into L1
@@ -106,7 +110,8 @@ struct KernelAvx512 {
   template <int ROWS, bool GATHER = false, bool STRIDED_A = false>
   static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                    float beta, int cols, const float* const* rows_b = nullptr,
-                   float* packed_b = nullptr, int64_t a_step = MR) {
+                   float* packed_b = nullptr, int64_t a_step = MR,
+                   const float* a_next = nullptr) {
     if (!STRIDED_A) a_step = MR;
     __m512 acc[ROWS][NV];
 #pragma GCC unroll 16
@@ -152,6 +157,11 @@ struct KernelAvx512 {
         const float* ahead = a + kPrefetchStridedA * a_step;
         _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(ahead + ROWS - 1), _MM_HINT_T0);
+        if (a_next) {
+          _mm_prefetch(reinterpret_cast<const char*>(a_next), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(a_next + MR - 1), _MM_HINT_T1);
+          a_next += a_step;
+        }
       } else {
         _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);
       }

@@ -25,7 +25,9 @@
 //   alpha * a_panel * b_panel (+ beta * C; beta == 0 never reads C).
 //
 // With few columns (kInPlaceMaxPanels) and A's rows contiguous in memory (the FC forward's w^T),
-// kernels with run_strided_a read A in place, k steps a row stride apart, instead of packing it.
+// kernels with run_strided_a read A in place, k steps a row stride apart, instead of packing it,
+// one tile row at a time: its tiles over every B panel in turn, while the first of them
+// prefetches the next tile row's A into L2.
 //
 // B panels whose k steps are contiguous rows somewhere (GemmOperand::row_pointers: the images of
 // an implicit-GEMM convolution) are packed by plain row copies rather than read in place: rows
@@ -90,14 +92,15 @@ struct has_run_strided_a<K, std::void_t<decltype(&K::run_strided_a)>> : std::tru
 // One MR x NR tile of C: the micro-kernel, reading the B panel in place through its row
 // pointers and packing it on the way when `gather` (kernels with run_gather), reading A in
 // place with k steps a_step apart when a_step is not MR (kernels with run_strided_a; A in place
-// with steps MR apart is a packed panel's layout, which run reads as it is).
+// with steps MR apart is a packed panel's layout, which run reads as it is), then prefetching
+// a_next's kc steps (MR rows, a_step apart) into L2 when a_next is not null.
 template <class K>
-void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const float* bp,
-                const float* const* rows_b, float* pb, float* ct, int64_t ldc, float alpha,
-                float beta, int rows, int cols) {
+void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const float* a_next,
+                const float* bp, const float* const* rows_b, float* pb, float* ct, int64_t ldc,
+                float alpha, float beta, int rows, int cols) {
   if constexpr (has_run_strided_a<K>::value) {
     if (a_step != K::MR)
-      return K::run_strided_a(kc, ap, a_step, bp, ct, ldc, alpha, beta, rows, cols);
+      return K::run_strided_a(kc, ap, a_step, a_next, bp, ct, ldc, alpha, beta, rows, cols);
   }
   if constexpr (has_run_gather<K>::value) {
     if (gather) return K::run_gather(kc, ap, rows_b, pb, ct, ldc, alpha, beta, cols);
@@ -115,8 +118,9 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const 
 constexpr int64_t kInPlaceMaxPanels = 8;
 
 // Part `part` of `parts` of `runs` runs of `len` floats, `stride` floats apart from a, into L2:
-// the next A block's source, a share per micro-tile. Read in place, a run is one k step of the
-// block's rows; packed by transposing rows (k contiguous), a run is one row of its k steps.
+// the next A block's source, a share per micro-tile. Packed from rows contiguous (src_step), a
+// run is one k step of the block's rows; packed by transposing rows (k contiguous), a run is one
+// row of its k steps.
 inline void prefetch_runs(const float* a, int64_t stride, int64_t runs, int64_t len,
                           int64_t part, int64_t parts) {
   const int64_t bytes = len * int64_t(sizeof(float));
@@ -183,13 +187,14 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
   thread_local std::vector<char> gathered;
   int64_t a_step = K::MR;  // floats from one k step of an A panel to the next
+  int64_t src_step = 0;    // A packed although its rows are contiguous: their k step
   const bool few_panels = (n1 - n0 + K::NR - 1) / K::NR <= kInPlaceMaxPanels;
   bool in_place = has_run_strided_a<K>::value && !team_a && few_panels &&
                  p.a->rows_in_place(m0, k0, &a_step);
   if constexpr (has_run_strided_a<K>::value) {
     // L1 sets are indexed within the 4 KB page (virtually indexed, physically tagged).
     if (in_place && !K::kStridedAInOneSet && a_step * int64_t(sizeof(float)) % 4096 == 0)
-      in_place = false, a_step = K::MR;
+      in_place = false, src_step = a_step, a_step = K::MR;
   }
   // A packed by transposing rows (k contiguous: the FC data gradient's w, rows 16 KB apart for
   // fc6/fc7) under few B panels, where the pack weighs most: the next block's rows are
@@ -200,7 +205,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   const bool rows_ahead = few_panels && !in_place && !team_a &&
                           (m1 - m0) * (k1 - k0) * int64_t(sizeof(float)) > cache_sizes().l2 &&
                           p.a->rows_k_contiguous(m0, k0, &src_row_stride);
-  const int64_t MC = rows_ahead ? rows_ahead_block(blk, K::MR, n1 - n0) : blk.mc;
+  // A read in place: blocks of one tile row, whose tiles run over the B panels in turn (below).
+  const int64_t MC = rows_ahead ? rows_ahead_block(blk, K::MR, n1 - n0) : in_place ? K::MR : blk.mc;
   // A is packed once for all n blocks when there are several and it is not huge (the filters of
   // a convolution: packed once per call, not once per 1024 columns of images).
   int64_t mblocks = (m1 - m0 + MC - 1) / MC, kblocks = (k1 - k0 + KC - 1) / KC;
@@ -261,16 +267,27 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
           }
           pa = dst;
         }
-        // A read in place: the next block's source is prefetched into L2 a part per micro-tile
-        // of this one, so its first tiles do not wait on memory (fc8 forward 1.05-1.08x, fc6
-        // no different; one thread, Zen 4).
+        // A read in place, one tile row per block: the first panel's tile reads its A lines
+        // from memory and leaves them in L2 for the other panels' tiles. It prefetches the next
+        // tile row's A into L2, a k step per k step (a tile row, four to eight tiles, ahead of
+        // its use), so that the next first tile finds its lines in L2 as well.
+        // Only a whole tile row of as many k steps, so that the prefetches stay inside A. Where
+        // a block of 252 rows ran its tiles panel by panel and the block after it was prefetched
+        // a part per tile, the first panel's tiles took 1.45x the others' time (fc7 forward, one
+        // thread, Zen 5); now 1.3x (BENCHMARKS.md, "The FC forward by tile rows").
         int64_t next_ic = ic + MC, next_pc = pc;
         if (next_ic >= m1) next_ic = m0, next_pc = pc + KC;
-        const bool prefetch_next = in_place && next_pc < k1;
         const int64_t next_mc = std::min<int64_t>(MC, m1 - next_ic),
                       next_kc = std::min<int64_t>(KC, k1 - next_pc);
-        const float* next_src =
-            prefetch_next ? p.a->rows_in_place(next_ic, next_pc, &a_step) : nullptr;
+        const float* next_src = in_place && next_pc < k1 && next_mc == K::MR && next_kc == kc
+                                    ? p.a->rows_in_place(next_ic, next_pc, &a_step)
+                                    : nullptr;
+        // A packed from rows in place (src_step; AVX2's fc6 / fc7 forward): the next block's
+        // source goes into L2 a part per tile as well, so that its pack reads it from cache
+        // (fc6 / fc7 forward 1.05-1.08 / 1.04-1.06x; AVX2, one thread, Zen 5).
+        const float* next_block = src_step && (!keep_a || first) && next_pc < k1
+                                      ? p.a->rows_in_place(next_ic, next_pc, &src_step)
+                                      : nullptr;
         const float* next_rows = rows_ahead && (!keep_a || first) && next_pc < k1
                                      ? p.a->rows_k_contiguous(next_ic, next_pc, &src_row_stride)
                                      : nullptr;
@@ -284,11 +301,11 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
             const float* ap = pa + (ir / K::MR) * a_stride;
             float* ct = c + (ic + ir) * ldc + (jc + jr);
-            micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, a_step, bp,
-                          bptrs.data() + q * KC, pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k,
-                          rows, cols);
+            micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, a_step,
+                          q == 0 ? next_src : nullptr, bp, bptrs.data() + q * KC,
+                          pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k, rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
-            if (prefetch_next) prefetch_runs(next_src, a_step, next_kc, next_mc, part, parts);
+            if (next_block) prefetch_runs(next_block, src_step, next_kc, next_mc, part, parts);
             if (next_rows) prefetch_runs(next_rows, src_row_stride, next_mc, next_kc, part, parts);
             ++part;
           }
