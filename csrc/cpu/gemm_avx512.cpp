@@ -184,6 +184,7 @@ struct KernelAvx512 {
 
 // Variant 3: the blocking above, worked out once from the machine's L2 size.
 struct Kernel14x32 : KernelAvx512<14, 2, 256, 14 * 36, 1024, true> {
+  static constexpr bool kAlignCPanels = true;  // gemm_driver.h, c_panel_skew
   static gemm_detail::Blocking blocking() {
     static const gemm_detail::Blocking b = [] {
       int64_t kc = std::clamp<int64_t>(cache_sizes().l2 / 2048, 256, 512) / 8 * 8;
