@@ -27,16 +27,16 @@
 // KC 256), NC = 4 KC.
 // Where the time goes on Zen 5 (full-width FMAs; one thread, thread CPU time against the FMA loop,
 // benchmarks/gemm_tile_probe --avx512 at KC 512): the loop 97-98% fed from L1, 97-99% with the A
-// block from L2, 93-95% streaming the block's B panels, 88-90% with a new C tile per call, 85-89%
-// with C from memory; the whole SGEMM on numpy's arrays 78-80%. The gap was C's rows starting 16
+// block from L2, 93-96% streaming the block's B panels, 87-92% with a new C tile per call, 85-92%
+// with C from memory; the whole SGEMM on numpy's arrays 76-80%. The gap was C's rows starting 16
 // bytes into a cache line (numpy's arrays do): each 32-float row of a tile then spans three lines,
 // and the epilogue took 11% of the tile's time against 3% on aligned rows, where the same GEMM ran
-// at 86-89%. So the driver lays this kernel's panels from C's lines (kAlignCPanels; gemm_driver.h,
+// at 84-90%. So the driver lays this kernel's panels from C's lines (kAlignCPanels; gemm_driver.h,
 // c_panel_skew). Not kept (the whole GEMM, old and new alternated in one process, 9 pairs):
 // kPrefetchB / kPrefetchC of 16-32 / 64-128 against 8 / 24 (0.98-1.03x), plain loads and stores
 // for full tiles instead of masked ones (1.00-1.01x), the k loop split in two around the late C
 // prefetch instead of testing for it each step (0.98-1.00x), prefetching each row's third line
-// (0.97-0.99x on numpy's offset, 0.90x on aligned rows).
+// (0.97-1.00x on numpy's offset, 0.89-0.90x on aligned rows).
 //
 // SGEMM variant 4: 6x64 (24 accumulators; 10 loads per 24 FMAs, the fewest loads per FMA that
 // fit the 32 registers). Measured faster than 14x32 in cache, and its shape fits the
