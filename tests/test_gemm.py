@@ -166,6 +166,37 @@ def test_sgemm_column_split_bits_cpu(rng, isa, trans_a):
                             m, n, k, v, threads)
 
 
+def test_sgemm_c_line_offsets_bits_cpu(rng, isa):
+    """C starting anywhere in a cache line (numpy's arrays start 16 bytes into one): the 14x32
+    driver then lays its B panels and column blocks from the line before C's first column, the
+    first panel narrower (c_panel_skew), and a block leaving less than a panel takes those columns
+    too. Every variant gives, at every offset and thread count, the bits of its one-thread run on
+    C at a line boundary, and leaves the columns past n alone."""
+    variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
+    m, k = 45, 70
+    for n in (1100, 2085):  # 1024 columns and more: skewed; 2085: a tail of 5 past 65 panels
+        ldc = (n + 15) // 16 * 16
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        want = a.astype(np.float64) @ b
+        for v in variants:
+            one = None
+            for line_offset in (0, 4, 5, 15):
+                buf = np.full(m * ldc + 32, 7.0, np.float32)
+                start = (line_offset - buf.ctypes.data % 64 // 4) % 16
+                c = buf[start:start + m * ldc].reshape(m, ldc)
+                for threads in (1, 2, 3):
+                    with cpu_threads(threads):
+                        ops.sgemm(a, b, c, n=n, variant=v)
+                    got = c[:, :n].copy()
+                    if one is None:
+                        one = got
+                        assert_close(got, want, what=f"{isa}, n {n}, variant {v}")
+                    assert np.array_equal(got.view(np.uint32), one.view(np.uint32)), (
+                        n, v, line_offset, threads)
+                    assert (c[:, n:] == 7.0).all(), (n, v, line_offset, threads)
+
+
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_sgemm_every_path_cpu(rng, isa, trans_a, trans_b):

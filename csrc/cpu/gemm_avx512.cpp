@@ -6,8 +6,13 @@
 // panel into L1 (kPrefetchB steps ahead) and take C into L2 when the tile starts and into L1
 // kPrefetchC steps before its end: into L1 at the start, C's lines (rows ldc floats apart, in
 // one L1 set when ldc is a multiple of 1024) were evicted again by the streams before the tile
-// stored them. A partial tile (the last rows of m) runs a kernel of just those rows rather than
-// MR rows of padding: m = 128 filters per group took 132 rows of FMAs with 6-row tiles.
+// stored them. 128 steps before the end (about 1800 cycles of FMAs at 14x32) rather than 24: on
+// Zen 5, once C's rows started on cache lines (below), 2048^2-4096^2 ran 1.02-1.03x as fast (64
+// and 96 steps 1.01-1.02x; 9 pairs), 512^2 / 1024^2 and the FC forward's shapes 1.00-1.01x, 3000^2
+// (rows off their lines) 0.99x (11 pairs; one thread, thread CPU time, old and new alternated in
+// one program); not measured elsewhere. A partial tile (the last rows of m) runs a kernel of
+// just those rows rather than MR rows of padding: m = 128 filters per group took 132 rows of FMAs
+// with 6-row tiles.
 // One template, two shapes (numbered variants):
 //
 // SGEMM variant 3: 14x32 (28 accumulators; 16 loads per 28 FMAs). Blocking from the cache sizes
@@ -25,6 +30,19 @@
 // 2048^2 and 4096^2 1.09-1.13x as fast as without, either alone 1.03-1.08x). The MC x KC A block
 // stays at about 516 KB (252 x 512; 504 x 256 on an L2 under 1 MB, the constants tuned on Zen 5 at
 // KC 256), NC = 4 KC.
+// Where the time goes on Zen 5 (full-width FMAs; one thread, thread CPU time against the FMA loop,
+// benchmarks/gemm_tile_probe --avx512 at KC 512): the loop 97-98% fed from L1, 97-99% with the A
+// block from L2, 93-96% streaming the block's B panels, 87-92% with a new C tile per call, 85-92%
+// with C from memory; the whole SGEMM on numpy's arrays 76-80%. The gap was C's rows starting 16
+// bytes into a cache line (numpy's arrays do): each 32-float row of a tile then spans three lines,
+// and the epilogue took 11% of the tile's time against 3% on aligned rows, where the same GEMM ran
+// at 84-90%. So the driver lays this kernel's panels from C's lines (kAlignCPanels; gemm_driver.h,
+// c_panel_skew). Not kept (the whole GEMM, old and new alternated in one process, 9 pairs):
+// kPrefetchB / kPrefetchC of 16-32 / 64-128 against 8 / 24 on C's rows off their lines
+// (0.98-1.03x; kPrefetchB 24 on aligned rows no better than 8), plain loads and stores
+// for full tiles instead of masked ones (1.00-1.01x), the k loop split in two around the late C
+// prefetch instead of testing for it each step (0.98-1.00x), prefetching each row's third line
+// (0.97-1.00x on numpy's offset, 0.89-0.90x on aligned rows).
 //
 // SGEMM variant 4: 6x64 (24 accumulators; 10 loads per 24 FMAs, the fewest loads per FMA that
 // fit the 32 registers). Measured faster than 14x32 in cache, and its shape fits the
@@ -92,7 +110,7 @@ struct KernelAvx512 {
   // A read in place has one k step per cache line (or two): each is prefetched into L1
   // kPrefetchStridedA steps ahead. Few: with rows a multiple of 4 KB apart (the FC weights) all
   // of a tile's A lines fall into one L1 set, whose 8 ways must also hold the lines in use.
-  static constexpr int kPrefetchB = 8, kPrefetchC = 24, kPrefetchStridedA = 4;
+  static constexpr int kPrefetchB = 8, kPrefetchC = 128, kPrefetchStridedA = 4;
   // Also when the k steps are a multiple of 4 KB apart (one L1 set for all of a tile's A
   // lines): with MR*NV FMAs per step there is time to refetch them (14x32: fc6 forward 1.06x,
   // fc7 1.09x as fast as packed; 6x64's 24 FMAs per step taken to be alike, not measured).
@@ -194,6 +212,7 @@ struct KernelAvx512 {
 
 // Variant 3: the blocking above, worked out once from the machine's L2 size.
 struct Kernel14x32 : KernelAvx512<14, 2, 256, 14 * 36, 1024, true> {
+  static constexpr bool kAlignCPanels = true;  // gemm_driver.h, c_panel_skew
   static gemm_detail::Blocking blocking() {
     static const gemm_detail::Blocking b = [] {
       int64_t kc = std::clamp<int64_t>(cache_sizes().l2 / 2048, 256, 512) / 8 * 8;

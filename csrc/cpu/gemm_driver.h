@@ -154,6 +154,30 @@ inline void finish_tile(const Epilogue& epi, float* c, int64_t ldc, int64_t row0
 // The most floats of A a thread keeps packed across column blocks (32 MB).
 constexpr size_t kKeptAFloats = size_t(1) << 23;
 
+template <class K, class = void>
+struct aligns_c_panels : std::false_type {};
+template <class K>
+struct aligns_c_panels<K, std::void_t<decltype(K::kAlignCPanels)>>
+    : std::integral_constant<bool, K::kAlignCPanels> {};
+
+// Kernels with kAlignCPanels lay their column blocks and B panels from `skew` columns before n0,
+// so that every panel but the first starts its C rows on a cache line: the first panel is
+// narrower by skew. numpy's arrays start 16 bytes into a line, so that each row of a tile spans
+// NR / 16 + 1 lines rather than NR / 16; with the 14x32 tile the epilogue then waited on C (Zen
+// 5, one thread, thread CPU time: 2048^2 / 4096^2 run on C at a line boundary 1.06-1.09x as fast
+// per FLOP as at numpy's offset). None when the rows lie at different offsets into their lines
+// (ldc not a multiple of a line), or when the columns are too few for one more (narrow) panel's
+// work to be small beside it (kAlignCMinPanels).
+constexpr int64_t kAlignCMinPanels = 32;
+template <class K>
+int64_t c_panel_skew(const float* c, int64_t ldc, int64_t n0, int64_t n1) {
+  constexpr int64_t line = 64 / sizeof(float);
+  if (!aligns_c_panels<K>::value || K::NR % line || ldc % line ||
+      n1 - n0 < kAlignCMinPanels * K::NR)
+    return 0;
+  return int64_t(reinterpret_cast<uintptr_t>(c + n0) % 64 / sizeof(float));
+}
+
 // A packed once for a team of threads: its MC x KC blocks for rows [0, m) and k [0, k), block
 // u = kb * mblocks + mb at blocks + u * block (laid out as GemmOperand::pack writes it), and per
 // block a flag raised once it is packed.
@@ -181,7 +205,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                  std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = 0,
                  const TeamA* team_a = nullptr) {
   const Blocking blk = blocking_for<K>(p);
-  const int64_t KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR;
+  // kPanels: a block's B panels, one more than NC's for the last columns taken with it (below).
+  const int64_t KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR + 1;
   if (!chunk) chunk = NC;
   thread_local AlignedScratch abuf(true), bbuf(true);  // packed blocks: huge pages
   thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
@@ -218,23 +243,37 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                       : abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * KC);
   bptrs.resize(size_t(kPanels) * KC), gathered.resize(kPanels);
-  auto next = [&](int64_t jc) { return shared_n ? shared_n->fetch_add(chunk) : jc + NC; };
+  // Blocks laid from n0 - skew (c_panel_skew; the shared counter starts there too); the first
+  // is cut at n0, `off` columns short, and its first panel with it. A block that would leave
+  // less than a panel after it takes those columns too (one panel more than NC holds), rather
+  // than their own block: at 4096^2, A too large to keep, the skew would otherwise repack all of
+  // A for the last 4 columns.
+  const int64_t skew = c_panel_skew<K>(c, ldc, n0, n1), width = shared_n ? chunk : NC;
+  auto next = [&](int64_t jv) { return shared_n ? shared_n->fetch_add(chunk) : jv + NC; };
   bool first = true;
-  for (int64_t jc = shared_n ? next(0) : n0; jc < n1; jc = next(jc), first = false) {
-    int64_t nc = std::min<int64_t>(shared_n ? chunk : NC, n1 - jc);
+  for (int64_t jv = shared_n ? next(0) : n0 - skew; jv < n1; jv = next(jv), first = false) {
+    if (jv > n0 && n1 - jv < K::NR) continue;  // the block before took these columns
+    const int64_t jc = std::max(jv, n0), off = jc - jv;
+    int64_t end = std::min(jv + width, n1);
+    if (n1 - end < K::NR) end = n1;
+    int64_t nc = end - jc;
+    // Panel q: block columns [panel_begin(q), panel_begin(q + 1)) of the nc.
+    auto panel_begin = [&](int64_t q) {
+      return std::clamp<int64_t>(q * K::NR - off, 0, nc);
+    };
     for (int64_t pc = k0; pc < k1; pc += KC) {
       int64_t kc = std::min<int64_t>(KC, k1 - pc);
       float beta_k = pc == k0 ? beta : 1.f;
       const bool finish = p.epi.any() && k0 == 0 && k1 == p.k && pc + kc == k1;
       // B: full panels gathered from row pointers when the operand has them, packed otherwise.
-      int64_t npanels = (nc + K::NR - 1) / K::NR;
+      int64_t npanels = (nc + off + K::NR - 1) / K::NR;
       bool any_gathered = false;
       for (int64_t q = 0; q < npanels; ++q) {
-        int64_t cols = std::min<int64_t>(K::NR, nc - q * K::NR);
+        int64_t col = panel_begin(q), cols = panel_begin(q + 1) - col;
         gathered[q] = cols == K::NR &&
-                      p.b->row_pointers(jc + q * K::NR, pc, kc, K::NR, bptrs.data() + q * KC);
+                      p.b->row_pointers(jc + col, pc, kc, K::NR, bptrs.data() + q * KC);
         any_gathered |= bool(gathered[q]);
-        if (!gathered[q]) p.b->pack(jc + q * K::NR, cols, pc, kc, K::NR, pb + q * kc * K::NR);
+        if (!gathered[q]) p.b->pack(jc + col, cols, pc, kc, K::NR, pb + q * kc * K::NR);
       }
       // Kernels with run_gather pack these panels in their first full tile (below). Otherwise
       // k step by k step across the panels: for one filter tap, consecutive panels read
@@ -291,11 +330,11 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         const float* next_rows = rows_ahead && (!keep_a || first) && next_pc < k1
                                      ? p.a->rows_k_contiguous(next_ic, next_pc, &src_row_stride)
                                      : nullptr;
-        const int64_t parts = ((nc + K::NR - 1) / K::NR) * ((mc + K::MR - 1) / K::MR);
+        const int64_t parts = npanels * ((mc + K::MR - 1) / K::MR);
         int64_t part = 0;
-        for (int64_t jr = 0; jr < nc; jr += K::NR) {
-          int64_t q = jr / K::NR;
-          int cols = int(std::min<int64_t>(K::NR, nc - jr));
+        for (int64_t q = 0; q < npanels; ++q) {
+          const int64_t jr = panel_begin(q);
+          int cols = int(panel_begin(q + 1) - jr);
           const float* bp = pb + q * kc * K::NR;
           for (int64_t ir = 0; ir < mc; ir += K::MR) {
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
@@ -384,7 +423,7 @@ void gemm_blocked(const GemmProblem& p) {
     int64_t panels = (p.n + K::NR - 1) / K::NR;
     int64_t chunk = std::min<int64_t>(blk.nc, (panels + 2 * threads - 1) / (2 * threads) * K::NR);
     if (panels < threads) threads = int(panels);
-    std::atomic<int64_t> next_col{0};
+    std::atomic<int64_t> next_col{-c_panel_skew<K>(p.c, p.ldc, 0, p.n)};
     // A packed once for the team, unless it comes in panels already or outgrows what the
     // threads would keep packed between them. The buffers are the issuing thread's (grow-only);
     // the team reads them through `team`. Which thread packs a block changes no bits.
