@@ -151,8 +151,12 @@ inline void finish_tile(const Epilogue& epi, float* c, int64_t ldc, int64_t row0
   }
 }
 
-// The most floats of A a thread keeps packed across column blocks (32 MB).
-constexpr size_t kKeptAFloats = size_t(1) << 23;
+// The most floats of A a thread keeps packed across column blocks (64 MB; a team of T threads
+// shares T times that). At 32 MB a 4096^2 SGEMM's packed A (17 x 8 blocks of 252 x 512, 17.5 M
+// floats) outgrew two threads' share, and each thread packed A again for every column chunk it
+// took: at 64 MB it is packed once, 1.03-1.04x as fast against 1.01x OpenBLAS (Zen 5, two
+// threads, AVX-512, bench_gemm.py, builds alternated, two pairs).
+constexpr size_t kKeptAFloats = size_t(1) << 24;
 
 template <class K, class = void>
 struct aligns_c_panels : std::false_type {};
