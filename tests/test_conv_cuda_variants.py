@@ -145,6 +145,40 @@ def _tiles(rows, cols, groups, tile):
     return -(-rows // tile) * -(-cols // tile) * groups
 
 
+def _plan_cost(blocks, wave, tile, k_per_block):
+    """tile_gemm.cuh's plan_cost: whole waves x a thread's FMAs per k (a 64x64 tile's weighted
+    TILE64_FMA_COST) x k per block."""
+    return (-(-blocks // wave) * (tile * tile // 256) * (TILE64_FMA_COST if tile == 64 else 1)
+            * k_per_block)
+
+
+def _gemm_like_tile(rows, cols, groups, wave):
+    """plan_tile's choice for fwd / bwd_data: the cheaper tile, ties to 128x128."""
+    cost = {t: _plan_cost(_tiles(rows, cols, groups, t), wave, t, 1) for t in (128, 64)}
+    return 128 if cost[128] <= cost[64] else 64
+
+
+def _wgrad_plan(taps, fg, groups, pn, wave):
+    """plan_bwd_weights' choice, (tile, splits): per tile the split of the P*N reduction with the
+    least plan_cost (the smallest such), chunks of >= 8 K steps; then the cheaper tile, ties to
+    128x128."""
+    best = None
+    for tile in (128, 64):
+        bk = 8 if tile == 128 else 16
+        tiles = _tiles(taps, fg, groups, tile)
+        cost = splits = None
+        for s in range(1, max(1, min(pn // (8 * bk), 65535 // groups, 4 * wave)) + 1):
+            chunk = -(-(-(-pn // s)) // bk) * bk
+            if -(-pn // chunk) != s:
+                continue
+            c = _plan_cost(tiles * s, wave, tile, chunk)
+            if s == 1 or c < cost:
+                cost, splits = c, s
+        if best is None or cost < best[0]:
+            best = (cost, tile, splits)
+    return best[1], best[2]
+
+
 def _tile_waste(cg, stride):
     """bwd_data's tile work per useful FMA: stride^2 (taps that land nowhere) x idle rows."""
     return stride * stride * -(-cg // 64) * 64 / cg
@@ -169,11 +203,12 @@ def test_conv_plans_fill_whole_waves(shape):
         v, tile, tiles, splits, blocks, waves, wave, sms = _plan_numbers(plan)
         assert wave == 2 * sms and splits == 1 and blocks == tiles
         assert tiles == _tiles(rows, cols, groups, tile) and waves == -(-blocks // wave)
-        cost = {t: -(-_tiles(rows, cols, groups, t) // wave) * (t * t // 256) *
-                (TILE64_FMA_COST if t == 64 else 1) for t in (128, 64)}
-        assert tile == (128 if cost[128] <= cost[64] else 64) and v == (3 if tile == 128 else 2)
+        assert tile == _gemm_like_tile(rows, cols, groups, wave)
+        assert v == (3 if tile == 128 else 2)
     v, tile, tiles, splits, blocks, waves, wave, sms = _plan_numbers(
         emu.conv_plan("conv_bwd_weights", c, h, w, n, f, fs, pad, stride, groups, 0))
+    assert (tile, splits) == _wgrad_plan(c // groups * fs * fs, f // groups, groups,
+                                         ho * wo * n, wave)
     assert tiles == _tiles(c // groups * fs * fs, f // groups, groups, tile)
     assert blocks == tiles * splits and waves == -(-blocks // wave)
     assert splits == 1 or ho * wo * n // splits >= 8 * (8 if tile == 128 else 16)
@@ -198,6 +233,35 @@ def test_conv_cuda_wide_filters(device, rng):
             ops.conv_bwd_data(_on(dev, dy), _on(dev, w), x.shape, variant=v, **kw)
         with pytest.raises(ValueError, match="wider than 15"):
             ops.conv_bwd_weights(_on(dev, x), _on(dev, dy), 16, variant=v, **kw)
+
+
+# AlexNet's conv layers as bench_conv_cuda.py runs them (c, size, f, fs, pad, stride, groups),
+# and per pass the tile that ran it faster on an H200 (132 SMs) in both GPU runs (BENCHMARKS.md,
+# "NVIDIA H200: the second run"); conv1's data gradient runs the direct kernel.
+ALEXNET_H200_FASTER = {
+    "conv1": ((3, 224, 96, 11, 0, 4, 1), {"fwd": 128, "bwd_weights": 128}),
+    "conv2": ((96, 27, 256, 5, 2, 1, 2), {"fwd": 128, "bwd_data": 64, "bwd_weights": 128}),
+    "conv3": ((256, 13, 384, 3, 1, 1, 1), {"fwd": 128, "bwd_data": 64, "bwd_weights": 128}),
+    "conv4": ((384, 13, 384, 3, 1, 1, 2), {"fwd": 64, "bwd_data": 64, "bwd_weights": 64}),
+    "conv5": ((384, 13, 256, 3, 1, 1, 2), {"fwd": 64, "bwd_data": 64, "bwd_weights": 128}),
+}
+
+
+@pytest.mark.parametrize("layer", list(ALEXNET_H200_FASTER))
+def test_conv_plan_cost_picks_the_tile_measured_faster_on_an_h200(layer):
+    """The plan's cost (the formula test_conv_plans_fill_whole_waves ties to conv_plan) at an
+    H200's wave of 264 blocks picks, for each AlexNet pass at batch 128, the tile that ran it
+    faster there: a 64x64 tile's FMA costed as a 128x128's had picked the 64x64 tile for conv1's
+    and conv2's forward and three weight gradients, 1.18-1.36x slower."""
+    (c, size, f, fs, pad, stride, groups), faster = ALEXNET_H200_FASTER[layer]
+    n, wave = 128, 264
+    out = ref.out_size(size, fs, pad, stride)
+    got = {"fwd": _gemm_like_tile(f // groups, out * out * n, groups, wave),
+           "bwd_weights": _wgrad_plan(c // groups * fs * fs, f // groups, groups, out * out * n,
+                                      wave)[0]}
+    if "bwd_data" in faster:
+        got["bwd_data"] = _gemm_like_tile(c // groups, size * size * n, groups, wave)
+    assert got == faster
 
 
 def test_conv_bwd_data_plans_the_direct_kernel_where_the_tile_mostly_multiplies_zeros():
