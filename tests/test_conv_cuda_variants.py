@@ -9,6 +9,7 @@ import pytest
 import convnet
 from convnet import ops
 
+import cuda_plans as plans
 import ref_conv as ref
 from gradcheck import assert_close
 
@@ -136,49 +137,6 @@ def _plan_numbers(plan):
             int(sms))
 
 
-# tile_gemm.cuh's kTile64FmaCost: a 64x64 tile's FMA against a 128x128 tile's (measured 1.29 on
-# an H200).
-TILE64_FMA_COST = 1.25
-
-
-def _tiles(rows, cols, groups, tile):
-    return -(-rows // tile) * -(-cols // tile) * groups
-
-
-def _plan_cost(blocks, wave, tile, k_per_block):
-    """tile_gemm.cuh's plan_cost: whole waves x a thread's FMAs per k (a 64x64 tile's weighted
-    TILE64_FMA_COST) x k per block."""
-    return (-(-blocks // wave) * (tile * tile // 256) * (TILE64_FMA_COST if tile == 64 else 1)
-            * k_per_block)
-
-
-def _gemm_like_tile(rows, cols, groups, wave):
-    """plan_tile's choice for fwd / bwd_data: the cheaper tile, ties to 128x128."""
-    cost = {t: _plan_cost(_tiles(rows, cols, groups, t), wave, t, 1) for t in (128, 64)}
-    return 128 if cost[128] <= cost[64] else 64
-
-
-def _wgrad_plan(taps, fg, groups, pn, wave):
-    """plan_bwd_weights' choice, (tile, splits): per tile the split of the P*N reduction with the
-    least plan_cost (the smallest such), chunks of >= 8 K steps; then the cheaper tile, ties to
-    128x128."""
-    best = None
-    for tile in (128, 64):
-        bk = 8 if tile == 128 else 16
-        tiles = _tiles(taps, fg, groups, tile)
-        cost = splits = None
-        for s in range(1, max(1, min(pn // (8 * bk), 65535 // groups, 4 * wave)) + 1):
-            chunk = -(-(-(-pn // s)) // bk) * bk
-            if -(-pn // chunk) != s:
-                continue
-            c = _plan_cost(tiles * s, wave, tile, chunk)
-            if s == 1 or c < cost:
-                cost, splits = c, s
-        if best is None or cost < best[0]:
-            best = (cost, tile, splits)
-    return best[1], best[2]
-
-
 def _tile_waste(cg, stride):
     """bwd_data's tile work per useful FMA: stride^2 (taps that land nowhere) x idle rows."""
     return stride * stride * -(-cg // 64) * 64 / cg
@@ -188,7 +146,7 @@ def _tile_waste(cg, stride):
 def test_conv_plans_fill_whole_waves(shape):
     """Variant 0's launch plan (conv_plan): blocks = tiles x splits, waves = ceil(blocks / (SMs x
     2)), and the tile is the cheaper in whole waves x per-thread FMAs, a 64x64 tile's FMA
-    costed at TILE64_FMA_COST (ties: 128x128)."""
+    costed at plans.TILE64_FMA_COST (ties: 128x128)."""
     if "emu" not in convnet.backends():
         pytest.skip("convnet was built without the emulated backend")
     emu = convnet.device.module_for("emu")
@@ -202,14 +160,14 @@ def test_conv_plans_fill_whole_waves(shape):
             continue
         v, tile, tiles, splits, blocks, waves, wave, sms = _plan_numbers(plan)
         assert wave == 2 * sms and splits == 1 and blocks == tiles
-        assert tiles == _tiles(rows, cols, groups, tile) and waves == -(-blocks // wave)
-        assert tile == _gemm_like_tile(rows, cols, groups, wave)
+        assert tiles == plans.tiles(rows, cols, groups, tile) and waves == -(-blocks // wave)
+        assert tile == plans.gemm_like_tile(rows, cols, groups, wave)
         assert v == (3 if tile == 128 else 2)
     v, tile, tiles, splits, blocks, waves, wave, sms = _plan_numbers(
         emu.conv_plan("conv_bwd_weights", c, h, w, n, f, fs, pad, stride, groups, 0))
-    assert (tile, splits) == _wgrad_plan(c // groups * fs * fs, f // groups, groups,
+    assert (tile, splits) == plans.wgrad_plan(c // groups * fs * fs, f // groups, groups,
                                          ho * wo * n, wave)
-    assert tiles == _tiles(c // groups * fs * fs, f // groups, groups, tile)
+    assert tiles == plans.tiles(c // groups * fs * fs, f // groups, groups, tile)
     assert blocks == tiles * splits and waves == -(-blocks // wave)
     assert splits == 1 or ho * wo * n // splits >= 8 * (8 if tile == 128 else 16)
     with pytest.raises(ValueError, match="unknown op"):
@@ -256,11 +214,11 @@ def test_conv_plan_cost_picks_the_tile_measured_faster_on_an_h200(layer):
     (c, size, f, fs, pad, stride, groups), faster = ALEXNET_H200_FASTER[layer]
     n, wave = 128, 264
     out = ref.out_size(size, fs, pad, stride)
-    got = {"fwd": _gemm_like_tile(f // groups, out * out * n, groups, wave),
-           "bwd_weights": _wgrad_plan(c // groups * fs * fs, f // groups, groups, out * out * n,
+    got = {"fwd": plans.gemm_like_tile(f // groups, out * out * n, groups, wave),
+           "bwd_weights": plans.wgrad_plan(c // groups * fs * fs, f // groups, groups, out * out * n,
                                       wave)[0]}
     if "bwd_data" in faster:
-        got["bwd_data"] = _gemm_like_tile(c // groups, size * size * n, groups, wave)
+        got["bwd_data"] = plans.gemm_like_tile(c // groups, size * size * n, groups, wave)
     assert got == faster
 
 

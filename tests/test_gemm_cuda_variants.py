@@ -7,6 +7,7 @@ import pytest
 
 import convnet
 from convnet import ops
+import cuda_plans as plans
 from gradcheck import assert_close
 
 # (m, n, k): odd sizes; 130 and 133 cross the 128-wide tile, 65 the 64-wide one, k = 1 and 45
@@ -122,7 +123,7 @@ def test_sgemm_cuda_bad_variant(device):
 @pytest.mark.parametrize("m,n", [(256, 256), (1024, 64), (5, 7), (4096, 4096)])
 def test_sgemm_plan_fills_whole_waves(m, n):
     """sgemm variant 0's plan: the tile whose whole waves (of SMs x 2 blocks) times per-thread
-    FMAs (a 64x64 tile's at 1.25 a 128x128's) cost less, ties to 128x128; the plan string says
+    FMAs (cuda_plans.plan_cost) cost less, ties to 128x128; the plan string says
     tiles, blocks and waves."""
     import re
     if "emu" not in convnet.backends():
@@ -132,8 +133,6 @@ def test_sgemm_plan_fills_whole_waves(m, n):
                    r"wave\(s\) of (\d+) \((\d+) SMs x 2\)$", plan)
     assert got, plan
     v, tile, tiles, blocks, waves, wave, sms = map(int, got.groups())
-    count = {t: -(-m // t) * -(-n // t) for t in (128, 64)}
-    cost = {t: -(-count[t] // wave) * (t * t // 256) * (1.25 if t == 64 else 1)  # kTile64FmaCost
-            for t in (128, 64)}
-    assert tile == (128 if cost[128] <= cost[64] else 64) and v == (3 if tile == 128 else 4)
-    assert tiles == blocks == count[tile] and waves == -(-blocks // wave) and wave == 2 * sms
+    assert tile == plans.gemm_like_tile(m, n, 1, wave) and v == (3 if tile == 128 else 4)
+    assert tiles == blocks == plans.tiles(m, n, 1, tile) and waves == -(-blocks // wave)
+    assert wave == 2 * sms
