@@ -302,7 +302,7 @@ struct TilePlan {
 // SGEMM 4096^2 at 1.29x the 64x64's rate (41,571-41,641 against 32,205-32,210 GFLOP/s, two runs);
 // costed as equal, variant 0 had planned the 64x64 tile for conv1's and conv2's forward and
 // conv2's, conv3's and conv5's weight gradients, which the 128x128 ran 1.18-1.36x as fast. 1.25
-// picks the faster tile for all 15 AlexNet conv passes of that run.
+// picks the faster tile for each of the 14 tiled AlexNet conv passes of that run (a test).
 constexpr double kTile64FmaCost = 1.25;
 
 // Estimated time of a launch in arbitrary units: its whole waves times one thread's FMAs per
