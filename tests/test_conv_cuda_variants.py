@@ -214,9 +214,9 @@ def test_conv_plan_cost_picks_the_tile_measured_faster_on_an_h200(layer):
     (c, size, f, fs, pad, stride, groups), faster = ALEXNET_H200_FASTER[layer]
     n, wave = 128, 264
     out = ref.out_size(size, fs, pad, stride)
-    got = {"fwd": plans.gemm_like_tile(f // groups, out * out * n, groups, wave),
-           "bwd_weights": plans.wgrad_plan(c // groups * fs * fs, f // groups, groups, out * out * n,
-                                      wave)[0]}
+    pn = out * out * n
+    got = {"fwd": plans.gemm_like_tile(f // groups, pn, groups, wave),
+           "bwd_weights": plans.wgrad_plan(c // groups * fs * fs, f // groups, groups, pn, wave)[0]}
     if "bwd_data" in faster:
         got["bwd_data"] = plans.gemm_like_tile(c // groups, size * size * n, groups, wave)
     assert got == faster
