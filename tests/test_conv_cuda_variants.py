@@ -142,7 +142,8 @@ def _tile_waste(cg, stride):
     return stride * stride * -(-cg // 64) * 64 / cg
 
 
-@pytest.mark.parametrize("shape", SHAPES + [(96, 27, 27, 128, 256, 5, 2, 1, 2)], ids=IDS + ["conv2"])
+@pytest.mark.parametrize("shape", SHAPES + [(96, 27, 27, 128, 256, 5, 2, 1, 2)],
+                         ids=IDS + ["conv2"])
 def test_conv_plans_fill_whole_waves(shape):
     """Variant 0's launch plan (conv_plan): blocks = tiles x splits, waves = ceil(blocks / (SMs x
     2)), and the tile is the cheaper in whole waves x per-thread FMAs, a 64x64 tile's FMA
