@@ -269,10 +269,13 @@ def test_sgemm_a_in_place_bits_cpu(rng, isa):
     place, A is read a tile row at a time, each prefetching the next (within a k block and, at
     k = 1100, into the next whole k block). Either way each element of C sums the same products
     in the same order as with A packed from a row-major copy: the same bits, on one thread and
-    two, call after call."""
+    two, call after call. (The AVX-512 kernels read a row-major A in place too where m > n, in
+    deeper k blocks: test_sgemm_a_rows_in_place_cpu; here m <= n for them.)"""
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
-    for m, n, k in [(1000, 128, 700), (1024, 100, 300), (45, 1, 9), (31, 130, 257),
-                    (1024, 128, 1100)]:
+    shapes = [(1000, 128, 700), (1024, 100, 300), (45, 1, 9), (31, 130, 257), (1024, 128, 1100)]
+    if isa == "avx512":
+        shapes = [(100, 128, 700), (31, 130, 257), (128, 128, 1100), (5, 9, 9)]
+    for m, n, k in shapes:
         at = rng.standard_normal((k, m), dtype=np.float32)
         a = np.ascontiguousarray(at.T)
         b = rng.standard_normal((k, n), dtype=np.float32)
@@ -286,6 +289,37 @@ def test_sgemm_a_in_place_bits_cpu(rng, isa):
                 for r in runs:
                     assert np.array_equal(r.view(np.uint32), packed.view(np.uint32)), (
                         m, n, k, v, threads)
+
+
+def test_sgemm_a_rows_in_place_cpu(rng, isa):
+    """Where m > n and the columns make at most 8 B panels, the AVX-512 kernels read a row-major
+    A (k contiguous: the FC data gradient's w) in place, a tile row at a time, in k blocks sized
+    from n (gemm_driver.h, run_rows_a); other paths pack it. Rows 4 KB apart (k = 1024) and not
+    (a leading dimension past k), k past a block with a tail, partial tile rows, one column,
+    alpha and beta: against float64, and the same bits on 1, 2 and 3 threads (the threads split
+    the rows, each in place) and for the first rows alone. (k < 8 max(m, n): not split over k.)"""
+    variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
+    for m, n, k, lda in [(1001, 128, 1100, 1100), (303, 37, 2100, 2111), (97, 1, 33, 40),
+                         (500, 256, 1024, 1024), (300, 96, 700, 701)]:
+        a = rng.standard_normal((m, lda), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        c0 = rng.standard_normal((m, n), dtype=np.float32)
+        want = 0.5 * c0.astype(np.float64) + 1.5 * (a[:, :k].astype(np.float64) @ b)
+        for v in variants:
+            runs = []
+            for threads in (1, 2, 3):
+                with cpu_threads(threads):
+                    c = c0.copy()
+                    ops.sgemm(a, b, c, alpha=1.5, beta=0.5, k=k, variant=v)
+                    runs.append(c)
+            assert_close(runs[0], want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+            for r in runs[1:]:
+                assert np.array_equal(r.view(np.uint32), runs[0].view(np.uint32)), (m, n, k, v)
+            rows = max(n + 5, k // 8 + 5)  # more rows than columns, and not k-split
+            c = c0[:rows].copy()
+            ops.sgemm(np.ascontiguousarray(a[:rows]), b, c, alpha=1.5, beta=0.5, k=k, variant=v)
+            assert np.array_equal(c.view(np.uint32), runs[0][:rows].view(np.uint32)), (
+                m, n, k, v, rows)
 
 
 def test_sgemm_copying_pack_edges_cpu(rng, isa):

@@ -34,12 +34,23 @@ void check_gemm_variant(const char* op, int variant) {
 // 128), and 448^3, 512^3 and 512 x 1024 x 512 ran 1.06x as fast on 14x32 (AMD Zen 4, AVX-512,
 // one thread, thread CPU time). Square GEMMs at 256^3-384^3 also ran 1.04-1.05x faster on 14x32,
 // but there the convolutions (packed filter panels, gathered images) measured 1.2-1.4x for 6x64,
-// so they keep it.
+// so they keep it. A read in place with k contiguous (few columns: the FC data gradient's w,
+// rows 16 KB apart for fc6/fc7) also takes 6x64 whatever m: 6 rows' lines share an L1 set (12
+// ways) where 14x32's 14 do not fit, and at 128 images 6x64 ran fc6 / fc7 at 1.09-1.13x
+// 14x32's speed in place, fc8 (rows 4000 bytes apart) level (AMD Zen 5, one thread, thread CPU
+// time, alternating in one process, 9 pairs).
+bool gemm_reads_rows_a_in_place(const GemmProblem& p, int64_t nr) {
+  int64_t row_stride;
+  return p.m > p.n && (p.n + nr - 1) / nr <= kInPlaceMaxPanels &&
+         p.a->rows_k_contiguous(0, 0, &row_stride);
+}
+
 int gemm_avx512_shape_for(const GemmProblem& p) {
   auto padded = [&](int64_t mr, int64_t nr) {
     return double((p.m + mr - 1) / mr * mr) * double((p.n + nr - 1) / nr * nr);
   };
-  const bool few_rows = p.m <= kAvx512_6x64BlockRows || p.k <= 128;
+  const bool few_rows =
+      p.m <= kAvx512_6x64BlockRows || p.k <= 128 || gemm_reads_rows_a_in_place(p, 64);
   return few_rows && padded(6, 64) <= 1.15 * padded(14, 32) ? 4 : 3;
 }
 

@@ -96,21 +96,32 @@ struct KernelAvx512 {
                    std::make_integer_sequence<int, MR>(), a_step, a_next);
   }
 
-  template <bool STRIDED_A = false, int... R>
+  // A read in place with k contiguous (GemmOperand::rows_k_contiguous): row r of the panel at
+  // a + r * a_row; with a_next, the next tile row's lines (same rows, a_row apart) are prefetched
+  // into L2, one line per k step (gemm_driver.h).
+  static void run_rows_a(int64_t kc, const float* a, int64_t a_row, const float* a_next,
+                         const float* b, float* c, int64_t ldc, float alpha, float beta,
+                         int rows, int cols) {
+    run_rows<false, true>(kc, a, b, c, ldc, alpha, beta, rows, cols,
+                          std::make_integer_sequence<int, MR>(), 1, a_next, a_row);
+  }
+
+  template <bool STRIDED_A = false, bool ROWS_A = false, int... R>
   static void run_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                        float alpha, float beta, int rows, int cols,
                        std::integer_sequence<int, R...>, int64_t a_step = MR,
-                       const float* a_next = nullptr) {
+                       const float* a_next = nullptr, int64_t a_row = 0) {
     using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int,
-                        const float* const*, float*, int64_t, const float*);
-    static constexpr Fn table[] = {&tile<R + 1, false, STRIDED_A>...};
-    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr, a_step, a_next);
+                        const float* const*, float*, int64_t, const float*, int64_t);
+    static constexpr Fn table[] = {&tile<R + 1, false, STRIDED_A, ROWS_A>...};
+    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr, a_step, a_next, a_row);
   }
 
   // A read in place has one k step per cache line (or two): each is prefetched into L1
   // kPrefetchStridedA steps ahead. Few: with rows a multiple of 4 KB apart (the FC weights) all
   // of a tile's A lines fall into one L1 set, whose 8 ways must also hold the lines in use.
   static constexpr int kPrefetchB = 8, kPrefetchC = 128, kPrefetchStridedA = 4;
+  static constexpr int kRowsAPrefetch = 48;
   // Also when the k steps are a multiple of 4 KB apart (one L1 set for all of a tile's A
   // lines): with MR*NV FMAs per step there is time to refetch them (14x32: fc6 forward 1.06x,
   // fc7 1.09x as fast as packed; 6x64's 24 FMAs per step taken to be alike, not measured).
@@ -125,12 +136,12 @@ struct KernelAvx512 {
         _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), HINT);
   }
 
-  template <int ROWS, bool GATHER = false, bool STRIDED_A = false>
+  template <int ROWS, bool GATHER = false, bool STRIDED_A = false, bool ROWS_A = false>
   static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                    float beta, int cols, const float* const* rows_b = nullptr,
                    float* packed_b = nullptr, int64_t a_step = MR,
-                   const float* a_next = nullptr) {
-    if (!STRIDED_A) a_step = MR;
+                   const float* a_next = nullptr, int64_t a_row = 0) {
+    if (!STRIDED_A) a_step = ROWS_A ? 1 : MR;
     __m512 acc[ROWS][NV];
 #pragma GCC unroll 16
     for (int r = 0; r < ROWS; ++r)
@@ -167,7 +178,7 @@ struct KernelAvx512 {
       }
 #pragma GCC unroll 16
       for (int r = 0; r < ROWS; ++r) {
-        __m512 ar = _mm512_set1_ps(a[r]);
+        __m512 ar = _mm512_set1_ps(ROWS_A ? a[r * a_row] : a[r]);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
       }
@@ -179,6 +190,17 @@ struct KernelAvx512 {
           _mm_prefetch(reinterpret_cast<const char*>(a_next), _MM_HINT_T1);
           _mm_prefetch(reinterpret_cast<const char*>(a_next + MR - 1), _MM_HINT_T1);
           a_next += a_step;
+        }
+      } else if (ROWS_A) {
+        // Each row crosses into a new line every 16 steps: one row's line per step,
+        // kRowsAPrefetch floats ahead into L1, and the next tile row's line at this k into L2.
+        const int64_t r = k & 15;
+        if (r < ROWS) {
+          _mm_prefetch(reinterpret_cast<const char*>(a + r * a_row + kRowsAPrefetch),
+                       _MM_HINT_T0);
+          if (a_next)
+            _mm_prefetch(reinterpret_cast<const char*>(a_next + r * a_row + (k & ~int64_t(15))),
+                         _MM_HINT_T1);
         }
       } else {
         _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);

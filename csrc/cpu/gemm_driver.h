@@ -89,15 +89,23 @@ struct has_run_strided_a : std::false_type {};
 template <class K>
 struct has_run_strided_a<K, std::void_t<decltype(&K::run_strided_a)>> : std::true_type {};
 
+template <class K, class = void>
+struct has_run_rows_a : std::false_type {};
+template <class K>
+struct has_run_rows_a<K, std::void_t<decltype(&K::run_rows_a)>> : std::true_type {};
+
 // One MR x NR tile of C: the micro-kernel, reading the B panel in place through its row
 // pointers and packing it on the way when `gather` (kernels with run_gather), reading A in
 // place with k steps a_step apart when a_step is not MR (kernels with run_strided_a; A in place
 // with steps MR apart is a packed panel's layout, which run reads as it is), then prefetching
 // a_next's kc steps (MR rows, a_step apart) into L2 when a_next is not null.
 template <class K>
-void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const float* a_next,
-                const float* bp, const float* const* rows_b, float* pb, float* ct, int64_t ldc,
-                float alpha, float beta, int rows, int cols) {
+void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, int64_t a_row,
+                const float* a_next, const float* bp, const float* const* rows_b, float* pb,
+                float* ct, int64_t ldc, float alpha, float beta, int rows, int cols) {
+  if constexpr (has_run_rows_a<K>::value) {
+    if (a_row) return K::run_rows_a(kc, ap, a_row, a_next, bp, ct, ldc, alpha, beta, rows, cols);
+  }
   if constexpr (has_run_strided_a<K>::value) {
     if (a_step != K::MR)
       return K::run_strided_a(kc, ap, a_step, a_next, bp, ct, ldc, alpha, beta, rows, cols);
@@ -109,13 +117,30 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, const 
 }
 
 // A is read in place rather than packed (GemmOperand::rows_in_place) when the columns make at
-// most this many B panels, so that a packed A element would be read that few times: the FC
-// forward's 128 images (4 panels of 14x32, 8 of 6x16). There the pack was a fifth to a quarter
-// of the time (one thread, Zen 4): it ran at 5-7 GB/s even with its source in L2 (its stores
-// alone at about 7 GB/s), against the 1.6 GB/s of weights the FMAs consume. Square GEMMs have
-// 32 panels or more and pack as before; nothing between 8 and 32 was measured. (The AVX2 pack,
-// which fc6/fc7 still take, since copied in blocks of 8 k steps: 9 GB/s; pack_avx2.cpp.)
-constexpr int64_t kInPlaceMaxPanels = 8;
+// most kInPlaceMaxPanels B panels (gemm_cpu.h), so that a packed A element would be read that few
+// times: the FC forward's 128 images (4 panels of 14x32, 8 of 6x16). There the pack was a fifth
+// to a quarter of the time (one thread, Zen 4): it ran at 5-7 GB/s even with its source in L2
+// (its stores alone at about 7 GB/s), against the 1.6 GB/s of weights the FMAs consume. Square
+// GEMMs have 32 panels or more and pack as before; nothing between 8 and 32 was measured. (The
+// AVX2 pack, which fc6/fc7 still take, since copied in blocks of 8 k steps: 9 GB/s;
+// pack_avx2.cpp.) Kernels with run_rows_a also read A in place when its k steps are contiguous
+// (GemmOperand::rows_k_contiguous: the FC data gradient's w), where the pack is a transpose.
+
+// The blocking for A read in place with k contiguous (run_rows_a): no A block to keep in L2, so
+// the k block deepens until the B block (every column: at most kInPlaceMaxPanels panels) fills
+// half of L2, up to kRowsAMaxKC steps; C, read and written once per k block, is then swept
+// fewer times. The FC data gradient at 128 images (6x64; AMD Zen 5, one thread, thread CPU
+// time, alternating in one process): KC 1024 ran fc6-fc8 1.02-1.06x as fast as 512, 2048 (a
+// 1 MB B block) 0.93-0.98x as fast as 1024.
+constexpr int64_t kRowsAMaxKC = 1024;
+template <class K>
+Blocking rows_a_blocking(const GemmProblem& p) {
+  Blocking b = blocking_for<K>(p);
+  const int64_t panel_bytes = (p.n + K::NR - 1) / K::NR * K::NR * int64_t(sizeof(float));
+  int64_t kc = std::clamp<int64_t>(cache_sizes().l2 / 2 / panel_bytes, b.kc, kRowsAMaxKC);
+  b.kc = kc / 8 * 8;
+  return b;
+}
 
 // Part `part` of `parts` of `runs` runs of `len` floats, `stride` floats apart from a, into L2:
 // the next A block's source, a share per micro-tile. Packed from rows contiguous (src_step), a
@@ -208,14 +233,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                  int64_t k0, int64_t k1, float* c, int64_t ldc, float beta,
                  std::atomic<int64_t>* shared_n = nullptr, int64_t chunk = 0,
                  const TeamA* team_a = nullptr) {
-  const Blocking blk = blocking_for<K>(p);
-  // kPanels: a block's B panels, one more than NC's for the last columns taken with it (below).
-  const int64_t KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR + 1;
-  if (!chunk) chunk = NC;
-  thread_local AlignedScratch abuf(true), bbuf(true);  // packed blocks: huge pages
-  thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
-  thread_local std::vector<char> gathered;
   int64_t a_step = K::MR;  // floats from one k step of an A panel to the next
+  int64_t a_row = 0;       // A in place with k contiguous (run_rows_a): floats from row to row
   int64_t src_step = 0;    // A packed although its rows are contiguous: their k step
   const bool few_panels = (n1 - n0 + K::NR - 1) / K::NR <= kInPlaceMaxPanels;
   bool in_place = has_run_strided_a<K>::value && !team_a && few_panels &&
@@ -225,6 +244,15 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
     if (in_place && !K::kStridedAInOneSet && a_step * int64_t(sizeof(float)) % 4096 == 0)
       in_place = false, src_step = a_step, a_step = K::MR;
   }
+  if (has_run_rows_a<K>::value && !in_place && !team_a && gemm_reads_rows_a_in_place(p, K::NR))
+    in_place = bool(p.a->rows_k_contiguous(m0, k0, &a_row));
+  const Blocking blk = a_row ? rows_a_blocking<K>(p) : blocking_for<K>(p);
+  // kPanels: a block's B panels, one more than NC's for the last columns taken with it (below).
+  const int64_t KC = blk.kc, NC = blk.nc, kPanels = (NC + K::NR - 1) / K::NR + 1;
+  if (!chunk) chunk = NC;
+  thread_local AlignedScratch abuf(true), bbuf(true);  // packed blocks: huge pages
+  thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
+  thread_local std::vector<char> gathered;
   // A packed by transposing rows (k contiguous: the FC data gradient's w, rows 16 KB apart for
   // fc6/fc7) under few B panels, where the pack weighs most: the next block's rows are
   // prefetched into L2 during this block's tiles (when A outgrows L2), so that its pack reads
@@ -296,8 +324,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         int64_t a_stride = kc * K::MR;  // floats from one A panel to the next
         const float* pa = p.a->panels(ic, pc, K::MR, &a_stride);
         if (!pa && in_place) {
-          pa = p.a->rows_in_place(ic, pc, &a_step);
-          a_stride = K::MR;
+          pa = a_row ? p.a->rows_k_contiguous(ic, pc, &a_row) : p.a->rows_in_place(ic, pc, &a_step);
+          a_stride = a_row ? K::MR * a_row : K::MR;
         } else if (!pa && team_a) {
           pa = team_a->wait_for((pc - k0) / KC, (ic - m0) / MC);
         } else if (!pa) {
@@ -322,9 +350,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         if (next_ic >= m1) next_ic = m0, next_pc = pc + KC;
         const int64_t next_mc = std::min<int64_t>(MC, m1 - next_ic),
                       next_kc = std::min<int64_t>(KC, k1 - next_pc);
-        const float* next_src = in_place && next_pc < k1 && next_mc == K::MR && next_kc == kc
-                                    ? p.a->rows_in_place(next_ic, next_pc, &a_step)
-                                    : nullptr;
+        const float* next_src = !in_place || next_pc >= k1 || next_mc != K::MR || next_kc != kc
+                                    ? nullptr
+                                : a_row ? p.a->rows_k_contiguous(next_ic, next_pc, &a_row)
+                                        : p.a->rows_in_place(next_ic, next_pc, &a_step);
         // A packed from rows in place (src_step; AVX2's fc6 / fc7 forward): the next block's
         // source goes into L2 a part per tile as well, so that its pack reads it from cache
         // (fc6 / fc7 forward 1.05-1.08 / 1.04-1.06x; AVX2, one thread, Zen 5).
@@ -344,7 +373,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
             const float* ap = pa + (ir / K::MR) * a_stride;
             float* ct = c + (ic + ir) * ldc + (jc + jr);
-            micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, a_step,
+            micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, a_step, a_row,
                           q == 0 ? next_src : nullptr, bp, bptrs.data() + q * KC,
                           pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k, rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
