@@ -264,8 +264,9 @@ def test_variants_cover_every_isa_cpu():
 
 def test_sgemm_a_in_place_bits_cpu(rng, isa):
     """With few columns (at most 8 B panels) and A's rows contiguous (trans_a: the FC forward's
-    w^T), the micro-kernels read A in place instead of packing it; the AVX2 kernel packs when the
-    k steps are a multiple of 4 KB apart (m = 1024), prefetching each next block's source. In
+    w^T), the micro-kernels read A in place instead of packing it; where the k steps are a
+    multiple of 4 KB apart (m = 1024) the AVX2 kernel reads them in place only in the first tile
+    of each tile row, which writes the panel for the others (a partial last tile row too). In
     place, A is read a tile row at a time, each prefetching the next (within a k block and, at
     k = 1100, into the next whole k block). Either way each element of C sums the same products
     in the same order as with A packed from a row-major copy: the same bits, on one thread and

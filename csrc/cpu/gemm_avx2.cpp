@@ -65,15 +65,26 @@ struct Kernel6x16 {
                    std::make_integer_sequence<int, MR>(), a_step, a_next);
   }
 
-  template <bool STRIDED_A = false, int... R>
+  // As run_strided_a, also writing the tile row's A panel (kc steps of MR floats) to packed_a
+  // for the tile row's other tiles (gemm_driver.h, kStridedAInOneSet).
+  static void run_strided_a_packing(int64_t kc, const float* a, int64_t a_step,
+                                    const float* a_next, float* packed_a, const float* b,
+                                    float* c, int64_t ldc, float alpha, float beta, int rows,
+                                    int cols) {
+    run_rows<true, true>(kc, a, b, c, ldc, alpha, beta, rows, cols,
+                         std::make_integer_sequence<int, MR>(), a_step, a_next, packed_a);
+  }
+
+  template <bool STRIDED_A = false, bool PACK_A = false, int... R>
   static void run_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                        float alpha, float beta, int rows, int cols,
                        std::integer_sequence<int, R...>, int64_t a_step = MR,
-                       const float* a_next = nullptr) {
+                       const float* a_next = nullptr, float* packed_a = nullptr) {
     using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int,
-                        const float* const*, float*, int64_t, const float*);
-    static constexpr Fn table[] = {&tile<R + 1, false, STRIDED_A>...};
-    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr, a_step, a_next);
+                        const float* const*, float*, int64_t, const float*, float*);
+    static constexpr Fn table[] = {&tile<R + 1, false, STRIDED_A, PACK_A>...};
+    table[rows - 1](kc, a, b, c, ldc, alpha, beta, cols, nullptr, nullptr, a_step, a_next,
+                    packed_a);
   }
 
   // A read in place has one k step per cache line (or two), each prefetched into L1 this many
@@ -83,7 +94,12 @@ struct Kernel6x16 {
   // tile's A lines into one L1 set: at 6 cycles of FMAs per k step, fc6's forward ran 0.54x
   // as fast as packed (0.68x without the prefetch), where fc8's (4000 bytes apart) ran 1.11x.
   // On Zen 5 (12-way L1), in place by tile rows with the next row prefetched into L2: fc6 / fc7
-  // still 0.74 / 0.75x as fast as packed (one thread, thread CPU time, 9 pairs).
+  // still 0.74 / 0.75x as fast as packed (one thread, thread CPU time, 9 pairs). So only the
+  // first tile of each tile row reads A in place, writing its panel for the row's other tiles
+  // (run_strided_a_packing; gemm_driver.h): fc6 / fc7 forward 1.03-1.05x as fast as packed by
+  // a separate pass with the next block prefetched (one thread, thread CPU time, 9 pairs,
+  // alternating in one process; two threads 1.04-1.06x), the same bits. The prefetch 1 to 3
+  // steps ahead instead of 4: the same; 8 or 12: 0.98-1.00x.
   static constexpr bool kStridedAInOneSet = false;
 
   static inline __m256i lane_mask(int n) {  // the first n (clamped to 0..8) lanes
@@ -91,11 +107,11 @@ struct Kernel6x16 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
 
-  template <int ROWS, bool GATHER = false, bool STRIDED_A = false>
+  template <int ROWS, bool GATHER = false, bool STRIDED_A = false, bool PACK_A = false>
   static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                    float beta, int cols, const float* const* rows_b = nullptr,
                    float* packed_b = nullptr, int64_t a_step = MR,
-                   const float* a_next = nullptr) {
+                   const float* a_next = nullptr, float* packed_a = nullptr) {
     if (!STRIDED_A) a_step = MR;
     __m256 acc0[ROWS], acc1[ROWS];
 #pragma GCC unroll 6
@@ -111,6 +127,18 @@ struct Kernel6x16 {
         _mm256_store_ps(packed_b + k * NR, b0), _mm256_store_ps(packed_b + k * NR + 8, b1);
       } else {
         b0 = _mm256_load_ps(b + k * NR), b1 = _mm256_load_ps(b + k * NR + 8);
+      }
+      if (PACK_A) {  // exactly ROWS floats: the source may end there
+        const float* src = a + k * a_step;
+        float* dst = packed_a + k * MR;
+        if (ROWS == 6) {
+          _mm_storeu_ps(dst, _mm_loadu_ps(src));
+          _mm_store_sd(reinterpret_cast<double*>(dst + 4),
+                       _mm_load_sd(reinterpret_cast<const double*>(src + 4)));
+        } else {
+#pragma GCC unroll 6
+          for (int r = 0; r < ROWS; ++r) dst[r] = src[r];
+        }
       }
 #pragma GCC unroll 6
       for (int r = 0; r < ROWS; ++r) {

@@ -27,7 +27,11 @@
 // With few columns (kInPlaceMaxPanels) and A's rows contiguous in memory (the FC forward's w^T),
 // kernels with run_strided_a read A in place, k steps a row stride apart, instead of packing it,
 // one tile row at a time: its tiles over every B panel in turn, while the first of them
-// prefetches the next tile row's A into L2.
+// prefetches the next tile row's A into L2. Where those k steps all fall into one L1 set (a
+// multiple of 4 KB apart) and the kernel says so (kStridedAInOneSet false: AVX2), the first
+// tile of each tile row reads A in place and writes its panel for the others
+// (run_strided_a_packing). Kernels with run_rows_a likewise read a row-major A (k contiguous)
+// in place where m > n (gemm_reads_rows_a_in_place), in deeper k blocks.
 //
 // B panels whose k steps are contiguous rows somewhere (GemmOperand::row_pointers: the images of
 // an implicit-GEMM convolution) are packed by plain row copies rather than read in place: rows
@@ -88,6 +92,12 @@ template <class K, class = void>
 struct has_run_strided_a : std::false_type {};
 template <class K>
 struct has_run_strided_a<K, std::void_t<decltype(&K::run_strided_a)>> : std::true_type {};
+
+template <class K, class = void>
+struct has_run_strided_a_packing : std::false_type {};
+template <class K>
+struct has_run_strided_a_packing<K, std::void_t<decltype(&K::run_strided_a_packing)>>
+    : std::true_type {};
 
 template <class K, class = void>
 struct has_run_rows_a : std::false_type {};
@@ -244,6 +254,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
     if (in_place && !K::kStridedAInOneSet && a_step * int64_t(sizeof(float)) % 4096 == 0)
       in_place = false, src_step = a_step, a_step = K::MR;
   }
+  // Rows contiguous but their k steps in one L1 set (src_step): kernels with
+  // run_strided_a_packing read A in place in the first tile of each tile row, writing its panel
+  // for the row's other tiles, which read it from L1.
+  const bool tile_packs_a = src_step && has_run_strided_a_packing<K>::value;
   if (has_run_rows_a<K>::value && !in_place && !team_a && gemm_reads_rows_a_in_place(p, K::NR))
     in_place = bool(p.a->rows_k_contiguous(m0, k0, &a_row));
   const Blocking blk = a_row ? rows_a_blocking<K>(p) : blocking_for<K>(p);
@@ -263,12 +277,14 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                           (m1 - m0) * (k1 - k0) * int64_t(sizeof(float)) > cache_sizes().l2 &&
                           p.a->rows_k_contiguous(m0, k0, &src_row_stride);
   // A read in place: blocks of one tile row, whose tiles run over the B panels in turn (below).
-  const int64_t MC = rows_ahead ? rows_ahead_block(blk, K::MR, n1 - n0) : in_place ? K::MR : blk.mc;
+  const int64_t MC = rows_ahead                 ? rows_ahead_block(blk, K::MR, n1 - n0)
+                     : in_place || tile_packs_a ? K::MR
+                                                : blk.mc;
   // A is packed once for all n blocks when there are several and it is not huge (the filters of
   // a convolution: packed once per call, not once per 1024 columns of images).
   int64_t mblocks = (m1 - m0 + MC - 1) / MC, kblocks = (k1 - k0 + KC - 1) / KC;
   size_t ablock = size_t(MC) * KC;
-  bool keep_a = !in_place && !team_a && (shared_n || n1 - n0 > NC) &&
+  bool keep_a = !in_place && !tile_packs_a && !team_a && (shared_n || n1 - n0 > NC) &&
                 size_t(mblocks * kblocks) * ablock <= kKeptAFloats;
   float* pa_all = team_a || in_place
                       ? nullptr
@@ -323,7 +339,11 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         int64_t mc = std::min<int64_t>(MC, m1 - ic);
         int64_t a_stride = kc * K::MR;  // floats from one A panel to the next
         const float* pa = p.a->panels(ic, pc, K::MR, &a_stride);
-        if (!pa && in_place) {
+        const float* src = nullptr;  // tile_packs_a: the tile row in place
+        if (!pa && tile_packs_a) {
+          src = p.a->rows_in_place(ic, pc, &src_step);
+          pa = pa_all;
+        } else if (!pa && in_place) {
           pa = a_row ? p.a->rows_k_contiguous(ic, pc, &a_row) : p.a->rows_in_place(ic, pc, &a_step);
           a_stride = a_row ? K::MR * a_row : K::MR;
         } else if (!pa && team_a) {
@@ -350,14 +370,16 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         if (next_ic >= m1) next_ic = m0, next_pc = pc + KC;
         const int64_t next_mc = std::min<int64_t>(MC, m1 - next_ic),
                       next_kc = std::min<int64_t>(KC, k1 - next_pc);
-        const float* next_src = !in_place || next_pc >= k1 || next_mc != K::MR || next_kc != kc
-                                    ? nullptr
-                                : a_row ? p.a->rows_k_contiguous(next_ic, next_pc, &a_row)
-                                        : p.a->rows_in_place(next_ic, next_pc, &a_step);
-        // A packed from rows in place (src_step; AVX2's fc6 / fc7 forward): the next block's
-        // source goes into L2 a part per tile as well, so that its pack reads it from cache
-        // (fc6 / fc7 forward 1.05-1.08 / 1.04-1.06x; AVX2, one thread, Zen 5).
-        const float* next_block = src_step && (!keep_a || first) && next_pc < k1
+        const float* next_src =
+            !(in_place || src) || next_pc >= k1 || next_mc != K::MR || next_kc != kc ? nullptr
+            : a_row ? p.a->rows_k_contiguous(next_ic, next_pc, &a_row)
+            : src   ? p.a->rows_in_place(next_ic, next_pc, &src_step)
+                    : p.a->rows_in_place(next_ic, next_pc, &a_step);
+        // A packed from rows in place (src_step) by a separate pass: the next block's source goes
+        // into L2 a part per tile as well, so that its pack reads it from cache (AVX2's fc6 / fc7
+        // forward 1.05-1.08 / 1.04-1.06x, one thread, Zen 5, before the kernel packed it in the
+        // first tile of each tile row: tile_packs_a).
+        const float* next_block = src_step && !tile_packs_a && (!keep_a || first) && next_pc < k1
                                       ? p.a->rows_in_place(next_ic, next_pc, &src_step)
                                       : nullptr;
         const float* next_rows = rows_ahead && (!keep_a || first) && next_pc < k1
@@ -373,6 +395,19 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             int rows = int(std::min<int64_t>(K::MR, mc - ir));
             const float* ap = pa + (ir / K::MR) * a_stride;
             float* ct = c + (ic + ir) * ldc + (jc + jr);
+            if constexpr (has_run_strided_a_packing<K>::value) {
+              if (src && q == 0) {
+                if (fused && gathered[q] && ic == m0) {  // the tile gathers B: pack A first
+                  p.a->pack(ic, mc, pc, kc, K::MR, pa_all);
+                } else {
+                  K::run_strided_a_packing(kc, src, src_step, next_src, pa_all, bp, ct, ldc,
+                                           p.alpha, beta_k, rows, cols);
+                  if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
+                  ++part;
+                  continue;
+                }
+              }
+            }
             micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, a_step, a_row,
                           q == 0 ? next_src : nullptr, bp, bptrs.data() + q * KC,
                           pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k, rows, cols);
