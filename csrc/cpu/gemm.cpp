@@ -36,9 +36,9 @@ void check_gemm_variant(const char* op, int variant) {
 // but there the convolutions (packed filter panels, gathered images) measured 1.2-1.4x for 6x64,
 // so they keep it. A read in place with k contiguous (few columns: the FC data gradient's w,
 // rows 16 KB apart for fc6/fc7) also takes 6x64 whatever m: 6 rows' lines share an L1 set (12
-// ways) where 14x32's 14 do not fit, and at 128 images 6x64 ran fc6 / fc7 at 1.09-1.13x
-// 14x32's speed in place, fc8 (rows 4000 bytes apart) level (AMD Zen 5, one thread, thread CPU
-// time, alternating in one process, 9 pairs).
+// ways) where 14x32's 14 do not fit: at 128 images, both in place at KC 1024, 6x64 ran fc6 /
+// fc7 1.12x as fast as 14x32, fc8 (rows 4000 bytes apart) level (AMD Zen 5, one thread by
+// thread CPU time and two by wall time, alternating in one process, 9 pairs).
 bool gemm_reads_rows_a_in_place(const GemmProblem& p, int64_t nr) {
   int64_t row_stride;
   return p.m > p.n && (p.n + nr - 1) / nr <= kInPlaceMaxPanels &&
