@@ -131,10 +131,11 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, int64_
 // times: the FC forward's 128 images (4 panels of 14x32, 8 of 6x16). There the pack was a fifth
 // to a quarter of the time (one thread, Zen 4): it ran at 5-7 GB/s even with its source in L2
 // (its stores alone at about 7 GB/s), against the 1.6 GB/s of weights the FMAs consume. Square
-// GEMMs have 32 panels or more and pack as before; nothing between 8 and 32 was measured. (The
-// AVX2 pack, which fc6/fc7 still take, since copied in blocks of 8 k steps: 9 GB/s;
-// pack_avx2.cpp.) Kernels with run_rows_a also read A in place when its k steps are contiguous
-// (GemmOperand::rows_k_contiguous: the FC data gradient's w), where the pack is a transpose.
+// GEMMs have 32 panels or more and pack as before; nothing between 8 and 32 was measured. (AVX2's
+// fc6/fc7, whose k steps share an L1 set, pack in each tile row's first tile instead:
+// run_strided_a_packing.) Kernels with run_rows_a also read A in place when its k steps are
+// contiguous (GemmOperand::rows_k_contiguous: the FC data gradient's w), where the pack is a
+// transpose.
 
 // The blocking for A read in place with k contiguous (run_rows_a): no A block to keep in L2, so
 // the k block deepens until the B block (every column: at most kInPlaceMaxPanels panels) fills
@@ -268,10 +269,11 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   thread_local std::vector<const float*> bptrs;  // per panel: KC row pointers, if gathered
   thread_local std::vector<char> gathered;
   // A packed by transposing rows (k contiguous: the FC data gradient's w, rows 16 KB apart for
-  // fc6/fc7) under few B panels, where the pack weighs most: the next block's rows are
-  // prefetched into L2 during this block's tiles (when A outgrows L2), so that its pack reads
-  // them from cache, where 14 rows a page or more apart from memory ran it at 7 GB/s (24 from
-  // L2). The A block then shrinks so that it, the next one's source and the B block share L2.
+  // fc6/fc7, on kernels without run_rows_a) under few B panels, where the pack weighs most: the
+  // next block's rows are prefetched into L2 during this block's tiles (when A outgrows L2), so
+  // that its pack reads them from cache, where 14 rows a page or more apart from memory ran it at
+  // 7 GB/s (24 from L2). The A block then shrinks so that it, the next one's source and the B
+  // block share L2.
   int64_t src_row_stride = 0;
   const bool rows_ahead = few_panels && !in_place && !team_a &&
                           (m1 - m0) * (k1 - k0) * int64_t(sizeof(float)) > cache_sizes().l2 &&
