@@ -96,7 +96,7 @@ struct Kernel6x16 {
   // On Zen 5 (12-way L1), in place by tile rows with the next row prefetched into L2: fc6 / fc7
   // still 0.74 / 0.75x as fast as packed (one thread, thread CPU time, 9 pairs). So only the
   // first tile of each tile row reads A in place, writing its panel for the row's other tiles
-  // (run_strided_a_packing; gemm_driver.h): fc6 / fc7 forward 1.03-1.05x as fast as packed by
+  // (run_strided_a_packing; gemm_driver.h): fc6 / fc7 forward 1.02-1.05x as fast as packed by
   // a separate pass with the next block prefetched (one thread, thread CPU time, 9 pairs,
   // alternating in one process; two threads 1.04-1.06x), the same bits. The prefetch 1 to 3
   // steps ahead instead of 4: the same; 8 or 12: 0.98-1.00x.
