@@ -66,7 +66,8 @@ struct Kernel6x16 {
   }
 
   // As run_strided_a, also writing the tile row's A panel (kc steps of MR floats) to packed_a
-  // for the tile row's other tiles (gemm_driver.h, kStridedAInOneSet).
+  // for the tile row's other tiles (gemm_driver.h, tile_packs_a: where the k steps are a
+  // multiple of 4 KB apart).
   static void run_strided_a_packing(int64_t kc, const float* a, int64_t a_step,
                                     const float* a_next, float* packed_a, const float* b,
                                     float* c, int64_t ldc, float alpha, float beta, int rows,
@@ -90,9 +91,10 @@ struct Kernel6x16 {
   // A read in place has one k step per cache line (or two), each prefetched into L1 this many
   // steps ahead.
   static constexpr int kPrefetchStridedA = 4;
-  // Not with k steps a multiple of 4 KB apart (fc6 and fc7's weights), which puts all of a
-  // tile's A lines into one L1 set: at 6 cycles of FMAs per k step, fc6's forward ran 0.54x
-  // as fast as packed (0.68x without the prefetch), where fc8's (4000 bytes apart) ran 1.11x.
+  // Every tile reads A in place except where its k steps are a multiple of 4 KB apart (fc6 and
+  // fc7's weights), which puts all of a tile's A lines into one L1 set: at 6 cycles of FMAs per
+  // k step, fc6's forward ran 0.54x as fast as packed (0.68x without the prefetch), where fc8's
+  // (4000 bytes apart) ran 1.11x (AMD Zen 4, AVX2, one thread).
   // On Zen 5 (12-way L1), in place by tile rows with the next row prefetched into L2: fc6 / fc7
   // still 0.74 / 0.75x as fast as packed (one thread, thread CPU time, 9 pairs). So only the
   // first tile of each tile row reads A in place, writing its panel for the row's other tiles
@@ -100,7 +102,6 @@ struct Kernel6x16 {
   // a separate pass with the next block prefetched (one thread, thread CPU time, 9 pairs,
   // alternating in one process; two threads 1.04-1.06x), the same bits. The prefetch 1 to 3
   // steps ahead instead of 4: the same; 8 or 12: 0.98-1.00x.
-  static constexpr bool kStridedAInOneSet = false;
 
   static inline __m256i lane_mask(int n) {  // the first n (clamped to 0..8) lanes
     n = n < 0 ? 0 : n > 8 ? 8 : n;

@@ -122,10 +122,10 @@ struct KernelAvx512 {
   // of a tile's A lines fall into one L1 set, whose 8 ways must also hold the lines in use.
   static constexpr int kPrefetchB = 8, kPrefetchC = 128, kPrefetchStridedA = 4;
   static constexpr int kRowsAPrefetch = 48;
-  // Also when the k steps are a multiple of 4 KB apart (one L1 set for all of a tile's A
-  // lines): with MR*NV FMAs per step there is time to refetch them (14x32: fc6 forward 1.06x,
-  // fc7 1.09x as fast as packed; 6x64's 24 FMAs per step taken to be alike, not measured).
-  static constexpr bool kStridedAInOneSet = true;
+  // Every tile reads A in place also when the k steps are a multiple of 4 KB apart (one L1 set
+  // for all of a tile's A lines; no run_strided_a_packing): with MR*NV FMAs per step there is
+  // time to refetch them (14x32: fc6 forward 1.06x, fc7 1.09x as fast as packed; 6x64's 24
+  // FMAs per step taken to be alike, not measured).
 
   template <int ROWS, decltype(_MM_HINT_T0) HINT>
   static inline void prefetch_c(const float* c, int64_t ldc) {

@@ -28,9 +28,8 @@
 // kernels with run_strided_a read A in place, k steps a row stride apart, instead of packing it,
 // one tile row at a time: its tiles over every B panel in turn, while the first of them
 // prefetches the next tile row's A into L2. Where those k steps all fall into one L1 set (a
-// multiple of 4 KB apart) and the kernel says so (kStridedAInOneSet false: AVX2), the first
-// tile of each tile row reads A in place and writes its panel for the others
-// (run_strided_a_packing). Kernels with run_rows_a likewise read a row-major A (k contiguous)
+// multiple of 4 KB apart), kernels with run_strided_a_packing (AVX2) read A in place only in the
+// first tile of each tile row, which writes its panel for the others. Kernels with run_rows_a likewise read a row-major A (k contiguous)
 // in place where m > n (gemm_reads_rows_a_in_place), in deeper k blocks.
 //
 // B panels whose k steps are contiguous rows somewhere (GemmOperand::row_pointers: the images of
@@ -154,9 +153,8 @@ Blocking rows_a_blocking(const GemmProblem& p) {
 }
 
 // Part `part` of `parts` of `runs` runs of `len` floats, `stride` floats apart from a, into L2:
-// the next A block's source, a share per micro-tile. Packed from rows contiguous (src_step), a
-// run is one k step of the block's rows; packed by transposing rows (k contiguous), a run is one
-// row of its k steps.
+// the next A block's source, a share per micro-tile (packed by transposing rows, k contiguous:
+// a run is one row of its k steps).
 inline void prefetch_runs(const float* a, int64_t stride, int64_t runs, int64_t len,
                           int64_t part, int64_t parts) {
   const int64_t bytes = len * int64_t(sizeof(float));
@@ -246,19 +244,19 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                  const TeamA* team_a = nullptr) {
   int64_t a_step = K::MR;  // floats from one k step of an A panel to the next
   int64_t a_row = 0;       // A in place with k contiguous (run_rows_a): floats from row to row
-  int64_t src_step = 0;    // A packed although its rows are contiguous: their k step
+  int64_t src_step = 0;    // tile_packs_a: the k step of A's rows, read in place
   const bool few_panels = (n1 - n0 + K::NR - 1) / K::NR <= kInPlaceMaxPanels;
   bool in_place = has_run_strided_a<K>::value && !team_a && few_panels &&
                  p.a->rows_in_place(m0, k0, &a_step);
-  if constexpr (has_run_strided_a<K>::value) {
-    // L1 sets are indexed within the 4 KB page (virtually indexed, physically tagged).
-    if (in_place && !K::kStridedAInOneSet && a_step * int64_t(sizeof(float)) % 4096 == 0)
+  if constexpr (has_run_strided_a_packing<K>::value) {
+    // L1 sets are indexed within the 4 KB page (virtually indexed, physically tagged): k steps a
+    // multiple of 4 KB apart put all of a tile's A lines into one set. There the first tile of
+    // each tile row reads A in place and writes the row's panel, which its other tiles read
+    // from L1.
+    if (in_place && a_step * int64_t(sizeof(float)) % 4096 == 0)
       in_place = false, src_step = a_step, a_step = K::MR;
   }
-  // Rows contiguous but their k steps in one L1 set (src_step): kernels with
-  // run_strided_a_packing read A in place in the first tile of each tile row, writing its panel
-  // for the row's other tiles, which read it from L1.
-  const bool tile_packs_a = src_step && has_run_strided_a_packing<K>::value;
+  const bool tile_packs_a = src_step != 0;
   if (has_run_rows_a<K>::value && !in_place && !team_a && gemm_reads_rows_a_in_place(p, K::NR))
     in_place = bool(p.a->rows_k_contiguous(m0, k0, &a_row));
   const Blocking blk = a_row ? rows_a_blocking<K>(p) : blocking_for<K>(p);
@@ -377,13 +375,6 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             : a_row ? p.a->rows_k_contiguous(next_ic, next_pc, &a_row)
             : src   ? p.a->rows_in_place(next_ic, next_pc, &src_step)
                     : p.a->rows_in_place(next_ic, next_pc, &a_step);
-        // A packed from rows in place (src_step) by a separate pass: the next block's source goes
-        // into L2 a part per tile as well, so that its pack reads it from cache (AVX2's fc6 / fc7
-        // forward 1.05-1.08 / 1.04-1.06x, one thread, Zen 5, before the kernel packed it in the
-        // first tile of each tile row: tile_packs_a).
-        const float* next_block = src_step && !tile_packs_a && (!keep_a || first) && next_pc < k1
-                                      ? p.a->rows_in_place(next_ic, next_pc, &src_step)
-                                      : nullptr;
         const float* next_rows = rows_ahead && (!keep_a || first) && next_pc < k1
                                      ? p.a->rows_k_contiguous(next_ic, next_pc, &src_row_stride)
                                      : nullptr;
@@ -414,7 +405,6 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                           q == 0 ? next_src : nullptr, bp, bptrs.data() + q * KC,
                           pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k, rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
-            if (next_block) prefetch_runs(next_block, src_step, next_kc, next_mc, part, parts);
             if (next_rows) prefetch_runs(next_rows, src_row_stride, next_mc, next_kc, part, parts);
             ++part;
           }
