@@ -23,6 +23,13 @@ PEER_CAPS = {
 _CHILD_MARK = "CONVNET_BENCH_ISA_CHILD"
 
 
+def aligned(a):
+    """A 64-byte-aligned copy of numpy array a, as convnet's host tensors are (numpy's own arrays
+    start 16 bytes into a cache line: CIFAR conv1's direct data gradient ran 1.8x as long on such
+    a dy, AMD Zen 5, AVX-512, one thread)."""
+    return convnet.tensor(a).numpy()
+
+
 def add_isa_argument(ap):
     ap.add_argument("--isa", choices=ISAS, default=None,
                     help="SIMD level for convnet (CONVNET_CPU_ISA) and the peers (OpenBLAS, "

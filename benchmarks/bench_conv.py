@@ -33,8 +33,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import (add_clock_argument, add_isa_argument, alternating_medians,  # noqa: E402
-                     describe_machine, fma_peak, local_peak, run_at_isa, use_clock)
+from _common import (add_clock_argument, add_isa_argument, aligned,  # noqa: E402
+                     alternating_medians, describe_machine, fma_peak, local_peak, run_at_isa,
+                     use_clock)
 
 import convnet  # noqa: E402
 from convnet import ops  # noqa: E402
@@ -76,11 +77,6 @@ def winograd_off():
             del os.environ["CONVNET_WINOGRAD"]
         else:
             os.environ["CONVNET_WINOGRAD"] = previous
-
-
-def aligned(a):
-    """A 64-byte-aligned copy of a (convnet's host tensors are), for both sides."""
-    return convnet.tensor(a).numpy()
 
 
 def torch_conv_peers(x, w, dy, pad, stride, groups, channels_last=False):
@@ -154,9 +150,8 @@ def main():
         if name in CONV or name in CIFAR_CONV:
             c, h, wd, f, fs, pad, stride, groups = {**CONV, **CIFAR_CONV}[name]
             ho, wo = ops.conv_out_size(h, fs, pad, stride), ops.conv_out_size(wd, fs, pad, stride)
-            # Inputs and outputs 64-byte aligned, as the net's tensors are (numpy's own arrays
-            # start 16 bytes into a cache line: CIFAR conv1's direct data gradient ran 1.8x as
-            # long on such a dy; the direct forward streams large aligned outputs).
+            # Inputs and outputs 64-byte aligned, as the net's tensors are (_common.aligned; the
+            # direct forward streams large aligned outputs).
             x = aligned(rng.standard_normal((c, h, wd, n), dtype=np.float32))
             w = aligned(rng.standard_normal((c // groups, fs, fs, f), dtype=np.float32))
             dy = aligned(rng.standard_normal((f, ho, wo, n), dtype=np.float32))

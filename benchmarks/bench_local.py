@@ -24,10 +24,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import (add_isa_argument, alternating_medians, describe_machine,  # noqa: E402
+from _common import (add_isa_argument, aligned, alternating_medians, describe_machine,  # noqa: E402
                      fma_peak, local_peak, run_at_isa)
 from bench_conv import print_table, torch  # noqa: E402
 
+import convnet  # noqa: E402
 from convnet import ops  # noqa: E402
 from convnet.config import load_config  # noqa: E402
 from convnet.net import Net  # noqa: E402
@@ -93,10 +94,11 @@ def main():
         c, h, wd, f, fs, pad, stride = LOCAL[name]
         ho, wo = ops.conv_out_size(h, fs, pad, stride), ops.conv_out_size(wd, fs, pad, stride)
         k = c * fs * fs
-        x = rng.standard_normal((c, h, wd, n), dtype=np.float32)
-        w = rng.standard_normal((ho, wo, c, fs, fs, f), dtype=np.float32)
-        dy = rng.standard_normal((f, ho, wo, n), dtype=np.float32)
-        y, dx, dw = (np.empty(s, np.float32) for s in (dy.shape, x.shape, w.shape))
+        # 64-byte aligned, as the net's tensors are (_common.aligned).
+        x = aligned(rng.standard_normal((c, h, wd, n), dtype=np.float32))
+        w = aligned(rng.standard_normal((ho, wo, c, fs, fs, f), dtype=np.float32))
+        dy = aligned(rng.standard_normal((f, ho, wo, n), dtype=np.float32))
+        y, dx, dw = (convnet.empty(s).numpy() for s in (dy.shape, x.shape, w.shape))
         kw = dict(padding=pad, stride=stride)
         ours = {"fwd": lambda: ops.local_fwd(x, w, out=y, **kw),
                 "bwd_data": lambda: ops.local_bwd_data(dy, w, x.shape, out=dx, **kw),
