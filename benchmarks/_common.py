@@ -40,15 +40,9 @@ def add_isa_argument(ap):
 def isa_environment(isa):
     """The environment a benchmark runs in at `isa`: convnet's path forced, the peers capped at the
     same level; OPENBLAS_L2_SIZE always unset (OpenBLAS then sizes its blocks from the CPU). At the
-    CPU's own best level the peers are left uncapped, so they pick their best kernels.
-    OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's idle threads spin for 2^4 cycles before sleeping, not
-    its default 2^28 (~0.1 s). Calls alternate between convnet and numpy, and the spinning
-    OpenBLAS threads held a core through convnet's next call: on the 2-core Intel Xeon (AVX-512),
-    SGEMM 2048 took 83-94 ms right after a numpy call and 58 ms alone, while numpy's own times did
-    not move with the setting (59 ms either way)."""
+    CPU's own best level the peers are left uncapped, so they pick their best kernels."""
     env = dict(os.environ)
     env.pop("OPENBLAS_L2_SIZE", None)
-    env["OPENBLAS_THREAD_TIMEOUT"] = "4"
     cpu = convnet.device.module_for("cpu")
     best = cpu.isa_supported()
     if isa is None:
@@ -146,14 +140,39 @@ def median_time(fn, repeats=5, warmup=1):
     return statistics.median(ts)
 
 
+# The pause before each contender's calls in alternating_medians: long enough for the previous
+# contender's idle threads to stop spinning. Spinning, they hold a core through the next one's
+# call. On the AMD EPYC Zen 5 (two cores), convnet's OpenMP workers spin for about 8 ms after a
+# call (GNU OpenMP's 300,000 rounds of `pause` before it sleeps): numpy's SGEMM 1024 took 8.5-15.6
+# ms within 8 ms of a convnet call and 4.6-4.9 ms alone. OpenBLAS's threads spin 2^28 cycles (its
+# default OPENBLAS_THREAD_TIMEOUT) for 60-100 ms: convnet's took 16 ms within 60 ms of a numpy
+# call and 4.7-4.9 ms after 100 ms. A PyTorch convolution of 50 ms took 55 ms within 8 ms of a
+# convnet call (PyTorch's own workers slowed convnet's next call by no measurable amount).
+SETTLE_S = 0.2
+# After that pause, the calls of the next contender that come before its timed one, for at least
+# this long: one call is not enough for short ones. With a single untimed call, convnet's SGEMM 512
+# took 1.47 ms where it takes 1.07 alone (AVX2, Zen 5), and with none 4.9 ms: a core left idle
+# for SETTLE_S wakes slowly (the clock, the idle state).
+WARM_S = 0.02
+
+
 def alternating_medians(fns, repeats):
-    """Median time of each of fns, timed in turn (one call each per round, after one warm-up
-    each): a shared machine's load then weighs on every contender alike."""
+    """Median time of each of fns, timed in rounds of one call each: a shared machine's load then
+    weighs on every contender alike. With several contenders, each timed call comes right after
+    untimed calls of the same fn (WARM_S of them), which start SETTLE_S after the previous
+    contender's last call: the timed call runs with its own threads awake and the others' asleep,
+    as in a program that uses one library alone."""
+    times = [[] for _ in fns]
     for fn in fns:
         fn()
-    times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
+            if len(fns) > 1:
+                time.sleep(SETTLE_S)
+                warm_until = time.perf_counter() + WARM_S
+                fn()
+                while time.perf_counter() < warm_until:
+                    fn()
             t = _clock()
             fn()
             ts.append(_clock() - t)
@@ -164,7 +183,9 @@ def fma_peak(threads=None, isa=None, iters=20_000_000, repeats=5):
     """Measured FP32 FMA peak in GFLOP/s for the CPU backend's SIMD path and thread count (the
     portable path is measured with AVX2 FMAs where the CPU has them: no portable peak exists).
     Benchmarks measure it again (briefly) next to every result: on a shared machine the share of
-    the cores a process gets drifts during a run."""
+    the cores a process gets drifts during a run. It starts SETTLE_S after whatever ran before,
+    so that no peer's idle threads still spin beside it."""
+    time.sleep(SETTLE_S)
     cpu = convnet.device.module_for("cpu")
     isa = isa or ("avx512" if cpu.isa() == "avx512" else "avx2")
     threads = threads or cpu.num_threads()
