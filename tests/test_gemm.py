@@ -295,15 +295,17 @@ def test_sgemm_a_in_place_bits_cpu(rng, isa):
 
 
 def test_sgemm_a_rows_in_place_cpu(rng, isa):
-    """Where m > n and the columns make at most 8 B panels, the AVX-512 kernels read a row-major
-    A (k contiguous: the FC data gradient's w) in place, a tile row at a time, in k blocks sized
-    from n (gemm_driver.h, run_rows_a); other paths pack it. Rows 4 KB apart (k = 1024) and not
-    (a leading dimension past k), k past a block with a tail, partial tile rows, one column,
-    alpha and beta: against float64, and the same bits on 1, 2 and 3 threads (the threads split
-    the rows, each in place) and for the first rows alone. (k < 8 max(m, n): not split over k.)"""
+    """Where m > n and the columns make at most 8 B panels, or k is at most 128 (the FC weight
+    gradient's x, over many panels), the AVX-512 kernels read a row-major A (k contiguous: the
+    FC data gradient's w) in place, a tile row at a time, in k blocks sized from n
+    (gemm_driver.h, run_rows_a); other paths pack it. Rows 4 KB apart (k = 1024) and not (a
+    leading dimension past k), k past a block with a tail, partial tile rows, one column, alpha
+    and beta: against float64, and the same bits on 1, 2 and 3 threads (the threads split the
+    rows, each in place) and for the first rows alone. (k < 8 max(m, n): not split over k.)"""
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
     for m, n, k, lda in [(1001, 128, 1100, 1100), (303, 37, 2100, 2111), (97, 1, 33, 40),
-                         (500, 256, 1024, 1024), (300, 96, 700, 701)]:
+                         (500, 256, 1024, 1024), (300, 96, 700, 701), (1500, 1000, 128, 128),
+                         (777, 613, 100, 101)]:
         a = rng.standard_normal((m, lda), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         c0 = rng.standard_normal((m, n), dtype=np.float32)

@@ -38,10 +38,12 @@ void check_gemm_variant(const char* op, int variant) {
 // rows 16 KB apart for fc6/fc7) also takes 6x64 whatever m: 6 rows' lines share an L1 set (12
 // ways) where 14x32's 14 do not fit: at 128 images, both in place at KC 1024, 6x64 ran fc6 /
 // fc7 1.12x as fast as 14x32, fc8 (rows 4000 bytes apart) level (AMD Zen 5, one thread by
-// thread CPU time and two by wall time, alternating in one process, 9 pairs).
+// thread CPU time and two by wall time, alternating in one process, 9 pairs). The FC weight
+// gradient (k = 128 images, x's rows k-contiguous) read in place skips a transposing pack that
+// took 8% of fc8's (AMD Zen 5, two threads).
 bool gemm_reads_rows_a_in_place(const GemmProblem& p, int64_t nr) {
   int64_t row_stride;
-  return p.m > p.n && (p.n + nr - 1) / nr <= kInPlaceMaxPanels &&
+  return p.m > p.n && ((p.n + nr - 1) / nr <= kInPlaceMaxPanels || p.k <= kRowsAInPlaceMaxK) &&
          p.a->rows_k_contiguous(0, 0, &row_stride);
 }
 

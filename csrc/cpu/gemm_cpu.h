@@ -85,11 +85,15 @@ constexpr int64_t kAvx512_6x64BlockRows = 6 * 64;
 // The most B panels (of the kernel's NR columns) under which the blocked driver reads A in place
 // rather than packing it, when A's layout allows (gemm_driver.h).
 constexpr int64_t kInPlaceMaxPanels = 8;
+// The deepest k at which those kernels read such an A in place whatever the columns (below).
+constexpr int64_t kRowsAInPlaceMaxK = 128;
 // Whether kernels that can (run_rows_a: the AVX-512 ones) read A in place with its k steps
-// contiguous (GemmOperand::rows_k_contiguous: the FC data gradient's w) for this problem, with
-// panels of nr columns: few columns, and more rows than columns, where the threads split the rows
-// and each runs the whole problem's columns and k, so that the choice and the k blocks (and the
-// bits) are the same on any number of threads.
+// contiguous (GemmOperand::rows_k_contiguous: the FC data gradient's w, the FC weight gradient's
+// x) for this problem, with panels of nr columns: more rows than columns, where the threads split
+// the rows and each runs the whole problem's columns and k, so that the choice and the k blocks
+// (and the bits) are the same on any number of threads; and few columns, or k within
+// kRowsAInPlaceMaxK, where a tile row's A (6 rows x 128 floats, 3 KB) stays in L1 while its tiles
+// run over every panel.
 bool gemm_reads_rows_a_in_place(const GemmProblem& p, int64_t nr);
 // The rows of the A panels (the micro-kernel's MR) that gemm_run(p, variant) packs or reads
 // (GemmOperand::panels).

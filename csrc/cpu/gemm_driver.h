@@ -134,7 +134,7 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, int64_
 // fc6/fc7, whose k steps share an L1 set, pack in each tile row's first tile instead:
 // run_strided_a_packing.) Kernels with run_rows_a also read A in place when its k steps are
 // contiguous (GemmOperand::rows_k_contiguous: the FC data gradient's w), where the pack is a
-// transpose.
+// transpose, and then at any column count when k is short (gemm_reads_rows_a_in_place).
 
 // The blocking for A read in place with k contiguous (run_rows_a): no A block to keep in L2, so
 // the k block deepens until the B block (every column: at most kInPlaceMaxPanels panels) fills
