@@ -485,7 +485,7 @@ void gemm_blocked(const GemmProblem& p) {
     // Blocks of NC columns, or fewer columns when that leaves each thread fewer than two
     // blocks, but not under kMinChunkPanels panels: then one block per thread. Each block reads
     // every A block from L3 again (once per k block); at 16 panels a block (AVX-512 2048^2, 512
-    // columns) the two-thread SGEMM ran 1.02-1.05x as fast with one 32-panel block per thread
+    // columns) the two-thread SGEMM ran 1.02-1.06x as fast with one 32-panel block per thread
     // (8 pairs), AVX2's 512^2 1.01-1.02x, other sizes level (AMD Zen 5, process by process).
     // Whole panels either way.
     int64_t panels = (p.n + K::NR - 1) / K::NR;
