@@ -137,8 +137,9 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, int64_
 // transpose, and then at any column count when k is short (gemm_reads_rows_a_in_place).
 
 // The blocking for A read in place with k contiguous (run_rows_a): no A block to keep in L2, so
-// the k block deepens until the B block (every column: at most kInPlaceMaxPanels panels) fills
-// half of L2, up to kRowsAMaxKC steps; C, read and written once per k block, is then swept
+// the k block deepens until the B block (every column: at most kInPlaceMaxPanels panels; with
+// more, k is within kRowsAInPlaceMaxK and keeps the kernel's KC) fills half of L2, up to
+// kRowsAMaxKC steps; C, read and written once per k block, is then swept
 // fewer times. The FC data gradient at 128 images (6x64; AMD Zen 5, one thread, thread CPU
 // time, alternating in one process): KC 1024 ran fc6-fc8 1.02-1.06x as fast as 512, 2048 (a
 // 1 MB B block) 0.93-0.98x as fast as 1024.
