@@ -124,10 +124,13 @@ def test_sgemm_large_cpu(rng):
 
 def test_sgemm_row_split_bits_cpu(rng, isa):
     """m > n: the threads split the rows (the FC layers' shapes: n = 128 images, or B wider than
-    one column block). Each element is summed in the same order whatever the split, so every
-    variant gives the bits of its one-thread run, call after call."""
+    one column block); so they do where m <= n when the columns would make one block per thread
+    and each thread's rows fill an A block (the last two shapes). Each element is summed in the
+    same order whatever the split, so every variant gives the bits of its one-thread run, call
+    after call."""
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
-    for m, n, k in [(2001, 128, 300), (997, 45, 640), (1500, 1100, 130)]:
+    for m, n, k in [(2001, 128, 300), (997, 45, 640), (1500, 1100, 130), (700, 1500, 600),
+                    (1001, 1001, 513)]:
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         want = a.astype(np.float64) @ b
@@ -143,14 +146,15 @@ def test_sgemm_row_split_bits_cpu(rng, isa):
 
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_sgemm_column_split_bits_cpu(rng, isa, trans_a):
-    """m <= n: the threads take blocks of columns from a counter, and A is packed once for the
-    team, each thread packing the MC x KC blocks it takes first (several blocks each way here,
-    partial ones at the ends; trans_a switches between the transposing and the copying pack).
-    Three threads on a two-core machine leave one late, so the others take its share. Whichever
-    thread packs a block or computes a column block, every variant gives the bits of its
-    one-thread run, call after call."""
+    """m <= n, rows too few to split: the threads take blocks of columns from a counter (one
+    each, or several of at least 32 panels each: the last shape at every tile width), and A is
+    packed once for the team, each thread packing the MC x KC blocks it takes first (several
+    blocks each way in the first shape, partial ones at the ends; trans_a switches between the
+    transposing and the copying pack). Three threads on a two-core machine leave one late, so
+    the others take its share. Whichever thread packs a block or computes a column block, every
+    variant gives the bits of its one-thread run, call after call."""
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
-    for m, n, k in [(700, 1500, 600), (1001, 1001, 513), (130, 2100, 300)]:
+    for m, n, k in [(300, 1500, 600), (130, 2100, 300), (40, 12300, 50)]:
         a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         want = (a.T if trans_a else a).astype(np.float64) @ b
