@@ -124,8 +124,8 @@ def test_sgemm_large_cpu(rng):
 
 def test_sgemm_row_split_bits_cpu(rng, isa):
     """m > n: the threads split the rows (the FC layers' shapes: n = 128 images, or B wider than
-    one column block); so they do where m <= n when the columns would make one block per thread
-    and each thread's rows fill an A block (the last two shapes). Each element is summed in the
+    one column block); so they do where m <= n when the column blocks would be narrower than 32
+    panels and each thread's rows fill an A block (the last two shapes). Each element is summed in the
     same order whatever the split, so every variant gives the bits of its one-thread run, call
     after call."""
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
@@ -146,9 +146,9 @@ def test_sgemm_row_split_bits_cpu(rng, isa):
 
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_sgemm_column_split_bits_cpu(rng, isa, trans_a):
-    """m <= n, rows too few to split: the threads take blocks of columns from a counter (one
-    each, or several of at least 32 panels each: the last shape at every tile width), and A is
-    packed once for the team, each thread packing the MC x KC blocks it takes first (several
+    """m <= n, rows too few to split: the threads take blocks of columns from a counter (two or
+    more each; many, capped at the kernel's NC, in the last shape), and A is packed once for the
+    team, each thread packing the MC x KC blocks it takes first (several
     blocks each way in the first shape, partial ones at the ends; trans_a switches between the
     transposing and the copying pack). Three threads on a two-core machine leave one late, so
     the others take its share. Whichever thread packs a block or computes a column block, every

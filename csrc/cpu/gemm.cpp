@@ -40,7 +40,7 @@ void check_gemm_variant(const char* op, int variant) {
 // fc7 1.12x as fast as 14x32, fc8 (rows 4000 bytes apart) level (AMD Zen 5, one thread by
 // thread CPU time and two by wall time, alternating in one process, 9 pairs). The FC weight
 // gradient (k = 128 images, x's rows k-contiguous) read in place skips a transposing pack that
-// took 8% of fc8's (AMD Zen 5, two threads).
+// took 8% of fc8's (AMD Zen 5, AVX-512, two threads).
 bool gemm_reads_rows_a_in_place(const GemmProblem& p, int64_t nr) {
   int64_t row_stride;
   return p.m > p.n && ((p.n + nr - 1) / nr <= kInPlaceMaxPanels || p.k <= kRowsAInPlaceMaxK) &&

@@ -15,8 +15,8 @@
 // so each packs about 1/threads of A, where every thread used to pack all of it (or, too large to
 // keep, all of it again for every column block); a thread woken late finds most of it packed, and
 // waits only for a block the other is still packing when it needs it. Otherwise (and where the
-// columns would make one block per thread while each thread's rows fill an A block) each thread
-// takes a contiguous share of m; k is split when it dwarfs m and n (convolution weight gradients: the
+// column blocks would be narrow while each thread's rows fill an A block) each thread takes a
+// contiguous share of m; k is split when it dwarfs m and n (convolution weight gradients: the
 // reduction runs over every image and position), each thread summing a fixed share into its own
 // buffer, so the bits never depend on timing.
 //
@@ -416,8 +416,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   }
 }
 
-// The fewest B panels in a block of columns that the threads take from a shared counter
-// (gemm_blocked, where n >= m).
+// The narrowest block of columns, in B panels, that the threads take from a shared counter
+// where they could split the rows instead (gemm_blocked, where n >= m).
 constexpr int64_t kMinChunkPanels = 32;
 
 // C = beta * C for k == 0 (alpha * A * B is empty).
@@ -484,22 +484,18 @@ void gemm_blocked(const GemmProblem& p) {
   }
 
   // Where n >= m, blocks of NC columns, or fewer columns when that leaves each thread fewer than
-  // two blocks, but not under kMinChunkPanels panels: then one block per thread. Each block
-  // reads every A block from L3 again (once per k block); at 16 panels a block (AVX-512 2048^2,
-  // 512 columns) the two-thread SGEMM ran 1.02-1.06x as fast with one 32-panel block per thread
-  // (8 pairs), AVX2's 512^2 1.01-1.02x, other sizes level (AMD Zen 5, process by process).
-  // Whole panels either way. When that makes one block per thread and each thread's share of
-  // the rows fills an A block, the threads split the rows instead (below): fixed halves either
-  // way, but each packs its own A, used while it is in L2, and no thread waits on the other's
-  // packing. Square SGEMM, two threads: 512^2 1.04-1.05x (AVX2) and 1.06-1.11x (AVX-512) as
-  // fast as by columns, 1024^2 1.00-1.04x, 2048^2 and 3072^2 0.98-1.03x (AMD Zen 5, process by
-  // process, 2-3 pairs).
+  // two blocks; whole panels either way. Each block reads every A block from L3 again (once per
+  // k block): where the blocks would be narrower than kMinChunkPanels panels and each thread's
+  // share of the rows fills an A block, the threads split the rows instead (below), each packing
+  // its own A and using it while it is in L2. Square SGEMM, two threads, against the column
+  // blocks: 512^2 1.04-1.05x (AVX2) and 1.06-1.11x (AVX-512), 1024^2 1.00-1.04x, 2048^2 and
+  // 3072^2 0.98-1.03x (AMD Zen 5, process by process, 2-3 pairs). Fixed halves there, where the
+  // counter would have handed out two blocks per thread, on calls of at most about 0.1 s
+  // (3072^2 at AVX-512; AVX2's blocks are 32 panels wide from 2048^2 on).
   const int64_t panels = (p.n + K::NR - 1) / K::NR;
-  int64_t per_chunk = (panels + 2 * threads - 1) / (2 * threads);
-  const bool one_block_each = per_chunk < kMinChunkPanels;
-  if (one_block_each) per_chunk = (panels + threads - 1) / threads;
-  if (p.n >= p.m && !(one_block_each && p.m >= threads * blk.mc)) {
-    int64_t chunk = std::min<int64_t>(blk.nc, per_chunk * K::NR);
+  const int64_t chunk_panels = (panels + 2 * threads - 1) / (2 * threads);
+  if (p.n >= p.m && !(chunk_panels < kMinChunkPanels && p.m >= threads * blk.mc)) {
+    const int64_t chunk = std::min<int64_t>(blk.nc, chunk_panels * K::NR);
     if (panels < threads) threads = int(panels);
     std::atomic<int64_t> next_col{-c_panel_skew<K>(p.c, p.ldc, 0, p.n)};
     // A packed once for the team, unless it comes in panels already or outgrows what the
