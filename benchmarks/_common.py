@@ -142,12 +142,13 @@ def median_time(fn, repeats=5, warmup=1):
 
 # The pause before each contender's calls in alternating_medians: long enough for the previous
 # contender's idle threads to stop spinning. Spinning, they hold a core through the next one's
-# call. On the AMD EPYC Zen 5 (two cores), convnet's OpenMP workers spin for about 8 ms after a
-# call (GNU OpenMP's 300,000 rounds of `pause` before it sleeps): numpy's SGEMM 1024 took 8.5-15.6
-# ms within 8 ms of a convnet call and 4.6-4.9 ms alone. OpenBLAS's threads spin 2^28 cycles (its
-# default OPENBLAS_THREAD_TIMEOUT) for 60-100 ms: convnet's took 16 ms within 60 ms of a numpy
-# call and 4.7-4.9 ms after 100 ms. A PyTorch convolution of 50 ms took 55 ms within 8 ms of a
-# convnet call (PyTorch's own workers slowed convnet's next call by no measurable amount).
+# call. On the AMD EPYC Zen 5 (two cores, two threads a side, convnet at AVX-512), convnet's OpenMP
+# workers spin for about 8 ms after a call (GNU OpenMP's 300,000 rounds of `pause` before it
+# sleeps): numpy's SGEMM 1024 (OpenBLAS's Haswell kernel) took 15.6 ms right after a convnet call
+# and 8.5-8.9 ms from 8 ms after it. OpenBLAS's threads spin 2^28 cycles (its default
+# OPENBLAS_THREAD_TIMEOUT) for 60-100 ms: convnet's SGEMM 1024 took 9.3-16 ms 4-60 ms after a
+# numpy call and 4.7-4.9 ms after 100 ms. A PyTorch convolution of 50 ms took 55 ms within 8 ms
+# of a convnet call (PyTorch's own workers slowed convnet's next call by no measurable amount).
 SETTLE_S = 0.2
 # After that pause, the calls of the next contender that come before its timed one, for at least
 # this long: one call is not enough for short ones. With a single untimed call, convnet's SGEMM 512
@@ -163,8 +164,8 @@ def alternating_medians(fns, repeats):
     contender's last call: the timed call runs with its own threads awake and the others' asleep,
     as in a program that uses one library alone."""
     times = [[] for _ in fns]
-    for fn in fns:
-        fn()
+    if len(fns) == 1:
+        fns[0]()  # several contenders warm up before every timed call (below)
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
             if len(fns) > 1:
