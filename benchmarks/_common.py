@@ -140,7 +140,7 @@ def median_time(fn, repeats=5, warmup=1):
     return statistics.median(ts)
 
 
-# The pause before each contender's calls in alternating_medians: long enough for the previous
+# The pause before each contender's calls in alternating_times: long enough for the previous
 # contender's idle threads to stop spinning. Spinning, they hold a core through the next one's
 # call. On the AMD EPYC Zen 5 (two cores, two threads a side, convnet at AVX-512), convnet's OpenMP
 # workers spin for about 8 ms after a call (GNU OpenMP's 300,000 rounds of `pause` before it
@@ -157,8 +157,8 @@ SETTLE_S = 0.2
 WARM_S = 0.02
 
 
-def alternating_medians(fns, repeats):
-    """Median time of each of fns, timed in rounds of one call each: a shared machine's load then
+def alternating_times(fns, repeats):
+    """Each of fns' call times, one per round of one call each: a shared machine's load then
     weighs on every contender alike. With several contenders, each timed call comes right after
     untimed calls of the same fn (WARM_S of them), which start SETTLE_S after the previous
     contender's last call: the timed call runs with its own threads awake and the others' asleep,
@@ -177,7 +177,25 @@ def alternating_medians(fns, repeats):
             t = _clock()
             fn()
             ts.append(_clock() - t)
-    return [statistics.median(ts) for ts in times]
+    return times
+
+
+def ratio_quartiles(ours, peer):
+    """The first and third quartiles of the per-round ratios peer / ours (> 1: ours faster) of two
+    contenders' alternating_times. A round's two calls ran a few seconds apart at most, so the
+    spread of their ratios is what the machine's drift does to one ratio: a median ratio a few
+    hundredths from 1.0 inside a range that spans 1.0 is a tie on that run, not a loss or a win."""
+    ratios = sorted(p / o for o, p in zip(ours, peer))
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q1, q3
+
+
+def ratio_text(ours, peer):
+    """'median [q1-q3]' of peer / ours, from two contenders' alternating_times."""
+    q1, q3 = ratio_quartiles(ours, peer)
+    return f"{statistics.median(peer) / statistics.median(ours):.2f} [{q1:.2f}-{q3:.2f}]"
 
 
 def fma_peak(threads=None, isa=None, iters=20_000_000, repeats=5):

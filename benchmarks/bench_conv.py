@@ -27,6 +27,7 @@ leaving out the time other jobs on a shared machine held the core."""
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 
 import numpy as np
@@ -34,8 +35,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
 from _common import (add_clock_argument, add_isa_argument, aligned,  # noqa: E402
-                     alternating_medians, describe_machine, fma_peak, local_peak, run_at_isa,
-                     use_clock)
+                     alternating_times, describe_machine, fma_peak, local_peak, ratio_text,
+                     run_at_isa, use_clock)
 
 import convnet  # noqa: E402
 from convnet import ops  # noqa: E402
@@ -101,20 +102,24 @@ def torch_conv_peers(x, w, dy, pad, stride, groups, channels_last=False):
 
 
 def print_table(rows, peaks):
-    """Rows (name, pass, flops, t, t_peer, peer) against the best FMA peak measured anywhere in the
-    run: contention only ever lowers a measurement, so the best is the machine's, and dividing by
-    it never flatters a row (a row timed in a slow moment shows low, not high)."""
+    """Rows (name, pass, flops, times, peer_times, peer) (alternating_times; peer_times None without
+    a peer) against the best FMA peak measured anywhere in the run: contention only ever lowers a
+    measurement, so the best is the machine's, and dividing by it never flatters a row (a row
+    timed in a slow moment shows low, not high). Medians; the ratio's per-round quartiles in
+    brackets (_common.ratio_quartiles)."""
     peak = max(peaks)
     print(f"FMA peak: {peak:.0f} GFLOP/s (best of {len(peaks)} measurements through the run, "
           f"lowest {min(peaks):.0f})")
     width = max([6] + [len(r[0]) for r in rows])
     print(f"{'layer':>{width}} {'pass':>15} {'ms':>9} {'GFLOP/s':>8} {'%peak':>6}   "
           f"ratio (> 1: faster)")
-    for name, pass_, flops, t, t_peer, peer in rows:
+    for name, pass_, flops, ts, ts_peer, peer in rows:
+        t = statistics.median(ts)
         g = flops / t * 1e-9
         # The peer's own share of the same peak shows what this machine lets a GEMM reach.
-        ratio = (f"{t_peer / t:6.2f} vs {peer} ({100 * flops / t_peer * 1e-9 / peak:.0f}% of "
-                 f"peak)" if t_peer else "     -")
+        ratio = (f"{ratio_text(ts, ts_peer)} vs {peer} "
+                 f"({100 * flops / statistics.median(ts_peer) * 1e-9 / peak:.0f}% of peak)"
+                 if ts_peer else "     -")
         print(f"{name:>{width}} {pass_:>15} {t * 1e3:9.2f} {g:8.0f} {100 * g / peak:5.0f}%   "
               f"{ratio}")
 
@@ -180,9 +185,9 @@ def main():
             for label, p, fn, environment in runs:
                 with environment():
                     if p in peers:
-                        t, tp = alternating_medians([fn, peers[p]], args.repeats)
+                        t, tp = alternating_times([fn, peers[p]], args.repeats)
                     else:
-                        (t,), tp = alternating_medians([fn], args.repeats), None
+                        (t,), tp = alternating_times([fn], args.repeats), None
                 report(name, label, flops, t, tp, "torch-cl" if args.channels_last else "torch")
             # The layer's bias and ReLU fused into the forward GEMM's store, against the same
             # three ops run one after the other (two more passes over y).
@@ -192,7 +197,7 @@ def main():
                 ops.conv_fwd(x, w, out=y, **kw)
                 ops.neuron_fwd(ops.bias_fwd(y, b), "relu", out=y)
 
-            report(name, "fwd+bias+relu", flops, *alternating_medians(
+            report(name, "fwd+bias+relu", flops, *alternating_times(
                 [lambda: ops.conv_fwd(x, w, b, relu=True, out=y, **kw), unfused], args.repeats),
                 "unfused")
         elif name in FC:
@@ -211,7 +216,7 @@ def main():
                                 lambda: np.matmul(x, dy.T, out=dw)),
             }
             for p, (fn, peer) in passes.items():
-                report(name, p, flops, *alternating_medians([fn, peer], args.repeats), "numpy")
+                report(name, p, flops, *alternating_times([fn, peer], args.repeats), "numpy")
     print_table(rows, peaks)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # benchmarks/ and the source tree (in-place builds)
-from _common import (add_isa_argument, aligned, alternating_medians, describe_machine,  # noqa: E402
+from _common import (add_isa_argument, aligned, alternating_times, describe_machine,  # noqa: E402
                      fma_peak, local_peak, run_at_isa)
 from bench_conv import print_table, torch  # noqa: E402
 
@@ -106,7 +106,7 @@ def main():
         peer, peers = batched_matmul_peers(ho * wo, n, k, f, rng)
         flops = 2.0 * f * ho * wo * k * n
         for p, fn in ours.items():
-            t, tp = alternating_medians([fn, peers[p]], args.repeats)
+            t, tp = alternating_times([fn, peers[p]], args.repeats)
             rows.append((name, p, flops, t, tp, peer))
             peaks.append(local_peak())
             print(f"  {name} {p}", file=sys.stderr, flush=True)
