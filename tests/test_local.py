@@ -152,20 +152,24 @@ def test_emulated_thread_orders_give_the_same_bits(rng):
             np.testing.assert_array_equal(a, b)
 
 
-def test_cpu_bits_do_not_depend_on_the_thread_count(rng):
-    # Positions (fwd, weight gradient) and image slices (data gradient) are split between the
-    # threads; each GEMM runs on one thread, so one thread and all of them agree bit for bit.
-    x, w, dy, kw = _problem(rng, (16, 6, 6, 64, 32, 3, 1, 1, 1))
+@pytest.mark.parametrize("shape", [(16, 6, 6, 64, 32, 3, 1, 1, 1), (10, 7, 5, 33, 12, 3, 1, 1, 2)])
+def test_cpu_bits_do_not_depend_on_the_thread_count(rng, shape):
+    # Positions (fwd, weight gradient) and channel slices (data gradient) are split between the
+    # threads; each GEMM runs on one thread, so any thread count agrees bit for bit. With three
+    # threads and two groups of 5 channels, a thread's slice spans both groups.
+    x, w, dy, kw = _problem(rng, shape)
     threads = convnet.device.module_for("cpu")
-    many = _all_outputs("cpu", x, w, dy, kw)
     previous = threads.num_threads()
     try:
-        threads.set_num_threads(1)
-        one = _all_outputs("cpu", x, w, dy, kw)
+        runs = []
+        for count in (1, 2, 3):
+            threads.set_num_threads(count)
+            runs.append(_all_outputs("cpu", x, w, dy, kw))
     finally:
         threads.set_num_threads(previous)
-    for a, b in zip(many, one):
-        np.testing.assert_array_equal(a, b)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_bad_arguments(device):
