@@ -237,6 +237,32 @@ def test_direct_kernel_every_cpu_path(isa, rng, shape):
                  what=f"{isa} data gradient accumulate")
 
 
+# The strided data gradient's col2im (a GEMM into columns, then each column added to the pixel
+# its tap reads): the threads split dx's rows, each adding its taps in one thread's order, so any
+# thread count gives the same bits; odd sizes, padding at every border, two groups (the first two
+# large enough for the threads to split the rows), one image.
+@pytest.mark.parametrize("shape", [(3, 35, 29, 16, 8, 11, 2, 4, 1), (6, 17, 19, 16, 4, 3, 1, 2, 2),
+                                   (2, 9, 7, 1, 3, 3, 2, 2, 1)])
+def test_strided_data_gradient_bits_across_threads(isa, rng, shape):
+    c, h, wd, n, f, fs, pad, stride, groups = shape
+    kw = dict(padding=pad, stride=stride, groups=groups)
+    w = rng.standard_normal((c // groups, fs, fs, f))
+    dy = rng.standard_normal((f, ops.conv_out_size(h, fs, pad, stride),
+                              ops.conv_out_size(wd, fs, pad, stride), n))
+    prev = rng.standard_normal((c, h, wd, n))
+    w32, dy32 = w.astype(np.float32), dy.astype(np.float32)
+    runs = []
+    for t in (1, 2, 3):
+        with cpu_threads(t):
+            runs.append(np.asarray(ops.conv_bwd_data(dy32, w32, (c, h, wd, n), **kw)))
+            acc = np.asarray(ops.conv_bwd_data(dy32, w32, (c, h, wd, n), accumulate=True,
+                                               out=prev.astype(np.float32), **kw))
+    want = ref.conv_bwd_data(dy, w, (c, h, wd, n), **kw)
+    assert_close(runs[0], want, what=f"{isa} strided data gradient")
+    assert_close(acc, prev + want, what=f"{isa} strided data gradient accumulate")
+    assert all(np.array_equal(r.view(np.uint32), runs[0].view(np.uint32)) for r in runs[1:])
+
+
 # Where a position adds several columns (stride > 1) and the image rows one output row reads
 # outgrow L2 (here 5.9 MB: 8 channels x 9 rows of 160 x 128 floats), the direct forward prefetches
 # the columns the next position adds and the direct weight gradient the next tap tile's rows

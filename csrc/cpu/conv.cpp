@@ -161,12 +161,13 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
       gp.m = taps, gp.n = ncols, gp.k = fg;
       gp.a = &wg, gp.b = &dyg, gp.c = col, gp.ldc = ncols;
       gemm_run(gp, p.variant);
-      // col2im, threads splitting the images: each owns a slice of every dx row.
+      // col2im, threads splitting dx's rows: each owns rows [y0, y1) of every channel, and adds
+      // the taps that land there in the same order as one thread would.
       float* dxg = dx + g * cg * in_cols;
 #pragma omp parallel if (int64_t(taps) * ncols >= kMinParallelWork)
       {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int64_t nb = n_img * t / nt, ne = n_img * (t + 1) / nt;
+        int64_t y0 = p.height * t / nt, y1 = p.height * (t + 1) / nt;
         for (int64_t c = 0; c < cg; ++c)
           for (int64_t ky = 0; ky < fs; ++ky)
             for (int64_t kx = 0; kx < fs; ++kx) {
@@ -174,11 +175,11 @@ static void conv_bwd_data_strided(const ConvParams& p, const float* dy, const fl
               for (int64_t q = 0; q < np; ++q) {
                 int64_t pos = p0 + q, oy = pos / p.out_w, ox = pos % p.out_w;
                 int64_t iy = oy * p.stride - p.padding + ky, ix = ox * p.stride - p.padding + kx;
-                if (iy < 0 || iy >= p.height || ix < 0 || ix >= p.width) continue;
+                if (iy < y0 || iy >= y1 || ix < 0 || ix >= p.width) continue;
                 float* d = dxg + ((c * p.height + iy) * p.width + ix) * n_img;
                 const float* s = crow + q * n_img;
 #pragma omp simd
-                for (int64_t n = nb; n < ne; ++n) d[n] += s[n];
+                for (int64_t n = 0; n < n_img; ++n) d[n] += s[n];
               }
             }
       }
