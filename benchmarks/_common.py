@@ -181,21 +181,21 @@ def alternating_times(fns, repeats):
 
 
 def ratio_quartiles(ours, peer):
-    """The first and third quartiles of the per-round ratios peer / ours (> 1: ours faster) of two
-    contenders' alternating_times. A round's two calls ran a few seconds apart at most, so the
-    spread of their ratios is what the machine's drift does to one ratio: a median ratio a few
+    """The quartiles (q1, median, q3) of the per-round ratios peer / ours (> 1: ours faster) of
+    two contenders' alternating_times. A round's two calls ran a few seconds apart at most, so the
+    spread of their ratios is what the machine's drift does to one ratio: a median a few
     hundredths from 1.0 inside a range that spans 1.0 is a tie on that run, not a loss or a win."""
-    ratios = sorted(p / o for o, p in zip(ours, peer))
+    ratios = [p / o for o, p in zip(ours, peer)]
     if len(ratios) < 2:
-        return ratios[0], ratios[0]
-    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-    return q1, q3
+        return ratios[0], ratios[0], ratios[0]
+    q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q1, q2, q3
 
 
 def ratio_text(ours, peer):
-    """'median [q1-q3]' of peer / ours, from two contenders' alternating_times."""
-    q1, q3 = ratio_quartiles(ours, peer)
-    return f"{statistics.median(peer) / statistics.median(ours):.2f} [{q1:.2f}-{q3:.2f}]"
+    """'median [q1-q3]' of the per-round ratios peer / ours (ratio_quartiles)."""
+    q1, q2, q3 = ratio_quartiles(ours, peer)
+    return f"{q2:.2f} [{q1:.2f}-{q3:.2f}]"
 
 
 def fma_peak(threads=None, isa=None, iters=20_000_000, repeats=5):

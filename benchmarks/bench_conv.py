@@ -105,8 +105,8 @@ def print_table(rows, peaks):
     """Rows (name, pass, flops, times, peer_times, peer) (alternating_times; peer_times None without
     a peer) against the best FMA peak measured anywhere in the run: contention only ever lowers a
     measurement, so the best is the machine's, and dividing by it never flatters a row (a row
-    timed in a slow moment shows low, not high). Medians; the ratio's per-round quartiles in
-    brackets (_common.ratio_quartiles)."""
+    timed in a slow moment shows low, not high). Median times; the ratio is the median of the
+    per-round ratios, their quartiles in brackets (_common.ratio_quartiles)."""
     peak = max(peaks)
     print(f"FMA peak: {peak:.0f} GFLOP/s (best of {len(peaks)} measurements through the run, "
           f"lowest {min(peaks):.0f})")

@@ -11,8 +11,8 @@ timings alternate call by call (a shared machine's load then weighs on both alik
 `--clock thread --threads 1` times each call (and the FMA peak) by the calling thread's CPU time,
 which leaves out the time other jobs on a shared machine held the core. Prints the CPU model, the
 path on each side, ms, GFLOP/s, % of the measured FMA peak (the best of the measurements taken so
-far, one next to each size), and the ratio to numpy (> 1: convnet faster): the ratio of the
-medians, and in brackets the quartiles of the per-round ratios (_common.ratio_quartiles)."""
+far, one next to each size), and the ratio to numpy (> 1: convnet faster): the median of the
+per-round ratios, and in brackets their quartiles (_common.ratio_quartiles)."""
 import argparse
 import os
 import statistics
