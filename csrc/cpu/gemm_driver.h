@@ -489,7 +489,7 @@ void gemm_blocked(const GemmProblem& p) {
   // share of the rows fills an A block, the threads split the rows instead (below), each packing
   // its own A and using it while it is in L2. Square SGEMM, two threads, against the column
   // blocks: 512^2 1.04-1.05x (AVX2) and 1.06-1.11x (AVX-512), 1024^2 1.00-1.04x, 2048^2 and
-  // 3072^2 0.98-1.03x (AMD Zen 5, process by process, 2-3 pairs). Fixed halves there, where the
+  // 3072^2 0.98-1.03x (at both ISAs; AMD Zen 5, process by process, 2-3 pairs). Fixed halves there, where the
   // counter would have handed out two blocks per thread, on calls of at most about 0.1 s
   // (3072^2 at AVX-512; AVX2's blocks are 32 panels wide from 2048^2 on).
   const int64_t panels = (p.n + K::NR - 1) / K::NR;
