@@ -298,6 +298,32 @@ def test_sgemm_a_in_place_bits_cpu(rng, isa):
                         m, n, k, v, threads)
 
 
+def test_sgemm_gathered_b_bits_cpu(rng, isa):
+    """A B stored (k, n) is gathered: the first tile of each full panel reads its k steps in
+    place and packs them while it computes (sgemm_cpu); the same B stored (n, k) (trans_b) is
+    packed by a transposing pass. Both put the same panels before the same kernel: the same
+    bits, on 1, 2 and 3 threads, with alpha and beta. Fewer rows than a tile (the panels are then
+    copied before the tiles), a partial last panel, several k blocks with a tail, a leading
+    dimension past n, the rows split between threads and the columns taken from a counter."""
+    variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
+    for m, n, k, ldb in [(5, 77, 40, 77), (13, 1000, 301, 1003), (701, 655, 1100, 655),
+                         (300, 1500, 600, 1509), (1100, 900, 70, 901)]:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, ldb), dtype=np.float32)
+        bt = np.ascontiguousarray(b[:, :n].T)
+        c0 = rng.standard_normal((m, n), dtype=np.float32)
+        want = 0.5 * c0.astype(np.float64) + 1.5 * (a.astype(np.float64) @ b[:, :n])
+        for v in variants:
+            for threads in (1, 2, 3):
+                with cpu_threads(threads):
+                    gathered, packed = c0.copy(), c0.copy()
+                    ops.sgemm(a, b, gathered, alpha=1.5, beta=0.5, n=n, variant=v)
+                    ops.sgemm(a, bt, packed, trans_b=True, alpha=1.5, beta=0.5, variant=v)
+                assert_close(gathered, want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+                assert np.array_equal(gathered.view(np.uint32), packed.view(np.uint32)), (
+                    m, n, k, v, threads)
+
+
 def test_sgemm_a_rows_in_place_cpu(rng, isa):
     """Where m > n and the columns make at most 8 B panels, or k is at most 128 (the FC weight
     gradient's x, over many panels), the AVX-512 kernels read a row-major A (k contiguous: the

@@ -293,6 +293,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                       : abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
   float* pb = bbuf.get(size_t(kPanels) * K::NR * KC);
   bptrs.resize(size_t(kPanels) * KC), gathered.resize(kPanels);
+  // Their addresses once: each use of a thread_local from a shared library is a call to
+  // __tls_get_addr, and the tile loop below used two per tile.
+  const float** const rows_of = bptrs.data();
+  char* const is_gathered = gathered.data();
   // Blocks laid from n0 - skew (c_panel_skew; the shared counter starts there too); the first
   // is cut at n0, `off` columns short, and its first panel with it. A block that would leave
   // less than a panel after it takes those columns too (one panel more than NC holds), rather
@@ -320,10 +324,11 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
       bool any_gathered = false;
       for (int64_t q = 0; q < npanels; ++q) {
         int64_t col = panel_begin(q), cols = panel_begin(q + 1) - col;
-        gathered[q] = cols == K::NR &&
-                      p.b->row_pointers(jc + col, pc, kc, K::NR, bptrs.data() + q * KC);
-        any_gathered |= bool(gathered[q]);
-        if (!gathered[q]) p.b->pack(jc + col, cols, pc, kc, K::NR, pb + q * kc * K::NR);
+        // Not where A is read in place: those kernels (run_strided_a, run_rows_a) do not gather.
+        is_gathered[q] = !in_place && cols == K::NR &&
+                      p.b->row_pointers(jc + col, pc, kc, K::NR, rows_of + q * KC);
+        any_gathered |= bool(is_gathered[q]);
+        if (!is_gathered[q]) p.b->pack(jc + col, cols, pc, kc, K::NR, pb + q * kc * K::NR);
       }
       // Kernels with run_gather pack these panels in their first full tile (below). Otherwise
       // k step by k step across the panels: for one filter tap, consecutive panels read
@@ -332,8 +337,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
       if (any_gathered && !fused)
         for (int64_t t = 0; t < kc; ++t)
           for (int64_t q = 0; q < npanels; ++q)
-            if (gathered[q]) {
-              const float* src = bptrs[q * KC + t];
+            if (is_gathered[q]) {
+              const float* src = rows_of[q * KC + t];
               float* dst = pb + (q * kc + t) * K::NR;
               for (int i = 0; i < K::NR; ++i) dst[i] = src[i];
             }
@@ -392,7 +397,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             float* ct = c + (ic + ir) * ldc + (jc + jr);
             if constexpr (has_run_strided_a_packing<K>::value) {
               if (src && q == 0) {
-                if (fused && gathered[q] && ic == m0) {  // the tile gathers B: pack A first
+                if (fused && is_gathered[q] && ic == m0) {  // the tile gathers B: pack A first
                   p.a->pack(ic, mc, pc, kc, K::MR, pa_all);
                 } else {
                   K::run_strided_a_packing(kc, src, src_step, next_src, pa_all, bp, ct, ldc,
@@ -403,8 +408,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                 }
               }
             }
-            micro_tile<K>(fused && gathered[q] && ic == m0 && ir == 0, kc, ap, a_step, a_row,
-                          q == 0 ? next_src : nullptr, bp, bptrs.data() + q * KC,
+            micro_tile<K>(fused && is_gathered[q] && ic == m0 && ir == 0, kc, ap, a_step, a_row,
+                          q == 0 ? next_src : nullptr, bp, rows_of + q * KC,
                           pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k, rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
             if (next_rows) prefetch_runs(next_rows, src_row_stride, next_mc, next_kc, part, parts);

@@ -80,14 +80,26 @@ void pack_strided(const float* data, int64_t row_stride, int64_t k_stride, int64
                   int64_t rows, int64_t k0, int64_t kc, int width, float* dst);
 
 // element(r, k) = data[r * row_stride + k * k_stride]; one of the strides is 1.
+// With gathers_rows and row_stride 1 (a B stored (k, n)), full panels are handed to the driver
+// as row pointers, so that the micro-kernel packs each panel in its first tile instead of a
+// separate copy pass over B (sgemm_cpu, gemm.cpp).
 struct StridedOperand final : GemmOperand {
   const float* data;
   int64_t row_stride, k_stride;
-  StridedOperand(const float* d, int64_t rs, int64_t ks) : data(d), row_stride(rs), k_stride(ks) {}
+  bool gathers_rows;
+  StridedOperand(const float* d, int64_t rs, int64_t ks, bool gather = false)
+      : data(d), row_stride(rs), k_stride(ks), gathers_rows(gather) {}
 
   void pack(int64_t r0, int64_t rows, int64_t k0, int64_t kc, int width,
             float* dst) const override {
     pack_strided(data, row_stride, k_stride, r0, rows, k0, kc, width, dst);
+  }
+  bool row_pointers(int64_t r0, int64_t k0, int64_t kc, int /*width*/,
+                    const float** ptrs) const override {
+    if (!gathers_rows || row_stride != 1) return false;
+    const float* row = data + r0 + k0 * k_stride;
+    for (int64_t t = 0; t < kc; ++t, row += k_stride) ptrs[t] = row;
+    return true;
   }
   const float* rows_in_place(int64_t r0, int64_t k0, int64_t* k_step) const override {
     if (row_stride != 1) return nullptr;
