@@ -346,6 +346,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         int64_t mc = std::min<int64_t>(MC, m1 - ic);
         int64_t a_stride = kc * K::MR;  // floats from one A panel to the next
         const float* pa = p.a->panels(ic, pc, K::MR, &a_stride);
+        const bool a_has_panels = pa != nullptr;  // laid out by the operand: nothing packed here
         const float* src = nullptr;  // tile_packs_a: the tile row in place
         if (!pa && tile_packs_a) {
           src = p.a->rows_in_place(ic, pc, &src_step);
@@ -387,6 +388,21 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                                      : nullptr;
         const int64_t parts = npanels * ((mc + K::MR - 1) / K::MR);
         int64_t part = 0;
+        // The next A block, where it is packed already (by the team, or on an earlier column
+        // block), is prefetched into L2 a share per tile, so that its first tiles do not wait on
+        // it from L3 or memory: SGEMM 2048^2 / 3072^2 / 4096^2 1.014 / 1.009 / 1.008x as fast
+        // (AVX2), 4096^2 1.017x (AVX-512; AMD Zen 5, two threads, alternating in one process).
+        const float* next_packed = nullptr;
+        if (next_pc < k1 && !in_place && !src && !a_has_panels) {
+          const int64_t u = (next_pc - k0) / KC * (team_a ? team_a->mblocks : mblocks) +
+                            (next_ic - m0) / MC;
+          if (team_a && team_a->ready[u].load(std::memory_order_acquire))
+            next_packed = team_a->blocks + size_t(u) * team_a->block;
+          else if (keep_a && !first)
+            next_packed = pa_all + size_t(u) * ablock;
+        }
+        const int64_t next_lines =
+            (next_mc + K::MR - 1) / K::MR * K::MR * next_kc * int64_t(sizeof(float)) / 64;
         for (int64_t q = 0; q < npanels; ++q) {
           const int64_t jr = panel_begin(q);
           int cols = int(panel_begin(q + 1) - jr);
@@ -413,6 +429,10 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                           pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k, rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
             if (next_rows) prefetch_runs(next_rows, src_row_stride, next_mc, next_kc, part, parts);
+            if (next_packed)
+              for (int64_t l = next_lines * part / parts, e = next_lines * (part + 1) / parts;
+                   l < e; ++l)
+                __builtin_prefetch(reinterpret_cast<const char*>(next_packed) + l * 64, 0, 2);
             ++part;
           }
         }
