@@ -34,7 +34,8 @@
 // in place where m > n (gemm_reads_rows_a_in_place), in deeper k blocks.
 //
 // B panels whose k steps are contiguous rows somewhere (GemmOperand::row_pointers: the images of
-// an implicit-GEMM convolution) are packed by plain row copies rather than read in place: rows
+// an implicit-GEMM convolution, sgemm's B stored (k, n)) are packed by plain row copies rather
+// than read in place (and never where A is read in place, whose kernels do not gather): rows
 // of images lie 512 bytes apart (128 images), so in place they fall into a quarter of the L1
 // sets and the panel spills to L2 at every tile; packed, it stays in L1. A kernel that has
 // run_gather(kc, a, row_pointers, packed_b, c, ldc, alpha, beta, cols) copies them in the
