@@ -85,9 +85,9 @@ void gemm_run(const GemmProblem& p, int variant) {
 // A stored (m, k) (or (k, m) if trans_a) is the operand (rows = m, k); B stored (k, n) (or (n, k))
 // is the operand (rows = n, k). A B stored (k, n) is gathered: each panel's first tile reads its
 // k steps in place and packs them while it computes, where a copy pass over B, waiting on rows
-// from L2 or L3, took about 1% of a 1024^2 SGEMM's time (one thread, AVX2). AMD Zen 5, two
-// threads, alternating in one process: AVX-512 1.017-1.025x as fast at 512^2-2048^2, AVX2
-// 1.006-1.013x at 512^2-1024^2. The layers' own GEMMs keep their operands as they are: the AVX2
+// from L2 or L3, took 1.05% of a 1024^2 SGEMM's samples (perf; AMD Zen 5, AVX2, one thread).
+// The same Zen 5, two threads, alternating in one process: AVX-512 1.017-1.025x as fast at
+// 512^2-2048^2, AVX2 1.006-1.013x at 512^2-1024^2. The layers' own GEMMs keep their operands as they are: the AVX2
 // FC forward packs A in the first tile of each tile row, which a gathering tile cannot.
 void sgemm_cpu(const GemmParams& p, const float* a, const float* b, float* c) {
   StridedOperand A = p.trans_a ? StridedOperand(a, 1, p.lda) : StridedOperand(a, p.lda, 1);

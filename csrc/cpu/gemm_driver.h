@@ -286,6 +286,9 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   // A is packed once for all n blocks when there are several and it is not huge (the filters of
   // a convolution: packed once per call, not once per 1024 columns of images).
   int64_t mblocks = (m1 - m0 + MC - 1) / MC, kblocks = (k1 - k0 + KC - 1) / KC;
+  // The A block of rows from ic and k steps from pc: its index among the kept blocks (and the
+  // team's: with team_a, [m0, m1) and [k0, k1) are all of m and k, in the same blocks).
+  auto a_block = [&](int64_t ic, int64_t pc) { return (pc - k0) / KC * mblocks + (ic - m0) / MC; };
   size_t ablock = size_t(MC) * KC;
   bool keep_a = !in_place && !tile_packs_a && !team_a && (shared_n || n1 - n0 > NC) &&
                 size_t(mblocks * kblocks) * ablock <= kKeptAFloats;
@@ -360,7 +363,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         } else if (!pa) {
           float* dst = pa_all;
           if (keep_a) {
-            dst += size_t(((pc - k0) / KC) * mblocks + (ic - m0) / MC) * ablock;
+            dst += size_t(a_block(ic, pc)) * ablock;
             if (first) p.a->pack(ic, mc, pc, kc, K::MR, dst);
           } else {
             p.a->pack(ic, mc, pc, kc, K::MR, dst);
@@ -395,8 +398,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         // (AVX2), 4096^2 1.017x (AVX-512; AMD Zen 5, two threads, alternating in one process).
         const float* next_packed = nullptr;
         if (next_pc < k1 && !in_place && !src && !a_has_panels) {
-          const int64_t u = (next_pc - k0) / KC * (team_a ? team_a->mblocks : mblocks) +
-                            (next_ic - m0) / MC;
+          const int64_t u = a_block(next_ic, next_pc);
           if (team_a && team_a->ready[u].load(std::memory_order_acquire))
             next_packed = team_a->blocks + size_t(u) * team_a->block;
           else if (keep_a && !first)
