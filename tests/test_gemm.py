@@ -269,8 +269,12 @@ def test_variants_cover_every_isa_cpu():
 def test_sgemm_a_in_place_bits_cpu(rng, isa):
     """With few columns (at most 8 B panels) and A's rows contiguous (trans_a: the FC forward's
     w^T), the micro-kernels read A in place instead of packing it; where the k steps are a
-    multiple of 4 KB apart (m = 1024) the AVX2 kernel reads them in place only in the first tile
-    of each tile row, which writes the panel for the others (a partial last tile row too). In
+    multiple of 4 KB apart (m = 1024, 2048, 3072) the AVX2 kernel packs A instead: under more
+    than 4 B panels each block of 48 rows a share per tile during the tiles of the block before
+    it, into the other of two buffers (a partial last block; several k blocks; k = 9 shorter
+    than the 40 tiles that pack it, so that most pack no step; the second thread's rows
+    starting inside a cache line); under fewer in the first tile of each tile row, which writes
+    the panel for the others (a partial last tile row too). In
     place, A is read a tile row at a time, each prefetching the next (within a k block and, at
     k = 1100, into the next whole k block). Either way each element of C sums the same products
     in the same order as with A packed from a row-major copy: the same bits, on one thread and
@@ -279,7 +283,7 @@ def test_sgemm_a_in_place_bits_cpu(rng, isa):
     run multiplies by B widened past m columns and keeps the first n.)"""
     variants = {"portable": [0, 1], "avx2": [0, 2], "avx512": [0, 3, 4]}[isa]
     for m, n, k in [(1000, 128, 700), (1024, 100, 300), (45, 1, 9), (31, 130, 257),
-                    (1024, 128, 1100)]:
+                    (1024, 128, 1100), (2048, 80, 9), (3072, 37, 50), (2048, 16, 20)]:
         at = rng.standard_normal((k, m), dtype=np.float32)
         a = np.ascontiguousarray(at.T)
         b = rng.standard_normal((k, n), dtype=np.float32)

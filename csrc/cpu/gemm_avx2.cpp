@@ -67,7 +67,7 @@ struct Kernel6x16 {
 
   // As run_strided_a, also writing the tile row's A panel (kc steps of MR floats) to packed_a
   // for the tile row's other tiles (gemm_driver.h, tile_packs_a: where the k steps are a
-  // multiple of 4 KB apart).
+  // multiple of 4 KB apart, under at most 4 B panels; more pack ahead, pack_part_ahead).
   static void run_strided_a_packing(int64_t kc, const float* a, int64_t a_step,
                                     const float* a_next, float* packed_a, const float* b,
                                     float* c, int64_t ldc, float alpha, float beta, int rows,
@@ -101,7 +101,9 @@ struct Kernel6x16 {
   // (run_strided_a_packing; gemm_driver.h): fc6 / fc7 forward 1.02-1.05x as fast as packed by
   // a separate pass with the next block prefetched (one thread, thread CPU time, 9 pairs,
   // alternating in one process; two threads 1.04-1.06x), the same bits. The prefetch 1 to 3
-  // steps ahead instead of 4: the same; 8 or 12: 0.98-1.00x.
+  // steps ahead instead of 4: the same; 8 or 12: 0.98-1.00x. That first tile took 1.9x a later
+  // tile's time (perf, fc6 forward, 128 images, one thread): under more than 4 B panels, A is
+  // now packed a block ahead instead, a share per tile (pack_part_ahead), 1.04-1.05x as fast.
 
   static inline __m256i lane_mask(int n) {  // the first n (clamped to 0..8) lanes
     n = n < 0 ? 0 : n > 8 ? 8 : n;

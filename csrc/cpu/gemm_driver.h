@@ -29,9 +29,12 @@
 // kernels with run_strided_a read A in place, k steps a row stride apart, instead of packing it,
 // one tile row at a time: its tiles over every B panel in turn, while the first of them
 // prefetches the next tile row's A into L2. Where those k steps all fall into one L1 set (a
-// multiple of 4 KB apart), kernels with run_strided_a_packing (AVX2) read A in place only in the
-// first tile of each tile row, which writes its panel for the others. Kernels with run_rows_a likewise read a row-major A (k contiguous)
-// in place where m > n (gemm_reads_rows_a_in_place), in deeper k blocks.
+// multiple of 4 KB apart), kernels with run_strided_a_packing (AVX2) pack A instead: under more
+// than half of kInPlaceMaxPanels B panels in blocks of whole cache lines, each block during the
+// tiles of the one before it (packs_ahead); under fewer, in the first tile of each tile row,
+// which reads A in place and writes its panel for the others (tile_packs_a). Kernels with
+// run_rows_a likewise read a row-major A (k contiguous) in place where m > n
+// (gemm_reads_rows_a_in_place), in deeper k blocks.
 //
 // B panels whose k steps are contiguous rows somewhere (GemmOperand::row_pointers: the images of
 // an implicit-GEMM convolution, sgemm's B stored (k, n)) are packed by plain row copies rather
@@ -47,7 +50,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
+#include <numeric>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -133,7 +138,7 @@ void micro_tile(bool gather, int64_t kc, const float* ap, int64_t a_step, int64_
 // to a quarter of the time (one thread, Zen 4): it ran at 5-7 GB/s even with its source in L2
 // (its stores alone at about 7 GB/s), against the 1.6 GB/s of weights the FMAs consume. Square
 // GEMMs have 32 panels or more and pack as before; nothing between 8 and 32 was measured. (AVX2's
-// fc6/fc7, whose k steps share an L1 set, pack in each tile row's first tile instead:
+// fc6/fc7, whose k steps share an L1 set, pack A instead: pack_part_ahead and
 // run_strided_a_packing.) Kernels with run_rows_a also read A in place when its k steps are
 // contiguous (GemmOperand::rows_k_contiguous: the FC data gradient's w), where the pack is a
 // transpose, and then at any column count when k is short (gemm_reads_rows_a_in_place).
@@ -165,6 +170,46 @@ inline void prefetch_runs(const float* a, int64_t stride, int64_t runs, int64_t 
     const char* run = reinterpret_cast<const char*>(a + r * stride);
     for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(run + b, 0, 2);
     __builtin_prefetch(run + bytes - 1, 0, 2);
+  }
+}
+
+// The A blocks packed ahead (gemm_serial's packs_ahead), where A's k steps are a multiple of 4 KB
+// apart (fc6 and fc7's weights in the forward pass, rows = outputs contiguous): the fewest rows
+// that make whole tile rows and whole cache lines (48 for 6x16), so that each line read is used
+// whole. Against 48 rows, fc6 / fc7 forward with 96 ran 0.95 / 0.96x as fast on two threads
+// (1.01 / 1.00x on one), with 24 0.98 / 0.96x (0.98 / 0.98x on one; AMD Zen 5, AVX2,
+// alternating in one process).
+template <class K>
+constexpr int64_t aliased_a_block_rows() {
+  return std::lcm<int64_t>(K::MR, 64 / sizeof(float));
+}
+
+// Part `part` of `parts` of packing an A block of `rows` rows, k step t of them at src + t *
+// step, into panels of `width` (kc steps each, zeros past `rows`) at dst: a share of the k
+// steps, panel by panel, after prefetching the next share's rows (into L2). Run between a
+// block's tiles for the block after it (gemm_serial, packs_ahead): in place, each k step of a
+// tile took a line from L3 or memory, all of them in one L1 set; packed a tile ahead, they
+// come from L2. fc6 / fc7 forward (128 images) 1.04 / 1.04x as fast as packed by each tile
+// row's first tile, which reads them in place (AMD Zen 5, AVX2, one thread, thread CPU time,
+// alternating in one process; two threads 1.04-1.05x, in both orders).
+template <int width>
+void pack_part_ahead(const float* src, int64_t step, int64_t rows, int64_t kc, float* dst,
+                     int64_t part, int64_t parts) {
+  if (part + 1 < parts) prefetch_runs(src, step, kc, rows, part + 1, parts);
+  const int64_t t0 = kc * part / parts, t1 = kc * (part + 1) / parts;
+  for (int64_t r = 0; r < rows; r += width, dst += kc * width) {
+    const int valid = int(std::min<int64_t>(width, rows - r));
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* s = src + t * step + r;
+      float* d = dst + t * width;
+      if (valid == width) {
+        int i = 0;  // 16-byte copies, then the rest: GCC copied 6 floats as three 8-byte moves
+        for (; i + 4 <= width; i += 4) std::memcpy(d + i, s + i, 4 * sizeof(float));
+        std::memcpy(d + i, s + i, (width % 4) * sizeof(float));
+      } else {
+        for (int i = 0; i < width; ++i) d[i] = i < valid ? s[i] : 0.f;
+      }
+    }
   }
 }
 
@@ -247,19 +292,28 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                  const TeamA* team_a = nullptr) {
   int64_t a_step = K::MR;  // floats from one k step of an A panel to the next
   int64_t a_row = 0;       // A in place with k contiguous (run_rows_a): floats from row to row
+  int64_t ahead_step = 0;  // packs_ahead: the k step of A's rows in memory
   int64_t src_step = 0;    // tile_packs_a: the k step of A's rows, read in place
   const bool few_panels = (n1 - n0 + K::NR - 1) / K::NR <= kInPlaceMaxPanels;
   bool in_place = has_run_strided_a<K>::value && !team_a && few_panels &&
                  p.a->rows_in_place(m0, k0, &a_step);
   if constexpr (has_run_strided_a_packing<K>::value) {
     // L1 sets are indexed within the 4 KB page (virtually indexed, physically tagged): k steps a
-    // multiple of 4 KB apart put all of a tile's A lines into one set. There the first tile of
-    // each tile row reads A in place and writes the row's panel, which its other tiles read
-    // from L1.
-    if (in_place && a_step * int64_t(sizeof(float)) % 4096 == 0)
-      in_place = false, src_step = a_step, a_step = K::MR;
+    // multiple of 4 KB apart put all of a tile's A lines into one set. There A is packed: under
+    // more than half of kInPlaceMaxPanels B panels, each block during the tiles of the block
+    // before it (pack_part_ahead), into one of two buffers; under fewer, whose tiles would hide
+    // less of that pack, by the first tile of each tile row, which reads A in place and writes
+    // the row's panel for its other tiles. fc6 forward by packing ahead against the first tiles
+    // (AMD Zen 5, AVX2, two threads, alternating in one process): 1, 2, 3, 4 panels (16 to 64
+    // images) 0.66, 0.82, 0.89, 0.95x as fast; 5 to 8 panels 1.04-1.07x.
+    if (in_place && a_step * int64_t(sizeof(float)) % 4096 == 0) {
+      if ((n1 - n0 + K::NR - 1) / K::NR > kInPlaceMaxPanels / 2)
+        in_place = false, ahead_step = a_step, a_step = K::MR;
+      else
+        in_place = false, src_step = a_step, a_step = K::MR;
+    }
   }
-  const bool tile_packs_a = src_step != 0;
+  const bool packs_ahead = ahead_step != 0, tile_packs_a = src_step != 0;
   if (has_run_rows_a<K>::value && !in_place && !team_a && gemm_reads_rows_a_in_place(p, K::NR))
     in_place = bool(p.a->rows_k_contiguous(m0, k0, &a_row));
   const Blocking blk = a_row ? rows_a_blocking<K>(p) : blocking_for<K>(p);
@@ -282,6 +336,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   // A read in place: blocks of one tile row, whose tiles run over the B panels in turn (below).
   const int64_t MC = rows_ahead                 ? rows_ahead_block(blk, K::MR, n1 - n0)
                      : in_place || tile_packs_a ? K::MR
+                     : packs_ahead              ? aliased_a_block_rows<K>()
                                                 : blk.mc;
   // A is packed once for all n blocks when there are several and it is not huge (the filters of
   // a convolution: packed once per call, not once per 1024 columns of images).
@@ -290,11 +345,16 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   // team's: with team_a, [m0, m1) and [k0, k1) are all of m and k, in the same blocks).
   auto a_block = [&](int64_t ic, int64_t pc) { return (pc - k0) / KC * mblocks + (ic - m0) / MC; };
   size_t ablock = size_t(MC) * KC;
-  bool keep_a = !in_place && !tile_packs_a && !team_a && (shared_n || n1 - n0 > NC) &&
-                size_t(mblocks * kblocks) * ablock <= kKeptAFloats;
-  float* pa_all = team_a || in_place
-                      ? nullptr
-                      : abuf.get(keep_a ? size_t(mblocks * kblocks) * ablock : ablock);
+  bool keep_a = !in_place && !packs_ahead && !tile_packs_a && !team_a &&
+                (shared_n || n1 - n0 > NC) && size_t(mblocks * kblocks) * ablock <= kKeptAFloats;
+  const size_t a_floats = keep_a ? size_t(mblocks * kblocks) * ablock
+                          : packs_ahead ? 2 * ablock  // this block's, and the next one's
+                                        : ablock;
+  float* pa_all = team_a || in_place ? nullptr : abuf.get(a_floats);
+  // packs_ahead: the buffer (0 or 1) that holds the current block, and the block the other one
+  // holds when it was packed ahead.
+  int a_buffer = 0;
+  int64_t ahead_ic = -1, ahead_pc = -1;
   float* pb = bbuf.get(size_t(kPanels) * K::NR * KC);
   bptrs.resize(size_t(kPanels) * KC), gathered.resize(kPanels);
   // Their addresses once: each use of a thread_local from a shared library is a call to
@@ -355,6 +415,11 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
         if (!pa && tile_packs_a) {
           src = p.a->rows_in_place(ic, pc, &src_step);
           pa = pa_all;
+        } else if (!pa && packs_ahead) {
+          float* dst = pa_all + a_buffer * ablock;
+          if (ic != ahead_ic || pc != ahead_pc) p.a->pack(ic, mc, pc, kc, K::MR, dst);
+          ahead_ic = ahead_pc = -1;
+          pa = dst;
         } else if (!pa && in_place) {
           pa = a_row ? p.a->rows_k_contiguous(ic, pc, &a_row) : p.a->rows_in_place(ic, pc, &a_step);
           a_stride = a_row ? K::MR * a_row : K::MR;
@@ -392,12 +457,19 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                                      : nullptr;
         const int64_t parts = npanels * ((mc + K::MR - 1) / K::MR);
         int64_t part = 0;
+        // packs_ahead: the next block's rows in memory, and where they are packed, a part per
+        // tile (pack_part_ahead; its first part prefetched here).
+        const float* ahead_src =
+            packs_ahead && next_pc < k1 ? p.a->rows_in_place(next_ic, next_pc, &ahead_step)
+                                        : nullptr;
+        float* const ahead_dst = ahead_src ? pa_all + (a_buffer ^ 1) * ablock : nullptr;
+        if (ahead_src) prefetch_runs(ahead_src, ahead_step, next_kc, next_mc, 0, parts);
         // The next A block, where it is packed already (by the team, or on an earlier column
         // block), is prefetched into L2 a share per tile, so that its first tiles do not wait on
         // it from L3 or memory: SGEMM 2048^2 / 3072^2 / 4096^2 1.014 / 1.009 / 1.008x as fast
         // (AVX2), 4096^2 1.017x (AVX-512; AMD Zen 5, two threads, alternating in one process).
         const float* next_packed = nullptr;
-        if (next_pc < k1 && !in_place && !src && !a_has_panels) {
+        if (next_pc < k1 && !in_place && !src && !packs_ahead && !a_has_panels) {
           const int64_t u = a_block(next_ic, next_pc);
           if (team_a && team_a->ready[u].load(std::memory_order_acquire))
             next_packed = team_a->blocks + size_t(u) * team_a->block;
@@ -432,6 +504,9 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
                           pb + q * kc * K::NR, ct, ldc, p.alpha, beta_k, rows, cols);
             if (finish) finish_tile(p.epi, ct, ldc, ic + ir, rows, cols);
             if (next_rows) prefetch_runs(next_rows, src_row_stride, next_mc, next_kc, part, parts);
+            if (ahead_src)
+              pack_part_ahead<K::MR>(ahead_src, ahead_step, next_mc, next_kc, ahead_dst, part,
+                                     parts);
             if (next_packed)
               for (int64_t l = next_lines * part / parts, e = next_lines * (part + 1) / parts;
                    l < e; ++l)
@@ -439,6 +514,7 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
             ++part;
           }
         }
+        if (ahead_src) a_buffer ^= 1, ahead_ic = next_ic, ahead_pc = next_pc;
       }
     }
   }
