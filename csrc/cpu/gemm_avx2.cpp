@@ -102,8 +102,9 @@ struct Kernel6x16 {
   // a separate pass with the next block prefetched (one thread, thread CPU time, 9 pairs,
   // alternating in one process; two threads 1.04-1.06x), the same bits. The prefetch 1 to 3
   // steps ahead instead of 4: the same; 8 or 12: 0.98-1.00x. That first tile took 1.9x a later
-  // tile's time (perf, fc6 forward, 128 images, one thread): under more than 4 B panels, A is
-  // now packed a block ahead instead, a share per tile (pack_part_ahead), 1.04-1.05x as fast.
+  // tile's time (perf, fc6 forward, 128 images, AMD Zen 5, one thread): under more than 4 B
+  // panels, A is now packed a block ahead instead, a share per tile (pack_part_ahead): 1.04x as
+  // fast on one thread, 1.02-1.05x on two.
 
   static inline __m256i lane_mask(int n) {  // the first n (clamped to 0..8) lanes
     n = n < 0 ? 0 : n > 8 ? 8 : n;
