@@ -46,7 +46,7 @@ static inline __m256i lane_mask(int n) {  // the first n (0..8) lanes
 // Each row is prefetched kTransposePrefetch floats (8 lines) ahead: a panel reads its rows for
 // one k block only (384 floats, 24 lines, for the 6x16 kernel on a 48 KB L1), too short a run
 // for the hardware's stream prefetch to get ahead of, and a square SGEMM's rows lie 8-16 KB
-// apart. SGEMM 2048^2 1.004-1.015x as fast over five runs (median 1.01), 3072^2 / 4096^2
+// apart. SGEMM 2048^2 1.004-1.015x as fast over six runs (median 1.01), 3072^2 / 4096^2
 // 1.002-1.007 / 1.008x, 512^2 / 1024^2 level; one thread at 1024^2 1.015x, at 2048^2 level
 // (AMD Zen 5, AVX2, two threads unless said, alternating in one process). 64 floats ahead:
 // 1.009x at 2048^2; 256 / 512: 1.011 / 1.006x.
