@@ -176,9 +176,9 @@ inline void prefetch_runs(const float* a, int64_t stride, int64_t runs, int64_t 
 // The A blocks packed ahead (gemm_serial's packs_ahead), where A's k steps are a multiple of 4 KB
 // apart (fc6 and fc7's weights in the forward pass, rows = outputs contiguous): the fewest rows
 // that make whole tile rows and whole cache lines (48 for 6x16), so that each line read is used
-// whole. Against 48 rows, fc6 / fc7 forward with 96 ran 0.95 / 0.96x as fast on two threads
-// (1.01 / 1.00x on one), with 24 0.98 / 0.96x (0.98 / 0.98x on one; AMD Zen 5, AVX2,
-// alternating in one process).
+// whole. Against 48 rows, fc6 / fc7 forward with 96 ran 0.95 / 0.95x as fast on two threads
+// (0.94 / 1.00x on one), with 24 0.98 / 0.99x (0.98 / 0.98x on one; AMD Zen 5, AVX2, 128
+// images, alternating in one process, 20 ms of warm calls before each timed one).
 template <class K>
 constexpr int64_t aliased_a_block_rows() {
   return std::lcm<int64_t>(K::MR, 64 / sizeof(float));
@@ -191,7 +191,9 @@ constexpr int64_t aliased_a_block_rows() {
 // tile took a line from L3 or memory, all of them in one L1 set; packed a tile ahead, they
 // come from L2. fc6 / fc7 forward (128 images) 1.04 / 1.04x as fast as packed by each tile
 // row's first tile, which reads them in place (AMD Zen 5, AVX2, one thread, thread CPU time,
-// alternating in one process; two threads 1.04-1.05x, in both orders).
+// alternating in one process; two threads 1.04-1.05x, in both orders). Each step of a panel is
+// copied as 16 + 8 bytes: 32-byte copies spilling into the next step's slots, as pack_rows_avx2
+// writes a whole block, ran the forward 0.86x as fast here (one thread).
 template <int width>
 void pack_part_ahead(const float* src, int64_t step, int64_t rows, int64_t kc, float* dst,
                      int64_t part, int64_t parts) {
@@ -304,8 +306,9 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
     // before it (pack_part_ahead), into one of two buffers; under fewer, whose tiles would hide
     // less of that pack, by the first tile of each tile row, which reads A in place and writes
     // the row's panel for its other tiles. fc6 forward by packing ahead against the first tiles
-    // (AMD Zen 5, AVX2, two threads, alternating in one process): 1, 2, 3, 4 panels (16 to 64
-    // images) 0.66, 0.82, 0.89, 0.95x as fast; 5 to 8 panels 1.04-1.07x.
+    // (AMD Zen 5, AVX2, two threads, alternating in one process, 20 ms of warm calls before each
+    // timed one): 1, 2, 3, 4 panels (16 to 64 images) 0.65, 0.81, 0.92, 0.99x as fast; 5 panels
+    // (80 images) 1.02x, 8 (128) 1.07x.
     if (in_place && a_step * int64_t(sizeof(float)) % 4096 == 0) {
       if ((n1 - n0 + K::NR - 1) / K::NR > kInPlaceMaxPanels / 2)
         in_place = false, ahead_step = a_step, a_step = K::MR;
@@ -593,9 +596,9 @@ void gemm_blocked(const GemmProblem& p) {
   // share of the rows fills an A block, the threads split the rows instead (below), each packing
   // its own A and using it while it is in L2. Square SGEMM, two threads, against the column
   // blocks: 512^2 1.04-1.05x (AVX2) and 1.06-1.11x (AVX-512), 1024^2 1.00-1.04x, 2048^2 and
-  // 3072^2 0.98-1.03x (at both ISAs; AMD Zen 5, process by process, 2-3 pairs). Fixed halves there, where the
-  // counter would have handed out two blocks per thread, on calls of at most about 0.1 s
-  // (3072^2 at AVX-512; AVX2's blocks are 32 panels wide from 2048^2 on).
+  // 3072^2 0.98-1.03x (at both ISAs; AMD Zen 5, process by process, 2-3 pairs). Fixed halves
+  // there, where the counter would have handed out two blocks per thread, on calls of at most
+  // about 0.1 s (3072^2 at AVX-512; AVX2's blocks are 32 panels wide from 2048^2 on).
   const int64_t panels = (p.n + K::NR - 1) / K::NR;
   const int64_t chunk_panels = (panels + 2 * threads - 1) / (2 * threads);
   if (p.n >= p.m && !(chunk_panels < kMinChunkPanels && p.m >= threads * blk.mc)) {
