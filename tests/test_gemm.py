@@ -361,6 +361,36 @@ def test_sgemm_a_rows_in_place_cpu(rng, isa):
                 m, n, k, v, rows)
 
 
+def test_sgemm_narrow_last_panel_bits_cpu(rng, isa):
+    """A tile of full rows whose B panel holds fewer columns than the kernel's width (the last
+    panel of n) computes only the vectors that hold them: 1 to 3 of 6x64's four, one of 14x32's
+    two, AVX2's first of two (n = 1000, fc8's weight gradient, computed 1024 columns before).
+    Each column sums the same products in the same order either way: the same bits as the first
+    n columns of the product with B widened to whole 64-column panels, with alpha and beta, A
+    packed or read in place (m > n, k <= 128 at AVX-512), B gathered or transposed, on one
+    thread and two. (Variant 0 may pick another AVX-512 tile for the wider n.)"""
+    variants = {"portable": [1], "avx2": [2], "avx512": [3, 4]}[isa]
+    for n in (133, 136, 148, 168, 191):  # n % 64: 5, 8, 20, 40, 63
+        wide_n = (n + 63) // 64 * 64
+        for m, k, trans_b in [(300, 100, False), (50, 130, False), (61, 300, True)]:
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            b = rng.standard_normal((k, wide_n), dtype=np.float32)
+            c0 = rng.standard_normal((m, wide_n), dtype=np.float32)
+            operand = (lambda x: np.ascontiguousarray(x.T)) if trans_b else np.ascontiguousarray
+            want = 0.5 * c0[:, :n].astype(np.float64) + 1.5 * (a.astype(np.float64) @ b[:, :n])
+            for v in variants:
+                for threads in (1, 2):
+                    with cpu_threads(threads):
+                        narrow, wide = np.ascontiguousarray(c0[:, :n]), c0.copy()
+                        ops.sgemm(a, operand(b[:, :n]), narrow, trans_b=trans_b, alpha=1.5,
+                                  beta=0.5, variant=v)
+                        ops.sgemm(a, operand(b), wide, trans_b=trans_b, alpha=1.5, beta=0.5,
+                                  variant=v)
+                    assert_close(narrow, want, what=f"{isa}, {m}x{n}x{k}, variant {v}")
+                    assert np.array_equal(narrow.view(np.uint32),
+                                          wide[:, :n].view(np.uint32)), (m, n, k, v, threads)
+
+
 def test_sgemm_copying_pack_edges_cpu(rng, isa):
     """The copying pack (rows contiguous in the source: A with trans_a, B without trans_b) copies
     blocks of 8 k steps panel by panel, loading whole vectors wherever the source row holds
