@@ -220,9 +220,7 @@ bool winograd_pays(ConvOp pass, const ConvParams& p) {
   const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
   if (p.filter_size == 3) return cg >= kWinogradMinChannels && fg >= kWinogradMinChannels;
   if (cg < kWinograd5MinChannels || fg < kWinograd5MinChannels) return false;
-  if (pass != ConvOp::conv_bwd_weights || cpu_isa() == Isa::avx512) return true;
-  return cpu_isa() == Isa::avx2 && cg <= kWinograd5WgradMaxChannelsAvx2 &&
-         fg <= kWinograd5WgradMaxChannelsAvx2;
+  return pass != ConvOp::conv_bwd_weights || cpu_isa() != Isa::portable;
 }
 
 const char* winograd_setting(const char* op) {

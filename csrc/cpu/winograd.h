@@ -32,15 +32,17 @@ bool conv_uses_winograd(ConvOp pass, const ConvParams& p);
 // - 5x5: both at least kWinograd5MinChannels, where the 2.78x fewer multiply-adds outweigh the
 //   thin GEMMs (AlexNet's conv2, 48 channels per group: forward 1.7x / 1.5x as fast at AVX-512
 //   / AVX2, data gradient 1.7x / 1.5x; CIFAR's 32-channel layers 1.1-1.6x; its first layer, 3
-//   channels: forward 0.54x at AVX-512). The weight gradient on the AVX-512 path: its 36
-//   GEMMs of k = a chunk's columns ran conv2 1.43x as fast with the AVX-512 micro-kernels; on
-//   the AVX2 path only up to kWinograd5WgradMaxChannelsAvx2 channels and filters per group:
-//   AlexNet's conv2 (48 and 128) ran 1.13x (pairs 0.80-1.20x), and CIFAR's conv2 / conv3 (32
-//   -> 32, 32 -> 64) 1.02 / 1.17x the direct kernel once the transforms' planes were spread
-//   over the cache sets (0.88-0.94x before).
+//   channels: forward 0.54x at AVX-512). The weight gradient on the AVX-512 and AVX2 paths (not
+//   the portable one): its 36 GEMMs of k = a chunk's columns ran conv2 1.43x as fast with the
+//   AVX-512 micro-kernels. At AVX2, CIFAR's conv2 / conv3 (32 -> 32, 32 -> 64) ran 1.02 / 1.17x
+//   the direct kernel once the transforms' planes were spread over the cache sets (0.88-0.94x
+//   before), AlexNet's conv2 (48 channels, 128 filters per group) 1.13x and 0.97x in two runs,
+//   so it stayed direct there; on the AMD Zen 5 (AVX2, two threads, alternating in one process)
+//   conv2's weight gradient ran 1.72-1.74x as fast with Winograd at 128 images (222 -> 128 ms;
+//   one thread 1.73x), 1.66 / 1.79 / 1.81x at 32 / 64 / 100, and Winograd takes it at every
+//   width.
 constexpr int kWinogradMinChannels = 64;
 constexpr int kWinograd5MinChannels = 32;
-constexpr int kWinograd5WgradMaxChannelsAvx2 = 64;
 bool winograd_pays(ConvOp pass, const ConvParams& p);
 
 // CONVNET_WINOGRAD as variant 0 reads it: "auto", "on" or "off" (unset or empty: "auto");
