@@ -237,6 +237,28 @@ def test_direct_kernel_every_cpu_path(isa, rng, shape):
                  what=f"{isa} data gradient accumulate")
 
 
+def test_direct_forward_selection(isa, rng):
+    """Variant 0 runs the forward on the direct kernel (variant 6) with a batch of whole 64-image
+    tiles and at most 64 filters per group, or, with at most 3 channels per group (an RGB input
+    layer, AlexNet's conv1), up to 192 filters; otherwise on the GEMM, here over taps = 576 or 675
+    (two k blocks or more on every kernel, so its sums round differently)."""
+    for shape, direct in [((3, 19, 17, 64, 96, 11, 0, 4, 1), True),
+                          ((6, 12, 12, 64, 192, 5, 2, 1, 2), True),
+                          ((3, 20, 20, 64, 200, 15, 0, 4, 1), False),
+                          ((4, 14, 14, 64, 72, 12, 1, 2, 1), False),
+                          ((3, 19, 17, 37, 96, 11, 0, 4, 1), False)]:
+        x, w, _, kw = _problem(rng, shape)
+        x32, w32 = x.astype(np.float32), w.astype(np.float32)
+        auto = ops.conv_fwd(x32, w32, **kw).numpy()
+        assert_close(auto, ref.conv_fwd(x, w, **kw), what=f"{isa} {shape}")
+        same = np.array_equal(auto.view(np.uint32),
+                              ops.conv_fwd(x32, w32, variant=6, **kw).numpy().view(np.uint32))
+        if direct:
+            assert same, (isa, shape)
+        elif shape[3] % 64 == 0:
+            assert not same, (isa, shape)
+
+
 # The strided data gradient's col2im (a GEMM into columns, then each column added to the pixel
 # its tap reads): the threads split dx's rows, each adding its taps in one thread's order, so any
 # thread count gives the same bits; odd sizes, padding at every border, two groups (the first two

@@ -45,9 +45,24 @@ constexpr int kDirectWgradVariant = kGemmVariants;
 // 64 filters, 5x5; AMD Zen 4, one thread): forward 1.02 / 1.29 / 1.45x at AVX-512 and 1.17 /
 // 1.09 / 1.04x at AVX2 for its conv1-conv3; not measured above 64 filters. Winograd, where
 // winograd_pays, comes first: on conv2 and conv3 it ran 1.00-1.06x this kernel at AVX-512 and
-// 1.26-1.43x at AVX2 (forward and data gradient, one thread).
+// 1.26-1.43x at AVX2 (forward and data gradient, one thread). With at most
+// kDirectFwdFewChannels channels per group (an RGB input layer) it takes the forward up to
+// kDirectFwdMaxFiltersFewChannels filters: the GEMM's k is then only 3 x fs x fs taps. AMD Zen 5,
+// two threads, alternating in one process, 128 images, 224x224 with 11x11 filters at stride 4
+// (AlexNet's conv1 with 96 filters, and 128 / 192): 1.04 / 1.00 / 1.06x at AVX-512, 1.05 / 1.01
+// / 1.00x at AVX2; one thread (thread CPU time) conv1 1.06 / 1.05x. With many channels the GEMM
+// stays ahead whatever the filters: 64 -> 128 3x3 stride 2 0.92 / 0.93x, 128 -> 256 0.81 /
+// 0.71x, 256 -> 384 1x1 0.79 / 0.64x (AVX-512 / AVX2).
 constexpr int kDirectFwdVariant = kWinogradVariant + 1;
 constexpr int64_t kDirectFwdMaxFilters = 64;
+constexpr int64_t kDirectFwdFewChannels = 3, kDirectFwdMaxFiltersFewChannels = 192;
+
+static bool direct_forward_pays(const ConvParams& p) {
+  const int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
+  return p.images % 64 == 0 &&
+         (fg <= kDirectFwdMaxFilters ||
+          (cg <= kDirectFwdFewChannels && fg <= kDirectFwdMaxFiltersFewChannels));
+}
 
 // The stride-1 data gradient, the same way with up to kDirectFwdMaxFilters channels per group:
 // 1.22 / 1.28 / 1.49x the GEMM at AVX-512 (conv1 with 3 channels, conv2, conv3), but 0.94 /
@@ -100,9 +115,8 @@ void conv_fwd_cpu(const ConvParams& p, const float* x, const float* w, float* y,
   check_conv_variant("conv_fwd", p.variant);
   if (conv_uses_winograd(ConvOp::conv_fwd, p))
     return winograd_conv_fwd(p, x, w, y, accumulate, epi);
+  if (p.variant == 0 && direct_forward_pays(p)) return conv_fwd_direct(p, x, w, y, accumulate, epi);
   int64_t cg = p.channels / p.groups, fg = p.filters / p.groups;
-  if (p.variant == 0 && fg <= kDirectFwdMaxFilters && p.images % 64 == 0)
-    return conv_fwd_direct(p, x, w, y, accumulate, epi);
   int64_t cols = int64_t(p.out_h) * p.out_w * p.images;
   for (int g = 0; g < p.groups; ++g) {
     // w (taps, F) read as (rows = f, k = tap) of the group's filters.
