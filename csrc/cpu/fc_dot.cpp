@@ -7,7 +7,7 @@
 
 namespace convnet {
 
-int64_t fc_dot_max_images() { return cpu_isa() == Isa::avx512 ? 24 : 256; }
+int64_t fc_dot_max_images() { return cpu_isa() == Isa::avx512 ? 8 : 256; }
 
 void fc_bwd_data_dot(const FcParams& p, const float* dy, const float* w, float* dx,
                      bool accumulate) {
