@@ -4,9 +4,9 @@
 // the image rows of a gathering tile are prefetched, a partial last tile runs a kernel of only its
 // rows (m = 32 filters took 36 rows of FMAs with 6-row tiles) and, over at most 8 columns, of only
 // its first vector (HALF), and a B panel gathered from image rows is packed by its first tile
-// while that tile computes. Full tiles load and store C with
-// plain unaligned moves; only the columns of a partial tile go through masked moves (vmaskmovps
-// is many times slower than a plain store on AMD cores, and every full tile paid for it).
+// while that tile computes. Full tiles load and store C with plain unaligned moves; only the
+// columns of a partial tile go through masked moves (vmaskmovps is many times slower than a plain
+// store on AMD cores, and every full tile paid for it).
 //
 // Blocking comes from the cache sizes of the machine it runs on (cache_info.h), read once:
 //   KC: the KC x 16 B micro-panel fills half of L1 (256 steps for 32 KB);
