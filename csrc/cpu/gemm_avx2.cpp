@@ -117,9 +117,9 @@ struct Kernel6x16 {
 
   // HALF: a tile of at most 8 columns (the last panel of n) computes only the first of the
   // panel's two vectors: an FC pass over 100 images computed 112 columns, now 104 (fc6-fc8
-  // forward 1.04x as fast; over 4 images fc8 1.23-1.25x; AMD Zen 5, two threads, alternating in
-  // one process). Its epilogue is kept apart from the full tile's: sharing the masked epilogue
-  // (reordered) ran SGEMM 2048^2, all full tiles, at 0.96-0.97x.
+  // forward 1.04x as fast; over 4 images fc8 1.23-1.25x; AMD Zen 5, AVX2, two threads,
+  // alternating in one process). Its epilogue is kept apart from the full tile's: sharing the
+  // masked epilogue (reordered) ran SGEMM 2048^2, all full tiles, at 0.96-0.97x.
   template <int ROWS, bool GATHER = false, bool STRIDED_A = false, bool PACK_A = false,
             bool HALF = false>
   static void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,

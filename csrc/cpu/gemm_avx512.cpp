@@ -124,9 +124,9 @@ struct KernelAvx512 {
 
   // The tile of MR rows for a panel of at most NR - 16 columns (the last panel of n): only the
   // vectors that hold them, where an FC pass over 100 images computed 128 columns and fc8's
-  // forward over 10 images 64. AMD Zen 5, two threads, alternating in one process: at 100
-  // images fc6 / fc7 / fc8 forward 1.02 / 1.03 / 1.10x as fast, data gradients 1.12-1.14x; fc8
-  // forward at 10 images 1.54x. Out of line and unlikely: with whole panels the FC weight
+  // forward over 10 images 64. AMD Zen 5, AVX-512, two threads, alternating in one process: at
+  // 100 images fc6 / fc7 / fc8 forward 1.02 / 1.03 / 1.10x as fast, data gradients 1.12-1.14x;
+  // fc8 forward at 10 images 1.54x. Out of line and unlikely: with whole panels the FC weight
   // gradient's driver loop still took 2.1 -> 2.9% of its samples (0.99x at 1024 outputs, one
   // thread), the tile's code unchanged.
   template <bool STRIDED_A, bool ROWS_A, int... V>

@@ -296,7 +296,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
   int64_t a_row = 0;       // A in place with k contiguous (run_rows_a): floats from row to row
   int64_t ahead_step = 0;  // packs_ahead: the k step of A's rows in memory
   int64_t src_step = 0;    // tile_packs_a: the k step of A's rows, read in place
-  const bool few_panels = (n1 - n0 + K::NR - 1) / K::NR <= kInPlaceMaxPanels;
+  const int64_t panels = (n1 - n0 + K::NR - 1) / K::NR;
+  const bool few_panels = panels <= kInPlaceMaxPanels;
   bool in_place = has_run_strided_a<K>::value && !team_a && few_panels &&
                  p.a->rows_in_place(m0, k0, &a_step);
   if constexpr (has_run_strided_a_packing<K>::value) {
@@ -310,10 +311,8 @@ void gemm_serial(const GemmProblem& p, int64_t m0, int64_t m1, int64_t n0, int64
     // timed one): 1, 2, 3, 4 panels (16 to 64 images) 0.65, 0.81, 0.92, 0.99x as fast; 5 panels
     // (80 images) 1.02x, 8 (128) 1.07x.
     if (in_place && a_step * int64_t(sizeof(float)) % 4096 == 0) {
-      if ((n1 - n0 + K::NR - 1) / K::NR > kInPlaceMaxPanels / 2)
-        in_place = false, ahead_step = a_step, a_step = K::MR;
-      else
-        in_place = false, src_step = a_step, a_step = K::MR;
+      (panels > kInPlaceMaxPanels / 2 ? ahead_step : src_step) = a_step;
+      in_place = false, a_step = K::MR;
     }
   }
   const bool packs_ahead = ahead_step != 0, tile_packs_a = src_step != 0;
